@@ -1,0 +1,223 @@
+"""Typed contracts for every hop of the data flow.
+
+ingest -> recon -> align -> memory -> viz/server exchange only these types.
+
+Conventions (all stages):
+- ``c2w`` is camera-to-world, 4x4, OpenCV camera axes (x right, y down, z forward).
+  World-to-camera ("extrinsic" in VGGT) is its inverse.
+- ``K`` is 3x3 in pixels of the image it is attached to. Pixel centres sit at
+  integer coordinates (OpenCV).
+- Depth is z-distance along the camera's optical axis, not ray length.
+- Confidence: higher is more confident, 0 means invalid. Only the order within
+  one backend is meaningful; downstream stages use quantiles, not thresholds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+def identity_pixel_map() -> np.ndarray:
+    return np.eye(3, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded image of a stream.
+
+    ``pixel_map`` is the 3x3 affine taking pixel coordinates of the original
+    input image (``input_size``) to pixel coordinates of ``image`` (identity
+    when ingest did not resize or crop). Known intrinsics ``K`` are in pixels
+    of ``image``.
+    """
+
+    index: int  # position in the stream after stride / keyframe selection
+    timestamp: float  # seconds since the stream started
+    image: np.ndarray  # uint8 [H, W, 3], RGB
+    source: str  # input name: file name of an image, "video.mp4#123", "camera:0#17"
+    K: np.ndarray | None = None  # [3, 3] known intrinsics, pixels of `image`
+    input_size: tuple[int, int] | None = None  # (W, H) of the original input image
+    pixel_map: np.ndarray = field(default_factory=identity_pixel_map)  # [3, 3]
+
+    def __post_init__(self) -> None:
+        img = self.image
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"Frame.image must be uint8 [H, W, 3], got {img.dtype} {img.shape}")
+        if self.input_size is None:
+            object.__setattr__(self, "input_size", (img.shape[1], img.shape[0]))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(W, H) of ``image``."""
+        return self.image.shape[1], self.image.shape[0]
+
+    def K_in_input_pixels(self, K: np.ndarray) -> np.ndarray:
+        """Map intrinsics given in pixels of ``image`` back to the original input."""
+        return np.linalg.inv(self.pixel_map) @ K
+
+
+@dataclass
+class WindowPrediction:
+    """What a window model says about S frames, in the window's own frame and scale.
+
+    The window's frame is arbitrary (typically the first camera's); the aligner
+    maps it into the stream's world. Arrays are at the model resolution (H, W).
+    """
+
+    frame_indices: np.ndarray  # int64 [S], Frame.index of each view
+    timestamps: np.ndarray  # float64 [S]
+    sources: tuple[str, ...]  # Frame.source of each view
+    images: np.ndarray  # uint8 [S, H, W, 3], what the model saw
+    depth: np.ndarray  # float32 [S, H, W], z-depth, 0 where unknown
+    depth_conf: np.ndarray  # float32 [S, H, W], >= 0
+    c2w: np.ndarray  # float64 [S, 4, 4]
+    K: np.ndarray  # float64 [S, 3, 3], pixels of the model resolution
+    points: np.ndarray  # float32 [S, H, W, 3], in the window's frame
+    points_conf: np.ndarray  # float32 [S, H, W], >= 0
+    pixel_maps: np.ndarray  # float64 [S, 3, 3], input pixels -> model pixels
+    input_sizes: np.ndarray  # int64 [S, 2], (W, H) of each original input image
+    backend: str = ""
+    # Free-form, JSON-serialisable diagnostics (timings, match counts, ...).
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        S, H, W = self.depth.shape
+        expect = {
+            "frame_indices": (S,),
+            "timestamps": (S,),
+            "images": (S, H, W, 3),
+            "depth_conf": (S, H, W),
+            "c2w": (S, 4, 4),
+            "K": (S, 3, 3),
+            "points": (S, H, W, 3),
+            "points_conf": (S, H, W),
+            "pixel_maps": (S, 3, 3),
+            "input_sizes": (S, 2),
+        }
+        for name, shape in expect.items():
+            got = getattr(self, name).shape
+            if got != shape:
+                raise ValueError(f"WindowPrediction.{name} has shape {got}, expected {shape}")
+        if len(self.sources) != S:
+            raise ValueError(f"WindowPrediction.sources has {len(self.sources)} entries, expected {S}")
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.depth.shape[0])
+
+    @property
+    def model_size(self) -> tuple[int, int]:
+        """(W, H) the model ran at."""
+        return int(self.depth.shape[2]), int(self.depth.shape[1])
+
+    def K_input(self, i: int) -> np.ndarray:
+        """Intrinsics of view ``i`` in pixels of its original input image."""
+        return np.linalg.inv(self.pixel_maps[i]) @ self.K[i]
+
+    def subset(self, keep: Sequence[int] | np.ndarray) -> "WindowPrediction":
+        """The same prediction restricted to views ``keep`` (in that order)."""
+        idx = np.asarray(keep, dtype=np.int64)
+        arrays = {
+            name: getattr(self, name)[idx]
+            for name in (
+                "frame_indices", "timestamps", "images", "depth", "depth_conf", "c2w",
+                "K", "points", "points_conf", "pixel_maps", "input_sizes",
+            )
+        }
+        return replace(self, sources=tuple(self.sources[i] for i in idx), **arrays)
+
+
+@dataclass
+class AlignedWindow:
+    """A window placed in the stream's world frame by the aligner.
+
+    ``prediction`` holds world-frame poses and point maps. ``is_new`` marks the
+    views that were not already emitted by an earlier window (the overlap views
+    of a later window are the earlier window's business).
+    """
+
+    prediction: WindowPrediction
+    sim3_scale: float  # the window -> world similarity that was applied
+    sim3_R: np.ndarray  # [3, 3]
+    sim3_t: np.ndarray  # [3]
+    is_new: np.ndarray  # bool [S]
+    window_index: int
+    segment: int = 0  # increases when tracking was lost and a new world began
+    info: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class WindowModel(Protocol):
+    """A model that predicts geometry for a window of consecutive frames.
+
+    Both the weight-free default backend and the VGGT backend implement it, so
+    every later stage is backend-agnostic.
+    """
+
+    name: str
+
+    def predict(self, frames: Sequence[Frame]) -> WindowPrediction:
+        """Predict depth, poses, intrinsics and point maps for ``frames`` (S >= 2)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget any state carried across windows (start of a new stream)."""
+        ...
+
+
+@dataclass
+class GaussianSnapshot:
+    """A copy of the Gaussian-splat cache for viewers and exporters (memory -> viz/server).
+
+    Static Gaussians have ``timestamps`` NaN; dynamic ones carry the timestamp
+    of the one frame they belong to.
+    """
+
+    means: np.ndarray  # float32 [N, 3], world frame
+    colors: np.ndarray  # float32 [N, 3], RGB in [0, 1]
+    opacities: np.ndarray  # float32 [N], in (0, 1)
+    scales: np.ndarray  # float32 [N, 3], standard deviations in world units
+    quats: np.ndarray  # float32 [N, 4], w-first unit quaternions, local -> world
+    timestamps: np.ndarray  # float64 [N], NaN for static Gaussians
+
+    @property
+    def num(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def is_dynamic(self) -> np.ndarray:
+        return ~np.isnan(self.timestamps)
+
+
+@dataclass
+class StreamStats:
+    """Running counters of a stream, reported to observers after every window."""
+
+    frames_received: int = 0
+    frames_processed: int = 0  # frames that went through a window model
+    frames_posed: int = 0
+    frames_skipped: int = 0  # black / blurred / undecodable
+    frames_dropped: int = 0  # live sources dropping under load
+    windows: int = 0
+    fps: float = 0.0  # processed frames per second, wall clock
+    gaussians: int = 0
+    segment: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class StreamObserver(Protocol):
+    """Receives the stream as it is reconstructed (rerun logging, service progress).
+
+    Implementations must not block: the pipeline calls them inline.
+    """
+
+    def on_window(self, window: AlignedWindow) -> None: ...
+
+    def on_gaussians(self, snapshot: GaussianSnapshot) -> None: ...
+
+    def on_stats(self, stats: StreamStats) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,127 @@
+"""Small geometry helpers shared by every stage (numpy, float64 unless noted)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Sim3:
+    """x_world = s * R @ x + t."""
+
+    s: float
+    R: np.ndarray  # [3, 3]
+    t: np.ndarray  # [3]
+
+    @staticmethod
+    def identity() -> "Sim3":
+        return Sim3(1.0, np.eye(3), np.zeros(3))
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Transform points ``[..., 3]``."""
+        return self.s * points @ self.R.T + self.t
+
+    def apply_c2w(self, c2w: np.ndarray) -> np.ndarray:
+        """Transform camera-to-world poses ``[..., 4, 4]``; rotation stays orthonormal."""
+        out = np.array(c2w, dtype=np.float64, copy=True)
+        out[..., :3, :3] = self.R @ c2w[..., :3, :3]
+        out[..., :3, 3] = self.s * c2w[..., :3, 3] @ self.R.T + self.t
+        return out
+
+    def compose(self, other: "Sim3") -> "Sim3":
+        """self ∘ other."""
+        return Sim3(self.s * other.s, self.R @ other.R, self.s * self.R @ other.t + self.t)
+
+    def inverse(self) -> "Sim3":
+        Rt = self.R.T
+        return Sim3(1.0 / self.s, Rt, -(Rt @ self.t) / self.s)
+
+    def matrix(self) -> np.ndarray:
+        m = np.eye(4)
+        m[:3, :3] = self.s * self.R
+        m[:3, 3] = self.t
+        return m
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True,
+            weights: np.ndarray | None = None) -> Sim3:
+    """Least-squares similarity taking ``src [N, 3]`` onto ``dst [N, 3]`` (Umeyama 1991)."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3:
+        raise ValueError(f"umeyama needs two [N, 3] arrays, got {src.shape} and {dst.shape}")
+    n = src.shape[0]
+    if n < 3:
+        raise ValueError(f"umeyama needs at least 3 point pairs, got {n}")
+    w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum()
+    mu_s = w @ src
+    mu_d = w @ dst
+    xs = src - mu_s
+    xd = dst - mu_d
+    cov = (xd * w[:, None]).T @ xs
+    U, D, Vt = np.linalg.svd(cov)
+    S = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        S[2, 2] = -1
+    R = U @ S @ Vt
+    var_s = float(w @ (xs ** 2).sum(axis=1))
+    s = float(np.trace(np.diag(D) @ S) / var_s) if with_scale and var_s > 0 else 1.0
+    t = mu_d - s * R @ mu_s
+    return Sim3(s, R, t)
+
+
+def invert_se3(T: np.ndarray) -> np.ndarray:
+    """Inverse of rigid transforms ``[..., 4, 4]``."""
+    R = T[..., :3, :3]
+    t = T[..., :3, 3]
+    out = np.zeros_like(T, dtype=np.float64)
+    Rt = np.swapaxes(R, -1, -2)
+    out[..., :3, :3] = Rt
+    out[..., :3, 3] = -np.einsum("...ij,...j->...i", Rt, t)
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
+    """Angle of rotation matrices ``[..., 3, 3]`` in degrees."""
+    cos = (np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def pixel_grid(width: int, height: int) -> np.ndarray:
+    """Homogeneous pixel centres ``[H, W, 3]`` (u, v, 1), float64."""
+    u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    return np.stack([u, v, np.ones_like(u)], axis=-1)
+
+
+def unproject_depth(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray | None = None) -> np.ndarray:
+    """Points ``[H, W, 3]`` from z-depth ``[H, W]``; camera frame unless ``c2w`` is given."""
+    H, W = depth.shape
+    rays = pixel_grid(W, H) @ np.linalg.inv(K).T
+    pts = rays * depth[..., None]
+    if c2w is not None:
+        pts = pts @ c2w[:3, :3].T + c2w[:3, 3]
+    return pts
+
+
+def project_points(points_world: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates ``[..., 2]`` and z-depth ``[...]`` of world points in a camera."""
+    w2c = invert_se3(c2w)
+    pc = points_world @ w2c[:3, :3].T + w2c[:3, 3]
+    z = pc[..., 2]
+    uvw = pc @ K.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv = uvw[..., :2] / uvw[..., 2:3]
+    return uv, z
+
+
+def camera_centres(c2w: np.ndarray) -> np.ndarray:
+    return np.asarray(c2w)[..., :3, 3]
+
+
+def path_length(c2w: np.ndarray) -> float:
+    c = camera_centres(c2w)
+    return float(np.linalg.norm(np.diff(c, axis=0), axis=1).sum()) if len(c) > 1 else 0.0
