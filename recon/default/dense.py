@@ -1,0 +1,137 @@
+"""Dense depth by triangulating DIS optical flow against neighbouring views.
+
+For each view, flow is computed forward and backward to up to two neighbours
+chosen for their baseline; every pixel that survives the forward-backward
+check is triangulated in closed form along its own ray. Two neighbours give a
+multi-view consistency check: where both estimates agree the pixel is
+confident, where they disagree it is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from recon.default.features import grey
+
+
+@dataclass
+class DenseConfig:
+    target_baseline_ratio: float = 0.08  # baseline / median scene depth aimed for (about 4.5 degrees)
+    min_baseline_ratio: float = 0.015
+    max_fb_error_px: float = 1.0
+    min_angle_deg: float = 0.75
+    agree_rel: float = 0.05  # two neighbours' depths agree within this fraction
+    full_conf_angle_deg: float = 4.0
+    dis_preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+
+
+class FlowCache:
+    """DIS flow between views of the current window, computed once per ordered pair."""
+
+    def __init__(self, images: list[np.ndarray], preset: int):
+        self._grey = [grey(im) for im in images]
+        self._dis = cv2.DISOpticalFlow_create(preset)
+        self._flows: dict[tuple[int, int], np.ndarray] = {}
+
+    def flow(self, i: int, j: int) -> np.ndarray:
+        """Flow [H, W, 2] taking pixels of view i to view j."""
+        key = (i, j)
+        if key not in self._flows:
+            self._flows[key] = self._dis.calc(self._grey[i], self._grey[j], None)
+        return self._flows[key]
+
+
+def choose_neighbours(i: int, centres: np.ndarray, median_depth: float, cfg: DenseConfig) -> list[int]:
+    """Up to one view before and one after ``i`` whose baseline is closest to the target."""
+    out = []
+    for side in (range(i - 1, -1, -1), range(i + 1, len(centres))):
+        best, best_cost = None, np.inf
+        for j in side:
+            ratio = np.linalg.norm(centres[j] - centres[i]) / max(median_depth, 1e-9)
+            if ratio < cfg.min_baseline_ratio:
+                continue
+            cost = abs(np.log(ratio / cfg.target_baseline_ratio))
+            if cost < best_cost:
+                best, best_cost = j, cost
+        if best is not None:
+            out.append(best)
+    if not out:  # too little motion on both sides: take the farthest view anyway
+        far = int(np.argmax(np.linalg.norm(centres - centres[i], axis=1)))
+        if far != i:
+            out.append(far)
+    return out
+
+
+def triangulate_flow(flow_ij: np.ndarray, flow_ji: np.ndarray, K: np.ndarray,
+                     w2c_i: np.ndarray, w2c_j: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-pixel z-depth in view i from flow to view j: (depth [H, W], fb error [H, W], angle deg [H, W])."""
+    H, W = flow_ij.shape[:2]
+    u, v = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
+    uj = u + flow_ij[..., 0]
+    vj = v + flow_ij[..., 1]
+    back = cv2.remap(flow_ji, uj, vj, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=np.nan)
+    fb = np.hypot(flow_ij[..., 0] + back[..., 0], flow_ij[..., 1] + back[..., 1])
+    inside = (uj >= 0) & (uj <= W - 1) & (vj >= 0) & (vj <= H - 1)
+    fb[~inside] = np.inf
+
+    Kinv = np.linalg.inv(K)
+    rel = w2c_j @ np.linalg.inv(w2c_i)  # camera i -> camera j
+    R, t = rel[:3, :3], rel[:3, 3]
+    a = np.stack([u, v, np.ones_like(u)], -1).astype(np.float64) @ Kinv.T  # rays with z = 1
+    b = np.stack([uj, vj, np.ones_like(uj)], -1).astype(np.float64) @ Kinv.T  # normalised coords in j
+    r = a @ R.T  # X_j = depth * r + t
+    # Two linear equations in depth: depth * (r_x - x_j r_z) = x_j t_z - t_x (and the y twin).
+    ax = r[..., 0] - b[..., 0] * r[..., 2]
+    ay = r[..., 1] - b[..., 1] * r[..., 2]
+    bx = b[..., 0] * t[2] - t[0]
+    by = b[..., 1] * t[2] - t[1]
+    denom = ax * ax + ay * ay
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = (ax * bx + ay * by) / denom
+    # Triangulation angle between the two rays at the point.
+    X = a * depth[..., None]
+    cj = -R.T @ t  # centre of j in camera i
+    d1 = X
+    d2 = X - cj
+    cos = (d1 * d2).sum(-1) / (np.linalg.norm(d1, axis=-1) * np.linalg.norm(d2, axis=-1) + 1e-12)
+    angle = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+    depth_j = depth * r[..., 2] + t[2]
+    valid = np.isfinite(depth) & (depth > 0) & (depth_j > 0)
+    depth = np.where(valid, depth, 0.0)
+    return depth.astype(np.float32), fb.astype(np.float32), angle.astype(np.float32)
+
+
+def dense_depth(i: int, flows: FlowCache, K: np.ndarray, w2c: list[np.ndarray],
+                neighbours: list[int], depth_range: tuple[float, float],
+                cfg: DenseConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Depth [H, W] and confidence in [0, 1] [H, W] of view i."""
+    estimates = []
+    for j in neighbours:
+        d, fb, ang = triangulate_flow(flows.flow(i, j), flows.flow(j, i), K, w2c[i], w2c[j])
+        ok = (d > depth_range[0]) & (d < depth_range[1]) & (fb < cfg.max_fb_error_px) & (ang > cfg.min_angle_deg)
+        c = np.clip(ang / cfg.full_conf_angle_deg, 0, 1) * np.exp(-(fb / cfg.max_fb_error_px) ** 2)
+        estimates.append((np.where(ok, d, 0.0), np.where(ok, c, 0.0)))
+    if not estimates:
+        shape = flows._grey[i].shape
+        return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    if len(estimates) == 1:
+        d, c = estimates[0]
+        # A single neighbour cannot be cross-checked: trust it half as much.
+        return d.astype(np.float32), (0.5 * c).astype(np.float32)
+    (d1, c1), (d2, c2) = estimates[:2]
+    both = (c1 > 0) & (c2 > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.abs(d1 - d2) / np.maximum(np.minimum(d1, d2), 1e-12)
+    agree = both & (rel < cfg.agree_rel)
+    w = c1 + c2
+    fused = np.where(agree, (c1 * d1 + c2 * d2) / np.where(w > 0, w, 1), 0.0)
+    conf = np.where(agree, np.maximum(c1, c2) * (1 - rel / cfg.agree_rel * 0.5), 0.0)
+    # Where only one neighbour sees the pixel (occlusion, image border) keep it, less trusted.
+    only1 = (c1 > 0) & ~(c2 > 0)
+    only2 = (c2 > 0) & ~(c1 > 0)
+    fused = np.where(only1, d1, np.where(only2, d2, fused))
+    conf = np.where(only1, 0.3 * c1, np.where(only2, 0.3 * c2, conf))
+    return fused.astype(np.float32), conf.astype(np.float32)

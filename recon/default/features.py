@@ -1,0 +1,72 @@
+"""SIFT features and verified pairwise matches (OpenCV)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Features:
+    keypoints: np.ndarray  # float64 [N, 2], pixel coordinates (u, v)
+    descriptors: np.ndarray  # float32 [N, 128], RootSIFT
+
+
+@dataclass
+class PairMatches:
+    i: int  # window-local view indices, i < j
+    j: int
+    idx_i: np.ndarray  # int64 [M], keypoint indices in view i
+    idx_j: np.ndarray  # int64 [M], keypoint indices in view j
+    F: np.ndarray | None  # [3, 3] fundamental matrix of the inliers
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def detect_features(image: np.ndarray, max_features: int = 4000) -> Features:
+    """SIFT keypoints with RootSIFT descriptors (L1-normalise, square root: better matching)."""
+    sift = cv2.SIFT_create(nfeatures=max_features, contrastThreshold=0.02)
+    kps, desc = sift.detectAndCompute(grey(image), None)
+    if desc is None or len(kps) == 0:
+        return Features(np.zeros((0, 2)), np.zeros((0, 128), np.float32))
+    desc = desc / (np.abs(desc).sum(axis=1, keepdims=True) + 1e-7)
+    desc = np.sqrt(desc).astype(np.float32)
+    pts = np.array([kp.pt for kp in kps], dtype=np.float64)
+    return Features(pts, desc)
+
+
+def match_descriptors(a: Features, b: Features, ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest neighbours passing Lowe's ratio test, one per target keypoint: (idx_a [M], idx_b [M])."""
+    if len(a.keypoints) < 2 or len(b.keypoints) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a.descriptors, b.descriptors, k=2)
+    good = [(p[0].queryIdx, p[0].trainIdx, p[0].distance) for p in knn
+            if len(p) == 2 and p[0].distance < ratio * p[1].distance]
+    if not good:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    g = np.array(good)
+    # Keep the closest match where several keypoints of a chose the same keypoint of b.
+    order = np.argsort(g[:, 2])
+    _, first = np.unique(g[order, 1], return_index=True)
+    g = g[order[first]]
+    return g[:, 0].astype(np.int64), g[:, 1].astype(np.int64)
+
+
+def verified_matches(fa: Features, fb: Features, i: int, j: int,
+                     threshold_px: float = 1.5, min_inliers: int = 20) -> PairMatches | None:
+    """Matches of views i and j that agree with one fundamental matrix (MAGSAC), or None."""
+    ia, ib = match_descriptors(fa, fb)
+    if len(ia) < min_inliers:
+        return None
+    F, mask = cv2.findFundamentalMat(fa.keypoints[ia], fb.keypoints[ib], cv2.USAC_MAGSAC,
+                                     threshold_px, 0.999, 10000)
+    if F is None or mask is None:
+        return None
+    keep = mask.ravel().astype(bool)
+    if keep.sum() < min_inliers:
+        return None
+    return PairMatches(i, j, ia[keep], ib[keep], F[:3])

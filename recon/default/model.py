@@ -1,0 +1,189 @@
+"""The weight-free default window model: window SfM for poses, flow triangulation for depth."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from recon.default.dense import DenseConfig, FlowCache, choose_neighbours, dense_depth
+from recon.default.features import Features, PairMatches, detect_features, verified_matches
+from recon.default.sfm import SfmConfig, WindowSfm
+from recon.default.tracks import build_tracks
+from stream4d.contracts import Frame, WindowPrediction
+from stream4d.geometry import invert_se3, unproject_depth
+
+
+class WindowModelError(RuntimeError):
+    """A window could not be reconstructed at all (e.g. mismatched frame sizes)."""
+
+
+@dataclass
+class DefaultModelConfig:
+    """Knobs of the default backend; defaults chosen on ../shared/data (see docs/benchmarks.md)."""
+
+    max_features: int = 3000
+    match_neighbours: int = 3  # match each view with the next N views
+    focal_prior: float = 1.0  # unknown intrinsics start at f = focal_prior * max(W, H)
+    sfm: SfmConfig = field(default_factory=SfmConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
+    cache_frames: int = 64  # features / matches kept for reuse by overlapping windows
+
+
+def prior_intrinsics(width: int, height: int, focal_prior: float) -> np.ndarray:
+    f = focal_prior * max(width, height)
+    return np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]], np.float64)
+
+
+class DefaultWindowModel:
+    """Implements ``stream4d.contracts.WindowModel`` without learned weights."""
+
+    name = "default"
+
+    def __init__(self, config: DefaultModelConfig | None = None):
+        self.cfg = config or DefaultModelConfig()
+        self._features: OrderedDict[int, Features] = OrderedDict()
+        self._matches: OrderedDict[tuple[int, int], PairMatches | None] = OrderedDict()
+
+    def reset(self) -> None:
+        self._features.clear()
+        self._matches.clear()
+
+    # ---- cached per-frame and per-pair work --------------------------------------
+    def _features_of(self, frame: Frame) -> Features:
+        f = self._features.get(frame.index)
+        if f is None:
+            f = detect_features(frame.image, self.cfg.max_features)
+            self._features[frame.index] = f
+            while len(self._features) > self.cfg.cache_frames:
+                self._features.popitem(last=False)
+        return f
+
+    def _match(self, frames: Sequence[Frame], feats: list[Features], i: int, j: int) -> PairMatches | None:
+        key = (frames[i].index, frames[j].index)
+        if key not in self._matches:
+            self._matches[key] = verified_matches(feats[i], feats[j], 0, 1)
+            while len(self._matches) > self.cfg.cache_frames * self.cfg.match_neighbours:
+                self._matches.popitem(last=False)
+        m = self._matches[key]
+        return None if m is None else PairMatches(i, j, m.idx_i, m.idx_j, m.F)
+
+    # ---- the window ------------------------------------------------------------------
+    def predict(self, frames: Sequence[Frame]) -> WindowPrediction:
+        if len(frames) < 2:
+            raise WindowModelError(f"a window needs at least 2 frames, got {len(frames)}")
+        sizes = {f.size for f in frames}
+        if len(sizes) != 1:
+            raise WindowModelError(f"frames of one window must share a size, got {sorted(sizes)}")
+        W, H = frames[0].size
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        known_K = all(f.K is not None for f in frames)
+        K = np.asarray(frames[0].K, np.float64) if known_K else prior_intrinsics(W, H, self.cfg.focal_prior)
+
+        feats = [self._features_of(f) for f in frames]
+        matches = []
+        for i in range(len(frames)):
+            for j in range(i + 1, min(i + 1 + self.cfg.match_neighbours, len(frames))):
+                m = self._match(frames, feats, i, j)
+                if m is not None:
+                    matches.append(m)
+        timings["features_matches"] = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        tracks = build_tracks(feats, matches)
+        sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm).run()
+        timings["sfm"] = time.perf_counter() - t1
+        if sfm is None:
+            return self._rotation_only(frames, K, feats, matches, timings)
+
+        posed = sorted(sfm.w2c)
+        K = sfm.K
+        ref = posed[0]
+        # Window frame = first posed camera; scale = median sparse depth of that view is 1.
+        to_ref = invert_se3(sfm.w2c[ref])
+        w2c = {v: sfm.w2c[v] @ to_ref for v in posed}
+        pts_ref = sfm.points @ sfm.w2c[ref][:3, :3].T + sfm.w2c[ref][:3, 3]
+        scale = 1.0 / max(float(np.median(pts_ref[:, 2])), 1e-9)
+        for v in posed:
+            w2c[v][:3, 3] *= scale
+        points = pts_ref * scale
+
+        t2 = time.perf_counter()
+        centres = np.stack([invert_se3(w2c[v])[:3, 3] for v in posed])
+        flows = FlowCache([frames[v].image for v in posed], self.cfg.dense.dis_preset)
+        w2c_list = [w2c[v] for v in posed]
+        depth = np.zeros((len(posed), H, W), np.float32)
+        conf = np.zeros_like(depth)
+        for k, v in enumerate(posed):
+            z = points @ w2c[v][:3, :3][2] + w2c[v][2, 3]
+            z = z[z > 0]
+            med = float(np.median(z)) if len(z) else 1.0
+            lo, hi = (np.percentile(z, 1) * 0.5, np.percentile(z, 99) * 2.0) if len(z) > 10 else (1e-3, 1e3)
+            nb = choose_neighbours(k, centres, med, self.cfg.dense)
+            depth[k], conf[k] = dense_depth(k, flows, K, w2c_list, nb, (lo, hi), self.cfg.dense)
+        timings["dense"] = time.perf_counter() - t2
+
+        info = dict(sfm.info)
+        info["timings"] = timings
+        info["unposed_sources"] = [frames[v].source for v in range(len(frames)) if v not in sfm.w2c]
+        info["self_calibrated"] = not known_K
+        return self._prediction(frames, posed, w2c_list, K, depth, conf, info)
+
+    def _prediction(self, frames, posed, w2c_list, K, depth, conf, info) -> WindowPrediction:
+        c2w = invert_se3(np.stack(w2c_list))
+        pts = np.stack([unproject_depth(depth[k], K, c2w[k]) for k in range(len(posed))]).astype(np.float32)
+        sel = [frames[v] for v in posed]
+        return WindowPrediction(
+            frame_indices=np.array([f.index for f in sel], np.int64),
+            timestamps=np.array([f.timestamp for f in sel], np.float64),
+            sources=tuple(f.source for f in sel),
+            images=np.stack([f.image for f in sel]),
+            depth=depth,
+            depth_conf=conf,
+            c2w=c2w,
+            K=np.repeat(K[None], len(sel), axis=0),
+            points=pts,
+            points_conf=conf.copy(),
+            pixel_maps=np.stack([f.pixel_map for f in sel]),
+            input_sizes=np.array([f.input_size for f in sel], np.int64),
+            backend=self.name,
+            info=info,
+        )
+
+    def _rotation_only(self, frames, K, feats, matches, timings) -> WindowPrediction:
+        """No parallax (static camera or pure rotation): chain rotations from homographies.
+
+        Depth cannot be known; it is set to a nominal 1 with zero confidence so
+        nothing downstream trusts it, and poses keep the camera at one place.
+        """
+        n = len(frames)
+        R = [np.eye(3)]
+        Kinv = np.linalg.inv(K)
+        by_pair = {(m.i, m.j): m for m in matches}
+        for v in range(1, n):
+            m = by_pair.get((v - 1, v))
+            Rv = np.eye(3)
+            if m is not None and len(m.idx_i) >= 8:
+                Hm, _ = cv2.findHomography(feats[v - 1].keypoints[m.idx_i], feats[v].keypoints[m.idx_j], cv2.RANSAC, 2.0)
+                if Hm is not None:
+                    U, _, Vt = np.linalg.svd(Kinv @ Hm @ K)
+                    Rv = U @ Vt
+                    if np.linalg.det(Rv) < 0:
+                        Rv = -Rv
+            R.append(Rv @ R[-1])  # world-to-camera rotation of view v
+        w2c = []
+        for Rv in R:
+            T = np.eye(4)
+            T[:3, :3] = Rv
+            w2c.append(T)
+        W, H = frames[0].size
+        depth = np.ones((n, H, W), np.float32)
+        conf = np.zeros((n, H, W), np.float32)
+        info = {"degenerate": "no parallax: rotation-only poses, depth unconfident", "timings": timings,
+                "unposed_sources": [], "self_calibrated": not all(f.K is not None for f in frames)}
+        return self._prediction(frames, list(range(n)), w2c, K, depth, conf, info)

@@ -1,0 +1,275 @@
+"""Incremental structure from motion inside one window.
+
+Two-view initialisation on the pair with the best mix of inliers and
+triangulation angle, PnP registration of further views in order of how many
+triangulated tracks they see, triangulation of new tracks, and bundle
+adjustment (with focal self-calibration when the intrinsics are not known).
+Works for forward motion (driving): initialisation uses the essential matrix
+with the window's intrinsics, never a homography-only model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from recon.default.bundle import BundleProblem, bundle_adjust
+from recon.default.features import PairMatches
+from recon.default.tracks import Tracks
+
+
+@dataclass
+class SfmConfig:
+    min_init_inliers: int = 40
+    good_init_angle_deg: float = 3.0  # an initial pair with this much parallax is as good as any
+    min_tri_angle_deg: float = 1.0  # new points need this much parallax
+    max_reproj_px: float = 4.0
+    min_pnp_inliers: int = 20
+    ba_every: int = 3  # bundle-adjust after this many new registrations
+    degenerate_angle_deg: float = 0.4  # below this median parallax the window has no usable baseline
+
+
+@dataclass
+class SfmResult:
+    w2c: dict[int, np.ndarray]  # view -> [4, 4] world-to-camera, for registered views
+    K: np.ndarray  # [3, 3], refined if self-calibrated
+    points: np.ndarray  # [P, 3], triangulated tracks
+    point_track: np.ndarray  # int64 [P], track id of each point
+    degenerate: bool = False  # no parallax: rotation-only poses, depth unusable
+    info: dict = field(default_factory=dict)
+
+
+def _pose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = np.ravel(t)
+    return T
+
+
+def _ray_angle_deg(X: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+    a = X - c1
+    b = X - c2
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
+    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
+def _centre(w2c: np.ndarray) -> np.ndarray:
+    return -w2c[:3, :3].T @ w2c[:3, 3]
+
+
+def _reproj_err(w2c: np.ndarray, K: np.ndarray, X: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pc = X @ w2c[:3, :3].T + w2c[:3, 3]
+    z = pc[:, 2]
+    proj = pc @ K.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        proj = proj[:, :2] / proj[:, 2:3]
+    return np.linalg.norm(proj - uv, axis=1), z
+
+
+class WindowSfm:
+    def __init__(self, tracks: Tracks, matches: list[PairMatches], num_views: int,
+                 K: np.ndarray, known_K: bool, config: SfmConfig | None = None):
+        self.tracks = tracks
+        self.matches = matches
+        self.num_views = num_views
+        self.K = K.astype(np.float64).copy()
+        self.known_K = known_K
+        self.cfg = config or SfmConfig()
+        self.w2c: dict[int, np.ndarray] = {}
+        self.X = np.full((tracks.num_tracks, 3), np.nan)  # NaN until triangulated
+        # keypoint lookup: (view, track) -> observation row
+        self._obs_of_view = [tracks.in_view(v) for v in range(num_views)]
+
+    # ---- two-view initialisation -------------------------------------------------
+    def _track_pairs(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tracks seen in both views: (track ids, uv in i, uv in j)."""
+        oi, oj = self._obs_of_view[i], self._obs_of_view[j]
+        ti, tj = self.tracks.track[oi], self.tracks.track[oj]
+        common, ai, aj = np.intersect1d(ti, tj, return_indices=True)
+        return common, self.tracks.uv[oi[ai]], self.tracks.uv[oj[aj]]
+
+    def _evaluate_pair(self, i: int, j: int):
+        tid, ui, uj = self._track_pairs(i, j)
+        if len(tid) < self.cfg.min_init_inliers:
+            return None
+        E, mask = cv2.findEssentialMat(ui, uj, self.K, cv2.RANSAC, 0.999, 1.0)
+        if E is None or E.shape != (3, 3):
+            return None
+        n, R, t, mask2 = cv2.recoverPose(E, ui, uj, self.K, mask=mask.copy())
+        inl = mask2.ravel().astype(bool)
+        if inl.sum() < self.cfg.min_init_inliers:
+            return None
+        T0, T1 = np.eye(4), _pose(R, t)
+        X = self._triangulate_pair(T0, T1, ui[inl], uj[inl])
+        ang = _ray_angle_deg(X, _centre(T0), _centre(T1))
+        med = float(np.median(ang))
+        score = inl.sum() * min(med / self.cfg.good_init_angle_deg, 1.0)
+        return score, med, T1, tid[inl], X
+
+    def _triangulate_pair(self, Ta, Tb, ua, ub) -> np.ndarray:
+        Pa = self.K @ Ta[:3]
+        Pb = self.K @ Tb[:3]
+        Xh = cv2.triangulatePoints(Pa, Pb, ua.T.astype(np.float64), ub.T.astype(np.float64))
+        return (Xh[:3] / Xh[3]).T
+
+    def initialise(self) -> tuple[int, int, float] | None:
+        best = None
+        for m in self.matches:
+            res = self._evaluate_pair(m.i, m.j)
+            if res is not None and (best is None or res[0] > best[0][0]):
+                best = (res, m.i, m.j)
+        if best is None:
+            return None
+        (score, med, T1, tid, X), i, j = best
+        self.w2c[i] = np.eye(4)
+        self.w2c[j] = T1
+        if med < self.cfg.degenerate_angle_deg:
+            return i, j, med
+        ok = self._accept_points(tid, X, _centre(self.w2c[i]), _centre(T1))
+        self.X[tid[ok]] = X[ok]
+        return i, j, med
+
+    # ---- registration -----------------------------------------------------------
+    def _accept_points(self, tid: np.ndarray, X: np.ndarray, ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
+        """Points with positive depth and small reprojection error in every registered view that
+        sees them, and enough parallax between the centres ``ca``/``cb`` ([3] or [N, 3]) they came from."""
+        ok = np.isfinite(X).all(axis=1) & (_ray_angle_deg(X, ca, cb) >= self.cfg.min_tri_angle_deg)
+        slot = np.full(self.tracks.num_tracks, -1)
+        slot[tid] = np.arange(len(tid))
+        views = np.array(sorted(self.w2c))
+        vslot = np.full(self.num_views, -1)
+        vslot[views] = np.arange(len(views))
+        rows = np.nonzero((slot[self.tracks.track] >= 0) & (vslot[self.tracks.view] >= 0))[0]
+        if len(rows):
+            T = np.stack([self.w2c[v] for v in views])[vslot[self.tracks.view[rows]]]
+            k = slot[self.tracks.track[rows]]
+            pc = np.einsum("nij,nj->ni", T[:, :3, :3], X[k]) + T[:, :3, 3]
+            proj = pc @ self.K.T
+            with np.errstate(divide="ignore", invalid="ignore"):
+                err = np.linalg.norm(proj[:, :2] / proj[:, 2:3] - self.tracks.uv[rows], axis=1)
+            bad = (pc[:, 2] <= 0) | ~(err < self.cfg.max_reproj_px)
+            ok[k[bad]] = False
+        return ok
+
+    def register_view(self, v: int) -> bool:
+        rows = self._obs_of_view[v]
+        tv = self.tracks.track[rows]
+        has = np.isfinite(self.X[tv, 0])
+        if has.sum() < self.cfg.min_pnp_inliers:
+            return False
+        obj = self.X[tv[has]]
+        img = self.tracks.uv[rows[has]]
+        ok, rvec, tvec, inl = cv2.solvePnPRansac(obj, img, self.K, None, iterationsCount=500,
+                                                 reprojectionError=3.0, confidence=0.999,
+                                                 flags=cv2.SOLVEPNP_SQPNP)
+        if not ok or inl is None or len(inl) < self.cfg.min_pnp_inliers:
+            return False
+        inl = inl.ravel()
+        rvec, tvec = cv2.solvePnPRefineLM(obj[inl], img[inl], self.K, None, rvec, tvec)
+        self.w2c[v] = _pose(cv2.Rodrigues(rvec)[0], tvec)
+        return True
+
+    def triangulate_new(self) -> int:
+        """Triangulate tracks seen by >= 2 registered views that have no point yet."""
+        reg = np.array(sorted(self.w2c))
+        obs_reg = np.isin(self.tracks.view, reg)
+        untri = ~np.isfinite(self.X[self.tracks.track, 0])
+        sel = np.nonzero(obs_reg & untri)[0]
+        if len(sel) == 0:
+            return 0
+        tr, vw = self.tracks.track[sel], self.tracks.view[sel]
+        order = np.lexsort((vw, tr))
+        tr, vw, sel = tr[order], vw[order], sel[order]
+        first = np.r_[True, tr[1:] != tr[:-1]]
+        last = np.r_[tr[1:] != tr[:-1], True]
+        tids, a_rows, b_rows = tr[first], sel[first], sel[last]
+        keep = a_rows != b_rows
+        tids, a_rows, b_rows = tids[keep], a_rows[keep], b_rows[keep]
+        va, vb = self.tracks.view[a_rows], self.tracks.view[b_rows]
+        X = np.full((len(tids), 3), np.nan)
+        for pa, pb in set(zip(va.tolist(), vb.tolist())):
+            m = (va == pa) & (vb == pb)
+            X[m] = self._triangulate_pair(self.w2c[pa], self.w2c[pb], self.tracks.uv[a_rows[m]], self.tracks.uv[b_rows[m]])
+        centres = {v: _centre(T) for v, T in self.w2c.items()}
+        ca = np.stack([centres[v] for v in va.tolist()])
+        cb = np.stack([centres[v] for v in vb.tolist()])
+        ok = self._accept_points(tids, X, ca, cb)
+        self.X[tids[ok]] = X[ok]
+        return int(ok.sum())
+
+    # ---- bundle adjustment ------------------------------------------------------
+    def adjust(self, refine_focal: bool, fixed_view: int) -> float:
+        views = np.array(sorted(self.w2c))
+        vslot = np.full(self.num_views, -1)
+        vslot[views] = np.arange(len(views))
+        tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
+        pslot = np.full(self.tracks.num_tracks, -1)
+        pslot[tri] = np.arange(len(tri))
+        rows = np.nonzero((vslot[self.tracks.view] >= 0) & (pslot[self.tracks.track] >= 0))[0]
+        if len(rows) < 10:
+            return float("nan")
+        Rs = np.stack([self.w2c[v][:3, :3] for v in views])
+        problem = BundleProblem(
+            rvecs=Rotation.from_matrix(Rs).as_rotvec(),
+            tvecs=np.stack([self.w2c[v][:3, 3] for v in views]),
+            points=self.X[tri].copy(),
+            obs_view=vslot[self.tracks.view[rows]],
+            obs_point=pslot[self.tracks.track[rows]],
+            obs_uv=self.tracks.uv[rows],
+            K=self.K,
+            fixed_view=int(vslot[fixed_view]),
+            refine_focal=refine_focal,
+        )
+        res = bundle_adjust(problem)
+        Rn = Rotation.from_rotvec(res.rvecs).as_matrix()
+        for k, v in enumerate(views):
+            self.w2c[v] = _pose(Rn[k], res.tvecs[k])
+        self.X[tri] = res.points
+        self.K = res.K
+        # Forget points that stay far off after adjustment: they are mismatches.
+        bad_rows = rows[res.residuals_px > self.cfg.max_reproj_px]
+        bad_tracks = np.unique(self.tracks.track[bad_rows])
+        self.X[bad_tracks] = np.nan
+        return float(np.median(res.residuals_px))
+
+    def run(self) -> SfmResult | None:
+        init = self.initialise()
+        if init is None:
+            return None
+        i, j, med = init
+        info = {"init_pair": [int(i), int(j)], "init_median_angle_deg": med}
+        if med < self.cfg.degenerate_angle_deg:
+            return None  # caller falls back to rotation-only poses
+        since_ba = 0
+        while True:
+            pending = [v for v in range(self.num_views) if v not in self.w2c]
+            if not pending:
+                break
+            counts = []
+            for v in pending:
+                tv = self.tracks.track[self._obs_of_view[v]]
+                counts.append(int(np.isfinite(self.X[tv, 0]).sum()))
+            order = np.argsort(counts)[::-1]
+            registered = False
+            for k in order:
+                if counts[k] < self.cfg.min_pnp_inliers:
+                    break
+                if self.register_view(pending[k]):
+                    registered = True
+                    break
+            if not registered:
+                break
+            self.triangulate_new()
+            since_ba += 1
+            if since_ba >= self.cfg.ba_every or len(self.w2c) <= 4:
+                self.adjust(refine_focal=not self.known_K and len(self.w2c) >= 4, fixed_view=i)
+                since_ba = 0
+        info["median_reproj_px"] = self.adjust(refine_focal=not self.known_K and len(self.w2c) >= 3, fixed_view=i)
+        self.triangulate_new()
+        info["unregistered"] = [v for v in range(self.num_views) if v not in self.w2c]
+        tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
+        info["num_points"] = int(len(tri))
+        return SfmResult(dict(self.w2c), self.K, self.X[tri], tri, False, info)
