@@ -1,0 +1,440 @@
+"""The output folder of a reconstruction run: writer and readers.
+
+Layout (documented in docs/output_format.md)::
+
+    out_dir/
+      trajectory.json   posed frames (index, timestamp, image, c2w, K, size, segment)
+      trajectory.tum    the same poses as TUM lines, appended as frames arrive
+      points.ply        fused coloured point cloud (binary little-endian)
+      splats.ply        Gaussian cache export (written by memory/, not here)
+      recording.rrd     rerun recording (written by viz/, not here)
+      run.json          configuration, versions, timings, counts
+      depth/000042.npz  optional per-frame depth at model resolution
+
+``OutputWriter`` streams: ``trajectory.tum`` is appended and flushed per frame,
+so a crashed run still leaves its poses; ``trajectory.json`` is written once,
+atomically, on ``close()``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from plyfile import PlyData, PlyElement
+from scipy.spatial.transform import Rotation
+
+FORMAT_VERSION = 1
+TRAJECTORY_JSON = "trajectory.json"
+TRAJECTORY_TUM = "trajectory.tum"
+POINTS_PLY = "points.ply"
+SPLATS_PLY = "splats.ply"
+RECORDING_RRD = "recording.rrd"
+RUN_JSON = "run.json"
+DEPTH_DIR = "depth"
+# 3DGS stores colour as the degree-0 spherical-harmonic coefficient: rgb = 0.5 + SH_C0 * f_dc.
+SH_C0 = 0.28209479177387814
+
+
+@dataclass
+class PosedFrame:
+    """One input frame that received a pose.
+
+    ``index = -1`` means the source did not record frame indices (a TUM file);
+    ``K`` is all-NaN and ``width``/``height`` are 0 when intrinsics are unknown.
+    """
+
+    index: int  # Frame.index of the input frame
+    timestamp: float  # seconds since the stream started
+    image: str  # Frame.source ("000123.png", "video.mp4#123", ...)
+    c2w: np.ndarray  # [4, 4] camera-to-world, OpenCV axes
+    K: np.ndarray  # [3, 3] in pixels of the original input image
+    width: int  # of the original input image
+    height: int
+    segment: int = 0  # world segment (a new one starts when tracking is lost)
+
+    def __post_init__(self) -> None:
+        self.c2w = np.asarray(self.c2w, dtype=np.float64)
+        self.K = np.asarray(self.K, dtype=np.float64)
+        if self.c2w.shape != (4, 4):
+            raise ValueError(f"PosedFrame {self.index}: c2w must be [4, 4], got {self.c2w.shape}")
+        if not np.all(np.isfinite(self.c2w)):
+            raise ValueError(f"PosedFrame {self.index}: c2w has non-finite entries")
+        if self.K.shape != (3, 3):
+            raise ValueError(f"PosedFrame {self.index}: K must be [3, 3], got {self.K.shape}")
+        self.index = int(self.index)
+        self.timestamp = float(self.timestamp)
+        self.image = str(self.image)
+        self.width = int(self.width)
+        self.height = int(self.height)
+        self.segment = int(self.segment)
+
+    def to_json(self) -> dict:
+        return {
+            "index": self.index,
+            "timestamp": self.timestamp,
+            "image": self.image,
+            "c2w": self.c2w.tolist(),
+            "K": None if np.isnan(self.K).any() else self.K.tolist(),
+            "width": self.width,
+            "height": self.height,
+            "segment": self.segment,
+        }
+
+
+def c2w_to_tum(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Translation ``[3]`` and unit quaternion ``[4]`` (x, y, z, w; w >= 0) of a c2w pose."""
+    q = Rotation.from_matrix(c2w[:3, :3]).as_quat()  # scipy is scalar-last (x, y, z, w)
+    if q[3] < 0:  # q and -q are the same rotation; pick one so files are comparable
+        q = -q
+    return np.asarray(c2w[:3, 3], np.float64), q
+
+
+def tum_to_c2w(t: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:
+    """4x4 c2w from a TUM translation ``[3]`` and quaternion ``[4]`` (x, y, z, w)."""
+    c2w = np.eye(4)
+    c2w[:3, :3] = Rotation.from_quat(q_xyzw).as_matrix()  # normalises the quaternion
+    c2w[:3, 3] = t
+    return c2w
+
+
+def _tum_line(frame: PosedFrame) -> str:
+    t, q = c2w_to_tum(frame.c2w)
+    values = [frame.timestamp, *t, *q]
+    return " ".join(repr(float(v)) for v in values) + "\n"
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dump`` fallback for numpy values, paths and dataclasses."""
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return asdict(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def _atomic_write(path: Path, write) -> Path:
+    """Call ``write(binary_file)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_json(path: Path, obj: Any) -> Path:
+    text = json.dumps(obj, indent=1, default=json_default, allow_nan=False)
+    return _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _as_colors_uint8(colors: np.ndarray, n: int) -> np.ndarray:
+    colors = np.asarray(colors)
+    if colors.shape != (n, 3):
+        raise ValueError(f"colors must be [{n}, 3] to match points, got {colors.shape}")
+    if colors.dtype == np.uint8:
+        return colors
+    if not np.issubdtype(colors.dtype, np.floating):
+        raise ValueError(f"colors must be uint8 or float in [0, 1], got dtype {colors.dtype}")
+    if colors.size and (not np.all(np.isfinite(colors)) or colors.min() < -1e-6 or colors.max() > 1 + 1e-6):
+        raise ValueError("float colors must be finite and in [0, 1]")
+    return np.round(np.clip(colors, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def write_points_ply(path: str | Path, points: np.ndarray, colors: np.ndarray) -> Path:
+    """Write a binary little-endian PLY (x, y, z float32; red, green, blue uint8), atomically.
+
+    points: [N, 3] float, finite; colors: [N, 3] uint8, or float in [0, 1].
+    """
+    path = Path(path)
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be [N, 3], got {points.shape}")
+    if not np.all(np.isfinite(points)):
+        raise ValueError("points contain NaN or infinite coordinates")
+    rgb = _as_colors_uint8(colors, len(points))
+    vertex = np.empty(len(points), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
+                                          ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    for i, name in enumerate("xyz"):
+        vertex[name] = points[:, i]
+    for i, name in enumerate(("red", "green", "blue")):
+        vertex[name] = rgb[:, i]
+    ply = PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<")
+    return _atomic_write(path, ply.write)
+
+
+def read_points_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Points ``float64 [N, 3]`` and colours ``uint8 [N, 3]`` of a PLY's vertices.
+
+    Colours come from red/green/blue, else from 3DGS ``f_dc_0..2`` (so ``splats.ply``
+    reads as its centres), else are black.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"point cloud {path} does not exist")
+    try:
+        ply = PlyData.read(str(path))
+        vertex = ply["vertex"].data
+    except Exception as exc:  # plyfile raises several types for malformed files
+        raise ValueError(f"point cloud {path} is not a readable PLY with vertices: {exc}") from exc
+    names = vertex.dtype.names or ()
+    if not {"x", "y", "z"} <= set(names):
+        raise ValueError(f"point cloud {path} has no x, y, z vertex properties (has {names})")
+    points = np.stack([vertex[c] for c in "xyz"], axis=1).astype(np.float64)
+    if {"red", "green", "blue"} <= set(names):
+        colors = np.stack([vertex[c] for c in ("red", "green", "blue")], axis=1)
+        if colors.dtype != np.uint8:  # some writers store float colours in [0, 1]
+            colors = _as_colors_uint8(colors.astype(np.float64), len(points))
+    elif {"f_dc_0", "f_dc_1", "f_dc_2"} <= set(names):
+        sh = np.stack([vertex[f"f_dc_{i}"] for i in range(3)], axis=1).astype(np.float64)
+        colors = _as_colors_uint8(np.clip(0.5 + SH_C0 * sh, 0.0, 1.0), len(points))
+    else:
+        colors = np.zeros((len(points), 3), np.uint8)
+    return points, colors
+
+
+# One packed record per posed frame (~230 bytes + the name) until trajectory.json is written.
+_RECORD = np.dtype([("index", "<i8"), ("timestamp", "<f8"), ("c2w", "<f8", (4, 4)), ("K", "<f8", (3, 3)),
+                    ("width", "<i4"), ("height", "<i4"), ("segment", "<i4")])
+
+
+class OutputWriter:
+    """Writes a run's output folder incrementally.
+
+    Memory holds only one packed record per posed frame (for trajectory.json);
+    depth maps and points go to disk as soon as they are given.
+    """
+
+    def __init__(self, out_dir: str | Path, overwrite: bool = True) -> None:
+        self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise NotADirectoryError(f"output folder {self.out_dir} exists and is not a directory")
+        own = [self.out_dir / n for n in (TRAJECTORY_JSON, TRAJECTORY_TUM, POINTS_PLY, RUN_JSON)]
+        stale_depth = sorted((self.out_dir / DEPTH_DIR).glob("*.npz")) if self.out_dir.is_dir() else []
+        existing = [p for p in own if p.exists()] + stale_depth
+        if existing and not overwrite:
+            raise FileExistsError(f"output folder {self.out_dir} already holds {existing[0].name}; "
+                                  "pass overwrite=True or choose another folder")
+        # Only the files this writer owns are removed: splats.ply / recording.rrd may already
+        # be open by their own writers.
+        for p in existing:
+            p.unlink()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._records = np.zeros(64, _RECORD)  # grows by doubling
+        self._images: list[str] = []
+        self._seen: set[int] = set()
+        self._tum = open(self.out_dir / TRAJECTORY_TUM, "w", encoding="utf-8")
+        self._tum.write("# timestamp tx ty tz qx qy qz qw (camera-to-world, OpenCV axes)\n")
+        self._tum.flush()
+        self._closed = False
+
+    @property
+    def num_frames(self) -> int:
+        return len(self._images)
+
+    def add_frame(self, frame: PosedFrame) -> None:
+        """Record a posed frame: appended (and flushed) to trajectory.tum now, to trajectory.json on close."""
+        self._check_open()
+        if frame.index in self._seen:
+            raise ValueError(f"frame index {frame.index} was already added to {self.out_dir}")
+        n = len(self._images)
+        if n == len(self._records):
+            self._records = np.concatenate([self._records, np.zeros(n, _RECORD)])
+        self._records[n] = (frame.index, frame.timestamp, frame.c2w, frame.K, frame.width, frame.height,
+                            frame.segment)
+        self._images.append(frame.image)
+        self._seen.add(frame.index)
+        self._tum.write(_tum_line(frame))
+        self._tum.flush()
+
+    def write_depth(self, index: int, depth: np.ndarray, conf: np.ndarray, K: np.ndarray,
+                    c2w: np.ndarray) -> Path:
+        """Write ``depth/<index:06d>.npz``: depth, conf float32 [H, W]; K [3, 3] model pixels; c2w [4, 4]."""
+        self._check_open()
+        depth = np.asarray(depth, np.float32)
+        conf = np.asarray(conf, np.float32)
+        K = np.asarray(K, np.float64)
+        c2w = np.asarray(c2w, np.float64)
+        if depth.ndim != 2:
+            raise ValueError(f"depth of frame {index} must be [H, W], got {depth.shape}")
+        if conf.shape != depth.shape:
+            raise ValueError(f"conf of frame {index} must match depth {depth.shape}, got {conf.shape}")
+        if K.shape != (3, 3) or c2w.shape != (4, 4):
+            raise ValueError(f"frame {index}: K must be [3, 3] and c2w [4, 4], got {K.shape} and {c2w.shape}")
+        folder = self.out_dir / DEPTH_DIR
+        folder.mkdir(exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, depth=depth, conf=conf, K=K, c2w=c2w)
+        return _atomic_write(folder / f"{int(index):06d}.npz", lambda f: f.write(buf.getvalue()))
+
+    def write_points(self, points: np.ndarray, colors: np.ndarray) -> Path:
+        """Write ``points.ply``; points [N, 3] float, colors [N, 3] uint8 or float in [0, 1]."""
+        return write_points_ply(self.out_dir / POINTS_PLY, points, colors)
+
+    def write_run(self, run: dict) -> Path:
+        """Write ``run.json`` (numpy values allowed); adds the stream4d and format versions."""
+        from stream4d import __version__
+
+        body = {"stream4d_version": __version__, "format_version": FORMAT_VERSION, **run}
+        return _write_json(self.out_dir / RUN_JSON, body)
+
+    def close(self) -> None:
+        """Write trajectory.json (atomically) and close trajectory.tum. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._tum.close()
+        frames = [
+            PosedFrame(int(r["index"]), float(r["timestamp"]), image, r["c2w"], r["K"], int(r["width"]),
+                       int(r["height"]), int(r["segment"])).to_json()
+            for r, image in zip(self._records, self._images)
+        ]
+        _write_json(self.out_dir / TRAJECTORY_JSON, {"version": FORMAT_VERSION, "frames": frames})
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"OutputWriter for {self.out_dir} is closed")
+
+    def __enter__(self) -> "OutputWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()  # also on errors: the poses so far are the useful part of a failed run
+
+
+def _load_json(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _frames_list(data: Any, path: Path) -> list:
+    if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
+        raise ValueError(f"{path} has no top-level \"frames\" list")
+    return data["frames"]
+
+
+def _frame_from_dict(entry: Any, path: Path, pos: int, index: int, timestamp: float) -> PosedFrame:
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: frame {pos} is not an object")
+    if "c2w" not in entry:
+        raise ValueError(f"{path}: frame {pos} lacks \"c2w\"")
+    K = entry.get("K")
+    try:
+        return PosedFrame(
+            index=index,
+            timestamp=timestamp,
+            image=entry.get("image", ""),
+            c2w=np.asarray(entry["c2w"], np.float64),
+            K=np.full((3, 3), np.nan) if K is None else np.asarray(K, np.float64),
+            width=entry.get("width", 0),
+            height=entry.get("height", 0),
+            segment=entry.get("segment", 0),
+        )
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path}: frame {pos}: {exc}") from exc
+
+
+def read_trajectory_json(path: str | Path) -> list[PosedFrame]:
+    """Frames of a ``trajectory.json`` written by ``OutputWriter``."""
+    path = Path(path)
+    frames = _frames_list(_load_json(path), path)
+    out = []
+    for pos, entry in enumerate(frames):
+        if not isinstance(entry, dict) or "index" not in entry:
+            raise ValueError(f"{path}: frame {pos} has no \"index\" (is this a cameras.json?)")
+        out.append(_frame_from_dict(entry, path, pos, entry["index"], entry.get("timestamp", entry["index"])))
+    return out
+
+
+def read_tum(path: str | Path) -> list[PosedFrame]:
+    """Frames of a TUM trajectory file (index -1, unknown K, image "")."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            values = np.array([float(v) for v in line.replace(",", " ").split()], np.float64)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{lineno}: not a TUM line ({exc})") from exc
+        if values.shape != (8,) or not np.all(np.isfinite(values)):
+            raise ValueError(f"{path}:{lineno}: expected 8 finite numbers "
+                             f"'timestamp tx ty tz qx qy qz qw', got {values.size}")
+        if np.linalg.norm(values[4:]) < 1e-12:
+            raise ValueError(f"{path}:{lineno}: zero quaternion")
+        out.append(PosedFrame(index=-1, timestamp=values[0], image="", c2w=tum_to_c2w(values[1:4], values[4:]),
+                              K=np.full((3, 3), np.nan), width=0, height=0))
+    return out
+
+
+def read_trajectory(path: str | Path) -> list[PosedFrame]:
+    """Posed frames from an output folder, a ``trajectory.json`` or a ``.tum`` file.
+
+    For a folder, ``trajectory.json`` is used, or ``trajectory.tum`` when the run
+    did not get to close its writer.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / TRAJECTORY_JSON).is_file():
+            return read_trajectory_json(path / TRAJECTORY_JSON)
+        if (path / TRAJECTORY_TUM).is_file():
+            return read_tum(path / TRAJECTORY_TUM)
+        raise FileNotFoundError(f"output folder {path} has neither {TRAJECTORY_JSON} nor {TRAJECTORY_TUM}")
+    if not path.exists():
+        raise FileNotFoundError(f"trajectory {path} does not exist")
+    if path.suffix.lower() in (".tum", ".txt"):
+        return read_tum(path)
+    return read_trajectory_json(path)
+
+
+def read_cameras_json(path: str | Path) -> list[PosedFrame]:
+    """Reference cameras in the /work/shared/data ``cameras.json`` format.
+
+    index = position in the list; timestamp = the frame's "timestamp" if present, else index.
+    """
+    path = Path(path)
+    frames = _frames_list(_load_json(path), path)
+    out = []
+    for pos, entry in enumerate(frames):
+        ts = entry.get("timestamp", pos) if isinstance(entry, dict) else pos
+        frame = _frame_from_dict(entry, path, pos, pos, ts)
+        if np.isnan(frame.K).any():
+            raise ValueError(f"{path}: frame {pos} lacks \"K\"")
+        out.append(frame)
+    return out
+
+
+def read_depth(out_dir: str | Path, index: int) -> dict[str, np.ndarray]:
+    """``depth/<index:06d>.npz`` of an output folder: depth, conf [H, W], K [3, 3], c2w [4, 4]."""
+    path = Path(out_dir) / DEPTH_DIR / f"{int(index):06d}.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"no depth for frame {index}: {path} does not exist")
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+__all__ = [
+    "FORMAT_VERSION", "PosedFrame", "OutputWriter", "read_trajectory", "read_trajectory_json", "read_tum",
+    "read_cameras_json", "read_points_ply", "write_points_ply", "read_depth", "c2w_to_tum", "tum_to_c2w",
+    "json_default",
+]
