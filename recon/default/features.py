@@ -29,7 +29,7 @@ def grey(image: np.ndarray) -> np.ndarray:
 
 def detect_features(image: np.ndarray, max_features: int = 4000) -> Features:
     """SIFT keypoints with RootSIFT descriptors (L1-normalise, square root: better matching)."""
-    sift = cv2.SIFT_create(nfeatures=max_features, contrastThreshold=0.02)
+    sift = cv2.SIFT_create(nfeatures=max_features, contrastThreshold=0.01)
     kps, desc = sift.detectAndCompute(grey(image), None)
     if desc is None or len(kps) == 0:
         return Features(np.zeros((0, 2)), np.zeros((0, 128), np.float32))
@@ -39,7 +39,7 @@ def detect_features(image: np.ndarray, max_features: int = 4000) -> Features:
     return Features(pts, desc)
 
 
-def match_descriptors(a: Features, b: Features, ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+def match_descriptors(a: Features, b: Features, ratio: float = 0.85) -> tuple[np.ndarray, np.ndarray]:
     """Nearest neighbours passing Lowe's ratio test, one per target keypoint: (idx_a [M], idx_b [M])."""
     if len(a.keypoints) < 2 or len(b.keypoints) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)

@@ -235,6 +235,33 @@ class WindowSfm:
         self.X[bad_tracks] = np.nan
         return float(np.median(res.residuals_px))
 
+    def _register_all(self, fixed_view: int, since_ba: int) -> int:
+        """Register views greedily (most triangulated tracks first) until none can be; returns how many."""
+        added = 0
+        while True:
+            pending = [v for v in range(self.num_views) if v not in self.w2c]
+            if not pending:
+                return added
+            counts = []
+            for v in pending:
+                tv = self.tracks.track[self._obs_of_view[v]]
+                counts.append(int(np.isfinite(self.X[tv, 0]).sum()))
+            registered = False
+            for k in np.argsort(counts)[::-1]:
+                if counts[k] < self.cfg.min_pnp_inliers:
+                    break
+                if self.register_view(pending[k]):
+                    registered = True
+                    break
+            if not registered:
+                return added
+            added += 1
+            self.triangulate_new()
+            since_ba += 1
+            if since_ba >= self.cfg.ba_every or len(self.w2c) <= 4:
+                self.adjust(refine_focal=not self.known_K and len(self.w2c) >= 4, fixed_view=fixed_view)
+                since_ba = 0
+
     def run(self) -> SfmResult | None:
         init = self.initialise()
         if init is None:
@@ -244,31 +271,12 @@ class WindowSfm:
         if med < self.cfg.degenerate_angle_deg:
             return None  # caller falls back to rotation-only poses
         since_ba = 0
-        while True:
-            pending = [v for v in range(self.num_views) if v not in self.w2c]
-            if not pending:
-                break
-            counts = []
-            for v in pending:
-                tv = self.tracks.track[self._obs_of_view[v]]
-                counts.append(int(np.isfinite(self.X[tv, 0]).sum()))
-            order = np.argsort(counts)[::-1]
-            registered = False
-            for k in order:
-                if counts[k] < self.cfg.min_pnp_inliers:
-                    break
-                if self.register_view(pending[k]):
-                    registered = True
-                    break
-            if not registered:
-                break
+        for attempt in range(3):  # after a full adjustment more points exist: retry the stragglers
+            added = self._register_all(i, since_ba)
+            info["median_reproj_px"] = self.adjust(refine_focal=not self.known_K and len(self.w2c) >= 3, fixed_view=i)
             self.triangulate_new()
-            since_ba += 1
-            if since_ba >= self.cfg.ba_every or len(self.w2c) <= 4:
-                self.adjust(refine_focal=not self.known_K and len(self.w2c) >= 4, fixed_view=i)
-                since_ba = 0
-        info["median_reproj_px"] = self.adjust(refine_focal=not self.known_K and len(self.w2c) >= 3, fixed_view=i)
-        self.triangulate_new()
+            if not added or len(self.w2c) == self.num_views:
+                break
         info["unregistered"] = [v for v in range(self.num_views) if v not in self.w2c]
         tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
         info["num_points"] = int(len(tri))
