@@ -1,0 +1,161 @@
+"""FrameSource: what every source is, and the selection / shaping they share.
+
+A source only has to produce ``RawFrame``s in input order; the base class
+applies stride, target_fps, keyframes, max_frames and resize (in that order)
+and builds the ``Frame``s. Pixels are loaded only for frames that pass the
+stride / fps selection, and nothing is kept beyond the current frame, so
+memory stays bounded whatever the length of the input.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from stream4d.contracts import Frame
+from recon.ingest.errors import IngestError
+from recon.ingest.keyframes import KeyframeSelector
+from recon.ingest.options import IngestOptions
+from recon.ingest.transforms import Resizer
+
+
+@dataclass
+class SourceInfo:
+    """What is known about an input before reading it through."""
+
+    kind: str  # "video" | "images" | "dataset" | "camera" | "push"
+    name: str  # file / folder name, camera or stream name
+    fps: float | None  # nominal frame rate, None when unknown
+    frame_count: int | None  # frames in the input before selection, None when unknown
+    size: tuple[int, int] | None  # (W, H) of the input images (displayed orientation)
+
+
+@dataclass
+class SourceStats:
+    """Counters of one pass over a source."""
+
+    decoded: int = 0  # frames the input produced (read or decoded)
+    yielded: int = 0
+    skipped_stride: int = 0  # dropped by stride or target_fps
+    skipped_keyframe: int = 0
+    dropped: int = 0  # live sources: frames lost because the consumer was slower
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RawFrame:
+    """One frame of an input before selection; pixels are loaded on demand."""
+
+    number: int  # 0-based position in the input (decode order of the source)
+    timestamp: float  # seconds since the first frame
+    name: str  # becomes Frame.source
+    load: Callable[[], np.ndarray]  # -> uint8 [H, W, 3] RGB in input pixels
+    K: np.ndarray | None = None  # [3, 3] known intrinsics in input pixels
+
+
+class FrameSource(ABC):
+    """A context manager and iterator of ``Frame``s.
+
+    File sources (videos from a path, image folders, datasets) can be iterated
+    again from the start, each pass resetting ``stats``; streams, cameras and
+    push sources are single pass.
+    """
+
+    restartable = False
+
+    def __init__(self, info: SourceInfo, options: IngestOptions | None = None) -> None:
+        self.info = info
+        self.options = options or IngestOptions()
+        self.stats = SourceStats()
+        self._passes = 0
+        self._active: Iterator[Frame] | None = None
+        self._closed = False
+
+    @abstractmethod
+    def _raw_frames(self) -> Iterator[RawFrame]:
+        """Frames of the input in order; raises IngestError when the input breaks."""
+
+    def _release(self) -> None:
+        """Free what the source holds (file handles, threads, devices)."""
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._closed:
+            raise IngestError(self.info.name, "closed", "source is closed")
+        if self._passes and not self.restartable:
+            raise IngestError(self.info.name, "consumed", f"a {self.info.kind} source can be read only once")
+        if self._passes:
+            self.stats = SourceStats()
+        self._passes += 1
+        self._active = self._frames()
+        return self._active
+
+    def __enter__(self) -> "FrameSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop reading and free resources; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        active = self._active
+        if active is not None and not getattr(active, "gi_running", False):
+            active.close()  # runs the generators' cleanup (closes containers)
+        self._release()
+
+    def _frames(self) -> Iterator[Frame]:
+        opts = self.options
+        stats = self.stats
+        resizer = Resizer(opts.resize)
+        keyframes = KeyframeSelector(opts.keyframe_min_motion) if opts.keyframes else None
+        last_slot = -math.inf  # target_fps: index of the last time slot a frame was kept in
+        seen = 0
+        index = 0
+        raw_frames = self._raw_frames()
+        try:
+            for raw in raw_frames:
+                stats.decoded += 1
+                seen += 1
+                if (seen - 1) % opts.stride:
+                    stats.skipped_stride += 1
+                    continue
+                if opts.target_fps is not None:
+                    # Slots of 1/target_fps s; a small epsilon keeps exact multiples in their slot.
+                    slot = math.floor(raw.timestamp * opts.target_fps + 1e-6)
+                    if slot <= last_slot:
+                        stats.skipped_stride += 1
+                        continue
+                    last_slot = slot
+                image = raw.load()
+                if keyframes is not None and not keyframes.keep(image):
+                    stats.skipped_keyframe += 1
+                    continue
+                input_size = (image.shape[1], image.shape[0])
+                plan = resizer.plan(input_size)
+                pixel_map = plan.pixel_map
+                yield Frame(
+                    index=index,
+                    timestamp=float(raw.timestamp),
+                    image=plan.apply(image),
+                    source=raw.name,
+                    K=None if raw.K is None else pixel_map @ raw.K,
+                    input_size=input_size,
+                    pixel_map=pixel_map,
+                )
+                index += 1
+                stats.yielded += 1
+                if opts.max_frames is not None and index >= opts.max_frames:
+                    return
+        except IngestError as err:
+            stats.errors.append(str(err))
+            raise
+        finally:
+            close = getattr(raw_frames, "close", None)
+            if close is not None:
+                close()

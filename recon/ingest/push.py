@@ -1,0 +1,164 @@
+"""Frames pushed in-process (e.g. arriving over a websocket) and the live buffer.
+
+Live producers must never wait for the reconstruction: ``DropOldestBuffer``
+holds at most ``capacity`` frames and, when full, discards the oldest one so
+the consumer always works on the most recent frames. Cameras reuse it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Callable, Generic, Iterator, TypeVar
+
+import numpy as np
+
+from recon.ingest.base import FrameSource, RawFrame, SourceInfo
+from recon.ingest.errors import IngestError
+from recon.ingest.options import IngestOptions
+
+T = TypeVar("T")
+
+
+class DropOldestBuffer(Generic[T]):
+    """Thread-safe bounded FIFO: ``put`` never blocks, ``get`` waits for an item.
+
+    ``on_drop`` is called (under the buffer's lock) for every item discarded
+    because the buffer was full.
+    """
+
+    def __init__(self, capacity: int, on_drop: Callable[[], None] | None = None) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._items: deque[T] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._error: IngestError | None = None
+        self._on_drop = on_drop
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    def put(self, item: T) -> bool:
+        """Append ``item``; returns False when an older item had to be dropped for it."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("put on a closed buffer")
+            dropped = len(self._items) >= self.capacity
+            if dropped:
+                self._items.popleft()
+                if self._on_drop is not None:
+                    self._on_drop()
+            self._items.append(item)
+            self._cond.notify()
+            return not dropped
+
+    def close(self, error: IngestError | None = None) -> None:
+        """No more items; ``get`` drains what is left, then raises ``error`` if given."""
+        with self._cond:
+            self._closed = True
+            if error is not None and self._error is None:
+                self._error = error
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> T | None:
+        """The oldest item; None once closed and drained; TimeoutError after ``timeout`` s idle."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._items:
+                if self._closed:
+                    if self._error is not None:
+                        raise self._error
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError
+                self._cond.wait(remaining)
+            return self._items.popleft()
+
+
+class PushSource(FrameSource):
+    """A live source fed by ``push``; iteration waits for frames until ``close``.
+
+    Timestamps are relative to the first pushed frame; a frame pushed without
+    one gets the wall-clock time since the first push. ``Frame.source`` is
+    ``"<name>#<n>"`` with n counting pushed frames (dropped ones included).
+    ``idle_timeout`` (s) makes iteration raise ``IngestError`` (reason
+    ``stalled``) when no frame arrives for that long; None waits forever.
+    """
+
+    def __init__(self, name: str = "live", capacity: int = 64, options: IngestOptions | None = None,
+                 idle_timeout: float | None = None) -> None:
+        super().__init__(SourceInfo("push", name, None, None, None), options)
+        self.idle_timeout = idle_timeout
+        self._buffer: DropOldestBuffer[RawFrame] = DropOldestBuffer(capacity, on_drop=self._count_drop)
+        self._lock = threading.Lock()
+        self._pushed = 0
+        self._t0: float | None = None  # timestamp of the first pushed frame
+        self._clock0 = 0.0  # monotonic time of the first push
+
+    def _count_drop(self) -> None:
+        self.stats.dropped += 1
+
+    def push(self, image: np.ndarray, timestamp: float | None = None) -> None:
+        """Queue an RGB uint8 [H, W, 3] (or grey [H, W]) image; never blocks.
+
+        When the buffer is full the oldest queued frame is dropped and counted
+        in ``stats.dropped``. The image is not copied: do not modify it after.
+        """
+        image = _as_rgb(image, self.info.name)
+        with self._lock:
+            if self._buffer.closed:
+                raise IngestError(self.info.name, "closed", "push after close()")
+            now = time.monotonic()
+            if self._t0 is None:
+                self._t0 = float(timestamp) if timestamp is not None else 0.0
+                self._clock0 = now
+                self.info.size = (image.shape[1], image.shape[0])
+            t = (float(timestamp) - self._t0) if timestamp is not None else now - self._clock0
+            number = self._pushed
+            self._pushed += 1
+            self._buffer.put(RawFrame(number, t, f"{self.info.name}#{number}", load=lambda: image))
+
+    @property
+    def pending(self) -> int:
+        """Frames queued and not yet taken by the consumer."""
+        return len(self._buffer)
+
+    def close(self) -> None:
+        """End of stream: iteration finishes after the frames already queued."""
+        with self._lock:
+            self._buffer.close()
+
+    def _raw_frames(self) -> Iterator[RawFrame]:
+        return drain(self._buffer, self.info.name, self.idle_timeout)
+
+
+def drain(buffer: DropOldestBuffer[RawFrame], name: str, idle_timeout: float | None) -> Iterator[RawFrame]:
+    """Items of ``buffer`` until it is closed and empty."""
+    while True:
+        try:
+            raw = buffer.get(idle_timeout)
+        except TimeoutError:
+            raise IngestError(name, "stalled", f"no frame arrived for {idle_timeout:g} s") from None
+        if raw is None:
+            return
+        yield raw
+
+
+def _as_rgb(image: np.ndarray, name: str) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise IngestError(name, "bad_image", f"pushed image must be uint8, got {image.dtype}")
+    if image.ndim == 2:
+        return np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise IngestError(name, "bad_image", f"pushed image must be [H, W, 3] or [H, W], got {image.shape}")
+    return image
