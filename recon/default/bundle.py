@@ -1,8 +1,13 @@
-"""Bundle adjustment of one window with scipy's sparse trust-region least squares.
+"""Bundle adjustment of one window: Levenberg-Marquardt on the Schur complement.
 
-Poses are world-to-camera (rotation vector, translation). One view is held
-fixed to pin the gauge. An optional shared focal-length factor self-calibrates
-the intrinsics (principal point stays at the prior).
+A window has few cameras (tens) and many points (thousands), so the normal
+equations are reduced to the camera block (points eliminated through their
+3x3 blocks) and solved exactly each iteration. Exact steps matter: orbiting
+and forward-moving cameras leave a flat rotation/translation valley where
+inexact (iterative) solvers crawl. A Huber loss (by reweighting) tames
+mismatches. Poses are world-to-camera; rotations are updated on the left,
+R <- exp(d) R. One view is held fixed for the gauge; LM damping absorbs the
+free scale. An optional shared focal factor self-calibrates the intrinsics.
 """
 
 from __future__ import annotations
@@ -10,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares
-from scipy.sparse import csr_matrix
 from scipy.spatial.transform import Rotation
 
 
@@ -36,16 +39,7 @@ class BundleResult:
     K: np.ndarray
     residuals_px: np.ndarray  # [O] reprojection error per observation after adjustment
     cost: float
-
-
-def project(rvecs, tvecs, points, K, obs_view, obs_point) -> np.ndarray:
-    """Pixel projections [O, 2] of each observation's point in its view."""
-    R = Rotation.from_rotvec(rvecs).as_matrix()  # [V, 3, 3]
-    pc = np.einsum("oij,oj->oi", R[obs_view], points[obs_point]) + tvecs[obs_view]
-    z = np.where(np.abs(pc[:, 2]) < 1e-9, 1e-9, pc[:, 2])
-    u = K[0, 0] * pc[:, 0] / z + K[0, 2]
-    v = K[1, 1] * pc[:, 1] / z + K[1, 2]
-    return np.stack([u, v], axis=1)
+    iterations: int = 0
 
 
 def _skew(v: np.ndarray) -> np.ndarray:
@@ -58,86 +52,136 @@ def _skew(v: np.ndarray) -> np.ndarray:
     ], -2)
 
 
-def _left_jacobian(rvecs: np.ndarray) -> np.ndarray:
-    """SO(3) left Jacobians [V, 3, 3]: d(exp(w) X)/dw = -[exp(w) X]x J_l(w)."""
-    theta = np.linalg.norm(rvecs, axis=1)[:, None, None]
-    W = _skew(rvecs)
-    small = theta < 1e-8
-    th = np.where(small, 1.0, theta)
-    a = np.where(small, 0.5, (1 - np.cos(th)) / th ** 2)
-    b = np.where(small, 1.0 / 6.0, (th - np.sin(th)) / th ** 3)
-    return np.eye(3)[None] + a * W + b * (W @ W)
+def project(rvecs, tvecs, points, K, obs_view, obs_point) -> np.ndarray:
+    """Pixel projections [O, 2] of each observation's point in its view."""
+    R = Rotation.from_rotvec(rvecs).as_matrix()
+    return _project(R, tvecs, points, K, obs_view, obs_point)[0]
 
 
-def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_nfev: int = 30) -> BundleResult:
+def _project(R, tvecs, points, K, obs_view, obs_point):
+    RX = np.einsum("oij,oj->oi", R[obs_view], points[obs_point])
+    pc = RX + tvecs[obs_view]
+    z = np.where(np.abs(pc[:, 2]) < 1e-9, 1e-9, pc[:, 2])
+    uv = np.stack([K[0, 0] * pc[:, 0] / z + K[0, 2], K[1, 1] * pc[:, 1] / z + K[1, 2]], axis=1)
+    return uv, RX, pc, z
+
+
+def _scatter(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """Sum ``values`` into a flat array of ``size`` at ``index`` (same shapes); bincount is fast."""
+    return np.bincount(index.ravel(), weights=values.ravel(), minlength=size)
+
+
+def _huber_weights(err: np.ndarray, delta: float) -> np.ndarray:
+    return np.where(err <= delta, 1.0, delta / np.maximum(err, 1e-12))
+
+
+def _huber_cost(err: np.ndarray, delta: float) -> float:
+    return float(np.where(err <= delta, 0.5 * err ** 2, delta * (err - 0.5 * delta)).sum())
+
+
+def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: int = 40,
+                  rel_tol: float = 1e-7) -> BundleResult:
     V, P, O = len(p.rvecs), len(p.points), len(p.obs_uv)
     free = np.array([v for v in range(V) if v != p.fixed_view], np.int64)
     slot = np.full(V, -1, np.int64)
     slot[free] = np.arange(len(free))
-    n_cam = 6 * len(free)
     n_f = 1 if p.refine_focal else 0
-    n_par = n_cam + 3 * P + n_f
+    nC = 6 * len(free) + n_f  # camera-side unknowns (+ focal), the reduced system's size
+    dummy = nC  # column index for "no camera-side unknown" (the fixed view)
 
-    def unpack(x):
-        rv = p.rvecs.copy()
-        tv = p.tvecs.copy()
-        rv[free] = x[:n_cam].reshape(-1, 6)[:, :3]
-        tv[free] = x[:n_cam].reshape(-1, 6)[:, 3:]
-        pts = x[n_cam:n_cam + 3 * P].reshape(P, 3)
-        K = p.K.copy()
-        if n_f:
-            K[0, 0] *= np.exp(x[-1])
-            K[1, 1] *= np.exp(x[-1])
-        return rv, tv, pts, K
+    R = Rotation.from_rotvec(p.rvecs).as_matrix()
+    t = p.tvecs.astype(np.float64).copy()
+    X = p.points.astype(np.float64).copy()
+    log_f = 0.0
 
-    def residuals(x):
-        rv, tv, pts, K = unpack(x)
-        return (project(rv, tv, pts, K, p.obs_view, p.obs_point) - p.obs_uv).ravel()
+    cam_cols = np.full((O, 7), dummy, np.int64)
+    s = slot[p.obs_view]
+    has = s >= 0
+    cam_cols[has, :6] = 6 * s[has, None] + np.arange(6)[None]
+    if n_f:
+        cam_cols[:, 6] = nC - 1
 
-    rows2 = np.arange(2 * O)
-    cam_slot = slot[p.obs_view]
-    has_cam = cam_slot >= 0
+    def K_of(lf):
+        K = p.K.astype(np.float64).copy()
+        K[0, 0] *= np.exp(lf)
+        K[1, 1] *= np.exp(lf)
+        return K
 
-    def jacobian(x):
-        rv, tv, pts, K = unpack(x)
-        R = Rotation.from_rotvec(rv).as_matrix()
-        RX = np.einsum("oij,oj->oi", R[p.obs_view], pts[p.obs_point])
-        pc = RX + tv[p.obs_view]
-        z = np.where(np.abs(pc[:, 2]) < 1e-9, 1e-9, pc[:, 2])
+    def evaluate(R, t, X, lf):
+        uv, RX, pc, z = _project(R, t, X, K_of(lf), p.obs_view, p.obs_point)
+        r = uv - p.obs_uv
+        return r, RX, pc, z
+
+    r, RX, pc, z = evaluate(R, t, X, log_f)
+    err = np.linalg.norm(r, axis=1)
+    cost = _huber_cost(err, loss_scale_px)
+    lam = 1e-3
+    it = 0
+    for it in range(1, max_iterations + 1):
+        K = K_of(log_f)
         fx, fy = K[0, 0], K[1, 1]
-        # d(u, v)/d(camera point) [O, 2, 3]
+        w = _huber_weights(err, loss_scale_px)  # [O]
         dproj = np.zeros((O, 2, 3))
         dproj[:, 0, 0] = fx / z
         dproj[:, 0, 2] = -fx * pc[:, 0] / z ** 2
         dproj[:, 1, 1] = fy / z
         dproj[:, 1, 2] = -fy * pc[:, 1] / z ** 2
-        d_rot = -_skew(RX) @ _left_jacobian(rv)[p.obs_view]  # [O, 3, 3]
-        blocks_r = dproj @ d_rot  # [O, 2, 3]
-        blocks_X = dproj @ R[p.obs_view]  # [O, 2, 3]
-        r_idx, c_idx, vals = [], [], []
-        # camera blocks: rotation then translation
-        cam_cols = n_cam and (6 * cam_slot[has_cam])[:, None] + np.arange(6)[None]
-        for comp in (0, 1):
-            rr = 2 * np.nonzero(has_cam)[0] + comp
-            if len(rr):
-                cam_vals = np.concatenate([blocks_r[has_cam, comp], dproj[has_cam, comp]], axis=1)
-                r_idx.append(np.repeat(rr, 6)); c_idx.append(cam_cols.ravel()); vals.append(cam_vals.ravel())
-            rr_all = 2 * np.arange(O) + comp
-            pt_cols = (n_cam + 3 * p.obs_point)[:, None] + np.arange(3)[None]
-            r_idx.append(np.repeat(rr_all, 3)); c_idx.append(pt_cols.ravel()); vals.append(blocks_X[:, comp].ravel())
+        Jc = np.zeros((O, 2, 7))
+        Jc[:, :, :3] = dproj @ -_skew(RX)  # left rotation perturbation
+        Jc[:, :, 3:6] = dproj  # translation
         if n_f:
-            r_idx.append(rows2); c_idx.append(np.full(2 * O, n_par - 1))
-            vals.append(np.stack([fx * pc[:, 0] / z, fy * pc[:, 1] / z], 1).ravel())
-        return csr_matrix((np.concatenate(vals), (np.concatenate(r_idx), np.concatenate(c_idx))), shape=(2 * O, n_par))
+            Jc[:, 0, 6] = fx * pc[:, 0] / z
+            Jc[:, 1, 6] = fy * pc[:, 1] / z
+        Jp = dproj @ R[p.obs_view]  # [O, 2, 3]
+        wJc = Jc * w[:, None, None]
+        wJp = Jp * w[:, None, None]
 
-    x0 = np.concatenate([
-        np.concatenate([p.rvecs[free], p.tvecs[free]], axis=1).ravel(),
-        p.points.ravel(),
-        np.zeros(n_f),
-    ])
-    sol = least_squares(residuals, x0, jac=jacobian, loss="huber", f_scale=loss_scale_px,
-                        x_scale="jac", method="trf", tr_solver="lsmr", max_nfev=max_nfev,
-                        xtol=1e-10, ftol=1e-6)
-    rv, tv, pts, K = unpack(sol.x)
-    err = np.linalg.norm(sol.fun.reshape(-1, 2), axis=1)
-    return BundleResult(rv, tv, pts, K, err, float(sol.cost))
+        # Camera block U [nC+1, nC+1] (last row/col is the dummy sink), point blocks V [P, 3, 3].
+        n1 = nC + 1
+        U = _scatter(cam_cols[:, :, None] * n1 + cam_cols[:, None, :], wJc.transpose(0, 2, 1) @ Jc, n1 * n1)
+        U = U.reshape(n1, n1)
+        Vb = _scatter(p.obs_point[:, None] * 9 + np.arange(9)[None], wJp.transpose(0, 2, 1) @ Jp, P * 9)
+        Vb = Vb.reshape(P, 3, 3)
+        Wb = _scatter((p.obs_point[:, None, None] * n1 + cam_cols[:, :, None]) * 3 + np.arange(3)[None, None],
+                      wJc.transpose(0, 2, 1) @ Jp, P * n1 * 3).reshape(P, n1, 3)
+        gc = _scatter(cam_cols, (wJc.transpose(0, 2, 1) @ r[:, :, None])[:, :, 0], n1)
+        gp = _scatter(p.obs_point[:, None] * 3 + np.arange(3)[None], (wJp.transpose(0, 2, 1) @ r[:, :, None])[:, :, 0], P * 3)
+        gp = gp.reshape(P, 3)
+        U, Wb, gc = U[:nC, :nC], Wb[:, :nC], gc[:nC]
+
+        improved = False
+        for _ in range(10):
+            Ud = U + lam * np.diag(np.diag(U) + 1e-9)
+            Vd = Vb + lam * (np.eye(3)[None] * (np.diagonal(Vb, axis1=1, axis2=2)[:, :, None] + 1e-9))
+            Vinv = np.linalg.inv(Vd)
+            WV = Wb @ Vinv  # [P, nC, 3]
+            S = Ud - np.tensordot(WV, Wb, axes=([0, 2], [0, 2]))
+            rhs = -(gc - np.tensordot(WV, gp, axes=([0, 2], [0, 1])))
+            try:
+                dc = np.linalg.solve(S, rhs) if nC else np.zeros(0)
+            except np.linalg.LinAlgError:
+                lam *= 10
+                continue
+            dp = -(Vinv @ (gp + (Wb.transpose(0, 2, 1) @ dc))[:, :, None])[:, :, 0]
+            R_new, t_new = R.copy(), t.copy()
+            if len(free):
+                d6 = dc[:6 * len(free)].reshape(-1, 6)
+                R_new[free] = Rotation.from_rotvec(d6[:, :3]).as_matrix() @ R[free]
+                t_new[free] = t[free] + d6[:, 3:]
+            X_new = X + dp
+            lf_new = log_f + (dc[-1] if n_f else 0.0)
+            r_new, RX_new, pc_new, z_new = evaluate(R_new, t_new, X_new, lf_new)
+            err_new = np.linalg.norm(r_new, axis=1)
+            cost_new = _huber_cost(err_new, loss_scale_px)
+            if cost_new < cost:
+                rel = (cost - cost_new) / max(cost, 1e-12)
+                R, t, X, log_f = R_new, t_new, X_new, lf_new
+                r, RX, pc, z, err, cost = r_new, RX_new, pc_new, z_new, err_new, cost_new
+                lam = max(lam / 3, 1e-9)
+                improved = True
+                break
+            lam *= 4
+        if not improved or rel < rel_tol:
+            break
+
+    return BundleResult(Rotation.from_matrix(R).as_rotvec(), t, X, K_of(log_f), err, cost, it)

@@ -19,11 +19,12 @@ from recon.default.features import grey
 
 @dataclass
 class DenseConfig:
-    target_baseline_ratio: float = 0.08  # baseline / median scene depth aimed for (about 4.5 degrees)
+    target_baseline_ratios: tuple[float, ...] = (0.08, 0.2)  # baseline / median depth: near and far pairs
     min_baseline_ratio: float = 0.015
     max_fb_error_px: float = 1.0
     min_angle_deg: float = 0.75
-    agree_rel: float = 0.05  # two neighbours' depths agree within this fraction
+    agree_rel: float = 0.03  # two neighbours' depths agree within this fraction
+    single_view_trust: float = 0.3  # confidence factor for pixels no second view confirms
     full_conf_angle_deg: float = 4.0
     dis_preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 
@@ -45,19 +46,20 @@ class FlowCache:
 
 
 def choose_neighbours(i: int, centres: np.ndarray, median_depth: float, cfg: DenseConfig) -> list[int]:
-    """Up to one view before and one after ``i`` whose baseline is closest to the target."""
-    out = []
+    """Views before and after ``i`` whose baselines are closest to each target ratio.
+
+    A short baseline keeps flow reliable on near surfaces; a long one gives far
+    surfaces enough triangulation angle. Fusion picks per pixel.
+    """
+    out: list[int] = []
     for side in (range(i - 1, -1, -1), range(i + 1, len(centres))):
-        best, best_cost = None, np.inf
-        for j in side:
-            ratio = np.linalg.norm(centres[j] - centres[i]) / max(median_depth, 1e-9)
-            if ratio < cfg.min_baseline_ratio:
-                continue
-            cost = abs(np.log(ratio / cfg.target_baseline_ratio))
-            if cost < best_cost:
-                best, best_cost = j, cost
-        if best is not None:
-            out.append(best)
+        cand = [(j, np.linalg.norm(centres[j] - centres[i]) / max(median_depth, 1e-9)) for j in side]
+        cand = [(j, r) for j, r in cand if r >= cfg.min_baseline_ratio]
+        for target in cfg.target_baseline_ratios:
+            if cand:
+                j = min(cand, key=lambda jr: abs(np.log(jr[1] / target)))[0]
+                if j not in out:
+                    out.append(j)
     if not out:  # too little motion on both sides: take the farthest view anyway
         far = int(np.argmax(np.linalg.norm(centres - centres[i], axis=1)))
         if far != i:
@@ -107,31 +109,34 @@ def triangulate_flow(flow_ij: np.ndarray, flow_ji: np.ndarray, K: np.ndarray,
 def dense_depth(i: int, flows: FlowCache, K: np.ndarray, w2c: list[np.ndarray],
                 neighbours: list[int], depth_range: tuple[float, float],
                 cfg: DenseConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Depth [H, W] and confidence in [0, 1] [H, W] of view i."""
-    estimates = []
+    """Depth [H, W] and confidence in [0, 1] [H, W] of view i, fused over its neighbours.
+
+    Per pixel, the estimate with the largest weight (triangulation angle and
+    flow consistency) is the reference; estimates from other neighbours that
+    agree with it within ``agree_rel`` are averaged in. A pixel confirmed by
+    two views is trusted fully, one seen by a single view only partly.
+    """
+    shape = flows._grey[i].shape
+    if not neighbours:
+        return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
+    ds, ws = [], []
     for j in neighbours:
         d, fb, ang = triangulate_flow(flows.flow(i, j), flows.flow(j, i), K, w2c[i], w2c[j])
         ok = (d > depth_range[0]) & (d < depth_range[1]) & (fb < cfg.max_fb_error_px) & (ang > cfg.min_angle_deg)
-        c = np.clip(ang / cfg.full_conf_angle_deg, 0, 1) * np.exp(-(fb / cfg.max_fb_error_px) ** 2)
-        estimates.append((np.where(ok, d, 0.0), np.where(ok, c, 0.0)))
-    if not estimates:
-        shape = flows._grey[i].shape
-        return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-    if len(estimates) == 1:
-        d, c = estimates[0]
-        # A single neighbour cannot be cross-checked: trust it half as much.
-        return d.astype(np.float32), (0.5 * c).astype(np.float32)
-    (d1, c1), (d2, c2) = estimates[:2]
-    both = (c1 > 0) & (c2 > 0)
+        w = np.clip(ang / cfg.full_conf_angle_deg, 0, 1) * np.exp(-(fb / cfg.max_fb_error_px) ** 2)
+        ds.append(np.where(ok, d, 0.0))
+        ws.append(np.where(ok, w, 0.0))
+    d = np.stack(ds)  # [N, H, W]
+    w = np.stack(ws)
+    best = np.argmax(w, axis=0)
+    ref = np.take_along_axis(d, best[None], 0)[0]
     with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.abs(d1 - d2) / np.maximum(np.minimum(d1, d2), 1e-12)
-    agree = both & (rel < cfg.agree_rel)
-    w = c1 + c2
-    fused = np.where(agree, (c1 * d1 + c2 * d2) / np.where(w > 0, w, 1), 0.0)
-    conf = np.where(agree, np.maximum(c1, c2) * (1 - rel / cfg.agree_rel * 0.5), 0.0)
-    # Where only one neighbour sees the pixel (occlusion, image border) keep it, less trusted.
-    only1 = (c1 > 0) & ~(c2 > 0)
-    only2 = (c2 > 0) & ~(c1 > 0)
-    fused = np.where(only1, d1, np.where(only2, d2, fused))
-    conf = np.where(only1, 0.3 * c1, np.where(only2, 0.3 * c2, conf))
+        rel = np.abs(d - ref[None]) / np.where(ref > 0, ref, np.inf)[None]
+    agree = (w > 0) & (rel < cfg.agree_rel)
+    wa = np.where(agree, w, 0.0)
+    total = wa.sum(0)
+    fused = np.where(total > 0, (wa * d).sum(0) / np.where(total > 0, total, 1), 0.0)
+    n_agree = agree.sum(0)
+    w_ref = np.take_along_axis(w, best[None], 0)[0]
+    conf = np.where(n_agree >= 2, np.clip(0.5 * total, 0, 1), cfg.single_view_trust * w_ref)
     return fused.astype(np.float32), conf.astype(np.float32)

@@ -62,8 +62,11 @@ def verified_matches(fa: Features, fb: Features, i: int, j: int,
     ia, ib = match_descriptors(fa, fb)
     if len(ia) < min_inliers:
         return None
-    F, mask = cv2.findFundamentalMat(fa.keypoints[ia], fb.keypoints[ib], cv2.USAC_MAGSAC,
-                                     threshold_px, 0.999, 10000)
+    try:
+        F, mask = cv2.findFundamentalMat(fa.keypoints[ia], fb.keypoints[ib], cv2.USAC_MAGSAC,
+                                         threshold_px, 0.999, 10000)
+    except cv2.error:  # degenerate configurations (all matches on a line, identical images)
+        return None
     if F is None or mask is None:
         return None
     keep = mask.ravel().astype(bool)

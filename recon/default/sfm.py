@@ -29,6 +29,7 @@ class SfmConfig:
     max_reproj_px: float = 4.0
     min_pnp_inliers: int = 20
     ba_every: int = 3  # bundle-adjust after this many new registrations
+    intermediate_ba_iterations: int = 8  # the final adjustment runs to convergence
     degenerate_angle_deg: float = 0.4  # below this median parallax the window has no usable baseline
 
 
@@ -201,7 +202,7 @@ class WindowSfm:
         return int(ok.sum())
 
     # ---- bundle adjustment ------------------------------------------------------
-    def adjust(self, refine_focal: bool, fixed_view: int) -> float:
+    def adjust(self, refine_focal: bool, fixed_view: int, max_iterations: int = 40) -> float:
         views = np.array(sorted(self.w2c))
         vslot = np.full(self.num_views, -1)
         vslot[views] = np.arange(len(views))
@@ -223,7 +224,7 @@ class WindowSfm:
             fixed_view=int(vslot[fixed_view]),
             refine_focal=refine_focal,
         )
-        res = bundle_adjust(problem)
+        res = bundle_adjust(problem, max_iterations=max_iterations)
         Rn = Rotation.from_rotvec(res.rvecs).as_matrix()
         for k, v in enumerate(views):
             self.w2c[v] = _pose(Rn[k], res.tvecs[k])
@@ -259,7 +260,8 @@ class WindowSfm:
             self.triangulate_new()
             since_ba += 1
             if since_ba >= self.cfg.ba_every or len(self.w2c) <= 4:
-                self.adjust(refine_focal=not self.known_K and len(self.w2c) >= 4, fixed_view=fixed_view)
+                self.adjust(refine_focal=not self.known_K and len(self.w2c) >= 4, fixed_view=fixed_view,
+                            max_iterations=self.cfg.intermediate_ba_iterations)
                 since_ba = 0
 
     def run(self) -> SfmResult | None:
