@@ -23,8 +23,8 @@ class DenseConfig:
     min_baseline_ratio: float = 0.015
     max_fb_error_px: float = 1.0
     min_angle_deg: float = 0.75
-    agree_rel: float = 0.03  # two neighbours' depths agree within this fraction
-    single_view_trust: float = 0.3  # confidence factor for pixels no second view confirms
+    agree_rel: float = 0.05  # two neighbours' depths agree within this fraction
+    single_view_trust: float = 0.45  # confidence factor (< 0.5) for pixels no second view confirms
     full_conf_angle_deg: float = 4.0
     dis_preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 
@@ -60,10 +60,13 @@ def choose_neighbours(i: int, centres: np.ndarray, median_depth: float, cfg: Den
                 j = min(cand, key=lambda jr: abs(np.log(jr[1] / target)))[0]
                 if j not in out:
                     out.append(j)
-    if not out:  # too little motion on both sides: take the farthest view anyway
-        far = int(np.argmax(np.linalg.norm(centres - centres[i], axis=1)))
-        if far != i:
-            out.append(far)
+    # Fusion needs two views to cross-check: at the window's ends both may lie on one side.
+    by_baseline = np.argsort(-np.linalg.norm(centres - centres[i], axis=1))
+    for j in by_baseline:
+        if len(out) >= 2:
+            break
+        if j != i and int(j) not in out:
+            out.append(int(j))
     return out
 
 
@@ -138,5 +141,6 @@ def dense_depth(i: int, flows: FlowCache, K: np.ndarray, w2c: list[np.ndarray],
     fused = np.where(total > 0, (wa * d).sum(0) / np.where(total > 0, total, 1), 0.0)
     n_agree = agree.sum(0)
     w_ref = np.take_along_axis(w, best[None], 0)[0]
-    conf = np.where(n_agree >= 2, np.clip(0.5 * total, 0, 1), cfg.single_view_trust * w_ref)
+    # Confirmed by two views: confidence in [0.5, 1]; seen by one: below 0.5.
+    conf = np.where(n_agree >= 2, 0.5 + 0.5 * np.clip(0.5 * total, 0, 1), cfg.single_view_trust * w_ref)
     return fused.astype(np.float32), conf.astype(np.float32)
