@@ -1,0 +1,134 @@
+"""The weight-free default window model on synthetic scenes with exact geometry, and degenerate input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recon.default.model import DefaultWindowModel, WindowModelError
+from stream4d.contracts import Frame, WindowModel
+from stream4d.evaluation import depth_metrics, evaluate_trajectory
+from stream4d.geometry import rotation_angle_deg
+from stream4d.outputs import PosedFrame
+from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
+
+W, H = 256, 192
+
+
+def synthetic_window(kind: str, n: int = 10, known_K: bool = True, seed: int = 0):
+    scene = make_scene("room", seed=seed)
+    c2w = make_trajectory(kind, n, seed=seed, scene=scene)
+    K = intrinsics_for(W, H)
+    views = [render_view(scene, c, K, W, H) for c in c2w]
+    frames = [Frame(index=i, timestamp=i / 10, image=v.rgb, source=f"{kind}/{i:03d}.png",
+                    K=K if known_K else None) for i, v in enumerate(views)]
+    return frames, views, c2w
+
+
+def posed(c2w: np.ndarray, names) -> list[PosedFrame]:
+    return [PosedFrame(index=i, timestamp=float(i), image=n, c2w=c, K=np.eye(3), width=W, height=H)
+            for i, (c, n) in enumerate(zip(c2w, names))]
+
+
+@pytest.fixture(scope="module")
+def model() -> DefaultWindowModel:
+    return DefaultWindowModel()
+
+
+def test_default_model_implements_the_window_model_protocol(model):
+    assert isinstance(model, WindowModel)
+
+
+@pytest.mark.parametrize("kind", ["orbit", "sideways"])
+def test_confident_depth_is_accurate_and_covers_most_pixels(model, kind):
+    frames, views, c2w = synthetic_window(kind)
+    model.reset()
+    pred = model.predict(frames)
+    assert pred.num_frames == len(frames)
+    gt = np.stack([views[i].depth for i in pred.frame_indices])
+    confident = (pred.depth_conf >= 0.5) & (gt > 0)
+    fraction = confident.sum() / (gt > 0).sum()
+    metrics = depth_metrics(pred.depth, gt, confident)
+    assert fraction >= 0.60, f"only {fraction:.1%} of pixels confident"
+    assert metrics.abs_rel <= 0.05, metrics
+
+
+def test_window_poses_match_ground_truth_trajectory(model):
+    frames, _, c2w = synthetic_window("orbit")
+    model.reset()
+    pred = model.predict(frames)
+    names = [f.source for f in frames]
+    result = evaluate_trajectory(posed(pred.c2w, pred.sources), posed(c2w, names))
+    extent = np.ptp(c2w[:, :3, 3], axis=0).max()
+    assert result.ate_rmse <= 0.01 * extent
+    rel_pred = np.linalg.inv(pred.c2w[-1]) @ pred.c2w[0]
+    rel_gt = np.linalg.inv(c2w[-1]) @ c2w[0]
+    assert rotation_angle_deg(rel_pred[:3, :3] @ rel_gt[:3, :3].T) < 0.5
+
+
+def test_point_maps_are_depth_unprojected_in_the_window_frame(model):
+    frames, _, _ = synthetic_window("sideways", n=6)
+    model.reset()
+    pred = model.predict(frames)
+    k = 2
+    c2w, K = pred.c2w[k], pred.K[k]
+    w2c = np.linalg.inv(c2w)
+    cam = pred.points[k] @ w2c[:3, :3].T + w2c[:3, 3]
+    valid = pred.depth[k] > 0
+    np.testing.assert_allclose(cam[..., 2][valid], pred.depth[k][valid], rtol=1e-4)
+    uvw = cam[valid] @ K.T
+    v, u = np.nonzero(valid)
+    np.testing.assert_allclose(uvw[:, 0] / uvw[:, 2], u, atol=1e-2)
+    np.testing.assert_allclose(uvw[:, 1] / uvw[:, 2], v, atol=1e-2)
+
+
+def test_unknown_intrinsics_are_self_calibrated_near_the_truth(model):
+    frames, _, _ = synthetic_window("orbit", n=12, known_K=False)
+    model.reset()
+    pred = model.predict(frames)
+    true_f = intrinsics_for(W, H)[0, 0]
+    assert pred.info["self_calibrated"]
+    assert abs(pred.K[0, 0, 0] - true_f) / true_f < 0.15, (pred.K[0, 0, 0], true_f)
+
+
+def test_static_camera_gives_poses_and_unconfident_depth(model):
+    frames, _, _ = synthetic_window("orbit", n=1)
+    rng = np.random.default_rng(0)
+    still = [Frame(index=i, timestamp=i / 10, source=f"still/{i}",
+                   image=np.clip(frames[0].image.astype(np.int16) + rng.integers(-2, 3, frames[0].image.shape), 0, 255).astype(np.uint8),
+                   K=frames[0].K) for i in range(6)]
+    model.reset()
+    pred = model.predict(still)
+    assert pred.num_frames == 6
+    assert np.allclose(pred.c2w[:, :3, 3], 0.0)
+    assert pred.depth_conf.max() == 0.0
+    assert "degenerate" in pred.info
+
+
+def test_pure_rotation_is_recognised_and_its_rotation_recovered(model):
+    scene = make_scene("room", seed=0)
+    base = make_trajectory("orbit", 1, seed=0, scene=scene)[0]
+    K = intrinsics_for(W, H)
+    frames, truth = [], []
+    for i in range(6):
+        yaw = np.radians(1.5 * i)
+        R = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
+        c2w = base.copy()
+        c2w[:3, :3] = base[:3, :3] @ R
+        truth.append(c2w)
+        frames.append(Frame(index=i, timestamp=i / 10, image=render_view(scene, c2w, K, W, H).rgb,
+                            source=f"pan/{i}", K=K))
+    model.reset()
+    pred = model.predict(frames)
+    assert pred.depth_conf.max() == 0.0
+    rel_pred = np.linalg.inv(pred.c2w[0]) @ pred.c2w[-1]
+    rel_gt = np.linalg.inv(truth[0]) @ truth[-1]
+    assert abs(rotation_angle_deg(rel_pred[:3, :3]) - 7.5) < 0.5
+    assert rotation_angle_deg(rel_pred[:3, :3] @ rel_gt[:3, :3].T) < 0.5
+
+
+def test_frames_of_different_sizes_are_a_clear_error(model):
+    a = Frame(index=0, timestamp=0.0, image=np.zeros((20, 30, 3), np.uint8), source="a")
+    b = Frame(index=1, timestamp=0.1, image=np.zeros((21, 30, 3), np.uint8), source="b")
+    with pytest.raises(WindowModelError, match="share a size"):
+        model.predict([a, b])
