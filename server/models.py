@@ -1,0 +1,212 @@
+"""Pydantic models for every request and response of the service (and its messages)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SESSION_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+class SessionOptions(BaseModel):
+    """How a session's stream is reconstructed. Every field has a default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["default", "vggt"] = Field(
+        "default", description='"default" (weight-free) or "vggt" (needs weights configured on the server)')
+    window: int = Field(20, ge=2, le=128, description="frames per window")
+    overlap: int = Field(5, ge=1, le=127, description="frames shared by consecutive windows (< window)")
+    target_fps: float | None = Field(
+        None, gt=0, le=240, description="subsample the input to this frame rate (None: every frame)")
+    resolution: int = Field(512, ge=64, le=4096, description="longest image side the model sees, in pixels")
+    stride: int = Field(1, ge=1, le=1000, description="keep every stride-th frame")
+    max_frames: int | None = Field(None, ge=2, le=1_000_000, description="stop after this many frames")
+    keyframes: bool = Field(False, description="keep only frames with enough motion")
+    gaussians: bool = Field(True, description="keep the Gaussian-splat cache and write splats.ply")
+    viewer: bool = Field(True, description="serve a live rerun web viewer for this session (when the server "
+                                           "has viewers enabled: stream4d serve --viewer serve)")
+
+    @model_validator(mode="after")
+    def _overlap_below_window(self) -> "SessionOptions":
+        if self.overlap >= self.window:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than window ({self.window})")
+        return self
+
+
+class SessionKind(str, Enum):
+    none = ""  # no input yet
+    upload = "upload"
+    live = "live"
+    pull = "pull"
+
+
+class SessionState(str, Enum):
+    created = "created"
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class SessionLinks(BaseModel):
+    status: str
+    upload: str
+    live: str
+    source: str
+    stop: str
+    events: str
+    results: str
+
+
+class SessionCreated(BaseModel):
+    id: str = Field(description="session id (32 hex digits)")
+    token: str = Field(description="bearer token for every call on this session; shown only once")
+    state: SessionState
+    options: SessionOptions
+    links: SessionLinks
+
+
+class Progress(BaseModel):
+    """The pipeline's running counters (StreamStats) as of its last window."""
+
+    frames_received: int = 0
+    frames_processed: int = 0
+    frames_posed: int = 0
+    frames_skipped: int = 0
+    frames_dropped: int = 0
+    windows: int = 0
+    fps: float = 0.0
+    gaussians: int = 0
+    segment: int = 0
+    errors: list[str] = Field(default_factory=list)
+
+
+class LiveCounters(BaseModel):
+    """What happened to the frames a live client sent."""
+
+    received: int = 0  # messages carrying a frame
+    accepted: int = 0  # decoded and queued for the pipeline
+    dropped: int = 0  # queued but dropped (oldest first) because the pipeline fell behind
+    invalid: int = 0  # malformed messages / undecodable images
+    pending: int = 0  # queued, not yet taken by the pipeline (at most the server's live queue size)
+    connected: bool = False
+
+
+class VideoProbeInfo(BaseModel):
+    container: str
+    codec: str
+    width: int
+    height: int
+    frames: int
+    declared_frames: int
+    fps: float | None
+    duration_s: float | None
+
+
+class UploadInfo(BaseModel):
+    bytes: int
+    filename: str | None
+    probe: VideoProbeInfo
+
+
+class SessionStatus(BaseModel):
+    id: str
+    kind: SessionKind
+    state: SessionState
+    options: SessionOptions
+    source: str | None = Field(None, description="pulled URL / device, or the stored upload's name")
+    upload: UploadInfo | None = None
+    progress: Progress
+    live: LiveCounters | None = None
+    error: str | None = Field(None, description="why the session failed")
+    notes: list[str] = Field(default_factory=list, description="restarts, early stops, warnings")
+    viewer_url: str | None = None
+    attempts: int = 0
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class UploadAccepted(BaseModel):
+    id: str
+    state: SessionState
+    bytes: int
+    filename: str | None
+    probe: VideoProbeInfo
+
+
+class PullRequest(BaseModel):
+    """A stream for the server to read: rtsp(s)://, http(s)://, or camera:N (a device on the server)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2048, examples=["rtsp://camera.local:554/stream", "camera:0"])
+
+
+class ResultName(str, Enum):
+    trajectory_json = "trajectory.json"
+    trajectory_tum = "trajectory.tum"
+    points_ply = "points.ply"
+    splats_ply = "splats.ply"
+    recording_rrd = "recording.rrd"
+    run_json = "run.json"
+
+
+class ResultFile(BaseModel):
+    name: ResultName
+    bytes: int
+    url: str
+
+
+class ResultsIndex(BaseModel):
+    id: str
+    state: SessionState
+    files: list[ResultFile] = Field(description="result files present now (partial outputs of a failed job included)")
+    viewer_url: str | None = Field(None, description="live rerun web viewer for this session, when served")
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    code: str = Field(description="machine-readable reason, e.g. session_not_found, upload_too_large")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    workers: int
+    active_jobs: int
+
+
+# WebSocket messages sent by the server on /sessions/{id}/live (documented in docs/api.md).
+class LiveAck(BaseModel):
+    type: Literal["ack"] = "ack"
+    seq: int = Field(description="sequence number of the frame message this answers (0-based)")
+    accepted: int
+    dropped: int
+    invalid: int
+    pending: int
+
+
+class LiveError(BaseModel):
+    type: Literal["error"] = "error"
+    seq: int | None
+    code: str
+    message: str
+
+
+class LiveClosed(BaseModel):
+    type: Literal["closed"] = "closed"
+    accepted: int
+    dropped: int
+    invalid: int
+    state: SessionState

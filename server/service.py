@@ -1,0 +1,481 @@
+"""The session manager: sessions, their inputs, their jobs, their files.
+
+Routers call it; it owns the store (durable metadata), the job runner and
+the in-process live feeds. State changes go through the store with
+check-and-set transitions, so a stop, a delete and a worker finishing can race
+without corrupting a session.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from server.errors import ApiError
+from server.jobs import JobFailedError, JobRunner, LocalJobRunner, UnknownJobError
+from server.logging import log_event
+from server.models import ResultName, SessionOptions
+from server.progress import ProgressObserver
+from server.settings import Settings
+from server.store import SessionRecord, SessionStore
+from server.uploads import PART_NAME
+
+OUT_DIR = "out"
+_SESSION_DIR = re.compile(r"^[0-9a-f]{32}$")
+_PULL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
+_DEVICE = re.compile(r"^camera:\d{1,3}$")
+
+
+@dataclass(frozen=True)
+class ReconstructionJob:
+    """Everything a worker needs to run one session (picklable)."""
+
+    session_id: str
+    kind: str  # "upload" | "live" | "pull"
+    source: str | None  # stored upload path or pulled URL; None for live (frames come through the server)
+    out_dir: str
+    config: dict[str, Any]  # keyword arguments of stream4d.pipeline.ReconstructConfig
+    ingest: dict[str, Any]  # keyword arguments of recon.ingest.IngestOptions (live sources)
+
+
+@dataclass
+class LiveFeed:
+    """A live session's frame queue and what happened to the frames sent to it."""
+
+    source: Any  # recon.ingest.PushSource
+    received: int = 0
+    accepted: int = 0
+    invalid: int = 0
+    connected: bool = True
+
+    @property
+    def dropped(self) -> int:
+        return int(self.source.stats.dropped)
+
+    def counters(self) -> dict[str, Any]:
+        return {"received": self.received, "accepted": self.accepted, "dropped": self.dropped,
+                "invalid": self.invalid, "pending": int(self.source.pending), "connected": self.connected}
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_pull_url(url: str, allow_devices: bool) -> str:
+    """A stream URL the server may read: never a file path or an FFmpeg pseudo-protocol."""
+    url = url.strip()
+    if _DEVICE.match(url):
+        if not allow_devices:
+            raise ApiError(403, "devices_disabled", "reading devices on the server is disabled")
+        return url
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise ApiError(400, "bad_source_url", "the source URL contains whitespace or control characters")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in _PULL_SCHEMES or not parts.hostname:
+        raise ApiError(
+            400, "bad_source_url",
+            f"source must be an {'/'.join(_PULL_SCHEMES)} URL with a host, or camera:N; got {url[:200]!r}",
+        )
+    return url
+
+
+class SessionManager:
+    def __init__(self, settings: Settings, runner: JobRunner | None = None) -> None:
+        self.settings = settings
+        settings.sessions_dir.mkdir(parents=True, exist_ok=True)
+        self.store = SessionStore(settings.db_path)
+        self.runner: JobRunner = runner or LocalJobRunner(self.execute, settings.workers)
+        self._lock = threading.Lock()
+        self._claims: set[str] = set()  # sessions whose input is being attached right now
+        self._live: dict[str, LiveFeed] = {}
+        self._stop_reasons: dict[str, str] = {}  # "stopped" | "deleted" | "shutdown"
+        self._viewer_urls: dict[str, str] = {}
+        self._viewers: dict[str, Any] = {}  # session id -> viz.RerunObserver serving its viewer
+        self._ended_viewers: list[str] = []  # sessions whose job ended but whose viewer still serves
+        self._shutting_down = False
+
+    # ----- paths ---------------------------------------------------------------------------
+    def session_dir(self, session_id: str) -> Path:
+        if not _SESSION_DIR.match(session_id):  # ids are ours; this guards against misuse
+            raise ValueError(f"not a session id: {session_id!r}")
+        return self.settings.sessions_dir / session_id
+
+    def out_dir(self, session_id: str) -> Path:
+        return self.session_dir(session_id) / OUT_DIR
+
+    def part_path(self, session_id: str) -> Path:
+        return self.session_dir(session_id) / PART_NAME
+
+    # ----- sessions ------------------------------------------------------------------------
+    def create(self, options: SessionOptions) -> tuple[SessionRecord, str]:
+        if options.backend == "vggt" and self.settings.vggt_weights is None:
+            raise ApiError(400, "backend_unavailable",
+                           "backend 'vggt' needs weights and none are configured on this server; use 'default'")
+        rec, token = self.store.create(options.model_dump())
+        path = self.session_dir(rec.id)
+        path.mkdir(parents=True)
+        fsync_dir(path.parent)
+        log_event("session.created", session=rec.id)
+        return rec, token
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        return self.store.get(session_id)
+
+    def live_counters(self, session_id: str) -> dict[str, Any] | None:
+        feed = self._live.get(session_id)
+        if feed is not None:
+            return feed.counters()
+        rec = self.store.get(session_id)
+        return None if rec is None else rec.live
+
+    def viewer_url(self, rec: SessionRecord) -> str | None:
+        """The session's live viewer while this process serves it (viewers do not survive restarts)."""
+        return self._viewer_urls.get(rec.id)
+
+    def claim_input(self, session_id: str) -> None:
+        """Reserve the session for one input (upload, live or pull); 409 if it has one."""
+        with self._lock:
+            rec = self.store.get(session_id)
+            if rec is None:
+                raise ApiError(404, "session_not_found", f"session {session_id} does not exist")
+            if rec.kind or rec.state != "created" or session_id in self._claims:
+                what = rec.kind or "another input"
+                raise ApiError(409, "session_has_input",
+                               f"session {session_id} already has its input ({what}, state {rec.state}); "
+                               "create a new session for another stream")
+            self._claims.add(session_id)
+
+    def release_claim(self, session_id: str) -> None:
+        with self._lock:
+            self._claims.discard(session_id)
+
+    def _job(self, rec: SessionRecord, kind: str, source: str | None) -> ReconstructionJob:
+        opts = SessionOptions(**rec.options)
+        config = {
+            "backend": opts.backend,
+            "weights": str(self.settings.vggt_weights) if opts.backend == "vggt" else None,
+            "window": opts.window,
+            "overlap": opts.overlap,
+            "resize": opts.resolution,
+            "stride": opts.stride,
+            "target_fps": opts.target_fps,
+            "max_frames": opts.max_frames,
+            "keyframes": opts.keyframes,
+            "gaussians": opts.gaussians,
+            "viewer": "none",  # a served viewer is the service's own observer (its URL is needed early)
+            "rrd": True,
+        }
+        # What the pipeline would ask of ingest; a live PushSource is built with it by the service.
+        ingest = {"stride": opts.stride, "target_fps": opts.target_fps, "max_frames": opts.max_frames,
+                  "resize": "vggt" if opts.backend == "vggt" else opts.resolution, "keyframes": opts.keyframes}
+        return ReconstructionJob(rec.id, kind, source, str(self.out_dir(rec.id)), config, ingest)
+
+    def accept_upload(self, session_id: str, stored: str, nbytes: int, filename: str | None,
+                      probe: dict[str, Any]) -> SessionRecord:
+        """The upload is durable on disk: record it and queue its job."""
+        upload = {"bytes": nbytes, "filename": filename, "probe": probe}
+        rec = self.store.transition(session_id, ["created"], kind="upload", state="queued",
+                                    source=stored, upload=upload)
+        if rec is None:
+            raise ApiError(404, "session_not_found", f"session {session_id} was deleted during the upload")
+        self.runner.submit(session_id, self._job(rec, "upload", str(self.session_dir(session_id) / stored)))
+        log_event("upload.accepted", session=session_id, bytes=nbytes, frames=probe.get("frames"))
+        return rec
+
+    def start_pull(self, session_id: str, url: str) -> SessionRecord:
+        url = check_pull_url(url, self.settings.allow_devices)
+        rec = self.store.transition(session_id, ["created"], kind="pull", state="queued", source=url)
+        if rec is None:
+            raise ApiError(404, "session_not_found", f"session {session_id} does not exist")
+        self.runner.submit(session_id, self._job(rec, "pull", url))
+        log_event("pull.started", session=session_id, scheme=urlsplit(url).scheme or "camera")
+        return rec
+
+    def open_live(self, session_id: str) -> LiveFeed:
+        """A live session's frame queue; its job is queued at once and reads it."""
+        from recon.ingest.options import IngestOptions
+        from recon.ingest.push import PushSource
+
+        rec = self.store.transition(session_id, ["created"], kind="live", state="queued", source="websocket")
+        if rec is None:
+            raise ApiError(404, "session_not_found", f"session {session_id} does not exist")
+        job = self._job(rec, "live", None)
+        source = PushSource(name=f"live-{session_id[:8]}", capacity=self.settings.live_queue,
+                            options=IngestOptions(**job.ingest), idle_timeout=self.settings.live_idle_timeout)
+        feed = LiveFeed(source)
+        self._live[session_id] = feed
+        self.runner.submit(session_id, job)
+        log_event("live.opened", session=session_id)
+        return feed
+
+    def end_live(self, session_id: str) -> None:
+        """End of a live stream (client said so or went away): the job drains the queue and finishes."""
+        feed = self._live.get(session_id)
+        if feed is None:
+            return
+        feed.connected = False
+        feed.source.close()
+        self.store.update(session_id, live=feed.counters())
+        log_event("live.ended", session=session_id, **feed.counters())
+
+    def stop(self, session_id: str) -> SessionRecord | None:
+        """End a session's stream early and keep what was reconstructed so far."""
+        rec = self.store.get(session_id)
+        if rec is None or rec.is_terminal:
+            return rec
+        if rec.state == "created":
+            raise ApiError(409, "nothing_to_stop", f"session {session_id} has no input yet")
+        self._stop_reasons[session_id] = "stopped"
+        if rec.kind == "live":
+            self.end_live(session_id)  # the job reconstructs what is queued, then completes
+        else:
+            if self.store.transition(session_id, ["queued"], state="cancelled", finished_at=time.time(),
+                                     notes=rec.notes + ["stopped by the client before it started"]):
+                self._stop_reasons.pop(session_id, None)  # its job will never run to read the reason
+            self._cancel_job(session_id)
+        log_event("session.stop_requested", session=session_id)
+        return self.store.get(session_id)
+
+    def _cancel_job(self, session_id: str) -> None:
+        try:
+            self.runner.cancel(session_id)
+        except UnknownJobError:
+            pass
+
+    def delete(self, session_id: str, wait: float = 30.0) -> bool:
+        """Forget the session: stop its job, then remove its row and every file. Blocking."""
+        rec = self.store.get(session_id)
+        if rec is None:
+            return False
+        self._stop_reasons[session_id] = "deleted"
+        self.store.delete(session_id)  # from now on every call on it is a 404
+        if rec.kind == "live":
+            self.end_live(session_id)
+        self._cancel_job(session_id)
+        try:
+            self.runner.results(session_id, timeout=wait)
+        except (UnknownJobError, JobFailedError, TimeoutError):
+            pass
+        self._remove_files(session_id)
+        log_event("session.deleted", session=session_id)
+        return True
+
+    def _remove_files(self, session_id: str) -> None:
+        shutil.rmtree(self.session_dir(session_id), ignore_errors=True)
+        self._live.pop(session_id, None)
+        self._stop_reasons.pop(session_id, None)
+        self._stop_viewer(session_id)
+        forget = getattr(self.runner, "forget", None)
+        if forget is not None:
+            forget(session_id)
+
+    def result_files(self, session_id: str) -> list[tuple[ResultName, Path]]:
+        out = self.out_dir(session_id)
+        return [(name, out / name.value) for name in ResultName if (out / name.value).is_file()]
+
+    # ----- jobs ----------------------------------------------------------------------------
+    def execute(self, job: ReconstructionJob, stop: threading.Event) -> dict[str, Any] | None:
+        """Run one session's reconstruction (called by the job runner, on a worker)."""
+        sid = job.session_id
+        rec = self.store.get(sid)
+        if rec is None:
+            return None
+        rec = self.store.transition(sid, ["queued"], state="running", started_at=time.time(),
+                                    attempts=rec.attempts + 1, error=None)
+        if rec is None:  # stopped or deleted while queued
+            return None
+        out_dir = Path(job.out_dir)
+        if out_dir.exists():  # a resumed job starts over; the interrupted attempt's files are superseded
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True)
+        progress = ProgressObserver(self.store, sid)
+        log_event("job.started", session=sid, kind=job.kind, attempt=rec.attempts)
+        started = time.monotonic()
+        try:
+            summary = self._reconstruct(job, out_dir, progress, stop)
+        except Exception as exc:
+            reason = self._stop_reasons.pop(sid, None) or ("shutdown" if self._shutting_down else None)
+            self._finish_failed(sid, job, reason, f"{type(exc).__name__}: {exc}", progress)
+            log_event("job.failed", logging.ERROR, session=sid, error=f"{type(exc).__name__}: {exc}",
+                      exc_info=True)
+            raise
+        finally:
+            feed = self._live.pop(sid, None)
+            if feed is not None:
+                feed.source.close()
+                self.store.update(sid, live=feed.counters())
+        reason = self._stop_reasons.pop(sid, None) or ("shutdown" if self._shutting_down else None)
+        stats = dict(progress.last or {})
+        if summary is not None and getattr(summary, "stats", None) is not None:
+            stats = asdict(summary.stats)
+        self._finish_ok(sid, job, reason, stats)
+        log_event("job.finished", session=sid, seconds=round(time.monotonic() - started, 2),
+                  frames=stats.get("frames_processed"), reason=reason)
+        return stats
+
+    def _reconstruct(self, job: ReconstructionJob, out_dir: Path, progress: ProgressObserver,
+                     stop: threading.Event) -> Any:
+        from stream4d.pipeline import ReconstructConfig, reconstruct
+
+        source: Any = job.source
+        if job.kind == "live":
+            feed = self._live.get(job.session_id)
+            if feed is None:
+                raise RuntimeError("the live session's frame queue is gone (server restarted?)")
+            source = feed.source
+        config = ReconstructConfig(**job.config)
+        observers: list[Any] = [progress]
+        viewer = self._start_viewer(job, out_dir)
+        if viewer is not None:
+            observers.append(viewer)
+            config = replace(config, rrd=False)  # the viewer's observer records recording.rrd itself
+        try:
+            return reconstruct(source, out_dir, config, observers=observers, stop=stop, progress=False)
+        finally:
+            if viewer is not None:
+                self._retire_viewer(job.session_id)
+
+    # ----- per-session rerun viewers ---------------------------------------------------------
+    def _start_viewer(self, job: ReconstructionJob, out_dir: Path) -> Any:
+        rec = self.store.get(job.session_id)
+        if self.settings.viewer != "serve" or rec is None or not rec.options.get("viewer", True):
+            return None
+        from viz import RerunObserver, VizConfig
+
+        try:
+            viewer = RerunObserver(VizConfig(mode="serve", rrd_path=out_dir / "recording.rrd", announce=False,
+                                             server_memory_limit=self.settings.viewer_memory))
+        except Exception as exc:  # no viewer must not mean no reconstruction
+            log_event("viewer.failed", logging.WARNING, session=job.session_id, error=str(exc))
+            return None
+        with self._lock:
+            self._viewers[job.session_id] = viewer
+        if viewer.viewer_url:
+            self._viewer_urls[job.session_id] = viewer.viewer_url
+        return viewer
+
+    def _retire_viewer(self, session_id: str) -> None:
+        """The job ended: its viewer keeps serving the finished recording, within ``kept_viewers``."""
+        with self._lock:
+            self._ended_viewers.append(session_id)
+            retire = self._ended_viewers[:-self.settings.kept_viewers] if self.settings.kept_viewers else \
+                list(self._ended_viewers)
+        for sid in retire:
+            self._stop_viewer(sid)
+
+    def _stop_viewer(self, session_id: str) -> None:
+        with self._lock:
+            viewer = self._viewers.pop(session_id, None)
+            self._viewer_urls.pop(session_id, None)
+            if session_id in self._ended_viewers:
+                self._ended_viewers.remove(session_id)
+        if viewer is not None:
+            try:
+                viewer.shutdown()
+            except Exception as exc:
+                log_event("viewer.shutdown_failed", logging.WARNING, session=session_id, error=str(exc))
+
+    def _finish_ok(self, sid: str, job: ReconstructionJob, reason: str | None, stats: dict) -> None:
+        rec = self.store.get(sid)
+        if rec is None or reason == "deleted":
+            self._remove_files(sid)  # deleted while running: delete() may have timed out waiting
+            return
+        merged = dict(stats)
+        if reason == "shutdown" and job.kind != "live":
+            self.store.transition(sid, ["running"], state="queued", stats=merged,
+                                  notes=rec.notes + ["interrupted by a server shutdown; resumes on restart"])
+            return
+        notes = list(rec.notes)
+        if reason == "stopped":
+            notes.append(f"stopped early by the client after {merged.get('frames_processed', 0)} frames")
+        elif reason == "shutdown":
+            notes.append("the server shut down during the live stream; outputs cover the frames received")
+        self.store.transition(sid, ["running"], state="completed", stats=merged, notes=notes,
+                              finished_at=time.time())
+
+    def _finish_failed(self, sid: str, job: ReconstructionJob, reason: str | None, error: str,
+                       progress: ProgressObserver) -> None:
+        rec = self.store.get(sid)
+        if rec is None or reason == "deleted":
+            self._remove_files(sid)
+            return
+        stats = dict(progress.last or rec.stats)
+        if reason == "shutdown" and job.kind != "live":
+            self.store.transition(sid, ["running"], state="queued", stats=stats,
+                                  notes=rec.notes + [f"interrupted by a server shutdown ({error}); resumes on restart"])
+            return
+        kept = [name.value for name, _ in self.result_files(sid)]
+        if kept:
+            error += f" (partial outputs kept: {', '.join(kept)})"
+        self.store.transition(sid, ["running"], state="failed", stats=stats, finished_at=time.time(), error=error)
+
+    # ----- restart safety ------------------------------------------------------------------
+    def recover(self) -> dict[str, int]:
+        """After a restart (clean or kill -9): resume, fail or clean up what was in flight."""
+        counts = {"resumed": 0, "failed": 0, "orphans_removed": 0}
+        known = set()
+        for rec in self.store.in_states(["created"]):
+            known.add(rec.id)
+            self.part_path(rec.id).unlink(missing_ok=True)  # an upload cut off by the crash
+        for rec in self.store.in_states(["queued", "running"]):
+            known.add(rec.id)
+            interrupted = rec.state == "running"
+            source = rec.source
+            if rec.kind == "live":
+                self.store.update(rec.id, state="failed", finished_at=time.time(),
+                                  error="the server restarted during the live stream; frames in flight were "
+                                        "lost (partial outputs kept)")
+                counts["failed"] += 1
+                continue
+            if rec.kind == "upload" and not (self.session_dir(rec.id) / (source or "")).is_file():
+                self.store.update(rec.id, state="failed", finished_at=time.time(),
+                                  error="the uploaded video is missing after a restart")
+                counts["failed"] += 1
+                continue
+            if interrupted and rec.attempts >= self.settings.max_attempts:
+                self.store.update(rec.id, state="failed", finished_at=time.time(),
+                                  error=f"interrupted by a server restart on each of {rec.attempts} attempts; "
+                                        "partial outputs kept")
+                counts["failed"] += 1
+                continue
+            notes = rec.notes
+            if interrupted:
+                notes = notes + [f"the server restarted during attempt {rec.attempts}; the job was resumed"]
+            rec = self.store.update(rec.id, state="queued", notes=notes)
+            path = str(self.session_dir(rec.id) / source) if rec.kind == "upload" else source
+            self.runner.submit(rec.id, self._job(rec, rec.kind, path))
+            counts["resumed"] += 1
+        for rec in self.store.in_states(["completed", "failed", "cancelled"]):
+            known.add(rec.id)
+        for path in self.settings.sessions_dir.iterdir():
+            if path.is_dir() and _SESSION_DIR.match(path.name) and path.name not in known:
+                shutil.rmtree(path, ignore_errors=True)  # deleted, but the crash came before its files went
+                counts["orphans_removed"] += 1
+        if any(counts.values()):
+            log_event("service.recovered", **counts)
+        return counts
+
+    def shutdown(self) -> None:
+        """Clean stop: running jobs stop and are re-queued for the next start."""
+        self._shutting_down = True
+        for sid in list(self._live):
+            self._stop_reasons.setdefault(sid, "shutdown")
+            self.end_live(sid)
+        for rec in self.store.in_states(["running"]):
+            self._stop_reasons.setdefault(rec.id, "shutdown")
+        self.runner.shutdown(wait=True)
+        for sid in list(self._viewers):
+            self._stop_viewer(sid)
+        self.store.close()
