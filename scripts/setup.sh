@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Set up stream4d on a fresh Debian machine with Python 3.11: system library, venv, packages.
+# --test also installs what the test suite needs (test extras, Debian's chromium for the viewer test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WITH_TESTS=0
+[ "${1:-}" = "--test" ] && WITH_TESTS=1
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+apt_updated=0
+apt_install() {
+  [ $apt_updated = 1 ] || { $SUDO apt-get update -qq; apt_updated=1; }
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
 
 # open3d links against libusb; install it when missing.
-if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null
-fi
+ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || apt_install libusb-1.0-0
+[ $WITH_TESTS = 1 ] && ! command -v chromium >/dev/null && apt_install chromium
 
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
@@ -16,5 +22,9 @@ command -v "$PY" >/dev/null || PY=python3
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first, pinned, so nothing later pulls a multi-GB CUDA build.
 .venv/bin/python -m pip install -q -r requirements-cpu.txt
-.venv/bin/python -m pip install -q -e ".[test]"
+if [ $WITH_TESTS = 1 ]; then
+  .venv/bin/python -m pip install -q -e ".[test]"
+else
+  .venv/bin/python -m pip install -q -e .
+fi
 echo "stream4d set up in .venv"
