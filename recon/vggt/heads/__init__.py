@@ -1,0 +1,1 @@
+"""Prediction heads on top of the aggregator, one file each: camera, DPT (depth & point), track."""

@@ -1,0 +1,1 @@
+"""Building blocks of the VGGT network, one small module each."""

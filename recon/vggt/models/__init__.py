@@ -1,0 +1,1 @@
+"""The assembled VGGT network, its aggregator and configuration."""

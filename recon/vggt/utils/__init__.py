@@ -1,0 +1,1 @@
+"""Pose encoding, geometry conversion, checkpoint loading and preprocessing for the VGGT backend."""
