@@ -1,0 +1,112 @@
+"""The streaming run end to end: windows, bad frames, broken input, lost tracking, outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from recon.ingest import IngestError
+from stream4d.outputs import read_points_ply, read_trajectory
+from stream4d.pipeline import ReconstructConfig, reconstruct, sliding_windows
+from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+W, H = 256, 192
+
+
+def write_images(folder: Path, images: list[np.ndarray]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(images):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), cv2.cvtColor(im, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def rendered(kind: str, n: int, scene_kind: str = "room", seed: int = 0) -> list[np.ndarray]:
+    scene = make_scene(scene_kind, seed=seed)
+    c2w = make_trajectory(kind, n, seed=seed, scene=scene)
+    K = intrinsics_for(W, H)
+    return [render_view(scene, c, K, W, H).rgb for c in c2w]
+
+
+def light_config(**kw) -> ReconstructConfig:
+    base = dict(gaussians=False, rrd=False, window=8, overlap=3, resize=None)
+    base.update(kw)
+    return ReconstructConfig(**base)
+
+
+def test_sliding_windows_share_exactly_the_overlap_and_cover_every_frame():
+    for n in (1, 5, 20, 21, 34, 51):
+        windows = [[f for f in w] for w in sliding_windows(iter(range(n)), 20, 5)]
+        covered = sorted(set(f for w in windows for f in w))
+        assert covered == list(range(n)) or n == 1
+        for a, b in zip(windows, windows[1:]):
+            assert len(set(a) & set(b)) == 5
+            assert len(b) <= 20
+
+
+def test_config_rejects_an_overlap_as_large_as_the_window():
+    with pytest.raises(ValueError, match="overlap"):
+        ReconstructConfig(window=5, overlap=5)
+
+
+def test_black_and_blank_frames_are_skipped_and_reported(tmp_path):
+    images = rendered("sideways", 14)
+    images[4] = np.zeros_like(images[4])  # lens cap
+    images[9] = np.full_like(images[9], 128)  # blank wall
+    folder = write_images(tmp_path / "in", images)
+    summary = reconstruct(folder, tmp_path / "out", light_config(), progress=False)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    reasons = {s["source"]: s["reason"] for s in run["skipped_frames"]}
+    assert reasons == {"0004.png": "black", "0009.png": "blank"}
+    posed = {f.image for f in read_trajectory(tmp_path / "out")}
+    assert posed == {f"{i:04d}.png" for i in range(14)} - {"0004.png", "0009.png"}
+    assert summary.stats.frames_skipped == 2
+
+
+def test_a_video_that_breaks_midway_keeps_the_frames_before_the_break(tmp_path):
+    whole = (DATA / "videos" / "great_wall.mp4").read_bytes()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(IngestError):
+        reconstruct(broken, tmp_path / "out", light_config(resize=256, stride=6), progress=False)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["error"] and "IngestError" in run["error"]
+    frames = read_trajectory(tmp_path / "out")
+    assert len(frames) >= 10  # what was decoded before the break is reconstructed and written
+    assert all(f.image.startswith("broken.mp4#") for f in frames)
+
+
+def test_lost_tracking_starts_a_new_segment_instead_of_failing(tmp_path):
+    room = rendered("sideways", 10, "room")
+    street = rendered("forward", 10, "street", seed=1)
+    folder = write_images(tmp_path / "in", room + street)
+    reconstruct(folder, tmp_path / "out", light_config(), progress=False)
+    frames = read_trajectory(tmp_path / "out")
+    segments = {f.segment for f in frames}
+    assert len(segments) >= 2
+    assert len(frames) >= 16
+
+
+def test_missing_input_is_a_clear_ingest_error(tmp_path):
+    with pytest.raises(IngestError, match="nope.mp4"):
+        reconstruct(tmp_path / "nope.mp4", tmp_path / "out", light_config(), progress=False)
+
+
+def test_video_reconstruction_writes_the_whole_output_folder(tmp_path):
+    out = tmp_path / "room"
+    summary = reconstruct(DATA / "videos" / "room.mp4", out, ReconstructConfig(resize=256), progress=False)
+    for name in ("trajectory.json", "trajectory.tum", "points.ply", "splats.ply", "recording.rrd", "run.json"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    frames = read_trajectory(out)
+    assert len(frames) == summary.stats.frames_posed >= 6
+    # K is reported in pixels of the original 512x384 video, not the 256 px the model saw.
+    assert frames[0].width == 512 and frames[0].height == 384
+    assert 200 < frames[0].K[0, 2] < 312
+    pts, cols = read_points_ply(out / "points.ply")
+    assert len(pts) > 1000 and cols.shape == pts.shape
+    run = json.loads((out / "run.json").read_text())
+    assert run["stats"]["windows"] >= 1 and run["timings_s"]["total"] > 0
