@@ -1,0 +1,32 @@
+"""A real reconstruct run records its stream: the .rrd matches the run's own trajectory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from viz_fixtures import rrd
+
+from viz import paths
+
+ROOM = Path("/work/shared/data/videos/room.mp4")
+pipeline = pytest.importorskip("stream4d.pipeline")
+
+
+@pytest.mark.skipif(not ROOM.exists(), reason=f"shared test video {ROOM} is missing")
+def test_reconstruct_records_one_camera_per_posed_frame_with_model_sized_images(tmp_path):
+    summary = pipeline.reconstruct(ROOM, tmp_path, pipeline.ReconstructConfig(window=8, overlap=3),
+                                   progress=False)
+    rec = rrd(summary.outputs["recording.rrd"])
+    posed = [f["index"] for f in json.loads((tmp_path / "trajectory.json").read_text())["frames"]]
+    assert posed, "the run posed no frame: nothing to check"
+    assert rec.frames(f"/{paths.CAMERA}") == posed
+    for entity, component in [(paths.IMAGE, "Image:format"), (paths.DEPTH, "DepthImage:format")]:
+        assert rec.frames(f"/{entity}") == posed, entity
+        sizes = {(f[0]["width"], f[0]["height"]) for f in rec.values(f"/{entity}", component)}
+        assert sizes == {(512, 384)}, entity  # room.mp4 is 512x384, ingest resizes to max side 512
+    assert len(rec.frames(f"/{paths.ALIGN_SCALE}")) == summary.stats.windows
+    assert f"/{paths.FPS}" in rec.entities()
+    # The cache is drawn whenever the run kept Gaussians.
+    assert (f"/{paths.STATIC_GAUSSIANS}" in rec.entities()) == (summary.stats.gaussians > 0)

@@ -1,0 +1,27 @@
+"""Entity paths and timeline names of a stream4d recording (the tree mirrors the scene)."""
+
+from __future__ import annotations
+
+# Timelines: the stream position (Frame.index) and the frame's timestamp in seconds.
+FRAME_TIMELINE = "frame"
+TIME_TIMELINE = "time"
+
+WORLD = "world"  # view coordinates: OpenCV (x right, y down, z forward)
+CAMERA = "world/camera"  # Transform3D: camera-to-world of the current frame
+PINHOLE = "world/camera/image"  # Pinhole: intrinsics + resolution
+IMAGE = "world/camera/image/rgb"  # Image / EncodedImage
+DEPTH = "world/camera/image/depth"  # DepthImage, z-depth
+CONFIDENCE = "world/camera/image/confidence"  # Image, L8, depth confidence scaled to [0, 255]
+FRAME_POINTS = "world/points"  # Points3D: the current frame's point map (confident, decimated)
+TRAJECTORY = "world/trajectory"  # LineStrips3D: camera centres so far, one strip per segment
+GAUSSIANS = "world/gaussians"
+STATIC_GAUSSIANS = "world/gaussians/static"  # the accumulated cache, refreshed every few windows
+DYNAMIC_GAUSSIANS = "world/gaussians/dynamic"  # Gaussians of one timestamp, logged at that time
+
+STATS = "stats"
+FPS = "stats/fps"
+CACHE_SIZE = "stats/gaussians"
+ALIGN_SCALE = "stats/scale"
+DROPPED = "stats/dropped"
+DROPPED_LIVE_FRAMES = "stats/dropped/live_frames"  # StreamStats.frames_dropped
+DROPPED_VIEWER_ITEMS = "stats/dropped/viewer_items"  # items the logging thread skipped

@@ -1,0 +1,128 @@
+"""Turns the stream (windows, camera batches, Gaussian snapshots, stats) into rerun log calls.
+
+Synchronous and single-threaded: ``RerunObserver`` runs it on its logging thread.
+It keeps the little state the viewer needs across windows: the trajectory so far,
+which frame each timestamp belongs to, and when the cache was last drawn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import rerun as rr
+
+from stream4d.contracts import AlignedWindow, GaussianSnapshot, StreamStats
+from viz import logging as vlog
+from viz import paths
+from viz.camera_batch import CameraBatch
+from viz.config import VizConfig
+from viz.sampling import confident_points, subsample_indices, thin_polyline
+
+
+class StreamRecorder:
+    def __init__(self, rec: rr.RecordingStream, config: VizConfig, seed: int = 0) -> None:
+        self.rec = rec
+        self.config = config
+        self._rng = np.random.default_rng(seed)
+        self._centres: dict[int, list[np.ndarray]] = {}  # segment -> camera centres [3]
+        self._frame_of_time: dict[float, int] = {}  # timestamp -> frame index
+        self._dynamic_logged: set[float] = set()
+        self.last_frame: tuple[int, float] = (0, 0.0)  # (frame index, timestamp) of the newest camera
+        self.cameras_logged = 0
+        self.gaussian_snapshots_logged = 0
+        vlog.log_world_axes(rec)
+
+    # --- windows -------------------------------------------------------------------------
+
+    def record_window(self, window: AlignedWindow) -> None:
+        """Every new view: camera, image, depth + confidence, point map; then trajectory and scale."""
+        pred = window.prediction
+        cams = CameraBatch.from_window(window)
+        new = np.flatnonzero(np.asarray(window.is_new, dtype=bool))
+        for j, v in enumerate(new):
+            self._camera(cams, j, plane_distance=_plane_distance(pred.depth[v]))
+            if self.config.log_images:
+                vlog.log_image(self.rec, pred.images[v], self.config.jpeg_quality)
+            if self.config.log_depth:
+                vlog.log_depth(self.rec, pred.depth[v], pred.depth_conf[v])
+            xyz, rgb = confident_points(pred.points[v], pred.points_conf[v], pred.images[v],
+                                        self.config.conf_quantile, self.config.frame_point_budget, self._rng)
+            vlog.log_frame_points(self.rec, xyz, rgb)
+        self._after_cameras(cams)
+
+    def record_cameras(self, cams: CameraBatch) -> None:
+        """Cameras of windows whose pixels were dropped: poses and intrinsics only."""
+        for j in range(len(cams)):
+            self._camera(cams, j, plane_distance=None)
+            vlog.clear_frame_pixels(self.rec)
+        self._after_cameras(cams)
+
+    def _camera(self, cams: CameraBatch, j: int, plane_distance: float | None) -> None:
+        frame, t = int(cams.frame_indices[j]), float(cams.timestamps[j])
+        vlog.set_frame_time(self.rec, frame, t)
+        vlog.log_camera(self.rec, cams.c2w[j], cams.K[j], tuple(cams.sizes[j]), plane_distance)
+        self._centres.setdefault(int(cams.segments[j]), []).append(cams.c2w[j, :3, 3].astype(np.float32))
+        self._frame_of_time[t] = frame
+        self.last_frame = (frame, t)
+        self.cameras_logged += 1
+
+    def _after_cameras(self, cams: CameraBatch) -> None:
+        for _, frame, t, scale in cams.window_scales:
+            vlog.set_frame_time(self.rec, int(frame), float(t))
+            vlog.log_scalar(self.rec, paths.ALIGN_SCALE, scale)
+        if len(cams) == 0:
+            return
+        budget = max(2, self.config.trajectory_budget // max(1, len(self._centres)))
+        vlog.set_frame_time(self.rec, *self.last_frame)
+        vlog.log_trajectory(self.rec, [thin_polyline(np.stack(c), budget) for c in self._centres.values()])
+
+    # --- Gaussian cache ------------------------------------------------------------------
+
+    def record_gaussians(self, snapshot: GaussianSnapshot, frame: int, timestamp: float) -> None:
+        """Static Gaussians at (frame, timestamp), decimated; dynamic ones once per new timestamp."""
+        dynamic = snapshot.is_dynamic
+        static = np.flatnonzero(~dynamic)
+        keep = static[subsample_indices(static.size, self.config.point_budget, self._rng)]
+        vlog.set_frame_time(self.rec, frame, timestamp)
+        self._log_gaussians(paths.STATIC_GAUSSIANS, snapshot, keep, drawn_fraction=keep.size / max(1, static.size))
+        times = snapshot.timestamps[dynamic]
+        for t in np.unique(times):
+            if float(t) in self._dynamic_logged:
+                continue
+            idx = np.flatnonzero(dynamic)[times == t]
+            idx = idx[subsample_indices(idx.size, self.config.dynamic_point_budget, self._rng)]
+            vlog.set_frame_time(self.rec, self._frame_at(float(t)), float(t))
+            self._log_gaussians(paths.DYNAMIC_GAUSSIANS, snapshot, idx,
+                                drawn_fraction=idx.size / max(1, int((times == t).sum())))
+            self._dynamic_logged.add(float(t))
+        self.gaussian_snapshots_logged += 1
+
+    def _log_gaussians(self, entity: str, s: GaussianSnapshot, idx: np.ndarray, drawn_fraction: float) -> None:
+        # Points are drawn 2 sigma wide; a surface sampled at fraction f has its spacing
+        # grown by 1/sqrt(f), so the radius grows alike to keep it covered.
+        radius = 2.0 / np.sqrt(max(drawn_fraction, 1e-12))
+        vlog.log_gaussians(self.rec, entity, s.means[idx], s.colors[idx], s.opacities[idx],
+                           s.scales[idx], s.quats[idx], self.config.gaussian_style, point_radius=radius)
+
+    def _frame_at(self, timestamp: float) -> int:
+        """Frame index of a timestamp; the nearest logged frame when it was never seen."""
+        if timestamp in self._frame_of_time:
+            return self._frame_of_time[timestamp]
+        if not self._frame_of_time:
+            return 0
+        times = np.fromiter(self._frame_of_time, dtype=np.float64)
+        return self._frame_of_time[float(times[np.argmin(np.abs(times - timestamp))])]
+
+    # --- stats ---------------------------------------------------------------------------
+
+    def record_stats(self, stats: StreamStats, frame: int, timestamp: float, viewer_dropped: int) -> None:
+        vlog.set_frame_time(self.rec, frame, timestamp)
+        vlog.log_scalar(self.rec, paths.FPS, stats.fps)
+        vlog.log_scalar(self.rec, paths.CACHE_SIZE, stats.gaussians)
+        vlog.log_scalar(self.rec, paths.DROPPED_LIVE_FRAMES, stats.frames_dropped)
+        vlog.log_scalar(self.rec, paths.DROPPED_VIEWER_ITEMS, viewer_dropped)
+
+
+def _plane_distance(depth: np.ndarray) -> float | None:
+    """Frustum depth: a tenth of the frame's median valid depth (scenes have arbitrary scale)."""
+    valid = depth[np.isfinite(depth) & (depth > 0)]
+    return float(np.median(valid)) * 0.1 if valid.size else None
