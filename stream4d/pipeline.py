@@ -103,13 +103,17 @@ def open_input(source: Any, config: ReconstructConfig):
 _END = object()
 
 
-def read_ahead(frames: Iterator[Frame], maxsize: int, stop: threading.Event) -> Iterator[Frame]:
-    """Decode in a background thread; re-raise its error in the consumer after the frames before it."""
+def read_ahead(frames: Iterator[Frame], maxsize: int, stop: threading.Event,
+               prepare: Callable[[Frame], None] | None = None) -> Iterator[Frame]:
+    """Decode (and ``prepare``) in a background thread; re-raise its error in the consumer after
+    the frames before it."""
     q: queue.Queue = queue.Queue(maxsize=maxsize)
 
     def reader():
         try:
             for f in frames:
+                if prepare is not None:
+                    prepare(f)
                 while not stop.is_set():
                     try:
                         q.put(f, timeout=0.2)
@@ -292,6 +296,7 @@ def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | No
     bar = tqdm(desc="reconstruct", unit="frame", disable=not progress, total=getattr(src.info, "frame_count", None))
 
     ingest_error: list[BaseException] = []
+    reader_stop = threading.Event()
 
     def usable(frames: Iterator[Frame]) -> Iterator[Frame]:
         """Good frames only; an input that breaks mid-stream ends it, keeping what came before."""
@@ -312,7 +317,9 @@ def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | No
 
     try:
         with src, AlignmentWorker(aligner, maxsize=2, on_aligned=sink) as worker:
-            for frames in sliding_windows(usable(read_ahead(iter(src), 8, stop)), config.window, config.overlap):
+            # Decoding and per-frame preparation run a window ahead in the reader thread.
+            ahead = read_ahead(iter(src), config.window, reader_stop, getattr(model, "prepare", None))
+            for frames in sliding_windows(usable(ahead), config.window, config.overlap):
                 if stop.is_set():
                     break
                 t = time.perf_counter()
@@ -334,6 +341,7 @@ def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | No
     except BaseException as exc:
         error = exc
     finally:
+        reader_stop.set()
         bar.close()
         outputs = {}
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.spatial.transform import Rotation
 
 
@@ -142,27 +143,30 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
         U = U.reshape(n1, n1)
         Vb = _scatter(p.obs_point[:, None] * 9 + np.arange(9)[None], wJp.transpose(0, 2, 1) @ Jp, P * 9)
         Vb = Vb.reshape(P, 3, 3)
-        Wb = _scatter((p.obs_point[:, None, None] * n1 + cam_cols[:, :, None]) * 3 + np.arange(3)[None, None],
-                      wJc.transpose(0, 2, 1) @ Jp, P * n1 * 3).reshape(P, n1, 3)
+        # Camera-point blocks, camera-major [n1, P, 3] so the Schur product needs no transposes.
+        Wb = _scatter((cam_cols[:, :, None] * P + p.obs_point[:, None, None]) * 3 + np.arange(3)[None, None],
+                      wJc.transpose(0, 2, 1) @ Jp, n1 * P * 3).reshape(n1, P, 3)
         gc = _scatter(cam_cols, (wJc.transpose(0, 2, 1) @ r[:, :, None])[:, :, 0], n1)
         gp = _scatter(p.obs_point[:, None] * 3 + np.arange(3)[None], (wJp.transpose(0, 2, 1) @ r[:, :, None])[:, :, 0], P * 3)
         gp = gp.reshape(P, 3)
-        U, Wb, gc = U[:nC, :nC], Wb[:, :nC], gc[:nC]
+        U, Wb, gc = U[:nC, :nC], Wb[:nC], gc[:nC]
 
         improved = False
         for _ in range(10):
             Ud = U + lam * np.diag(np.diag(U) + 1e-9)
             Vd = Vb + lam * (np.eye(3)[None] * (np.diagonal(Vb, axis1=1, axis2=2)[:, :, None] + 1e-9))
             Vinv = np.linalg.inv(Vd)
-            WV = Wb @ Vinv  # [P, nC, 3]
-            S = Ud - np.tensordot(WV, Wb, axes=([0, 2], [0, 2]))
-            rhs = -(gc - np.tensordot(WV, gp, axes=([0, 2], [0, 1])))
+            # torch batches the 3x3 products and runs the big product on all cores.
+            Wt = torch.from_numpy(Wb)
+            WV = torch.bmm(Wt.transpose(0, 1), torch.from_numpy(Vinv)).transpose(0, 1).reshape(nC, -1)  # [nC, P*3]
+            S = Ud - (WV @ Wt.reshape(nC, -1).T).numpy()
+            rhs = -(gc - (WV @ torch.from_numpy(gp.ravel())).numpy())
             try:
                 dc = np.linalg.solve(S, rhs) if nC else np.zeros(0)
             except np.linalg.LinAlgError:
                 lam *= 10
                 continue
-            dp = -(Vinv @ (gp + (Wb.transpose(0, 2, 1) @ dc))[:, :, None])[:, :, 0]
+            dp = -(Vinv @ (gp + np.einsum("cpj,c->pj", Wb, dc))[:, :, None])[:, :, 0]
             R_new, t_new = R.copy(), t.copy()
             if len(free):
                 d6 = dc[:6 * len(free)].reshape(-1, 6)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
 
 @dataclass
@@ -40,20 +41,27 @@ def detect_features(image: np.ndarray, max_features: int = 4000) -> Features:
 
 
 def match_descriptors(a: Features, b: Features, ratio: float = 0.85) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest neighbours passing Lowe's ratio test, one per target keypoint: (idx_a [M], idx_b [M])."""
+    """Nearest neighbours passing Lowe's ratio test, one per target keypoint: (idx_a [M], idx_b [M]).
+
+    Brute force as one matrix product (RootSIFT descriptors are unit vectors,
+    so the L2 distance follows from the dot product): BLAS does in
+    milliseconds what a per-descriptor matcher does in a tenth of a second.
+    """
     if len(a.keypoints) < 2 or len(b.keypoints) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    knn = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a.descriptors, b.descriptors, k=2)
-    good = [(p[0].queryIdx, p[0].trainIdx, p[0].distance) for p in knn
-            if len(p) == 2 and p[0].distance < ratio * p[1].distance]
-    if not good:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    g = np.array(good)
+    with torch.no_grad():
+        sim = torch.from_numpy(a.descriptors) @ torch.from_numpy(b.descriptors).T  # [Na, Nb]
+        top, idx = sim.topk(2, dim=1)
+    dist = torch.sqrt(torch.clamp(2 - 2 * top, min=0)).numpy()
+    idx = idx.numpy()
+    good = dist[:, 0] < ratio * dist[:, 1]
+    ia = np.nonzero(good)[0]
+    ib = idx[good, 0]
     # Keep the closest match where several keypoints of a chose the same keypoint of b.
-    order = np.argsort(g[:, 2])
-    _, first = np.unique(g[order, 1], return_index=True)
-    g = g[order[first]]
-    return g[:, 0].astype(np.int64), g[:, 1].astype(np.int64)
+    order = np.argsort(dist[good, 0], kind="stable")
+    _, first = np.unique(ib[order], return_index=True)
+    keep = order[first]
+    return ia[keep].astype(np.int64), ib[keep].astype(np.int64)
 
 
 def verified_matches(fa: Features, fb: Features, i: int, j: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -46,21 +47,30 @@ class DefaultWindowModel:
 
     def __init__(self, config: DefaultModelConfig | None = None):
         self.cfg = config or DefaultModelConfig()
+        self._lock = threading.Lock()  # prepare() runs in the reader thread
         self._features: OrderedDict[int, Features] = OrderedDict()
         self._matches: OrderedDict[tuple[int, int], PairMatches | None] = OrderedDict()
 
     def reset(self) -> None:
-        self._features.clear()
+        with self._lock:
+            self._features.clear()
         self._matches.clear()
 
     # ---- cached per-frame and per-pair work --------------------------------------
+    def prepare(self, frame: Frame) -> None:
+        """Per-frame work that needs no other frame (features), run ahead in the reader thread
+        while the previous window is still being reconstructed (OpenCV releases the GIL)."""
+        self._features_of(frame)
+
     def _features_of(self, frame: Frame) -> Features:
-        f = self._features.get(frame.index)
+        with self._lock:
+            f = self._features.get(frame.index)
         if f is None:
             f = detect_features(frame.image, self.cfg.max_features)
-            self._features[frame.index] = f
-            while len(self._features) > self.cfg.cache_frames:
-                self._features.popitem(last=False)
+            with self._lock:
+                self._features[frame.index] = f
+                while len(self._features) > self.cfg.cache_frames:
+                    self._features.popitem(last=False)
         return f
 
     def _match(self, frames: Sequence[Frame], feats: list[Features], i: int, j: int) -> PairMatches | None:

@@ -29,7 +29,8 @@ class SfmConfig:
     max_reproj_px: float = 4.0
     min_pnp_inliers: int = 20
     ba_every: int = 3  # bundle-adjust after this many new registrations
-    intermediate_ba_iterations: int = 8  # the final adjustment runs to convergence
+    intermediate_ba_iterations: int = 5  # the final adjustment runs to convergence
+    max_ba_points: int = 2500  # points in an adjustment (longest tracks first)
     degenerate_angle_deg: float = 0.4  # below this median parallax the window has no usable baseline
 
 
@@ -207,6 +208,10 @@ class WindowSfm:
         vslot = np.full(self.num_views, -1)
         vslot[views] = np.arange(len(views))
         tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
+        if len(tri) > self.cfg.max_ba_points:
+            # The longest tracks constrain the cameras best; the rest keep their triangulation.
+            seen = np.bincount(self.tracks.track[np.isin(self.tracks.view, views)], minlength=self.tracks.num_tracks)
+            tri = np.sort(tri[np.argsort(-seen[tri], kind="stable")[: self.cfg.max_ba_points]])
         pslot = np.full(self.tracks.num_tracks, -1)
         pslot[tri] = np.arange(len(tri))
         rows = np.nonzero((vslot[self.tracks.view] >= 0) & (pslot[self.tracks.track] >= 0))[0]
