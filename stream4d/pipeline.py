@@ -206,7 +206,7 @@ class _Sink:
 
     def finish(self) -> dict[str, Path]:
         out: dict[str, Path] = {}
-        if self.cache is not None and len(self.cache):
+        if self.cache is not None:  # written even when empty: the folder always has the same files
             from memory.gaussians import write_splats_ply
 
             snap = self.cache.snapshot()
