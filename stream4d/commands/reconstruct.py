@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
 from pathlib import Path
 
 from stream4d.pipeline import ReconstructConfig
@@ -62,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"stream4d reconstruct: {exc}", file=sys.stderr)
         return 2
-    code = 0
     try:
         summary = reconstruct(args.input, args.out, config, progress=not args.quiet)
     except IngestError as exc:
@@ -78,11 +78,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"posed {s.frames_posed}/{s.frames_received} frames in {summary.timings['total']:.1f} s "
           f"({s.frames_received / max(summary.timings['total'], 1e-9):.2f} frames/s), {s.windows} windows, "
           f"{s.gaussians} Gaussians, {s.frames_skipped} skipped -> {args.out}")
-    if summary.viewer_url:
-        print(f"viewer: {summary.viewer_url}")
     if args.gt is not None:
         from stream4d.evaluation import evaluate_output, print_report
 
-        report = evaluate_output(args.out, args.gt)
-        print_report(report)
-    return code
+        print_report(evaluate_output(args.out, args.gt))
+    if summary.viewer_url:
+        print(f"viewer: {summary.viewer_url}")
+        if args.viewer == "serve":
+            # The web viewer lives in this process: keep it up until the user is done looking.
+            print("serving the recording; press Ctrl-C to stop")
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                pass
+    return 0
