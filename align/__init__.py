@@ -1,0 +1,11 @@
+"""align: place each window's prediction in one world frame.
+
+Robust Sim(3) registration on the frames consecutive windows share, then
+LASER's layer-wise depth scale alignment (arXiv 2512.13680). Input
+``WindowPrediction``, output ``AlignedWindow`` (``stream4d.contracts``).
+"""
+
+from align.aligner import AlignConfig, AlignmentError, StreamAligner
+from align.worker import AlignmentWorker
+
+__all__ = ["AlignConfig", "AlignmentError", "AlignmentWorker", "StreamAligner"]

@@ -1,0 +1,318 @@
+"""Streaming alignment: place each window's prediction in one world frame.
+
+``StreamAligner.add`` takes windows in stream order. The first window
+defines the world (identity). Each later window must share at least one
+frame (by ``frame_indices``) with the previous one; those shared frames give
+the window-to-world Sim(3) (:mod:`align.sim3`) and, with ``layerwise``, the
+per-layer depth scales (:mod:`align.layerwise`). Only the previous window's
+last ``overlap`` frames are kept, so work and memory per window do not grow
+with the stream.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from align.confidence import confidence_mask
+from align.layers import segment_window
+from align.layerwise import cross_window_seeds, propagate_scales
+from align.sim3 import register_overlap
+from stream4d.contracts import AlignedWindow, WindowPrediction
+from stream4d.geometry import Sim3, invert_se3, pixel_grid
+
+
+class AlignmentError(ValueError):
+    """A window cannot be placed in the stream's world (the message says which and why)."""
+
+
+@dataclass
+class AlignConfig:
+    """Knobs of :class:`StreamAligner`; defaults follow LASER (arXiv 2512.13680) where it has one.
+
+    Windows:
+        window: 20. Frames per window the pipeline cuts the stream into. The
+            aligner accepts windows of any length; this is here so one config
+            describes the windowing (and ``overlap < window`` is checked).
+        overlap: 5. Frames consecutive windows share. The aligner keeps the
+            last ``overlap`` frames of the previous window as its only state.
+        new_segment_on_gap: False. A window sharing no frame with the previous
+            one raises AlignmentError; with True it starts a new world instead
+            (``AlignedWindow.segment`` increments, the window is identity-placed).
+
+    Registration:
+        conf_quantile: 0.5. A pixel is trusted if its depth confidence is at
+            or above this quantile of its window's confidences (LASER keeps the
+            top half); on shared frames it must be trusted in both windows.
+        irls_iters: 10. Maximum IRLS iterations of every robust scale fit.
+        irls_tol: 0.05. IRLS stops once the scale changes by less than this
+            fraction between iterations.
+        min_overlap_pixels: 100. Fewer mutually trusted pixels on the shared
+            frames than this and the Sim(3) scale falls back to the ratio of the
+            shared cameras' spread, or to 1 (flagged in ``AlignedWindow.info``).
+        fix_intrinsics: True. Use the first window's intrinsics (per-element
+            median over its frames) for every later frame and re-unproject
+            depth with them (LASER's choice: feed-forward focal lengths jitter
+            between windows). Set False when the stream supplies intrinsics
+            the model used: then each window's own points and K are kept.
+        intrinsics_rtol: 0.01. A frame whose fx, fy, cx, cy all agree with the
+            reference within this fraction keeps the model's own points.
+
+    Layer-wise scale (``layerwise``: True; False gives Sim(3)-only alignment):
+        seg_scale: 300.0, seg_sigma: 1.1. Felzenszwalb parameters on the depth
+            map (divided by the window's median confident depth).
+        seg_min_size: 500. Felzenszwalb minimum segment size in pixels at
+            518 x 392; scaled with the model's pixel count.
+        layer_merge_fraction: 0.1. Adjacent superpixels whose mean depths
+            differ by less than this fraction of the window's confident depth
+            range (1st-99th percentile) form one layer.
+        link_iou: 0.3. IoU linking layers of consecutive frames of a window.
+        cross_link_iou: 0.3. IoU linking the two windows' layers on a shared frame.
+        layer_min_pixels: 20. Trusted pixels a linked intersection needs to
+            give a layer scale ...
+        layer_min_fraction: 0.05. ... and the fraction of the new window's
+            layer they must cover at least (few trusted pixels must not
+            rescale a large layer; not in LASER, which ignores confidence here).
+        layer_scale_limit: 2.0. A layer scale outside [1/limit, limit]
+            (relative to the global Sim(3) scale) is taken for a mismatched
+            link and ignored.
+        register_on_layer_depth: False. Which depth of the previous window
+            the next window's Sim(3) is registered on. False: its depth before
+            layer scales, so camera poses are exactly those of Sim(3)-only
+            alignment and layer scales refine only depth and points. True:
+            the layer-scaled depth (LASER's choice), which lets layer scales,
+            estimated from sparse links and carried through a whole window,
+            move every later pose (on kitti_seq1 with 20-frame windows this
+            made the ATE 4x worse; see docs/benchmarks.md).
+    """
+
+    window: int = 20
+    overlap: int = 5
+    layerwise: bool = True
+    conf_quantile: float = 0.5
+    irls_iters: int = 10
+    irls_tol: float = 0.05
+    fix_intrinsics: bool = True
+    intrinsics_rtol: float = 0.01
+    new_segment_on_gap: bool = False
+    min_overlap_pixels: int = 100
+    seg_scale: float = 300.0
+    seg_sigma: float = 1.1
+    seg_min_size: int = 500
+    layer_merge_fraction: float = 0.1
+    link_iou: float = 0.3
+    cross_link_iou: float = 0.3
+    layer_min_pixels: int = 20
+    layer_min_fraction: float = 0.05
+    layer_scale_limit: float = 2.0
+    register_on_layer_depth: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.overlap < self.window:
+            raise ValueError(f"AlignConfig needs 1 <= overlap < window, got overlap={self.overlap}, window={self.window}")
+        if not 0.0 <= self.conf_quantile < 1.0:
+            raise ValueError(f"AlignConfig.conf_quantile must be in [0, 1), got {self.conf_quantile}")
+        if self.irls_iters < 0 or self.irls_tol <= 0:
+            raise ValueError(f"AlignConfig needs irls_iters >= 0 and irls_tol > 0, got {self.irls_iters}, {self.irls_tol}")
+        for name in ("link_iou", "cross_link_iou"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"AlignConfig.{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.layer_scale_limit <= 1.0:
+            raise ValueError(f"AlignConfig.layer_scale_limit must be > 1, got {self.layer_scale_limit}")
+
+
+@dataclass
+class _OverlapState:
+    """The previous window's last frames: all the aligner remembers."""
+
+    frame_indices: np.ndarray  # int64 [O]
+    c2w: np.ndarray  # float64 [O, 4, 4], world
+    depth: np.ndarray  # float32 [O, H, W], world scale, layer scales applied (what was emitted)
+    mask: np.ndarray  # bool [O, H, W], trusted pixels
+    labels: np.ndarray | None  # int32 [O, H, W], layers (None without layerwise)
+    registration_depth: np.ndarray | None = None  # float32 [O, H, W], to register on; None: ``depth``
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.frame_indices, self.c2w, self.depth, self.mask, self.labels, self.registration_depth]
+        return sum(a.nbytes for a in arrays if a is not None)
+
+
+def _intrinsics_agree(K: np.ndarray, K_ref: np.ndarray, rtol: float) -> bool:
+    """fx, fy, cx, cy of every frame of ``K [S, 3, 3]`` within ``rtol`` of ``K_ref [3, 3]``."""
+    idx = ([0, 1, 0, 1], [0, 1, 2, 2])
+    params = K[:, idx[0], idx[1]]
+    ref = K_ref[idx[0], idx[1]]
+    return bool(np.all(np.abs(params - ref) <= rtol * np.abs(ref)))
+
+
+def _transform(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply per-frame rigid/similarity transforms ``T [S, 4, 4]`` to ``points [S, H, W, 3]`` (batched matmul)."""
+    S = points.shape[0]
+    flat = points.reshape(S, -1, 3) @ np.swapaxes(T[:, :3, :3], 1, 2) + T[:, None, :3, 3]
+    return flat.reshape(points.shape)
+
+
+class StreamAligner:
+    """Places windows of a stream in one world frame (see the module docstring)."""
+
+    def __init__(self, config: AlignConfig | None = None):
+        self.config = config if config is not None else AlignConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream: the next window defines a new world (segment 0)."""
+        self._state: _OverlapState | None = None
+        self._K_ref: np.ndarray | None = None  # [3, 3]
+        self._size: tuple[int, int] | None = None  # (W, H)
+        self._count = 0
+        self._segment = 0
+
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes of array state carried to the next window (bounded by ``overlap`` frames)."""
+        ref = 0 if self._K_ref is None else self._K_ref.nbytes
+        return ref + (0 if self._state is None else self._state.nbytes)
+
+    def add(self, pred: WindowPrediction) -> AlignedWindow:
+        """Place ``pred`` in the world; see :class:`AlignConfig` for the behaviour."""
+        start = time.perf_counter()
+        self._check(pred)
+        cfg = self.config
+        S = pred.num_frames
+        depth = np.where(np.isfinite(pred.depth) & (pred.depth > 0), pred.depth, 0.0).astype(np.float32)
+        mask = confidence_mask(pred.depth_conf, depth, cfg.conf_quantile)  # bool [S, H, W]
+        cam_points, K_used, intrinsics = self._camera_points(pred, depth)  # [S, H, W, 3], own scale
+        info: dict = {"intrinsics": intrinsics, "trusted_fraction": float(mask.mean())}
+
+        state, shared_prev, shared_new, sim3 = self._register(pred, depth, mask, info)
+        is_new = np.ones(S, bool)
+        is_new[shared_new] = False
+        depth *= np.float32(sim3.s)
+        tail = np.arange(max(0, S - cfg.overlap), S)  # what the next window may share
+        labels_tail = registration_depth = None
+        if cfg.layerwise and state is not None and state.labels is not None:
+            labels = self._layers(depth, mask)
+            scale_map = self._layer_scales(state, shared_prev, shared_new, labels, depth, mask, info)
+            if not cfg.register_on_layer_depth:
+                registration_depth = depth[tail].copy()
+            depth *= scale_map
+            cam_points *= scale_map[..., None]
+            labels_tail = labels[tail]
+        elif cfg.layerwise:  # first window of a world: only the frames the next window will link to
+            labels_tail = self._layers(depth, mask, tail)
+
+        c2w = sim3.apply_c2w(pred.c2w)  # [S, 4, 4]
+        cam_points *= np.float32(sim3.s)
+        world_points = _transform(c2w.astype(np.float32), cam_points)
+        self._state = _OverlapState(
+            frame_indices=pred.frame_indices[tail].copy(), c2w=c2w[tail].copy(), depth=depth[tail].copy(),
+            mask=mask[tail].copy(), labels=labels_tail, registration_depth=registration_depth)
+
+        aligned = replace(pred, depth=depth, c2w=c2w, K=K_used, points=world_points, info=dict(pred.info))
+        info["time_s"] = time.perf_counter() - start
+        out = AlignedWindow(prediction=aligned, sim3_scale=float(sim3.s), sim3_R=sim3.R.copy(),
+                            sim3_t=np.asarray(sim3.t, np.float64).copy(), is_new=is_new,
+                            window_index=self._count, segment=self._segment, info=info)
+        self._count += 1
+        return out
+
+    def _register(self, pred: WindowPrediction, depth: np.ndarray, mask: np.ndarray, info: dict
+                  ) -> tuple[_OverlapState | None, np.ndarray, np.ndarray, Sim3]:
+        """Window-to-world Sim(3); also the state it was registered against and the shared frames' positions."""
+        none = np.zeros(0, np.int64)
+        state = self._state
+        if state is None:
+            info["placement"] = "first window"
+            return None, none, none, Sim3.identity()
+        _, shared_prev, shared_new = np.intersect1d(
+            state.frame_indices, pred.frame_indices, assume_unique=True, return_indices=True)
+        if len(shared_new) == 0:
+            self._start_segment_or_raise(pred, state)
+            info["placement"] = "new segment"
+            return None, none, none, Sim3.identity()
+        cfg = self.config
+        world_depth = state.depth if state.registration_depth is None else state.registration_depth
+        reg = register_overlap(
+            world_depth[shared_prev], depth[shared_new], state.mask[shared_prev] & mask[shared_new],
+            state.c2w[shared_prev], pred.c2w[shared_new],
+            iters=cfg.irls_iters, tol=cfg.irls_tol, min_pixels=cfg.min_overlap_pixels)
+        info.update(placement="registered", shared_frames=int(len(shared_new)), scale_source=reg.scale_source,
+                    overlap_pixels=reg.overlap_pixels, degenerate_overlap=reg.scale_source != "depth")
+        if reg.fallback_reason:
+            info["fallback_reason"] = reg.fallback_reason
+        if reg.scale_fit is not None:
+            info.update(irls_iterations=reg.scale_fit.iterations, scale_inlier_fraction=reg.scale_fit.inlier_fraction)
+        return state, shared_prev, shared_new, reg.sim3
+
+    def _layer_scales(self, state: _OverlapState, shared_prev: np.ndarray, shared_new: np.ndarray,
+                      labels: np.ndarray, depth: np.ndarray, mask: np.ndarray, info: dict) -> np.ndarray:
+        """Per-pixel layer scales ``float32 [S, H, W]`` of the new window (after the global Sim(3) scale)."""
+        cfg = self.config
+        seeds = {}
+        for i_prev, j_new in zip(shared_prev, shared_new):
+            seeds[int(j_new)] = cross_window_seeds(
+                state.labels[i_prev], state.depth[i_prev], labels[j_new], depth[j_new],
+                state.mask[i_prev] & mask[j_new], min_iou=cfg.cross_link_iou, min_pixels=cfg.layer_min_pixels,
+                min_fraction=cfg.layer_min_fraction, iters=cfg.irls_iters, tol=cfg.irls_tol,
+                scale_limit=cfg.layer_scale_limit)
+        layer = propagate_scales(labels, seeds, cfg.link_iou)
+        known = np.concatenate([v[~np.isnan(v)] for v in layer.segment_scales])
+        info["layers"] = {
+            "segments": int(sum(len(v) for v in layer.segment_scales)),
+            "links": int(sum(len(s[0]) for s in seeds.values())),
+            "reached_fraction": layer.reached_fraction,
+            "scale_min": float(known.min()) if known.size else 1.0,
+            "scale_max": float(known.max()) if known.size else 1.0,
+        }
+        return layer.scale_map
+
+    def _check(self, pred: WindowPrediction) -> None:
+        """Refuse what cannot be aligned; the first window also fixes the stream's resolution and reference K."""
+        if not isinstance(pred, WindowPrediction):
+            raise TypeError(f"StreamAligner.add needs a WindowPrediction, got {type(pred).__name__}")
+        name = f"window {self._count} (frames {pred.frame_indices[:1].tolist()}..{pred.frame_indices[-1:].tolist()})"
+        if pred.num_frames < 1:
+            raise AlignmentError(f"{name} has no frames")
+        if len(np.unique(pred.frame_indices)) != pred.num_frames:
+            raise AlignmentError(f"{name} lists a frame index twice: {pred.frame_indices.tolist()}")
+        if not np.all(np.isfinite(pred.c2w)):
+            raise AlignmentError(f"{name} has non-finite camera poses (c2w)")
+        if not np.all(np.linalg.det(pred.c2w[:, :3, :3]) > 0.5):
+            raise AlignmentError(f"{name} has a c2w whose rotation block is not a rotation (det <= 0.5)")
+        if not np.all(np.isfinite(pred.K)) or not np.all(pred.K[:, [0, 1], [0, 1]] > 0):
+            raise AlignmentError(f"{name} has intrinsics K with a non-finite or non-positive focal length")
+        W, H = pred.model_size
+        if self._size is None:
+            self._size = (W, H)
+            self._K_ref = np.median(pred.K, axis=0)
+        elif self._size != (W, H):
+            raise AlignmentError(
+                f"{name} is {W}x{H} but earlier windows were {self._size[0]}x{self._size[1]}: the aligner "
+                "compares shared frames pixel by pixel, so one stream needs one model resolution")
+
+    def _start_segment_or_raise(self, pred: WindowPrediction, state: _OverlapState) -> None:
+        if not self.config.new_segment_on_gap:
+            raise AlignmentError(
+                f"window {self._count} (frames {pred.frame_indices.tolist()}) shares no frame with the previous "
+                f"window's last {len(state.frame_indices)} frames ({state.frame_indices.tolist()}): consecutive "
+                "windows must overlap by >= 1 frame; set AlignConfig.new_segment_on_gap=True to start a new segment")
+        self._segment += 1
+
+    def _camera_points(self, pred: WindowPrediction, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+        """Camera-frame points ``float32 [S, H, W, 3]``, the intrinsics they use ``[S, 3, 3]``, and which."""
+        S, H, W = depth.shape
+        if self.config.fix_intrinsics and not _intrinsics_agree(pred.K, self._K_ref, self.config.intrinsics_rtol):
+            rays = (pixel_grid(W, H) @ np.linalg.inv(self._K_ref).T).astype(np.float32)  # [H, W, 3]
+            return rays[None] * depth[..., None], np.repeat(self._K_ref[None], S, axis=0), "fixed"
+        w2c = invert_se3(pred.c2w).astype(np.float32)
+        points = _transform(w2c, pred.points.astype(np.float32))
+        points[depth <= 0] = 0.0
+        return points.astype(np.float32), pred.K.astype(np.float64).copy(), "model"
+
+    def _layers(self, depth: np.ndarray, mask: np.ndarray, frames: np.ndarray | None = None) -> np.ndarray:
+        cfg = self.config
+        return segment_window(depth, mask, frames, merge_fraction=cfg.layer_merge_fraction,
+                              scale=cfg.seg_scale, sigma=cfg.seg_sigma, min_size=cfg.seg_min_size)

@@ -1,0 +1,542 @@
+"""The stream's geometry as a bounded 3D Gaussian-splat cache with a static and a dynamic layer.
+
+Per view (see :meth:`GaussianCache.add_view`):
+
+1. Confident pixels (at or above the view's ``conf_quantile``) are candidates, each a
+   Gaussian-to-be: mean from the point map, in-plane size one pixel footprint
+   (depth / focal) x ``scale_factor``, a thin disc facing the camera, colour from the
+   image, opacity from the pixel's confidence rank.
+2. The static Gaussians in the view frustum (voxel-hash query, so the cost follows the
+   view, not the map) are z-buffered by their centres: the front-most per pixel.
+3. Dynamic pixels: a pixel's point that lies where space was seen empty, either by
+   the last views' depth maps or by the view that last confirmed a static Gaussian
+   behind it (the point sits on that view's ray, in front of the Gaussian). A static
+   scene cannot put a surface there, so it moved in: it becomes a Gaussian of this
+   timestamp in the dynamic layer and is never merged.
+4. Static pixels: one whose depth agrees with the front-most Gaussian centred in it
+   (``max(merge_rel_tol * z, merge_abs_tol)``) is fused into it by confidence-weighted
+   averaging (colour and depth read at the Gaussian's own sub-pixel position); one
+   that an agreeing Gaussian centred within ``cover_radius_px`` already explains adds
+   nothing; the rest become new static Gaussians.
+5. Carving: a static Gaussian in front of everything this view sees around it loses
+   support; below zero it leaves the static layer (a moving object cached before it
+   moved, or a floater) and, if recent, joins the dynamic layer at the timestamp it was
+   last confirmed.
+6. Past ``max_gaussians`` the lowest ``weight / (1 + age / eviction_age_views)`` go.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from memory.gaussians.config import GaussianCacheConfig
+from memory.gaussians.free_space import ViewHistory, depth_edges, isolated_pixels, min_pool
+from memory.gaussians.render import render_gaussians
+from memory.gaussians.spatial_index import VoxelHashIndex
+from memory.gaussians.store import DynamicLayer, GaussianStore, snapshot_from_columns
+from stream4d.contracts import AlignedWindow, GaussianSnapshot
+from stream4d.geometry import invert_se3, unproject_depth
+
+log = logging.getLogger(__name__)
+
+COUNT_KEYS = ("added", "merged", "covered", "dynamic", "refuted", "evicted", "dropped")
+
+
+def _zero_counts() -> dict:
+    return {k: 0 for k in COUNT_KEYS}
+
+
+def rotation_to_quat(R: np.ndarray) -> np.ndarray:
+    """w-first unit quaternion ``[4]`` of a rotation matrix ``[3, 3]``."""
+    x, y, z, w = Rotation.from_matrix(np.asarray(R, np.float64)).as_quat()
+    return np.array([w, x, y, z])
+
+
+def _check_view(image, depth, conf, points, c2w, K, timestamp):
+    """Validate and normalise one view's inputs (see ``GaussianCache.add_view``)."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"add_view: image must be [H, W, 3], got shape {image.shape}")
+    H, W = image.shape[:2]
+    if image.dtype == np.uint8:
+        rgb = image.astype(np.float32) / 255.0
+    elif np.issubdtype(image.dtype, np.floating):
+        rgb = np.clip(image.astype(np.float32), 0.0, 1.0)
+    else:
+        raise ValueError(f"add_view: image must be uint8 or float in [0, 1], got {image.dtype}")
+    if depth is None and points is None:
+        raise ValueError("add_view: needs depth or points (or both)")
+    if depth is not None:
+        depth = np.asarray(depth, np.float64)
+        if depth.shape != (H, W):
+            raise ValueError(f"add_view: depth has shape {depth.shape}, expected {(H, W)} like the image")
+    if points is not None:
+        points = np.asarray(points, np.float64)
+        if points.shape != (H, W, 3):
+            raise ValueError(f"add_view: points has shape {points.shape}, expected {(H, W, 3)}")
+    if conf is None:
+        conf = np.ones((H, W))
+    conf = np.asarray(conf, np.float64)
+    if conf.shape != (H, W):
+        raise ValueError(f"add_view: conf has shape {conf.shape}, expected {(H, W)}")
+    c2w = np.asarray(c2w, np.float64)
+    if c2w.shape != (4, 4) or not np.isfinite(c2w).all():
+        raise ValueError(f"add_view: c2w must be a finite [4, 4] camera-to-world matrix, got shape {c2w.shape}")
+    K = np.asarray(K, np.float64)
+    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise ValueError(f"add_view: K must be a finite [3, 3] matrix with positive focals, got {K.tolist()}")
+    if not np.isfinite(float(timestamp)):
+        raise ValueError(f"add_view: timestamp must be finite, got {timestamp}")
+    return rgb, depth, conf, points, c2w, K, float(timestamp)
+
+
+def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``img [H, W, ...]`` at in-range float pixels ``u, v [M]``."""
+    u0 = np.floor(u).astype(np.int64)
+    v0 = np.floor(v).astype(np.int64)
+    fu = (u - u0).reshape((-1,) + (1,) * (img.ndim - 2))
+    fv = (v - v0).reshape((-1,) + (1,) * (img.ndim - 2))
+    return ((1 - fu) * (1 - fv) * img[v0, u0] + fu * (1 - fv) * img[v0, u0 + 1]
+            + (1 - fu) * fv * img[v0 + 1, u0] + fu * fv * img[v0 + 1, u0 + 1])
+
+
+class GaussianCache:
+    """Accumulates aligned views into static + dynamic Gaussians; snapshots and renders them."""
+
+    def __init__(self, config: GaussianCacheConfig | None = None):
+        self.config = config if config is not None else GaussianCacheConfig()
+        self._static = GaussianStore()
+        self._dynamic = DynamicLayer()
+        self._history = ViewHistory(self.config.dynamic_history)
+        self._index: VoxelHashIndex | None = None
+        self._views = 0  # views processed since the last reset
+        self._segment: int | None = None
+        self._latest_ts: float | None = None
+
+    # --- size -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._static) + len(self._dynamic)
+
+    @property
+    def num_static(self) -> int:
+        return len(self._static)
+
+    @property
+    def num_dynamic(self) -> int:
+        return len(self._dynamic)
+
+    @property
+    def dynamic_timestamps(self) -> list[float]:
+        return self._dynamic.timestamps
+
+    @property
+    def voxel_size(self) -> float | None:
+        return None if self._index is None else self._index.voxel_size
+
+    def nbytes(self) -> int:
+        """Bytes held by the Gaussian columns (static capacity + dynamic layer)."""
+        return self._static.nbytes() + self._dynamic.nbytes()
+
+    def reset(self) -> None:
+        """Forget everything (a new stream, or a new world segment)."""
+        self.__init__(self.config)
+
+    # --- input ------------------------------------------------------------------------
+    def add_window(self, window: AlignedWindow) -> dict:
+        """Add the ``is_new`` views of an aligned window in order; returns summed counts.
+
+        A window of a new ``segment`` (tracking was lost, a new world began) resets the
+        cache first, since the old geometry lives in another frame; ``counts["reset"]``
+        says so.
+        """
+        if not isinstance(window, AlignedWindow):
+            raise TypeError(f"add_window needs an AlignedWindow, got {type(window).__name__}")
+        pred = window.prediction
+        is_new = np.asarray(window.is_new, bool)
+        if is_new.shape != (pred.num_frames,):
+            raise ValueError(f"AlignedWindow.is_new has shape {is_new.shape}, expected ({pred.num_frames},)")
+        totals = _zero_counts()
+        totals["reset"] = self._segment is not None and window.segment != self._segment
+        if totals["reset"]:
+            log.info("segment %s -> %s: the Gaussian cache starts over", self._segment, window.segment)
+            self.reset()
+        self._segment = window.segment
+        for i in np.flatnonzero(is_new):
+            conf = pred.points_conf[i] if np.any(pred.points_conf[i] > 0) else pred.depth_conf[i]
+            counts = self.add_view(pred.images[i], pred.depth[i], conf, pred.points[i], pred.c2w[i], pred.K[i],
+                                   float(pred.timestamps[i]))
+            for k in COUNT_KEYS:
+                totals[k] += counts[k]
+        if self.config.refine_steps > 0:
+            self.refine(self.config.refine_steps)
+        return totals
+
+    def add_view(self, image, depth, conf, points, c2w, K, timestamp) -> dict:
+        """Fuse one world-frame view.
+
+        ``image`` uint8 (or float in [0, 1]) ``[H, W, 3]``; ``depth`` z-depth ``[H, W]`` (0 = unknown)
+        and/or ``points`` world ``[H, W, 3]`` (either may be None: points are then unprojected
+        from depth, depth read off the points); ``conf [H, W]`` (None = all equal);
+        ``c2w [4, 4]``; ``K [3, 3]`` in pixels of the image; ``timestamp`` seconds.
+
+        Returns counts of this view: ``added`` (new static), ``merged`` (pixels fused),
+        ``covered`` (pixels already explained), ``dynamic`` (per-timestamp Gaussians),
+        ``refuted`` (static Gaussians moved out), ``evicted`` (static, over the cap),
+        ``dropped`` (dynamic, over their bound).
+        """
+        cfg = self.config
+        rgb, depth, conf, points, c2w, K, timestamp = _check_view(image, depth, conf, points, c2w, K, timestamp)
+        H, W = rgb.shape[:2]
+        if points is None:
+            points = unproject_depth(np.where(depth > 0, depth, np.nan), K, c2w)
+        w2c = invert_se3(c2w)
+        z_img = points @ w2c[2, :3] + w2c[2, 3]  # [H, W] z of each point in this camera
+        valid = np.isfinite(points).all(-1) & np.isfinite(z_img) & (z_img > 0) & np.isfinite(conf) & (conf > 0)
+        if depth is not None:
+            valid &= depth > 0
+        if valid.any() and cfg.conf_quantile > 0:
+            valid &= conf >= np.quantile(conf[valid], cfg.conf_quantile)
+        if cfg.drop_isolated:
+            valid &= ~isolated_pixels(np.where(valid, z_img, 0.0), cfg.merge_rel_tol)
+        counts = _zero_counts()
+        z_map = np.where(valid, z_img, 0.0)  # [H, W]
+        pix = np.flatnonzero(valid)  # flat pixel ids of the candidates
+        if pix.size == 0:
+            self._dynamic.add(timestamp, self._new_rows(np.zeros((0, 3)), np.zeros(0), np.zeros(0),
+                                                        np.zeros((0, 3)), c2w, K))
+            self._finish_view(z_map, c2w, K, rgb, timestamp, counts)
+            return counts
+        if self._index is None:
+            self._index = VoxelHashIndex(self._auto_voxel_size(z_img[valid], K))
+
+        # Confidence rank in (0, 1] (only the order of a backend's confidence means anything).
+        c = conf.reshape(-1)[pix]
+        rank = np.searchsorted(np.sort(c), c, side="right") / c.size
+        P = points.reshape(-1, 3)[pix]  # [M, 3]
+        zp = z_img.reshape(-1)[pix]  # [M]
+
+        zbuf_id, zbuf_z, zbuf_u, zbuf_v = self._zbuffer(c2w, K, W, H, float(zp.max()))
+        dynamic = np.zeros(pix.size, bool)
+        if cfg.dynamic:
+            dynamic = self._in_seen_free_space(pix, P, zp, zbuf_id.reshape(H, W), zbuf_z.reshape(H, W))
+            self._carve(zbuf_id, zbuf_z, z_map)
+            # A static Gaussian where a moving surface is now is most likely that surface,
+            # cached before it was seen to move: it loses support twice as fast.
+            g = zbuf_id[pix[dynamic]]
+            same = (g >= 0) & (np.abs(zbuf_z[pix[dynamic]] - zp[dynamic])
+                               <= np.maximum(cfg.merge_rel_tol * zp[dynamic], cfg.merge_abs_tol))
+            self._static["support"][g[same]] -= 2
+
+        st = np.flatnonzero(~dynamic)  # indices into pix of static candidates
+        tol = np.maximum(cfg.merge_rel_tol * zp[st], cfg.merge_abs_tol)
+        g = zbuf_id[pix[st]]
+        agree = (g >= 0) & (np.abs(zp[st] - zbuf_z[pix[st]]) <= tol)
+        fuse = st[agree]
+        self._fuse(fuse, g[agree], pix, zp, rank, rgb, z_map, c2w, K, timestamp)
+        counts["merged"] = int(fuse.size)
+
+        rest = st[~agree]
+        covered = self._covered(pix[rest], zp[rest], tol[~agree], zbuf_z.reshape(H, W), zbuf_u.reshape(H, W),
+                                zbuf_v.reshape(H, W))
+        counts["covered"] = int(covered.sum())
+        new = rest[~covered]
+        rows = self._new_rows(P[new], zp[new], rank[new], rgb.reshape(-1, 3)[pix[new]], c2w, K)
+        ids = self._static.append({**rows, "weight": rank[new], "support": np.ones(new.size, np.int32),
+                                   "seen_from": np.broadcast_to(c2w[:3, 3], (new.size, 3)),
+                                   "last_view": np.full(new.size, self._views, np.int64),
+                                   "last_ts": np.full(new.size, timestamp)})
+        self._index.set(ids, rows["means"])
+        counts["added"] = int(new.size)
+
+        dyn = np.flatnonzero(dynamic)
+        self._dynamic.add(timestamp, self._new_rows(P[dyn], zp[dyn], rank[dyn], rgb.reshape(-1, 3)[pix[dyn]], c2w, K))
+        counts["dynamic"] = int(dyn.size)
+        if cfg.dynamic:
+            counts["refuted"] = self._remove_refuted()
+        self._finish_view(z_map, c2w, K, rgb, timestamp, counts)
+        return counts
+
+    def _finish_view(self, z_map, c2w, K, rgb, timestamp, counts) -> None:
+        cfg = self.config
+        counts["evicted"] = self._evict()
+        counts["dropped"] = self._dynamic.trim(cfg.dynamic_keep_frames, cfg.max_dynamic_gaussians)
+        self._history.push(z_map, c2w, K, (rgb * 255 + 0.5).astype(np.uint8), self._views)
+        self._views += 1
+        self._latest_ts = timestamp
+
+    def _auto_voxel_size(self, z: np.ndarray, K: np.ndarray) -> float:
+        if self.config.voxel_size is not None:
+            return float(self.config.voxel_size)
+        f = float(np.sqrt(K[0, 0] * K[1, 1]))
+        return float(np.median(z)) / f * self.config.voxel_footprints
+
+    # --- per-view steps ---------------------------------------------------------------
+    def _zbuffer(self, c2w, K, W, H, z_far):
+        """Front-most static Gaussian centred in each pixel: ids, z, and sub-pixel u, v (flat ``[H*W]``)."""
+        cfg = self.config
+        zbuf_id = np.full(H * W, -1, np.int64)
+        zbuf_z = np.full(H * W, np.inf)
+        zbuf_u = np.zeros(H * W)
+        zbuf_v = np.zeros(H * W)
+        z_limit = z_far * (1 + cfg.merge_rel_tol) + cfg.merge_abs_tol
+        cand = self._index.query_frustum(c2w, K, W, H, z_limit)
+        if cand.size == 0:
+            return zbuf_id, zbuf_z, zbuf_u, zbuf_v
+        w2c = invert_se3(c2w)
+        pc = self._static["means"][cand].astype(np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
+        z = pc[:, 2]
+        ok = (z > 1e-9) & (z <= z_limit)
+        cand, pc, z = cand[ok], pc[ok], z[ok]
+        u = K[0, 0] * pc[:, 0] / z + K[0, 2]
+        v = K[1, 1] * pc[:, 1] / z + K[1, 2]
+        ui, vi = np.rint(u), np.rint(v)
+        inside = (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
+        cand, z, u, v = cand[inside], z[inside], u[inside], v[inside]
+        flat = (vi[inside] * W + ui[inside]).astype(np.int64)
+        np.minimum.at(zbuf_z, flat, z)  # nearest depth per pixel, then who has it
+        sel = np.flatnonzero(z == zbuf_z[flat])
+        zbuf_id[flat[sel]], zbuf_u[flat[sel]], zbuf_v[flat[sel]] = cand[sel], u[sel], v[sel]
+        return zbuf_id, zbuf_z, zbuf_u, zbuf_v
+
+    def _in_seen_free_space(self, pix, P, zp, zbuf_id, zbuf_z) -> np.ndarray:
+        """Whether each candidate point ``P [M, 3]`` lies where earlier views saw empty space."""
+        cfg = self.config
+        dynamic = np.zeros(pix.size, bool)
+        if len(self._history):
+            votes, seen = self._history.votes(P, cfg.dynamic_rel_tol, cfg.merge_abs_tol)
+            dynamic = (votes > 0) & (votes >= np.minimum(cfg.dynamic_min_votes, seen))
+        if cfg.witness_radius_px <= 0 or len(self._static) == 0:
+            return dynamic
+        H, W = zbuf_id.shape
+        # Near a depth edge the witness ray may graze the near surface, so test the interior only.
+        z_map = np.zeros(H * W)
+        z_map[pix] = zp
+        z_map = z_map.reshape(H, W)
+        smooth = ~depth_edges(z_map, cfg.merge_rel_tol, radius=int(np.ceil(cfg.witness_radius_px)) + 1)
+        interior = smooth.reshape(-1)[pix]
+        # When a static Gaussian already agrees with the point, only free space seen after
+        # that Gaussian was last confirmed counts (older evidence is stale, or a graze).
+        own = zbuf_id.reshape(-1)[pix]
+        agrees = (own >= 0) & (np.abs(zbuf_z.reshape(-1)[pix] - zp)
+                               <= np.maximum(cfg.merge_rel_tol * zp, cfg.merge_abs_tol))
+        own_view = np.where(agrees, self._static["last_view"][np.maximum(own, 0)], -1)
+        # Static Gaussians centred in the 3x3 pixels around each point, well behind it.
+        row, col = np.divmod(pix, W)
+        ids_pad = np.pad(zbuf_id, 1, constant_values=-1)
+        z_pad = np.pad(zbuf_z, 1, constant_values=np.inf)
+        behind = zp * (1.0 + cfg.dynamic_rel_tol) + cfg.merge_abs_tol
+        s = self._static
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                g = ids_pad[row + 1 + dy, col + 1 + dx]
+                test = np.flatnonzero((g >= 0) & (z_pad[row + 1 + dy, col + 1 + dx] > behind) & interior & ~dynamic)
+                if test.size == 0:
+                    continue
+                test = test[s["last_view"][g[test]] > own_view[test]]
+                gi = g[test]
+                C = s["seen_from"][gi].astype(np.float64)
+                ray = s["means"][gi].astype(np.float64) - C
+                length = np.linalg.norm(ray, axis=-1)
+                ray /= np.maximum(length, 1e-12)[:, None]
+                rel = P[test] - C
+                along = np.einsum("ij,ij->i", rel, ray)
+                off = np.linalg.norm(rel - along[:, None] * ray, axis=-1)
+                # Pixel footprint of that view at the point: the Gaussian's, shrunk with distance.
+                footprint = s["scales"][gi, :2].mean(-1) / cfg.scale_factor * along / np.maximum(length, 1e-12)
+                free = ((along > 0) & (along < length * (1.0 - cfg.dynamic_rel_tol) - cfg.merge_abs_tol)
+                        & (off <= cfg.witness_radius_px * footprint + cfg.merge_abs_tol))
+                # Near the border of the witnessing image its ray may pass just inside the
+                # frustum while the point sits just outside it, unseen.
+                f = np.flatnonzero(free)
+                f = f[self._history.inside(P[test[f]], s["last_view"][gi[f]], cfg.witness_radius_px + 1.0)]
+                dynamic[test[f]] = True
+        return self._grow(dynamic, pix, z_map)
+
+    def _grow(self, dynamic, pix, z_map) -> np.ndarray:
+        """Spread dynamic labels over ``dynamic_grow_px`` pixels of depth-continuous surface,
+        so the silhouette band the witness test skips follows the object's interior."""
+        cfg = self.config
+        if cfg.dynamic_grow_px <= 0 or not dynamic.any():
+            return dynamic
+        H, W = z_map.shape
+        label = np.zeros(H * W, bool)
+        label[pix[dynamic]] = True
+        label = label.reshape(H, W)
+        z = np.pad(z_map, 1)
+        tol = cfg.merge_rel_tol
+        for _ in range(cfg.dynamic_grow_px):
+            lab = np.pad(label, 1)
+            grown = label.copy()
+            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                nb_lab = lab[1 + dy:H + 1 + dy, 1 + dx:W + 1 + dx]
+                nb_z = z[1 + dy:H + 1 + dy, 1 + dx:W + 1 + dx]
+                grown |= nb_lab & (z_map > 0) & (np.abs(nb_z - z_map) <= tol * z_map)
+            if (grown == label).all():
+                break
+            label = grown
+        return label.reshape(-1)[pix]
+
+    def _carve(self, zbuf_id, zbuf_z, z_map) -> None:
+        """Take support from static Gaussians in front of everything this view sees around them."""
+        cfg = self.config
+        d = min_pool(z_map).reshape(-1).astype(np.float64)
+        through = (zbuf_id >= 0) & (d > 0) & (zbuf_z < d * (1.0 - cfg.merge_rel_tol) - cfg.merge_abs_tol)
+        self._static["support"][zbuf_id[through]] -= 1
+
+    def _fuse(self, sel, ids, pix, zp, rank, rgb, z_map, c2w, K, timestamp) -> None:
+        """Confidence-weighted averaging of pixels ``pix[sel]`` into Gaussians ``ids``."""
+        if sel.size == 0:
+            return
+        cfg = self.config
+        H, W = z_map.shape
+        w2c = invert_se3(c2w)
+        means = self._static["means"][ids].astype(np.float64)
+        z_g = means @ w2c[2, :3] + w2c[2, 3]
+        u = K[0, 0] * (means @ w2c[0, :3] + w2c[0, 3]) / z_g + K[0, 2]
+        v = K[1, 1] * (means @ w2c[1, :3] + w2c[1, 3]) / z_g + K[1, 2]
+        # Read colour and depth at the Gaussian's own position when its 4 pixels agree.
+        z_obs = zp[sel].copy()
+        col = rgb.reshape(-1, 3)[pix[sel]].astype(np.float64)
+        u0, v0 = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+        ok = (u0 >= 0) & (u0 + 1 < W) & (v0 >= 0) & (v0 + 1 < H)
+        i = np.flatnonzero(ok)
+        corners = np.stack([z_map[v0[i], u0[i]], z_map[v0[i], u0[i] + 1],
+                            z_map[v0[i] + 1, u0[i]], z_map[v0[i] + 1, u0[i] + 1]], axis=-1)
+        smooth = (corners.min(-1) > 0) & (corners.max(-1) <= corners.min(-1) * (1 + cfg.merge_rel_tol))
+        i = i[smooth]
+        z_obs[i] = _bilinear(z_map, u[i], v[i])
+        col[i] = _bilinear(rgb, u[i], v[i])
+        # The observation sits on this view's ray through the Gaussian, at the measured depth.
+        centre = c2w[:3, 3]
+        obs = centre + (means - centre) * (z_obs / z_g)[:, None]
+        w = rank[sel]
+        wg = self._static["weight"][ids].astype(np.float64)
+        a = (wg / (wg + w))[:, None]
+        b = 1.0 - a
+        s = self._static
+        s["means"][ids] = a * means + b * obs
+        s["colors"][ids] = a * s["colors"][ids] + b * col
+        s["opacities"][ids] = a[:, 0] * s["opacities"][ids] + b[:, 0] * self._opacity(w)
+        s["scales"][ids] = a * s["scales"][ids] + b * self._scales(z_obs, K)
+        s["weight"][ids] = np.minimum(wg + w, cfg.max_fusion_weight)
+        s["support"][ids] = np.minimum(s["support"][ids] + 1, cfg.support_cap)
+        s["seen_from"][ids] = c2w[:3, 3]
+        s["last_view"][ids] = self._views
+        s["last_ts"][ids] = timestamp
+        self._index.set(ids, s["means"][ids])
+
+    def _covered(self, flat, zp, tol, zbuf_z, zbuf_u, zbuf_v) -> np.ndarray:
+        """Whether an agreeing Gaussian centre projects within ``cover_radius_px`` of each pixel."""
+        r = self.config.cover_radius_px
+        H, W = zbuf_z.shape
+        covered = np.zeros(flat.size, bool)
+        reach = int(np.floor(r + 0.5))  # neighbours whose rounded centre can be that close
+        if r <= 0 or flat.size == 0:
+            return covered
+        pad = lambda a, fill: np.pad(a, reach, constant_values=fill)
+        z, u, v = pad(zbuf_z, np.inf), pad(zbuf_u, np.inf), pad(zbuf_v, np.inf)
+        row, col = np.divmod(flat, W)
+        for dy in range(-reach, reach + 1):
+            for dx in range(-reach, reach + 1):
+                rr, cc = row + reach + dy, col + reach + dx
+                near = (u[rr, cc] - col) ** 2 + (v[rr, cc] - row) ** 2 <= r * r
+                covered |= near & (np.abs(z[rr, cc] - zp) <= tol)
+        return covered
+
+    def _opacity(self, rank: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        return cfg.min_opacity + (cfg.max_opacity - cfg.min_opacity) * rank
+
+    def _scales(self, z: np.ndarray, K: np.ndarray) -> np.ndarray:
+        """Disc sizes ``[M, 3]`` at depths ``z``: the pixel footprint in x and y, thin along the view axis."""
+        cfg = self.config
+        sx = cfg.scale_factor * z / K[0, 0]
+        sy = cfg.scale_factor * z / K[1, 1]
+        return np.stack([sx, sy, cfg.thickness_ratio * np.minimum(sx, sy)], axis=-1)
+
+    def _new_rows(self, P, z, rank, colors, c2w, K) -> dict[str, np.ndarray]:
+        """Renderable columns of Gaussians made from pixels (discs facing the camera)."""
+        return {
+            "means": P,
+            "colors": colors,
+            "opacities": self._opacity(rank),
+            "scales": self._scales(z, K),
+            "quats": np.broadcast_to(rotation_to_quat(c2w[:3, :3]), (len(P), 4)),
+        }
+
+    def _remove(self, ids: np.ndarray) -> None:
+        moved_from, moved_to = self._static.remove(ids)
+        self._index.remove(np.concatenate([np.asarray(ids, np.int64), moved_from]))
+        self._index.set(moved_to, self._static["means"][moved_to])
+
+    def _remove_refuted(self) -> int:
+        s = self._static
+        ids = np.flatnonzero(s["support"] < 0)
+        if ids.size == 0:
+            return 0
+        rows = s.take(ids)
+        for ts in np.unique(rows["last_ts"]):
+            sel = rows["last_ts"] == ts
+            self._dynamic.add(float(ts), {k: v[sel] for k, v in rows.items()})
+        self._remove(ids)
+        return int(ids.size)
+
+    def _evict(self) -> int:
+        cfg = self.config
+        n = len(self._static)
+        if n <= cfg.max_gaussians:
+            return 0
+        k = n - int(cfg.max_gaussians * cfg.evict_to_fraction)
+        s = self._static
+        age = (self._views - s["last_view"]).astype(np.float64)
+        score = s["weight"] / (1.0 + age / cfg.eviction_age_views)
+        # Gaussians this view confirmed or created go last.
+        score = score + np.where(age <= 0, cfg.max_fusion_weight + 1.0, 0.0)
+        ids = np.argpartition(score, k - 1)[:k]
+        self._remove(ids)
+        return int(k)
+
+    # --- output -----------------------------------------------------------------------
+    def snapshot(self, max_points: int | None = None, timestamp: float | None = None) -> GaussianSnapshot:
+        """Static Gaussians plus the dynamic ones of the kept timestamp nearest ``timestamp``
+        (all kept timestamps when None). ``max_points`` keeps an evenly spaced subset."""
+        s = self._static
+        cols = [s.take(slice(None), fields=["means", "colors", "opacities", "scales", "quats"])]
+        times = [np.full(len(s), np.nan)]
+        if timestamp is None:
+            dyn_cols, dyn_times = self._dynamic.frames()
+        else:
+            nearest = self._dynamic.nearest(float(timestamp))
+            dyn_cols, dyn_times = self._dynamic.frames([] if nearest is None else [nearest])
+        snap = snapshot_from_columns(cols + dyn_cols, times + dyn_times)
+        if max_points is not None:
+            if max_points < 0:
+                raise ValueError(f"snapshot: max_points must be >= 0, got {max_points}")
+            if snap.num > max_points:
+                keep = np.linspace(0, snap.num - 1, max_points).astype(np.int64) if max_points else \
+                    np.zeros(0, np.int64)
+                snap = GaussianSnapshot(**{k: getattr(snap, k)[keep] for k in
+                                           ("means", "colors", "opacities", "scales", "quats", "timestamps")})
+        return snap
+
+    def render(self, c2w, K, width, height, timestamp=None, backend="auto"):
+        """Render the cache: ``rgb [H, W, 3]`` in [0, 1] (black background), ``depth [H, W]``, ``alpha [H, W]``.
+
+        Dynamic Gaussians come from the kept timestamp nearest ``timestamp``; None means
+        the latest view's time (what the stream sees now).
+        """
+        if timestamp is None:
+            timestamp = self._latest_ts
+        snap = self.snapshot(timestamp=timestamp) if timestamp is not None else self.snapshot()
+        return render_gaussians(snap, c2w, K, width, height, backend=backend)
+
+    def refine(self, steps: int | None = None) -> dict:
+        """A few Adam steps of the static Gaussians against the recent views (CUDA only)."""
+        from memory.gaussians.refine import refine_static
+
+        views = list(self._history.views)[-self.config.refine_views:]
+        return refine_static(self._static, self._index, views,
+                             steps if steps is not None else max(self.config.refine_steps, 1))

@@ -1,0 +1,230 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from align.aligner import AlignConfig, AlignmentError, StreamAligner
+from align.synthetic import distort_layers, random_sim3, render_layered_room, window_from_geometry, window_spans
+from stream4d.geometry import Sim3, unproject_depth
+
+from align_scenes import make_plane_scene
+
+
+def exact_windows(scene, window, overlap, seed=0, layer_factors=None):
+    """Windows of the scene, each in a random frame; ``layer_factors(k) -> [wall, panel]`` distorts depth."""
+    rng = np.random.default_rng(seed)
+    preds, to_window = [], []
+    for k, span in enumerate(window_spans(len(scene.depth), window, overlap)):
+        depth = scene.depth[span]
+        if layer_factors is not None:
+            depth = distort_layers(depth, scene.layers[span], layer_factors(k, rng))
+        to_window.append(random_sim3(rng))
+        preds.append(window_from_geometry(span, scene.images[span], depth, scene.c2w[span], scene.K, to_window[-1]))
+    return preds, to_window
+
+
+def world_truth(scene, to_world: Sim3) -> np.ndarray:
+    """Ground-truth points [N, H, W, 3] in the world the first window defines."""
+    return np.stack([to_world.apply(unproject_depth(d, scene.K, c)) for d, c in zip(scene.depth, scene.c2w)])
+
+
+def point_error(aligner, preds, truth, scene) -> float:
+    """Mean distance of newly emitted points to the truth."""
+    errors = []
+    for pred in preds:
+        out = aligner.add(pred)
+        new = pred.frame_indices[out.is_new]
+        valid = scene.depth[new] > 0
+        errors.append(np.linalg.norm(out.prediction.points[out.is_new] - truth[new], axis=-1)[valid])
+    return float(np.concatenate(errors).mean())
+
+
+@pytest.mark.parametrize("layerwise", [False, True])
+def test_known_sim3_between_two_windows_of_exact_geometry_is_recovered(plane_scene, layerwise):
+    preds, to_window = exact_windows(plane_scene, window=6, overlap=3)
+    aligner = StreamAligner(AlignConfig(window=6, overlap=3, layerwise=layerwise))
+    aligner.add(preds[0])
+    out = aligner.add(preds[1])
+    expected = to_window[0].compose(to_window[1].inverse())  # window 1 -> window 0 = world
+    assert out.sim3_scale == pytest.approx(expected.s, rel=1e-6)
+    np.testing.assert_allclose(out.sim3_R, expected.R, atol=1e-6)
+    np.testing.assert_allclose(out.sim3_t, expected.t, atol=1e-6 * (1 + np.abs(expected.t).max()))
+    truth = world_truth(plane_scene, to_window[0])[preds[1].frame_indices]
+    np.testing.assert_allclose(out.prediction.points, truth, atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(out.prediction.c2w, to_window[0].apply_c2w(plane_scene.c2w[preds[1].frame_indices]),
+                               atol=1e-6 * expected.s * 10)
+
+
+def test_first_window_defines_the_world_and_later_windows_drop_their_overlap_copies(plane_scene):
+    preds, _ = exact_windows(plane_scene, window=6, overlap=2)
+    aligner = StreamAligner(AlignConfig(window=6, overlap=2))
+    first = aligner.add(preds[0])
+    assert first.sim3_scale == 1.0 and np.all(first.sim3_R == np.eye(3)) and np.all(first.sim3_t == 0)
+    np.testing.assert_allclose(first.prediction.c2w, preds[0].c2w)
+    assert first.is_new.all() and first.window_index == 0 and first.segment == 0
+    second = aligner.add(preds[1])
+    assert second.is_new.tolist() == [False, False, True, True, True, True]
+    assert second.window_index == 1 and second.info["shared_frames"] == 2
+    emitted = np.concatenate([preds[0].frame_indices, preds[1].frame_indices[second.is_new]])
+    assert emitted.tolist() == list(range(10))
+
+
+def test_layerwise_alignment_cuts_point_error_by_at_least_30_percent_on_layer_distortions():
+    scene = make_plane_scene(22)
+
+    def factors(k, rng):  # the first window is exact: the world it defines is the truth
+        if k == 0:
+            return [1.0, 1.0]
+        return [rng.uniform(0.97, 1.03), 1 + rng.choice([-1, 1]) * rng.uniform(0.1, 0.2)]
+
+    preds, to_window = exact_windows(scene, window=6, overlap=2, seed=5, layer_factors=factors)
+    truth = world_truth(scene, to_window[0])
+    sim3_only = point_error(StreamAligner(AlignConfig(window=6, overlap=2, layerwise=False)), preds, truth, scene)
+    layerwise = point_error(StreamAligner(AlignConfig(window=6, overlap=2, layerwise=True)), preds, truth, scene)
+    assert layerwise <= 0.7 * sim3_only
+    assert layerwise < 0.01  # metres, in a scene 4-9 m deep
+
+
+@pytest.mark.slow
+def test_layerwise_alignment_cuts_point_error_on_a_rendered_room_with_floating_objects():
+    seq = render_layered_room("orbit", 17, 128, 96, seed=0)  # textured stream4d.synthetic scene, ~20 s to render
+    rng = np.random.default_rng(0)
+    preds, to_window = [], []
+    for k, span in enumerate(window_spans(17, 7, 2)):
+        factors = [1.0, 1.0] if k == 0 else [rng.uniform(0.97, 1.03), 1 + rng.choice([-1, 1]) * rng.uniform(0.1, 0.2)]
+        to_window.append(random_sim3(rng))
+        preds.append(window_from_geometry(span, seq.images[span], distort_layers(seq.depth[span], seq.layers[span],
+                                                                                 factors), seq.c2w[span], seq.K,
+                                          to_window[-1]))
+    truth = np.stack([to_window[0].apply(unproject_depth(d.astype(np.float64), seq.K, c))
+                      for d, c in zip(seq.depth, seq.c2w)])
+    errors = {}
+    for layerwise in (False, True):
+        errors[layerwise] = point_error(StreamAligner(AlignConfig(window=7, overlap=2, layerwise=layerwise)), preds,
+                                        truth, seq)
+    assert errors[True] <= 0.7 * errors[False]
+
+
+def test_window_sharing_no_frame_raises_a_clear_error(plane_scene):
+    preds, _ = exact_windows(plane_scene, window=6, overlap=2)
+    aligner = StreamAligner(AlignConfig(window=6, overlap=2))
+    aligner.add(preds[0])
+    with pytest.raises(AlignmentError, match="shares no frame.*new_segment_on_gap"):
+        aligner.add(preds[2])
+
+
+def test_window_sharing_no_frame_starts_a_new_segment_when_allowed(plane_scene):
+    preds, _ = exact_windows(plane_scene, window=6, overlap=2)
+    aligner = StreamAligner(AlignConfig(window=6, overlap=2, new_segment_on_gap=True))
+    aligner.add(preds[0])
+    gap = aligner.add(preds[2])
+    assert gap.segment == 1 and gap.is_new.all() and gap.sim3_scale == 1.0
+    assert gap.info["placement"] == "new segment"
+    after = aligner.add(preds[3])
+    assert after.segment == 1 and after.info["placement"] == "registered"
+
+
+def test_overlap_without_confident_pixels_falls_back_to_camera_centres_and_says_so(plane_scene):
+    preds, to_window = exact_windows(plane_scene, window=6, overlap=3)
+    blind = preds[1].depth_conf.copy()
+    blind[:3] = 0.0  # the model claims nothing about the shared frames
+    aligner = StreamAligner(AlignConfig(window=6, overlap=3))
+    aligner.add(preds[0])
+    out = aligner.add(replace(preds[1], depth_conf=blind))
+    assert out.info["degenerate_overlap"] is True
+    assert out.info["scale_source"] == "camera_centres"
+    assert "min_pixels=100" in out.info["fallback_reason"]
+    expected = to_window[0].compose(to_window[1].inverse())
+    assert out.sim3_scale == pytest.approx(expected.s, rel=1e-6)  # exact poses: the centres agree exactly
+
+
+def test_zero_depth_overlap_with_one_shared_frame_falls_back_to_unit_scale(plane_scene):
+    preds, _ = exact_windows(plane_scene, window=6, overlap=1)
+    empty = preds[1].depth.copy()
+    empty[0] = 0.0
+    aligner = StreamAligner(AlignConfig(window=6, overlap=1))
+    aligner.add(preds[0])
+    out = aligner.add(replace(preds[1], depth=empty))
+    assert out.info["scale_source"] == "unit" and out.sim3_scale == 1.0
+    assert np.all(np.isfinite(out.prediction.points))
+
+
+def test_fixed_intrinsics_reunproject_later_windows_with_the_first_windows_K(plane_scene):
+    preds, _ = exact_windows(plane_scene, window=6, overlap=2)
+    wrong_K = preds[1].K.copy()
+    wrong_K[:, 0, 0] *= 1.05
+    wrong_K[:, 1, 1] *= 1.05
+    aligner = StreamAligner(AlignConfig(window=6, overlap=2))
+    aligner.add(preds[0])
+    out = aligner.add(replace(preds[1], K=wrong_K))
+    assert out.info["intrinsics"] == "fixed"
+    np.testing.assert_allclose(out.prediction.K, np.broadcast_to(preds[0].K[0], wrong_K.shape))
+    # The points follow the first window's K: the same as the exact window's.
+    reference = StreamAligner(AlignConfig(window=6, overlap=2))
+    reference.add(preds[0])
+    np.testing.assert_allclose(out.prediction.points, reference.add(preds[1]).prediction.points, atol=1e-4)
+
+
+def test_model_intrinsics_are_kept_when_they_agree_or_fixing_is_off(plane_scene):
+    preds, _ = exact_windows(plane_scene, window=6, overlap=2)
+    close_K = preds[1].K.copy()
+    close_K[:, 0, 0] *= 1.005
+    aligner = StreamAligner(AlignConfig(window=6, overlap=2))
+    aligner.add(preds[0])
+    assert aligner.add(replace(preds[1], K=close_K)).info["intrinsics"] == "model"
+    far_K = preds[1].K.copy()
+    far_K[:, 0, 0] *= 1.2
+    free = StreamAligner(AlignConfig(window=6, overlap=2, fix_intrinsics=False))
+    free.add(preds[0])
+    out = free.add(replace(preds[1], K=far_K))
+    assert out.info["intrinsics"] == "model"
+    np.testing.assert_allclose(out.prediction.K, far_K)
+
+
+def test_changing_model_resolution_mid_stream_is_refused(plane_scene):
+    preds, _ = exact_windows(plane_scene, window=6, overlap=2)
+    p = preds[1]
+    half = replace(p, images=p.images[:, ::2, ::2], depth=p.depth[:, ::2, ::2], depth_conf=p.depth_conf[:, ::2, ::2],
+                   points=p.points[:, ::2, ::2], points_conf=p.points_conf[:, ::2, ::2])
+    aligner = StreamAligner(AlignConfig(window=6, overlap=2))
+    aligner.add(preds[0])
+    with pytest.raises(AlignmentError, match="one model resolution"):
+        aligner.add(half)
+
+
+def test_bad_windows_are_refused_with_the_reason(plane_scene):
+    preds, _ = exact_windows(plane_scene, window=6, overlap=2)
+    aligner = StreamAligner(AlignConfig(window=6, overlap=2))
+    with pytest.raises(TypeError, match="WindowPrediction"):
+        aligner.add({"depth": preds[0].depth})
+    broken = preds[0].c2w.copy()
+    broken[2, 0, 3] = np.nan
+    with pytest.raises(AlignmentError, match="non-finite camera poses"):
+        aligner.add(replace(preds[0], c2w=broken))
+    with pytest.raises(ValueError, match="overlap < window"):
+        AlignConfig(window=5, overlap=5)
+
+
+def test_reset_forgets_the_stream(plane_scene):
+    preds, _ = exact_windows(plane_scene, window=6, overlap=2)
+    aligner = StreamAligner(AlignConfig(window=6, overlap=2))
+    aligner.add(preds[0])
+    aligner.add(preds[1])
+    aligner.reset()
+    assert aligner.state_nbytes == 0
+    out = aligner.add(preds[2])
+    assert out.window_index == 0 and out.sim3_scale == 1.0 and out.is_new.all()
+
+
+def test_state_does_not_grow_over_50_windows():
+    scene = make_plane_scene(4 + 49 * 3)  # window 4, overlap 1: 50 windows
+    preds, _ = exact_windows(scene, window=4, overlap=1, seed=7)
+    assert len(preds) == 50
+    aligner = StreamAligner(AlignConfig(window=4, overlap=1))
+    sizes = []
+    for pred in preds:
+        aligner.add(pred)
+        sizes.append(aligner.state_nbytes)
+    assert max(sizes[1:]) == min(sizes[1:])
+    one_frame = scene.depth[0].size * (4 + 1 + 4)  # depth, mask, labels of one kept frame
+    assert sizes[-1] < 2 * one_frame
