@@ -1,7 +1,7 @@
 """Bounded streaming memory of the VGGT backend: InfiniteVGGT-pruned KV cache vs the unpruned one.
 
 A small VGGT network (random weights, same code as VGGT-1B) streams the frames
-of /work/shared/data/videos/great_wall.mp4 (played back and forth to reach
+of ../shared/data/videos/great_wall.mp4 (played back and forth to reach
 ``--frames``) through the real backend path: a checkpoint file,
 ``memory.vggt_stream.load_vggt_backend`` (pruned, ``--budget-frames`` frames per
 layer) or ``recon.vggt.backend.build_vggt_backend`` (unbounded cache), and
@@ -18,6 +18,7 @@ tokens and bytes and the process RSS. The unpruned run stops after
 
 from __future__ import annotations
 
+from stream4d.testdata import SHARED_DATA
 import argparse
 import gc
 import json
@@ -43,7 +44,7 @@ from recon.vggt.backend import build_vggt_backend  # noqa: E402
 from stream4d.contracts import Frame  # noqa: E402
 
 SECTION = "bench_kv_cache"
-VIDEO = Path("/work/shared/data/videos/great_wall.mp4")
+VIDEO = SHARED_DATA / "videos/great_wall.mp4"
 REPORT_AT = (50, 100, 200, 300, 500, 750, 1000)
 RUN_SETTINGS = ("frames", "unpruned_frames", "unpruned_max_seconds", "budget_frames", "width", "threads")
 

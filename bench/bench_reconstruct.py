@@ -1,6 +1,6 @@
 """Speed and accuracy of ``stream4d reconstruct`` (default backend) against pycolmap, same frames, same run.
 
-For each real set in /work/shared/data the frames are resized once to the
+For each real set in ../shared/data the frames are resized once to the
 working resolution (longest side ``--max-side``) and written with a
 cameras.json whose K is rescaled (bench/common.py). Then, in this process:
 

@@ -1,6 +1,6 @@
 """Helpers shared by the benchmarks in bench/.
 
-- the real sets in /work/shared/data and a working copy of one at a chosen
+- the real sets in ../shared/data and a working copy of one at a chosen
   resolution (``prepare_working_set``): images resized once, with a
   ``cameras.json`` whose K is rescaled, so every method reads the same pixels;
 - timing with the peak resident memory of the timed block (``measure``);
@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from stream4d.testdata import SHARED_DATA
 import json
 import os
 import platform
@@ -26,7 +27,7 @@ import cv2
 import numpy as np
 import psutil
 
-DATA_ROOT = Path("/work/shared/data")
+DATA_ROOT = SHARED_DATA
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS_BENCHMARKS = REPO_ROOT / "docs" / "benchmarks.md"
 

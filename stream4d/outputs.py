@@ -408,7 +408,7 @@ def read_trajectory(path: str | Path) -> list[PosedFrame]:
 
 
 def read_cameras_json(path: str | Path) -> list[PosedFrame]:
-    """Reference cameras in the /work/shared/data ``cameras.json`` format.
+    """Reference cameras in the ../shared/data ``cameras.json`` format.
 
     index = position in the list; timestamp = the frame's "timestamp" if present, else index.
     """

@@ -28,6 +28,7 @@ Per view (see :meth:`GaussianCache.add_view`):
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -101,6 +102,26 @@ def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     fv = (v - v0).reshape((-1,) + (1,) * (img.ndim - 2))
     return ((1 - fu) * (1 - fv) * img[v0, u0] + fu * (1 - fv) * img[v0, u0 + 1]
             + (1 - fu) * fv * img[v0 + 1, u0] + fu * fv * img[v0 + 1, u0 + 1])
+
+
+@dataclass
+class _Centres:
+    """Static Gaussians whose centres fall in each pixel of a view (flat arrays, -1 / inf = none)."""
+
+    front_id: np.ndarray  # int64 [H*W] front-most
+    front_z: np.ndarray  # float64 [H*W]
+    match_id: np.ndarray  # int64 [H*W] closest to the observed depth
+    match_z: np.ndarray  # float64 [H*W]
+    match_u: np.ndarray  # float64 [H*W] its sub-pixel projection
+    match_v: np.ndarray  # float64 [H*W]
+
+    def __init__(self, n: int):
+        self.front_id = np.full(n, -1, np.int64)
+        self.front_z = np.full(n, np.inf)
+        self.match_id = np.full(n, -1, np.int64)
+        self.match_z = np.full(n, np.inf)
+        self.match_u = np.full(n, np.inf)
+        self.match_v = np.full(n, np.inf)
 
 
 class GaussianCache:
@@ -218,29 +239,28 @@ class GaussianCache:
         P = points.reshape(-1, 3)[pix]  # [M, 3]
         zp = z_img.reshape(-1)[pix]  # [M]
 
-        zbuf_id, zbuf_z, zbuf_u, zbuf_v = self._zbuffer(c2w, K, W, H, float(zp.max()))
+        cz = self._zbuffer(c2w, K, W, H, float(zp.max()), z_map.reshape(-1))
         dynamic = np.zeros(pix.size, bool)
         if cfg.dynamic:
-            dynamic = self._in_seen_free_space(pix, P, zp, zbuf_id.reshape(H, W), zbuf_z.reshape(H, W))
-            self._carve(zbuf_id, zbuf_z, z_map)
+            dynamic = self._in_seen_free_space(pix, P, zp, cz, (H, W))
+            self._carve(cz, z_map)
             # A static Gaussian where a moving surface is now is most likely that surface,
             # cached before it was seen to move: it loses support twice as fast.
-            g = zbuf_id[pix[dynamic]]
-            same = (g >= 0) & (np.abs(zbuf_z[pix[dynamic]] - zp[dynamic])
+            g = cz.match_id[pix[dynamic]]
+            same = (g >= 0) & (np.abs(cz.match_z[pix[dynamic]] - zp[dynamic])
                                <= np.maximum(cfg.merge_rel_tol * zp[dynamic], cfg.merge_abs_tol))
             self._static["support"][g[same]] -= 2
 
         st = np.flatnonzero(~dynamic)  # indices into pix of static candidates
         tol = np.maximum(cfg.merge_rel_tol * zp[st], cfg.merge_abs_tol)
-        g = zbuf_id[pix[st]]
-        agree = (g >= 0) & (np.abs(zp[st] - zbuf_z[pix[st]]) <= tol)
+        g = cz.match_id[pix[st]]
+        agree = (g >= 0) & (np.abs(zp[st] - cz.match_z[pix[st]]) <= tol)
         fuse = st[agree]
         self._fuse(fuse, g[agree], pix, zp, rank, rgb, z_map, c2w, K, timestamp)
         counts["merged"] = int(fuse.size)
 
         rest = st[~agree]
-        covered = self._covered(pix[rest], zp[rest], tol[~agree], zbuf_z.reshape(H, W), zbuf_u.reshape(H, W),
-                                zbuf_v.reshape(H, W))
+        covered = self._covered(pix[rest], zp[rest], tol[~agree], cz, (H, W))
         counts["covered"] = int(covered.sum())
         new = rest[~covered]
         rows = self._new_rows(P[new], zp[new], rank[new], rgb.reshape(-1, 3)[pix[new]], c2w, K)
@@ -274,17 +294,19 @@ class GaussianCache:
         return float(np.median(z)) / f * self.config.voxel_footprints
 
     # --- per-view steps ---------------------------------------------------------------
-    def _zbuffer(self, c2w, K, W, H, z_far):
-        """Front-most static Gaussian centred in each pixel: ids, z, and sub-pixel u, v (flat ``[H*W]``)."""
+    def _zbuffer(self, c2w, K, W, H, z_far, z_obs) -> "_Centres":
+        """Static Gaussians centred in each pixel of this view (flat ``[H*W]`` arrays).
+
+        Two picks per pixel: the front-most (what the view should see: carving, free-space
+        witnesses) and the one closest to the observed depth ``z_obs [H*W]`` (what a pixel
+        fuses into; at a silhouette the front-most may belong to the other surface).
+        """
         cfg = self.config
-        zbuf_id = np.full(H * W, -1, np.int64)
-        zbuf_z = np.full(H * W, np.inf)
-        zbuf_u = np.zeros(H * W)
-        zbuf_v = np.zeros(H * W)
+        out = _Centres(H * W)
         z_limit = z_far * (1 + cfg.merge_rel_tol) + cfg.merge_abs_tol
         cand = self._index.query_frustum(c2w, K, W, H, z_limit)
         if cand.size == 0:
-            return zbuf_id, zbuf_z, zbuf_u, zbuf_v
+            return out
         w2c = invert_se3(c2w)
         pc = self._static["means"][cand].astype(np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
         z = pc[:, 2]
@@ -296,12 +318,19 @@ class GaussianCache:
         inside = (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
         cand, z, u, v = cand[inside], z[inside], u[inside], v[inside]
         flat = (vi[inside] * W + ui[inside]).astype(np.int64)
-        np.minimum.at(zbuf_z, flat, z)  # nearest depth per pixel, then who has it
-        sel = np.flatnonzero(z == zbuf_z[flat])
-        zbuf_id[flat[sel]], zbuf_u[flat[sel]], zbuf_v[flat[sel]] = cand[sel], u[sel], v[sel]
-        return zbuf_id, zbuf_z, zbuf_u, zbuf_v
+        np.minimum.at(out.front_z, flat, z)  # nearest depth per pixel, then who has it
+        sel = np.flatnonzero(z == out.front_z[flat])
+        out.front_id[flat[sel]] = cand[sel]
+        seen = z_obs[flat]
+        err = np.where(seen > 0, np.abs(z - seen), z)  # no observation: fall back to the front-most
+        best = np.full(H * W, np.inf)
+        np.minimum.at(best, flat, err)
+        sel = np.flatnonzero(err == best[flat])
+        out.match_id[flat[sel]], out.match_z[flat[sel]] = cand[sel], z[sel]
+        out.match_u[flat[sel]], out.match_v[flat[sel]] = u[sel], v[sel]
+        return out
 
-    def _in_seen_free_space(self, pix, P, zp, zbuf_id, zbuf_z) -> np.ndarray:
+    def _in_seen_free_space(self, pix, P, zp, cz: _Centres, shape) -> np.ndarray:
         """Whether each candidate point ``P [M, 3]`` lies where earlier views saw empty space."""
         cfg = self.config
         dynamic = np.zeros(pix.size, bool)
@@ -310,7 +339,7 @@ class GaussianCache:
             dynamic = (votes > 0) & (votes >= np.minimum(cfg.dynamic_min_votes, seen))
         if cfg.witness_radius_px <= 0 or len(self._static) == 0:
             return dynamic
-        H, W = zbuf_id.shape
+        H, W = shape
         # Near a depth edge the witness ray may graze the near surface, so test the interior only.
         z_map = np.zeros(H * W)
         z_map[pix] = zp
@@ -319,14 +348,14 @@ class GaussianCache:
         interior = smooth.reshape(-1)[pix]
         # When a static Gaussian already agrees with the point, only free space seen after
         # that Gaussian was last confirmed counts (older evidence is stale, or a graze).
-        own = zbuf_id.reshape(-1)[pix]
-        agrees = (own >= 0) & (np.abs(zbuf_z.reshape(-1)[pix] - zp)
+        own = cz.match_id[pix]
+        agrees = (own >= 0) & (np.abs(cz.match_z[pix] - zp)
                                <= np.maximum(cfg.merge_rel_tol * zp, cfg.merge_abs_tol))
         own_view = np.where(agrees, self._static["last_view"][np.maximum(own, 0)], -1)
         # Static Gaussians centred in the 3x3 pixels around each point, well behind it.
         row, col = np.divmod(pix, W)
-        ids_pad = np.pad(zbuf_id, 1, constant_values=-1)
-        z_pad = np.pad(zbuf_z, 1, constant_values=np.inf)
+        ids_pad = np.pad(cz.front_id.reshape(H, W), 1, constant_values=-1)
+        z_pad = np.pad(cz.front_z.reshape(H, W), 1, constant_values=np.inf)
         behind = zp * (1.0 + cfg.dynamic_rel_tol) + cfg.merge_abs_tol
         s = self._static
         for dy in (-1, 0, 1):
@@ -379,12 +408,12 @@ class GaussianCache:
             label = grown
         return label.reshape(-1)[pix]
 
-    def _carve(self, zbuf_id, zbuf_z, z_map) -> None:
+    def _carve(self, cz: _Centres, z_map) -> None:
         """Take support from static Gaussians in front of everything this view sees around them."""
         cfg = self.config
         d = min_pool(z_map).reshape(-1).astype(np.float64)
-        through = (zbuf_id >= 0) & (d > 0) & (zbuf_z < d * (1.0 - cfg.merge_rel_tol) - cfg.merge_abs_tol)
-        self._static["support"][zbuf_id[through]] -= 1
+        through = (cz.front_id >= 0) & (d > 0) & (cz.front_z < d * (1.0 - cfg.merge_rel_tol) - cfg.merge_abs_tol)
+        self._static["support"][cz.front_id[through]] -= 1
 
     def _fuse(self, sel, ids, pix, zp, rank, rgb, z_map, c2w, K, timestamp) -> None:
         """Confidence-weighted averaging of pixels ``pix[sel]`` into Gaussians ``ids``."""
@@ -410,8 +439,12 @@ class GaussianCache:
         z_obs[i] = _bilinear(z_map, u[i], v[i])
         col[i] = _bilinear(rgb, u[i], v[i])
         # The observation sits on this view's ray through the Gaussian, at the measured depth.
+        # Only where the surface is smooth around it: at an edge or a grazing surface, sliding
+        # along the ray would drag the Gaussian off its surface (colour still fuses).
+        z_pos = z_g.copy()
+        z_pos[i] = z_obs[i]
         centre = c2w[:3, 3]
-        obs = centre + (means - centre) * (z_obs / z_g)[:, None]
+        obs = centre + (means - centre) * (z_pos / z_g)[:, None]
         w = rank[sel]
         wg = self._static["weight"][ids].astype(np.float64)
         a = (wg / (wg + w))[:, None]
@@ -420,7 +453,7 @@ class GaussianCache:
         s["means"][ids] = a * means + b * obs
         s["colors"][ids] = a * s["colors"][ids] + b * col
         s["opacities"][ids] = a[:, 0] * s["opacities"][ids] + b[:, 0] * self._opacity(w)
-        s["scales"][ids] = a * s["scales"][ids] + b * self._scales(z_obs, K)
+        s["scales"][ids] = a * s["scales"][ids] + b * self._scales(z_pos, K)
         s["weight"][ids] = np.minimum(wg + w, cfg.max_fusion_weight)
         s["support"][ids] = np.minimum(s["support"][ids] + 1, cfg.support_cap)
         s["seen_from"][ids] = c2w[:3, 3]
@@ -428,16 +461,16 @@ class GaussianCache:
         s["last_ts"][ids] = timestamp
         self._index.set(ids, s["means"][ids])
 
-    def _covered(self, flat, zp, tol, zbuf_z, zbuf_u, zbuf_v) -> np.ndarray:
+    def _covered(self, flat, zp, tol, cz: _Centres, shape) -> np.ndarray:
         """Whether an agreeing Gaussian centre projects within ``cover_radius_px`` of each pixel."""
         r = self.config.cover_radius_px
-        H, W = zbuf_z.shape
+        H, W = shape
         covered = np.zeros(flat.size, bool)
         reach = int(np.floor(r + 0.5))  # neighbours whose rounded centre can be that close
         if r <= 0 or flat.size == 0:
             return covered
         pad = lambda a, fill: np.pad(a, reach, constant_values=fill)
-        z, u, v = pad(zbuf_z, np.inf), pad(zbuf_u, np.inf), pad(zbuf_v, np.inf)
+        z, u, v = (pad(a.reshape(H, W), np.inf) for a in (cz.match_z, cz.match_u, cz.match_v))
         row, col = np.divmod(flat, W)
         for dy in range(-reach, reach + 1):
             for dx in range(-reach, reach + 1):

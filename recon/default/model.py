@@ -28,6 +28,8 @@ class DefaultModelConfig:
     """Knobs of the default backend; defaults chosen on ../shared/data (see docs/benchmarks.md)."""
 
     max_features: int = 3000
+    feature_scale: float = 0.5  # detect SIFT on a half-size copy first (features.detect_features);
+    # a window that does not pose every view is redone at full resolution
     match_neighbours: int = 3  # match each view with the next N views
     focal_prior: float = 1.0  # unknown intrinsics start at f = focal_prior * max(W, H)
     sfm: SfmConfig = field(default_factory=SfmConfig)
@@ -60,27 +62,47 @@ class DefaultWindowModel:
     def prepare(self, frame: Frame) -> None:
         """Per-frame work that needs no other frame (features), run ahead in the reader thread
         while the previous window is still being reconstructed (OpenCV releases the GIL)."""
-        self._features_of(frame)
+        self._features_of(frame, self.cfg.feature_scale)
 
-    def _features_of(self, frame: Frame) -> Features:
+    def _features_of(self, frame: Frame, scale: float) -> Features:
+        key = (frame.index, scale)
         with self._lock:
-            f = self._features.get(frame.index)
+            f = self._features.get(key)
         if f is None:
-            f = detect_features(frame.image, self.cfg.max_features)
+            f = detect_features(frame.image, self.cfg.max_features, scale)
             with self._lock:
-                self._features[frame.index] = f
-                while len(self._features) > self.cfg.cache_frames:
+                self._features[key] = f
+                while len(self._features) > 2 * self.cfg.cache_frames:
                     self._features.popitem(last=False)
         return f
 
-    def _match(self, frames: Sequence[Frame], feats: list[Features], i: int, j: int) -> PairMatches | None:
-        key = (frames[i].index, frames[j].index)
+    def _match(self, frames: Sequence[Frame], feats: list[Features], i: int, j: int,
+               scale: float) -> PairMatches | None:
+        key = (frames[i].index, frames[j].index, scale)
         if key not in self._matches:
             self._matches[key] = verified_matches(feats[i], feats[j], 0, 1)
-            while len(self._matches) > self.cfg.cache_frames * self.cfg.match_neighbours:
+            while len(self._matches) > 2 * self.cfg.cache_frames * self.cfg.match_neighbours:
                 self._matches.popitem(last=False)
         m = self._matches[key]
         return None if m is None else PairMatches(i, j, m.idx_i, m.idx_j, m.F)
+
+    def _structure(self, frames: Sequence[Frame], K: np.ndarray, known_K: bool, scale: float,
+                   timings: dict[str, float]):
+        """Features, matches, tracks and window SfM with features detected at ``scale``."""
+        t0 = time.perf_counter()
+        feats = [self._features_of(f, scale) for f in frames]
+        matches = []
+        for i in range(len(frames)):
+            for j in range(i + 1, min(i + 1 + self.cfg.match_neighbours, len(frames))):
+                m = self._match(frames, feats, i, j, scale)
+                if m is not None:
+                    matches.append(m)
+        t1 = time.perf_counter()
+        timings["features_matches"] = timings.get("features_matches", 0.0) + t1 - t0
+        tracks = build_tracks(feats, matches)
+        sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm).run()
+        timings["sfm"] = timings.get("sfm", 0.0) + time.perf_counter() - t1
+        return sfm, feats, matches
 
     # ---- the window ------------------------------------------------------------------
     def predict(self, frames: Sequence[Frame]) -> WindowPrediction:
@@ -91,25 +113,18 @@ class DefaultWindowModel:
             raise WindowModelError(f"frames of one window must share a size, got {sorted(sizes)}")
         W, H = frames[0].size
         timings: dict[str, float] = {}
-        t0 = time.perf_counter()
         known_K = all(f.K is not None for f in frames)
         K = np.asarray(frames[0].K, np.float64) if known_K else prior_intrinsics(W, H, self.cfg.focal_prior)
 
-        feats = [self._features_of(f) for f in frames]
-        matches = []
-        for i in range(len(frames)):
-            for j in range(i + 1, min(i + 1 + self.cfg.match_neighbours, len(frames))):
-                m = self._match(frames, feats, i, j)
-                if m is not None:
-                    matches.append(m)
-        timings["features_matches"] = time.perf_counter() - t0
-
-        t1 = time.perf_counter()
-        tracks = build_tracks(feats, matches)
-        sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm).run()
-        timings["sfm"] = time.perf_counter() - t1
+        scale = self.cfg.feature_scale
+        sfm, feats, matches = self._structure(frames, K, known_K, scale, timings)
+        if scale < 1.0 and (sfm is None or len(sfm.w2c) < len(frames)):
+            # Cheap features were not enough (wide baselines, weak texture): full resolution.
+            scale = 1.0
+            sfm, feats, matches = self._structure(frames, K, known_K, scale, timings)
         if sfm is None:
             return self._rotation_only(frames, K, feats, matches, timings)
+        sfm.info["feature_scale"] = scale
 
         posed = sorted(sfm.w2c)
         K = sfm.K

@@ -1,6 +1,6 @@
 """Dataset folders: images listed in a ``cameras.json`` with their intrinsics.
 
-Format (see /work/shared/data/README.md)::
+Format (see ../shared/data/README.md)::
 
     {"frames": [{"image": "<path relative to the set>", "width": W, "height": H,
                  "K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], "c2w": [...]}, ...]}

@@ -1,4 +1,4 @@
-"""Write rendered views as a data set in the /work/shared/data layout.
+"""Write rendered views as a data set in the ../shared/data layout.
 
     out_dir/cameras.json            frames: image, width, height, K, c2w, timestamp (+ depth, mask)
     out_dir/images/NNNNNN.png       unless a video is asked for, then

@@ -105,6 +105,24 @@ def test_layerwise_alignment_cuts_point_error_on_a_rendered_room_with_floating_o
     assert errors[True] <= 0.7 * errors[False]
 
 
+def test_layer_scales_refine_points_but_leave_poses_to_the_sim3_chain_by_default():
+    scene = make_plane_scene(22)
+
+    def factors(k, rng):
+        return [rng.uniform(0.95, 1.05), rng.uniform(0.8, 1.2)]
+
+    preds, _ = exact_windows(scene, window=6, overlap=2, seed=3, layer_factors=factors)
+    runs = {}
+    for name, cfg in {"sim3": dict(layerwise=False), "layerwise": {}, "laser": dict(register_on_layer_depth=True)}.items():
+        aligner = StreamAligner(AlignConfig(window=6, overlap=2, **cfg))
+        runs[name] = [aligner.add(p) for p in preds]
+    for a, b in zip(runs["sim3"], runs["layerwise"]):
+        np.testing.assert_allclose(b.prediction.c2w, a.prediction.c2w, atol=1e-9)
+    # LASER's choice registers on layer-scaled depth, so its later poses differ.
+    laser = [w.sim3_scale for w in runs["laser"]]
+    assert not np.allclose(laser, [w.sim3_scale for w in runs["sim3"]], rtol=1e-6, atol=0)
+
+
 def test_window_sharing_no_frame_raises_a_clear_error(plane_scene):
     preds, _ = exact_windows(plane_scene, window=6, overlap=2)
     aligner = StreamAligner(AlignConfig(window=6, overlap=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stream4d.testdata import SHARED_DATA
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from stream4d.cli import main
 from stream4d.geometry import Sim3
 from stream4d.outputs import OutputWriter, read_cameras_json, write_points_ply
 
-KITTI = Path("/work/shared/data/kitti_seq1/cameras.json")
+KITTI = SHARED_DATA / "kitti_seq1/cameras.json"
 pytestmark = pytest.mark.skipif(not KITTI.is_file(), reason="shared test data not present")
 # What a run's arbitrary world looks like from the reference frame.
 TO_PRED = Sim3(0.05, Rotation.from_euler("xyz", [5, 80, -10], degrees=True).as_matrix(), np.array([0.3, 0, -1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stream4d.testdata import SHARED_DATA
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from stream4d.evaluation import EvaluationError, evaluate_trajectory, match_fram
 from stream4d.geometry import Sim3
 from stream4d.outputs import PosedFrame, read_cameras_json
 
-KITTI = Path("/work/shared/data/kitti_seq1/cameras.json")
+KITTI = SHARED_DATA / "kitti_seq1/cameras.json"
 needs_data = pytest.mark.skipif(not KITTI.is_file(), reason="shared test data not present")
 K = np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]])
 

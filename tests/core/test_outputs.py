@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stream4d.testdata import SHARED_DATA
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from stream4d.outputs import (
     read_trajectory, read_tum, write_points_ply,
 )
 
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 KITTI = DATA / "kitti_seq1" / "cameras.json"
 needs_data = pytest.mark.skipif(not KITTI.is_file(), reason="shared test data not present")
 

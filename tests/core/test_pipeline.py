@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stream4d.testdata import SHARED_DATA
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from stream4d.outputs import read_points_ply, read_trajectory
 from stream4d.pipeline import ReconstructConfig, reconstruct, sliding_windows
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DATA
 W, H = 256, 192
 
 

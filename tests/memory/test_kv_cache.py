@@ -1,5 +1,6 @@
 """The pruned streaming KV cache with the real (small) VGGT network, and the bounded VGGT backend."""
 
+from stream4d.testdata import SHARED_DATA
 import json
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def test_anchor_is_kept_even_when_the_budget_is_smaller():
 
 
 def fern_frames(n: int) -> list[Frame]:
-    root = Path("/work/shared/data/llff_fern")
+    root = SHARED_DATA / "llff_fern"
     cams = json.loads((root / "cameras_images_8.json").read_text())["frames"][:n]
     return [Frame(index=i, timestamp=float(i), source=c["image"],
                   image=cv2.cvtColor(cv2.imread(str(root / c["image"])), cv2.COLOR_BGR2RGB))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stream4d.testdata import SHARED_DATA
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
@@ -9,8 +10,8 @@ from typing import Sequence
 import av
 import numpy as np
 
-VIDEOS = Path("/work/shared/data/videos")
-DATA = Path("/work/shared/data")
+VIDEOS = SHARED_DATA / "videos"
+DATA = SHARED_DATA
 
 
 def textured_frame(seed: int, width: int = 96, height: int = 64) -> np.ndarray:

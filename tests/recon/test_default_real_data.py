@@ -9,6 +9,7 @@ twice pycolmap's ATE on fountain-P11 (6.4-6.8 mm, measured at 512-1600 px).
 
 from __future__ import annotations
 
+from stream4d.testdata import SHARED_DATA
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from stream4d.evaluation import evaluate_output
 from stream4d.pipeline import ReconstructConfig, reconstruct
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = SHARED_DATA
 PYCOLMAP_FOUNTAIN_ATE_M = 0.0068
 
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")

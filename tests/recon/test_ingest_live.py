@@ -141,7 +141,7 @@ def test_url_credentials_stay_out_of_names_and_errors():
 
 @pytest.fixture
 def http_videos():
-    """A local HTTP server for /work/shared/data/videos (no outside network needed)."""
+    """A local HTTP server for ../shared/data/videos (no outside network needed)."""
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(VIDEOS))
     handler.log_message = lambda *a, **k: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)

@@ -1,5 +1,6 @@
 """VGGT's crop preprocessing on the real data sets: sizes, and the pixel map back to the input."""
 
+from stream4d.testdata import SHARED_DATA
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from recon.vggt.utils.preprocess import crop_preprocess, crop_size, to_model_input
 
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 
 
 def first_image(set_name: str, cameras: str = "cameras.json") -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stream4d.testdata import SHARED_DATA
 import os
 import signal
 import socket
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-DATA = Path("/work/shared/data")
+DATA = SHARED_DATA
 VIDEOS = DATA / "videos"
 # Small model inputs keep the real pipeline fast on 2 shared cores; no viewer unless a test wants one.
 FAST_OPTIONS = {"resolution": 128, "window": 8, "overlap": 2, "viewer": False}

@@ -16,7 +16,7 @@ def _reconstructing(status: dict) -> bool:
 
 @pytest.fixture(scope="module")
 def video_http_server():
-    """Serves /work/shared/data/videos over HTTP on loopback: a network video for the server to pull."""
+    """Serves ../shared/data/videos over HTTP on loopback: a network video for the server to pull."""
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(VIDEOS))
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

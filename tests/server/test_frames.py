@@ -1,10 +1,11 @@
+from stream4d.testdata import SHARED_DATA
 import cv2
 import numpy as np
 import pytest
 
 from server.frames import FrameMessageError, decode_frame, encode_frame, image_size
 
-IMAGE = "/work/shared/data/dtu_scan24/images/000000.png"
+IMAGE = str(SHARED_DATA / "dtu_scan24/images/000000.png")
 
 
 def _small_rgb():

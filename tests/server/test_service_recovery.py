@@ -1,5 +1,6 @@
 """What SessionManager.recover does with sessions a crash left behind (real store, real runner)."""
 
+from stream4d.testdata import SHARED_DATA
 import shutil
 
 import pytest
@@ -10,7 +11,7 @@ from server.models import SessionOptions
 from server.service import SessionManager, check_pull_url
 from server.settings import Settings
 
-VIDEO = "/work/shared/data/videos/room.mp4"
+VIDEO = str(SHARED_DATA / "videos/room.mp4")
 
 
 def _manager(tmp_path, submitted):

@@ -1,3 +1,4 @@
+from stream4d.testdata import SHARED_DATA
 import asyncio
 
 import pytest
@@ -5,7 +6,7 @@ import pytest
 from server.uploads import (UploadError, check_content_type, check_filename, commit, probe_video, stored_name,
                             stream_to_disk)
 
-VIDEOS = "/work/shared/data/videos"
+VIDEOS = str(SHARED_DATA / "videos")
 
 
 def _chunks(data: bytes, size: int = 1000):

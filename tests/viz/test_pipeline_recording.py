@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stream4d.testdata import SHARED_DATA
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from viz_fixtures import rrd
 
 from viz import paths
 
-ROOM = Path("/work/shared/data/videos/room.mp4")
+ROOM = SHARED_DATA / "videos/room.mp4"
 pipeline = pytest.importorskip("stream4d.pipeline")
 
 

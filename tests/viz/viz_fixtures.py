@@ -9,6 +9,7 @@ point map, so shapes, poses and intrinsics are those the pipeline emits.
 
 from __future__ import annotations
 
+from stream4d.testdata import SHARED_DATA
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 from stream4d.contracts import AlignedWindow, GaussianSnapshot, WindowPrediction
 from stream4d.geometry import unproject_depth
 
-FERN = Path("/work/shared/data/llff_fern")
+FERN = SHARED_DATA / "llff_fern"
 
 
 def _fern_frames(n: int):
