@@ -111,11 +111,13 @@ class AlignConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.overlap < self.window:
-            raise ValueError(f"AlignConfig needs 1 <= overlap < window, got overlap={self.overlap}, window={self.window}")
+            raise ValueError(
+                f"AlignConfig needs 1 <= overlap < window, got overlap={self.overlap}, window={self.window}")
         if not 0.0 <= self.conf_quantile < 1.0:
             raise ValueError(f"AlignConfig.conf_quantile must be in [0, 1), got {self.conf_quantile}")
         if self.irls_iters < 0 or self.irls_tol <= 0:
-            raise ValueError(f"AlignConfig needs irls_iters >= 0 and irls_tol > 0, got {self.irls_iters}, {self.irls_tol}")
+            raise ValueError(
+                f"AlignConfig needs irls_iters >= 0 and irls_tol > 0, got {self.irls_iters}, {self.irls_tol}")
         for name in ("link_iou", "cross_link_iou"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"AlignConfig.{name} must be in (0, 1], got {getattr(self, name)}")

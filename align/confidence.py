@@ -33,9 +33,3 @@ def confidence_mask(
     threshold = np.quantile(conf[valid], quantile, method="lower")
     return valid & (conf >= threshold)
 
-
-def mutual_mask(mask_a: np.ndarray, mask_b: np.ndarray) -> np.ndarray:
-    """Pixels trusted in both windows' copies of the overlap frames ``[O, H, W]``."""
-    if mask_a.shape != mask_b.shape:
-        raise ValueError(f"overlap masks differ in shape: {mask_a.shape} vs {mask_b.shape}")
-    return mask_a & mask_b

@@ -113,7 +113,8 @@ def test_layer_scales_refine_points_but_leave_poses_to_the_sim3_chain_by_default
 
     preds, _ = exact_windows(scene, window=6, overlap=2, seed=3, layer_factors=factors)
     runs = {}
-    for name, cfg in {"sim3": dict(layerwise=False), "layerwise": {}, "laser": dict(register_on_layer_depth=True)}.items():
+    settings = {"sim3": dict(layerwise=False), "layerwise": {}, "laser": dict(register_on_layer_depth=True)}
+    for name, cfg in settings.items():
         aligner = StreamAligner(AlignConfig(window=6, overlap=2, **cfg))
         runs[name] = [aligner.add(p) for p in preds]
     for a, b in zip(runs["sim3"], runs["layerwise"]):
