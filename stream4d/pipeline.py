@@ -242,8 +242,10 @@ class _VoxelCloud:
             self.voxel = float(np.median(pred.depth[keep])) / 500.0 or 1e-3
         self._pts = np.concatenate([self._pts, pts])
         self._cols = np.concatenate([self._cols, cols])
-        key = np.floor(self._pts / self.voxel).astype(np.int64)
-        _, first = np.unique(key, axis=0, return_index=True)
+        cell = np.floor(self._pts / self.voxel).astype(np.int64)
+        # One int64 per cell (21 bits an axis) so the dedup is a fast 1-D unique.
+        key = ((cell[:, 0] & 0x1FFFFF) << 42) | ((cell[:, 1] & 0x1FFFFF) << 21) | (cell[:, 2] & 0x1FFFFF)
+        _, first = np.unique(key, return_index=True)
         self._pts, self._cols = self._pts[first], self._cols[first]
         if len(self._pts) > self.max_points:
             self.voxel *= 1.5
@@ -289,8 +291,10 @@ def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | No
     if viewer_url:
         log.info("viewer at %s", viewer_url)
     sink = _Sink(writer, config, all_observers, stats, timings)
+    # Intrinsics the input supplies (dataset folders) are trusted; otherwise the first window's win.
+    known_K = getattr(src.info, "kind", "") == "dataset"
     aligner = StreamAligner(AlignConfig(window=config.window, overlap=config.overlap, layerwise=config.layerwise,
-                                        new_segment_on_gap=True))
+                                        new_segment_on_gap=True, fix_intrinsics=not known_K))
     quality = FrameQualityFilter()
     error: BaseException | None = None
     bar = tqdm(desc="reconstruct", unit="frame", disable=not progress, total=getattr(src.info, "frame_count", None))

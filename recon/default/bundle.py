@@ -155,17 +155,22 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
         for _ in range(10):
             Ud = U + lam * np.diag(np.diag(U) + 1e-9)
             Vd = Vb + lam * (np.eye(3)[None] * (np.diagonal(Vb, axis1=1, axis2=2)[:, :, None] + 1e-9))
-            Vinv = np.linalg.inv(Vd)
-            # torch batches the 3x3 products and runs the big product on all cores.
+            # The linear algebra runs in torch alone: mixing torch's and numpy's BLAS thread pools
+            # on a small machine makes each wait on the other's spinning threads.
+            Vinv_t = torch.linalg.inv(torch.from_numpy(Vd))
+            Vinv = Vinv_t.numpy()
             Wt = torch.from_numpy(Wb)
-            WV = torch.bmm(Wt.transpose(0, 1), torch.from_numpy(Vinv)).transpose(0, 1).reshape(nC, -1)  # [nC, P*3]
-            S = Ud - (WV @ Wt.reshape(nC, -1).T).numpy()
-            rhs = -(gc - (WV @ torch.from_numpy(gp.ravel())).numpy())
-            try:
-                dc = np.linalg.solve(S, rhs) if nC else np.zeros(0)
-            except np.linalg.LinAlgError:
-                lam *= 10
-                continue
+            WV = torch.bmm(Wt.transpose(0, 1), Vinv_t).transpose(0, 1).reshape(nC, -1)  # [nC, P*3]
+            S = torch.from_numpy(Ud) - WV @ Wt.reshape(nC, -1).T
+            rhs = -(torch.from_numpy(gc) - WV @ torch.from_numpy(gp.ravel()))
+            if nC:
+                dc_t, info = torch.linalg.solve_ex(S, rhs)
+                if int(info) != 0 or not torch.isfinite(dc_t).all():
+                    lam *= 10
+                    continue
+                dc = dc_t.numpy()
+            else:
+                dc = np.zeros(0)
             dp = -(Vinv @ (gp + np.einsum("cpj,c->pj", Wb, dc))[:, :, None])[:, :, 0]
             R_new, t_new = R.copy(), t.copy()
             if len(free):

@@ -9,6 +9,7 @@ confident, where they disagree it is not.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -32,16 +33,28 @@ class DenseConfig:
 class FlowCache:
     """DIS flow between views of the current window, computed once per ordered pair."""
 
-    def __init__(self, images: list[np.ndarray], preset: int):
+    def __init__(self, images: list[np.ndarray], preset: int, threads: int = 2):
         self._grey = [grey(im) for im in images]
-        self._dis = cv2.DISOpticalFlow_create(preset)
+        self._preset = preset
+        self._threads = threads
         self._flows: dict[tuple[int, int], np.ndarray] = {}
+
+    def _calc(self, pair: tuple[int, int]) -> np.ndarray:
+        dis = cv2.DISOpticalFlow_create(self._preset)  # one per call: instances are not thread-safe
+        return dis.calc(self._grey[pair[0]], self._grey[pair[1]], None)
+
+    def precompute(self, pairs: list[tuple[int, int]]) -> None:
+        """Compute many flows at once on ``threads`` threads (OpenCV releases the GIL)."""
+        todo = sorted({p for p in pairs if p not in self._flows})
+        with ThreadPoolExecutor(self._threads) as pool:
+            for pair, f in zip(todo, pool.map(self._calc, todo)):
+                self._flows[pair] = f
 
     def flow(self, i: int, j: int) -> np.ndarray:
         """Flow [H, W, 2] taking pixels of view i to view j."""
         key = (i, j)
         if key not in self._flows:
-            self._flows[key] = self._dis.calc(self._grey[i], self._grey[j], None)
+            self._flows[key] = self._calc(key)
         return self._flows[key]
 
 
@@ -72,7 +85,13 @@ def choose_neighbours(i: int, centres: np.ndarray, median_depth: float, cfg: Den
 
 def triangulate_flow(flow_ij: np.ndarray, flow_ji: np.ndarray, K: np.ndarray,
                      w2c_i: np.ndarray, w2c_j: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-pixel z-depth in view i from flow to view j: (depth [H, W], fb error [H, W], angle deg [H, W])."""
+    """Per-pixel z-depth in view i from flow to view j: (depth [H, W], fb error [H, W], angle deg [H, W]).
+
+    Closed form along each pixel's ray: with a = K^-1 (u, v, 1) and the point
+    X_j = depth * R a + t in camera j, the two projection equations are linear
+    in depth; their least-squares solution is taken. Elementwise float32: this
+    runs on every pixel of every neighbour pair.
+    """
     H, W = flow_ij.shape[:2]
     u, v = np.meshgrid(np.arange(W, dtype=np.float32), np.arange(H, dtype=np.float32))
     uj = u + flow_ij[..., 0]
@@ -82,31 +101,31 @@ def triangulate_flow(flow_ij: np.ndarray, flow_ji: np.ndarray, K: np.ndarray,
     inside = (uj >= 0) & (uj <= W - 1) & (vj >= 0) & (vj <= H - 1)
     fb[~inside] = np.inf
 
-    Kinv = np.linalg.inv(K)
+    fx, fy, cx, cy = (np.float32(K[0, 0]), np.float32(K[1, 1]), np.float32(K[0, 2]), np.float32(K[1, 2]))
     rel = w2c_j @ np.linalg.inv(w2c_i)  # camera i -> camera j
-    R, t = rel[:3, :3], rel[:3, 3]
-    a = np.stack([u, v, np.ones_like(u)], -1).astype(np.float64) @ Kinv.T  # rays with z = 1
-    b = np.stack([uj, vj, np.ones_like(uj)], -1).astype(np.float64) @ Kinv.T  # normalised coords in j
-    r = a @ R.T  # X_j = depth * r + t
-    # Two linear equations in depth: depth * (r_x - x_j r_z) = x_j t_z - t_x (and the y twin).
-    ax = r[..., 0] - b[..., 0] * r[..., 2]
-    ay = r[..., 1] - b[..., 1] * r[..., 2]
-    bx = b[..., 0] * t[2] - t[0]
-    by = b[..., 1] * t[2] - t[1]
-    denom = ax * ax + ay * ay
+    R = rel[:3, :3].astype(np.float32)
+    t = rel[:3, 3].astype(np.float32)
+    ax = (u - cx) / fx  # ray of pixel (u, v) in camera i, z = 1
+    ay = (v - cy) / fy
+    bx = (uj - cx) / fx  # normalised coordinates of the match in camera j
+    by = (vj - cy) / fy
+    rx = R[0, 0] * ax + R[0, 1] * ay + R[0, 2]
+    ry = R[1, 0] * ax + R[1, 1] * ay + R[1, 2]
+    rz = R[2, 0] * ax + R[2, 1] * ay + R[2, 2]
+    # depth * (r_x - x_j r_z) = x_j t_z - t_x, and the y twin.
+    cx_ = rx - bx * rz
+    cy_ = ry - by * rz
     with np.errstate(divide="ignore", invalid="ignore"):
-        depth = (ax * bx + ay * by) / denom
-    # Triangulation angle between the two rays at the point.
-    X = a * depth[..., None]
-    cj = -R.T @ t  # centre of j in camera i
-    d1 = X
-    d2 = X - cj
-    cos = (d1 * d2).sum(-1) / (np.linalg.norm(d1, axis=-1) * np.linalg.norm(d2, axis=-1) + 1e-12)
+        depth = (cx_ * (bx * t[2] - t[0]) + cy_ * (by * t[2] - t[1])) / (cx_ * cx_ + cy_ * cy_)
+        # Triangulation angle at the point between the rays from both centres.
+        cj = -R.T @ t  # centre of camera j in camera i
+        X0, X1, X2 = ax * depth, ay * depth, depth
+        d0, d1, d2 = X0 - cj[0], X1 - cj[1], X2 - cj[2]
+        cos = (X0 * d0 + X1 * d1 + X2 * d2) / np.sqrt((X0 * X0 + X1 * X1 + X2 * X2) * (d0 * d0 + d1 * d1 + d2 * d2))
     angle = np.degrees(np.arccos(np.clip(cos, -1, 1)))
-    depth_j = depth * r[..., 2] + t[2]
-    valid = np.isfinite(depth) & (depth > 0) & (depth_j > 0)
-    depth = np.where(valid, depth, 0.0)
-    return depth.astype(np.float32), fb.astype(np.float32), angle.astype(np.float32)
+    valid = np.isfinite(depth) & (depth > 0) & (depth * rz + t[2] > 0)
+    depth = np.where(valid, depth, 0.0).astype(np.float32)
+    return depth, fb.astype(np.float32), np.nan_to_num(angle, nan=0.0).astype(np.float32)
 
 
 def dense_depth(i: int, flows: FlowCache, K: np.ndarray, w2c: list[np.ndarray],

@@ -144,13 +144,16 @@ class DefaultWindowModel:
         w2c_list = [w2c[v] for v in posed]
         depth = np.zeros((len(posed), H, W), np.float32)
         conf = np.zeros_like(depth)
+        plans = []
         for k, v in enumerate(posed):
             z = points @ w2c[v][:3, :3][2] + w2c[v][2, 3]
             z = z[z > 0]
             med = float(np.median(z)) if len(z) else 1.0
             lo, hi = (np.percentile(z, 1) * 0.5, np.percentile(z, 99) * 2.0) if len(z) > 10 else (1e-3, 1e3)
-            nb = choose_neighbours(k, centres, med, self.cfg.dense)
-            depth[k], conf[k] = dense_depth(k, flows, K, w2c_list, nb, (lo, hi), self.cfg.dense)
+            plans.append((choose_neighbours(k, centres, med, self.cfg.dense), (lo, hi)))
+        flows.precompute([p for k, (nb, _) in enumerate(plans) for j in nb for p in ((k, j), (j, k))])
+        for k, (nb, depth_range) in enumerate(plans):
+            depth[k], conf[k] = dense_depth(k, flows, K, w2c_list, nb, depth_range, self.cfg.dense)
         timings["dense"] = time.perf_counter() - t2
 
         info = dict(sfm.info)
