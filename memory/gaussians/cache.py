@@ -2,39 +2,45 @@
 
 Per view (see :meth:`GaussianCache.add_view`):
 
-1. Confident pixels (at or above the view's ``conf_quantile``) are candidates, each a
-   Gaussian-to-be: mean from the point map, in-plane size one pixel footprint
+1. Confident pixels (at or above the view's ``conf_quantile``, not one-pixel depth
+   slivers) are candidates, each a Gaussian-to-be: mean from the point map, in-plane size one pixel footprint
    (depth / focal) x ``scale_factor``, a thin disc facing the camera, colour from the
    image, opacity from the pixel's confidence rank.
 2. The static Gaussians in the view frustum (voxel-hash query, so the cost follows the
-   view, not the map) are z-buffered by their centres: the front-most per pixel.
+   view, not the map) are z-buffered by their centres: per pixel the front-most, and
+   the one closest to the observed depth.
 3. Dynamic pixels: a pixel's point that lies where space was seen empty, either by
    the last views' depth maps or by the view that last confirmed a static Gaussian
    behind it (the point sits on that view's ray, in front of the Gaussian). A static
-   scene cannot put a surface there, so it moved in: it becomes a Gaussian of this
-   timestamp in the dynamic layer and is never merged.
-4. Static pixels: one whose depth agrees with the front-most Gaussian centred in it
+   scene cannot put a surface there, so it moved in (confident pixels seed the label,
+   which then spreads a few pixels over the same surface): it becomes a Gaussian of
+   this timestamp in the dynamic layer and is never merged.
+4. Static pixels: one whose depth agrees with a Gaussian centred in it
    (``max(merge_rel_tol * z, merge_abs_tol)``) is fused into it by confidence-weighted
    averaging (colour and depth read at the Gaussian's own sub-pixel position); one
    that an agreeing Gaussian centred within ``cover_radius_px`` already explains adds
    nothing; the rest become new static Gaussians.
-5. Carving: a static Gaussian in front of everything this view sees around it loses
-   support; below zero it leaves the static layer (a moving object cached before it
+5. Carving: a front-most static Gaussian in front of everything this view sees around
+   it loses support; below zero it leaves the static layer (a moving object cached before it
    moved, or a floater) and, if recent, joins the dynamic layer at the timestamp it was
    last confirmed.
 6. Past ``max_gaussians`` the lowest ``weight / (1 + age / eviction_age_views)`` go.
+
+Step 2 lives in ``centres.py``, steps 3 and 5 in ``motion.py``, the voxel hash in
+``spatial_index.py``, the columns in ``store.py``.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from memory.gaussians.centres import Centres, project_centres
 from memory.gaussians.config import GaussianCacheConfig
-from memory.gaussians.free_space import ViewHistory, depth_edges, isolated_pixels, min_pool
+from memory.gaussians.free_space import ViewHistory, isolated_pixels
+from memory.gaussians.motion import split_dynamic
 from memory.gaussians.render import render_gaussians
 from memory.gaussians.spatial_index import VoxelHashIndex
 from memory.gaussians.store import DynamicLayer, GaussianStore, snapshot_from_columns
@@ -102,26 +108,6 @@ def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     fv = (v - v0).reshape((-1,) + (1,) * (img.ndim - 2))
     return ((1 - fu) * (1 - fv) * img[v0, u0] + fu * (1 - fv) * img[v0, u0 + 1]
             + (1 - fu) * fv * img[v0 + 1, u0] + fu * fv * img[v0 + 1, u0 + 1])
-
-
-@dataclass
-class _Centres:
-    """Static Gaussians whose centres fall in each pixel of a view (flat arrays, -1 / inf = none)."""
-
-    front_id: np.ndarray  # int64 [H*W] front-most
-    front_z: np.ndarray  # float64 [H*W]
-    match_id: np.ndarray  # int64 [H*W] closest to the observed depth
-    match_z: np.ndarray  # float64 [H*W]
-    match_u: np.ndarray  # float64 [H*W] its sub-pixel projection
-    match_v: np.ndarray  # float64 [H*W]
-
-    def __init__(self, n: int):
-        self.front_id = np.full(n, -1, np.int64)
-        self.front_z = np.full(n, np.inf)
-        self.match_id = np.full(n, -1, np.int64)
-        self.match_z = np.full(n, np.inf)
-        self.match_u = np.full(n, np.inf)
-        self.match_v = np.full(n, np.inf)
 
 
 class GaussianCache:
@@ -239,17 +225,10 @@ class GaussianCache:
         P = points.reshape(-1, 3)[pix]  # [M, 3]
         zp = z_img.reshape(-1)[pix]  # [M]
 
-        cz = self._zbuffer(c2w, K, W, H, float(zp.max()), z_map.reshape(-1))
+        cz = project_centres(self._static, self._index, cfg, c2w, K, W, H, float(zp.max()), z_map.reshape(-1))
         dynamic = np.zeros(pix.size, bool)
         if cfg.dynamic:
-            dynamic = self._in_seen_free_space(pix, P, zp, cz, (H, W))
-            self._carve(cz, z_map)
-            # A static Gaussian where a moving surface is now is most likely that surface,
-            # cached before it was seen to move: it loses support twice as fast.
-            g = cz.match_id[pix[dynamic]]
-            same = (g >= 0) & (np.abs(cz.match_z[pix[dynamic]] - zp[dynamic])
-                               <= np.maximum(cfg.merge_rel_tol * zp[dynamic], cfg.merge_abs_tol))
-            self._static["support"][g[same]] -= 2
+            dynamic = split_dynamic(self._static, self._history, cfg, pix, P, zp, rank, cz, z_map)
 
         st = np.flatnonzero(~dynamic)  # indices into pix of static candidates
         tol = np.maximum(cfg.merge_rel_tol * zp[st], cfg.merge_abs_tol)
@@ -294,127 +273,6 @@ class GaussianCache:
         return float(np.median(z)) / f * self.config.voxel_footprints
 
     # --- per-view steps ---------------------------------------------------------------
-    def _zbuffer(self, c2w, K, W, H, z_far, z_obs) -> "_Centres":
-        """Static Gaussians centred in each pixel of this view (flat ``[H*W]`` arrays).
-
-        Two picks per pixel: the front-most (what the view should see: carving, free-space
-        witnesses) and the one closest to the observed depth ``z_obs [H*W]`` (what a pixel
-        fuses into; at a silhouette the front-most may belong to the other surface).
-        """
-        cfg = self.config
-        out = _Centres(H * W)
-        z_limit = z_far * (1 + cfg.merge_rel_tol) + cfg.merge_abs_tol
-        cand = self._index.query_frustum(c2w, K, W, H, z_limit)
-        if cand.size == 0:
-            return out
-        w2c = invert_se3(c2w)
-        pc = self._static["means"][cand].astype(np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
-        z = pc[:, 2]
-        ok = (z > 1e-9) & (z <= z_limit)
-        cand, pc, z = cand[ok], pc[ok], z[ok]
-        u = K[0, 0] * pc[:, 0] / z + K[0, 2]
-        v = K[1, 1] * pc[:, 1] / z + K[1, 2]
-        ui, vi = np.rint(u), np.rint(v)
-        inside = (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
-        cand, z, u, v = cand[inside], z[inside], u[inside], v[inside]
-        flat = (vi[inside] * W + ui[inside]).astype(np.int64)
-        np.minimum.at(out.front_z, flat, z)  # nearest depth per pixel, then who has it
-        sel = np.flatnonzero(z == out.front_z[flat])
-        out.front_id[flat[sel]] = cand[sel]
-        seen = z_obs[flat]
-        err = np.where(seen > 0, np.abs(z - seen), z)  # no observation: fall back to the front-most
-        best = np.full(H * W, np.inf)
-        np.minimum.at(best, flat, err)
-        sel = np.flatnonzero(err == best[flat])
-        out.match_id[flat[sel]], out.match_z[flat[sel]] = cand[sel], z[sel]
-        out.match_u[flat[sel]], out.match_v[flat[sel]] = u[sel], v[sel]
-        return out
-
-    def _in_seen_free_space(self, pix, P, zp, cz: _Centres, shape) -> np.ndarray:
-        """Whether each candidate point ``P [M, 3]`` lies where earlier views saw empty space."""
-        cfg = self.config
-        dynamic = np.zeros(pix.size, bool)
-        if len(self._history):
-            votes, seen = self._history.votes(P, cfg.dynamic_rel_tol, cfg.merge_abs_tol)
-            dynamic = (votes > 0) & (votes >= np.minimum(cfg.dynamic_min_votes, seen))
-        if cfg.witness_radius_px <= 0 or len(self._static) == 0:
-            return dynamic
-        H, W = shape
-        # Near a depth edge the witness ray may graze the near surface, so test the interior only.
-        z_map = np.zeros(H * W)
-        z_map[pix] = zp
-        z_map = z_map.reshape(H, W)
-        smooth = ~depth_edges(z_map, cfg.merge_rel_tol, radius=int(np.ceil(cfg.witness_radius_px)) + 1)
-        interior = smooth.reshape(-1)[pix]
-        # When a static Gaussian already agrees with the point, only free space seen after
-        # that Gaussian was last confirmed counts (older evidence is stale, or a graze).
-        own = cz.match_id[pix]
-        agrees = (own >= 0) & (np.abs(cz.match_z[pix] - zp)
-                               <= np.maximum(cfg.merge_rel_tol * zp, cfg.merge_abs_tol))
-        own_view = np.where(agrees, self._static["last_view"][np.maximum(own, 0)], -1)
-        # Static Gaussians centred in the 3x3 pixels around each point, well behind it.
-        row, col = np.divmod(pix, W)
-        ids_pad = np.pad(cz.front_id.reshape(H, W), 1, constant_values=-1)
-        z_pad = np.pad(cz.front_z.reshape(H, W), 1, constant_values=np.inf)
-        behind = zp * (1.0 + cfg.dynamic_rel_tol) + cfg.merge_abs_tol
-        s = self._static
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                g = ids_pad[row + 1 + dy, col + 1 + dx]
-                test = np.flatnonzero((g >= 0) & (z_pad[row + 1 + dy, col + 1 + dx] > behind) & interior & ~dynamic)
-                if test.size == 0:
-                    continue
-                test = test[s["last_view"][g[test]] > own_view[test]]
-                gi = g[test]
-                C = s["seen_from"][gi].astype(np.float64)
-                ray = s["means"][gi].astype(np.float64) - C
-                length = np.linalg.norm(ray, axis=-1)
-                ray /= np.maximum(length, 1e-12)[:, None]
-                rel = P[test] - C
-                along = np.einsum("ij,ij->i", rel, ray)
-                off = np.linalg.norm(rel - along[:, None] * ray, axis=-1)
-                # Pixel footprint of that view at the point: the Gaussian's, shrunk with distance.
-                footprint = s["scales"][gi, :2].mean(-1) / cfg.scale_factor * along / np.maximum(length, 1e-12)
-                free = ((along > 0) & (along < length * (1.0 - cfg.dynamic_rel_tol) - cfg.merge_abs_tol)
-                        & (off <= cfg.witness_radius_px * footprint + cfg.merge_abs_tol))
-                # Near the border of the witnessing image its ray may pass just inside the
-                # frustum while the point sits just outside it, unseen.
-                f = np.flatnonzero(free)
-                f = f[self._history.inside(P[test[f]], s["last_view"][gi[f]], cfg.witness_radius_px + 1.0)]
-                dynamic[test[f]] = True
-        return self._grow(dynamic, pix, z_map)
-
-    def _grow(self, dynamic, pix, z_map) -> np.ndarray:
-        """Spread dynamic labels over ``dynamic_grow_px`` pixels of depth-continuous surface,
-        so the silhouette band the witness test skips follows the object's interior."""
-        cfg = self.config
-        if cfg.dynamic_grow_px <= 0 or not dynamic.any():
-            return dynamic
-        H, W = z_map.shape
-        label = np.zeros(H * W, bool)
-        label[pix[dynamic]] = True
-        label = label.reshape(H, W)
-        z = np.pad(z_map, 1)
-        tol = cfg.merge_rel_tol
-        for _ in range(cfg.dynamic_grow_px):
-            lab = np.pad(label, 1)
-            grown = label.copy()
-            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-                nb_lab = lab[1 + dy:H + 1 + dy, 1 + dx:W + 1 + dx]
-                nb_z = z[1 + dy:H + 1 + dy, 1 + dx:W + 1 + dx]
-                grown |= nb_lab & (z_map > 0) & (np.abs(nb_z - z_map) <= tol * z_map)
-            if (grown == label).all():
-                break
-            label = grown
-        return label.reshape(-1)[pix]
-
-    def _carve(self, cz: _Centres, z_map) -> None:
-        """Take support from static Gaussians in front of everything this view sees around them."""
-        cfg = self.config
-        d = min_pool(z_map).reshape(-1).astype(np.float64)
-        through = (cz.front_id >= 0) & (d > 0) & (cz.front_z < d * (1.0 - cfg.merge_rel_tol) - cfg.merge_abs_tol)
-        self._static["support"][cz.front_id[through]] -= 1
-
     def _fuse(self, sel, ids, pix, zp, rank, rgb, z_map, c2w, K, timestamp) -> None:
         """Confidence-weighted averaging of pixels ``pix[sel]`` into Gaussians ``ids``."""
         if sel.size == 0:
@@ -461,7 +319,7 @@ class GaussianCache:
         s["last_ts"][ids] = timestamp
         self._index.set(ids, s["means"][ids])
 
-    def _covered(self, flat, zp, tol, cz: _Centres, shape) -> np.ndarray:
+    def _covered(self, flat, zp, tol, cz: Centres, shape) -> np.ndarray:
         """Whether an agreeing Gaussian centre projects within ``cover_radius_px`` of each pixel."""
         r = self.config.cover_radius_px
         H, W = shape

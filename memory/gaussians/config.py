@@ -18,11 +18,11 @@ class GaussianCacheConfig:
     Sizing of ``max_gaussians`` (4M) for a 24 GiB budget: a static Gaussian costs about
     120 B on the host (means 12, colour 12, opacity 4, scales 12, quaternion 16, fusion
     weight 4, support 4, last confirming camera 12, last-seen view 8 and timestamp 8,
-    voxel key 8 and its slot in the sorted voxel index 16), so 4M take ~0.45 GiB, x1.5
-    while the columns grow. On a GPU, gsplat's
-    per-Gaussian projection buffers (~100 B) and the optional refinement (parameters,
-    gradients and two Adam moments of 14 floats: 224 B) add ~1.3 GiB at 4M, with a few
-    hundred MB of tile-intersection buffers at 512x384. That leaves ~20 GiB for the
+    voxel key 8 and its slot in the sorted voxel index 16), so 4M take ~0.45 GiB (x1.5
+    while the columns grow). On a GPU, gsplat's per-Gaussian projection buffers (~100 B)
+    and the optional refinement (parameters, gradients and two Adam moments of 14
+    floats: 224 B) add ~1.3 GiB at 4M, with a few hundred MB of tile-intersection
+    buffers at 512x384. That leaves ~20 GiB for the
     window model (VGGT-1B needs ~5 GB of weights plus activations), and 4M is the size
     of a large, fully optimised 3DGS scene, well above what a stream at model
     resolution produces before its oldest parts are worth evicting.
@@ -48,7 +48,9 @@ class GaussianCacheConfig:
     min_opacity: float = 0.5
     """Opacity of a pixel at the bottom of its view's confidence ranking."""
     max_opacity: float = 0.98
-    """Opacity of a pixel at the top of its view's confidence ranking."""
+    """Opacity of a pixel at the top of its view's confidence ranking. Kept under 0.99:
+    gsplat stops a pixel before the Gaussian that would take its transmittance to 1e-4,
+    so near-opaque splats behind a few neighbours' tails would drop out of their own pixel."""
     scale_factor: float = 0.35
     """In-plane standard deviation in pixel footprints (footprint = depth / focal). gsplat's
     0.3 px^2 low-pass comes on top (0.35 -> 0.65 px on screen): enough to close the gaps
@@ -61,8 +63,9 @@ class GaussianCacheConfig:
 
     # --- merging ----------------------------------------------------------------------
     merge_rel_tol: float = 0.05
-    """A pixel fuses into the Gaussian in front of it when their depths differ by at
-    most ``max(merge_rel_tol * depth, merge_abs_tol)``."""
+    """A pixel fuses into a Gaussian centred in it when their depths differ by at most
+    ``max(merge_rel_tol * depth, merge_abs_tol)``; also the depth-continuity threshold
+    of the sliver, edge and growth tests."""
     merge_abs_tol: float = 1e-3
     """Floor of the depth tolerance in world units (only matters very close to a camera)."""
     cover_radius_px: float = 0.75
@@ -96,6 +99,10 @@ class GaussianCacheConfig:
     is on that view's ray to the Gaussian, in front of it, within this many pixel
     footprints of the ray. This test reaches back to whenever the background was seen;
     the depth-map history only to the last ``dynamic_history`` views."""
+    dynamic_min_rank: float = 0.75
+    """Only pixels at or above this confidence rank in their view (0..1] can start a dynamic
+    region (growth then follows the surface): depth noise, which violates free space by
+    chance, concentrates in the less confident pixels. Equal confidences all rank 1."""
     dynamic_grow_px: int = 4
     """Dynamic labels spread this many pixels over depth-continuous surface (the witness
     test skips a band along depth edges, where its rays may graze a near surface)."""
@@ -135,6 +142,7 @@ class GaussianCacheConfig:
             "dynamic_rel_tol": self.dynamic_rel_tol >= 0,
             "dynamic_min_votes": self.dynamic_min_votes >= 1,
             "witness_radius_px": self.witness_radius_px >= 0,
+            "dynamic_min_rank": 0.0 <= self.dynamic_min_rank <= 1.0,
             "dynamic_grow_px": self.dynamic_grow_px >= 0,
             "support_cap": self.support_cap >= 1,
             "dynamic_keep_frames": self.dynamic_keep_frames >= 1,

@@ -28,7 +28,6 @@ them at +0.5, which ``render.py`` accounts for by shifting the principal point.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
