@@ -78,6 +78,9 @@ class AlignConfig:
         layer_scale_limit: 2.0. A layer scale outside [1/limit, limit]
             (relative to the global Sim(3) scale) is taken for a mismatched
             link and ignored.
+        layer_scale_deadband: 0.005. Layer scales within this of 1 are not
+            applied: a correction smaller than the scale fit's own precision
+            only adds noise where the windows already agree (not in LASER).
         register_on_layer_depth: False. Which depth of the previous window
             the next window's Sim(3) is registered on. False: its depth before
             layer scales, so camera poses are exactly those of Sim(3)-only
@@ -107,6 +110,7 @@ class AlignConfig:
     layer_min_pixels: int = 20
     layer_min_fraction: float = 0.05
     layer_scale_limit: float = 2.0
+    layer_scale_deadband: float = 0.005
     register_on_layer_depth: bool = False
 
     def __post_init__(self) -> None:
@@ -123,6 +127,8 @@ class AlignConfig:
                 raise ValueError(f"AlignConfig.{name} must be in (0, 1], got {getattr(self, name)}")
         if self.layer_scale_limit <= 1.0:
             raise ValueError(f"AlignConfig.layer_scale_limit must be > 1, got {self.layer_scale_limit}")
+        if not 0.0 <= self.layer_scale_deadband < 1.0:
+            raise ValueError(f"AlignConfig.layer_scale_deadband must be in [0, 1), got {self.layer_scale_deadband}")
 
 
 @dataclass
@@ -260,6 +266,9 @@ class StreamAligner:
                 state.mask[i_prev] & mask[j_new], min_iou=cfg.cross_link_iou, min_pixels=cfg.layer_min_pixels,
                 min_fraction=cfg.layer_min_fraction, iters=cfg.irls_iters, tol=cfg.irls_tol,
                 scale_limit=cfg.layer_scale_limit)
+            seg, scale, weight = seeds[int(j_new)]
+            real = np.abs(scale - 1.0) >= cfg.layer_scale_deadband
+            seeds[int(j_new)] = (seg[real], scale[real], weight[real])
         layer = propagate_scales(labels, seeds, cfg.link_iou)
         known = np.concatenate([v[~np.isnan(v)] for v in layer.segment_scales])
         info["layers"] = {
