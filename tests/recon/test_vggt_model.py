@@ -17,13 +17,7 @@ MANIFEST = Path(__file__).parent / "data" / "vggt_state_dict_manifest.json"
 HEADS = ("camera_head", "point_head", "depth_head", "track_head")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: on a shared 2-core machine thread hand-offs cost more than they save.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_model(seed: int = 0, **overrides) -> VGGT:
