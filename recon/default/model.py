@@ -49,11 +49,13 @@ class DefaultWindowModel:
 
     def __init__(self, config: DefaultModelConfig | None = None):
         self.cfg = config or DefaultModelConfig()
+        self._scale = self.cfg.feature_scale  # drops to 1.0 for the stream once a window needs it
         self._lock = threading.Lock()  # prepare() runs in the reader thread
         self._features: OrderedDict[int, Features] = OrderedDict()
         self._matches: OrderedDict[tuple[int, int], PairMatches | None] = OrderedDict()
 
     def reset(self) -> None:
+        self._scale = self.cfg.feature_scale
         with self._lock:
             self._features.clear()
         self._matches.clear()
@@ -62,7 +64,7 @@ class DefaultWindowModel:
     def prepare(self, frame: Frame) -> None:
         """Per-frame work that needs no other frame (features), run ahead in the reader thread
         while the previous window is still being reconstructed (OpenCV releases the GIL)."""
-        self._features_of(frame, self.cfg.feature_scale)
+        self._features_of(frame, self._scale)
 
     def _features_of(self, frame: Frame, scale: float) -> Features:
         key = (frame.index, scale)
@@ -116,11 +118,12 @@ class DefaultWindowModel:
         known_K = all(f.K is not None for f in frames)
         K = np.asarray(frames[0].K, np.float64) if known_K else prior_intrinsics(W, H, self.cfg.focal_prior)
 
-        scale = self.cfg.feature_scale
+        scale = self._scale
         sfm, feats, matches = self._structure(frames, K, known_K, scale, timings)
         if scale < 1.0 and (sfm is None or len(sfm.w2c) < len(frames)):
-            # Cheap features were not enough (wide baselines, weak texture): full resolution.
-            scale = 1.0
+            # Cheap features were not enough (wide baselines, weak texture): full resolution,
+            # and for the rest of the stream, whose next windows are likely the same.
+            scale = self._scale = 1.0
             sfm, feats, matches = self._structure(frames, K, known_K, scale, timings)
         if sfm is None:
             return self._rotation_only(frames, K, feats, matches, timings)
