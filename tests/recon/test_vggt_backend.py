@@ -24,12 +24,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def model() -> VGGT:
-    torch.manual_seed(0)
-    return VGGT(config=VGGTConfig.small(enable_track=False)).eval()
-
-
-@pytest.fixture(scope="module")
 def fern_frames() -> list[Frame]:
     cams = json.loads((FERN / "cameras_images_8.json").read_text())["frames"][:8]
     frames = []
@@ -43,17 +37,17 @@ def fern_frames() -> list[Frame]:
     return frames
 
 
-def backend(model, **options) -> VGGTBackend:
-    return VGGTBackend(model, "cpu", VGGTBackendConfig(image_width=WIDTH, **options))
+def backend(small_vggt, **options) -> VGGTBackend:
+    return VGGTBackend(small_vggt, "cpu", VGGTBackendConfig(image_width=WIDTH, **options))
 
 
-def test_backend_satisfies_the_window_model_protocol(model):
-    assert isinstance(backend(model), WindowModel)
-    assert backend(model).name == "vggt"
+def test_backend_satisfies_the_window_model_protocol(small_vggt):
+    assert isinstance(backend(small_vggt), WindowModel)
+    assert backend(small_vggt).name == "vggt"
 
 
-def test_window_prediction_follows_stream4d_conventions(model, fern_frames):
-    pred = backend(model, streaming=False).predict(fern_frames[:3])
+def test_window_prediction_follows_stream4d_conventions(small_vggt, fern_frames):
+    pred = backend(small_vggt, streaming=False).predict(fern_frames[:3])
     assert pred.model_size == (56, 42) and pred.num_frames == 3
     assert pred.images.dtype == np.uint8 and pred.depth.dtype == np.float32
     np.testing.assert_array_equal(pred.frame_indices, [0, 1, 2])
@@ -67,12 +61,12 @@ def test_window_prediction_follows_stream4d_conventions(model, fern_frames):
     assert (pred.depth > 0).all() and (pred.depth_conf > 0).all() and (pred.points_conf > 0).all()
 
 
-def test_poses_intrinsics_and_maps_equal_the_networks_own_outputs(model, fern_frames):
+def test_poses_intrinsics_and_maps_equal_the_networks_own_outputs(small_vggt, fern_frames):
     frames = fern_frames[:3]
-    pred = backend(model, streaming=False).predict(frames)
+    pred = backend(small_vggt, streaming=False).predict(frames)
     images = np.stack([crop_preprocess(f.image, WIDTH)[0] for f in frames])
     with torch.no_grad():
-        out = model(to_model_input(images))
+        out = small_vggt(to_model_input(images))
     enc = out["pose_enc"][0].double()
     extrinsics, K = encoding_to_extrinsics_intrinsics(enc, (42, 56))
     w2c = invert_se3(pred.c2w)
@@ -86,8 +80,8 @@ def test_poses_intrinsics_and_maps_equal_the_networks_own_outputs(model, fern_fr
     np.testing.assert_array_equal(pred.images, images)
 
 
-def test_pixel_maps_compose_ingest_and_vggt_crop(model, fern_frames):
-    pred = backend(model, streaming=False).predict(fern_frames[:2])
+def test_pixel_maps_compose_ingest_and_vggt_crop(small_vggt, fern_frames):
+    pred = backend(small_vggt, streaming=False).predict(fern_frames[:2])
     # The original 1008x756 image's pixel edges land on the model image's edges.
     corners = pred.pixel_maps[0] @ np.array([[-0.5, 1007.5], [-0.5, 755.5], [1.0, 1.0]])
     np.testing.assert_allclose(corners[:2].T, [[-0.5, -0.5], [55.5, 41.5]], atol=1e-9)
@@ -95,15 +89,15 @@ def test_pixel_maps_compose_ingest_and_vggt_crop(model, fern_frames):
     np.testing.assert_allclose(K_input[:2, 2], [503.5, 377.5], atol=1e-9)  # image centre of the original
 
 
-def test_depth_points_option_unprojects_depth_with_the_predicted_camera(model, fern_frames):
-    pred = backend(model, streaming=False, points_source="depth").predict(fern_frames[:2])
+def test_depth_points_option_unprojects_depth_with_the_predicted_camera(small_vggt, fern_frames):
+    pred = backend(small_vggt, streaming=False, points_source="depth").predict(fern_frames[:2])
     expected = unproject_depth(pred.depth[1].astype(np.float64), pred.K[1], pred.c2w[1])
     np.testing.assert_allclose(pred.points[1], expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(pred.points_conf, pred.depth_conf)
 
 
-def test_streaming_windows_share_the_stream_frame_and_reuse_overlap_frames(model, fern_frames):
-    streamer = backend(model)
+def test_streaming_windows_share_the_stream_frame_and_reuse_overlap_frames(small_vggt, fern_frames):
+    streamer = backend(small_vggt)
     first = streamer.predict(fern_frames[0:4])
     second = streamer.predict(fern_frames[2:6])  # frames 2, 3 overlap
     assert second.info["new_frames"] == 2 and streamer.state.frames_seen == 6
@@ -112,12 +106,12 @@ def test_streaming_windows_share_the_stream_frame_and_reuse_overlap_frames(model
     # One causal pass over frames 0..5 is what the two windows together computed.
     images = np.stack([crop_preprocess(f.image, WIDTH)[0] for f in fern_frames[:6]])
     with torch.no_grad():
-        causal = model(to_model_input(images), causal=True)
+        causal = small_vggt(to_model_input(images), causal=True)
     np.testing.assert_allclose(second.depth[2:], causal["depth"][0, 4:, ..., 0].numpy(), rtol=1e-4, atol=1e-4)
 
 
-def test_reset_starts_a_new_stream_with_the_same_results(model, fern_frames):
-    streamer = backend(model)
+def test_reset_starts_a_new_stream_with_the_same_results(small_vggt, fern_frames):
+    streamer = backend(small_vggt)
     a = streamer.predict(fern_frames[0:3])
     streamer.predict(fern_frames[3:5])
     streamer.reset()
@@ -125,8 +119,8 @@ def test_reset_starts_a_new_stream_with_the_same_results(model, fern_frames):
     np.testing.assert_allclose(b.c2w, a.c2w, atol=1e-6)
 
 
-def test_streaming_rejects_frames_it_no_longer_holds(model, fern_frames):
-    streamer = backend(model)
+def test_streaming_rejects_frames_it_no_longer_holds(small_vggt, fern_frames):
+    streamer = backend(small_vggt)
     streamer.predict(fern_frames[0:3])
     streamer.predict(fern_frames[3:6])
     with pytest.raises(ValueError, match=r"frames \[1\] were streamed before"):
@@ -135,29 +129,29 @@ def test_streaming_rejects_frames_it_no_longer_holds(model, fern_frames):
         streamer.predict([fern_frames[7], fern_frames[6].__class__(**{**fern_frames[6].__dict__, "index": 7})])
 
 
-def test_mixed_aspect_ratios_in_one_window_are_rejected_by_name(model, fern_frames):
+def test_mixed_aspect_ratios_in_one_window_are_rejected_by_name(small_vggt, fern_frames):
     wide = Frame(index=1, timestamp=0.1, image=np.zeros((100, 400, 3), np.uint8), source="wide.png")
     with pytest.raises(ValueError, match="wide.png: 400x100"):
-        backend(model, streaming=False).predict([fern_frames[0], wide])
+        backend(small_vggt, streaming=False).predict([fern_frames[0], wide])
     with pytest.raises(ValueError, match="at least one frame"):
-        backend(model).predict([])
+        backend(small_vggt).predict([])
 
 
-def test_backend_needs_the_heads_it_reports(model):
+def test_backend_needs_the_heads_it_reports(small_vggt):
     no_depth = VGGT(config=VGGTConfig.small(enable_track=False, enable_depth=False))
     with pytest.raises(ValueError, match="depth and camera heads"):
         VGGTBackend(no_depth, "cpu")
     with pytest.raises(ValueError, match="points_source"):
         VGGTBackendConfig(points_source="lidar")
     with pytest.raises(ValueError, match="multiple of the patch size"):
-        VGGTBackend(model, "cpu", VGGTBackendConfig(image_width=50))
+        VGGTBackend(small_vggt, "cpu", VGGTBackendConfig(image_width=50))
 
 
-def test_build_from_checkpoint_gives_the_same_predictions(model, fern_frames, tmp_path):
-    torch.save(model.state_dict(), tmp_path / "model.pt")
-    built = build_vggt_backend(tmp_path / "model.pt", "cpu", streaming=False,
+def test_build_from_checkpoint_gives_the_same_predictions(small_vggt, fern_frames, tmp_path):
+    torch.save(small_vggt.state_dict(), tmp_path / "small_vggt.pt")
+    built = build_vggt_backend(tmp_path / "small_vggt.pt", "cpu", streaming=False,
                                model_config=VGGTConfig.small(enable_track=False), image_width=WIDTH)
     a = built.predict(fern_frames[:2])
-    b = backend(model, streaming=False).predict(fern_frames[:2])
+    b = backend(small_vggt, streaming=False).predict(fern_frames[:2])
     np.testing.assert_array_equal(a.depth, b.depth)
     np.testing.assert_array_equal(a.c2w, b.c2w)
