@@ -9,6 +9,7 @@ resolution gets proportionally small layers.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -106,10 +107,16 @@ def segment_window(
     scale: float = 300.0,
     sigma: float = 1.1,
     min_size: int = 500,
+    max_side: int | None = None,
 ) -> np.ndarray:  # int32 [F, H, W]
     """Layers of a window's frames; the merge threshold is ``merge_fraction`` x the window's confident depth range.
 
-    ``min_size`` is given at REFERENCE_PIXELS and scaled to the window's resolution.
+    ``min_size`` is given at REFERENCE_PIXELS and scaled to the window's
+    resolution. With ``max_side`` smaller than the frames, segmentation runs on
+    a copy decimated by ``f`` (longest side <= max_side; Felzenszwalb's scale
+    times ``f^2`` and sigma times ``f``, which keeps its segments) and the
+    labels are brought back by nearest neighbour: layers are large regions,
+    and Felzenszwalb's cost grows with the pixel count.
     """
     S, H, W = depth.shape
     frames = np.arange(S) if frames is None else np.asarray(frames, np.int64)
@@ -117,8 +124,16 @@ def segment_window(
     positive = depth[depth > 0]
     typical = np.median(confident) if confident.size else (np.median(positive) if positive.size else 1.0)
     threshold = merge_fraction * confident_depth_range(depth, mask)
-    size = scaled_min_size(min_size, H, W)
+    f = 1.0 if max_side is None else min(1.0, max_side / max(H, W))
+    h, w = (H, W) if f == 1.0 else (max(1, round(H * f)), max(1, round(W * f)))
+    size = scaled_min_size(min_size, h, w)
     out = np.zeros((len(frames), H, W), np.int32)
-    for k, f in enumerate(frames):
-        out[k] = segment_depth(depth[f], threshold, float(typical), mask[f], scale, sigma, size)
+    for k, i in enumerate(frames):
+        if f == 1.0:
+            out[k] = segment_depth(depth[i], threshold, float(typical), mask[i], scale, sigma, size)
+            continue
+        small_depth = cv2.resize(depth[i], (w, h), interpolation=cv2.INTER_NEAREST)
+        small_mask = cv2.resize(mask[i].astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+        small = segment_depth(small_depth, threshold, float(typical), small_mask, scale * f * f, sigma * f, size)
+        out[k] = cv2.resize(small, (W, H), interpolation=cv2.INTER_NEAREST)
     return out

@@ -27,20 +27,50 @@ class DenseConfig:
     agree_rel: float = 0.05  # two neighbours' depths agree within this fraction
     single_view_trust: float = 0.45  # confidence factor (< 0.5) for pixels no second view confirms
     full_conf_angle_deg: float = 4.0
-    dis_preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+    # Flow runs on a copy at most max_side px (depth is upsampled after) with the finest pyramid
+    # level at that copy's own resolution: on synthetic 512 x 384 windows this keeps orbit depth at
+    # AbsRel ~0.019 on confident pixels (0.011 with MEDIUM at full size, 0.031 with MEDIUM's
+    # default half-resolution finest level) for a quarter of the full-size cost.
+    max_side: int = 256
+    dis_preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST
+    dis_finest_scale: int | None = 0  # None: the preset's
+    dis_variational_iterations: int | None = None  # None: the preset's
+
+
+def dense_inputs(images: list[np.ndarray], K: np.ndarray, max_side: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Images [h, w, 3] and intrinsics for the dense stage, shrunk so the longest side is <= ``max_side``."""
+    H, W = images[0].shape[:2]
+    s = min(1.0, max_side / max(W, H))
+    if s == 1.0:
+        return images, K
+    w, h = round(W * s), round(H * s)
+    A = np.array([[w / W, 0, 0.5 * w / W - 0.5], [0, h / H, 0.5 * h / H - 0.5], [0, 0, 1]])  # pixel centres
+    return [cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in images], A @ K
+
+
+def upsample_depth(depth: np.ndarray, conf: np.ndarray, W: int, H: int) -> tuple[np.ndarray, np.ndarray]:
+    """Depth and confidence [S, h, w] -> [S, H, W] by nearest neighbour: never a depth between two surfaces."""
+    if depth.shape[1:] == (H, W):
+        return depth, conf
+    up = lambda a: np.stack([cv2.resize(x, (W, H), interpolation=cv2.INTER_NEAREST) for x in a])  # noqa: E731
+    return up(depth), up(conf)
 
 
 class FlowCache:
     """DIS flow between views of the current window, computed once per ordered pair."""
 
-    def __init__(self, images: list[np.ndarray], preset: int, threads: int = 2):
+    def __init__(self, images: list[np.ndarray], cfg: DenseConfig, threads: int = 2):
         self._grey = [grey(im) for im in images]
-        self._preset = preset
+        self._cfg = cfg
         self._threads = threads
         self._flows: dict[tuple[int, int], np.ndarray] = {}
 
     def _calc(self, pair: tuple[int, int]) -> np.ndarray:
-        dis = cv2.DISOpticalFlow_create(self._preset)  # one per call: instances are not thread-safe
+        dis = cv2.DISOpticalFlow_create(self._cfg.dis_preset)  # one per call: instances are not thread-safe
+        if self._cfg.dis_finest_scale is not None:
+            dis.setFinestScale(self._cfg.dis_finest_scale)
+        if self._cfg.dis_variational_iterations is not None:
+            dis.setVariationalRefinementIterations(self._cfg.dis_variational_iterations)
         return dis.calc(self._grey[pair[0]], self._grey[pair[1]], None)
 
     def precompute(self, pairs: list[tuple[int, int]]) -> None:

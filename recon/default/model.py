@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import cv2
 import numpy as np
 
-from recon.default.dense import DenseConfig, FlowCache, choose_neighbours, dense_depth
+from recon.default.dense import (DenseConfig, FlowCache, choose_neighbours, dense_depth, dense_inputs,
+                                 upsample_depth)
 from recon.default.features import Features, PairMatches, detect_features, verified_matches
 from recon.default.sfm import SfmConfig, WindowSfm
 from recon.default.tracks import build_tracks
@@ -35,6 +37,7 @@ class DefaultModelConfig:
     sfm: SfmConfig = field(default_factory=SfmConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
     cache_frames: int = 64  # features / matches kept for reuse by overlapping windows
+    threads: int = 2  # for features and matches a window computes itself
 
 
 def prior_intrinsics(width: int, height: int, focal_prior: float) -> np.ndarray:
@@ -49,22 +52,32 @@ class DefaultWindowModel:
 
     def __init__(self, config: DefaultModelConfig | None = None):
         self.cfg = config or DefaultModelConfig()
-        self._scale = self.cfg.feature_scale  # drops to 1.0 for the stream once a window needs it
+        self._scale = self.cfg.feature_scale  # rises to 1.0 for the stream once a window needs it
         self._lock = threading.Lock()  # prepare() runs in the reader thread
-        self._features: OrderedDict[int, Features] = OrderedDict()
-        self._matches: OrderedDict[tuple[int, int], PairMatches | None] = OrderedDict()
+        self._features: OrderedDict[tuple[int, float], Features] = OrderedDict()
+        self._matches: OrderedDict[tuple[int, int, float], PairMatches | None] = OrderedDict()
+        self._recent: deque[Frame] = deque(maxlen=self.cfg.match_neighbours)  # last frames prepare() saw
 
     def reset(self) -> None:
         self._scale = self.cfg.feature_scale
         with self._lock:
             self._features.clear()
-        self._matches.clear()
+            self._matches.clear()
+            self._recent.clear()
 
     # ---- cached per-frame and per-pair work --------------------------------------
     def prepare(self, frame: Frame) -> None:
-        """Per-frame work that needs no other frame (features), run ahead in the reader thread
-        while the previous window is still being reconstructed (OpenCV releases the GIL)."""
-        self._features_of(frame, self._scale)
+        """Work that needs only this frame and the ones before it, run ahead in the reader thread
+        while the previous window is still being reconstructed (OpenCV and BLAS release the GIL):
+        features, and verified matches with the previous ``match_neighbours`` frames, which are
+        the pairs a window of consecutive frames asks for."""
+        scale = self._scale
+        feats = self._features_of(frame, scale)
+        with self._lock:
+            recent = [r for r in self._recent if r.size == frame.size]
+            self._recent.append(frame)
+        for prev in recent:
+            self._verified(prev, frame, self._features_of(prev, scale), feats, scale)
 
     def _features_of(self, frame: Frame, scale: float) -> Features:
         key = (frame.index, scale)
@@ -78,27 +91,36 @@ class DefaultWindowModel:
                     self._features.popitem(last=False)
         return f
 
-    def _match(self, frames: Sequence[Frame], feats: list[Features], i: int, j: int,
-               scale: float) -> PairMatches | None:
-        key = (frames[i].index, frames[j].index, scale)
-        if key not in self._matches:
-            self._matches[key] = verified_matches(feats[i], feats[j], 0, 1)
+    def _verified(self, a: Frame, b: Frame, fa: Features, fb: Features, scale: float) -> PairMatches | None:
+        """Verified matches of frames a and b (keypoint indices into fa / fb), cached by frame index."""
+        key = (a.index, b.index, scale)
+        with self._lock:
+            if key in self._matches:
+                return self._matches[key]
+        m = verified_matches(fa, fb, 0, 1)
+        with self._lock:
+            self._matches[key] = m
             while len(self._matches) > 2 * self.cfg.cache_frames * self.cfg.match_neighbours:
                 self._matches.popitem(last=False)
-        m = self._matches[key]
+        return m
+
+    def _match(self, frames: Sequence[Frame], feats: list[Features], i: int, j: int,
+               scale: float) -> PairMatches | None:
+        m = self._verified(frames[i], frames[j], feats[i], feats[j], scale)
         return None if m is None else PairMatches(i, j, m.idx_i, m.idx_j, m.F)
 
     def _structure(self, frames: Sequence[Frame], K: np.ndarray, known_K: bool, scale: float,
                    timings: dict[str, float]):
         """Features, matches, tracks and window SfM with features detected at ``scale``."""
         t0 = time.perf_counter()
-        feats = [self._features_of(f, scale) for f in frames]
-        matches = []
-        for i in range(len(frames)):
-            for j in range(i + 1, min(i + 1 + self.cfg.match_neighbours, len(frames))):
-                m = self._match(frames, feats, i, j, scale)
-                if m is not None:
-                    matches.append(m)
+        pairs = [(i, j) for i in range(len(frames))
+                 for j in range(i + 1, min(i + 1 + self.cfg.match_neighbours, len(frames)))]
+        # Whatever prepare() did not do ahead (a feature-scale change, frames it skipped) runs here,
+        # on both cores: SIFT and the matcher release the GIL.
+        with ThreadPoolExecutor(self.cfg.threads) as pool:
+            feats = list(pool.map(lambda f: self._features_of(f, scale), frames))
+            found = pool.map(lambda ij: self._match(frames, feats, ij[0], ij[1], scale), pairs)
+            matches = [m for m in found if m is not None]
         t1 = time.perf_counter()
         timings["features_matches"] = timings.get("features_matches", 0.0) + t1 - t0
         tracks = build_tracks(feats, matches)
@@ -143,9 +165,11 @@ class DefaultWindowModel:
 
         t2 = time.perf_counter()
         centres = np.stack([invert_se3(w2c[v])[:3, 3] for v in posed])
-        flows = FlowCache([frames[v].image for v in posed], self.cfg.dense.dis_preset)
         w2c_list = [w2c[v] for v in posed]
-        depth = np.zeros((len(posed), H, W), np.float32)
+        images, K_dense = dense_inputs([frames[v].image for v in posed], K, self.cfg.dense.max_side)
+        flows = FlowCache(images, self.cfg.dense)
+        h, w = images[0].shape[:2]
+        depth = np.zeros((len(posed), h, w), np.float32)
         conf = np.zeros_like(depth)
         plans = []
         for k, v in enumerate(posed):
@@ -156,7 +180,8 @@ class DefaultWindowModel:
             plans.append((choose_neighbours(k, centres, med, self.cfg.dense), (lo, hi)))
         flows.precompute([p for k, (nb, _) in enumerate(plans) for j in nb for p in ((k, j), (j, k))])
         for k, (nb, depth_range) in enumerate(plans):
-            depth[k], conf[k] = dense_depth(k, flows, K, w2c_list, nb, depth_range, self.cfg.dense)
+            depth[k], conf[k] = dense_depth(k, flows, K_dense, w2c_list, nb, depth_range, self.cfg.dense)
+        depth, conf = upsample_depth(depth, conf, W, H)
         timings["dense"] = time.perf_counter() - t2
 
         info = dict(sfm.info)

@@ -25,6 +25,8 @@ from recon.default.tracks import Tracks
 class SfmConfig:
     min_init_inliers: int = 40
     good_init_angle_deg: float = 3.0  # an initial pair with this much parallax is as good as any
+    init_candidates: int = 8  # pairs given an essential-matrix fit when choosing the initial pair
+    init_motion_px: float = 30.0  # median keypoint motion at which a pair ranks by its track count alone
     min_tri_angle_deg: float = 1.0  # new points need this much parallax
     max_reproj_px: float = 4.0
     min_pnp_inliers: int = 20
@@ -117,12 +119,24 @@ class WindowSfm:
         Xh = cv2.triangulatePoints(Pa, Pb, ua.T.astype(np.float64), ub.T.astype(np.float64))
         return (Xh[:3] / Xh[3]).T
 
+    def _candidate_pairs(self) -> list[tuple[int, int]]:
+        """Pairs worth an essential-matrix fit, best first: many shared tracks that moved far
+        (image motion is a cheap stand-in for parallax; the fit measures the real angle)."""
+        scored = []
+        for m in self.matches:
+            _, ui, uj = self._track_pairs(m.i, m.j)
+            if len(ui) >= self.cfg.min_init_inliers:
+                motion = float(np.median(np.linalg.norm(ui - uj, axis=1)))
+                scored.append((len(ui) * min(motion / self.cfg.init_motion_px, 1.0), m.i, m.j))
+        scored.sort(reverse=True)
+        return [(i, j) for _, i, j in scored[: self.cfg.init_candidates]]
+
     def initialise(self) -> tuple[int, int, float] | None:
         best = None
-        for m in self.matches:
-            res = self._evaluate_pair(m.i, m.j)
+        for i, j in self._candidate_pairs():
+            res = self._evaluate_pair(i, j)
             if res is not None and (best is None or res[0] > best[0][0]):
-                best = (res, m.i, m.j)
+                best = (res, i, j)
         if best is None:
             return None
         (score, med, T1, tid, X), i, j = best

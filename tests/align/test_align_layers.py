@@ -53,3 +53,19 @@ def test_min_size_scales_with_pixel_count_from_laser_resolution():
     assert scaled_min_size(500, 392, 518) == 500
     assert scaled_min_size(500, 196, 259) == 125
     assert scaled_min_size(500, 2, 2) == 1
+
+
+def test_decimated_segmentation_keeps_the_layers_at_full_resolution(plane_scene):
+    depth = plane_scene.depth[:4].astype(np.float32)
+    H, W = depth.shape[1:]
+    labels = segment_window(depth, depth > 0, max_side=max(H, W) // 2)
+    assert labels.shape == depth.shape
+    for frame, truth in zip(labels, plane_scene.layers):
+        assert frame.max() + 1 == 2
+        assert purity(frame, truth) > 0.99  # only the boundary's nearest-neighbour staircase differs
+
+
+def test_max_side_at_or_above_the_frame_size_changes_nothing(plane_scene):
+    depth = plane_scene.depth[:2].astype(np.float32)
+    np.testing.assert_array_equal(segment_window(depth, depth > 0, max_side=max(depth.shape[1:])),
+                                  segment_window(depth, depth > 0))

@@ -15,11 +15,11 @@ from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, rend
 W, H = 256, 192
 
 
-def synthetic_window(kind: str, n: int = 10, known_K: bool = True, seed: int = 0):
+def synthetic_window(kind: str, n: int = 10, known_K: bool = True, seed: int = 0, size: tuple[int, int] = (W, H)):
     scene = make_scene("room", seed=seed)
     c2w = make_trajectory(kind, n, seed=seed, scene=scene)
-    K = intrinsics_for(W, H)
-    views = [render_view(scene, c, K, W, H) for c in c2w]
+    K = intrinsics_for(*size)
+    views = [render_view(scene, c, K, *size) for c in c2w]
     frames = [Frame(index=i, timestamp=i / 10, image=v.rgb, source=f"{kind}/{i:03d}.png",
                     K=K if known_K else None) for i, v in enumerate(views)]
     return frames, views, c2w
@@ -39,9 +39,11 @@ def test_default_model_implements_the_window_model_protocol(model):
     assert isinstance(model, WindowModel)
 
 
-@pytest.mark.parametrize("kind", ["orbit", "sideways"])
-def test_confident_depth_is_accurate_and_covers_most_pixels(model, kind):
-    frames, views, c2w = synthetic_window(kind)
+@pytest.mark.parametrize("kind, size", [("orbit", (W, H)), ("sideways", (W, H)), ("orbit", (512, 384))],
+                         ids=["orbit", "sideways", "orbit-512"])
+def test_confident_depth_is_accurate_and_covers_most_pixels(model, kind, size):
+    """At 512 x 384 the dense stage runs on a half-size copy and upsamples: the bar holds at full size."""
+    frames, views, c2w = synthetic_window(kind, size=size)
     model.reset()
     pred = model.predict(frames)
     assert pred.num_frames == len(frames)
@@ -132,3 +134,18 @@ def test_frames_of_different_sizes_are_a_clear_error(model):
     b = Frame(index=1, timestamp=0.1, image=np.zeros((21, 30, 3), np.uint8), source="b")
     with pytest.raises(WindowModelError, match="share a size"):
         model.predict([a, b])
+
+
+def test_work_prepared_ahead_gives_the_same_window_as_work_done_in_predict():
+    """prepare() (reader thread) computes features and matches ahead; predict must reuse, not change, them."""
+    frames, _, _ = synthetic_window("sideways", n=8)
+    cold = DefaultWindowModel().predict(frames)
+    warm_model = DefaultWindowModel()
+    for f in frames:
+        warm_model.prepare(f)
+    cached = len(warm_model._matches)
+    warm = warm_model.predict(frames)
+    assert cached == sum(min(3, i) for i in range(len(frames)))  # each frame with up to 3 before it
+    assert len(warm_model._matches) == cached  # predict needed no new pair
+    np.testing.assert_allclose(warm.c2w, cold.c2w, atol=1e-9)
+    np.testing.assert_allclose(warm.depth, cold.depth, atol=1e-6)
