@@ -12,7 +12,7 @@ with the stream.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -20,8 +20,9 @@ import torch
 from align.confidence import confidence_mask
 from align.layers import segment_window
 from align.layerwise import cross_window_seeds, propagate_scales
+from align.reattach import Keyframe, ReattachConfig, SegmentLinker, lift_keyframe
 from align.sim3 import register_overlap
-from stream4d.contracts import AlignedWindow, WindowPrediction
+from stream4d.contracts import AlignedWindow, Reattachment, WindowPrediction
 from stream4d.geometry import Sim3, invert_se3, pixel_grid
 
 
@@ -93,6 +94,13 @@ class AlignConfig:
             estimated from sparse links and carried through a whole window,
             move every later pose (on kitti_seq1 with 20-frame windows this
             made the ATE 4x worse; see docs/benchmarks.md).
+
+    Segments (with ``new_segment_on_gap``):
+        reattach: ReattachConfig(). Each window leaves one keyframe (its
+            last new frame's features lifted to world points); while a segment
+            started by a gap is detached, each of its windows is matched
+            against earlier segments' keyframes and, on a 3D-3D similarity
+            with enough inliers, moved into that world (``align.reattach``).
     """
 
     window: int = 20
@@ -117,6 +125,7 @@ class AlignConfig:
     layer_scale_limit: float = 2.0
     layer_scale_deadband: float = 0.005
     register_on_layer_depth: bool = False
+    reattach: ReattachConfig = field(default_factory=ReattachConfig)
 
     def __post_init__(self) -> None:
         if not 1 <= self.overlap < self.window:
@@ -185,12 +194,20 @@ class StreamAligner:
         self._size: tuple[int, int] | None = None  # (W, H)
         self._count = 0
         self._segment = 0
+        self._next_segment = 1
+        self._detached: set[int] = set()  # segments started by a gap and not yet found in an earlier world
+        self._linker = SegmentLinker(self.config.reattach)
 
     @property
     def state_nbytes(self) -> int:
         """Bytes of array state carried to the next window (bounded by ``overlap`` frames)."""
         ref = 0 if self._K_ref is None else self._K_ref.nbytes
         return ref + (0 if self._state is None else self._state.nbytes)
+
+    @property
+    def keyframe_nbytes(self) -> int:
+        """Bytes of the keyframes kept for re-attaching segments (bounded by ``ReattachConfig``)."""
+        return self._linker.nbytes
 
     def add(self, pred: WindowPrediction) -> AlignedWindow:
         """Place ``pred`` in the world; see :class:`AlignConfig` for the behaviour."""
@@ -222,6 +239,16 @@ class StreamAligner:
 
         c2w = sim3.apply_c2w(pred.c2w)  # [S, 4, 4]
         cam_points *= np.float32(sim3.s)
+        link = self._reattach(pred, depth, mask, K_used, c2w, is_new)
+        if link is not None:
+            c2w = link.sim3.apply_c2w(c2w)
+            cam_points *= np.float32(link.sim3.s)
+            depth *= np.float32(link.sim3.s)
+            if registration_depth is not None:
+                registration_depth *= np.float32(link.sim3.s)
+            info["reattached"] = {"from_segment": link.from_segment, "to_segment": link.to_segment,
+                                  "inliers": link.inliers, "scale": float(link.sim3.s)}
+        self._remember_keyframe(pred, depth, mask, K_used, c2w, is_new)
         world_points = _transform(c2w.astype(np.float32), cam_points)
         self._state = _OverlapState(
             frame_indices=pred.frame_indices[tail].copy(), c2w=c2w[tail].copy(), depth=depth[tail].copy(),
@@ -229,9 +256,11 @@ class StreamAligner:
 
         aligned = replace(pred, depth=depth, c2w=c2w, K=K_used, points=world_points, info=dict(pred.info))
         info["time_s"] = time.perf_counter() - start
+        if link is not None:
+            sim3 = link.sim3.compose(sim3)  # what took the window's own frame to the world it is in
         out = AlignedWindow(prediction=aligned, sim3_scale=float(sim3.s), sim3_R=sim3.R.copy(),
                             sim3_t=np.asarray(sim3.t, np.float64).copy(), is_new=is_new,
-                            window_index=self._count, segment=self._segment, info=info)
+                            window_index=self._count, segment=self._segment, info=info, reattached=link)
         self._count += 1
         return out
 
@@ -288,6 +317,39 @@ class StreamAligner:
         }
         return layer.scale_map
 
+    # ---- segments ------------------------------------------------------------------------
+    def _linking(self) -> bool:
+        return self.config.new_segment_on_gap and self.config.reattach.enabled
+
+    def _keyframe(self, pred: WindowPrediction, depth: np.ndarray, mask: np.ndarray, K: np.ndarray,
+                  c2w: np.ndarray, k: int) -> Keyframe:
+        # Every pixel with a depth may lift a feature (not only the trusted quantile): the 3D-3D
+        # RANSAC sorts out the bad ones, and features are scarce enough already.
+        usable = (depth[k] > 0) & (pred.depth_conf[k] > 0)
+        return lift_keyframe(pred.images[k], depth[k], usable, K[k], c2w[k], int(pred.frame_indices[k]),
+                             self.config.reattach.max_features)
+
+    def _reattach(self, pred, depth, mask, K, c2w, is_new) -> Reattachment | None:
+        """While the current segment is detached: find it in an earlier world; on success it becomes
+        that segment (its keyframes move along) and the caller maps this window by ``link.sim3``."""
+        if not self._linking() or self._segment not in self._detached:
+            return None
+        new = np.flatnonzero(is_new)
+        picks = np.unique(new[np.linspace(0, len(new) - 1, self.config.reattach.frames_per_try).round().astype(int)])
+        queries = [self._keyframe(pred, depth, mask, K, c2w, int(k)) for k in picks]
+        link = self._linker.try_link(self._segment, queries)
+        if link is None:
+            return None
+        self._linker.merge(link)
+        self._detached.discard(link.from_segment)
+        self._segment = link.to_segment
+        return link
+
+    def _remember_keyframe(self, pred, depth, mask, K, c2w, is_new) -> None:
+        new = np.flatnonzero(is_new)
+        if self._linking() and len(new):
+            self._linker.remember(self._segment, self._keyframe(pred, depth, mask, K, c2w, int(new[-1])))
+
     def _check(self, pred: WindowPrediction) -> None:
         """Refuse what cannot be aligned; the first window also fixes the stream's resolution and reference K."""
         if not isinstance(pred, WindowPrediction):
@@ -318,7 +380,9 @@ class StreamAligner:
                 f"window {self._count} (frames {pred.frame_indices.tolist()}) shares no frame with the previous "
                 f"window's last {len(state.frame_indices)} frames ({state.frame_indices.tolist()}): consecutive "
                 "windows must overlap by >= 1 frame; set AlignConfig.new_segment_on_gap=True to start a new segment")
-        self._segment += 1
+        self._segment = self._next_segment
+        self._next_segment += 1
+        self._detached.add(self._segment)
 
     def _camera_points(self, pred: WindowPrediction, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
         """Camera-frame points ``float32 [S, H, W, 3]``, the intrinsics they use ``[S, 3, 3]``, and which."""

@@ -82,6 +82,7 @@ class Progress(BaseModel):
     fps: float = 0.0
     gaussians: int = 0
     segment: int = 0
+    reattachments: int = Field(default=0, description="lost world segments found again in an earlier world")
     errors: list[str] = Field(default_factory=list)
 
 

@@ -19,6 +19,8 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from stream4d.geometry import Sim3
+
 
 def identity_pixel_map() -> np.ndarray:
     return np.eye(3, dtype=np.float64)
@@ -131,6 +133,23 @@ class WindowPrediction:
 
 
 @dataclass
+class Reattachment:
+    """A detached world segment found again in an earlier segment's world (align -> memory/viz/server).
+
+    Everything emitted so far with ``segment == from_segment`` is mapped by
+    ``sim3`` (from_segment world -> to_segment world) and belongs to
+    ``to_segment`` from now on.
+    """
+
+    from_segment: int
+    to_segment: int
+    sim3: Sim3
+    inliers: int  # 3D-3D feature pairs that agreed with sim3
+    keyframe_index: int  # frame of to_segment that was matched
+    frame_index: int  # frame of from_segment that matched it
+
+
+@dataclass
 class AlignedWindow:
     """A window placed in the stream's world frame by the aligner.
 
@@ -147,6 +166,8 @@ class AlignedWindow:
     window_index: int
     segment: int = 0  # increases when tracking was lost and a new world began
     info: dict = field(default_factory=dict)
+    reattached: Reattachment | None = None  # set on the window that re-attached its segment (already in
+    # the earlier world, with that segment id)
 
 
 @runtime_checkable
@@ -205,6 +226,7 @@ class StreamStats:
     fps: float = 0.0  # processed frames per second, wall clock
     gaussians: int = 0
     segment: int = 0
+    reattachments: int = 0  # lost segments found again in an earlier world
     errors: list[str] = field(default_factory=list)
 
 

@@ -104,9 +104,12 @@ def tum_to_c2w(t: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:
     return c2w
 
 
-def _tum_line(frame: PosedFrame) -> str:
-    t, q = c2w_to_tum(frame.c2w)
-    values = [frame.timestamp, *t, *q]
+TUM_HEADER = "# timestamp tx ty tz qx qy qz qw (camera-to-world, OpenCV axes)\n"
+
+
+def _tum_line(timestamp: float, c2w: np.ndarray) -> str:
+    t, q = c2w_to_tum(c2w)
+    values = [timestamp, *t, *q]
     return " ".join(repr(float(v)) for v in values) + "\n"
 
 
@@ -237,7 +240,7 @@ class OutputWriter:
         self._images: list[str] = []
         self._seen: set[int] = set()
         self._tum = open(self.out_dir / TRAJECTORY_TUM, "w", encoding="utf-8")
-        self._tum.write("# timestamp tx ty tz qx qy qz qw (camera-to-world, OpenCV axes)\n")
+        self._tum.write(TUM_HEADER)
         self._tum.flush()
         self._closed = False
 
@@ -257,8 +260,24 @@ class OutputWriter:
                             frame.segment)
         self._images.append(frame.image)
         self._seen.add(frame.index)
-        self._tum.write(_tum_line(frame))
+        self._tum.write(_tum_line(frame.timestamp, frame.c2w))
         self._tum.flush()
+
+    def remap_segment(self, from_segment: int, to_segment: int, sim3) -> int:
+        """Frames recorded in ``from_segment`` move into ``to_segment``'s world by ``sim3``
+        (a ``stream4d.geometry.Sim3``; see ``contracts.Reattachment``); trajectory.tum is rewritten.
+        Returns how many frames moved."""
+        self._check_open()
+        rec = self._records[: len(self._images)]
+        moved = rec["segment"] == from_segment
+        if moved.any():
+            rec["c2w"][moved] = sim3.apply_c2w(rec["c2w"][moved])
+            rec["segment"][moved] = to_segment
+            self._tum.close()
+            lines = "".join(_tum_line(float(r["timestamp"]), r["c2w"]) for r in rec)
+            _atomic_write(self.out_dir / TRAJECTORY_TUM, lambda f: f.write((TUM_HEADER + lines).encode()))
+            self._tum = open(self.out_dir / TRAJECTORY_TUM, "a", encoding="utf-8")
+        return int(moved.sum())
 
     def write_depth(self, index: int, depth: np.ndarray, conf: np.ndarray, K: np.ndarray,
                     c2w: np.ndarray) -> Path:

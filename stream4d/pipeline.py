@@ -176,6 +176,13 @@ class _Sink:
 
     def __call__(self, window: AlignedWindow) -> None:
         pred = window.prediction
+        link = window.reattached
+        if link is not None:  # frames written in the lost segment move into the world it was found in
+            moved = self.writer.remap_segment(link.from_segment, link.to_segment, link.sim3)
+            self.fallback_points.reattach(link)
+            self.stats.reattachments += 1
+            log.info("segment %d re-attached to segment %d (%d frames moved, %d inliers)",
+                     link.from_segment, link.to_segment, moved, link.inliers)
         for k in np.nonzero(window.is_new)[0]:
             W, H = (int(v) for v in pred.input_sizes[k])
             self.writer.add_frame(PosedFrame(
@@ -222,36 +229,48 @@ class _Sink:
 
 
 class _VoxelCloud:
-    """Confident points fused on a voxel grid (used when the Gaussian cache is off): bounded by the scene."""
+    """Confident points fused on a voxel grid (used when the Gaussian cache is off): bounded by the scene.
+
+    Points are kept per world segment; points.ply gets the current segment's, as splats.ply does.
+    """
 
     def __init__(self, max_points: int = 2_000_000):
         self.voxel: float | None = None
         self.max_points = max_points
-        self.cells: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self.segment = 0
         self._pts = np.zeros((0, 3), np.float32)
         self._cols = np.zeros((0, 3), np.uint8)
+        self._seg = np.zeros(0, np.int64)
 
     def add(self, window: AlignedWindow) -> None:
         pred = window.prediction
+        self.segment = window.segment
         keep = window.is_new[:, None, None] & (pred.points_conf > np.quantile(pred.points_conf, 0.5))
         pts = pred.points[keep]
-        cols = pred.images[keep]
         if len(pts) == 0:
             return
         if self.voxel is None:
             self.voxel = float(np.median(pred.depth[keep])) / 500.0 or 1e-3
         self._pts = np.concatenate([self._pts, pts])
-        self._cols = np.concatenate([self._cols, cols])
+        self._cols = np.concatenate([self._cols, pred.images[keep]])
+        self._seg = np.concatenate([self._seg, np.full(len(pts), window.segment, np.int64)])
         cell = np.floor(self._pts / self.voxel).astype(np.int64)
-        # One int64 per cell (21 bits an axis) so the dedup is a fast 1-D unique.
-        key = ((cell[:, 0] & 0x1FFFFF) << 42) | ((cell[:, 1] & 0x1FFFFF) << 21) | (cell[:, 2] & 0x1FFFFF)
+        # One int64 per (segment, cell) (20 bits an axis, 4 for the segment) so the dedup is a 1-D unique.
+        key = ((self._seg & 0xF) << 60) | ((cell[:, 0] & 0xFFFFF) << 40) | ((cell[:, 1] & 0xFFFFF) << 20) \
+            | (cell[:, 2] & 0xFFFFF)
         _, first = np.unique(key, return_index=True)
-        self._pts, self._cols = self._pts[first], self._cols[first]
+        self._pts, self._cols, self._seg = self._pts[first], self._cols[first], self._seg[first]
         if len(self._pts) > self.max_points:
             self.voxel *= 1.5
 
+    def reattach(self, link) -> None:
+        moved = self._seg == link.from_segment
+        self._pts[moved] = link.sim3.apply(self._pts[moved].astype(np.float64)).astype(np.float32)
+        self._seg[moved] = link.to_segment
+
     def points(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._pts, self._cols
+        mine = self._seg == self.segment
+        return self._pts[mine], self._cols[mine]
 
 
 def _make_observers(config: ReconstructConfig, out_dir: Path) -> list:

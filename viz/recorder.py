@@ -37,6 +37,7 @@ class StreamRecorder:
         """Every new view: camera, image, depth + confidence, point map; then trajectory and scale."""
         pred = window.prediction
         cams = CameraBatch.from_window(window)
+        self._reattach(cams)
         new = np.flatnonzero(np.asarray(window.is_new, dtype=bool))
         for j, v in enumerate(new):
             self._camera(cams, j, plane_distance=_plane_distance(pred.depth[v]))
@@ -51,10 +52,19 @@ class StreamRecorder:
 
     def record_cameras(self, cams: CameraBatch) -> None:
         """Cameras of windows whose pixels were dropped: poses and intrinsics only."""
+        self._reattach(cams)
         for j in range(len(cams)):
             self._camera(cams, j, plane_distance=None)
             vlog.clear_frame_pixels(self.rec)
         self._after_cameras(cams)
+
+    def _reattach(self, cams: CameraBatch) -> None:
+        """A segment found again in an earlier world: its path so far moves there and joins that one's."""
+        for link in cams.reattachments:
+            moved = self._centres.pop(link.from_segment, [])
+            if moved:
+                mapped = link.sim3.apply(np.stack(moved).astype(np.float64)).astype(np.float32)
+                self._centres.setdefault(link.to_segment, []).extend(mapped)
 
     def _camera(self, cams: CameraBatch, j: int, plane_distance: float | None) -> None:
         frame, t = int(cams.frame_indices[j]), float(cams.timestamps[j])

@@ -33,6 +33,7 @@ Step 2 lives in ``centres.py``, steps 3 and 5 in ``motion.py``, the voxel hash i
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -43,8 +44,8 @@ from memory.gaussians.free_space import ViewHistory, isolated_pixels
 from memory.gaussians.motion import split_dynamic
 from memory.gaussians.render import render_gaussians
 from memory.gaussians.spatial_index import VoxelHashIndex
-from memory.gaussians.store import DynamicLayer, GaussianStore, snapshot_from_columns
-from stream4d.contracts import AlignedWindow, GaussianSnapshot
+from memory.gaussians.store import DynamicLayer, GaussianStore, snapshot_from_columns, transform_columns
+from stream4d.contracts import AlignedWindow, GaussianSnapshot, Reattachment
 from stream4d.geometry import invert_se3, unproject_depth
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,9 @@ class GaussianCache:
         self._views = 0  # views processed since the last reset
         self._segment: int | None = None
         self._latest_ts: float | None = None
+        # Static maps of earlier segments (tracking was lost), kept until their segment is found
+        # again (Reattachment) or the cap pushes them out: segment -> (store, index), oldest first.
+        self._shelf: OrderedDict[int, tuple[GaussianStore, VoxelHashIndex | None]] = OrderedDict()
 
     # --- size -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -148,8 +152,52 @@ class GaussianCache:
         return self._static.nbytes() + self._dynamic.nbytes()
 
     def reset(self) -> None:
-        """Forget everything (a new stream, or a new world segment)."""
+        """Forget everything (a new stream)."""
         self.__init__(self.config)
+
+    @property
+    def shelved_segments(self) -> list[int]:
+        """Earlier segments whose static maps are kept for a re-attachment."""
+        return list(self._shelf)
+
+    def _start_segment(self, segment: int) -> None:
+        """A new world begins: shelve this one's static map, start empty (the worlds are not comparable)."""
+        if self._segment is not None and len(self._static):
+            self._shelf[self._segment] = (self._static, self._index)
+        shelf, views = self._shelf, self._views
+        self.__init__(self.config)
+        self._shelf, self._views = shelf, views  # one view counter: shelved rows keep comparable ages
+        self._segment = segment
+        # Shelved maps count against the cap too: the oldest go first.
+        while self._shelf and sum(len(st) for st, _ in self._shelf.values()) > self.config.max_gaussians:
+            dropped, _ = self._shelf.popitem(last=False)
+            log.info("segment %s's shelved map dropped: over the Gaussian cap", dropped)
+
+    def reattach(self, link: Reattachment) -> None:
+        """The current segment was found in ``link.to_segment``'s world: map its Gaussians there and
+        merge them into that segment's shelved map (when it is still kept)."""
+        if link.from_segment != self._segment:
+            raise ValueError(f"the cache holds segment {self._segment}, not {link.from_segment}")
+        transform_columns({k: self._static[k] for k in self._static.fields}, link.sim3)
+        self._dynamic.transform(link.sim3)
+        self._history.clear()  # recent depth maps are in the old frame; free-space tests restart
+        target, index = self._shelf.pop(link.to_segment, (None, None))
+        if target is None:  # that map was dropped: this one simply moves
+            target, index = self._static, None
+        else:
+            # Where the earlier map already has a Gaussian in the voxel, it stands for that surface:
+            # only the rest of this segment's map is added (no doubled surfaces).
+            rows = np.arange(len(self._static))
+            if index is not None:
+                rows = rows[~np.isin(index.keys(self._static["means"]), index.occupied_voxels())]
+            ids = target.append(self._static.take(rows))
+            if index is not None:
+                index.set(ids, target["means"][ids])
+        if index is None and len(target):
+            index = VoxelHashIndex(self._index.voxel_size * link.sim3.s if self._index else 1.0)
+            index.set(np.arange(len(target)), target["means"])
+        self._static, self._index, self._segment = target, index, link.to_segment
+        self._evict()
 
     # --- input ------------------------------------------------------------------------
     def add_window(self, window: AlignedWindow) -> dict:
@@ -166,10 +214,15 @@ class GaussianCache:
         if is_new.shape != (pred.num_frames,):
             raise ValueError(f"AlignedWindow.is_new has shape {is_new.shape}, expected ({pred.num_frames},)")
         totals = _zero_counts()
+        link = window.reattached
+        totals["reattached"] = link is not None and link.from_segment == self._segment
+        if totals["reattached"]:
+            log.info("segment %s found again in segment %s's world: maps merged", link.from_segment, link.to_segment)
+            self.reattach(link)
         totals["reset"] = self._segment is not None and window.segment != self._segment
         if totals["reset"]:
-            log.info("segment %s -> %s: the Gaussian cache starts over", self._segment, window.segment)
-            self.reset()
+            log.info("segment %s -> %s: the Gaussian cache starts a new map", self._segment, window.segment)
+            self._start_segment(window.segment)
         self._segment = window.segment
         for i in np.flatnonzero(is_new):
             conf = pred.points_conf[i] if np.any(pred.points_conf[i] > 0) else pred.depth_conf[i]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from stream4d.contracts import GaussianSnapshot
 
@@ -91,6 +92,21 @@ class GaussianStore:
         return sum(c.nbytes for c in self._cols.values())
 
 
+def transform_columns(cols: dict[str, np.ndarray], sim3) -> None:
+    """Map Gaussian columns (a live store view or a row dict) by a similarity ``x -> s R x + t``, in place:
+    means and ``seen_from`` move, scales grow by s, orientations turn by R."""
+    R = np.asarray(sim3.R, np.float64)
+    for name in ("means", "seen_from"):
+        if name in cols and len(cols[name]):
+            cols[name][:] = sim3.apply(cols[name].astype(np.float64))
+    if "scales" in cols:
+        cols["scales"] *= np.float32(sim3.s)
+    if "quats" in cols and len(cols["quats"]):
+        q = cols["quats"].astype(np.float64)  # w-first
+        turned = Rotation.from_matrix(R) * Rotation.from_quat(q[:, [1, 2, 3, 0]])
+        cols["quats"][:] = turned.as_quat()[:, [3, 0, 1, 2]]
+
+
 def snapshot_from_columns(cols: list[dict[str, np.ndarray]], timestamps: list[np.ndarray]) -> GaussianSnapshot:
     """Concatenate column dicts (with one timestamp array each) into a snapshot."""
     if not cols:
@@ -150,3 +166,8 @@ class DynamicLayer:
 
     def nbytes(self) -> int:
         return sum(a.nbytes for f in self._frames.values() for a in f.values())
+
+    def transform(self, sim3) -> None:
+        """Map every timestamp's Gaussians by a similarity (see :func:`transform_columns`)."""
+        for rows in self._frames.values():
+            transform_columns(rows, sim3)

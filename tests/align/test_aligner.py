@@ -247,3 +247,16 @@ def test_state_does_not_grow_over_50_windows():
     assert max(sizes[1:]) == min(sizes[1:])
     one_frame = scene.depth[0].size * (4 + 1 + 4)  # depth, mask, labels of one kept frame
     assert sizes[-1] < 2 * one_frame
+
+
+def test_keyframes_for_reattaching_stop_growing_at_their_bound():
+    scene = make_plane_scene(4 + 29 * 3)  # window 4, overlap 1: 30 windows
+    preds, _ = exact_windows(scene, window=4, overlap=1, seed=7)
+    aligner = StreamAligner(AlignConfig(window=4, overlap=1, new_segment_on_gap=True))
+    per_segment = aligner.config.reattach.keyframes_per_segment
+    sizes = []
+    for pred in preds:
+        aligner.add(pred)
+        sizes.append(aligner.keyframe_nbytes)
+    assert sizes[per_segment - 1] > 0
+    assert max(sizes[per_segment:]) <= 1.5 * sizes[per_segment - 1]  # keyframes replace, never pile up

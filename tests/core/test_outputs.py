@@ -13,7 +13,7 @@ from plyfile import PlyData, PlyElement
 from stream4d.geometry import Sim3
 from stream4d.outputs import (
     OutputWriter, PosedFrame, c2w_to_tum, read_cameras_json, read_depth, read_points_ply,
-    read_trajectory, read_tum, write_points_ply,
+    read_trajectory, read_trajectory_json, read_tum, write_points_ply,
 )
 
 DATA = SHARED_DATA
@@ -233,3 +233,24 @@ def test_readers_name_the_file_and_reason_on_bad_input(tmp_path):
     tum.write_text("# header\n0 1 2 3 0 0 0 1\n1 2 3\n")
     with pytest.raises(ValueError, match="t.tum:3: expected 8 finite numbers"):
         read_tum(tum)
+
+
+def test_remapping_a_segment_moves_only_its_frames_in_both_trajectory_files(tmp_path):
+    link = Sim3(2.0, rot_z(90), np.array([1.0, 2.0, 3.0]))
+    moved_x = np.eye(4)
+    moved_x[0, 3] = 1.0
+    kept = [posed(0, np.eye(4)), posed(1, moved_x)]
+    lost = np.eye(4)
+    lost[:3, 3] = [0.5, 0, 0]
+    with OutputWriter(tmp_path) as w:
+        for f in kept:
+            w.add_frame(f)
+        w.add_frame(posed(2, lost, segment=1))
+        assert w.remap_segment(1, 0, link) == 1
+        w.add_frame(posed(3, link.apply_c2w(lost), segment=0))  # later frames come already mapped
+    for frames in (read_trajectory_json(tmp_path / "trajectory.json"), read_tum(tmp_path / "trajectory.tum")):
+        assert len(frames) == 4
+        np.testing.assert_allclose(frames[0].c2w, kept[0].c2w, atol=1e-9)
+        np.testing.assert_allclose(frames[2].c2w, link.apply_c2w(lost), atol=1e-9)
+        np.testing.assert_allclose(frames[3].c2w, frames[2].c2w, atol=1e-9)
+    assert [f.segment for f in read_trajectory_json(tmp_path / "trajectory.json")] == [0, 0, 0, 0]

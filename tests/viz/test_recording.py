@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from viz_fixtures import make_snapshot, make_windows, rrd
 
-from stream4d.contracts import StreamStats
+from stream4d.contracts import Reattachment, StreamStats
+from stream4d.geometry import Sim3
 from viz import RerunObserver, VizConfig, paths
 
 
@@ -115,6 +116,23 @@ def test_trajectory_grows_with_the_posed_frames(recorded, fern_windows):
     strips = rec.values(f"/{paths.TRAJECTORY}", "LineStrips3D:strips")
     assert [len(s[0]) for s in strips] == [5, 8, 10]
     np.testing.assert_allclose(strips[-1][0][-1], fern_windows[-1].prediction.c2w[-1, :3, 3], rtol=1e-6)
+
+
+def test_a_reattached_segment_joins_the_earlier_trajectory_in_its_world(tmp_path, fern_windows):
+    # Window 1 is recorded in a lost segment whose world is fern's shifted by 5 along x; window 2
+    # re-attaches it (the aligner already put window 2 back in world 0).
+    shift = Sim3(1.0, np.eye(3), np.array([5.0, 0.0, 0.0]))
+    first, lost, found = fern_windows
+    p = lost.prediction
+    lost = replace(lost, segment=1, prediction=replace(p, c2w=shift.apply_c2w(p.c2w)))
+    found = replace(found, reattached=Reattachment(from_segment=1, to_segment=0, sim3=shift.inverse(),
+                                                   inliers=50, keyframe_index=4, frame_index=8))
+    rec, _ = record(tmp_path, [first, lost, found], queue_size=64)
+    strips = rec.values(f"/{paths.TRAJECTORY}", "LineStrips3D:strips")
+    assert [len(s) for s in strips] == [1, 2, 1]  # one path, two while lost, one again
+    path = np.asarray(strips[-1][0])
+    truth = np.concatenate([w.prediction.c2w[w.is_new, :3, 3] for w in fern_windows])
+    np.testing.assert_allclose(path, truth, atol=1e-5)
 
 
 def test_recording_declares_opencv_world_axes_and_saves_the_blueprint(recorded):
