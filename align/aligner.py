@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
 
 from align.confidence import confidence_mask
 from align.layers import segment_window
@@ -23,7 +22,7 @@ from align.layerwise import cross_window_seeds, propagate_scales
 from align.reattach import Keyframe, ReattachConfig, SegmentLinker, lift_keyframe
 from align.sim3 import register_overlap
 from stream4d.contracts import AlignedWindow, Reattachment, WindowPrediction
-from stream4d.geometry import Sim3, invert_se3, pixel_grid
+from stream4d.geometry import Sim3, invert_se3, pixel_grid, transform_point_maps
 
 
 class AlignmentError(ValueError):
@@ -170,16 +169,6 @@ def _intrinsics_agree(K: np.ndarray, K_ref: np.ndarray, rtol: float) -> bool:
     return bool(np.all(np.abs(params - ref) <= rtol * np.abs(ref)))
 
 
-def _transform(T: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply per-frame rigid/similarity transforms ``T [S, 4, 4]`` to ``points [S, H, W, 3]`` (batched matmul)."""
-    S = points.shape[0]
-    # torch's batched matmul is ~2x numpy's for [N, 3] x [3, 3] at this size (millions of points).
-    R_t = torch.from_numpy(np.ascontiguousarray(np.swapaxes(T[:, :3, :3], 1, 2), dtype=points.dtype))
-    t = torch.from_numpy(np.ascontiguousarray(T[:, None, :3, 3], dtype=points.dtype))
-    flat = torch.baddbmm(t, torch.from_numpy(np.ascontiguousarray(points).reshape(S, -1, 3)), R_t)
-    return flat.numpy().reshape(points.shape)
-
-
 class StreamAligner:
     """Places windows of a stream in one world frame (see the module docstring)."""
 
@@ -249,7 +238,7 @@ class StreamAligner:
             info["reattached"] = {"from_segment": link.from_segment, "to_segment": link.to_segment,
                                   "inliers": link.inliers, "scale": float(link.sim3.s)}
         self._remember_keyframe(pred, depth, mask, K_used, c2w, is_new)
-        world_points = _transform(c2w.astype(np.float32), cam_points)
+        world_points = transform_point_maps(c2w.astype(np.float32), cam_points)
         self._state = _OverlapState(
             frame_indices=pred.frame_indices[tail].copy(), c2w=c2w[tail].copy(), depth=depth[tail].copy(),
             mask=mask[tail].copy(), labels=labels_tail, registration_depth=registration_depth)
@@ -335,6 +324,8 @@ class StreamAligner:
         if not self._linking() or self._segment not in self._detached:
             return None
         new = np.flatnonzero(is_new)
+        if len(new) == 0:
+            return None
         picks = np.unique(new[np.linspace(0, len(new) - 1, self.config.reattach.frames_per_try).round().astype(int)])
         queries = [self._keyframe(pred, depth, mask, K, c2w, int(k)) for k in picks]
         link = self._linker.try_link(self._segment, queries)
@@ -391,7 +382,7 @@ class StreamAligner:
             rays = (pixel_grid(W, H) @ np.linalg.inv(self._K_ref).T).astype(np.float32)  # [H, W, 3]
             return rays[None] * depth[..., None], np.repeat(self._K_ref[None], S, axis=0), "fixed"
         w2c = invert_se3(pred.c2w).astype(np.float32)
-        points = _transform(w2c, pred.points.astype(np.float32))
+        points = transform_point_maps(w2c, pred.points.astype(np.float32))
         points[depth <= 0] = 0.0
         return points.astype(np.float32), pred.K.astype(np.float64).copy(), "model"
 

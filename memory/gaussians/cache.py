@@ -224,10 +224,14 @@ class GaussianCache:
             log.info("segment %s -> %s: the Gaussian cache starts a new map", self._segment, window.segment)
             self._start_segment(window.segment)
         self._segment = window.segment
+        W, H = pred.model_size
+        k = 1 if self.config.window_max_side is None else max(1, -(-max(W, H) // self.config.window_max_side))
+        every = (slice(None, None, k), slice(None, None, k))
+        to_stride = np.diag([1.0 / k, 1.0 / k, 1.0])  # pixel k*u of the model image is pixel u here
         for i in np.flatnonzero(is_new):
             conf = pred.points_conf[i] if np.any(pred.points_conf[i] > 0) else pred.depth_conf[i]
-            counts = self.add_view(pred.images[i], pred.depth[i], conf, pred.points[i], pred.c2w[i], pred.K[i],
-                                   float(pred.timestamps[i]))
+            counts = self.add_view(pred.images[i][every], pred.depth[i][every], conf[every], pred.points[i][every],
+                                   pred.c2w[i], to_stride @ pred.K[i], float(pred.timestamps[i]))
             for k in COUNT_KEYS:
                 totals[k] += counts[k]
         if self.config.refine_steps > 0:

@@ -28,6 +28,14 @@ class GaussianCacheConfig:
     resolution produces before its oldest parts are worth evicting.
     """
 
+    # --- input resolution ---------------------------------------------------------------
+    window_max_side: int | None = 256
+    """``add_window`` takes every k-th pixel each way (k the smallest stride that brings the
+    longest side to at most this; None: every pixel). One Gaussian per pixel at 512 x 384
+    costs ~0.4 s a view on 2 CPU cores, 4x the window model's share, and its footprint is
+    below a pixel of a viewer's render anyway; at stride 2 each Gaussian covers 2 x 2 model
+    pixels (its scale follows the decimated focal length). ``add_view`` is never decimated."""
+
     # --- size bound -------------------------------------------------------------------
     max_gaussians: int = 4_000_000
     """Cap on static Gaussians. Reaching it evicts down to ``evict_to_fraction`` of it."""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -18,7 +18,7 @@ from recon.default.features import Features, PairMatches, detect_features, verif
 from recon.default.sfm import SfmConfig, WindowSfm
 from recon.default.tracks import build_tracks
 from stream4d.contracts import Frame, WindowPrediction
-from stream4d.geometry import invert_se3, unproject_depth
+from stream4d.geometry import invert_se3, unproject_depth_maps
 
 
 class WindowModelError(RuntimeError):
@@ -38,6 +38,8 @@ class DefaultModelConfig:
     dense: DenseConfig = field(default_factory=DenseConfig)
     cache_frames: int = 64  # features / matches kept for reuse by overlapping windows
     threads: int = 2  # for features and matches a window computes itself
+    scale_vote_pairs: int = 4  # consecutive pairs prepare() looks at before choosing the feature size
+    min_pair_inliers: int = 60  # median verified matches a pair needs to keep reduced-size features
 
 
 def prior_intrinsics(width: int, height: int, focal_prior: float) -> np.ndarray:
@@ -53,13 +55,15 @@ class DefaultWindowModel:
     def __init__(self, config: DefaultModelConfig | None = None):
         self.cfg = config or DefaultModelConfig()
         self._scale = self.cfg.feature_scale  # rises to 1.0 for the stream once a window needs it
-        self._lock = threading.Lock()  # prepare() runs in the reader thread
-        self._features: OrderedDict[tuple[int, float], Features] = OrderedDict()
+        self._scale_votes: list[int] | None = []  # verified matches of the first consecutive pairs
+        self._lock = threading.Lock()  # prepare() runs in reader threads
+        self._features: OrderedDict[tuple[int, float], Future] = OrderedDict()  # Future[Features]
         self._matches: OrderedDict[tuple[int, int, float], PairMatches | None] = OrderedDict()
-        self._recent: deque[Frame] = deque(maxlen=self.cfg.match_neighbours)  # last frames prepare() saw
+        self._recent: OrderedDict[int, Frame] = OrderedDict()  # frames prepare() saw, by index
 
     def reset(self) -> None:
         self._scale = self.cfg.feature_scale
+        self._scale_votes = []
         with self._lock:
             self._features.clear()
             self._matches.clear()
@@ -67,29 +71,53 @@ class DefaultWindowModel:
 
     # ---- cached per-frame and per-pair work --------------------------------------
     def prepare(self, frame: Frame) -> None:
-        """Work that needs only this frame and the ones before it, run ahead in the reader thread
-        while the previous window is still being reconstructed (OpenCV and BLAS release the GIL):
-        features, and verified matches with the previous ``match_neighbours`` frames, which are
-        the pairs a window of consecutive frames asks for."""
+        """Work that needs only this frame and the ones before it, run ahead by the reader (on
+        several threads: OpenCV and BLAS release the GIL) while earlier windows are reconstructed:
+        features, and verified matches with the previous ``match_neighbours`` frames (by index),
+        which are the pairs a window of consecutive frames asks for."""
         scale = self._scale
-        feats = self._features_of(frame, scale)
         with self._lock:
-            recent = [r for r in self._recent if r.size == frame.size]
-            self._recent.append(frame)
-        for prev in recent:
-            self._verified(prev, frame, self._features_of(prev, scale), feats, scale)
+            self._recent[frame.index] = frame
+            while len(self._recent) > 4 * self.cfg.match_neighbours:
+                self._recent.popitem(last=False)
+            before = [self._recent.get(frame.index - k) for k in range(self.cfg.match_neighbours, 0, -1)]
+        feats = self._features_of(frame, scale)
+        for prev in before:
+            if prev is None or prev.size != frame.size:
+                continue  # not seen (yet): a window that needs the pair computes it
+            m = self._verified(prev, frame, self._features_of(prev, scale), feats, scale)
+            if prev.index == frame.index - 1:
+                self._judge_scale(scale, 0 if m is None else len(m.idx_i))
+
+    def _judge_scale(self, scale: float, inliers: int) -> None:
+        """Decide from the stream's first consecutive pairs whether reduced-size features will do:
+        weakly textured scenes (DTU at 512 px: ~30 verified matches a pair at half size, where
+        KITTI, fern and fountain-P11 have 90-250) go to full size before their first window
+        instead of failing it once."""
+        if scale >= 1.0 or self._scale_votes is None:
+            return
+        self._scale_votes.append(inliers)
+        if len(self._scale_votes) >= self.cfg.scale_vote_pairs:
+            if np.median(self._scale_votes) < self.cfg.min_pair_inliers:
+                self._scale = 1.0
+            self._scale_votes = None  # decided
 
     def _features_of(self, frame: Frame, scale: float) -> Features:
+        """Features of a frame at a scale, computed once: a thread asking while another computes waits."""
         key = (frame.index, scale)
         with self._lock:
-            f = self._features.get(key)
-        if f is None:
-            f = detect_features(frame.image, self.cfg.max_features, scale)
-            with self._lock:
-                self._features[key] = f
+            fut = self._features.get(key)
+            mine = fut is None
+            if mine:
+                fut = self._features[key] = Future()
                 while len(self._features) > 2 * self.cfg.cache_frames:
                     self._features.popitem(last=False)
-        return f
+        if mine:
+            try:
+                fut.set_result(detect_features(frame.image, self.cfg.max_features, scale))
+            except BaseException as exc:
+                fut.set_exception(exc)
+        return fut.result()
 
     def _verified(self, a: Frame, b: Frame, fa: Features, fb: Features, scale: float) -> PairMatches | None:
         """Verified matches of frames a and b (keypoint indices into fa / fb), cached by frame index."""
@@ -192,7 +220,7 @@ class DefaultWindowModel:
 
     def _prediction(self, frames, posed, w2c_list, K, depth, conf, info) -> WindowPrediction:
         c2w = invert_se3(np.stack(w2c_list))
-        pts = np.stack([unproject_depth(depth[k], K, c2w[k]) for k in range(len(posed))]).astype(np.float32)
+        pts = unproject_depth_maps(depth, K, c2w)
         sel = [frames[v] for v in posed]
         return WindowPrediction(
             frame_indices=np.array([f.index for f in sel], np.int64),

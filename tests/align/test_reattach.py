@@ -92,3 +92,19 @@ def test_segment_numbers_are_not_reused_after_a_reattachment(room):
     lost = window_from_geometry(np.arange(40, 44), np.stack([v.rgb for v in views]),
                                 np.stack([v.depth for v in views]), c2w, room.K, random_sim3(rng))
     assert aligner.add(lost).segment == 2
+
+
+def test_a_detached_window_with_no_new_frame_is_aligned_without_a_reattach_attempt(room):
+    """A window whose posed frames were all emitted before (the model posed only the overlap)."""
+    rng = np.random.default_rng(5)
+    street = make_scene("street", seed=5)
+    c2w = make_trajectory("sideways", 6, seed=5, scene=street)
+    views = [render_view(street, c, room.K, W, H) for c in c2w]
+    rgb, depth = np.stack([v.rgb for v in views]), np.stack([v.depth for v in views])
+    aligner = StreamAligner(AlignConfig(window=6, overlap=2, new_segment_on_gap=True, fix_intrinsics=False))
+    aligner.add(window(room, range(0, 6), random_sim3(rng)))
+    lost = aligner.add(window_from_geometry(np.arange(30, 36), rgb, depth, c2w, room.K, random_sim3(rng)))
+    assert lost.segment == 1
+    again = aligner.add(window_from_geometry(np.arange(34, 36), rgb[4:], depth[4:], c2w[4:], room.K,
+                                             random_sim3(rng)))
+    assert not again.is_new.any() and again.segment == 1 and again.reattached is None
