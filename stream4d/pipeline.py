@@ -49,6 +49,7 @@ class ReconstructConfig:
     rrd_path: str | None = None  # where; default OUT/recording.rrd
     gaussians: bool = True  # keep the Gaussian-splat cache and write splats.ply
     max_gaussians: int = 2_000_000
+    splat_max_side: int | None = 256  # the cache takes every k-th pixel to fit this (None: every pixel)
     save_depth: bool = False  # write depth/<index>.npz per posed frame
     points_voxel: float = 0.0  # voxel size of points.ply in world units; 0 = from the scene's scale
     device: str | None = None  # torch device for the VGGT backend
@@ -184,7 +185,8 @@ class _Sink:
         if config.gaussians:
             from memory.gaussians import GaussianCache, GaussianCacheConfig
 
-            self.cache = GaussianCache(GaussianCacheConfig(max_gaussians=config.max_gaussians))
+            self.cache = GaussianCache(GaussianCacheConfig(max_gaussians=config.max_gaussians,
+                                                           window_max_side=config.splat_max_side))
         self.fallback_points = _VoxelCloud()
         self.window_scales: list[float] = []
         self.started = time.perf_counter()

@@ -42,6 +42,9 @@ def add_parser(sub) -> str:
     p.add_argument("--no-rrd", action="store_true", help="do not save a rerun recording")
     p.add_argument("--no-gaussians", action="store_true", help="no Gaussian-splat cache / splats.ply")
     p.add_argument("--max-gaussians", type=int, default=d.max_gaussians)
+    p.add_argument("--splat-max-side", type=int, default=d.splat_max_side,
+                   help="the splat cache takes every k-th pixel so frames fit this many px (0: every pixel; "
+                        "slower, ~2 dB sharper renders at 512 px, see docs/benchmarks.md)")
     p.add_argument("--save-depth", action="store_true", help="write depth/<index>.npz per posed frame")
     p.add_argument("--gt", type=Path, default=None, help="cameras.json ground truth: print ATE at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
             overlap=args.overlap, layerwise=not args.no_layerwise, resize=args.resize, stride=args.stride,
             target_fps=args.target_fps, max_frames=args.max_frames, keyframes=args.keyframes,
             viewer=args.viewer, rrd=not args.no_rrd, rrd_path=str(args.rrd) if args.rrd else None, gaussians=not args.no_gaussians,
-            max_gaussians=args.max_gaussians, save_depth=args.save_depth)
+            max_gaussians=args.max_gaussians, splat_max_side=args.splat_max_side or None,
+            save_depth=args.save_depth)
     except ValueError as exc:
         print(f"stream4d reconstruct: {exc}", file=sys.stderr)
         return 2

@@ -27,6 +27,20 @@ def test_reconstruct_of_the_demo_clip_prints_its_error_against_ground_truth(tmp_
     assert run["config"]["max_frames"] == 24 and run["error"] is None
 
 
+def test_splat_max_side_sets_how_many_pixels_become_gaussians(tmp_path):
+    """Every pixel (0) against the default (every 2nd pixel each way at the demo's 512 px): ~4x the Gaussians."""
+    counts = {}
+    for side in ("0", "256"):
+        out = tmp_path / side
+        proc = stream4d("reconstruct", str(DEMO / "demo.mp4"), "--out", str(out), "--max-frames", "20",
+                        "--no-rrd", "--quiet", "--splat-max-side", side)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        run = json.loads((out / "run.json").read_text())
+        assert run["config"]["splat_max_side"] == (None if side == "0" else 256)
+        counts[side] = run["stats"]["gaussians"]
+    assert 2.5 < counts["0"] / counts["256"] < 5.0, counts
+
+
 def test_reconstruct_of_a_missing_file_fails_with_a_clear_message(tmp_path):
     proc = stream4d("reconstruct", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o"), "--quiet")
     assert proc.returncode == 1

@@ -93,3 +93,18 @@ def test_lost_tracking_on_kitti_is_re_attached_into_one_world(tmp_path):
     poses = json.loads((out / "trajectory.json").read_text())["frames"]
     assert len(tum) == len(poses) == 51
     np.testing.assert_allclose(tum[:, 1:4], [np.asarray(p["c2w"])[:3, 3] for p in poses], atol=1e-9)
+
+
+@pytest.mark.parametrize("name, full_size", [("dtu_scan24", True), ("strecha_fountain_p11", False)])
+def test_reduced_size_features_are_dropped_early_where_the_first_pairs_match_weakly(name, full_size):
+    """With feature_scale 0.5, DTU's weak texture (~30 verified matches a pair at half size) sends the
+    stream to full-size features before its first window; fountain-P11 (~230) keeps the cheap ones."""
+    from recon.default.model import DefaultModelConfig, DefaultWindowModel
+    from recon.ingest import IngestOptions
+    from recon.ingest.dataset import dataset_source
+
+    model = DefaultWindowModel(DefaultModelConfig(feature_scale=0.5))
+    with dataset_source(DATA / name / "cameras.json", IngestOptions(resize=512, max_frames=6)) as source:
+        for frame in source:
+            model.prepare(frame)
+    assert model._scale == (1.0 if full_size else 0.5)
