@@ -103,9 +103,11 @@ def choose_neighbours(i: int, centres: np.ndarray, median_depth: float, cfg: Den
         cand = [(j, r) for j, r in cand if r >= cfg.min_baseline_ratio]
         for target in cfg.target_baseline_ratios:
             if cand:
-                j = min(cand, key=lambda jr: abs(np.log(jr[1] / target)))[0]
-                if j not in out:
-                    out.append(j)
+                j, r = min(cand, key=lambda jr: abs(np.log(jr[1] / target)))
+                out.append(j)
+                # The next (longer) target looks further out only: where frames are far apart both
+                # targets would otherwise pick the same neighbour and lose the second baseline.
+                cand = [(k, q) for k, q in cand if q > r]
     # Fusion needs two views to cross-check: at the window's ends both may lie on one side.
     by_baseline = np.argsort(-np.linalg.norm(centres - centres[i], axis=1))
     for j in by_baseline:
