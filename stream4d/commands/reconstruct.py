@@ -44,7 +44,7 @@ def add_parser(sub) -> str:
     p.add_argument("--max-gaussians", type=int, default=d.max_gaussians)
     p.add_argument("--splat-max-side", type=int, default=d.splat_max_side,
                    help="the splat cache takes every k-th pixel so frames fit this many px (0: every pixel; "
-                        "slower, ~2 dB sharper renders at 512 px, see docs/benchmarks.md)")
+                        "3x slower, ~2 dB sharper renders at 512 px, see docs/benchmarks.md)")
     p.add_argument("--save-depth", action="store_true", help="write depth/<index>.npz per posed frame")
     p.add_argument("--gt", type=Path, default=None, help="cameras.json ground truth: print ATE at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
