@@ -121,7 +121,6 @@ class SegmentLinker:
 
     def try_link(self, segment: int, queries: list[Keyframe]) -> Reattachment | None:
         """Place ``segment`` in an earlier segment's world from its lifted ``queries``, or None."""
-        cfg = self.config
         best: tuple[int, Sim3, int, int, int] | None = None  # inliers, sim3, target, keyframe, query
         for target, frames in self._keyframes.items():
             if target == segment:

@@ -98,6 +98,18 @@ def warm_up_imports() -> None:
     import viz  # noqa: F401
 
 
+def scored(result: MethodResult, error: str | None, pred: list[PosedFrame], ws: WorkingSet,
+           nothing: str) -> MethodResult:
+    """``result`` with its ATE against the set's reference, or why there is none."""
+    if error:
+        result.error = error
+    elif pred:
+        result.trajectory, result.error = score(pred, read_cameras_json(ws.cameras_json))
+    else:
+        result.error = nothing
+    return result
+
+
 def run_ours(ws: WorkingSet, out_dir: Path, max_side: int | None, full: bool, progress: bool) -> MethodResult:
     from stream4d.pipeline import ReconstructConfig, reconstruct
 
@@ -124,13 +136,7 @@ def run_ours(ws: WorkingSet, out_dir: Path, max_side: int | None, full: bool, pr
             result.notes.append(f"{len(summary.stats.errors)} window errors: {summary.stats.errors[0]}")
         if summary.stats.segment:
             result.notes.append(f"{summary.stats.segment + 1} world segments")
-    if error:
-        result.error = error
-    elif pred:
-        result.trajectory, result.error = score(pred, read_cameras_json(ws.cameras_json))
-    else:
-        result.error = "no posed frames"
-    return result
+    return scored(result, error, pred, ws, "no posed frames")
 
 
 # ---- pycolmap ----------------------------------------------------------------------------
@@ -213,13 +219,7 @@ def run_pycolmap(ws: WorkingSet, work: Path, max_side: int, overlap: int) -> Met
     if len(reconstructions) > 1:
         sizes = sorted((r.num_reg_images() for r in reconstructions.values()), reverse=True)
         result.notes.append(f"{len(reconstructions)} models ({'/'.join(map(str, sizes))} images): largest scored")
-    if error:
-        result.error = error
-    elif pred:
-        result.trajectory, result.error = score(pred, read_cameras_json(ws.cameras_json))
-    else:
-        result.error = "no reconstruction"
-    return result
+    return scored(result, error, pred, ws, "no reconstruction")
 
 
 # ---- one set ----------------------------------------------------------------------------------

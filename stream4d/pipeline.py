@@ -121,22 +121,23 @@ def read_ahead(frames: Iterator[Frame], maxsize: int, stop: threading.Event,
         return False
 
     def reader():
-        pending: deque = deque()  # (frame, Future of prepare) in stream order
+        pending: deque = deque()  # (frame, Future of prepare or None) in stream order
+
+        def release() -> bool:  # the oldest frame, once prepared; False when stopped
+            frame, done = pending.popleft()
+            if done is not None:
+                done.result()
+            return put(frame)
+
         try:
             with ThreadPoolExecutor(max(1, workers), thread_name_prefix="stream4d-prepare") as pool:
                 for f in frames:
                     pending.append((f, pool.submit(prepare, f) if prepare is not None else None))
                     while len(pending) >= max(1, workers) or (pending and pending[0][1] is None):
-                        frame, done = pending.popleft()
-                        if done is not None:
-                            done.result()
-                        if not put(frame):
+                        if not release():
                             return
                 while pending:
-                    frame, done = pending.popleft()
-                    if done is not None:
-                        done.result()
-                    if not put(frame):
+                    if not release():
                         return
             q.put(_END)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
@@ -196,7 +197,8 @@ class _Sink:
         link = window.reattached
         if link is not None:  # frames written in the lost segment move into the world it was found in
             moved = self.writer.remap_segment(link.from_segment, link.to_segment, link.sim3)
-            self.fallback_points.reattach(link)
+            if self.cache is None:  # the cache follows on its own in add_window
+                self.fallback_points.reattach(link)
             self.stats.reattachments += 1
             log.info("segment %d re-attached to segment %d (%d frames moved, %d inliers)",
                      link.from_segment, link.to_segment, moved, link.inliers)

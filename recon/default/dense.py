@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from recon.default.features import grey
+from recon.ingest.transforms import plan_resize
 
 
 @dataclass
@@ -37,18 +38,15 @@ class DenseConfig:
     max_side: int = 256
     dis_preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST
     dis_finest_scale: int | None = 0  # None: the preset's
-    dis_variational_iterations: int | None = None  # None: the preset's
 
 
 def dense_inputs(images: list[np.ndarray], K: np.ndarray, max_side: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """Images [h, w, 3] and intrinsics for the dense stage, shrunk so the longest side is <= ``max_side``."""
-    H, W = images[0].shape[:2]
-    s = min(1.0, max_side / max(W, H))
-    if s == 1.0:
+    """Images [h, w, 3] and intrinsics for the dense stage, shrunk as ingest would so the longest side
+    is <= ``max_side``."""
+    plan = plan_resize((images[0].shape[1], images[0].shape[0]), max_side)
+    if plan.is_identity:
         return images, K
-    w, h = round(W * s), round(H * s)
-    A = np.array([[w / W, 0, 0.5 * w / W - 0.5], [0, h / H, 0.5 * h / H - 0.5], [0, 0, 1]])  # pixel centres
-    return [cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im in images], A @ K
+    return [plan.apply(im) for im in images], plan.pixel_map @ K
 
 
 def upsample_depth(depth: np.ndarray, conf: np.ndarray, W: int, H: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,8 +70,6 @@ class FlowCache:
         dis = cv2.DISOpticalFlow_create(self._cfg.dis_preset)  # one per call: instances are not thread-safe
         if self._cfg.dis_finest_scale is not None:
             dis.setFinestScale(self._cfg.dis_finest_scale)
-        if self._cfg.dis_variational_iterations is not None:
-            dis.setVariationalRefinementIterations(self._cfg.dis_variational_iterations)
         return dis.calc(self._grey[pair[0]], self._grey[pair[1]], None)
 
     def precompute(self, pairs: list[tuple[int, int]]) -> None:
