@@ -61,6 +61,8 @@ class ReconstructConfig:
             raise ValueError(f"overlap must be in [1, window), got {self.overlap} with window {self.window}")
         if self.viewer not in ("none", "spawn", "serve"):
             raise ValueError(f"viewer must be none, spawn or serve, got {self.viewer!r}")
+        if self.splat_max_side is not None and self.splat_max_side < 1:
+            raise ValueError(f"splat_max_side must be >= 1 px or None (every pixel), got {self.splat_max_side}")
         if self.backend not in ("default", "vggt"):
             raise ValueError(f"backend must be default or vggt, got {self.backend!r}")
 

@@ -52,3 +52,9 @@ def test_reconstruct_rejects_an_overlap_not_smaller_than_the_window(tmp_path):
                     "--window", "5", "--overlap", "5")
     assert proc.returncode == 2
     assert "overlap" in proc.stderr
+
+
+def test_reconstruct_rejects_a_negative_splat_size(tmp_path):
+    proc = stream4d("reconstruct", str(DEMO / "demo.mp4"), "--out", str(tmp_path / "o"), "--splat-max-side", "-4")
+    assert proc.returncode == 2
+    assert "splat_max_side" in proc.stderr and "Traceback" not in proc.stderr
