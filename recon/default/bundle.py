@@ -43,16 +43,6 @@ class BundleResult:
     iterations: int = 0
 
 
-def _skew(v: np.ndarray) -> np.ndarray:
-    """Cross-product matrices [..., 3, 3] of vectors [..., 3]."""
-    z = np.zeros(v.shape[:-1])
-    return np.stack([
-        np.stack([z, -v[..., 2], v[..., 1]], -1),
-        np.stack([v[..., 2], z, -v[..., 0]], -1),
-        np.stack([-v[..., 1], v[..., 0], z], -1),
-    ], -2)
-
-
 def project(rvecs, tvecs, points, K, obs_view, obs_point) -> np.ndarray:
     """Pixel projections [O, 2] of each observation's point in its view."""
     R = Rotation.from_rotvec(rvecs).as_matrix()
@@ -80,27 +70,116 @@ def _huber_cost(err: np.ndarray, delta: float) -> float:
     return float(np.where(err <= delta, 0.5 * err ** 2, delta * (err - 0.5 * delta)).sum())
 
 
+class _Layout:
+    """Index arrays of one problem, built once and reused by every iteration.
+
+    Observations are sorted by view, so per-view sums are contiguous reductions.
+    Each (view, point) pair is observed at most once (a track has one keypoint
+    per view), so camera-point blocks are written, not summed.
+    """
+
+    def __init__(self, p: BundleProblem):
+        V, P = len(p.rvecs), len(p.points)
+        self.order = np.argsort(p.obs_view, kind="stable")
+        self.view = p.obs_view[self.order]
+        self.point = p.obs_point[self.order]
+        self.uv = p.obs_uv[self.order]
+        if len(np.unique(self.view * P + self.point)) != len(self.view):
+            raise ValueError("bundle_adjust: a point is observed twice in one view")
+        free = np.array([v for v in range(V) if v != p.fixed_view], np.int64)
+        slot = np.full(V, -1, np.int64)
+        slot[free] = np.arange(len(free))
+        self.free = free
+        self.n_f = 1 if p.refine_focal else 0
+        self.nC = 6 * len(free) + self.n_f  # camera-side unknowns (+ focal), the reduced system's size
+        self.P = P
+        self.seen, self.starts = np.unique(self.view, return_index=True)
+        self.ends = np.r_[self.starts[1:], len(self.view)]
+        seen_slot = slot[self.seen]
+        self.seen_free = np.nonzero(seen_slot >= 0)[0]  # rows of per-view sums that have unknowns
+        self.seen_cols = 6 * seen_slot[self.seen_free, None] + np.arange(6)  # [Vs, 6]
+        obs_slot = slot[self.view]
+        self.obs_free = np.nonzero(obs_slot >= 0)[0]
+        obs_cols = 6 * obs_slot[self.obs_free, None] + np.arange(6)  # [Of, 6] columns of W
+        # Flat positions of each free observation's [3, 6] block in W [P, 3, nC]; the pattern
+        # never changes, so W is allocated once and only these entries are rewritten.
+        self.obs_flat = ((self.point[self.obs_free, None, None] * 3 + np.arange(3)[:, None]) * self.nC
+                         + obs_cols[:, None, :]).ravel()
+        self._W = np.zeros((P, 3, self.nC))
+        self.point3 = (self.point[:, None] * 3 + np.arange(3)).ravel()
+        self.point9 = (self.point[:, None] * 9 + np.arange(9)).ravel()
+
+    def per_point(self, values: np.ndarray, width: int) -> np.ndarray:
+        """Sums ``[P, width]`` of per-observation ``values [O, width]`` (width 3 or 9)."""
+        index = self.point3 if width == 3 else self.point9
+        return np.bincount(index, weights=values.ravel(), minlength=self.P * width).reshape(self.P, width)
+
+    def camera_system(self, wJc: np.ndarray, Jc: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Camera block ``U [nC, nC]`` and gradient ``g [nC]`` from the weighted and plain camera
+        Jacobians ``[O, 2, 7]`` (pose columns, then the focal column) and residuals ``r [O, 2]``:
+        one small matrix product per view over its contiguous observations."""
+        nC, n_f = self.nC, self.n_f
+        Uv = np.empty((len(self.seen), 7, 7))
+        gv = np.empty((len(self.seen), 7))
+        for k, (s, e) in enumerate(zip(self.starts, self.ends)):
+            A = wJc[s:e].reshape(-1, 7)
+            Uv[k] = A.T @ Jc[s:e].reshape(-1, 7)
+            gv[k] = A.T @ r[s:e].ravel()
+        U = np.zeros((nC, nC))
+        g = np.zeros(nC)
+        cols, rows = self.seen_cols, self.seen_free
+        U[cols[:, :, None], cols[:, None, :]] = Uv[rows, :6, :6]
+        g[cols] = gv[rows, :6]
+        if n_f:
+            U[cols, -1] = Uv[rows, :6, 6]
+            U[-1, cols] = Uv[rows, 6, :6]
+            U[-1, -1] = Uv[:, 6, 6].sum()
+            g[-1] = gv[:, 6].sum()
+        return U, g
+
+    def camera_point_blocks(self, JpJc: np.ndarray) -> np.ndarray:
+        """Camera-point blocks, point-major ``[P, 3, nC]``, from per-observation ``JpJc [O, 3, 7]``
+        (point-major so that the Schur products below are plain matrix products, no transposes)."""
+        W = self._W
+        W.ravel()[self.obs_flat] = JpJc[self.obs_free, :, :6].ravel()
+        if self.n_f:
+            W[:, :, -1] = self.per_point(JpJc[:, :, 6], 3)
+        return W
+
+
+def _jacobians(R_obs: np.ndarray, RX: np.ndarray, pc: np.ndarray, z: np.ndarray, fx: float, fy: float,
+               refine_focal: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-observation Jacobians of the pixel residual: cameras ``[O, 2, 7]`` (left rotation
+    perturbation, translation, log focal) and points ``[O, 2, 3]``, written out term by term."""
+    iz = 1.0 / z
+    a, b = fx * iz, -fx * pc[:, 0] * iz * iz  # d u / d pc = [a, 0, b]
+    c, d = fy * iz, -fy * pc[:, 1] * iz * iz  # d v / d pc = [0, c, d]
+    x0, x1, x2 = RX[:, 0], RX[:, 1], RX[:, 2]
+    Jc = np.zeros((len(z), 2, 7))
+    # d pc / d rotation = -[RX]x
+    Jc[:, 0, 0], Jc[:, 0, 1], Jc[:, 0, 2] = b * x1, a * x2 - b * x0, -a * x1
+    Jc[:, 1, 0], Jc[:, 1, 1], Jc[:, 1, 2] = d * x1 - c * x2, -d * x0, c * x0
+    Jc[:, 0, 3], Jc[:, 0, 5] = a, b
+    Jc[:, 1, 4], Jc[:, 1, 5] = c, d
+    if refine_focal:
+        Jc[:, 0, 6] = fx * pc[:, 0] * iz
+        Jc[:, 1, 6] = fy * pc[:, 1] * iz
+    Jp = np.empty((len(z), 2, 3))
+    Jp[:, 0] = a[:, None] * R_obs[:, 0] + b[:, None] * R_obs[:, 2]
+    Jp[:, 1] = c[:, None] * R_obs[:, 1] + d[:, None] * R_obs[:, 2]
+    return Jc, Jp
+
+
 def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: int = 40,
                   rel_tol: float = 1e-7) -> BundleResult:
-    V, P, O = len(p.rvecs), len(p.points), len(p.obs_uv)
-    free = np.array([v for v in range(V) if v != p.fixed_view], np.int64)
-    slot = np.full(V, -1, np.int64)
-    slot[free] = np.arange(len(free))
-    n_f = 1 if p.refine_focal else 0
-    nC = 6 * len(free) + n_f  # camera-side unknowns (+ focal), the reduced system's size
-    dummy = nC  # column index for "no camera-side unknown" (the fixed view)
+    lay = _Layout(p)
+    free, n_f, nC, P = lay.free, lay.n_f, lay.nC, lay.P
+    view, point = lay.view, lay.point
 
     R = Rotation.from_rotvec(p.rvecs).as_matrix()
     t = p.tvecs.astype(np.float64).copy()
     X = p.points.astype(np.float64).copy()
     log_f = 0.0
-
-    cam_cols = np.full((O, 7), dummy, np.int64)
-    s = slot[p.obs_view]
-    has = s >= 0
-    cam_cols[has, :6] = 6 * s[has, None] + np.arange(6)[None]
-    if n_f:
-        cam_cols[:, 6] = nC - 1
 
     def K_of(lf):
         K = p.K.astype(np.float64).copy()
@@ -109,8 +188,8 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
         return K
 
     def evaluate(R, t, X, lf):
-        uv, RX, pc, z = _project(R, t, X, K_of(lf), p.obs_view, p.obs_point)
-        r = uv - p.obs_uv
+        uv, RX, pc, z = _project(R, t, X, K_of(lf), view, point)
+        r = uv - lay.uv
         return r, RX, pc, z
 
     r, RX, pc, z = evaluate(R, t, X, log_f)
@@ -120,36 +199,15 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
     it = 0
     for it in range(1, max_iterations + 1):
         K = K_of(log_f)
-        fx, fy = K[0, 0], K[1, 1]
-        w = _huber_weights(err, loss_scale_px)  # [O]
-        dproj = np.zeros((O, 2, 3))
-        dproj[:, 0, 0] = fx / z
-        dproj[:, 0, 2] = -fx * pc[:, 0] / z ** 2
-        dproj[:, 1, 1] = fy / z
-        dproj[:, 1, 2] = -fy * pc[:, 1] / z ** 2
-        Jc = np.zeros((O, 2, 7))
-        Jc[:, :, :3] = dproj @ -_skew(RX)  # left rotation perturbation
-        Jc[:, :, 3:6] = dproj  # translation
-        if n_f:
-            Jc[:, 0, 6] = fx * pc[:, 0] / z
-            Jc[:, 1, 6] = fy * pc[:, 1] / z
-        Jp = dproj @ R[p.obs_view]  # [O, 2, 3]
-        wJc = Jc * w[:, None, None]
-        wJp = Jp * w[:, None, None]
-
-        # Camera block U [nC+1, nC+1] (last row/col is the dummy sink), point blocks V [P, 3, 3].
-        n1 = nC + 1
-        U = _scatter(cam_cols[:, :, None] * n1 + cam_cols[:, None, :], wJc.transpose(0, 2, 1) @ Jc, n1 * n1)
-        U = U.reshape(n1, n1)
-        Vb = _scatter(p.obs_point[:, None] * 9 + np.arange(9)[None], wJp.transpose(0, 2, 1) @ Jp, P * 9)
-        Vb = Vb.reshape(P, 3, 3)
-        # Camera-point blocks, camera-major [n1, P, 3] so the Schur product needs no transposes.
-        Wb = _scatter((cam_cols[:, :, None] * P + p.obs_point[:, None, None]) * 3 + np.arange(3)[None, None],
-                      wJc.transpose(0, 2, 1) @ Jp, n1 * P * 3).reshape(n1, P, 3)
-        gc = _scatter(cam_cols, (wJc.transpose(0, 2, 1) @ r[:, :, None])[:, :, 0], n1)
-        gp = _scatter(p.obs_point[:, None] * 3 + np.arange(3)[None], (wJp.transpose(0, 2, 1) @ r[:, :, None])[:, :, 0], P * 3)
-        gp = gp.reshape(P, 3)
-        U, Wb, gc = U[:nC, :nC], Wb[:nC], gc[:nC]
+        w = _huber_weights(err, loss_scale_px)[:, None, None]  # [O, 1, 1]
+        Jc, Jp = _jacobians(R[view], RX, pc, z, K[0, 0], K[1, 1], bool(n_f))
+        wJc = Jc * w
+        wJpT = (Jp * w).transpose(0, 2, 1)  # [O, 3, 2]
+        U, gc = lay.camera_system(wJc, Jc, r)
+        Vb = lay.per_point(wJpT @ Jp, 9).reshape(P, 3, 3)
+        gp = lay.per_point((wJpT @ r[:, :, None])[:, :, 0], 3)
+        Wt = torch.from_numpy(lay.camera_point_blocks(wJpT @ Jc)).reshape(3 * P, nC)  # [P*3, nC]
+        gp_t = torch.from_numpy(gp.ravel())
 
         improved = False
         for _ in range(10):
@@ -159,10 +217,9 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
             # on a small machine makes each wait on the other's spinning threads.
             Vinv_t = torch.linalg.inv(torch.from_numpy(Vd))
             Vinv = Vinv_t.numpy()
-            Wt = torch.from_numpy(Wb)
-            WV = torch.bmm(Wt.transpose(0, 1), Vinv_t).transpose(0, 1).reshape(nC, -1)  # [nC, P*3]
-            S = torch.from_numpy(Ud) - WV @ Wt.reshape(nC, -1).T
-            rhs = -(torch.from_numpy(gc) - WV @ torch.from_numpy(gp.ravel()))
+            VW = torch.bmm(Vinv_t, Wt.view(P, 3, nC)).view(3 * P, nC)  # V^-1 W, point by point
+            S = torch.from_numpy(Ud) - VW.T @ Wt
+            rhs = -(torch.from_numpy(gc) - VW.T @ gp_t)
             if nC:
                 dc_t, info = torch.linalg.solve_ex(S, rhs)
                 if int(info) != 0 or not torch.isfinite(dc_t).all():
@@ -171,7 +228,8 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
                 dc = dc_t.numpy()
             else:
                 dc = np.zeros(0)
-            dp = -(Vinv @ (gp + np.einsum("cpj,c->pj", Wb, dc))[:, :, None])[:, :, 0]
+            Wt_dc = (Wt @ torch.from_numpy(dc)).numpy().reshape(P, 3)
+            dp = -(Vinv @ (gp + Wt_dc)[:, :, None])[:, :, 0]
             R_new, t_new = R.copy(), t.copy()
             if len(free):
                 d6 = dc[:6 * len(free)].reshape(-1, 6)
@@ -193,4 +251,6 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
         if not improved or rel < rel_tol:
             break
 
-    return BundleResult(Rotation.from_matrix(R).as_rotvec(), t, X, K_of(log_f), err, cost, it)
+    residuals = np.empty_like(err)
+    residuals[lay.order] = err  # back to the caller's observation order
+    return BundleResult(Rotation.from_matrix(R).as_rotvec(), t, X, K_of(log_f), residuals, cost, it)
