@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from align.confidence import confidence_mask
-from align.layers import segment_window
+from align.layers import layer_thresholds, segment_window
 from align.layerwise import cross_window_seeds, propagate_scales
-from align.reattach import Keyframe, ReattachConfig, SegmentLinker, lift_keyframe
+from align.reattach import ReattachConfig, SegmentLinker, lift_keyframe
 from align.sim3 import register_overlap
 from stream4d.contracts import AlignedWindow, Reattachment, WindowPrediction
 from stream4d.geometry import Sim3, invert_se3, pixel_grid, transform_point_maps
@@ -152,8 +152,11 @@ class _OverlapState:
     c2w: np.ndarray  # float64 [O, 4, 4], world
     depth: np.ndarray  # float32 [O, H, W], world scale, layer scales applied (what was emitted)
     mask: np.ndarray  # bool [O, H, W], trusted pixels
-    labels: np.ndarray | None  # int32 [O, H, W], layers (None without layerwise)
+    labels: np.ndarray | None  # int32 [O, H, W], layers (None without layerwise, or not yet made)
     registration_depth: np.ndarray | None = None  # float32 [O, H, W], to register on; None: ``depth``
+    layer_thresholds: tuple[float, float] | None = None  # the window's, to segment ``depth`` when first
+    # needed: the first window of a world leaves its layers to the next window (a stream's last window
+    # never needs them; in a stream the work moves to the align thread's next turn)
 
     @property
     def nbytes(self) -> int:
@@ -186,6 +189,9 @@ class StreamAligner:
         self._next_segment = 1
         self._detached: set[int] = set()  # segments started by a gap and not yet found in an earlier world
         self._linker = SegmentLinker(self.config.reattach)
+        # The last window's keyframe, lifted (SIFT) only when the next window arrives: a stream's
+        # last window never needs one. (segment, lift_keyframe arguments)
+        self._pending_keyframe: tuple[int, tuple] | None = None
 
     @property
     def state_nbytes(self) -> int:
@@ -196,12 +202,15 @@ class StreamAligner:
     @property
     def keyframe_nbytes(self) -> int:
         """Bytes of the keyframes kept for re-attaching segments (bounded by ``ReattachConfig``)."""
-        return self._linker.nbytes
+        pending = 0 if self._pending_keyframe is None else sum(
+            a.nbytes for a in self._pending_keyframe[1] if isinstance(a, np.ndarray))
+        return self._linker.nbytes + pending
 
     def add(self, pred: WindowPrediction) -> AlignedWindow:
         """Place ``pred`` in the world; see :class:`AlignConfig` for the behaviour."""
         start = time.perf_counter()
         self._check(pred)
+        self._lift_pending_keyframe()
         cfg = self.config
         S = pred.num_frames
         depth = np.where(np.isfinite(pred.depth) & (pred.depth > 0), pred.depth, 0.0).astype(np.float32)
@@ -215,7 +224,7 @@ class StreamAligner:
         depth *= np.float32(sim3.s)
         tail = np.arange(max(0, S - cfg.overlap), S)  # what the next window may share
         labels_tail = registration_depth = None
-        if cfg.layerwise and state is not None and state.labels is not None:
+        if cfg.layerwise and state is not None and self._state_labels(state) is not None:
             labels = self._layers(depth, mask)
             scale_map = self._layer_scales(state, shared_prev, shared_new, labels, depth, mask, info)
             if not cfg.register_on_layer_depth:
@@ -223,12 +232,10 @@ class StreamAligner:
             depth *= scale_map
             cam_points *= scale_map[..., None]
             labels_tail = labels[tail]
-        elif cfg.layerwise:  # first window of a world: only the frames the next window will link to
-            labels_tail = self._layers(depth, mask, tail)
 
         c2w = sim3.apply_c2w(pred.c2w)  # [S, 4, 4]
         cam_points *= np.float32(sim3.s)
-        link = self._reattach(pred, depth, mask, K_used, c2w, is_new)
+        link = self._reattach(pred, depth, K_used, c2w, is_new)
         if link is not None:
             c2w = link.sim3.apply_c2w(c2w)
             cam_points *= np.float32(link.sim3.s)
@@ -237,11 +244,16 @@ class StreamAligner:
                 registration_depth *= np.float32(link.sim3.s)
             info["reattached"] = {"from_segment": link.from_segment, "to_segment": link.to_segment,
                                   "inliers": link.inliers, "scale": float(link.sim3.s)}
-        self._remember_keyframe(pred, depth, mask, K_used, c2w, is_new)
+        self._remember_keyframe(pred, depth, K_used, c2w, is_new)
         world_points = transform_point_maps(c2w.astype(np.float32), cam_points)
+        # First window of a world: the next window segments the frames it links to (with this window's
+        # thresholds), so a stream's last window costs no segmentation.
+        thresholds = (layer_thresholds(depth, mask, cfg.layer_merge_fraction)
+                      if cfg.layerwise and labels_tail is None else None)
         self._state = _OverlapState(
             frame_indices=pred.frame_indices[tail].copy(), c2w=c2w[tail].copy(), depth=depth[tail].copy(),
-            mask=mask[tail].copy(), labels=labels_tail, registration_depth=registration_depth)
+            mask=mask[tail].copy(), labels=labels_tail, registration_depth=registration_depth,
+            layer_thresholds=thresholds)
 
         aligned = replace(pred, depth=depth, c2w=c2w, K=K_used, points=world_points, info=dict(pred.info))
         info["time_s"] = time.perf_counter() - start
@@ -310,15 +322,15 @@ class StreamAligner:
     def _linking(self) -> bool:
         return self.config.new_segment_on_gap and self.config.reattach.enabled
 
-    def _keyframe(self, pred: WindowPrediction, depth: np.ndarray, mask: np.ndarray, K: np.ndarray,
-                  c2w: np.ndarray, k: int) -> Keyframe:
+    def _keyframe_inputs(self, pred: WindowPrediction, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray,
+                         k: int) -> tuple:
         # Every pixel with a depth may lift a feature (not only the trusted quantile): the 3D-3D
         # RANSAC sorts out the bad ones, and features are scarce enough already.
         usable = (depth[k] > 0) & (pred.depth_conf[k] > 0)
-        return lift_keyframe(pred.images[k], depth[k], usable, K[k], c2w[k], int(pred.frame_indices[k]),
-                             self.config.reattach.max_features)
+        return (pred.images[k], depth[k], usable, K[k], c2w[k], int(pred.frame_indices[k]),
+                self.config.reattach.max_features)
 
-    def _reattach(self, pred, depth, mask, K, c2w, is_new) -> Reattachment | None:
+    def _reattach(self, pred, depth, K, c2w, is_new) -> Reattachment | None:
         """While the current segment is detached: find it in an earlier world; on success it becomes
         that segment (its keyframes move along) and the caller maps this window by ``link.sim3``."""
         if not self._linking() or self._segment not in self._detached:
@@ -327,7 +339,7 @@ class StreamAligner:
         if len(new) == 0:
             return None
         picks = np.unique(new[np.linspace(0, len(new) - 1, self.config.reattach.frames_per_try).round().astype(int)])
-        queries = [self._keyframe(pred, depth, mask, K, c2w, int(k)) for k in picks]
+        queries = [lift_keyframe(*self._keyframe_inputs(pred, depth, K, c2w, int(k))) for k in picks]
         link = self._linker.try_link(self._segment, queries)
         if link is None:
             return None
@@ -336,10 +348,18 @@ class StreamAligner:
         self._segment = link.to_segment
         return link
 
-    def _remember_keyframe(self, pred, depth, mask, K, c2w, is_new) -> None:
+    def _remember_keyframe(self, pred, depth, K, c2w, is_new) -> None:
         new = np.flatnonzero(is_new)
         if self._linking() and len(new):
-            self._linker.remember(self._segment, self._keyframe(pred, depth, mask, K, c2w, int(new[-1])))
+            inputs = self._keyframe_inputs(pred, depth, K, c2w, int(new[-1]))
+            self._pending_keyframe = (self._segment, tuple(a.copy() if isinstance(a, np.ndarray) else a
+                                                           for a in inputs))
+
+    def _lift_pending_keyframe(self) -> None:
+        if self._pending_keyframe is not None:
+            segment, inputs = self._pending_keyframe
+            self._pending_keyframe = None
+            self._linker.remember(segment, lift_keyframe(*inputs))
 
     def _check(self, pred: WindowPrediction) -> None:
         """Refuse what cannot be aligned; the first window also fixes the stream's resolution and reference K."""
@@ -386,8 +406,16 @@ class StreamAligner:
         points[depth <= 0] = 0.0
         return points.astype(np.float32), pred.K.astype(np.float64).copy(), "model"
 
-    def _layers(self, depth: np.ndarray, mask: np.ndarray, frames: np.ndarray | None = None) -> np.ndarray:
+    def _layers(self, depth: np.ndarray, mask: np.ndarray,
+                thresholds: tuple[float, float] | None = None) -> np.ndarray:
         cfg = self.config
-        return segment_window(depth, mask, frames, merge_fraction=cfg.layer_merge_fraction,
+        return segment_window(depth, mask, merge_fraction=cfg.layer_merge_fraction,
                               scale=cfg.seg_scale, sigma=cfg.seg_sigma, min_size=cfg.seg_min_size,
-                              max_side=cfg.seg_max_side)
+                              max_side=cfg.seg_max_side, thresholds=thresholds)
+
+    def _state_labels(self, state: _OverlapState) -> np.ndarray | None:
+        """The remembered frames' layers, segmented now if the window that left them did not."""
+        if state.labels is None and state.layer_thresholds is not None:
+            state.labels = self._layers(state.depth, state.mask, state.layer_thresholds)
+            state.layer_thresholds = None
+        return state.labels

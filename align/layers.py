@@ -9,6 +9,8 @@ resolution gets proportionally small layers.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -99,6 +101,21 @@ def segment_depth(
     return merge_adjacent_regions(superpixels, depth, merge_threshold, valid)
 
 
+def layer_thresholds(
+    depth: np.ndarray,  # [S, H, W]
+    mask: np.ndarray,  # bool [S, H, W], confident pixels
+    merge_fraction: float = 0.1,
+) -> tuple[float, float]:
+    """A window's typical depth (Felzenszwalb's normaliser) and its layer merge threshold
+    (``merge_fraction`` x the confident depth range), from every 4th row and column: these are
+    robust statistics of millions of pixels, and a quarter of a quarter gives the same numbers."""
+    depth, mask = depth[:, ::4, ::4], mask[:, ::4, ::4]
+    confident = depth[mask & (depth > 0)]
+    positive = depth[depth > 0]
+    typical = np.median(confident) if confident.size else (np.median(positive) if positive.size else 1.0)
+    return float(typical), merge_fraction * confident_depth_range(depth, mask)
+
+
 def segment_window(
     depth: np.ndarray,  # [S, H, W]
     mask: np.ndarray,  # bool [S, H, W], confident pixels
@@ -108,32 +125,43 @@ def segment_window(
     sigma: float = 1.1,
     min_size: int = 500,
     max_side: int | None = None,
+    thresholds: tuple[float, float] | None = None,
+    threads: int = 2,
 ) -> np.ndarray:  # int32 [F, H, W]
     """Layers of a window's frames; the merge threshold is ``merge_fraction`` x the window's confident depth range.
 
-    ``min_size`` is given at REFERENCE_PIXELS and scaled to the window's
-    resolution. With ``max_side`` smaller than the frames, segmentation runs on
-    a copy decimated by ``f`` (longest side <= max_side; Felzenszwalb's scale
-    times ``f^2`` and sigma times ``f``, which keeps its segments) and the
-    labels are brought back by nearest neighbour: layers are large regions,
-    and Felzenszwalb's cost grows with the pixel count.
+    ``thresholds`` (typical depth, merge threshold) are :func:`layer_thresholds`
+    of ``depth`` unless given (a caller segmenting some frames later passes the
+    whole window's). ``min_size`` is given at REFERENCE_PIXELS and scaled to
+    the window's resolution. With ``max_side`` smaller than the frames,
+    segmentation runs on a copy decimated by ``f`` (longest side <= max_side;
+    Felzenszwalb's scale times ``f^2`` and sigma times ``f``, which keeps its
+    segments) and the labels are brought back by nearest neighbour: layers are
+    large regions, and Felzenszwalb's cost grows with the pixel count. Frames
+    are segmented on ``threads`` threads (scikit-image releases the GIL).
     """
     S, H, W = depth.shape
     frames = np.arange(S) if frames is None else np.asarray(frames, np.int64)
-    confident = depth[mask & (depth > 0)]
-    positive = depth[depth > 0]
-    typical = np.median(confident) if confident.size else (np.median(positive) if positive.size else 1.0)
-    threshold = merge_fraction * confident_depth_range(depth, mask)
+    typical, threshold = thresholds if thresholds is not None else layer_thresholds(depth, mask, merge_fraction)
     f = 1.0 if max_side is None else min(1.0, max_side / max(H, W))
     h, w = (H, W) if f == 1.0 else (max(1, round(H * f)), max(1, round(W * f)))
     size = scaled_min_size(min_size, h, w)
     out = np.zeros((len(frames), H, W), np.int32)
-    for k, i in enumerate(frames):
+
+    def segment(k: int) -> None:
+        i = frames[k]
         if f == 1.0:
-            out[k] = segment_depth(depth[i], threshold, float(typical), mask[i], scale, sigma, size)
-            continue
+            out[k] = segment_depth(depth[i], threshold, typical, mask[i], scale, sigma, size)
+            return
         small_depth = cv2.resize(depth[i], (w, h), interpolation=cv2.INTER_NEAREST)
         small_mask = cv2.resize(mask[i].astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
-        small = segment_depth(small_depth, threshold, float(typical), small_mask, scale * f * f, sigma * f, size)
+        small = segment_depth(small_depth, threshold, typical, small_mask, scale * f * f, sigma * f, size)
         out[k] = cv2.resize(small, (W, H), interpolation=cv2.INTER_NEAREST)
+
+    if threads > 1 and len(frames) > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(segment, range(len(frames))))
+    else:
+        for k in range(len(frames)):
+            segment(k)
     return out

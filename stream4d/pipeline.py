@@ -18,6 +18,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -38,6 +39,9 @@ class ReconstructConfig:
     weights: str | None = None  # VGGT checkpoint (.pt / .safetensors / hf:facebook/VGGT-1B)
     window: int = 20  # frames per window
     overlap: int = 5  # frames shared by consecutive windows
+    tail_merge: int | None = None  # a finite input ending <= this many frames after a full window ends
+    # in it (pipeline.sliding_windows; None: min(overlap, window - overlap - 1)); live inputs (camera,
+    # push) never wait for frames to come
     layerwise: bool = True  # LASER layer-wise scale alignment on top of Sim(3)
     resize: int | str | None = 512  # ingest resize: max side in px, "vggt", or None
     stride: int = 1
@@ -59,6 +63,11 @@ class ReconstructConfig:
             raise ValueError(f"window must be >= 2 frames, got {self.window}")
         if not 1 <= self.overlap < self.window:
             raise ValueError(f"overlap must be in [1, window), got {self.overlap} with window {self.window}")
+        if self.tail_merge is None:
+            self.tail_merge = min(self.overlap, self.window - self.overlap - 1)
+        if not 0 <= self.tail_merge < self.window - self.overlap:
+            raise ValueError(f"tail_merge must be in [0, window - overlap), got {self.tail_merge} with window "
+                             f"{self.window} and overlap {self.overlap}")
         if self.viewer not in ("none", "spawn", "serve"):
             raise ValueError(f"viewer must be none, spawn or serve, got {self.viewer!r}")
         if self.splat_max_side is not None and self.splat_max_side < 1:
@@ -156,20 +165,34 @@ def read_ahead(frames: Iterator[Frame], maxsize: int, stop: threading.Event,
         yield item
 
 
-def sliding_windows(frames: Iterator[Frame], window: int, overlap: int) -> Iterator[list[Frame]]:
+def sliding_windows(frames: Iterator[Frame], window: int, overlap: int,
+                    tail_merge: int = 0) -> Iterator[list[Frame]]:
     """Windows of ``window`` frames, consecutive ones sharing exactly ``overlap`` (the aligner keeps
-    only that much of the previous window); the stream's tail becomes one shorter last window."""
-    buf: deque[Frame] = deque(maxlen=window)
+    only that much of the previous window); the stream's tail becomes one shorter last window.
+
+    With ``tail_merge`` > 0 a full window first reads up to ``tail_merge + 1`` further frames: if
+    the stream ends among them they join it (one last window of at most ``window + tail_merge``
+    frames), instead of a last window that would spend a whole reconstruction mostly on frames
+    already done (23 frames in windows of 20 sharing 5: frames 0-22 at once, not 0-19 and 15-22).
+    """
+    if not 0 <= tail_merge < window - overlap:
+        raise ValueError(f"tail_merge must be in [0, {window - overlap}), got {tail_merge}")
+    it = iter(frames)
+    buf: list[Frame] = []
     fresh = 0  # frames in buf that no window has covered yet
-    for f in frames:
+    for f in it:
         buf.append(f)
         fresh += 1
-        if len(buf) == window and fresh >= window - overlap:
+        while len(buf) == window and fresh >= window - overlap:
+            extra = list(islice(it, tail_merge + 1)) if tail_merge else []
+            if tail_merge and len(extra) <= tail_merge:
+                yield buf + extra  # the stream ended: its last frames join this window
+                return
             yield list(buf)
-            fresh = 0
+            buf = buf[-overlap:] + extra
+            fresh = len(extra)
     if fresh and len(buf) >= 2:
-        tail = list(buf)
-        yield tail[-min(len(tail), fresh + overlap):] if len(tail) == window else tail
+        yield buf
 
 
 # ---- the run --------------------------------------------------------------------------
@@ -366,7 +389,9 @@ def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | No
         with src, AlignmentWorker(aligner, maxsize=2, on_aligned=sink) as worker:
             # Decoding and per-frame preparation run a window ahead in the reader thread.
             ahead = read_ahead(iter(src), config.window, reader_stop, getattr(model, "prepare", None))
-            for frames in sliding_windows(usable(ahead), config.window, config.overlap):
+            live = getattr(src.info, "kind", "") in ("camera", "push")
+            tail_merge = 0 if live else config.tail_merge
+            for frames in sliding_windows(usable(ahead), config.window, config.overlap, tail_merge):
                 if stop.is_set():
                     break
                 t = time.perf_counter()

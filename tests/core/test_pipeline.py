@@ -120,3 +120,28 @@ def test_wide_baseline_views_that_cannot_be_posed_still_give_a_complete_folder(t
     assert 0 < summary.stats.frames_posed < 8
     assert (out / "splats.ply").is_file() and (out / "points.ply").is_file()
     assert len(read_trajectory(out)) == summary.stats.frames_posed
+
+
+def test_a_stream_ending_just_after_a_full_window_ends_in_it():
+    # 23 frames: one window of 23, not 0-19 and a last window 15-22 that is mostly overlap.
+    assert [len(w) for w in sliding_windows(iter(range(23)), 20, 5, tail_merge=5)] == [23]
+    # 51 frames (kitti_seq1): 0-19, 15-34, 30-50; without merging a 4th window 45-50 adds one frame.
+    merged = list(sliding_windows(iter(range(51)), 20, 5, tail_merge=5))
+    assert [(w[0], w[-1]) for w in merged] == [(0, 19), (15, 34), (30, 50)]
+    plain = list(sliding_windows(iter(range(51)), 20, 5))
+    assert [(w[0], w[-1]) for w in plain] == [(0, 19), (15, 34), (30, 49), (45, 50)]
+    for n in range(2, 80):
+        windows = list(sliding_windows(iter(range(n)), 20, 5, tail_merge=5))
+        assert sorted(set(f for w in windows for f in w)) == list(range(n))
+        assert all(w == list(range(w[0], w[-1] + 1)) for w in windows)  # in order, no gaps
+        for a, b in zip(windows, windows[1:]):
+            assert len(set(a) & set(b)) == 5 and len(a) == 20
+        assert len(windows[-1]) <= 25
+        assert len(windows[-1]) > 5 + 5 or len(windows) == 1  # a last window brings > tail_merge new frames
+
+
+def test_tail_merge_follows_window_and_overlap():
+    assert ReconstructConfig(window=8, overlap=4).tail_merge == 3
+    assert ReconstructConfig().tail_merge == 5
+    with pytest.raises(ValueError, match="tail_merge"):
+        ReconstructConfig(window=8, overlap=4, tail_merge=4)
