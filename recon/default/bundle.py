@@ -171,7 +171,7 @@ def _jacobians(R_obs: np.ndarray, RX: np.ndarray, pc: np.ndarray, z: np.ndarray,
 
 
 def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: int = 40,
-                  rel_tol: float = 1e-7) -> BundleResult:
+                  rel_tol: float = 1e-5) -> BundleResult:
     lay = _Layout(p)
     free, n_f, nC, P = lay.free, lay.n_f, lay.nC, lay.P
     view, point = lay.view, lay.point
