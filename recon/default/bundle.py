@@ -170,8 +170,22 @@ def _jacobians(R_obs: np.ndarray, RX: np.ndarray, pc: np.ndarray, z: np.ndarray,
     return Jc, Jp
 
 
+def _step_size(dc: np.ndarray, t: np.ndarray, n_free: int, n_f: int) -> float:
+    """Largest camera update of a step: rotation (rad), translation relative to the cameras' typical
+    distance term ``|t|``, log focal."""
+    d6 = dc[:6 * n_free].reshape(-1, 6)
+    scale = max(float(np.median(np.linalg.norm(t, axis=1))), 1e-9)
+    parts = [np.abs(d6[:, :3]).max(initial=0.0), np.abs(d6[:, 3:]).max(initial=0.0) / scale]
+    if n_f:
+        parts.append(abs(float(dc[-1])))
+    return float(max(parts))
+
+
 def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: int = 40,
-                  rel_tol: float = 1e-5) -> BundleResult:
+                  rel_tol: float = 1e-5, step_tol: float = 1e-4) -> BundleResult:
+    """Levenberg-Marquardt until a step gains less than ``rel_tol`` of the cost while moving no camera
+    by more than ``step_tol`` (see :func:`_step_size`): in the flat valleys of self-calibration a step
+    can gain little and still move the focal length by percent."""
     lay = _Layout(p)
     free, n_f, nC, P = lay.free, lay.n_f, lay.nC, lay.P
     view, point = lay.view, lay.point
@@ -242,13 +256,14 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
             cost_new = _huber_cost(err_new, loss_scale_px)
             if cost_new < cost:
                 rel = (cost - cost_new) / max(cost, 1e-12)
+                step = _step_size(dc, t, len(free), n_f)
                 R, t, X, log_f = R_new, t_new, X_new, lf_new
                 r, RX, pc, z, err, cost = r_new, RX_new, pc_new, z_new, err_new, cost_new
                 lam = max(lam / 3, 1e-9)
                 improved = True
                 break
             lam *= 4
-        if not improved or rel < rel_tol:
+        if not improved or (rel < rel_tol and step < step_tol):
             break
 
     residuals = np.empty_like(err)

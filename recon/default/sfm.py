@@ -32,7 +32,9 @@ class SfmConfig:
     min_pnp_inliers: int = 20
     ba_every: int = 3  # bundle-adjust after this many new registrations
     intermediate_ba_iterations: int = 5  # the final adjustment runs to convergence
-    max_ba_points: int = 2500  # points in an adjustment (longest tracks first)
+    max_ba_points: int = 2500  # points in an adjustment (longest tracks first) ...
+    max_ba_observations: int = 12000  # ... until their observations reach this: on a slow 10 frames/s
+    # orbit (the demo clip) 2500 tracks seen ~12 times each made every adjustment step 2.5x dearer
     degenerate_angle_deg: float = 0.4  # below this median parallax the window has no usable baseline
 
 
@@ -222,10 +224,13 @@ class WindowSfm:
         vslot = np.full(self.num_views, -1)
         vslot[views] = np.arange(len(views))
         tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
-        if len(tri) > self.cfg.max_ba_points:
+        seen = np.bincount(self.tracks.track[np.isin(self.tracks.view, views)], minlength=self.tracks.num_tracks)
+        if len(tri) > self.cfg.max_ba_points or seen[tri].sum() > self.cfg.max_ba_observations:
             # The longest tracks constrain the cameras best; the rest keep their triangulation.
-            seen = np.bincount(self.tracks.track[np.isin(self.tracks.view, views)], minlength=self.tracks.num_tracks)
-            tri = np.sort(tri[np.argsort(-seen[tri], kind="stable")[: self.cfg.max_ba_points]])
+            longest = tri[np.argsort(-seen[tri], kind="stable")]
+            within = np.cumsum(seen[longest]) <= self.cfg.max_ba_observations
+            keep = max(min(self.cfg.max_ba_points, int(within.sum())), min(len(longest), 100))
+            tri = np.sort(longest[:keep])
         pslot = np.full(self.tracks.num_tracks, -1)
         pslot[tri] = np.arange(len(tri))
         rows = np.nonzero((vslot[self.tracks.view] >= 0) & (pslot[self.tracks.track] >= 0))[0]
