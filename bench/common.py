@@ -214,6 +214,21 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def calibration_ms(repeats: int = 5) -> float:
+    """Median milliseconds of a fixed CPU workload (OpenCV SIFT on a seeded 512x384 texture, the
+    default backend's largest per-frame cost). This machine's speed drifts by tens of percent from
+    hour to hour; printed beside each set it tells a slow hour from a slow change."""
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (384, 512), dtype=np.uint8), (0, 0), 1.5)
+    sift = cv2.SIFT_create(nfeatures=3000, contrastThreshold=0.01)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sift.detectAndCompute(texture, None)
+        times.append(time.perf_counter() - start)
+    return 1000.0 * float(np.median(times))
+
+
 def machine_info() -> dict:
     return {
         "nproc": usable_cores(),
