@@ -209,6 +209,7 @@ class DefaultWindowModel:
             lo, hi = (np.percentile(z, 1) * 0.5, np.percentile(z, 99) * 2.0) if len(z) > 10 else (1e-3, 1e3)
             plans.append((choose_neighbours(k, centres, med, self.cfg.dense), (lo, hi)))
         flows.precompute([p for k, (nb, _) in enumerate(plans) for j in nb for p in ((k, j), (j, k))])
+
         def fuse(k: int) -> None:
             nb, depth_range = plans[k]
             depth[k], conf[k] = dense_depth(k, flows, K_dense, w2c_list, nb, depth_range, self.cfg.dense)

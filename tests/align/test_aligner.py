@@ -260,3 +260,19 @@ def test_keyframes_for_reattaching_stop_growing_at_their_bound():
         sizes.append(aligner.keyframe_nbytes)
     assert sizes[per_segment - 1] > 0
     assert max(sizes[per_segment:]) <= 1.5 * sizes[per_segment - 1]  # keyframes replace, never pile up
+
+
+def test_a_worlds_first_window_leaves_its_layers_and_keyframe_to_the_next_window(plane_scene):
+    """A stream's last window segments nothing and lifts no keyframe; the next window does it, and its
+    layer-wise result equals segmenting eagerly with the first window's thresholds."""
+    preds, _ = exact_windows(plane_scene, window=6, overlap=3)
+    aligner = StreamAligner(AlignConfig(window=6, overlap=3, new_segment_on_gap=True))
+    aligner.add(preds[0])
+    state = aligner._state
+    assert state.labels is None and state.layer_thresholds is not None
+    assert aligner._linker.nbytes == 0 and aligner.keyframe_nbytes > 0  # pending, not yet lifted
+    eager = aligner._layers(state.depth, state.mask, state.layer_thresholds)
+    aligner.add(preds[1])
+    np.testing.assert_array_equal(state.labels, eager)  # made on the second window's turn
+    assert aligner._linker.nbytes > 0  # the first window's keyframe is lifted now
+    assert aligner._state.labels is not None  # later windows keep their own layers as before
