@@ -103,12 +103,15 @@ def _check_view(image, depth, conf, points, c2w, K, timestamp):
 
 def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Bilinear samples of ``img [H, W, ...]`` at in-range float pixels ``u, v [M]``."""
+    H, W = img.shape[:2]
     u0 = np.floor(u).astype(np.int64)
     v0 = np.floor(v).astype(np.int64)
     fu = (u - u0).reshape((-1,) + (1,) * (img.ndim - 2))
     fv = (v - v0).reshape((-1,) + (1,) * (img.ndim - 2))
-    return ((1 - fu) * (1 - fv) * img[v0, u0] + fu * (1 - fv) * img[v0, u0 + 1]
-            + (1 - fu) * fv * img[v0 + 1, u0] + fu * fv * img[v0 + 1, u0 + 1])
+    flat = img.reshape((H * W,) + img.shape[2:])
+    at = v0 * W + u0  # one flat gather per corner: cheaper than 2-D fancy indexing
+    return ((1 - fu) * (1 - fv) * flat[at] + fu * (1 - fv) * flat[at + 1]
+            + (1 - fu) * fv * flat[at + W] + fu * fv * flat[at + W + 1])
 
 
 class GaussianCache:
@@ -347,9 +350,11 @@ class GaussianCache:
         u0, v0 = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
         ok = (u0 >= 0) & (u0 + 1 < W) & (v0 >= 0) & (v0 + 1 < H)
         i = np.flatnonzero(ok)
-        corners = np.stack([z_map[v0[i], u0[i]], z_map[v0[i], u0[i] + 1],
-                            z_map[v0[i] + 1, u0[i]], z_map[v0[i] + 1, u0[i] + 1]], axis=-1)
-        smooth = (corners.min(-1) > 0) & (corners.max(-1) <= corners.min(-1) * (1 + cfg.merge_rel_tol))
+        z_flat, at = z_map.reshape(-1), v0[i] * W + u0[i]
+        c00, c01, c10, c11 = z_flat[at], z_flat[at + 1], z_flat[at + W], z_flat[at + W + 1]
+        lo = np.minimum(np.minimum(c00, c01), np.minimum(c10, c11))
+        hi = np.maximum(np.maximum(c00, c01), np.maximum(c10, c11))
+        smooth = (lo > 0) & (hi <= lo * (1 + cfg.merge_rel_tol))
         i = i[smooth]
         z_obs[i] = _bilinear(z_map, u[i], v[i])
         col[i] = _bilinear(rgb, u[i], v[i])
@@ -384,14 +389,16 @@ class GaussianCache:
         reach = int(np.floor(r + 0.5))  # neighbours whose rounded centre can be that close
         if r <= 0 or flat.size == 0:
             return covered
-        pad = lambda a, fill: np.pad(a, reach, constant_values=fill)
+        Wp = W + 2 * reach  # padded width; neighbours are found by flat offsets into the padded maps
+        pad = lambda a, fill: np.pad(a, reach, constant_values=fill).reshape(-1)
         z, u, v = (pad(a.reshape(H, W), np.inf) for a in (cz.match_z, cz.match_u, cz.match_v))
         row, col = np.divmod(flat, W)
+        centre = (row + reach) * Wp + col + reach
         for dy in range(-reach, reach + 1):
             for dx in range(-reach, reach + 1):
-                rr, cc = row + reach + dy, col + reach + dx
-                near = (u[rr, cc] - col) ** 2 + (v[rr, cc] - row) ** 2 <= r * r
-                covered |= near & (np.abs(z[rr, cc] - zp) <= tol)
+                at = centre + dy * Wp + dx
+                near = (u[at] - col) ** 2 + (v[at] - row) ** 2 <= r * r
+                covered |= near & (np.abs(z[at] - zp) <= tol)
         return covered
 
     def _opacity(self, rank: np.ndarray) -> np.ndarray:

@@ -112,7 +112,7 @@ class ViewHistory:
                 v = np.rint(view.K[1, 1] * pc[:, 1] / z + view.K[1, 2])
             inside = front & (u >= 0) & (u < W) & (v >= 0) & (v < H)
             idx = np.flatnonzero(inside)
-            d = view.depth_min[v[idx].astype(np.int64), u[idx].astype(np.int64)]
+            d = view.depth_min.reshape(-1)[v[idx].astype(np.int64) * W + u[idx].astype(np.int64)]
             known = d > 0
             idx, d = idx[known], d[known]
             seen[idx] += 1

@@ -63,14 +63,16 @@ def in_seen_free_space(static: GaussianStore, history: ViewHistory, cfg: Gaussia
     own_view = np.where(agrees, static["last_view"][np.maximum(own, 0)], -1)
     # Static Gaussians centred in the 3x3 pixels around each point, well behind it.
     row, col = np.divmod(pix, W)
-    ids_pad = np.pad(cz.front_id.reshape(H, W), 1, constant_values=-1)
-    z_pad = np.pad(cz.front_z.reshape(H, W), 1, constant_values=np.inf)
+    ids_pad = np.pad(cz.front_id.reshape(H, W), 1, constant_values=-1).reshape(-1)
+    z_pad = np.pad(cz.front_z.reshape(H, W), 1, constant_values=np.inf).reshape(-1)
+    centre = (row + 1) * (W + 2) + col + 1  # flat index into the padded maps
     behind = zp * (1.0 + cfg.dynamic_rel_tol) + cfg.merge_abs_tol
     s = static
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
-            g = ids_pad[row + 1 + dy, col + 1 + dx]
-            test = np.flatnonzero((g >= 0) & (z_pad[row + 1 + dy, col + 1 + dx] > behind) & interior & ~dynamic)
+            at = centre + dy * (W + 2) + dx
+            g = ids_pad[at]
+            test = np.flatnonzero((g >= 0) & (z_pad[at] > behind) & interior & ~dynamic)
             if test.size == 0:
                 continue
             test = test[s["last_view"][g[test]] > own_view[test]]
