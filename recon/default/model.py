@@ -154,9 +154,10 @@ class DefaultWindowModel:
         t1 = time.perf_counter()
         timings["features_matches"] = timings.get("features_matches", 0.0) + t1 - t0
         tracks = build_tracks(feats, matches)
-        sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm).run()
+        window_sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm)
+        sfm = window_sfm.run()
         timings["sfm"] = timings.get("sfm", 0.0) + time.perf_counter() - t1
-        return sfm, feats, matches
+        return sfm, feats, matches, window_sfm.info
 
     # ---- the window ------------------------------------------------------------------
     def predict(self, frames: Sequence[Frame]) -> WindowPrediction:
@@ -171,14 +172,14 @@ class DefaultWindowModel:
         K = np.asarray(frames[0].K, np.float64) if known_K else prior_intrinsics(W, H, self.cfg.focal_prior)
 
         scale = self._scale
-        sfm, feats, matches = self._structure(frames, K, known_K, scale, timings)
+        sfm, feats, matches, evidence = self._structure(frames, K, known_K, scale, timings)
         if scale < 1.0 and (sfm is None or len(sfm.w2c) < len(frames)):
             # Cheap features were not enough (wide baselines, weak texture): full resolution,
             # and for the rest of the stream, whose next windows are likely the same.
             scale = self._scale = 1.0
-            sfm, feats, matches = self._structure(frames, K, known_K, scale, timings)
+            sfm, feats, matches, evidence = self._structure(frames, K, known_K, scale, timings)
         if sfm is None:
-            return self._rotation_only(frames, K, feats, matches, timings)
+            return self._rotation_only(frames, K, feats, matches, timings, evidence)
         sfm.info["feature_scale"] = scale
 
         posed = sorted(sfm.w2c)
@@ -246,7 +247,7 @@ class DefaultWindowModel:
             info=info,
         )
 
-    def _rotation_only(self, frames, K, feats, matches, timings) -> WindowPrediction:
+    def _rotation_only(self, frames, K, feats, matches, timings, evidence: dict) -> WindowPrediction:
         """No parallax (static camera or pure rotation): chain rotations from homographies.
 
         Depth cannot be known; it is set to a nominal 1 with zero confidence so
@@ -275,6 +276,6 @@ class DefaultWindowModel:
         W, H = frames[0].size
         depth = np.ones((n, H, W), np.float32)
         conf = np.zeros((n, H, W), np.float32)
-        info = {"degenerate": "no parallax: rotation-only poses, depth unconfident", "timings": timings,
+        info = {**evidence, "degenerate": "no parallax: rotation-only poses, depth unconfident", "timings": timings,
                 "unposed_sources": [], "self_calibrated": not all(f.K is not None for f in frames)}
         return self._prediction(frames, list(range(n)), w2c, K, depth, conf, info)

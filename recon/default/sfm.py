@@ -18,6 +18,7 @@ from scipy.spatial.transform import Rotation
 
 from recon.default.bundle import BundleProblem, bundle_adjust
 from recon.default.features import PairMatches
+from recon.default.parallax import ParallaxConfig, judge_parallax
 from recon.default.tracks import Tracks
 
 
@@ -35,7 +36,9 @@ class SfmConfig:
     max_ba_points: int = 2500  # points in an adjustment (longest tracks first) ...
     max_ba_observations: int = 12000  # ... until their observations reach this: on a slow 10 frames/s
     # orbit (the demo clip) 2500 tracks seen ~12 times each made every adjustment step 2.5x dearer
-    degenerate_angle_deg: float = 0.4  # below this median parallax the window has no usable baseline
+    degenerate_angle_deg: float = 0.4  # an initial pair triangulating below this median angle has no
+    # usable baseline
+    parallax: ParallaxConfig = field(default_factory=ParallaxConfig)  # decides first whether there is any
 
 
 @dataclass
@@ -88,6 +91,7 @@ class WindowSfm:
         self.X = np.full((tracks.num_tracks, 3), np.nan)  # NaN until triangulated
         # keypoint lookup: (view, track) -> observation row
         self._obs_of_view = [tracks.in_view(v) for v in range(num_views)]
+        self.info: dict = {}  # evidence of the last run, kept when it finds no parallax
 
     # ---- two-view initialisation -------------------------------------------------
     def _track_pairs(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -288,14 +292,26 @@ class WindowSfm:
                             max_iterations=self.cfg.intermediate_ba_iterations)
                 since_ba = 0
 
+    def has_parallax(self) -> bool:
+        """Whether some pair of views moved in a way no rotation explains (``recon.default.parallax``)."""
+        pairs = [(m.i, m.j, *self._track_pairs(m.i, m.j)[1:]) for m in self.matches]
+        evidence = judge_parallax(pairs, self.K, not self.known_K, self.cfg.parallax)
+        self.info.update(evidence.as_info())
+        return evidence.has_parallax
+
     def run(self) -> SfmResult | None:
+        """The window's structure, or None when it has no usable baseline (the caller falls back to
+        rotation-only poses; ``self.info`` says why)."""
+        if not self.has_parallax():
+            return None
         init = self.initialise()
         if init is None:
             return None
         i, j, med = init
-        info = {"init_pair": [int(i), int(j)], "init_median_angle_deg": med}
+        self.info.update({"init_pair": [int(i), int(j)], "init_median_angle_deg": med})
         if med < self.cfg.degenerate_angle_deg:
-            return None  # caller falls back to rotation-only poses
+            return None
+        info = self.info
         since_ba = 0
         for attempt in range(3):  # after a full adjustment more points exist: retry the stragglers
             added = self._register_all(i, since_ba)

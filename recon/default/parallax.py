@@ -1,0 +1,134 @@
+"""Does a window have parallax? A decision that owns its own geometry.
+
+A camera that only rotates (or stands still) maps every pixel through the
+infinite homography ``K R K^-1``: no depth can be recovered. We fit that
+rotation-only model, with the focal length free when the intrinsics are not
+known, to the verified matches of a pair, and measure what it cannot explain:
+the residual image motion, as an angle (pixels over the focal length). That
+residual is the parallax that translation produced. The fit is a small
+deterministic robust least-squares problem, so the decision does not depend
+on any library's RANSAC sampling, unlike the triangulation angle of a
+five-point essential matrix, which on noise-level motion returns an arbitrary
+baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import least_squares
+from scipy.spatial.transform import Rotation
+
+
+@dataclass
+class ParallaxConfig:
+    """When a window counts as having parallax (docs/default_backend.md has the measurements)."""
+
+    min_ratio: float = 6.0  # rotation-unexplained motion over matching noise that a pair needs
+    noise_floor_px: float = 0.1  # matching noise is never taken as lower than this
+    min_matches: int = 20  # pairs with fewer verified matches are not judged
+    max_matches: int = 400  # matches a fit uses (evenly subsampled): the medians need no more
+    max_pairs: int = 12  # pairs judged per window, widest apart first
+    focal_range: tuple[float, float] = (0.25, 4.0)  # free focal length, relative to the prior
+
+
+def _bearings(uv: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Unit rays ``[N, 3]`` through pixels ``uv`` ``[N, 2]`` of a camera with intrinsics ``K``."""
+    rays = np.c_[(uv[:, 0] - K[0, 2]) / K[0, 0], (uv[:, 1] - K[1, 2]) / K[1, 1], np.ones(len(uv))]
+    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
+
+
+def _kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rotation ``R`` minimising ``|R a - b|`` over unit vectors ``a``, ``b`` ``[N, 3]``."""
+    U, _, Vt = np.linalg.svd(b.T @ a)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    return U @ D @ Vt
+
+
+def rotation_residual_px(ui: np.ndarray, uj: np.ndarray, K: np.ndarray, fit_focal: bool,
+                         config: ParallaxConfig | None = None) -> float:
+    """Median motion (pixels) of matches ``ui`` -> ``uj`` (pixels ``[N, 2]``) that no rotation of
+    a camera with intrinsics ``K`` (focal length free when ``fit_focal``) explains."""
+    cfg = config or ParallaxConfig()
+    if len(ui) > cfg.max_matches:
+        pick = np.linspace(0, len(ui) - 1, cfg.max_matches).astype(np.int64)
+        ui, uj = ui[pick], uj[pick]
+    f0 = float(K[0, 0])
+    c = K[:2, 2]
+
+    def residual(params: np.ndarray) -> np.ndarray:
+        f = f0 * np.exp(params[3]) if fit_focal else f0
+        Kf = np.array([[f, 0, c[0]], [0, f * K[1, 1] / K[0, 0], c[1]], [0, 0, 1.0]])
+        rays = _bearings(ui, Kf) @ Rotation.from_rotvec(params[:3]).as_matrix().T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            proj = rays[:, :2] / rays[:, 2:3] * [Kf[0, 0], Kf[1, 1]] + c
+        return np.nan_to_num((proj - uj).ravel(), nan=1e6) / f0
+
+    start = np.zeros(4 if fit_focal else 3)
+    start[:3] = Rotation.from_matrix(_kabsch(_bearings(ui, K), _bearings(uj, K))).as_rotvec()
+    bounds = (-np.inf, np.inf)
+    if fit_focal:
+        lo, hi = np.log(cfg.focal_range)
+        bounds = ([-np.inf] * 3 + [lo], [np.inf] * 3 + [hi])
+    # soft_l1 with a one-pixel scale: a few mismatched pairs cannot pull the rotation away.
+    fit = least_squares(residual, start, loss="soft_l1", f_scale=1.0 / f0, bounds=bounds, max_nfev=50)
+    return float(np.median(np.linalg.norm(fit.fun.reshape(-1, 2), axis=1)) * f0)
+
+
+def epipolar_noise_px(ui: np.ndarray, uj: np.ndarray) -> float:
+    """Median distance (pixels) of matches ``ui`` -> ``uj`` ``[N, 2]`` from the epipolar lines of
+    the least-squares fundamental matrix (normalised eight-point, no sampling): the matching noise,
+    since a fundamental matrix also explains whatever translation and rotation there is."""
+    def normaliser(u):
+        c = u.mean(axis=0)
+        s = np.sqrt(2) / max(np.linalg.norm(u - c, axis=1).mean(), 1e-12)
+        return np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1.0]])
+
+    Ti, Tj = normaliser(ui), normaliser(uj)
+    a = np.c_[ui, np.ones(len(ui))] @ Ti.T
+    b = np.c_[uj, np.ones(len(uj))] @ Tj.T
+    A = (b[:, :, None] * a[:, None, :]).reshape(-1, 9)
+    F = np.linalg.svd(A)[2][-1].reshape(3, 3)
+    U, S, Vt = np.linalg.svd(F)
+    F = Tj.T @ (U @ np.diag([S[0], S[1], 0.0]) @ Vt) @ Ti
+    xa = np.c_[ui, np.ones(len(ui))]
+    xb = np.c_[uj, np.ones(len(uj))]
+    Fa, Fb = xa @ F.T, xb @ F
+    num = np.abs((xb * Fa).sum(axis=1))
+    return float(np.median(num / np.sqrt(Fa[:, 0] ** 2 + Fa[:, 1] ** 2 + Fb[:, 0] ** 2 + Fb[:, 1] ** 2 + 1e-30)))
+
+
+@dataclass
+class ParallaxEvidence:
+    has_parallax: bool
+    ratio: float  # the best pair's rotation-unexplained motion over its matching noise
+    residual_px: float  # that pair's rotation-unexplained motion
+    noise_px: float  # that pair's matching noise
+    pairs_judged: int
+
+    def as_info(self) -> dict:
+        return {"parallax_ratio": round(self.ratio, 2), "parallax_residual_px": round(self.residual_px, 3),
+                "matching_noise_px": round(self.noise_px, 3), "parallax_pairs_judged": self.pairs_judged}
+
+
+def judge_parallax(pairs: list[tuple[int, int, np.ndarray, np.ndarray]], K: np.ndarray, fit_focal: bool,
+                   config: ParallaxConfig | None = None) -> ParallaxEvidence:
+    """Whether any matched pair of a window moved in a way no camera rotation explains, by a
+    clear margin over its own matching noise. ``pairs`` holds ``(i, j, uv_i, uv_j)`` (pixels
+    ``[N, 2]``) per pair of views; pairs far apart are judged first, and the first that passes
+    decides."""
+    cfg = config or ParallaxConfig()
+    usable = [p for p in pairs if len(p[2]) >= cfg.min_matches]
+    usable.sort(key=lambda p: (p[1] - p[0], len(p[2])), reverse=True)
+    best = ParallaxEvidence(False, 0.0, 0.0, 0.0, 0)
+    for n, (_, _, ui, uj) in enumerate(usable[: cfg.max_pairs], start=1):
+        residual = rotation_residual_px(ui, uj, K, fit_focal, cfg)
+        noise = max(epipolar_noise_px(ui, uj), cfg.noise_floor_px)
+        if residual / noise > best.ratio:
+            best = ParallaxEvidence(False, residual / noise, residual, noise, n)
+        best.pairs_judged = n
+        if best.ratio >= cfg.min_ratio:
+            best.has_parallax = True
+            break
+    return best

@@ -1,0 +1,74 @@
+"""The parallax decision on exact correspondences: rotation (any focal), noise, real translation."""
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from recon.default.parallax import ParallaxConfig, epipolar_noise_px, judge_parallax, rotation_residual_px
+
+W, H, F = 512, 384, 450.0
+K = np.array([[F, 0, (W - 1) / 2], [0, F, (H - 1) / 2], [0, 0, 1.0]])
+
+
+def _scene(rng, n=600, near=2.0, far=8.0):
+    """Points in front of a camera at the origin looking down +z."""
+    uv = rng.uniform([0, 0], [W, H], (n, 2))
+    z = rng.uniform(near, far, n)
+    return np.c_[(uv[:, 0] - K[0, 2]) / F * z, (uv[:, 1] - K[1, 2]) / F * z, z]
+
+
+def _project(X, R, t, K_=K):
+    pc = X @ R.T + t
+    return pc[:, :2] / pc[:, 2:3] * [K_[0, 0], K_[1, 1]] + K_[:2, 2]
+
+
+def _pair(rng, R, t, noise_px=0.3):
+    X = _scene(rng)
+    ui = _project(X, np.eye(3), np.zeros(3)) + rng.normal(0, noise_px, (len(X), 2))
+    uj = _project(X, R, t) + rng.normal(0, noise_px, (len(X), 2))
+    return ui, uj
+
+
+def test_a_pure_rotation_has_no_parallax_even_with_a_wrong_focal_guess():
+    rng = np.random.default_rng(0)
+    R = Rotation.from_euler("yx", [4.0, 1.0], degrees=True).as_matrix()
+    ui, uj = _pair(rng, R, np.zeros(3))
+    guess = K.copy()
+    guess[0, 0] = guess[1, 1] = 1.25 * F  # the prior of unknown intrinsics is rarely right
+    ev = judge_parallax([(0, 1, ui, uj)], guess, fit_focal=True)
+    assert not ev.has_parallax, ev
+    assert ev.ratio < 3
+
+
+def test_a_static_camera_has_no_parallax():
+    rng = np.random.default_rng(1)
+    ui, uj = _pair(rng, np.eye(3), np.zeros(3), noise_px=0.5)
+    assert not judge_parallax([(0, 1, ui, uj)], K, fit_focal=False).has_parallax
+
+
+@pytest.mark.parametrize("t", [(0.05, 0, 0), (0, 0, 0.15), (0.03, 0.02, 0.05)], ids=["sideways", "forward", "mixed"])
+def test_small_translations_are_parallax(t):
+    rng = np.random.default_rng(2)
+    R = Rotation.from_euler("y", 2.0, degrees=True).as_matrix()
+    ui, uj = _pair(rng, R, np.array(t))
+    ev = judge_parallax([(0, 1, ui, uj)], K, fit_focal=True)
+    assert ev.has_parallax, ev
+
+
+def test_matching_noise_is_measured_in_pixels():
+    rng = np.random.default_rng(3)
+    ui, uj = _pair(rng, np.eye(3), np.array([0.2, 0.0, 0.0]), noise_px=1.0)
+    # distance to an epipolar line is one component of 2-D noise of sigma 1 on each image:
+    # |N(0, sqrt(2))| has median 0.95 (the fit absorbs a little of it)
+    assert 0.6 < epipolar_noise_px(ui, uj) < 1.1
+    assert rotation_residual_px(ui, uj, K, fit_focal=False) > 5
+
+
+def test_the_widest_pair_decides_first_and_too_few_matches_are_not_judged():
+    rng = np.random.default_rng(4)
+    still = _pair(rng, np.eye(3), np.zeros(3))
+    moved = _pair(rng, np.eye(3), np.array([0.1, 0, 0]))
+    ev = judge_parallax([(0, 1, *still), (0, 3, *moved)], K, fit_focal=False)
+    assert ev.has_parallax and ev.pairs_judged == 1
+    few = (moved[0][:5], moved[1][:5])
+    assert not judge_parallax([(0, 3, *few)], K, fit_focal=False, config=ParallaxConfig()).has_parallax
