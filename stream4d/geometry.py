@@ -91,6 +91,25 @@ def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
+def quat_wxyz(R: np.ndarray) -> np.ndarray:
+    """Unit quaternions ``[..., 4]`` (w, x, y, z; w >= 0, since q and -q are one rotation) of
+    rotation matrices ``[..., 3, 3]``: the order COLMAP and 3DGS files use."""
+    from scipy.spatial.transform import Rotation
+
+    R = np.asarray(R, np.float64)
+    q = Rotation.from_matrix(R.reshape(-1, 3, 3)).as_quat()[:, [3, 0, 1, 2]]  # scipy is scalar-last
+    q *= np.where(q[:, :1] < 0, -1.0, 1.0)
+    return q.reshape(R.shape[:-2] + (4,))
+
+
+def rotation_from_quat_wxyz(q: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``[..., 3, 3]`` of quaternions ``[..., 4]`` (w, x, y, z; normalised here)."""
+    from scipy.spatial.transform import Rotation
+
+    q = np.asarray(q, np.float64)
+    return Rotation.from_quat(q.reshape(-1, 4)[:, [1, 2, 3, 0]]).as_matrix().reshape(q.shape[:-1] + (3, 3))
+
+
 def pixel_grid(width: int, height: int) -> np.ndarray:
     """Homogeneous pixel centres ``[H, W, 3]`` (u, v, 1), float64."""
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from plyfile import PlyData, PlyElement
-from scipy.spatial.transform import Rotation
+from stream4d.geometry import quat_wxyz, rotation_from_quat_wxyz
 
 FORMAT_VERSION = 1
 TRAJECTORY_JSON = "trajectory.json"
@@ -90,16 +90,13 @@ class PosedFrame:
 
 def c2w_to_tum(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Translation ``[3]`` and unit quaternion ``[4]`` (x, y, z, w; w >= 0) of a c2w pose."""
-    q = Rotation.from_matrix(c2w[:3, :3]).as_quat()  # scipy is scalar-last (x, y, z, w)
-    if q[3] < 0:  # q and -q are the same rotation; pick one so files are comparable
-        q = -q
-    return np.asarray(c2w[:3, 3], np.float64), q
+    return np.asarray(c2w[:3, 3], np.float64), quat_wxyz(c2w[:3, :3])[[1, 2, 3, 0]]
 
 
 def tum_to_c2w(t: np.ndarray, q_xyzw: np.ndarray) -> np.ndarray:
     """4x4 c2w from a TUM translation ``[3]`` and quaternion ``[4]`` (x, y, z, w)."""
     c2w = np.eye(4)
-    c2w[:3, :3] = Rotation.from_quat(q_xyzw).as_matrix()  # normalises the quaternion
+    c2w[:3, :3] = rotation_from_quat_wxyz(np.asarray(q_xyzw)[[3, 0, 1, 2]])
     c2w[:3, 3] = t
     return c2w
 

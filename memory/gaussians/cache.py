@@ -36,7 +36,6 @@ import logging
 from collections import OrderedDict
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from memory.gaussians.centres import Centres, project_centres
 from memory.gaussians.config import GaussianCacheConfig
@@ -46,7 +45,7 @@ from memory.gaussians.render import render_gaussians
 from memory.gaussians.spatial_index import VoxelHashIndex
 from memory.gaussians.store import DynamicLayer, GaussianStore, snapshot_from_columns, transform_columns
 from stream4d.contracts import AlignedWindow, GaussianSnapshot, Reattachment
-from stream4d.geometry import invert_se3, unproject_depth
+from stream4d.geometry import invert_se3, quat_wxyz, unproject_depth
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +54,6 @@ COUNT_KEYS = ("added", "merged", "covered", "dynamic", "refuted", "evicted", "dr
 
 def _zero_counts() -> dict:
     return {k: 0 for k in COUNT_KEYS}
-
-
-def rotation_to_quat(R: np.ndarray) -> np.ndarray:
-    """w-first unit quaternion ``[4]`` of a rotation matrix ``[3, 3]``."""
-    x, y, z, w = Rotation.from_matrix(np.asarray(R, np.float64)).as_quat()
-    return np.array([w, x, y, z])
 
 
 def _check_view(image, depth, conf, points, c2w, K, timestamp):
@@ -419,7 +412,7 @@ class GaussianCache:
             "colors": colors,
             "opacities": self._opacity(rank),
             "scales": self._scales(z, K),
-            "quats": np.broadcast_to(rotation_to_quat(c2w[:3, :3]), (len(P), 4)),
+            "quats": np.broadcast_to(quat_wxyz(c2w[:3, :3]), (len(P), 4)),
         }
 
     def _remove(self, ids: np.ndarray) -> None:

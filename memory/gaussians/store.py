@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from stream4d.contracts import GaussianSnapshot
+from stream4d.geometry import quat_wxyz, rotation_from_quat_wxyz
 
 # What a renderable Gaussian is made of (GaussianSnapshot's columns, minus timestamps).
 SPLAT_FIELDS: dict[str, tuple[type, tuple[int, ...]]] = {
@@ -102,9 +102,7 @@ def transform_columns(cols: dict[str, np.ndarray], sim3) -> None:
     if "scales" in cols:
         cols["scales"] *= np.float32(sim3.s)
     if "quats" in cols and len(cols["quats"]):
-        q = cols["quats"].astype(np.float64)  # w-first
-        turned = Rotation.from_matrix(R) * Rotation.from_quat(q[:, [1, 2, 3, 0]])
-        cols["quats"][:] = turned.as_quat()[:, [3, 0, 1, 2]]
+        cols["quats"][:] = quat_wxyz(R @ rotation_from_quat_wxyz(cols["quats"]))
 
 
 def snapshot_from_columns(cols: list[dict[str, np.ndarray]], timestamps: list[np.ndarray]) -> GaussianSnapshot:
