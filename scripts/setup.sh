@@ -20,11 +20,12 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# torch first, pinned, so nothing later pulls a multi-GB CUDA build.
+# torch first, pinned, so nothing later pulls a multi-GB CUDA build; then the package with every
+# other dependency at the exact version of requirements.lock (scripts/lock.sh refreshes it).
 .venv/bin/python -m pip install -q -r requirements-cpu.txt
 if [ $WITH_TESTS = 1 ]; then
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -c requirements.lock -e ".[test]"
 else
-  .venv/bin/python -m pip install -q -e .
+  .venv/bin/python -m pip install -q -c requirements.lock -e .
 fi
 echo "stream4d set up in .venv"

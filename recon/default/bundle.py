@@ -57,11 +57,6 @@ def _project(R, tvecs, points, K, obs_view, obs_point):
     return uv, RX, pc, z
 
 
-def _scatter(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
-    """Sum ``values`` into a flat array of ``size`` at ``index`` (same shapes); bincount is fast."""
-    return np.bincount(index.ravel(), weights=values.ravel(), minlength=size)
-
-
 def _huber_weights(err: np.ndarray, delta: float) -> np.ndarray:
     return np.where(err <= delta, 1.0, delta / np.maximum(err, 1e-12))
 

@@ -69,15 +69,6 @@ def _centre(w2c: np.ndarray) -> np.ndarray:
     return -w2c[:3, :3].T @ w2c[:3, 3]
 
 
-def _reproj_err(w2c: np.ndarray, K: np.ndarray, X: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pc = X @ w2c[:3, :3].T + w2c[:3, 3]
-    z = pc[:, 2]
-    proj = pc @ K.T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        proj = proj[:, :2] / proj[:, 2:3]
-    return np.linalg.norm(proj - uv, axis=1), z
-
-
 class WindowSfm:
     def __init__(self, tracks: Tracks, matches: list[PairMatches], num_views: int,
                  K: np.ndarray, known_K: bool, config: SfmConfig | None = None):
