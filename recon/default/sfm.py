@@ -17,8 +17,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from recon.default.bundle import BundleProblem, bundle_adjust
-from recon.default.features import PairMatches
 from recon.default.tracks import Tracks
+from recon.features import PairMatches
 
 
 @dataclass
