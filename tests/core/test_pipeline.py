@@ -100,7 +100,8 @@ def test_missing_input_is_a_clear_ingest_error(tmp_path):
 
 def test_video_reconstruction_writes_the_whole_output_folder(tmp_path):
     out = tmp_path / "fern"
-    summary = reconstruct(DATA / "videos" / "fern.mp4", out, ReconstructConfig(ingest=IngestOptions(resize=256)), progress=False)
+    config = ReconstructConfig(ingest=IngestOptions(resize=256))
+    summary = reconstruct(DATA / "videos" / "fern.mp4", out, config, progress=False)
     for name in ("trajectory.json", "trajectory.tum", "points.ply", "splats.ply", "recording.rrd", "run.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     frames = read_trajectory(out)
@@ -117,7 +118,8 @@ def test_video_reconstruction_writes_the_whole_output_folder(tmp_path):
 def test_wide_baseline_views_that_cannot_be_posed_still_give_a_complete_folder(tmp_path):
     # room.mp4: 8 views of a room at 1 fps with little overlap; SfM poses only a few of them.
     out = tmp_path / "room"
-    summary = reconstruct(DATA / "videos" / "room.mp4", out, ReconstructConfig(ingest=IngestOptions(resize=256), rrd=False), progress=False)
+    config = ReconstructConfig(ingest=IngestOptions(resize=256), rrd=False)
+    summary = reconstruct(DATA / "videos" / "room.mp4", out, config, progress=False)
     assert 0 < summary.stats.frames_posed < 8
     assert (out / "splats.ply").is_file() and (out / "points.ply").is_file()
     assert len(read_trajectory(out)) == summary.stats.frames_posed
