@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recon.default.features import Features, detect_features, verified_matches
+from recon.features import Features, detect_features, verified_matches
 from stream4d.contracts import Reattachment
 from stream4d.geometry import Sim3, umeyama
 

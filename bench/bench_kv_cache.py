@@ -3,7 +3,7 @@
 A small VGGT network (random weights, same code as VGGT-1B) streams the frames
 of ../shared/data/videos/great_wall.mp4 (played back and forth to reach
 ``--frames``) through the real backend path: a checkpoint file,
-``memory.vggt_stream.load_vggt_backend`` (pruned, ``--budget-frames`` frames per
+``stream4d.pipeline.vggt_stream.load_vggt_backend`` (pruned, ``--budget-frames`` frames per
 layer) or ``recon.vggt.backend.build_vggt_backend`` (unbounded cache), and
 ``predict`` on windows of two frames overlapping by one, so every call streams
 exactly one new frame. Each variant runs in its own process, so its peak RSS
@@ -38,10 +38,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a plain script: bench/common.py
 
 from common import fmt, load_note, machine_info, markdown_table, write_docs_section  # noqa: E402
-from memory.vggt_stream import load_vggt_backend  # noqa: E402
 from recon.vggt import VGGT, VGGTConfig  # noqa: E402
 from recon.vggt.backend import build_vggt_backend  # noqa: E402
 from stream4d.contracts import Frame  # noqa: E402
+from stream4d.pipeline.vggt_stream import load_vggt_backend  # noqa: E402
 
 SECTION = "bench_kv_cache"
 VIDEO = SHARED_DATA / "videos/great_wall.mp4"

@@ -113,7 +113,7 @@ def scored(result: MethodResult, error: str | None, pred: list[PosedFrame], ws: 
 def run_ours(ws: WorkingSet, out_dir: Path, max_side: int | None, full: bool, progress: bool) -> MethodResult:
     from stream4d.pipeline import ReconstructConfig, reconstruct
 
-    config = ReconstructConfig(backend="default", resize=max_side, gaussians=full, rrd=full, viewer="none")
+    config = ReconstructConfig(backend="default", gaussians=full, rrd=full).override({"ingest.resize": max_side})
     method = "ours (full)" if full else "ours (fast)"
     error = None
     summary = None

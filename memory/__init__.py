@@ -3,7 +3,7 @@
 - ``memory.gaussians``: the Gaussian-splat geometry cache.
 - ``memory.kv_pruning``: InfiniteVGGT's KV pruning policy (key-diversity
   scores, per-head selection, adaptive layer budgets) as plain functions.
-- ``memory.kv_cache``: ``PrunedKVCache``, the bounded streaming KV cache.
-- ``memory.vggt_stream``: ``load_vggt_backend``, the VGGT window model wired
-  to that cache (recon itself never imports memory).
+- ``memory.kv_cache``: ``PrunedKVCache``, the bounded streaming KV cache; the
+  orchestration wires it into the VGGT window model
+  (``stream4d.pipeline.vggt_stream.load_vggt_backend``; recon never imports memory).
 """

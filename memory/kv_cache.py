@@ -1,4 +1,4 @@
-"""Streaming KV cache with InfiniteVGGT pruning (used by the VGGT backend through ``memory.vggt_stream``).
+"""Streaming KV cache with InfiniteVGGT pruning (used by the VGGT backend through ``stream4d.pipeline.vggt_stream``).
 
 ``PrunedKVCache`` implements ``recon.vggt.layers.kv.KVCacheProtocol``: the
 VGGT model hands it each global layer's keys/values per step and attends over

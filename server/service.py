@@ -24,6 +24,7 @@ from server.jobs import JobFailedError, JobRunner, LocalJobRunner, UnknownJobErr
 from server.logging import log_event
 from server.models import ResultName, SessionOptions
 from server.progress import ProgressObserver
+from server.session_config import reconstruct_config
 from server.settings import Settings
 from server.store import SessionRecord, SessionStore
 from server.uploads import PART_NAME
@@ -42,8 +43,7 @@ class ReconstructionJob:
     kind: str  # "upload" | "live" | "pull"
     source: str | None  # stored upload path or pulled URL; None for live (frames come through the server)
     out_dir: str
-    config: dict[str, Any]  # keyword arguments of stream4d.pipeline.ReconstructConfig
-    ingest: dict[str, Any]  # keyword arguments of recon.ingest.IngestOptions (live sources)
+    config: dict[str, Any]  # the run's config tree (stream4d.pipeline.ReconstructConfig.to_dict)
 
 
 @dataclass
@@ -162,25 +162,8 @@ class SessionManager:
             self._claims.discard(session_id)
 
     def _job(self, rec: SessionRecord, kind: str, source: str | None) -> ReconstructionJob:
-        opts = SessionOptions(**rec.options)
-        config = {
-            "backend": opts.backend,
-            "weights": str(self.settings.vggt_weights) if opts.backend == "vggt" else None,
-            "window": opts.window,
-            "overlap": opts.overlap,
-            "resize": opts.resolution,
-            "stride": opts.stride,
-            "target_fps": opts.target_fps,
-            "max_frames": opts.max_frames,
-            "keyframes": opts.keyframes,
-            "gaussians": opts.gaussians,
-            "viewer": "none",  # a served viewer is the service's own observer (its URL is needed early)
-            "rrd": True,
-        }
-        # What the pipeline would ask of ingest; a live PushSource is built with it by the service.
-        ingest = {"stride": opts.stride, "target_fps": opts.target_fps, "max_frames": opts.max_frames,
-                  "resize": "vggt" if opts.backend == "vggt" else opts.resolution, "keyframes": opts.keyframes}
-        return ReconstructionJob(rec.id, kind, source, str(self.out_dir(rec.id)), config, ingest)
+        config = reconstruct_config(SessionOptions(**rec.options), self.settings.vggt_weights)
+        return ReconstructionJob(rec.id, kind, source, str(self.out_dir(rec.id)), config.to_dict())
 
     def accept_upload(self, session_id: str, stored: str, nbytes: int, filename: str | None,
                       probe: dict[str, Any]) -> SessionRecord:
@@ -205,15 +188,16 @@ class SessionManager:
 
     def open_live(self, session_id: str) -> LiveFeed:
         """A live session's frame queue; its job is queued at once and reads it."""
-        from recon.ingest.options import IngestOptions
         from recon.ingest.push import PushSource
+        from stream4d.pipeline import ReconstructConfig
 
         rec = self.store.transition(session_id, ["created"], kind="live", state="queued", source="websocket")
         if rec is None:
             raise ApiError(404, "session_not_found", f"session {session_id} does not exist")
         job = self._job(rec, "live", None)
+        ingest = ReconstructConfig.from_dict(job.config).ingest  # what the run would ask of its input
         source = PushSource(name=f"live-{session_id[:8]}", capacity=self.settings.live_queue,
-                            options=IngestOptions(**job.ingest), idle_timeout=self.settings.live_idle_timeout)
+                            options=ingest, idle_timeout=self.settings.live_idle_timeout)
         feed = LiveFeed(source)
         self._live[session_id] = feed
         self.runner.submit(session_id, job)
@@ -335,7 +319,7 @@ class SessionManager:
             if feed is None:
                 raise RuntimeError("the live session's frame queue is gone (server restarted?)")
             source = feed.source
-        config = ReconstructConfig(**job.config)
+        config = ReconstructConfig.from_dict(job.config)
         observers: list[Any] = [progress]
         viewer = self._start_viewer(job, out_dir)
         if viewer is not None:

@@ -132,6 +132,7 @@ class GaussianCacheConfig:
 
     def __post_init__(self) -> None:
         checks = {
+            "window_max_side": self.window_max_side is None or self.window_max_side >= 1,
             "max_gaussians": self.max_gaussians > 0,
             "evict_to_fraction": 0.0 < self.evict_to_fraction <= 1.0,
             "eviction_age_views": self.eviction_age_views > 0,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from recon.default.features import grey
+from recon.features import grey
 from recon.ingest.transforms import plan_resize
 
 

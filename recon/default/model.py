@@ -14,9 +14,9 @@ import numpy as np
 
 from recon.default.dense import (DenseConfig, FlowCache, choose_neighbours, dense_depth, dense_inputs,
                                  upsample_depth)
-from recon.default.features import Features, PairMatches, detect_features, verified_matches
 from recon.default.sfm import SfmConfig, WindowSfm
 from recon.default.tracks import build_tracks
+from recon.features import Features, PairMatches, detect_features, verified_matches
 from stream4d.contracts import Frame, WindowPrediction
 from stream4d.geometry import invert_se3, unproject_depth_maps
 

@@ -17,9 +17,9 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from recon.default.bundle import BundleProblem, bundle_adjust
-from recon.default.features import PairMatches
 from recon.default.parallax import ParallaxConfig, judge_parallax
 from recon.default.tracks import Tracks
+from recon.features import PairMatches
 
 
 @dataclass

@@ -8,7 +8,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from recon.default.features import Features, PairMatches
+from recon.features import Features, PairMatches
 
 
 @dataclass

@@ -11,7 +11,7 @@ Two modes:
   again: their earlier prediction is returned.
 
 Memory in streaming mode is whatever the KV caches keep: the default
-``UnboundedKVCache`` grows with the stream; ``memory.vggt_stream.load_vggt_backend``
+``UnboundedKVCache`` grows with the stream; ``stream4d.pipeline.vggt_stream.load_vggt_backend``
 wires the bounded InfiniteVGGT cache in.
 """
 

@@ -6,9 +6,11 @@ import argparse
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from stream4d.pipeline import ReconstructConfig
+from stream4d.pipeline import ReconstructConfig, load_config
 
 
 def _resize(value: str) -> int | str | None:
@@ -19,36 +21,78 @@ def _resize(value: str) -> int | str | None:
     return int(value)
 
 
+def _not(value: bool) -> bool:
+    return not value
+
+
+# The one mapping of flags onto the config tree: flag dest -> (tree key, flag value -> tree value).
+# Flags default to "not given" (argparse.SUPPRESS), so only the ones given override --config.
+FLAG_KEYS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
+    "backend": ("backend", None),
+    "weights": ("weights", None),
+    "device": ("device", None),
+    "window": ("align.window", None),
+    "overlap": ("align.overlap", None),
+    "no_layerwise": ("align.layerwise", _not),
+    "resize": ("ingest.resize", None),
+    "stride": ("ingest.stride", None),
+    "target_fps": ("ingest.target_fps", None),
+    "max_frames": ("ingest.max_frames", None),
+    "keyframes": ("ingest.keyframes", None),
+    "viewer": ("viz.mode", None),
+    "rrd": ("viz.rrd_path", str),
+    "no_rrd": ("rrd", _not),
+    "no_gaussians": ("gaussians", _not),
+    "max_gaussians": ("cache.max_gaussians", None),
+    "splat_max_side": ("cache.window_max_side", lambda side: side or None),
+    "save_depth": ("save_depth", None),
+}
+
+
 def add_parser(sub) -> str:
     d = ReconstructConfig()
+    given = argparse.SUPPRESS
     p = sub.add_parser("reconstruct", help="reconstruct a video, image folder, dataset folder or camera",
                        description="Stream INPUT through sliding windows, align them into one world and write "
-                                   "trajectory.json, trajectory.tum, points.ply, splats.ply, recording.rrd and run.json.")
+                                   "trajectory.json, trajectory.tum, points.ply, splats.ply, recording.rrd and run.json.",
+                       argument_default=given)
     p.add_argument("input", help="video file, image folder, dataset folder (cameras.json), camera:N or an RTSP/HTTP URL")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--backend", choices=["default", "vggt"], default=d.backend)
+    p.add_argument("--config", type=Path, default=None,
+                   help="start from this config: a run.json (repeats that run) or a JSON config tree; "
+                        "the flags given here override it")
+    p.add_argument("--backend", choices=["default", "vggt"], help=f"window model (default {d.backend})")
     p.add_argument("--weights", help="VGGT checkpoint: .pt, .safetensors or hf:facebook/VGGT-1B (local cache only)")
-    p.add_argument("--device", default=None, help="torch device for the VGGT backend (default: cuda if present)")
-    p.add_argument("--window", type=int, default=d.window, help=f"frames per window (default {d.window})")
-    p.add_argument("--overlap", type=int, default=d.overlap, help=f"frames shared by windows (default {d.overlap})")
+    p.add_argument("--device", help="torch device for the VGGT backend (default: cuda if present)")
+    p.add_argument("--window", type=int, help=f"frames per window (default {d.align.window})")
+    p.add_argument("--overlap", type=int, help=f"frames shared by windows (default {d.align.overlap})")
     p.add_argument("--no-layerwise", action="store_true", help="Sim(3) alignment only, no LASER layer-wise scales")
-    p.add_argument("--resize", type=_resize, default=d.resize, help="max side in px, 'vggt' or 'none' (default 512)")
-    p.add_argument("--stride", type=int, default=d.stride)
-    p.add_argument("--fps", type=float, default=None, dest="target_fps", help="subsample to this frame rate")
-    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--resize", type=_resize, help=f"max side in px, 'vggt' or 'none' (default {d.ingest.resize})")
+    p.add_argument("--stride", type=int, help=f"keep every N-th frame (default {d.ingest.stride})")
+    p.add_argument("--fps", type=float, dest="target_fps", help="subsample to this frame rate")
+    p.add_argument("--max-frames", type=int)
     p.add_argument("--keyframes", action="store_true", help="skip near-duplicate frames")
-    p.add_argument("--viewer", choices=["none", "spawn", "serve"], default=d.viewer)
-    p.add_argument("--rrd", type=Path, default=None, help="where to save the rerun recording (default OUT/recording.rrd)")
+    p.add_argument("--viewer", choices=["none", "spawn", "serve"], help=f"live viewer (default {d.viz.mode})")
+    p.add_argument("--rrd", type=Path, help="where to save the rerun recording (default OUT/recording.rrd)")
     p.add_argument("--no-rrd", action="store_true", help="do not save a rerun recording")
     p.add_argument("--no-gaussians", action="store_true", help="no Gaussian-splat cache / splats.ply")
-    p.add_argument("--max-gaussians", type=int, default=d.max_gaussians)
-    p.add_argument("--splat-max-side", type=int, default=d.splat_max_side,
+    p.add_argument("--max-gaussians", type=int, help=f"splat cache size bound (default {d.cache.max_gaussians})")
+    p.add_argument("--splat-max-side", type=int,
                    help="the splat cache takes every k-th pixel so frames fit this many px (0: every pixel; "
-                        "3x slower, ~2 dB sharper renders at 512 px, see docs/benchmarks.md)")
+                        "3x slower, ~2 dB sharper renders at 512 px, see docs/benchmarks.md; "
+                        f"default {d.cache.window_max_side})")
     p.add_argument("--save-depth", action="store_true", help="write depth/<index>.npz per posed frame")
     p.add_argument("--gt", type=Path, default=None, help="cameras.json ground truth: print ATE at the end")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
     return "reconstruct"
+
+
+def config_from_args(args: argparse.Namespace) -> ReconstructConfig:
+    """``--config`` (or the defaults) with the flags given on top."""
+    base = load_config(args.config) if args.config else ReconstructConfig()
+    values = {key: convert(getattr(args, dest)) if convert else getattr(args, dest)
+              for dest, (key, convert) in FLAG_KEYS.items() if hasattr(args, dest)}
+    return base.override(values) if values else base
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,14 +101,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = ReconstructConfig(
-            backend=args.backend, weights=args.weights, device=args.device, window=args.window,
-            overlap=args.overlap, layerwise=not args.no_layerwise, resize=args.resize, stride=args.stride,
-            target_fps=args.target_fps, max_frames=args.max_frames, keyframes=args.keyframes,
-            viewer=args.viewer, rrd=not args.no_rrd, rrd_path=str(args.rrd) if args.rrd else None, gaussians=not args.no_gaussians,
-            max_gaussians=args.max_gaussians, splat_max_side=args.splat_max_side or None,
-            save_depth=args.save_depth)
-    except ValueError as exc:
+        config = config_from_args(args)
+    except (ValueError, IngestError) as exc:
         print(f"stream4d reconstruct: {exc}", file=sys.stderr)
         return 2
     try:
@@ -88,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         print_report(evaluate_output(args.out, args.gt))
     if summary.viewer_url:
         print(f"viewer: {summary.viewer_url}")
-        if args.viewer == "serve":
+        if config.viz.mode == "serve":
             # The web viewer lives in this process: keep it up until the user is done looking.
             print("serving the recording; press Ctrl-C to stop")
             try:

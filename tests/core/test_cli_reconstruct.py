@@ -24,7 +24,7 @@ def test_reconstruct_of_the_demo_clip_prints_its_error_against_ground_truth(tmp_
     assert "posed 24/24 frames" in proc.stdout
     assert "ATE RMSE" in proc.stdout
     run = json.loads((out / "run.json").read_text())
-    assert run["config"]["max_frames"] == 24 and run["error"] is None
+    assert run["config"]["ingest"]["max_frames"] == 24 and run["error"] is None
 
 
 def test_splat_max_side_sets_how_many_pixels_become_gaussians(tmp_path):
@@ -36,7 +36,7 @@ def test_splat_max_side_sets_how_many_pixels_become_gaussians(tmp_path):
                         "--no-rrd", "--quiet", "--splat-max-side", side)
         assert proc.returncode == 0, proc.stderr[-2000:]
         run = json.loads((out / "run.json").read_text())
-        assert run["config"]["splat_max_side"] == (None if side == "0" else 256)
+        assert run["config"]["cache"]["window_max_side"] == (None if side == "0" else 256)
         counts[side] = run["stats"]["gaussians"]
     assert 2.5 < counts["0"] / counts["256"] < 5.0, counts
 
@@ -57,4 +57,46 @@ def test_reconstruct_rejects_an_overlap_not_smaller_than_the_window(tmp_path):
 def test_reconstruct_rejects_a_negative_splat_size(tmp_path):
     proc = stream4d("reconstruct", str(DEMO / "demo.mp4"), "--out", str(tmp_path / "o"), "--splat-max-side", "-4")
     assert proc.returncode == 2
-    assert "splat_max_side" in proc.stderr and "Traceback" not in proc.stderr
+    assert "window_max_side" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_run_json_repeats_its_run_exactly(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    proc = stream4d("reconstruct", str(DEMO / "demo.mp4"), "--out", str(first), "--max-frames", "16",
+                    "--window", "8", "--overlap", "3", "--no-rrd", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = stream4d("reconstruct", str(DEMO / "demo.mp4"), "--out", str(second), "--config", str(first / "run.json"),
+                    "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = [json.loads((out / "run.json").read_text()) for out in (first, second)]
+    assert runs[1]["config"] == runs[0]["config"]
+    assert runs[0]["stats"]["windows"] >= 2  # the windowing came from the file, not the 20-frame default
+    poses = [[(f["index"], f["c2w"], f["K"]) for f in json.loads((out / "trajectory.json").read_text())["frames"]]
+             for out in (first, second)]
+    assert len(poses[0]) == 16 and poses[1] == poses[0]
+
+
+def test_flags_given_override_the_config_file_and_nothing_else(tmp_path):
+    from stream4d.cli import build_parser
+    from stream4d.commands.reconstruct import config_from_args
+    from stream4d.pipeline import ReconstructConfig
+
+    saved = ReconstructConfig().override({"align.window": 10, "align.overlap": 4, "ingest.max_frames": 30,
+                                          "ingest.stride": 2, "cache.max_gaussians": 1000})
+    path = tmp_path / "tree.json"
+    path.write_text(json.dumps(saved.to_dict()))
+    parser, _ = build_parser()
+    args = parser.parse_args(["reconstruct", "in.mp4", "--out", str(tmp_path / "o"), "--config", str(path),
+                              "--overlap", "2", "--no-rrd"])
+    config = config_from_args(args)
+    assert config == saved.override({"align.overlap": 2, "rrd": False})
+    assert config.tail_merge == 2  # follows the new overlap: min(overlap, window - overlap - 1)
+    assert config_from_args(parser.parse_args(["reconstruct", "in.mp4", "--out", "o", "--config", str(path)])) == saved
+
+
+def test_a_config_file_with_an_unknown_key_is_refused_by_name(tmp_path):
+    path = tmp_path / "tree.json"
+    path.write_text(json.dumps({"align": {"windw": 8}}))
+    proc = stream4d("reconstruct", str(DEMO / "demo.mp4"), "--out", str(tmp_path / "o"), "--config", str(path))
+    assert proc.returncode == 2
+    assert "config.align" in proc.stderr and "windw" in proc.stderr and "Traceback" not in proc.stderr

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from recon.ingest import IngestError
+from align import AlignConfig
+from recon.ingest import IngestError, IngestOptions
 from stream4d.outputs import read_points_ply, read_trajectory
 from stream4d.pipeline import ReconstructConfig, reconstruct, sliding_windows
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
@@ -34,9 +35,9 @@ def rendered(kind: str, n: int, scene_kind: str = "room", seed: int = 0) -> list
 
 
 def light_config(**kw) -> ReconstructConfig:
-    base = dict(gaussians=False, rrd=False, window=8, overlap=3, resize=None)
-    base.update(kw)
-    return ReconstructConfig(**base)
+    """No cache, no recording, 8-frame windows at the input's size; ``kw``: dotted tree keys."""
+    base = {"gaussians": False, "rrd": False, "align.window": 8, "align.overlap": 3, "ingest.resize": None}
+    return ReconstructConfig().override({**base, **kw})
 
 
 def test_sliding_windows_share_exactly_the_overlap_and_cover_every_frame():
@@ -51,7 +52,7 @@ def test_sliding_windows_share_exactly_the_overlap_and_cover_every_frame():
 
 def test_config_rejects_an_overlap_as_large_as_the_window():
     with pytest.raises(ValueError, match="overlap"):
-        ReconstructConfig(window=5, overlap=5)
+        ReconstructConfig(align=AlignConfig(window=5, overlap=5))
 
 
 def test_black_and_blank_frames_are_skipped_and_reported(tmp_path):
@@ -73,7 +74,7 @@ def test_a_video_that_breaks_midway_keeps_the_frames_before_the_break(tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(IngestError):
-        reconstruct(broken, tmp_path / "out", light_config(resize=256, stride=6), progress=False)
+        reconstruct(broken, tmp_path / "out", light_config(**{"ingest.resize": 256, "ingest.stride": 6}), progress=False)
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["error"] and "IngestError" in run["error"]
     frames = read_trajectory(tmp_path / "out")
@@ -99,7 +100,8 @@ def test_missing_input_is_a_clear_ingest_error(tmp_path):
 
 def test_video_reconstruction_writes_the_whole_output_folder(tmp_path):
     out = tmp_path / "fern"
-    summary = reconstruct(DATA / "videos" / "fern.mp4", out, ReconstructConfig(resize=256), progress=False)
+    config = ReconstructConfig(ingest=IngestOptions(resize=256))
+    summary = reconstruct(DATA / "videos" / "fern.mp4", out, config, progress=False)
     for name in ("trajectory.json", "trajectory.tum", "points.ply", "splats.ply", "recording.rrd", "run.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     frames = read_trajectory(out)
@@ -116,7 +118,8 @@ def test_video_reconstruction_writes_the_whole_output_folder(tmp_path):
 def test_wide_baseline_views_that_cannot_be_posed_still_give_a_complete_folder(tmp_path):
     # room.mp4: 8 views of a room at 1 fps with little overlap; SfM poses only a few of them.
     out = tmp_path / "room"
-    summary = reconstruct(DATA / "videos" / "room.mp4", out, ReconstructConfig(resize=256, rrd=False), progress=False)
+    config = ReconstructConfig(ingest=IngestOptions(resize=256), rrd=False)
+    summary = reconstruct(DATA / "videos" / "room.mp4", out, config, progress=False)
     assert 0 < summary.stats.frames_posed < 8
     assert (out / "splats.ply").is_file() and (out / "points.ply").is_file()
     assert len(read_trajectory(out)) == summary.stats.frames_posed
@@ -141,7 +144,8 @@ def test_a_stream_ending_just_after_a_full_window_ends_in_it():
 
 
 def test_tail_merge_follows_window_and_overlap():
-    assert ReconstructConfig(window=8, overlap=4).tail_merge == 3
+    assert ReconstructConfig(align=AlignConfig(window=8, overlap=4)).tail_merge == 3
     assert ReconstructConfig().tail_merge == 5
+    assert ReconstructConfig().override({"align.window": 8, "align.overlap": 4}).tail_merge == 3
     with pytest.raises(ValueError, match="tail_merge"):
-        ReconstructConfig(window=8, overlap=4, tail_merge=4)
+        ReconstructConfig(align=AlignConfig(window=8, overlap=4), tail_merge=4)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from memory.kv_cache import PrunedKVCache
-from memory.vggt_stream import CheckpointError, load_vggt_backend
+from stream4d.pipeline.vggt_stream import CheckpointError, load_vggt_backend
 from recon.vggt import VGGT, VGGTConfig
 from recon.vggt.models.streaming import StreamState
 from stream4d.contracts import Frame

@@ -34,7 +34,7 @@ def test_interrupted_upload_job_is_resumed_with_a_note(tmp_path):
     m.runner.results(sid, timeout=10)
     rec = m.get(sid)
     assert rec.state == "queued" and "attempt 1" in rec.notes[-1]
-    assert submitted[0].source.endswith(f"{sid}/upload.mp4") and submitted[0].config["resize"] == 128
+    assert submitted[0].source.endswith(f"{sid}/upload.mp4") and submitted[0].config["ingest"]["resize"] == 128
     m.runner.shutdown()
 
 

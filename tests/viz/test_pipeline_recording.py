@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from viz_fixtures import rrd
 
+from align import AlignConfig
 from viz import paths
 
 FERN = SHARED_DATA / "videos/fern.mp4"
@@ -17,8 +18,8 @@ pipeline = pytest.importorskip("stream4d.pipeline")
 
 @pytest.mark.skipif(not FERN.exists(), reason=f"shared test video {FERN} is missing")
 def test_reconstruct_records_one_camera_per_posed_frame_with_model_sized_images(tmp_path):
-    summary = pipeline.reconstruct(FERN, tmp_path, pipeline.ReconstructConfig(window=8, overlap=3),
-                                   progress=False)
+    config = pipeline.ReconstructConfig(align=AlignConfig(window=8, overlap=3))
+    summary = pipeline.reconstruct(FERN, tmp_path, config, progress=False)
     rec = rrd(summary.outputs["recording.rrd"])
     posed = [f["index"] for f in json.loads((tmp_path / "trajectory.json").read_text())["frames"]]
     assert posed, "the run posed no frame: nothing to check"

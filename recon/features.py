@@ -1,4 +1,5 @@
-"""SIFT features and verified pairwise matches (OpenCV)."""
+"""SIFT features and verified pairwise matches (OpenCV): backend-independent, used by the default
+window model (recon/default) and by segment re-attachment (align/reattach.py)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """The VGGT window model with bounded streaming memory: ``recon.vggt`` wired to ``PrunedKVCache``.
 
-recon must not import memory, so the wiring lives here: the model talks to
-any cache through ``recon.vggt.layers.kv.KVCacheProtocol`` and
-``recon.vggt.backend.build_vggt_backend`` takes cache factories.
+recon must not import memory, and the two stages meet only in the orchestration, so
+the wiring lives here: the model talks to any cache through
+``recon.vggt.layers.kv.KVCacheProtocol`` and ``recon.vggt.backend.build_vggt_backend``
+takes cache factories.
 """
 
 from __future__ import annotations

@@ -1,0 +1,36 @@
+"""A session's options as the run's configuration tree: the one SessionOptions -> ReconstructConfig map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from server.models import SessionOptions
+
+if TYPE_CHECKING:
+    from stream4d.pipeline import ReconstructConfig
+
+
+def reconstruct_config(options: SessionOptions, vggt_weights: Path | None) -> ReconstructConfig:
+    """The pipeline's defaults with the session's choices on top.
+
+    The service never opens a viewer through the config: a served viewer is the service's own
+    observer (its URL is needed before the run starts), so ``viz.mode`` stays "none".
+    """
+    # Imported here: the roof loads torch & co., which the server needs only once a job runs.
+    from stream4d.pipeline import ReconstructConfig
+
+    return ReconstructConfig().override({
+        "backend": options.backend,
+        "weights": str(vggt_weights) if options.backend == "vggt" and vggt_weights else None,
+        "align.window": options.window,
+        "align.overlap": options.overlap,
+        "ingest.resize": options.resolution,
+        "ingest.stride": options.stride,
+        "ingest.target_fps": options.target_fps,
+        "ingest.max_frames": options.max_frames,
+        "ingest.keyframes": options.keyframes,
+        "gaussians": options.gaussians,
+        "viz.mode": "none",
+        "rrd": True,
+    })

@@ -1,0 +1,150 @@
+"""One configuration tree for a run: the stage configs nested, each default stated once, in its stage.
+
+``run.json`` records the whole tree under ``"config"`` (``ReconstructConfig.to_dict``) and
+``ReconstructConfig.from_dict`` / ``load_config`` read it back, so a run can be repeated
+exactly (``stream4d reconstruct INPUT --config run.json --out DIR``).
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from align.aligner import AlignConfig
+from memory.gaussians.config import GaussianCacheConfig
+from recon.default.model import DefaultModelConfig
+from recon.ingest.options import IngestOptions
+from viz.config import VizConfig
+
+BACKENDS = ("default", "vggt")
+RUN_RESIZE = 512  # a run's ingest resize (longest side, px); IngestOptions alone keeps the input size
+
+
+def _run_ingest() -> IngestOptions:
+    return IngestOptions(resize=RUN_RESIZE)
+
+
+@dataclass
+class ReconstructConfig:
+    """Everything a run needs, built once from the CLI, a service request or a run.json.
+
+    backend: ``"default"`` (weight-free) or ``"vggt"`` (needs ``weights``; its ingest resize is
+        always ``"vggt"``, VGGT's own crop preprocessing).
+    weights: VGGT checkpoint (.pt / .safetensors / hf:facebook/VGGT-1B).
+    device: torch device of the VGGT backend (None: CUDA when present).
+    tail_merge: a finite input ending at most this many frames after a full window ends in it
+        (``sliding_windows``; None: ``min(overlap, window - overlap - 1)``); live inputs (camera,
+        push) never wait for frames to come.
+    gaussians: keep the Gaussian-splat cache (``cache``) and write splats.ply.
+    rrd: save a rerun recording, at ``viz.rrd_path`` or else OUT/recording.rrd.
+    save_depth: write depth/<index>.npz per posed frame.
+
+    Stage configs: ``ingest`` (frame selection and resize), ``model`` (the default backend's
+    knobs), ``align`` (windowing: ``align.window`` frames per window sharing ``align.overlap``;
+    Sim(3) and layer-wise alignment), ``cache`` (the splat cache), ``viz`` (viewer mode and
+    logging). Two alignment settings are the run's, not the config's: ``new_segment_on_gap`` is
+    always on (a window the model fails leaves a gap), and ``fix_intrinsics`` is off for dataset
+    folders, whose intrinsics are trusted.
+    """
+
+    backend: str = "default"
+    weights: str | None = None
+    device: str | None = None
+    tail_merge: int | None = None
+    gaussians: bool = True
+    rrd: bool = True
+    save_depth: bool = False
+    ingest: IngestOptions = field(default_factory=_run_ingest)
+    model: DefaultModelConfig = field(default_factory=DefaultModelConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    cache: GaussianCacheConfig = field(default_factory=GaussianCacheConfig)
+    viz: VizConfig = field(default_factory=VizConfig)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be default or vggt, got {self.backend!r}")
+        if self.backend == "vggt" and self.ingest.resize != "vggt":
+            self.ingest = replace(self.ingest, resize="vggt")
+        window, overlap = self.align.window, self.align.overlap
+        if self.tail_merge is None:
+            self.tail_merge = _auto_tail_merge(window, overlap)
+        if not 0 <= self.tail_merge < window - overlap:
+            raise ValueError(f"tail_merge must be in [0, window - overlap), got {self.tail_merge} with window "
+                             f"{window} and overlap {overlap}")
+
+    # ---- the tree as plain data ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The whole tree as JSON-ready nested dicts (what run.json records under ``"config"``)."""
+        return json.loads(json.dumps(asdict(self), default=str))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReconstructConfig:
+        """The tree from nested dicts; absent keys take their defaults, unknown keys are an error."""
+        return _build(cls, data, "config")
+
+    def override(self, values: dict[str, Any]) -> ReconstructConfig:
+        """A copy with dotted keys set, e.g. ``{"align.window": 8, "ingest.max_frames": 24}``.
+
+        ``tail_merge`` follows a new window or overlap unless it is set itself or was not the
+        automatic value of the old windowing.
+        """
+        tree = self.to_dict()
+        windowing = {"align.window", "align.overlap"} & values.keys()
+        if windowing and "tail_merge" not in values and \
+                self.tail_merge == _auto_tail_merge(self.align.window, self.align.overlap):
+            tree["tail_merge"] = None
+        for key, value in values.items():
+            *parents, leaf = key.split(".")
+            node = tree
+            for name in parents:
+                if not isinstance(node.get(name), dict):
+                    raise ValueError(f"unknown config key {key!r}")
+                node = node[name]
+            if leaf not in node:
+                raise ValueError(f"unknown config key {key!r}")
+            node[leaf] = str(value) if isinstance(value, Path) else value
+        return self.from_dict(tree)
+
+
+def load_config(path: str | Path) -> ReconstructConfig:
+    """The tree in a JSON file: a run.json (its ``"config"``) or the tree itself."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read the config {path}: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("config"), dict) and "format_version" in data:
+        data = data["config"]
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config is a JSON object (the tree, or a run.json with a \"config\")")
+    return ReconstructConfig.from_dict(data)
+
+
+def _auto_tail_merge(window: int, overlap: int) -> int:
+    return min(overlap, window - overlap - 1)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """``cls(**data)`` with nested dataclasses built from their dicts and JSON lists back to tuples."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls) if f.init}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown config key(s) in {where}: {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if is_dataclass(hint) and isinstance(hint, type):
+            value = _build(hint, value, f"{where}.{name}")
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from None

@@ -1,0 +1,138 @@
+"""Where aligned windows go, in the alignment thread: the output folder, the splat cache, observers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from stream4d.contracts import AlignedWindow, StreamObserver, StreamStats
+from stream4d.outputs import OutputWriter, PosedFrame
+from stream4d.pipeline.config import ReconstructConfig
+
+log = logging.getLogger("stream4d.pipeline")
+
+
+class Sink:
+    """Receives aligned windows in the alignment thread: outputs, cache, observers."""
+
+    def __init__(self, writer: OutputWriter, config: ReconstructConfig, observers: Sequence[StreamObserver],
+                 stats: StreamStats, timings: dict[str, float]):
+        self.writer = writer
+        self.config = config
+        self.observers = list(observers)
+        self.stats = stats
+        self.timings = timings
+        self.cache = None
+        if config.gaussians:
+            from memory.gaussians import GaussianCache
+
+            self.cache = GaussianCache(config.cache)
+        self.fallback_points = VoxelCloud()
+        self.window_scales: list[float] = []
+        self.started = time.perf_counter()
+
+    def __call__(self, window: AlignedWindow) -> None:
+        pred = window.prediction
+        link = window.reattached
+        if link is not None:  # frames written in the lost segment move into the world it was found in
+            moved = self.writer.remap_segment(link.from_segment, link.to_segment, link.sim3)
+            if self.cache is None:  # the cache follows on its own in add_window
+                self.fallback_points.reattach(link)
+            self.stats.reattachments += 1
+            log.info("segment %d re-attached to segment %d (%d frames moved, %d inliers)",
+                     link.from_segment, link.to_segment, moved, link.inliers)
+        for k in np.nonzero(window.is_new)[0]:
+            W, H = (int(v) for v in pred.input_sizes[k])
+            self.writer.add_frame(PosedFrame(
+                index=int(pred.frame_indices[k]), timestamp=float(pred.timestamps[k]), image=pred.sources[k],
+                c2w=pred.c2w[k], K=pred.K_input(k), width=W, height=H, segment=window.segment))
+            if self.config.save_depth:
+                self.writer.write_depth(int(pred.frame_indices[k]), pred.depth[k], pred.depth_conf[k], pred.K[k], pred.c2w[k])
+        self.stats.frames_posed += int(window.is_new.sum())
+        self.stats.windows += 1
+        self.stats.segment = window.segment
+        self.window_scales.append(float(window.sim3_scale))
+        t = time.perf_counter()
+        if self.cache is not None:
+            self.cache.add_window(window)
+            self.stats.gaussians = len(self.cache)
+        else:
+            self.fallback_points.add(window)
+        self.timings["cache"] = self.timings.get("cache", 0.0) + time.perf_counter() - t
+        elapsed = time.perf_counter() - self.started
+        self.stats.fps = self.stats.frames_processed / elapsed if elapsed > 0 else 0.0
+        for obs in self.observers:
+            obs.on_window(window)
+            obs.on_stats(self.stats)
+        if self.cache is not None and self.stats.windows % 2 == 0:
+            snap = self.cache.snapshot()
+            for obs in self.observers:
+                obs.on_gaussians(snap)
+
+    def finish(self) -> dict[str, Path]:
+        out: dict[str, Path] = {}
+        if self.cache is not None:  # written even when empty: the folder always has the same files
+            from memory.gaussians import write_splats_ply
+
+            snap = self.cache.snapshot()
+            for obs in self.observers:
+                obs.on_gaussians(snap)
+            out["splats.ply"] = write_splats_ply(self.writer.out_dir / "splats.ply", snap)
+            colors = np.clip(snap.colors * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            out["points.ply"] = self.writer.write_points(snap.means[~snap.is_dynamic], colors[~snap.is_dynamic])
+        else:
+            pts, cols = self.fallback_points.points()
+            out["points.ply"] = self.writer.write_points(pts, cols)
+        return out
+
+
+class VoxelCloud:
+    """Confident points fused on a voxel grid (used when the Gaussian cache is off): bounded by the scene.
+
+    Points are kept per world segment; points.ply gets the current segment's, as splats.ply does.
+    """
+
+    def __init__(self, max_points: int = 2_000_000):
+        self.voxel: float | None = None
+        self.max_points = max_points
+        self.segment = 0
+        self._pts = np.zeros((0, 3), np.float32)
+        self._cols = np.zeros((0, 3), np.uint8)
+        self._seg = np.zeros(0, np.int64)
+
+    def add(self, window: AlignedWindow) -> None:
+        pred = window.prediction
+        self.segment = window.segment
+        # Every other pixel each way: the voxel (1/250 of the median depth, ~1.7 px at 512 px and a
+        # 60 degree field of view) would keep only one of each 2 x 2 block anyway.
+        conf, points, images = pred.points_conf[:, ::2, ::2], pred.points[:, ::2, ::2], pred.images[:, ::2, ::2]
+        keep = window.is_new[:, None, None] & (conf > np.quantile(conf, 0.5))
+        pts = points[keep]
+        if len(pts) == 0:
+            return
+        if self.voxel is None:
+            self.voxel = float(np.median(pred.depth[:, ::2, ::2][keep])) / 250.0 or 1e-3
+        self._pts = np.concatenate([self._pts, pts])
+        self._cols = np.concatenate([self._cols, images[keep]])
+        self._seg = np.concatenate([self._seg, np.full(len(pts), window.segment, np.int64)])
+        cell = np.floor(self._pts / self.voxel).astype(np.int64)
+        # One int64 per (segment, cell) (20 bits an axis, 4 for the segment) so the dedup is a 1-D unique.
+        key = ((self._seg & 0xF) << 60) | ((cell[:, 0] & 0xFFFFF) << 40) | ((cell[:, 1] & 0xFFFFF) << 20) \
+            | (cell[:, 2] & 0xFFFFF)
+        _, first = np.unique(key, return_index=True)
+        self._pts, self._cols, self._seg = self._pts[first], self._cols[first], self._seg[first]
+        if len(self._pts) > self.max_points:
+            self.voxel *= 1.5
+
+    def reattach(self, link) -> None:
+        moved = self._seg == link.from_segment
+        self._pts[moved] = link.sim3.apply(self._pts[moved].astype(np.float64)).astype(np.float32)
+        self._seg[moved] = link.to_segment
+
+    def points(self) -> tuple[np.ndarray, np.ndarray]:
+        mine = self._seg == self.segment
+        return self._pts[mine], self._cols[mine]

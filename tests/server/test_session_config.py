@@ -1,0 +1,27 @@
+"""Session options onto the run's configuration tree (server.session_config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from server.models import SessionOptions
+from server.session_config import reconstruct_config
+from stream4d.pipeline import ReconstructConfig
+
+
+def test_default_session_options_are_the_pipelines_defaults():
+    # SessionOptions restates window, overlap, resolution, ... for the API schema: they must agree.
+    assert reconstruct_config(SessionOptions(), None) == ReconstructConfig()
+
+
+def test_every_session_option_lands_in_the_tree():
+    options = SessionOptions(backend="vggt", window=10, overlap=4, target_fps=5.0, resolution=256, stride=2,
+                             max_frames=40, keyframes=True, gaussians=False, viewer=False)
+    config = reconstruct_config(options, Path("/weights/model.pt"))
+    assert (config.backend, config.weights) == ("vggt", "/weights/model.pt")
+    assert (config.align.window, config.align.overlap, config.tail_merge) == (10, 4, 4)
+    ingest = config.ingest
+    assert (ingest.resize, ingest.stride, ingest.target_fps, ingest.max_frames, ingest.keyframes) == \
+        ("vggt", 2, 5.0, 40, True)  # vggt always takes its own preprocessing
+    assert not config.gaussians and config.rrd and config.viz.mode == "none"
+    assert reconstruct_config(SessionOptions(resolution=256), None).ingest.resize == 256
