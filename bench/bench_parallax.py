@@ -36,7 +36,7 @@ def window_evidence(model: DefaultWindowModel, frames: list[Frame], hide_K: bool
     """(best pair's ratio, E-matrix initial-pair angle or None) of one window."""
     if hide_K:
         frames = [Frame(index=f.index, timestamp=f.timestamp, image=f.image, source=f.source) for f in frames]
-    known = not hide_K
+    known = all(f.K is not None for f in frames)
     Wf, Hf = frames[0].size
     K = np.asarray(frames[0].K, np.float64) if known else prior_intrinsics(Wf, Hf, 1.0)
     sfm, feats, matches, _ = model._structure(frames, K, known, 1.0, {})
@@ -91,10 +91,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
     args = ap.parse_args()
-    model = DefaultWindowModel()
     rows = []
 
     def add(name: str, windows: list[list[Frame]], hide_K: bool) -> None:
+        model = DefaultWindowModel()  # its feature cache is keyed by frame index: one per input
         found = [window_evidence(model, w, hide_K) for w in windows]
         ratios = [r for r, _ in found]
         angles = [a for _, a in found if a is not None]
@@ -110,7 +110,7 @@ def main() -> None:
     for name, rel, every, max_frames in REAL:
         windows = real_windows(DATA_ROOT / rel, 20, every, max_frames)
         add(name, windows, False)
-        if name.startswith("kitti"):
+        if name.startswith(("kitti", "strecha_castle")):
             add(name, windows, True)
     table = markdown_table(["input", "windows", "best-pair ratio", "judged with parallax", "E-matrix angle"], rows)
     if args.write_docs:
