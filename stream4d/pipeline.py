@@ -27,6 +27,7 @@ import numpy as np
 from stream4d import __version__
 from stream4d.contracts import AlignedWindow, Frame, StreamObserver, StreamStats, WindowModel
 from stream4d.outputs import OutputWriter, PosedFrame
+from stream4d.run_report import run_warnings
 
 log = logging.getLogger("stream4d.pipeline")
 
@@ -84,6 +85,7 @@ class RunSummary:
     outputs: dict[str, Path]
     viewer_url: str | None = None
     skipped: list[dict] = field(default_factory=list)
+    skipped_windows: list[dict] = field(default_factory=list)  # {"window", "frames", "reason"}
 
 
 # ---- building the stages -------------------------------------------------------------
@@ -215,7 +217,24 @@ class _Sink:
                                                            window_max_side=config.splat_max_side))
         self.fallback_points = _VoxelCloud()
         self.window_scales: list[float] = []
+        self.skipped_windows: list[dict] = []
+        self.map_points = 0  # points in points.ply, known after finish()
+        self._skip_lock = threading.Lock()  # skips come from the model thread and the alignment thread
         self.started = time.perf_counter()
+
+    def skip(self, frame_indices: Sequence[int], reason: str, window: int | None = None) -> None:
+        """A window that gave no poses: reported, counted, and the stream goes on."""
+        frames = [int(i) for i in frame_indices]
+        span = f"frames {frames[0]}-{frames[-1]}" if frames else "no frames"
+        msg = f"window {window} ({span}) skipped: {reason}" if window is not None else f"window of {span} skipped: {reason}"
+        log.warning(msg)
+        with self._skip_lock:
+            self.skipped_windows.append({"window": window, "frames": frames, "reason": reason})
+            self.stats.windows_skipped += 1
+            self.stats.errors.append(msg)
+
+    def skip_unusable(self, pred, err) -> None:
+        self.skip(err.frame_indices, err.reason, err.window_index)
 
     def __call__(self, window: AlignedWindow) -> None:
         pred = window.prediction
@@ -231,10 +250,12 @@ class _Sink:
             W, H = (int(v) for v in pred.input_sizes[k])
             self.writer.add_frame(PosedFrame(
                 index=int(pred.frame_indices[k]), timestamp=float(pred.timestamps[k]), image=pred.sources[k],
-                c2w=pred.c2w[k], K=pred.K_input(k), width=W, height=H, segment=window.segment))
+                c2w=pred.c2w[k], K=pred.K_input(k), width=W, height=H, segment=window.segment,
+                pose_kind=pred.pose_kind(k)))
             if self.config.save_depth:
                 self.writer.write_depth(int(pred.frame_indices[k]), pred.depth[k], pred.depth_conf[k], pred.K[k], pred.c2w[k])
         self.stats.frames_posed += int(window.is_new.sum())
+        self.stats.frames_rotation_only += int((window.is_new & pred.rotation_only_views).sum())
         self.stats.windows += 1
         self.stats.segment = window.segment
         self.window_scales.append(float(window.sim3_scale))
@@ -266,9 +287,11 @@ class _Sink:
             out["splats.ply"] = write_splats_ply(self.writer.out_dir / "splats.ply", snap)
             colors = np.clip(snap.colors * 255.0 + 0.5, 0, 255).astype(np.uint8)
             out["points.ply"] = self.writer.write_points(snap.means[~snap.is_dynamic], colors[~snap.is_dynamic])
+            self.map_points = int((~snap.is_dynamic).sum())
         else:
             pts, cols = self.fallback_points.points()
             out["points.ply"] = self.writer.write_points(pts, cols)
+            self.map_points = len(pts)
         return out
 
 
@@ -386,7 +409,7 @@ def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | No
             ingest_error.append(exc)
 
     try:
-        with src, AlignmentWorker(aligner, maxsize=2, on_aligned=sink) as worker:
+        with src, AlignmentWorker(aligner, maxsize=2, on_aligned=sink, on_skipped=sink.skip_unusable) as worker:
             # Decoding and per-frame preparation run a window ahead in the reader thread.
             ahead = read_ahead(iter(src), config.window, reader_stop, getattr(model, "prepare", None))
             live = getattr(src.info, "kind", "") in ("camera", "push")
@@ -398,9 +421,7 @@ def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | No
                 try:
                     pred = model.predict(frames)
                 except Exception as exc:  # noqa: BLE001 - one bad window must not end the stream
-                    msg = f"window {frames[0].index}-{frames[-1].index}: {exc}"
-                    log.warning(msg)
-                    stats.errors.append(msg)
+                    sink.skip([f.index for f in frames], f"the window model failed: {type(exc).__name__}: {exc}")
                     continue
                 timings["model"] = timings.get("model", 0.0) + time.perf_counter() - t
                 stats.frames_dropped = getattr(src.stats, "dropped", 0)
@@ -423,6 +444,9 @@ def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | No
             for obs in all_observers:
                 obs.close()
     timings["total"] = time.perf_counter() - t_start
+    stats.warnings.extend(run_warnings(stats, sink.map_points, config.gaussians))
+    for warning in stats.warnings:
+        log.warning(warning)
     stats.fps = stats.frames_received / timings["total"] if timings["total"] > 0 else 0.0
     outputs.update({"trajectory.json": out_dir / "trajectory.json", "trajectory.tum": out_dir / "trajectory.tum"})
     if config.rrd:
@@ -436,6 +460,7 @@ def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | No
         "stats": asdict(stats),
         "timings_s": timings,
         "skipped_frames": skipped,
+        "skipped_windows": sink.skipped_windows,
         "alignment_scales": sink.window_scales,
         "error": None if error is None else f"{type(error).__name__}: {error}",
         "platform": {"python": platform.python_version(), "machine": platform.machine()},
@@ -443,7 +468,7 @@ def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | No
     outputs["run.json"] = writer.write_run(run)
     if error is not None:
         raise error
-    return RunSummary(out_dir, stats, timings, outputs, viewer_url, skipped)
+    return RunSummary(out_dir, stats, timings, outputs, viewer_url, skipped, sink.skipped_windows)
 
 
 def _jsonable(obj: Any) -> Any:
