@@ -16,14 +16,16 @@ from stream4d.outputs import read_trajectory, read_trajectory_json
 from stream4d.pipeline import ReconstructConfig, reconstruct
 
 
-class NanPoseOnWindow:
-    """The real default model; only its output for window ``bad`` (0-based call count) gets NaN poses."""
+class FaultOnWindow:
+    """The real default model; only window ``bad`` (0-based call count) is broken: its output gets NaN
+    poses (``fault="nan"``) or the model raises (``fault="raise"``)."""
 
     name = "default"
 
-    def __init__(self, bad: int):
+    def __init__(self, bad: int, fault: str = "nan"):
         self.inner = DefaultWindowModel()
         self.bad = bad
+        self.fault = fault
         self.calls = 0
         self.prepare = self.inner.prepare
 
@@ -36,6 +38,8 @@ class NanPoseOnWindow:
         self.calls += 1
         if self.calls - 1 != self.bad:
             return pred
+        if self.fault == "raise":
+            raise RuntimeError("bundle adjustment diverged")
         c2w = pred.c2w.copy()
         c2w[len(c2w) // 2, :3, :3] = np.nan
         return replace(pred, c2w=c2w)
@@ -69,7 +73,7 @@ def light_config(**kw) -> ReconstructConfig:
 def test_a_window_with_non_finite_poses_is_skipped_reported_and_the_stream_goes_on(tmp_path):
     folder = write_images(tmp_path / "in", sideways_room(28))
     seen = Placements()
-    model = NanPoseOnWindow(bad=1)  # windows: 0-7, 5-12 (broken), 10-17, 15-22, 20-27
+    model = FaultOnWindow(bad=1)  # windows: 0-7, 5-12 (broken), 10-17, 15-22, 20-27
     summary = reconstruct(folder, tmp_path / "out", light_config(), progress=False, model=model, observers=[seen])
 
     assert model.calls == 5
@@ -110,3 +114,13 @@ def test_pure_rotation_is_posed_rotation_only_and_the_empty_map_is_reported(tmp_
     [warning] = run["stats"]["warnings"]
     assert warning.startswith("map is empty: no window had parallax: all 12 posed frames are rotation-only")
     assert summary.outputs["points.ply"].is_file()
+
+
+def test_a_window_whose_model_raises_is_skipped_and_reported_too(tmp_path):
+    folder = write_images(tmp_path / "in", sideways_room(18))
+    model = FaultOnWindow(bad=1, fault="raise")  # windows: 0-7, 5-12 (raises), 10-17
+    summary = reconstruct(folder, tmp_path / "out", light_config(), progress=False, model=model)
+    assert summary.skipped_windows == [{"window": None, "frames": list(range(5, 13)),
+                                        "reason": "the window model failed: RuntimeError: bundle adjustment diverged"}]
+    assert summary.stats.windows_skipped == 1 and summary.stats.windows == 2
+    assert {f.index for f in read_trajectory(tmp_path / "out")} == set(range(8)) | set(range(10, 18))
