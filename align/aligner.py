@@ -21,7 +21,7 @@ from align.layers import layer_thresholds, segment_window
 from align.layerwise import cross_window_seeds, propagate_scales
 from align.reattach import ReattachConfig, SegmentLinker, lift_keyframe
 from align.sim3 import register_overlap
-from align.validate import no_parallax, unusable_reason
+from align.validate import unusable_reason
 from stream4d.contracts import AlignedWindow, Reattachment, WindowPrediction
 from stream4d.geometry import Sim3, invert_se3, pixel_grid, transform_point_maps
 
@@ -272,7 +272,9 @@ class StreamAligner:
             layer_thresholds=thresholds)
 
         rotation_only = pred.rotation_only
-        if no_parallax(pred):  # poses without any depth: only their orientations are worth anything
+        if not (usable & (pred.depth_conf > 0)).any():
+            # Not one confident depth pixel: nothing was triangulated, so whatever the model says
+            # about its poses, it saw no parallax it could use; only orientations are worth anything.
             rotation_only = np.ones(S, bool)
             info["no_parallax"] = True
         aligned = replace(pred, depth=depth, c2w=c2w, K=K_used, points=world_points, info=dict(pred.info),

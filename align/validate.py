@@ -9,7 +9,7 @@ goes on with the next window (see ``align.worker``).
 A window without any usable depth is not refused: its poses are still the
 model's, only nothing could be triangulated. The model may flag it
 (``WindowPrediction.rotation_only``); the aligner also marks every view of a
-window without a single usable depth pixel rotation-only (``no_parallax``).
+window without a single usable depth pixel rotation-only (``info["no_parallax"]``).
 """
 
 from __future__ import annotations
@@ -39,17 +39,3 @@ def unusable_reason(pred: WindowPrediction) -> str | None:
     if not finite.any() or (confident.any() and not (finite & confident).any()):
         return "has non-finite depth wherever it is confident"
     return None
-
-
-def no_parallax(pred: WindowPrediction) -> bool:
-    """Whether no view of ``pred`` has a single usable depth pixel: nothing was triangulated, so
-    the window saw no parallax its model could use, whatever it says about its poses."""
-    return not usable_pixels(pred).any()
-
-
-def usable_pixels(pred: WindowPrediction) -> np.ndarray:
-    """bool [S, H, W]: finite positive depth, finite point, finite positive confidence."""
-    ok = np.isfinite(pred.depth) & (pred.depth > 0)
-    ok &= np.isfinite(pred.depth_conf) & (pred.depth_conf > 0)
-    ok &= np.isfinite(pred.points).all(axis=-1)
-    return ok

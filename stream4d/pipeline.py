@@ -233,7 +233,7 @@ class _Sink:
             self.stats.windows_skipped += 1
             self.stats.errors.append(msg)
 
-    def skip_unusable(self, pred, err) -> None:
+    def skip_unusable(self, pred, err) -> None:  # AlignmentWorker.on_skipped
         self.skip(err.frame_indices, err.reason, err.window_index)
 
     def __call__(self, window: AlignedWindow) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import rerun as rr
 
-from stream4d.contracts import AlignedWindow, GaussianSnapshot, StreamStats
+from stream4d.contracts import AlignedWindow, GaussianSnapshot, StreamStats, WindowPrediction
 from viz import logging as vlog
 from viz import paths
 from viz.camera_batch import CameraBatch
@@ -53,7 +53,7 @@ class StreamRecorder:
     def _keyframe_due(self) -> bool:
         return self._keyframe_at is None or self.cameras_logged - self._keyframe_at >= self.config.keyframe_every
 
-    def _keyframe(self, pred, v: int, c2w: np.ndarray) -> None:
+    def _keyframe(self, pred: WindowPrediction, v: int, c2w: np.ndarray) -> None:
         """View ``v``'s depth + confidence (decimated, under its own camera) and point map."""
         self._keyframe_at = self.cameras_logged
         self.keyframes_logged += 1
