@@ -3,9 +3,11 @@
 Robust Sim(3) registration on the frames consecutive windows share, then
 LASER's layer-wise depth scale alignment (arXiv 2512.13680). Input
 ``WindowPrediction``, output ``AlignedWindow`` (``stream4d.contracts``).
+A window whose model output is unusable is refused (``UnusableWindowError``,
+``align.validate``) without disturbing the stream.
 """
 
-from align.aligner import AlignConfig, AlignmentError, StreamAligner
+from align.aligner import AlignConfig, AlignmentError, StreamAligner, UnusableWindowError
 from align.worker import AlignmentWorker
 
-__all__ = ["AlignConfig", "AlignmentError", "AlignmentWorker", "StreamAligner"]
+__all__ = ["AlignConfig", "AlignmentError", "AlignmentWorker", "StreamAligner", "UnusableWindowError"]

@@ -21,12 +21,25 @@ from align.layers import layer_thresholds, segment_window
 from align.layerwise import cross_window_seeds, propagate_scales
 from align.reattach import ReattachConfig, SegmentLinker, lift_keyframe
 from align.sim3 import register_overlap
+from align.validate import unusable_reason
 from stream4d.contracts import AlignedWindow, Reattachment, WindowPrediction
 from stream4d.geometry import Sim3, invert_se3, pixel_grid, transform_point_maps
 
 
 class AlignmentError(ValueError):
     """A window cannot be placed in the stream's world (the message says which and why)."""
+
+
+class UnusableWindowError(AlignmentError):
+    """The model's output for one window is unusable (non-finite poses, intrinsics or depth; see
+    ``align.validate``). The aligner's state is as before the window, so the stream can go on: the next
+    window registers on the last good one if they share frames, else starts a new segment."""
+
+    def __init__(self, message: str, window_index: int, frame_indices: list[int], reason: str):
+        super().__init__(message)
+        self.window_index = window_index  # position of the window among those given to the aligner
+        self.frame_indices = frame_indices  # Frame.index of its views
+        self.reason = reason
 
 
 @dataclass
@@ -213,7 +226,8 @@ class StreamAligner:
         self._lift_pending_keyframe()
         cfg = self.config
         S = pred.num_frames
-        depth = np.where(np.isfinite(pred.depth) & (pred.depth > 0), pred.depth, 0.0).astype(np.float32)
+        usable = np.isfinite(pred.depth) & (pred.depth > 0) & np.isfinite(pred.points).all(axis=-1)
+        depth = np.where(usable, pred.depth, 0.0).astype(np.float32)
         mask = confidence_mask(pred.depth_conf, depth, cfg.conf_quantile)  # bool [S, H, W]
         cam_points, K_used, intrinsics = self._camera_points(pred, depth)  # [S, H, W, 3], own scale
         info: dict = {"intrinsics": intrinsics, "trusted_fraction": float(mask.mean())}
@@ -234,6 +248,8 @@ class StreamAligner:
             labels_tail = labels[tail]
 
         c2w = sim3.apply_c2w(pred.c2w)  # [S, 4, 4]
+        if not np.all(np.isfinite(c2w)):  # a degenerate overlap fit; nothing kept of this window yet
+            self._refuse(pred, f"was registered by a non-finite similarity (scale {sim3.s!r})")
         cam_points *= np.float32(sim3.s)
         link = self._reattach(pred, depth, K_used, c2w, is_new)
         if link is not None:
@@ -255,7 +271,14 @@ class StreamAligner:
             mask=mask[tail].copy(), labels=labels_tail, registration_depth=registration_depth,
             layer_thresholds=thresholds)
 
-        aligned = replace(pred, depth=depth, c2w=c2w, K=K_used, points=world_points, info=dict(pred.info))
+        rotation_only = pred.rotation_only
+        if not (usable & (pred.depth_conf > 0)).any():
+            # Not one confident depth pixel: nothing was triangulated, so whatever the model says
+            # about its poses, it saw no parallax it could use; only orientations are worth anything.
+            rotation_only = np.ones(S, bool)
+            info["no_parallax"] = True
+        aligned = replace(pred, depth=depth, c2w=c2w, K=K_used, points=world_points, info=dict(pred.info),
+                          rotation_only=rotation_only)
         info["time_s"] = time.perf_counter() - start
         if link is not None:
             sim3 = link.sim3.compose(sim3)  # what took the window's own frame to the world it is in
@@ -361,21 +384,27 @@ class StreamAligner:
             self._pending_keyframe = None
             self._linker.remember(segment, lift_keyframe(*inputs))
 
+    def _name(self, pred: WindowPrediction) -> str:
+        return f"window {self._count} (frames {pred.frame_indices[:1].tolist()}..{pred.frame_indices[-1:].tolist()})"
+
+    def _refuse(self, pred: WindowPrediction, reason: str) -> None:
+        """Raise UnusableWindowError; the window still takes its place in the count (messages name it)."""
+        name = self._name(pred)
+        self._count += 1
+        raise UnusableWindowError(f"{name} {reason}", self._count - 1, pred.frame_indices.tolist(), reason)
+
     def _check(self, pred: WindowPrediction) -> None:
         """Refuse what cannot be aligned; the first window also fixes the stream's resolution and reference K."""
         if not isinstance(pred, WindowPrediction):
             raise TypeError(f"StreamAligner.add needs a WindowPrediction, got {type(pred).__name__}")
-        name = f"window {self._count} (frames {pred.frame_indices[:1].tolist()}..{pred.frame_indices[-1:].tolist()})"
+        name = self._name(pred)
         if pred.num_frames < 1:
             raise AlignmentError(f"{name} has no frames")
         if len(np.unique(pred.frame_indices)) != pred.num_frames:
             raise AlignmentError(f"{name} lists a frame index twice: {pred.frame_indices.tolist()}")
-        if not np.all(np.isfinite(pred.c2w)):
-            raise AlignmentError(f"{name} has non-finite camera poses (c2w)")
-        if not np.all(np.linalg.det(pred.c2w[:, :3, :3]) > 0.5):
-            raise AlignmentError(f"{name} has a c2w whose rotation block is not a rotation (det <= 0.5)")
-        if not np.all(np.isfinite(pred.K)) or not np.all(pred.K[:, [0, 1], [0, 1]] > 0):
-            raise AlignmentError(f"{name} has intrinsics K with a non-finite or non-positive focal length")
+        reason = unusable_reason(pred)
+        if reason is not None:
+            self._refuse(pred, reason)
         W, H = pred.model_size
         if self._size is None:
             self._size = (W, H)

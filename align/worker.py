@@ -3,9 +3,11 @@
 The window model thread calls ``submit`` and goes on predicting the next
 window while this thread aligns the previous one. The queue is bounded so a
 slow aligner pushes back (``submit`` blocks once ``maxsize`` windows wait)
-instead of letting memory grow. An error in the aligner or in
-``on_aligned`` stops the thread; the next ``submit`` or ``close`` re-raises it
-in the caller's thread.
+instead of letting memory grow. A window whose model output is unusable
+(``UnusableWindowError``) is handed to ``on_skipped`` when one is given and the
+thread goes on with the next window: one bad window does not end a stream.
+Any other error in the aligner or in ``on_aligned`` stops the thread; the next
+``submit`` or ``close`` re-raises it in the caller's thread.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import queue
 import threading
 from typing import Callable
 
-from align.aligner import StreamAligner
+from align.aligner import StreamAligner, UnusableWindowError
 from stream4d.contracts import AlignedWindow, WindowPrediction
 
 _STOP = object()
@@ -23,16 +25,20 @@ _STOP = object()
 class AlignmentWorker:
     """Runs ``aligner.add`` on submitted windows in order, in a daemon thread.
 
-    ``on_aligned`` is called in the worker thread with every AlignedWindow.
+    ``on_aligned`` is called in the worker thread with every AlignedWindow;
+    ``on_skipped`` with every window the aligner refused as unusable and its
+    error (without it, such a window stops the worker like any other error).
     Usable as a context manager (``close`` on exit).
     """
 
     def __init__(self, aligner: StreamAligner, maxsize: int = 2,
-                 on_aligned: Callable[[AlignedWindow], None] | None = None):
+                 on_aligned: Callable[[AlignedWindow], None] | None = None,
+                 on_skipped: Callable[[WindowPrediction, UnusableWindowError], None] | None = None):
         if maxsize < 1:
             raise ValueError(f"AlignmentWorker maxsize must be >= 1, got {maxsize}")
         self.aligner = aligner
         self.on_aligned = on_aligned
+        self.on_skipped = on_skipped
         self._queue: queue.Queue = queue.Queue(maxsize=maxsize)
         self._error: BaseException | None = None
         self._closed = False
@@ -101,7 +107,13 @@ class AlignmentWorker:
             if item is _STOP:
                 return
             try:
-                aligned = self.aligner.add(item)
+                try:
+                    aligned = self.aligner.add(item)
+                except UnusableWindowError as unusable:
+                    if self.on_skipped is None:
+                        raise
+                    self.on_skipped(item, unusable)
+                    continue
                 if self.on_aligned is not None:
                     self.on_aligned(aligned)
             except BaseException as err:  # handed to the caller's thread

@@ -22,6 +22,14 @@ import numpy as np
 from stream4d.geometry import Sim3
 
 
+# How a posed frame got its pose (trajectory.json "pose_kind"): "posed" from a window with parallax,
+# its depth known; "rotation_only" from a window the model saw no parallax in (static camera or pure
+# rotation): only the orientation is known, the camera keeps its place and its depth is unknown.
+POSE_POSED = "posed"
+POSE_ROTATION_ONLY = "rotation_only"
+POSE_KINDS = (POSE_POSED, POSE_ROTATION_ONLY)
+
+
 def identity_pixel_map() -> np.ndarray:
     return np.eye(3, dtype=np.float64)
 
@@ -84,6 +92,9 @@ class WindowPrediction:
     backend: str = ""
     # Free-form, JSON-serialisable diagnostics (timings, match counts, ...).
     info: dict = field(default_factory=dict)
+    # bool [S] or None: True where the model saw no parallax (static camera, pure rotation), so the
+    # view's pose is a rotation only and its depth is unknown (confidence 0). None: no view is.
+    rotation_only: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         S, H, W = self.depth.shape
@@ -105,6 +116,11 @@ class WindowPrediction:
                 raise ValueError(f"WindowPrediction.{name} has shape {got}, expected {shape}")
         if len(self.sources) != S:
             raise ValueError(f"WindowPrediction.sources has {len(self.sources)} entries, expected {S}")
+        if self.rotation_only is not None:
+            flags = np.asarray(self.rotation_only)
+            if flags.shape != (S,):
+                raise ValueError(f"WindowPrediction.rotation_only has shape {flags.shape}, expected {(S,)}")
+            self.rotation_only = flags.astype(bool)
 
     @property
     def num_frames(self) -> int:
@@ -114,6 +130,17 @@ class WindowPrediction:
     def model_size(self) -> tuple[int, int]:
         """(W, H) the model ran at."""
         return int(self.depth.shape[2]), int(self.depth.shape[1])
+
+    @property
+    def rotation_only_views(self) -> np.ndarray:
+        """bool [S]: the views whose pose is rotation-only (all False when the model flagged none)."""
+        if self.rotation_only is None:
+            return np.zeros(self.num_frames, bool)
+        return self.rotation_only
+
+    def pose_kind(self, i: int) -> str:
+        """``POSE_ROTATION_ONLY`` or ``POSE_POSED`` for view ``i``."""
+        return POSE_ROTATION_ONLY if self.rotation_only_views[i] else POSE_POSED
 
     def K_input(self, i: int) -> np.ndarray:
         """Intrinsics of view ``i`` in pixels of its original input image."""
@@ -129,7 +156,8 @@ class WindowPrediction:
                 "K", "points", "points_conf", "pixel_maps", "input_sizes",
             )
         }
-        return replace(self, sources=tuple(self.sources[i] for i in idx), **arrays)
+        flags = None if self.rotation_only is None else self.rotation_only[idx]
+        return replace(self, sources=tuple(self.sources[i] for i in idx), rotation_only=flags, **arrays)
 
 
 @dataclass
@@ -220,14 +248,17 @@ class StreamStats:
     frames_received: int = 0
     frames_processed: int = 0  # frames that went through a window model
     frames_posed: int = 0
+    frames_rotation_only: int = 0  # of frames_posed: rotation-only poses (no parallax, depth unknown)
     frames_skipped: int = 0  # black / blurred / undecodable
     frames_dropped: int = 0  # live sources dropping under load
     windows: int = 0
+    windows_skipped: int = 0  # windows whose model output was unusable (reasons in errors)
     fps: float = 0.0  # processed frames per second, wall clock
     gaussians: int = 0
     segment: int = 0
     reattachments: int = 0  # lost segments found again in an earlier world
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the run finished but is not what it seems (empty map)
 
 
 class StreamObserver(Protocol):

@@ -3,7 +3,7 @@
 Layout (documented in docs/output_format.md)::
 
     out_dir/
-      trajectory.json   posed frames (index, timestamp, image, c2w, K, size, segment)
+      trajectory.json   posed frames (index, timestamp, image, c2w, K, size, segment, pose_kind)
       trajectory.tum    the same poses as TUM lines, appended as frames arrive
       points.ply        fused coloured point cloud (binary little-endian)
       splats.ply        Gaussian cache export (written by memory/, not here)
@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from plyfile import PlyData, PlyElement
 from stream4d.geometry import quat_wxyz, rotation_from_quat_wxyz
+
+from stream4d.contracts import POSE_KINDS, POSE_POSED
 
 FORMAT_VERSION = 1
 TRAJECTORY_JSON = "trajectory.json"
@@ -58,6 +60,7 @@ class PosedFrame:
     width: int  # of the original input image
     height: int
     segment: int = 0  # world segment (a new one starts when tracking is lost)
+    pose_kind: str = POSE_POSED  # "posed" or "rotation_only" (contracts.POSE_KINDS)
 
     def __post_init__(self) -> None:
         self.c2w = np.asarray(self.c2w, dtype=np.float64)
@@ -74,6 +77,8 @@ class PosedFrame:
         self.width = int(self.width)
         self.height = int(self.height)
         self.segment = int(self.segment)
+        if self.pose_kind not in POSE_KINDS:
+            raise ValueError(f"PosedFrame {self.index}: pose_kind must be one of {POSE_KINDS}, got {self.pose_kind!r}")
 
     def to_json(self) -> dict:
         return {
@@ -85,6 +90,7 @@ class PosedFrame:
             "width": self.width,
             "height": self.height,
             "segment": self.segment,
+            "pose_kind": self.pose_kind,
         }
 
 
@@ -208,7 +214,7 @@ def read_points_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 # One packed record per posed frame (~230 bytes + the name) until trajectory.json is written.
 _RECORD = np.dtype([("index", "<i8"), ("timestamp", "<f8"), ("c2w", "<f8", (4, 4)), ("K", "<f8", (3, 3)),
-                    ("width", "<i4"), ("height", "<i4"), ("segment", "<i4")])
+                    ("width", "<i4"), ("height", "<i4"), ("segment", "<i4"), ("pose_kind", "u1")])
 
 
 class OutputWriter:
@@ -254,7 +260,7 @@ class OutputWriter:
         if n == len(self._records):
             self._records = np.concatenate([self._records, np.zeros(n, _RECORD)])
         self._records[n] = (frame.index, frame.timestamp, frame.c2w, frame.K, frame.width, frame.height,
-                            frame.segment)
+                            frame.segment, POSE_KINDS.index(frame.pose_kind))
         self._images.append(frame.image)
         self._seen.add(frame.index)
         self._tum.write(_tum_line(frame.timestamp, frame.c2w))
@@ -315,7 +321,7 @@ class OutputWriter:
         self._tum.close()
         frames = [
             PosedFrame(int(r["index"]), float(r["timestamp"]), image, r["c2w"], r["K"], int(r["width"]),
-                       int(r["height"]), int(r["segment"])).to_json()
+                       int(r["height"]), int(r["segment"]), POSE_KINDS[int(r["pose_kind"])]).to_json()
             for r, image in zip(self._records, self._images)
         ]
         _write_json(self.out_dir / TRAJECTORY_JSON, {"version": FORMAT_VERSION, "frames": frames})
@@ -362,6 +368,7 @@ def _frame_from_dict(entry: Any, path: Path, pos: int, index: int, timestamp: fl
             width=entry.get("width", 0),
             height=entry.get("height", 0),
             segment=entry.get("segment", 0),
+            pose_kind=entry.get("pose_kind", POSE_POSED),
         )
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path}: frame {pos}: {exc}") from exc

@@ -9,19 +9,19 @@ from viz.config import VizConfig
 
 
 def build_blueprint(config: VizConfig) -> rrb.Blueprint:
-    # The depth and confidence images would also be back-projected into the 3D view;
-    # the frame's point map already shows that geometry, so keep them 2D only.
+    # The keyframe's depth and confidence would also be back-projected into the 3D view (with a
+    # second frustum); the keyframe's point map already shows that geometry, so keep them 2D only.
     scene = rrb.Spatial3DView(
         name="Scene", origin=paths.WORLD,
-        contents=["+ $origin/**", f"- /{paths.DEPTH}", f"- /{paths.CONFIDENCE}"],
+        contents=["+ $origin/**", f"- /{paths.KEYFRAME}/**"],
     )
     side = []
     if config.log_images:
         side.append(rrb.Spatial2DView(name="Image", origin=paths.PINHOLE, contents=f"+ /{paths.IMAGE}"))
     if config.log_depth:
         side.append(rrb.Tabs(
-            rrb.Spatial2DView(name="Depth", origin=paths.PINHOLE, contents=f"+ /{paths.DEPTH}"),
-            rrb.Spatial2DView(name="Confidence", origin=paths.PINHOLE, contents=f"+ /{paths.CONFIDENCE}"),
+            rrb.Spatial2DView(name="Depth", origin=paths.KEYFRAME_PINHOLE, contents=f"+ /{paths.DEPTH}"),
+            rrb.Spatial2DView(name="Confidence", origin=paths.KEYFRAME_PINHOLE, contents=f"+ /{paths.CONFIDENCE}"),
         ))
     top = rrb.Horizontal(scene, rrb.Vertical(*side), column_shares=[3, 1]) if side else scene
     plots = rrb.Horizontal(

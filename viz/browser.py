@@ -36,6 +36,7 @@ CHROMIUM_FLAGS = (
 
 # Where the blueprint puts the 3D view (left three quarters, top four fifths), minus its title bar.
 SCENE_BOX = (0.02, 0.08, 0.73, 0.76)
+IMAGE_BOX = (0.77, 0.10, 0.98, 0.36)  # the current frame's image, top right
 
 
 def chromium_binary() -> str | None:

@@ -28,19 +28,25 @@ class VizConfig:
             ``close()`` until ``shutdown()`` or process exit (False: ``close()`` stops it).
         announce: print the viewer URL / fallback messages to stderr.
 
-    What is logged:
-        point_budget: at most this many static Gaussians per cache refresh.
+    What is logged (the defaults keep a recording near or under 2 MB per second of
+    25 fps input; docs/benchmarks.md):
+        point_budget: at most this many static Gaussians per live cache refresh.
+        final_point_budget: at most this many in the last snapshot, drawn on close.
         dynamic_point_budget: at most this many dynamic Gaussians per timestamp.
-        frame_point_budget: at most this many points of each frame's point map.
+        keyframe_every: every this many posed frames (from the first) is a keyframe: its
+            depth, confidence and point map are logged; every posed frame gets its camera
+            and image.
+        depth_max_side: keyframe depth and confidence are decimated (every k-th pixel, the
+            intrinsics scaled alike) to at most this many pixels a side; None: model size.
+        frame_point_budget: at most this many points of a keyframe's point map.
         conf_quantile: drop a frame's points below this quantile of its confidence.
         cache_every: log the Gaussian cache at most once per this many windows
-            (the last snapshot is always logged on close).
+            (the newest snapshot is always logged on close, with ``final_point_budget``).
         gaussian_style: ``"points"`` (Points3D, radius = mean std), ``"ellipsoids"``
             (Ellipsoids3D, 1-sigma half sizes) or ``"splats"`` (GaussianSplats3D).
-        log_images / log_depth: log each frame's image / depth and confidence.
-        jpeg_quality: JPEG-compress logged images (~10x smaller ``.rrd``); ``None`` logs raw
-            RGB, the default because the rerun 0.41 web viewer left JPEG images loading
-            forever in our headless-Chromium check.
+        log_images / log_depth: log each frame's image / keyframes' depth and confidence.
+        jpeg_quality: JPEG quality of logged images (``EncodedImage``; ~15x smaller than raw
+            RGB); ``None`` logs raw RGB.
         trajectory_budget: at most this many vertices in the logged camera path.
 
     Back-pressure:
@@ -60,15 +66,18 @@ class VizConfig:
     serve_after_close: bool = True
     announce: bool = True
 
-    point_budget: int = 200_000
+    point_budget: int = 50_000
+    final_point_budget: int = 200_000
     dynamic_point_budget: int = 20_000
-    frame_point_budget: int = 30_000
+    keyframe_every: int = 8
+    depth_max_side: int | None = 128
+    frame_point_budget: int = 10_000
     conf_quantile: float = 0.3
-    cache_every: int = 2
+    cache_every: int = 4
     gaussian_style: str = "points"
     log_images: bool = True
     log_depth: bool = True
-    jpeg_quality: int | None = None
+    jpeg_quality: int | None = 80
     trajectory_budget: int = 2_000
 
     queue_size: int = 8
@@ -82,12 +91,14 @@ class VizConfig:
                 f"VizConfig.gaussian_style must be one of {GAUSSIAN_STYLES}, got {self.gaussian_style!r}")
         if self.rrd_path is not None:
             self.rrd_path = Path(self.rrd_path)
-        for name in ("point_budget", "dynamic_point_budget", "frame_point_budget", "cache_every",
-                     "queue_size", "trajectory_budget"):
+        for name in ("point_budget", "final_point_budget", "dynamic_point_budget", "frame_point_budget",
+                     "cache_every", "queue_size", "trajectory_budget", "keyframe_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"VizConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.conf_quantile < 1.0:
             raise ValueError(f"VizConfig.conf_quantile must be in [0, 1), got {self.conf_quantile}")
+        if self.depth_max_side is not None and self.depth_max_side < 1:
+            raise ValueError(f"VizConfig.depth_max_side must be >= 1 or None, got {self.depth_max_side}")
         if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"VizConfig.jpeg_quality must be in [1, 100] or None, got {self.jpeg_quality}")
         for name in ("grpc_port", "web_port"):

@@ -34,9 +34,11 @@ def log_camera(
     K: np.ndarray,  # [3, 3] pixels of the image the model saw
     size: tuple[int, int],  # (W, H) of that image
     plane_distance: float | None = None,  # frustum depth in world units
+    entity: str = paths.CAMERA,  # or paths.KEYFRAME
+    pinhole: str = paths.PINHOLE,  # or paths.KEYFRAME_PINHOLE
 ) -> None:
-    rec.log(paths.CAMERA, rr.Transform3D(translation=c2w[:3, 3], mat3x3=c2w[:3, :3]))
-    rec.log(paths.PINHOLE, rr.Pinhole(
+    rec.log(entity, rr.Transform3D(translation=c2w[:3, 3], mat3x3=c2w[:3, :3]))
+    rec.log(pinhole, rr.Pinhole(
         image_from_camera=K, resolution=[int(size[0]), int(size[1])],
         camera_xyz=rr.ViewCoordinates.RDF, image_plane_distance=plane_distance,
     ))
@@ -71,10 +73,9 @@ def log_frame_points(rec: rr.RecordingStream, positions: np.ndarray, colors: np.
 
 
 def clear_frame_pixels(rec: rr.RecordingStream) -> None:
-    """A frame whose pixels were dropped: blank its image, depth and points rather than
-    leave the previous frame's under the new camera."""
-    for entity in (paths.IMAGE, paths.DEPTH, paths.CONFIDENCE, paths.FRAME_POINTS):
-        rec.log(entity, rr.Clear(recursive=False))
+    """A frame whose pixels were dropped: blank its image rather than leave the previous frame's
+    under the new camera (keyframe depth and points sit under their own pose and stay true)."""
+    rec.log(paths.IMAGE, rr.Clear(recursive=False))
 
 
 def log_trajectory(rec: rr.RecordingStream, strips: list[np.ndarray]) -> None:

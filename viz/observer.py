@@ -40,7 +40,7 @@ class RerunObserver:
         self._closed = False
         self._windows_seen = 0
         self._windows_at_last_cache = None  # windows seen when the cache was last enqueued
-        self._unlogged_snapshot: tuple | None = None  # newest snapshot held back by cache_every
+        self._newest_snapshot: tuple | None = None  # drawn on close with final_point_budget
         self._last_frame = (0, 0.0)  # (frame index, timestamp) of the newest window's last view
         self._queue = wq.DropQueue(config.queue_size)
         self.session: RerunSession | None = None
@@ -68,14 +68,12 @@ class RerunObserver:
         if not self._accepting():
             return
         item = (snapshot, *self._last_frame)
+        self._newest_snapshot = item
         due = (self._windows_at_last_cache is None
                or self._windows_seen - self._windows_at_last_cache >= self.config.cache_every)
         if due:
             self._windows_at_last_cache = self._windows_seen
-            self._unlogged_snapshot = None
-            self._queue.put(wq.GAUSSIANS, item)
-        else:
-            self._unlogged_snapshot = item  # drawn on close if no later snapshot is due
+            self._queue.put(wq.GAUSSIANS, (*item, self.config.point_budget))
 
     def on_stats(self, stats: StreamStats) -> None:
         if not self._accepting():
@@ -94,9 +92,9 @@ class RerunObserver:
         self._closed = True
         if self._thread is None:
             return
-        if self._unlogged_snapshot is not None:
-            self._queue.put(wq.GAUSSIANS, self._unlogged_snapshot)
-            self._unlogged_snapshot = None
+        if self._newest_snapshot is not None:  # the finished map, drawn fuller than the live refreshes
+            self._queue.put(wq.GAUSSIANS, (*self._newest_snapshot, self.config.final_point_budget))
+            self._newest_snapshot = None
         self._queue.put_stop()
         self._thread.join(timeout=self.config.close_timeout)
         if self._thread.is_alive():

@@ -9,10 +9,14 @@ TIME_TIMELINE = "time"
 WORLD = "world"  # view coordinates: OpenCV (x right, y down, z forward)
 CAMERA = "world/camera"  # Transform3D: camera-to-world of the current frame
 PINHOLE = "world/camera/image"  # Pinhole: intrinsics + resolution
-IMAGE = "world/camera/image/rgb"  # Image / EncodedImage
-DEPTH = "world/camera/image/depth"  # DepthImage, z-depth
-CONFIDENCE = "world/camera/image/confidence"  # Image, L8, depth confidence scaled to [0, 255]
-FRAME_POINTS = "world/points"  # Points3D: the current frame's point map (confident, decimated)
+IMAGE = "world/camera/image/rgb"  # EncodedImage (JPEG) / Image of every posed frame
+# Keyframes (every VizConfig.keyframe_every posed frames) carry the heavy pixels at reduced size, under
+# their own camera so a depth map never sits under a later frame's pose.
+KEYFRAME = "world/keyframe"  # Transform3D: camera-to-world of the newest keyframe
+KEYFRAME_PINHOLE = "world/keyframe/image"  # Pinhole: intrinsics of the reduced depth
+DEPTH = "world/keyframe/image/depth"  # DepthImage, z-depth, 0 where not confident
+CONFIDENCE = "world/keyframe/image/confidence"  # Image, L8, depth confidence scaled to [0, 255]
+FRAME_POINTS = "world/points"  # Points3D: the newest keyframe's point map (confident, decimated)
 TRAJECTORY = "world/trajectory"  # LineStrips3D: camera centres so far, one strip per segment
 GAUSSIANS = "world/gaussians"
 STATIC_GAUSSIANS = "world/gaussians/static"  # the accumulated cache, refreshed every few windows

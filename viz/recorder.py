@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import rerun as rr
 
-from stream4d.contracts import AlignedWindow, GaussianSnapshot, StreamStats
+from stream4d.contracts import AlignedWindow, GaussianSnapshot, StreamStats, WindowPrediction
 from viz import logging as vlog
 from viz import paths
 from viz.camera_batch import CameraBatch
 from viz.config import VizConfig
-from viz.sampling import confident_points, subsample_indices, thin_polyline
+from viz.sampling import confident_points, decimate_depth, subsample_indices, thin_polyline
 
 
 class StreamRecorder:
@@ -28,13 +28,16 @@ class StreamRecorder:
         self._dynamic_logged: set[float] = set()
         self.last_frame: tuple[int, float] = (0, 0.0)  # (frame index, timestamp) of the newest camera
         self.cameras_logged = 0
+        self.keyframes_logged = 0
+        self._keyframe_at: int | None = None  # cameras_logged when the last keyframe was logged
         self.gaussian_snapshots_logged = 0
         vlog.log_world_axes(rec)
 
     # --- windows -------------------------------------------------------------------------
 
     def record_window(self, window: AlignedWindow) -> None:
-        """Every new view: camera, image, depth + confidence, point map; then trajectory and scale."""
+        """Every new view: camera and image; every keyframe also its depth, confidence and point map;
+        then trajectory and scale."""
         pred = window.prediction
         cams = CameraBatch.from_window(window)
         self._reattach(cams)
@@ -43,12 +46,27 @@ class StreamRecorder:
             self._camera(cams, j, plane_distance=_plane_distance(pred.depth[v]))
             if self.config.log_images:
                 vlog.log_image(self.rec, pred.images[v], self.config.jpeg_quality)
-            if self.config.log_depth:
-                vlog.log_depth(self.rec, pred.depth[v], pred.depth_conf[v])
-            xyz, rgb = confident_points(pred.points[v], pred.points_conf[v], pred.images[v],
-                                        self.config.conf_quantile, self.config.frame_point_budget, self._rng)
-            vlog.log_frame_points(self.rec, xyz, rgb)
+            if self._keyframe_due():
+                self._keyframe(pred, int(v), cams.c2w[j])
         self._after_cameras(cams)
+
+    def _keyframe_due(self) -> bool:
+        return self._keyframe_at is None or self.cameras_logged - self._keyframe_at >= self.config.keyframe_every
+
+    def _keyframe(self, pred: WindowPrediction, v: int, c2w: np.ndarray) -> None:
+        """View ``v``'s depth + confidence (decimated, under its own camera) and point map."""
+        self._keyframe_at = self.cameras_logged
+        self.keyframes_logged += 1
+        if self.config.log_depth:
+            conf = pred.depth_conf[v]
+            depth = np.where(conf > 0, pred.depth[v], 0.0)  # confidence 0 means unknown (a nominal value)
+            depth, conf, K = decimate_depth(depth, conf, pred.K[v], self.config.depth_max_side)
+            vlog.log_camera(self.rec, c2w, K, (depth.shape[1], depth.shape[0]), None,
+                            entity=paths.KEYFRAME, pinhole=paths.KEYFRAME_PINHOLE)
+            vlog.log_depth(self.rec, depth, conf)
+        xyz, rgb = confident_points(pred.points[v], pred.points_conf[v], pred.images[v],
+                                    self.config.conf_quantile, self.config.frame_point_budget, self._rng)
+        vlog.log_frame_points(self.rec, xyz, rgb)
 
     def record_cameras(self, cams: CameraBatch) -> None:
         """Cameras of windows whose pixels were dropped: poses and intrinsics only."""
@@ -87,11 +105,14 @@ class StreamRecorder:
 
     # --- Gaussian cache ------------------------------------------------------------------
 
-    def record_gaussians(self, snapshot: GaussianSnapshot, frame: int, timestamp: float) -> None:
-        """Static Gaussians at (frame, timestamp), decimated; dynamic ones once per new timestamp."""
+    def record_gaussians(self, snapshot: GaussianSnapshot, frame: int, timestamp: float,
+                         budget: int | None = None) -> None:
+        """Static Gaussians at (frame, timestamp), at most ``budget`` (default ``point_budget``);
+        dynamic ones once per new timestamp."""
         dynamic = snapshot.is_dynamic
         static = np.flatnonzero(~dynamic)
-        keep = static[subsample_indices(static.size, self.config.point_budget, self._rng)]
+        budget = self.config.point_budget if budget is None else budget
+        keep = static[subsample_indices(static.size, budget, self._rng)]
         vlog.set_frame_time(self.rec, frame, timestamp)
         self._log_gaussians(paths.STATIC_GAUSSIANS, snapshot, keep, drawn_fraction=keep.size / max(1, static.size))
         times = snapshot.timestamps[dynamic]

@@ -35,6 +35,23 @@ def confident_points(
     return pts[idx].astype(np.float32), colors.reshape(-1, 3)[idx]
 
 
+def decimate_depth(
+    depth: np.ndarray,  # [H, W] z-depth
+    conf: np.ndarray,  # [H, W] confidence
+    K: np.ndarray,  # [3, 3] pixels of the [H, W] image
+    max_side: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every k-th pixel each way (the smallest k with both sides <= ``max_side``) and the matching
+    intrinsics: pixel (i, j) of the result is pixel (k i, k j) of the input, so K scales by 1/k
+    (centres at integer pixels). Picking pixels, not averaging, keeps depth edges and zeros exact."""
+    H, W = depth.shape
+    k = 1 if max_side is None else max(1, -(-max(H, W) // max_side))
+    if k == 1:
+        return depth, conf, K
+    scale = np.diag([1.0 / k, 1.0 / k, 1.0])
+    return depth[::k, ::k], conf[::k, ::k], scale @ K
+
+
 def thin_polyline(points: np.ndarray, budget: int) -> np.ndarray:
     """At most ``budget`` vertices of ``points [N, 3]``, evenly spaced, always keeping the last."""
     n = len(points)

@@ -28,7 +28,7 @@ _LATEST_ONLY = (GAUSSIANS, STATS)
 @dataclass(eq=False)  # identity: payloads hold numpy arrays
 class WorkItem:
     kind: str  # WINDOW | CAMERAS | GAUSSIANS | STATS | STOP
-    payload: Any  # AlignedWindow | CameraBatch | (snapshot, frame, time) | (stats, frame, time) | None
+    payload: Any  # AlignedWindow | CameraBatch | (snapshot, frame, time, point budget) | (stats, frame, time) | None
 
 
 class DropQueue:

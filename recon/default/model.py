@@ -6,7 +6,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import cv2
@@ -278,4 +278,5 @@ class DefaultWindowModel:
         conf = np.zeros((n, H, W), np.float32)
         info = {**evidence, "degenerate": "no parallax: rotation-only poses, depth unconfident", "timings": timings,
                 "unposed_sources": [], "self_calibrated": not all(f.K is not None for f in frames)}
-        return self._prediction(frames, list(range(n)), w2c, K, depth, conf, info)
+        pred = self._prediction(frames, list(range(n)), w2c, K, depth, conf, info)
+        return replace(pred, rotation_only=np.ones(n, bool))  # carried to trajectory.json's pose_kind

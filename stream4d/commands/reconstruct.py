@@ -98,6 +98,7 @@ def config_from_args(args: argparse.Namespace) -> ReconstructConfig:
 def run(args: argparse.Namespace) -> int:
     from recon.ingest import IngestError
     from stream4d.pipeline import reconstruct
+    from stream4d.pipeline.report import pose_summary
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -117,9 +118,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"stream4d reconstruct: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     s = summary.stats
-    print(f"posed {s.frames_posed}/{s.frames_received} frames in {summary.timings['total']:.1f} s "
-          f"({s.frames_received / max(summary.timings['total'], 1e-9):.2f} frames/s), {s.windows} windows, "
-          f"{s.gaussians} Gaussians, {s.frames_skipped} skipped -> {args.out}")
+    print(f"{pose_summary(s)}; {s.gaussians} Gaussians; {summary.timings['total']:.1f} s "
+          f"({s.frames_received / max(summary.timings['total'], 1e-9):.2f} frames/s) -> {args.out}")
+    for warning in s.warnings:
+        print(f"warning: {warning}")
+    if s.frames_posed == 0:  # the only failure: nothing at all could be posed
+        print(f"stream4d reconstruct: no frame could be posed (details in {args.out / 'run.json'})", file=sys.stderr)
+        return 1
     if args.gt is not None:
         from stream4d.evaluation import evaluate_output, print_report
 

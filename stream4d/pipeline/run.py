@@ -27,6 +27,7 @@ from stream4d.contracts import Frame, StreamObserver, StreamStats, WindowModel
 from stream4d.outputs import OutputWriter
 from stream4d.pipeline.config import ReconstructConfig
 from stream4d.pipeline.reading import read_ahead, sliding_windows
+from stream4d.pipeline.report import run_warnings
 from stream4d.pipeline.sink import Sink
 from stream4d.pipeline.stages import build_aligner, build_model, build_observers, open_input, rrd_path
 
@@ -41,6 +42,7 @@ class RunSummary:
     outputs: dict[str, Path]
     viewer_url: str | None = None
     skipped: list[dict] = field(default_factory=list)
+    skipped_windows: list[dict] = field(default_factory=list)  # {"window", "frames", "reason"}
 
 
 @dataclass
@@ -79,7 +81,8 @@ def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | No
     outputs["run.json"] = _record(run, error)
     if error is not None:
         raise error
-    return RunSummary(run.out_dir, run.stats, run.timings, outputs, run.viewer_url, run.skipped)
+    return RunSummary(run.out_dir, run.stats, run.timings, outputs, run.viewer_url, run.skipped,
+                      run.sink.skipped_windows)
 
 
 # ---- phase 1: the stages ----------------------------------------------------------------------
@@ -123,7 +126,8 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
     ingest_error: list[BaseException] = []
     reader_stop = threading.Event()
     try:
-        with run.src, AlignmentWorker(run.aligner, maxsize=2, on_aligned=run.sink) as worker:
+        with run.src, AlignmentWorker(run.aligner, maxsize=2, on_aligned=run.sink,
+                                      on_skipped=run.sink.skip_unusable) as worker:
             # Decoding and per-frame preparation run a window ahead in the reader thread.
             ahead = read_ahead(iter(run.src), config.align.window, reader_stop, getattr(run.model, "prepare", None))
             live = getattr(run.src.info, "kind", "") in ("camera", "push")
@@ -136,9 +140,7 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
                 try:
                     pred = run.model.predict(window)
                 except Exception as exc:  # noqa: BLE001 - one bad window must not end the stream
-                    msg = f"window {window[0].index}-{window[-1].index}: {exc}"
-                    log.warning(msg)
-                    stats.errors.append(msg)
+                    run.sink.skip([f.index for f in window], f"the window model failed: {type(exc).__name__}: {exc}")
                     continue
                 timings["model"] = timings.get("model", 0.0) + time.perf_counter() - t
                 stats.frames_dropped = getattr(run.src.stats, "dropped", 0)
@@ -199,6 +201,9 @@ def _record(run: _Run, error: BaseException | None) -> Path:
     """run.json: the whole config tree, the input, counters, timings and how the run ended."""
     timings, stats = run.timings, run.stats
     timings["total"] = time.perf_counter() - run.started
+    stats.warnings.extend(run_warnings(stats, run.sink.map_points, run.config.gaussians))
+    for warning in stats.warnings:
+        log.warning(warning)
     stats.fps = stats.frames_received / timings["total"] if timings["total"] > 0 else 0.0
     record = {
         "version": __version__,
@@ -209,6 +214,7 @@ def _record(run: _Run, error: BaseException | None) -> Path:
         "stats": asdict(stats),
         "timings_s": timings,
         "skipped_frames": run.skipped,
+        "skipped_windows": run.sink.skipped_windows,
         "alignment_scales": run.sink.window_scales,
         "error": None if error is None else f"{type(error).__name__}: {error}",
         "platform": {"python": platform.python_version(), "machine": platform.machine()},

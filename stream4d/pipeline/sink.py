@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,24 @@ class Sink:
             self.cache = GaussianCache(config.cache)
         self.fallback_points = VoxelCloud()
         self.window_scales: list[float] = []
+        self.skipped_windows: list[dict] = []  # {"window", "frames", "reason"}
+        self.map_points = 0  # points in points.ply, known after finish()
+        self._skip_lock = threading.Lock()  # skips come from the model thread and the alignment thread
         self.started = time.perf_counter()
+
+    def skip(self, frame_indices: Sequence[int], reason: str, window: int | None = None) -> None:
+        """A window that gave no poses: reported, counted, and the stream goes on."""
+        frames = [int(i) for i in frame_indices]
+        span = f"frames {frames[0]}-{frames[-1]}" if frames else "no frames"
+        msg = f"window {window} ({span}) skipped: {reason}" if window is not None else f"window of {span} skipped: {reason}"
+        log.warning(msg)
+        with self._skip_lock:
+            self.skipped_windows.append({"window": window, "frames": frames, "reason": reason})
+            self.stats.windows_skipped += 1
+            self.stats.errors.append(msg)
+
+    def skip_unusable(self, pred, err) -> None:  # AlignmentWorker.on_skipped
+        self.skip(err.frame_indices, err.reason, err.window_index)
 
     def __call__(self, window: AlignedWindow) -> None:
         pred = window.prediction
@@ -49,10 +67,12 @@ class Sink:
             W, H = (int(v) for v in pred.input_sizes[k])
             self.writer.add_frame(PosedFrame(
                 index=int(pred.frame_indices[k]), timestamp=float(pred.timestamps[k]), image=pred.sources[k],
-                c2w=pred.c2w[k], K=pred.K_input(k), width=W, height=H, segment=window.segment))
+                c2w=pred.c2w[k], K=pred.K_input(k), width=W, height=H, segment=window.segment,
+                pose_kind=pred.pose_kind(k)))
             if self.config.save_depth:
                 self.writer.write_depth(int(pred.frame_indices[k]), pred.depth[k], pred.depth_conf[k], pred.K[k], pred.c2w[k])
         self.stats.frames_posed += int(window.is_new.sum())
+        self.stats.frames_rotation_only += int((window.is_new & pred.rotation_only_views).sum())
         self.stats.windows += 1
         self.stats.segment = window.segment
         self.window_scales.append(float(window.sim3_scale))
@@ -84,9 +104,11 @@ class Sink:
             out["splats.ply"] = write_splats_ply(self.writer.out_dir / "splats.ply", snap)
             colors = np.clip(snap.colors * 255.0 + 0.5, 0, 255).astype(np.uint8)
             out["points.ply"] = self.writer.write_points(snap.means[~snap.is_dynamic], colors[~snap.is_dynamic])
+            self.map_points = int((~snap.is_dynamic).sum())
         else:
             pts, cols = self.fallback_points.points()
             out["points.ply"] = self.writer.write_points(pts, cols)
+            self.map_points = len(pts)
         return out
 
 

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
+from synthetic_clips import panning_room, write_images
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "data" / "demo"
 
@@ -21,7 +25,8 @@ def test_reconstruct_of_the_demo_clip_prints_its_error_against_ground_truth(tmp_
     proc = stream4d("reconstruct", str(DEMO / "demo.mp4"), "--out", str(out), "--gt", str(DEMO / "cameras.json"),
                     "--max-frames", "24", "--no-rrd", "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "posed 24/24 frames" in proc.stdout
+    assert "24 frames: 24 posed with depth, 0 rotation-only, 0 not posed; 1 window;" in proc.stdout
+    assert "warning" not in proc.stdout
     assert "ATE RMSE" in proc.stdout
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["ingest"]["max_frames"] == 24 and run["error"] is None
@@ -100,3 +105,25 @@ def test_a_config_file_with_an_unknown_key_is_refused_by_name(tmp_path):
     proc = stream4d("reconstruct", str(DEMO / "demo.mp4"), "--out", str(tmp_path / "o"), "--config", str(path))
     assert proc.returncode == 2
     assert "config.align" in proc.stderr and "windw" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_clip_without_parallax_succeeds_but_says_its_map_is_empty(tmp_path):
+    folder = write_images(tmp_path / "in", panning_room(12))
+    proc = stream4d("reconstruct", str(folder), "--out", str(tmp_path / "o"), "--window", "8", "--overlap", "3",
+                    "--resize", "none", "--no-rrd", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "12 frames: 0 posed with depth, 12 rotation-only, 0 not posed" in proc.stdout
+    assert "warning: map is empty: no window had parallax" in proc.stdout
+
+
+def test_reconstruct_fails_only_when_no_frame_could_be_posed(tmp_path):
+    folder = tmp_path / "black"
+    folder.mkdir()
+    for i in range(6):  # every frame is rejected as black
+        cv2.imwrite(str(folder / f"{i:04d}.png"), np.zeros((96, 128, 3), np.uint8))
+    proc = stream4d("reconstruct", str(folder), "--out", str(tmp_path / "o"), "--no-rrd", "--quiet")
+    assert proc.returncode == 1
+    assert "6 frames: 0 posed with depth, 0 rotation-only, 0 not posed, 6 skipped as unusable images" in proc.stdout
+    assert "no frame could be posed" in proc.stderr and "Traceback" not in proc.stderr
+    run = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert run["stats"]["warnings"][0].startswith("no frame was posed")

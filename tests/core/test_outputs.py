@@ -254,3 +254,21 @@ def test_remapping_a_segment_moves_only_its_frames_in_both_trajectory_files(tmp_
         np.testing.assert_allclose(frames[2].c2w, link.apply_c2w(lost), atol=1e-9)
         np.testing.assert_allclose(frames[3].c2w, frames[2].c2w, atol=1e-9)
     assert [f.segment for f in read_trajectory_json(tmp_path / "trajectory.json")] == [0, 0, 0, 0]
+
+
+def test_pose_kind_is_written_per_frame_survives_a_remap_and_defaults_to_posed(tmp_path):
+    with OutputWriter(tmp_path / "out") as writer:
+        for i in range(4):
+            f = posed(i, np.eye(4), segment=int(i >= 2))
+            f.pose_kind = "rotation_only" if i % 2 else "posed"
+            writer.add_frame(f)
+        writer.remap_segment(1, 0, Sim3(2.0, rot_z(10), np.ones(3)))
+    data = json.loads((tmp_path / "out" / "trajectory.json").read_text())
+    assert [f["pose_kind"] for f in data["frames"]] == ["posed", "rotation_only"] * 2
+    assert [f.pose_kind for f in read_trajectory(tmp_path / "out")] == ["posed", "rotation_only"] * 2
+    for f in data["frames"]:  # a trajectory.json from before pose_kind existed reads as posed
+        del f["pose_kind"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert {f.pose_kind for f in read_trajectory(tmp_path / "old.json")} == {"posed"}
+    with pytest.raises(ValueError, match="pose_kind"):
+        PosedFrame(0, 0.0, "a.png", np.eye(4), np.eye(3), 4, 4, pose_kind="guessed")

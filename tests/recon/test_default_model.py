@@ -123,6 +123,7 @@ def test_pure_rotation_is_recognised_and_its_rotation_recovered(model):
     model.reset()
     pred = model.predict(frames)
     assert pred.depth_conf.max() == 0.0
+    assert pred.rotation_only.tolist() == [True] * 6  # becomes pose_kind "rotation_only" downstream
     rel_pred = np.linalg.inv(pred.c2w[0]) @ pred.c2w[-1]
     rel_gt = np.linalg.inv(truth[0]) @ truth[-1]
     assert abs(rotation_angle_deg(rel_pred[:3, :3]) - 7.5) < 0.5

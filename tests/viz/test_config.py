@@ -17,6 +17,9 @@ from viz import VizConfig
     ({"queue_size": 0}, "queue_size"),
     ({"conf_quantile": 1.0}, "conf_quantile"),
     ({"jpeg_quality": 0}, "jpeg_quality"),
+    ({"keyframe_every": 0}, "keyframe_every"),
+    ({"depth_max_side": 0}, "depth_max_side"),
+    ({"final_point_budget": 0}, "final_point_budget"),
     ({"grpc_port": 70000}, "grpc_port"),
 ])
 def test_bad_setting_raises_naming_it(kwargs, name):

@@ -6,6 +6,8 @@ from stream4d.testdata import SHARED_DATA
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from viz_fixtures import rrd
 
@@ -24,10 +26,14 @@ def test_reconstruct_records_one_camera_per_posed_frame_with_model_sized_images(
     posed = [f["index"] for f in json.loads((tmp_path / "trajectory.json").read_text())["frames"]]
     assert posed, "the run posed no frame: nothing to check"
     assert rec.frames(f"/{paths.CAMERA}") == posed
-    for entity, component in [(paths.IMAGE, "Image:format"), (paths.DEPTH, "DepthImage:format")]:
-        assert rec.frames(f"/{entity}") == posed, entity
-        sizes = {(f[0]["width"], f[0]["height"]) for f in rec.values(f"/{entity}", component)}
-        assert sizes == {(512, 384)}, entity  # fern.mp4 is 1008x756, ingest resizes to max side 512
+    assert rec.frames(f"/{paths.IMAGE}") == posed
+    for blob in rec.values(f"/{paths.IMAGE}", "EncodedImage:blob"):  # JPEG
+        image = cv2.imdecode(np.frombuffer(bytes(blob[0]), np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (384, 512, 3)  # fern.mp4 is 1008x756, ingest resizes to max side 512
+    # Keyframes: every 8th posed frame, depth decimated to at most 128 px a side (every 4th pixel).
+    assert rec.frames(f"/{paths.DEPTH}") == posed[::8]
+    sizes = {(f[0]["width"], f[0]["height"]) for f in rec.values(f"/{paths.DEPTH}", "DepthImage:format")}
+    assert sizes == {(128, 96)}
     assert len(rec.frames(f"/{paths.ALIGN_SCALE}")) == summary.stats.windows
     assert f"/{paths.FPS}" in rec.entities()
     # The cache the run kept is drawn.

@@ -38,7 +38,14 @@ def recorded(tmp_path_factory, fern_windows):
              for i in range(len(fern_windows))]
     # A queue that holds everything: this recording pins content, not the drop policy.
     return record(tmp_path_factory.mktemp("viz"), fern_windows, snaps, queue_size=64,
-                  point_budget=2000, frame_point_budget=5000, cache_every=2)
+                  point_budget=2000, final_point_budget=2500, frame_point_budget=5000, cache_every=2,
+                  keyframe_every=4)
+
+
+def decoded_images(rec) -> list[np.ndarray]:
+    """The JPEG images of the recording, decoded to RGB."""
+    return [cv2.cvtColor(cv2.imdecode(np.frombuffer(bytes(blob[0]), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            for blob in rec.values(f"/{paths.IMAGE}", "EncodedImage:blob")]
 
 
 def test_one_camera_per_posed_frame_on_the_frame_and_time_timelines(recorded, fern_windows):
@@ -64,32 +71,57 @@ def test_camera_pose_and_intrinsics_match_the_window(recorded, fern_windows):
     assert pinhole["Pinhole:resolution"][0] == [504.0, 378.0]
 
 
-def test_image_depth_and_confidence_have_the_model_size_for_every_posed_frame(recorded):
+def test_every_posed_frame_has_a_jpeg_image_of_the_model_size(recorded, fern_windows):
     rec, _ = recorded
-    for entity, component in [(paths.IMAGE, "Image:format"), (paths.DEPTH, "DepthImage:format"),
-                              (paths.CONFIDENCE, "Image:format")]:
-        assert rec.frames(f"/{entity}") == list(range(10)), entity
+    assert rec.frames(f"/{paths.IMAGE}") == list(range(10))
+    assert rec.values(f"/{paths.IMAGE}", "EncodedImage:media_type") == [["image/jpeg"]] * 10
+    images = decoded_images(rec)
+    assert {im.shape for im in images} == {(378, 504, 3)}
+    original = fern_windows[0].prediction.images[0]
+    assert np.abs(images[0].astype(int) - original).mean() < 6  # quality 80
+
+
+def test_keyframes_carry_decimated_depth_and_confidence_under_their_own_camera(recorded, fern_windows):
+    rec, _ = recorded
+    keyframes = [0, 4, 8]  # every 4th posed frame, from the first
+    for entity in (paths.KEYFRAME, paths.KEYFRAME_PINHOLE, paths.DEPTH, paths.CONFIDENCE):
+        assert rec.frames(f"/{entity}") == keyframes, entity
+    # 504x378 with at most 128 px a side: every 4th pixel each way, 126x95, intrinsics scaled by 1/4.
+    for entity, component in [(paths.DEPTH, "DepthImage:format"), (paths.CONFIDENCE, "Image:format")]:
         sizes = {(f[0]["width"], f[0]["height"]) for f in rec.values(f"/{entity}", component)}
-        assert sizes == {(504, 378)}, entity
+        assert sizes == {(126, 95)}, entity
+    pred = fern_windows[1].prediction  # frame 4 is in window 1 (views 3-7)
+    v = int(np.flatnonzero(pred.frame_indices == 4)[0])
+    pinhole = rec.rows[f"/{paths.KEYFRAME_PINHOLE}"][1]
+    K = np.array(pinhole["Pinhole:image_from_camera"][0]).reshape(3, 3, order="F")
+    np.testing.assert_allclose(K, np.diag([0.25, 0.25, 1.0]) @ pred.K[v], rtol=1e-6)
+    assert pinhole["Pinhole:resolution"][0] == [126.0, 95.0]
+    pose = rec.rows[f"/{paths.KEYFRAME}"][1]
+    np.testing.assert_allclose(pose["Transform3D:translation"][0], pred.c2w[v, :3, 3], rtol=1e-6)
+    depth = np.frombuffer(bytes(rec.values(f"/{paths.DEPTH}", "DepthImage:buffer")[1][0]), np.float16)
+    expected = np.where(pred.depth_conf[v] > 0, pred.depth[v], 0)[::4, ::4]  # the invalid border is 0
+    np.testing.assert_allclose(depth.reshape(95, 126), expected, rtol=1e-3)
 
 
-def test_frame_point_maps_are_masked_by_confidence_and_within_budget(recorded):
+def test_frame_point_maps_are_logged_at_keyframes_masked_by_confidence_and_within_budget(recorded):
     rec, _ = recorded
+    assert rec.frames(f"/{paths.FRAME_POINTS}") == [0, 4, 8]
     counts = [len(p) for p in rec.values(f"/{paths.FRAME_POINTS}", "Points3D:positions")]
-    assert len(counts) == 10
     # 504x378 px minus the invalid border, then the lowest 30 % by confidence: >> budget, so capped.
-    assert counts == [5000] * 10
+    assert counts == [5000] * 3
 
 
 def test_gaussian_cache_is_drawn_every_few_windows_within_the_point_budget(recorded):
     rec, obs = recorded
     static = rec.rows[f"/{paths.STATIC_GAUSSIANS}"]
-    # 3 snapshots, cache_every=2: the first is due, the third is held back until close; a
-    # due snapshot still pending when the next arrives is superseded (counted as dropped).
-    assert len(static) + obs.dropped.get("gaussians", 0) == 2
-    assert {len(r["Points3D:positions"]) for r in static} == {2000}
-    # Drawn 2 sigma wide, widened by sqrt(3000 / 2000) to cover the gaps of the sample.
-    np.testing.assert_allclose(static[-1]["Points3D:radii"], 2 * 0.05 * np.sqrt(1.5), rtol=1e-5)
+    # 3 snapshots, cache_every=2: the first and third are due (point_budget), and the newest is
+    # drawn again on close (final_point_budget); a snapshot still pending when the next arrives is
+    # superseded (counted as dropped).
+    assert len(static) + obs.dropped.get("gaussians", 0) == 3
+    assert len(static[-1]["Points3D:positions"]) == 2500
+    assert {len(r["Points3D:positions"]) for r in static[:-1]} <= {2000}
+    # Drawn 2 sigma wide, widened by sqrt(3000 / 2500) to cover the gaps of the sample.
+    np.testing.assert_allclose(static[-1]["Points3D:radii"], 2 * 0.05 * np.sqrt(1.2), rtol=1e-5)
     assert static[-1]["frame"] == 9  # drawn at the newest frame when the stream closed
     # Dynamic Gaussians: one group per timestamp, on that frame, 50 each.
     dynamic = rec.rows[f"/{paths.DYNAMIC_GAUSSIANS}"]
@@ -142,15 +174,29 @@ def test_recording_declares_opencv_world_axes_and_saves_the_blueprint(recorded):
     assert len(rec.blueprints) == 1
 
 
-def test_jpeg_images_decode_to_the_model_image(tmp_path, fern_windows):
-    rec, _ = record(tmp_path, fern_windows[:1], jpeg_quality=90, log_depth=False)
-    blobs = rec.values(f"/{paths.IMAGE}", "EncodedImage:blob")
-    assert len(blobs) == 5
-    decoded = cv2.imdecode(np.frombuffer(bytes(blobs[0][0]), np.uint8), cv2.IMREAD_COLOR)
-    original = fern_windows[0].prediction.images[0]
-    assert decoded.shape == original.shape
-    assert np.abs(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB).astype(int) - original).mean() < 4
+def test_raw_images_and_every_frame_a_keyframe_on_request(tmp_path, fern_windows):
+    rec, _ = record(tmp_path, fern_windows[:1], jpeg_quality=None, log_depth=False, keyframe_every=1)
+    images = rec.values(f"/{paths.IMAGE}", "Image:buffer")
+    assert len(images) == 5
+    np.testing.assert_array_equal(np.asarray(images[0], np.uint8).reshape(378, 504, 3),
+                                  fern_windows[0].prediction.images[0])
     assert f"/{paths.DEPTH}" not in rec.entities()
+    assert rec.frames(f"/{paths.FRAME_POINTS}") == list(range(5))
+
+
+def test_the_default_recording_is_over_ten_times_smaller_than_logging_every_pixel(tmp_path, fern_windows):
+    sizes = {}
+    everything = dict(jpeg_quality=None, keyframe_every=1, depth_max_side=None, frame_point_budget=30_000)
+    for name, config in [("defaults", {}), ("everything", everything)]:
+        path = tmp_path / f"{name}.rrd"
+        with RerunObserver(VizConfig(rrd_path=path, queue_size=64, **config)) as obs:
+            for w in fern_windows:
+                obs.on_window(w)
+        assert obs.errors == [] and obs.dropped == {}
+        sizes[name] = path.stat().st_size
+    # 10 detailed 504x378 frames: a JPEG each (~65 kB), 2 keyframes of depth, confidence and points.
+    assert sizes["defaults"] < 10 * 100_000, sizes
+    assert sizes["everything"] > 10 * sizes["defaults"], sizes
 
 
 @pytest.mark.parametrize("style, component", [("ellipsoids", "Ellipsoids3D:half_sizes"),
@@ -198,7 +244,7 @@ def test_a_slow_viewer_never_blocks_the_stream_and_keeps_every_camera(tmp_path):
     posed = [int(f) for w in windows for f in w.prediction.frame_indices[w.is_new]]
     assert rec.frames(f"/{paths.CAMERA}") == posed  # not one camera lost
     # Dropped windows lost their pixels only: their frames show a cleared image, not a stale one.
-    images = [r for r in rec.rows[f"/{paths.IMAGE}"] if r.get("Image:buffer")]
+    images = [r for r in rec.rows[f"/{paths.IMAGE}"] if r.get("EncodedImage:blob")]
     cleared = [r for r in rec.rows[f"/{paths.IMAGE}"] if r.get("Clear:is_recursive") is not None]
     assert 0 < len(images) < len(posed)
     assert sorted(r["frame"] for r in images + cleared) == posed

@@ -1,0 +1,47 @@
+"""What a finished run tells its user: the warnings in run.json and the CLI's summary line.
+
+A run can finish without an error and still be of little use: every frame posed
+rotation-only (no parallax, so no depth and an empty map), or windows skipped
+because the model's output was unusable. These say so in plain words.
+"""
+
+from __future__ import annotations
+
+from stream4d.contracts import StreamStats
+
+
+def run_warnings(stats: StreamStats, map_points: int, map_kept: bool = True) -> list[str]:
+    """Warnings for run.json's ``stats.warnings`` and the CLI; ``map_points``: points in points.ply.
+
+    ``map_kept`` False (no Gaussian cache) still writes points.ply from the fused point maps.
+    """
+    out = []
+    if stats.frames_posed == 0:
+        out.append(f"no frame was posed ({stats.frames_received} received, {stats.windows_skipped} windows "
+                   "skipped): the output folder holds no poses")
+    elif map_points == 0:
+        if stats.frames_rotation_only == stats.frames_posed:
+            why = (f"no window had parallax: all {stats.frames_posed} posed frames are rotation-only "
+                   "(static camera or pure rotation), so no depth was triangulated")
+        else:
+            why = "no window gave confident depth"
+        files = "points.ply and splats.ply are" if map_kept else "points.ply is"
+        out.append(f"map is empty: {why}; {files} empty")
+    if stats.windows_skipped:
+        out.append(f"{stats.windows_skipped} window{' was' if stats.windows_skipped == 1 else 's were'} skipped "
+                   "as unusable (run.json skipped_windows); frames no other window covered are not posed")
+    return out
+
+
+def pose_summary(stats: StreamStats) -> str:
+    """``"567 frames: 540 posed with depth, 27 rotation-only, 0 not posed"`` (+ skipped frames/windows)."""
+    with_depth = stats.frames_posed - stats.frames_rotation_only
+    unposed = max(0, stats.frames_processed - stats.frames_posed)
+    parts = [f"{with_depth} posed with depth", f"{stats.frames_rotation_only} rotation-only", f"{unposed} not posed"]
+    if stats.frames_skipped:
+        parts.append(f"{stats.frames_skipped} skipped as unusable images")
+    text = f"{stats.frames_received} frames: " + ", ".join(parts)
+    windows = f"{stats.windows} window{'' if stats.windows == 1 else 's'}"
+    if stats.windows_skipped:
+        windows += f" ({stats.windows_skipped} more skipped as unusable)"
+    return f"{text}; {windows}"
