@@ -55,6 +55,7 @@ class ReconstructConfig:
     max_gaussians: int = 2_000_000
     splat_max_side: int | None = 256  # the cache takes every k-th pixel to fit this (None: every pixel)
     save_depth: bool = False  # write depth/<index>.npz per posed frame
+    save_frames: bool = True  # write frames/<index>.jpg (model resolution) per posed frame, for exports
     points_voxel: float = 0.0  # voxel size of points.ply in world units; 0 = from the scene's scale
     device: str | None = None  # torch device for the VGGT backend
 
@@ -234,6 +235,10 @@ class _Sink:
                 c2w=pred.c2w[k], K=pred.K_input(k), width=W, height=H, segment=window.segment))
             if self.config.save_depth:
                 self.writer.write_depth(int(pred.frame_indices[k]), pred.depth[k], pred.depth_conf[k], pred.K[k], pred.c2w[k])
+            if self.config.save_frames:
+                self.writer.write_frame_image(int(pred.frame_indices[k]), pred.images[k], pred.pixel_maps[k])
+        if pred.sparse is not None:
+            self.writer.write_sparse(window.window_index, window.segment, pred.frame_indices, pred.sparse)
         self.stats.frames_posed += int(window.is_new.sum())
         self.stats.windows += 1
         self.stats.segment = window.segment

@@ -46,6 +46,10 @@ def add_parser(sub) -> str:
                    help="the splat cache takes every k-th pixel so frames fit this many px (0: every pixel; "
                         "3x slower, ~2 dB sharper renders at 512 px, see docs/benchmarks.md)")
     p.add_argument("--save-depth", action="store_true", help="write depth/<index>.npz per posed frame")
+    p.add_argument("--no-save-frames", action="store_true",
+                   help="do not keep the model-resolution frames in OUT/frames (exports need them)")
+    p.add_argument("--export", default=None, metavar="FORMATS",
+                   help="after the run, export to OUT/<format>: colmap, nerfstudio or both comma-separated")
     p.add_argument("--gt", type=Path, default=None, help="cameras.json ground truth: print ATE at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return "reconstruct"
@@ -63,7 +67,13 @@ def run(args: argparse.Namespace) -> int:
             target_fps=args.target_fps, max_frames=args.max_frames, keyframes=args.keyframes,
             viewer=args.viewer, rrd=not args.no_rrd, rrd_path=str(args.rrd) if args.rrd else None, gaussians=not args.no_gaussians,
             max_gaussians=args.max_gaussians, splat_max_side=args.splat_max_side or None,
-            save_depth=args.save_depth)
+            save_depth=args.save_depth, save_frames=not args.no_save_frames)
+        if args.export:
+            from stream4d.commands.export import parse_formats
+
+            formats = parse_formats(args.export)
+            if args.no_save_frames:
+                raise ValueError("--export needs the saved frames: drop --no-save-frames")
     except ValueError as exc:
         print(f"stream4d reconstruct: {exc}", file=sys.stderr)
         return 2
@@ -82,6 +92,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"posed {s.frames_posed}/{s.frames_received} frames in {summary.timings['total']:.1f} s "
           f"({s.frames_received / max(summary.timings['total'], 1e-9):.2f} frames/s), {s.windows} windows, "
           f"{s.gaussians} Gaussians, {s.frames_skipped} skipped -> {args.out}")
+    if args.export:
+        from stream4d.commands.export import export_all
+        from stream4d.export import ExportError
+
+        try:
+            for path in export_all(args.out, formats):
+                print(f"exported {path}")
+        except ExportError as exc:
+            print(f"stream4d reconstruct: export failed: {exc}", file=sys.stderr)
+            return 1
     if args.gt is not None:
         from stream4d.evaluation import evaluate_output, print_report
 
