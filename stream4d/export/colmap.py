@@ -63,10 +63,11 @@ class ColmapPoint:
 
 def camera_params(K: np.ndarray) -> tuple[int, tuple[float, ...]]:
     """COLMAP model id and parameters of our pinhole ``K`` (pixel centres at integers):
-    SIMPLE_PINHOLE when fx == fy as estimated, else PINHOLE."""
+    SIMPLE_PINHOLE when fx == fy as estimated, else PINHOLE. Raises ValueError on a real skew."""
     fx, fy = float(K[0, 0]), float(K[1, 1])
     cx, cy = float(K[0, 2]) + PIXEL_CENTRE, float(K[1, 2]) + PIXEL_CENTRE
-    if abs(float(K[0, 1])) > 1e-9 * max(fx, 1.0):
+    # A skew that moves no pixel by a hundredth (calibration files carry such round-off) is dropped.
+    if abs(float(K[0, 1])) * 2.0 * cy / fy > 0.01:
         raise ValueError(f"K has skew {K[0, 1]}: COLMAP's pinhole models have none")
     if fx == fy:
         return SIMPLE_PINHOLE, (fx, cx, cy)
