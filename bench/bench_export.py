@@ -167,7 +167,9 @@ def run_set(name: str, work: Path) -> ExportResult:
 def report(results: list[ExportResult], calib: float) -> str:
     rows = []
     for r in results:
-        change = lambda a: f"{a:.4g} ({100 * (a - r.ate) / r.ate:+.1f} %)"  # noqa: E731
+        def change(a: float, base: float = r.ate) -> str:
+            return f"{a:.4g} ({100 * (a - base) / base:+.1f} %)"
+
         rows.append([r.name, f"{r.images}/{r.frames}", r.points, r.observations, f"{r.pose_diff:.1e}",
                      f"{r.intrinsics_diff:.1e}", f"{r.reproj_px:.3f}", f"{r.ate:.4g} {r.units}", change(r.ate_ba),
                      f"{r.reproj_ba_px:.3f}", change(r.ate_retri_ba), f"{r.reproj_retri_ba_px:.3f}",

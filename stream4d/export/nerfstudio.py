@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from stream4d.export.colmap import copy_images
-from stream4d.export.scene import ExportScene
-from stream4d.outputs import POINTS_PLY, json_default, read_points_ply, write_points_ply
+from stream4d.export.scene import ExportScene, run_segment
+from stream4d.outputs import POINTS_PLY, json_default, read_points_ply, read_trajectory_json, write_points_ply
 
 OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])  # flips the camera's y and z axes
 PIXEL_CENTRE = 0.5
@@ -75,9 +75,6 @@ def write_nerfstudio(scene: ExportScene, dst: str | Path) -> Path:
 
 
 def _points_ply_in(scene: ExportScene) -> bool:
-    """Whether points.ply holds the exported segment (it holds the run's final one)."""
-    from stream4d.export.scene import _run_segment
-    from stream4d.outputs import read_trajectory_json
-
+    """Whether points.ply holds points of the exported segment (it holds the run's final one)."""
     frames = read_trajectory_json(scene.out_dir / "trajectory.json")
-    return _run_segment(scene.out_dir, frames) == scene.segment and len(read_points_ply(scene.out_dir / POINTS_PLY)[0]) > 0
+    return run_segment(scene.out_dir, frames) == scene.segment and len(read_points_ply(scene.out_dir / POINTS_PLY)[0]) > 0

@@ -74,7 +74,7 @@ def _reprojection_errors(views, points, obs_point, obs_view, obs_xy) -> tuple[np
     return err, pc[:, 2]
 
 
-def _run_segment(out_dir: Path, frames: list[PosedFrame]) -> int:
+def run_segment(out_dir: Path, frames: list[PosedFrame]) -> int:
     """The segment points.ply and splats.ply hold (run.json's stats.segment), else the largest one."""
     try:
         return int(json.loads((out_dir / RUN_JSON).read_text(encoding="utf-8"))["stats"]["segment"])
@@ -106,7 +106,7 @@ def load_scene(out_dir: str | Path, segment: int | None = None, max_reproj_px: f
         raise ExportError(f"{out_dir} has no {FRAMES_DIR}/ (the model-resolution frames): re-run reconstruct "
                           "without --no-save-frames")
     if segment is None:
-        segment = _run_segment(out_dir, frames)
+        segment = run_segment(out_dir, frames)
     views = []
     for f in frames:
         if f.segment != segment:

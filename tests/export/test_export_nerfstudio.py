@@ -9,7 +9,7 @@ import numpy as np
 
 from export_fixtures import exact_run
 from stream4d.export import export, load_scene
-from stream4d.outputs import read_frame_images, read_points_ply, read_trajectory_json
+from stream4d.outputs import read_frame_images, read_points_ply, read_trajectory_json, write_points_ply
 
 
 def nerfstudio_pixel(frame: dict, X: np.ndarray) -> np.ndarray:
@@ -85,3 +85,15 @@ def test_exact_geometry_lands_on_the_observed_pixels(tmp_path):
         got = nerfstudio_pixel(frame, truth["points"][sparse.obs_point[rows]])
         np.testing.assert_allclose(got, sparse.obs_xy[rows], atol=1e-9)
         assert (frame["w"], frame["h"]) == (160, 120)
+
+
+def test_run_without_tracks_points_nerfstudio_at_its_points_ply(tmp_path):
+    """A backend without feature tracks (VGGT): the fused points.ply of the same world stands in."""
+    truth = exact_run(tmp_path / "run", with_sparse=False)
+    dst = export(tmp_path / "run", "nerfstudio", tmp_path / "bare")
+    assert "ply_file_path" not in json.loads((dst / "transforms.json").read_text())
+    write_points_ply(tmp_path / "run" / "points.ply", truth["points"], np.zeros((len(truth["points"]), 3), np.uint8))
+    dst = export(tmp_path / "run", "nerfstudio", tmp_path / "ns")
+    transforms = json.loads((dst / "transforms.json").read_text())
+    points, _ = read_points_ply(dst / transforms["ply_file_path"])
+    np.testing.assert_allclose(points, truth["points"], atol=1e-5)
