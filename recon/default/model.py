@@ -77,7 +77,10 @@ def sparse_tracks(tracks: Tracks, point_track: np.ndarray, points: np.ndarray, p
         h, w = images[0].shape[:2]
         xy = np.rint(sparse.obs_xy[first]).astype(np.int64)
         x, y = np.clip(xy[:, 0], 0, w - 1), np.clip(xy[:, 1], 0, h - 1)
-        sparse.colors[:] = np.stack(images)[sparse.obs_view[first], y, x]
+        view = sparse.obs_view[first]
+        for k in np.unique(view):
+            sel = view == k
+            sparse.colors[sel] = images[k][y[sel], x[sel]]
     return sparse
 
 
