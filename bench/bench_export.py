@@ -141,7 +141,7 @@ def frame_saving(out: Path, work: Path) -> tuple[float, float]:
     return ms, sum(r.path.stat().st_size for r in records) / len(records) / 1024
 
 
-def run_set(name: str, work: Path) -> ExportResult:
+def run_set(name: str, work: Path, window: int = 20) -> ExportResult:
     import pycolmap
 
     from stream4d.export import export, load_scene
@@ -150,7 +150,8 @@ def run_set(name: str, work: Path) -> ExportResult:
     ws = prepare_working_set(name, work / "set", 512)
     out = work / "out"
     start = time.perf_counter()
-    reconstruct(ws.root, out, ReconstructConfig(gaussians=False, rrd=False, viewer="none"), progress=False)
+    config = ReconstructConfig(gaussians=False, rrd=False, viewer="none", window=window)
+    reconstruct(ws.root, out, config, progress=False)
     model = export(out, "colmap", work / "colmap") / "sparse" / "0"
     seconds = time.perf_counter() - start
     scene = load_scene(out)
@@ -210,18 +211,26 @@ def report(results: list[ExportResult], calib: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default=",".join(DEFAULT_SETS), help="comma list of sets or 'all'")
-    ap.add_argument("--write-docs", action="store_true", help=f"write the table into docs/benchmarks.md ({SECTION})")
+    ap.add_argument("--window", type=int, default=20, help="reconstruct's --window (default 20)")
+    ap.add_argument("--write-docs", action="store_true", help=f"write the table into docs/benchmarks.md ({SECTION}, "
+                    f"{SECTION}_window<N> with another --window)")
     args = ap.parse_args(argv)
     results = []
     calib = calibration_ms()
     for name in parse_sets(args.sets):
         with tempfile.TemporaryDirectory(prefix=f"bench-export-{name}-") as tmp:
-            r = run_set(name, Path(tmp))
+            r = run_set(name, Path(tmp), args.window)
         results.append(r)
         print(f"{name}: {r}", flush=True)
     body = report(results, calib)
     print(body)
-    if args.write_docs:
+    if args.write_docs and args.window != 20:
+        header = (f"### The same with `--window {args.window}`\n\n"
+                  f"    python bench/bench_export.py --sets {args.sets} --window {args.window} --write-docs\n\n"
+                  "With every frame in one window, our poses come from one adjustment; the change pycolmap's "
+                  "adjustment makes then is what is left between windows in the table above.\n\n")
+        write_docs_section(f"{SECTION}_window{args.window}", header + body)
+    elif args.write_docs:
         header = (
             "## Exports: the COLMAP model read back by pycolmap (`bench/bench_export.py`)\n\n"
             "    python bench/bench_export.py --write-docs\n\n"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Before any pycolmap import: pycolmap loaded first brings its own zlib, and PNG writes (cv2, PIL) in the
+# same process then abort with "free(): invalid pointer"; the reconstructions here write PNGs.
+import cv2  # noqa: F401
 import pytest
 
 FRAMES = 30

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 
+import cv2  # noqa: F401 - before pycolmap, whose own zlib otherwise breaks PNG writes in this process
 import numpy as np
 import pycolmap
 
