@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse
 
 from server.deps import Manager, Session
 from server.errors import ApiError
@@ -54,27 +53,35 @@ def _load_export_scene(session, manager):
         raise ApiError(404, "result_not_found", f"session {session.id} cannot be exported: {exc}") from exc
 
 
-@router.get("/{session_id}/results/colmap.zip", response_class=Response,
+@router.get("/{session_id}/results/colmap.zip", response_class=FileResponse,
             responses={**error_responses(*AUTH_ERRORS, 409),
                        200: {"content": {"application/zip": {}}, "description": "the COLMAP model and images"}})
-def download_colmap_zip(session: Session, manager: Manager) -> Response:
+def download_colmap_zip(session: Session, manager: Manager) -> FileResponse:
     """A COLMAP sparse model of the session's run, built now from its output folder: ``sparse/0/cameras.bin``,
     ``images.bin``, ``points3D.bin`` and ``images/`` (see docs/output_format.md, "Exports")."""
+    import shutil
     import tempfile
     import zipfile
+
+    from starlette.background import BackgroundTask
 
     from stream4d.export import write_colmap
 
     scene = _load_export_scene(session, manager)
-    with tempfile.TemporaryDirectory(prefix="colmap-") as tmp:
-        write_colmap(scene, tmp)
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # JPEGs do not compress further
-            for path in sorted(Path(tmp).rglob("*")):
+    tmp = Path(tempfile.mkdtemp(prefix="colmap-"))  # on disk, not in memory: a long run has many frames
+    try:
+        model = tmp / "model"
+        write_colmap(scene, model)
+        archive = tmp / "colmap.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:  # JPEGs do not compress further
+            for path in sorted(model.rglob("*")):
                 if path.is_file():
-                    zf.write(path, path.relative_to(tmp).as_posix())
-    return Response(buf.getvalue(), media_type="application/zip",
-                    headers={"Content-Disposition": 'attachment; filename="colmap.zip"'})
+                    zf.write(path, path.relative_to(model).as_posix())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return FileResponse(archive, media_type="application/zip", filename="colmap.zip",
+                        background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True))
 
 
 @router.get("/{session_id}/results/transforms.json", responses=error_responses(*AUTH_ERRORS, 409))
