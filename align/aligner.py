@@ -277,11 +277,12 @@ class StreamAligner:
             # about its poses, it saw no parallax it could use; only orientations are worth anything.
             rotation_only = np.ones(S, bool)
             info["no_parallax"] = True
-        aligned = replace(pred, depth=depth, c2w=c2w, K=K_used, points=world_points, info=dict(pred.info),
-                          rotation_only=rotation_only)
-        info["time_s"] = time.perf_counter() - start
         if link is not None:
             sim3 = link.sim3.compose(sim3)  # what took the window's own frame to the world it is in
+        sparse = None if pred.sparse is None else pred.sparse.transformed(sim3)  # moves with the poses
+        aligned = replace(pred, depth=depth, c2w=c2w, K=K_used, points=world_points, info=dict(pred.info),
+                          rotation_only=rotation_only, sparse=sparse)
+        info["time_s"] = time.perf_counter() - start
         out = AlignedWindow(prediction=aligned, sim3_scale=float(sim3.s), sim3_R=sim3.R.copy(),
                             sim3_t=np.asarray(sim3.t, np.float64).copy(), is_new=is_new,
                             window_index=self._count, segment=self._segment, info=info, reattached=link)

@@ -39,7 +39,7 @@ def window_evidence(model: DefaultWindowModel, frames: list[Frame], hide_K: bool
     known = all(f.K is not None for f in frames)
     Wf, Hf = frames[0].size
     K = np.asarray(frames[0].K, np.float64) if known else prior_intrinsics(Wf, Hf, 1.0)
-    sfm, feats, matches, _ = model._structure(frames, K, known, 1.0, {})
+    sfm, feats, matches, _, _ = model._structure(frames, K, known, 1.0, {})
     pairs = [(m.i, m.j, feats[m.i].keypoints[m.idx_i], feats[m.j].keypoints[m.idx_j]) for m in matches]
     ratio = judge_parallax(pairs, K, not known, ALL_PAIRS).ratio
     angle = None

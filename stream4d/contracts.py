@@ -70,6 +70,61 @@ class Frame:
 
 
 @dataclass
+class SparseTracks:
+    """Sparse 3D points of a window with the 2D observations they were reconstructed from.
+
+    Backends that triangulate feature tracks (the default backend) fill it in;
+    it follows the window's frame: the window model's frame in a
+    ``WindowPrediction``, the world in an ``AlignedWindow``. Observations are
+    flat arrays, one row per (point, view) pair.
+    """
+
+    points: np.ndarray  # float64 [P, 3]
+    colors: np.ndarray  # uint8 [P, 3], RGB of the point in the first view that sees it
+    obs_point: np.ndarray  # int64 [O], row of ``points``
+    obs_view: np.ndarray  # int64 [O], view of the window (position in the WindowPrediction)
+    obs_xy: np.ndarray  # float64 [O, 2], pixel (x, y) at the model resolution, centres at integers
+    K: np.ndarray  # float64 [S, 3, 3], the intrinsics the observations were measured with (model pixels)
+
+    def __post_init__(self) -> None:
+        P, O = len(self.points), len(self.obs_point)
+        expect = {"points": (P, 3), "colors": (P, 3), "obs_view": (O,), "obs_xy": (O, 2)}
+        for name, shape in expect.items():
+            got = getattr(self, name).shape
+            if got != shape:
+                raise ValueError(f"SparseTracks.{name} has shape {got}, expected {shape}")
+        if self.K.ndim != 3 or self.K.shape[1:] != (3, 3):
+            raise ValueError(f"SparseTracks.K must be [S, 3, 3], got {self.K.shape}")
+        if O and (self.obs_point.min() < 0 or self.obs_point.max() >= P):
+            raise ValueError("SparseTracks.obs_point refers to a point that does not exist")
+        if O and (self.obs_view.min() < 0 or self.obs_view.max() >= len(self.K)):
+            raise ValueError("SparseTracks.obs_view refers to a view that does not exist")
+
+    @property
+    def num_points(self) -> int:
+        return int(len(self.points))
+
+    def transformed(self, sim3: Sim3) -> "SparseTracks":
+        """The same tracks with points mapped by ``sim3`` (observations and intrinsics unchanged)."""
+        return replace(self, points=sim3.apply(np.asarray(self.points, np.float64)))
+
+    def subset_views(self, keep: np.ndarray) -> "SparseTracks":
+        """Observations of views ``keep`` only (renumbered in that order); points seen fewer than
+        twice are dropped."""
+        keep = np.asarray(keep, np.int64)
+        new_view = np.full(len(self.K), -1, np.int64)
+        new_view[keep] = np.arange(len(keep))
+        rows = new_view[self.obs_view] >= 0
+        seen = np.bincount(self.obs_point[rows], minlength=self.num_points)
+        rows &= seen[self.obs_point] >= 2
+        kept = np.nonzero(seen >= 2)[0]
+        new_point = np.full(self.num_points, -1, np.int64)
+        new_point[kept] = np.arange(len(kept))
+        return SparseTracks(self.points[kept], self.colors[kept], new_point[self.obs_point[rows]],
+                            new_view[self.obs_view[rows]], self.obs_xy[rows], self.K[keep])
+
+
+@dataclass
 class WindowPrediction:
     """What a window model says about S frames, in the window's own frame and scale.
 
@@ -95,6 +150,7 @@ class WindowPrediction:
     # bool [S] or None: True where the model saw no parallax (static camera, pure rotation), so the
     # view's pose is a rotation only and its depth is unknown (confidence 0). None: no view is.
     rotation_only: np.ndarray | None = None
+    sparse: SparseTracks | None = None  # triangulated tracks, when the backend has them
 
     def __post_init__(self) -> None:
         S, H, W = self.depth.shape
@@ -121,6 +177,8 @@ class WindowPrediction:
             if flags.shape != (S,):
                 raise ValueError(f"WindowPrediction.rotation_only has shape {flags.shape}, expected {(S,)}")
             self.rotation_only = flags.astype(bool)
+        if self.sparse is not None and len(self.sparse.K) != S:
+            raise ValueError(f"WindowPrediction.sparse covers {len(self.sparse.K)} views, expected {S}")
 
     @property
     def num_frames(self) -> int:
@@ -157,7 +215,9 @@ class WindowPrediction:
             )
         }
         flags = None if self.rotation_only is None else self.rotation_only[idx]
-        return replace(self, sources=tuple(self.sources[i] for i in idx), rotation_only=flags, **arrays)
+        sparse = None if self.sparse is None else self.sparse.subset_views(idx)
+        return replace(self, sources=tuple(self.sources[i] for i in idx), rotation_only=flags, sparse=sparse,
+                       **arrays)
 
 
 @dataclass

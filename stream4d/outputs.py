@@ -10,6 +10,8 @@ Layout (documented in docs/output_format.md)::
       recording.rrd     rerun recording (written by viz/, not here)
       run.json          configuration, versions, timings, counts
       depth/000042.npz  optional per-frame depth at model resolution
+      frames/000042.jpg the frames the model saw (model resolution), frames/frames.jsonl their pixel maps
+      sparse/000003.npz one window's sparse points and their 2D observations (world frame)
 
 ``OutputWriter`` streams: ``trajectory.tum`` is appended and flushed per frame,
 so a crashed run still leaves its poses; ``trajectory.json`` is written once,
@@ -40,6 +42,9 @@ SPLATS_PLY = "splats.ply"
 RECORDING_RRD = "recording.rrd"
 RUN_JSON = "run.json"
 DEPTH_DIR = "depth"
+FRAMES_DIR = "frames"
+FRAMES_JSONL = "frames.jsonl"
+SPARSE_DIR = "sparse"
 # 3DGS stores colour as the degree-0 spherical-harmonic coefficient: rgb = 0.5 + SH_C0 * f_dc.
 SH_C0 = 0.28209479177387814
 
@@ -229,8 +234,10 @@ class OutputWriter:
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise NotADirectoryError(f"output folder {self.out_dir} exists and is not a directory")
         own = [self.out_dir / n for n in (TRAJECTORY_JSON, TRAJECTORY_TUM, POINTS_PLY, RUN_JSON)]
-        stale_depth = sorted((self.out_dir / DEPTH_DIR).glob("*.npz")) if self.out_dir.is_dir() else []
-        existing = [p for p in own if p.exists()] + stale_depth
+        stale = [p for d, pattern in ((DEPTH_DIR, "*.npz"), (FRAMES_DIR, "*.jpg"), (FRAMES_DIR, FRAMES_JSONL),
+                                      (SPARSE_DIR, "*.npz")) if self.out_dir.is_dir()
+                 for p in sorted((self.out_dir / d).glob(pattern))]
+        existing = [p for p in own if p.exists()] + stale
         if existing and not overwrite:
             raise FileExistsError(f"output folder {self.out_dir} already holds {existing[0].name}; "
                                   "pass overwrite=True or choose another folder")
@@ -245,6 +252,8 @@ class OutputWriter:
         self._tum = open(self.out_dir / TRAJECTORY_TUM, "w", encoding="utf-8")
         self._tum.write(TUM_HEADER)
         self._tum.flush()
+        self._frames_jsonl = None  # frames/frames.jsonl, opened by the first write_frame_image
+        self._sparse_segment: dict[int, int] = {}  # window index -> segment of sparse/<window>.npz
         self._closed = False
 
     @property
@@ -280,7 +289,63 @@ class OutputWriter:
             lines = "".join(_tum_line(float(r["timestamp"]), r["c2w"]) for r in rec)
             _atomic_write(self.out_dir / TRAJECTORY_TUM, lambda f: f.write((TUM_HEADER + lines).encode()))
             self._tum = open(self.out_dir / TRAJECTORY_TUM, "a", encoding="utf-8")
+        for window, segment in self._sparse_segment.items():  # the sparse points follow their frames
+            if segment == from_segment:
+                path = self.out_dir / SPARSE_DIR / f"{window:06d}.npz"
+                with np.load(path) as data:
+                    arrays = {k: data[k] for k in data.files}
+                arrays["points"] = sim3.apply(arrays["points"])
+                arrays["segment"] = np.int64(to_segment)
+                self._save_npz(path, arrays)
+                self._sparse_segment[window] = to_segment
         return int(moved.sum())
+
+    def write_frame_image(self, index: int, image: np.ndarray, pixel_map: np.ndarray) -> Path:
+        """Write ``frames/<index:06d>.jpg`` (the model-resolution frame, uint8 RGB [H, W, 3]) and append
+        its record (``index``, ``file``, ``width``, ``height``, ``pixel_map``: input pixels -> these
+        pixels) to ``frames/frames.jsonl``."""
+        import cv2
+
+        self._check_open()
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"frame {index}: image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+        folder = self.out_dir / FRAMES_DIR
+        folder.mkdir(exist_ok=True)
+        name = f"{int(index):06d}.jpg"
+        ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        if not ok:
+            raise ValueError(f"frame {index}: JPEG encoding failed")
+        path = _atomic_write(folder / name, lambda f: f.write(data.tobytes()))
+        if self._frames_jsonl is None:
+            self._frames_jsonl = open(folder / FRAMES_JSONL, "a", encoding="utf-8")
+        record = {"index": int(index), "file": name, "width": int(image.shape[1]), "height": int(image.shape[0]),
+                  "pixel_map": np.asarray(pixel_map, np.float64).tolist()}
+        self._frames_jsonl.write(json.dumps(record) + "\n")
+        self._frames_jsonl.flush()
+        return path
+
+    def write_sparse(self, window: int, segment: int, frame_indices: np.ndarray, sparse) -> Path:
+        """Write ``sparse/<window:06d>.npz`` from a world-frame ``contracts.SparseTracks`` whose views are
+        the frames ``frame_indices`` [S]; see docs/output_format.md for the keys."""
+        self._check_open()
+        frame_indices = np.asarray(frame_indices, np.int64)
+        if len(frame_indices) != len(sparse.K):
+            raise ValueError(f"window {window}: {len(frame_indices)} frame indices for {len(sparse.K)} sparse views")
+        (self.out_dir / SPARSE_DIR).mkdir(exist_ok=True)
+        arrays = {"points": np.asarray(sparse.points, np.float64), "colors": np.asarray(sparse.colors, np.uint8),
+                  "obs_point": np.asarray(sparse.obs_point, np.int64),
+                  "obs_frame": frame_indices[np.asarray(sparse.obs_view, np.int64)],
+                  "obs_xy": np.asarray(sparse.obs_xy, np.float64), "frame_indices": frame_indices,
+                  "K": np.asarray(sparse.K, np.float64), "segment": np.int64(segment)}
+        self._sparse_segment[int(window)] = int(segment)
+        return self._save_npz(self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz", arrays)
+
+    @staticmethod
+    def _save_npz(path: Path, arrays: dict) -> Path:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return _atomic_write(path, lambda f: f.write(buf.getvalue()))
 
     def write_depth(self, index: int, depth: np.ndarray, conf: np.ndarray, K: np.ndarray,
                     c2w: np.ndarray) -> Path:
@@ -319,6 +384,8 @@ class OutputWriter:
             return
         self._closed = True
         self._tum.close()
+        if self._frames_jsonl is not None:
+            self._frames_jsonl.close()
         frames = [
             PosedFrame(int(r["index"]), float(r["timestamp"]), image, r["c2w"], r["K"], int(r["width"]),
                        int(r["height"]), int(r["segment"]), POSE_KINDS[int(r["pose_kind"])]).to_json()
@@ -456,8 +523,86 @@ def read_depth(out_dir: str | Path, index: int) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+@dataclass
+class FrameImage:
+    """A record of ``frames/frames.jsonl``: where a model-resolution frame is and how it maps to the input."""
+
+    index: int
+    path: Path  # frames/<index:06d>.jpg
+    width: int  # of the written image
+    height: int
+    pixel_map: np.ndarray  # [3, 3], input pixels -> pixels of the written image
+
+
+def read_frame_images(out_dir: str | Path) -> dict[int, FrameImage]:
+    """The frames saved in ``out_dir/frames`` by frame index (empty when the run saved none)."""
+    folder = Path(out_dir) / FRAMES_DIR
+    path = folder / FRAMES_JSONL
+    if not path.is_file():
+        return {}
+    out: dict[int, FrameImage] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            rec = FrameImage(int(r["index"]), folder / str(r["file"]), int(r["width"]), int(r["height"]),
+                             np.asarray(r["pixel_map"], np.float64).reshape(3, 3))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            if n == len(lines) - 1:
+                break  # a crash mid-line leaves the last record torn: the frames before it stand
+            raise ValueError(f"{path} line {n + 1} is not a frame record: {exc}") from exc
+        out[rec.index] = rec
+    return out
+
+
+@dataclass
+class SparseMap:
+    """Every sparse point of one segment of a run (``sparse/*.npz`` concatenated), world frame.
+
+    Points of different windows stay separate points, even where they are the same scene point.
+    """
+
+    points: np.ndarray  # float64 [P, 3]
+    colors: np.ndarray  # uint8 [P, 3]
+    obs_point: np.ndarray  # int64 [O], row of points
+    obs_frame: np.ndarray  # int64 [O], Frame.index of the observing frame
+    obs_xy: np.ndarray  # float64 [O, 2], model pixels, centres at integers
+    K: dict[int, np.ndarray]  # frame index -> [3, 3] intrinsics the observations were measured with
+
+    @property
+    def num_points(self) -> int:
+        return int(len(self.points))
+
+
+def read_sparse(out_dir: str | Path, segment: int | None = None) -> SparseMap:
+    """The sparse points of ``out_dir`` (of ``segment`` only when given); empty when the run wrote none
+    (a backend without feature tracks). A frame seen by several windows keeps the first window's K."""
+    files = sorted((Path(out_dir) / SPARSE_DIR).glob("*.npz"))
+    parts, K = [], {}
+    offset = 0
+    for path in files:
+        try:
+            with np.load(path) as data:
+                d = {k: data[k] for k in data.files}
+        except Exception as exc:  # noqa: BLE001 - numpy raises several types for broken files
+            raise ValueError(f"{path} is not a readable sparse file: {exc}") from exc
+        if segment is not None and int(d["segment"]) != segment:
+            continue
+        parts.append((d["points"], d["colors"], d["obs_point"] + offset, d["obs_frame"], d["obs_xy"]))
+        offset += len(d["points"])
+        for f, k in zip(d["frame_indices"].tolist(), d["K"]):
+            K.setdefault(int(f), k)
+    if not parts:
+        return SparseMap(np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0, np.int64),
+                         np.zeros(0, np.int64), np.zeros((0, 2)), {})
+    cols = list(zip(*parts))
+    return SparseMap(*(np.concatenate(c) for c in cols), K)
+
+
 __all__ = [
     "FORMAT_VERSION", "PosedFrame", "OutputWriter", "read_trajectory", "read_trajectory_json", "read_tum",
     "read_cameras_json", "read_points_ply", "write_points_ply", "read_depth", "c2w_to_tum", "tum_to_c2w",
-    "json_default",
+    "json_default", "FrameImage", "read_frame_images", "SparseMap", "read_sparse",
 ]

@@ -15,9 +15,9 @@ import numpy as np
 from recon.default.dense import (DenseConfig, FlowCache, choose_neighbours, dense_depth, dense_inputs,
                                  upsample_depth)
 from recon.default.sfm import SfmConfig, WindowSfm
-from recon.default.tracks import build_tracks
+from recon.default.tracks import Tracks, build_tracks
 from recon.features import Features, PairMatches, detect_features, verified_matches
-from stream4d.contracts import Frame, WindowPrediction
+from stream4d.contracts import Frame, SparseTracks, WindowPrediction
 from stream4d.geometry import invert_se3, unproject_depth_maps
 
 
@@ -47,6 +47,41 @@ class DefaultModelConfig:
 def prior_intrinsics(width: int, height: int, focal_prior: float) -> np.ndarray:
     f = focal_prior * max(width, height)
     return np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]], np.float64)
+
+
+def sparse_tracks(tracks: Tracks, point_track: np.ndarray, points: np.ndarray, posed: list[int],
+                  w2c: list[np.ndarray], K: np.ndarray, images: list[np.ndarray],
+                  max_reproj_px: float) -> SparseTracks:
+    """The window's triangulated tracks as a contract: points [P, 3] in the window frame, and the
+    observations of the posed views (``posed[k]`` is window view k) that reproject within
+    ``max_reproj_px`` with the final poses ``w2c`` and ``K``; points left with fewer than two
+    observations are dropped."""
+    slot = np.full(tracks.num_tracks, -1, np.int64)
+    slot[point_track] = np.arange(len(point_track))
+    vslot = np.full(max(int(tracks.view.max(initial=-1)), max(posed)) + 1, -1, np.int64)
+    vslot[np.asarray(posed, np.int64)] = np.arange(len(posed))
+    rows = np.nonzero((slot[tracks.track] >= 0) & (vslot[tracks.view] >= 0))[0]
+    obs_point, obs_view, obs_xy = slot[tracks.track[rows]], vslot[tracks.view[rows]], tracks.uv[rows]
+    T = np.stack(w2c)[obs_view]
+    pc = np.einsum("nij,nj->ni", T[:, :3, :3], points[obs_point]) + T[:, :3, 3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        proj = pc @ K.T
+        err = np.linalg.norm(proj[:, :2] / proj[:, 2:3] - obs_xy, axis=1)
+    good = (pc[:, 2] > 0) & (err <= max_reproj_px)
+    S = len(posed)
+    full = SparseTracks(points.astype(np.float64), np.zeros((len(points), 3), np.uint8), obs_point[good],
+                        obs_view[good], obs_xy[good].astype(np.float64), np.repeat(K[None], S, axis=0))
+    sparse = full.subset_views(np.arange(S))  # drops points seen fewer than twice
+    if sparse.num_points:  # colour: the pixel of each point's first observation
+        first = np.unique(sparse.obs_point, return_index=True)[1]
+        h, w = images[0].shape[:2]
+        xy = np.rint(sparse.obs_xy[first]).astype(np.int64)
+        x, y = np.clip(xy[:, 0], 0, w - 1), np.clip(xy[:, 1], 0, h - 1)
+        view = sparse.obs_view[first]
+        for k in np.unique(view):
+            sel = view == k
+            sparse.colors[sel] = images[k][y[sel], x[sel]]
+    return sparse
 
 
 class DefaultWindowModel:
@@ -157,7 +192,7 @@ class DefaultWindowModel:
         window_sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm)
         sfm = window_sfm.run()
         timings["sfm"] = timings.get("sfm", 0.0) + time.perf_counter() - t1
-        return sfm, feats, matches, window_sfm.info
+        return sfm, feats, matches, tracks, window_sfm.info
 
     # ---- the window ------------------------------------------------------------------
     def predict(self, frames: Sequence[Frame]) -> WindowPrediction:
@@ -172,12 +207,12 @@ class DefaultWindowModel:
         K = np.asarray(frames[0].K, np.float64) if known_K else prior_intrinsics(W, H, self.cfg.focal_prior)
 
         scale = self._scale
-        sfm, feats, matches, evidence = self._structure(frames, K, known_K, scale, timings)
+        sfm, feats, matches, tracks, evidence = self._structure(frames, K, known_K, scale, timings)
         if scale < 1.0 and (sfm is None or len(sfm.w2c) < len(frames)):
             # Cheap features were not enough (wide baselines, weak texture): full resolution,
             # and for the rest of the stream, whose next windows are likely the same.
             scale = self._scale = 1.0
-            sfm, feats, matches, evidence = self._structure(frames, K, known_K, scale, timings)
+            sfm, feats, matches, tracks, evidence = self._structure(frames, K, known_K, scale, timings)
         if sfm is None:
             return self._rotation_only(frames, K, feats, matches, timings, evidence)
         sfm.info["feature_scale"] = scale
@@ -224,9 +259,12 @@ class DefaultWindowModel:
         info["timings"] = timings
         info["unposed_sources"] = [frames[v].source for v in range(len(frames)) if v not in sfm.w2c]
         info["self_calibrated"] = not known_K
-        return self._prediction(frames, posed, w2c_list, K, depth, conf, info)
+        sparse = sparse_tracks(tracks, sfm.point_track, points, posed, w2c_list, K,
+                               [frames[v].image for v in posed], self.cfg.sfm.max_reproj_px)
+        info["sparse_points"] = sparse.num_points
+        return self._prediction(frames, posed, w2c_list, K, depth, conf, info, sparse)
 
-    def _prediction(self, frames, posed, w2c_list, K, depth, conf, info) -> WindowPrediction:
+    def _prediction(self, frames, posed, w2c_list, K, depth, conf, info, sparse=None) -> WindowPrediction:
         c2w = invert_se3(np.stack(w2c_list))
         pts = unproject_depth_maps(depth, K, c2w)
         sel = [frames[v] for v in posed]
@@ -245,6 +283,7 @@ class DefaultWindowModel:
             input_sizes=np.array([f.input_size for f in sel], np.int64),
             backend=self.name,
             info=info,
+            sparse=sparse,
         )
 
     def _rotation_only(self, frames, K, feats, matches, timings, evidence: dict) -> WindowPrediction:

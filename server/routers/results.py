@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 from server.deps import Manager, Session
 from server.errors import ApiError
@@ -33,6 +35,63 @@ def list_results(session: Session, manager: Manager) -> ResultsIndex:
         files = [ResultFile(name=name, bytes=path.stat().st_size, url=f"/sessions/{session.id}/results/{name.value}")
                  for name, path in manager.result_files(session.id)]
     return ResultsIndex(id=session.id, state=session.state, files=files, viewer_url=manager.viewer_url(session))
+
+
+def _ended_out_dir(session, manager):
+    if not session.is_terminal:
+        raise ApiError(409, "results_not_ready", f"session {session.id} is {session.state}; results come when it ends")
+    return manager.out_dir(session.id)
+
+
+def _load_export_scene(session, manager):
+    from stream4d.export import ExportError, load_scene
+
+    out = _ended_out_dir(session, manager)
+    try:
+        return load_scene(out)
+    except ExportError as exc:
+        raise ApiError(404, "result_not_found", f"session {session.id} cannot be exported: {exc}") from exc
+
+
+@router.get("/{session_id}/results/colmap.zip", response_class=FileResponse,
+            responses={**error_responses(*AUTH_ERRORS, 409),
+                       200: {"content": {"application/zip": {}}, "description": "the COLMAP model and images"}})
+def download_colmap_zip(session: Session, manager: Manager) -> FileResponse:
+    """A COLMAP sparse model of the session's run, built now from its output folder: ``sparse/0/cameras.bin``,
+    ``images.bin``, ``points3D.bin`` and ``images/`` (see docs/output_format.md, "Exports")."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    from starlette.background import BackgroundTask
+
+    from stream4d.export import write_colmap
+
+    scene = _load_export_scene(session, manager)
+    tmp = Path(tempfile.mkdtemp(prefix="colmap-"))  # on disk, not in memory: a long run has many frames
+    try:
+        model = tmp / "model"
+        write_colmap(scene, model)
+        archive = tmp / "colmap.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:  # JPEGs do not compress further
+            for path in sorted(model.rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(model).as_posix())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return FileResponse(archive, media_type="application/zip", filename="colmap.zip",
+                        background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True))
+
+
+@router.get("/{session_id}/results/transforms.json", responses=error_responses(*AUTH_ERRORS, 409))
+def download_transforms_json(session: Session, manager: Manager) -> JSONResponse:
+    """nerfstudio's ``transforms.json`` of the session's run, built now from its output folder (images are
+    named as in colmap.zip's ``images/``; OpenGL camera axes, see docs/output_format.md, "Exports")."""
+    from stream4d.export import transforms_json
+
+    doc = transforms_json(_load_export_scene(session, manager), ply_file=None)
+    return JSONResponse(doc, headers={"Content-Disposition": 'attachment; filename="transforms.json"'})
 
 
 @router.get("/{session_id}/results/{name}", response_class=FileResponse,

@@ -46,6 +46,7 @@ FLAG_KEYS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "max_gaussians": ("cache.max_gaussians", None),
     "splat_max_side": ("cache.window_max_side", lambda side: side or None),
     "save_depth": ("save_depth", None),
+    "no_save_frames": ("save_frames", _not),
 }
 
 
@@ -82,6 +83,10 @@ def add_parser(sub) -> str:
                         "3x slower, ~2 dB sharper renders at 512 px, see docs/benchmarks.md; "
                         f"default {d.cache.window_max_side})")
     p.add_argument("--save-depth", action="store_true", help="write depth/<index>.npz per posed frame")
+    p.add_argument("--no-save-frames", action="store_true",
+                   help="do not keep the model-resolution frames in OUT/frames (exports need them)")
+    p.add_argument("--export", default=None, metavar="FORMATS",
+                   help="after the run, export to OUT/<format>: colmap, nerfstudio or both comma-separated")
     p.add_argument("--gt", type=Path, default=None, help="cameras.json ground truth: print ATE at the end")
     p.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
     return "reconstruct"
@@ -103,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)
+        if args.export:
+            from stream4d.commands.export import parse_formats
+
+            formats = parse_formats(args.export)
+            if not config.save_frames:
+                raise ValueError("--export needs the saved frames: drop --no-save-frames")
     except (ValueError, IngestError) as exc:
         print(f"stream4d reconstruct: {exc}", file=sys.stderr)
         return 2
@@ -125,6 +136,16 @@ def run(args: argparse.Namespace) -> int:
     if s.frames_posed == 0:  # the only failure: nothing at all could be posed
         print(f"stream4d reconstruct: no frame could be posed (details in {args.out / 'run.json'})", file=sys.stderr)
         return 1
+    if args.export:
+        from stream4d.commands.export import export_all
+        from stream4d.export import ExportError
+
+        try:
+            for path in export_all(args.out, formats):
+                print(f"exported {path}")
+        except ExportError as exc:
+            print(f"stream4d reconstruct: export failed: {exc}", file=sys.stderr)
+            return 1
     if args.gt is not None:
         from stream4d.evaluation import evaluate_output, print_report
 

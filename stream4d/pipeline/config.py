@@ -41,6 +41,8 @@ class ReconstructConfig:
     gaussians: keep the Gaussian-splat cache (``cache``) and write splats.ply.
     rrd: save a rerun recording, at ``viz.rrd_path`` or else OUT/recording.rrd.
     save_depth: write depth/<index>.npz per posed frame.
+    save_frames: write frames/<index>.jpg (the model-resolution image) per posed frame, which the
+        COLMAP and nerfstudio exports need.
 
     Stage configs: ``ingest`` (frame selection and resize), ``model`` (the default backend's
     knobs), ``align`` (windowing: ``align.window`` frames per window sharing ``align.overlap``;
@@ -57,6 +59,7 @@ class ReconstructConfig:
     gaussians: bool = True
     rrd: bool = True
     save_depth: bool = False
+    save_frames: bool = True
     ingest: IngestOptions = field(default_factory=_run_ingest)
     model: DefaultModelConfig = field(default_factory=DefaultModelConfig)
     align: AlignConfig = field(default_factory=AlignConfig)

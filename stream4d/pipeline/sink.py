@@ -71,6 +71,10 @@ class Sink:
                 pose_kind=pred.pose_kind(k)))
             if self.config.save_depth:
                 self.writer.write_depth(int(pred.frame_indices[k]), pred.depth[k], pred.depth_conf[k], pred.K[k], pred.c2w[k])
+            if self.config.save_frames:
+                self.writer.write_frame_image(int(pred.frame_indices[k]), pred.images[k], pred.pixel_maps[k])
+        if pred.sparse is not None:
+            self.writer.write_sparse(window.window_index, window.segment, pred.frame_indices, pred.sparse)
         self.stats.frames_posed += int(window.is_new.sum())
         self.stats.frames_rotation_only += int((window.is_new & pred.rotation_only_views).sum())
         self.stats.windows += 1

@@ -1,0 +1,153 @@
+"""What an export needs from a finished output folder, gathered once for every format.
+
+A run's folder (docs/output_format.md) holds the poses (``trajectory.json``),
+the model-resolution frames (``frames/``) and, from backends with feature
+tracks, the sparse points with their 2D observations (``sparse/``). The
+exports (COLMAP, nerfstudio) describe the frames **as written in frames/**:
+intrinsics are in pixels of those images, poses are the run's camera-to-world
+in its world frame, so ``points.ply`` and ``splats.ply`` line up with them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stream4d.outputs import (
+    FRAMES_DIR,
+    RUN_JSON,
+    SPARSE_DIR,
+    PosedFrame,
+    read_frame_images,
+    read_sparse,
+    read_trajectory_json,
+)
+
+
+class ExportError(ValueError):
+    """The output folder cannot be exported (missing files, nothing posed, ...)."""
+
+
+@dataclass
+class ExportView:
+    """One posed frame as the exports describe it."""
+
+    index: int  # Frame.index
+    name: str  # file name of the image (written under images/ by the exporters)
+    image_path: Path  # frames/<index:06d>.jpg in the output folder
+    source: str  # Frame.source: what the input called this frame
+    c2w: np.ndarray  # [4, 4] camera-to-world, OpenCV axes, the run's world
+    K: np.ndarray  # [3, 3] pixels of the written image, pixel centres at integers
+    width: int  # of the written image
+    height: int
+
+
+@dataclass
+class ExportScene:
+    """Posed views of one world segment and the sparse points seen in them (world frame)."""
+
+    views: list[ExportView]
+    points: np.ndarray  # float64 [P, 3]
+    colors: np.ndarray  # uint8 [P, 3]
+    obs_point: np.ndarray  # int64 [O], row of points
+    obs_view: np.ndarray  # int64 [O], row of views
+    obs_xy: np.ndarray  # float64 [O, 2], pixels of the written image, centres at integers
+    segment: int
+    out_dir: Path
+
+    @property
+    def num_points(self) -> int:
+        return int(len(self.points))
+
+    def reprojection_errors(self) -> np.ndarray:
+        """Pixel distance [O] between each observation and its point projected by its view."""
+        return _reprojection_errors(self.views, self.points, self.obs_point, self.obs_view, self.obs_xy)[0]
+
+
+def _reprojection_errors(views, points, obs_point, obs_view, obs_xy) -> tuple[np.ndarray, np.ndarray]:
+    """Errors [O] (inf behind the camera) and camera-frame depths [O]."""
+    if len(obs_point) == 0:
+        return np.zeros(0), np.zeros(0)
+    w2c = np.linalg.inv(np.stack([v.c2w for v in views]))[obs_view]
+    K = np.stack([v.K for v in views])[obs_view]
+    pc = np.einsum("nij,nj->ni", w2c[:, :3, :3], points[obs_point]) + w2c[:, :3, 3]
+    proj = np.einsum("nij,nj->ni", K, pc)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = np.linalg.norm(proj[:, :2] / proj[:, 2:3] - obs_xy, axis=1)
+    err[~(pc[:, 2] > 0)] = np.inf
+    return err, pc[:, 2]
+
+
+def run_segment(out_dir: Path, frames: list[PosedFrame]) -> int:
+    """The segment points.ply and splats.ply hold (run.json's stats.segment), else the largest one."""
+    try:
+        return int(json.loads((out_dir / RUN_JSON).read_text(encoding="utf-8"))["stats"]["segment"])
+    except (OSError, ValueError, KeyError, TypeError):
+        segments, counts = np.unique([f.segment for f in frames], return_counts=True)
+        return int(segments[np.argmax(counts)])
+
+
+def load_scene(out_dir: str | Path, segment: int | None = None, max_reproj_px: float = 4.0) -> ExportScene:
+    """Gather the views and sparse points of ``segment`` (default: the run's final segment, the one
+    ``points.ply`` and ``splats.ply`` hold) from an output folder.
+
+    Observations whose point reprojects farther than ``max_reproj_px`` from them through the
+    exported camera are dropped (a frame shared by two windows has the pose of the first, so the
+    second window's points can sit a little off in it), and so are points left with fewer than two.
+    Raises ExportError when the folder lacks trajectory.json or the saved frames.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ExportError(f"output folder {out_dir} does not exist")
+    try:
+        frames = read_trajectory_json(out_dir / "trajectory.json")
+    except (FileNotFoundError, ValueError) as exc:
+        raise ExportError(f"{out_dir} has no readable trajectory.json (is the run finished?): {exc}") from exc
+    if not frames:
+        raise ExportError(f"{out_dir}/trajectory.json has no posed frames")
+    images = read_frame_images(out_dir)
+    if not images:
+        raise ExportError(f"{out_dir} has no {FRAMES_DIR}/ (the model-resolution frames): re-run reconstruct "
+                          "without --no-save-frames")
+    if segment is None:
+        segment = run_segment(out_dir, frames)
+    views = []
+    for f in frames:
+        if f.segment != segment:
+            continue
+        img = images.get(f.index)
+        if img is None or not img.path.is_file():
+            raise ExportError(f"frame {f.index} ({f.image}) is posed but {FRAMES_DIR}/ has no image for it")
+        if np.isnan(f.K).any():
+            raise ExportError(f"frame {f.index} ({f.image}) has no intrinsics in trajectory.json")
+        views.append(ExportView(f.index, img.path.name, img.path, f.image, f.c2w, img.pixel_map @ f.K,
+                                img.width, img.height))
+    if not views:
+        raise ExportError(f"{out_dir} has no posed frames in segment {segment}")
+    sparse = read_sparse(out_dir, segment)
+    # The default backend estimates K with the poses; the aligner may have pinned another K for the
+    # dense points (trajectory.json). The view keeps the K its pose and observations were made with.
+    for v in views:
+        if v.index in sparse.K:
+            v.K = np.asarray(sparse.K[v.index], np.float64)
+    row = {v.index: k for k, v in enumerate(views)}
+    obs_view = np.array([row.get(int(i), -1) for i in sparse.obs_frame], np.int64)
+    keep = obs_view >= 0
+    obs_point, obs_view, obs_xy = sparse.obs_point[keep], obs_view[keep], sparse.obs_xy[keep]
+    err, _ = _reprojection_errors(views, sparse.points, obs_point, obs_view, obs_xy)
+    good = err <= max_reproj_px
+    obs_point, obs_view, obs_xy = obs_point[good], obs_view[good], obs_xy[good]
+    seen = np.bincount(obs_point, minlength=sparse.num_points)
+    kept = np.nonzero(seen >= 2)[0]
+    renumber = np.full(sparse.num_points, -1, np.int64)
+    renumber[kept] = np.arange(len(kept))
+    rows = renumber[obs_point] >= 0
+    return ExportScene(views, sparse.points[kept], sparse.colors[kept], renumber[obs_point[rows]],
+                       obs_view[rows], obs_xy[rows], segment, out_dir)
+
+
+def has_sparse(out_dir: str | Path) -> bool:
+    return any((Path(out_dir) / SPARSE_DIR).glob("*.npz"))
