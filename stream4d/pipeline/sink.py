@@ -146,11 +146,15 @@ class VoxelCloud:
         self._cols = np.concatenate([self._cols, images[keep]])
         self._seg = np.concatenate([self._seg, np.full(len(pts), window.segment, np.int64)])
         cell = np.floor(self._pts / self.voxel).astype(np.int64)
-        # One int64 per (segment, cell) (20 bits an axis, 4 for the segment) so the dedup is a 1-D unique.
-        key = ((self._seg & 0xF) << 60) | ((cell[:, 0] & 0xFFFFF) << 40) | ((cell[:, 1] & 0xFFFFF) << 20) \
-            | (cell[:, 2] & 0xFFFFF)
-        _, first = np.unique(key, return_index=True)
-        self._pts, self._cols, self._seg = self._pts[first], self._cols[first], self._seg[first]
+        # One int64 per cell (20 bits an axis); segments are told apart by sorting on them first, so
+        # any number of segments keep their own points.
+        key = ((cell[:, 0] & 0xFFFFF) << 40) | ((cell[:, 1] & 0xFFFFF) << 20) | (cell[:, 2] & 0xFFFFF)
+        order = np.lexsort((key, self._seg))  # stable: the first point of a voxel stays
+        seg, key = self._seg[order], key[order]
+        first = np.ones(len(order), bool)
+        first[1:] = (seg[1:] != seg[:-1]) | (key[1:] != key[:-1])
+        kept = np.sort(order[first])
+        self._pts, self._cols, self._seg = self._pts[kept], self._cols[kept], self._seg[kept]
         if len(self._pts) > self.max_points:
             self.voxel *= 1.5
 
