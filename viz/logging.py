@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import rerun as rr
 
-from stream4d.geometry import camera_centres
 from viz import paths
 
 # float16 keeps depth exact to ~0.05 % and halves the recording; beyond its range use float32.
@@ -81,11 +80,6 @@ def clear_frame_pixels(rec: rr.RecordingStream) -> None:
 def log_trajectory(rec: rr.RecordingStream, strips: list[np.ndarray]) -> None:
     """Camera path so far: one polyline ``[N_k, 3]`` per segment (worlds are not comparable)."""
     rec.log(paths.TRAJECTORY, rr.LineStrips3D(strips, colors=[255, 140, 0]))
-
-
-def trajectory_strip(c2w: np.ndarray) -> np.ndarray:
-    """Camera centres ``[N, 3]`` of poses ``[N, 4, 4]``."""
-    return camera_centres(c2w).astype(np.float32)
 
 
 def _rgba(colors: np.ndarray, opacities: np.ndarray) -> np.ndarray:
