@@ -14,25 +14,16 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from align.windows import sliding_windows
 from stream4d.contracts import WindowPrediction
 from stream4d.geometry import Sim3, pixel_grid
 
 
-def window_spans(num_frames: int, window: int, overlap: int) -> list[np.ndarray]:
-    """Frame positions of consecutive windows of ``window`` frames sharing ``overlap`` frames.
-
-    The last window may be shorter; a tail that would add no new frame is dropped.
-    """
-    if not 0 <= overlap < window:
-        raise ValueError(f"window_spans needs 0 <= overlap < window, got overlap={overlap}, window={window}")
-    step = window - overlap
-    spans = []
-    for start in range(0, max(num_frames, 1), step):
-        span = np.arange(start, min(start + window, num_frames))
-        if start > 0 and len(span) <= overlap:
-            break
-        spans.append(span)
-    return spans
+def window_spans(num_frames: int, window: int, overlap: int, tail_merge: int = 0) -> list[np.ndarray]:
+    """Frame positions of the windows the pipeline cuts from ``num_frames`` frames
+    (``align.windows.sliding_windows``): by default as from a live input; a file's last frames
+    join its last full window with ``tail_merge=align.windows.default_tail_merge(window, overlap)``."""
+    return [np.array(w, np.int64) for w in sliding_windows(range(num_frames), window, overlap, tail_merge)]
 
 
 def random_sim3(rng: np.random.Generator, scale_range: tuple[float, float] = (0.3, 3.0),

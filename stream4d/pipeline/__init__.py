@@ -13,8 +13,9 @@
 The stages (recon, memory, align, viz) never import this package; the server and the CLI do.
 """
 
+from align.windows import sliding_windows
 from stream4d.pipeline.config import ReconstructConfig, load_config
-from stream4d.pipeline.reading import read_ahead, sliding_windows
+from stream4d.pipeline.reading import read_ahead
 from stream4d.pipeline.run import RunSummary, reconstruct
 from stream4d.pipeline.stages import build_model, open_input
 

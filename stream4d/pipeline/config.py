@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from align.aligner import AlignConfig
+from align.windows import default_tail_merge
 from memory.gaussians.config import GaussianCacheConfig
 from recon.default.model import DefaultModelConfig
 from recon.ingest.options import IngestOptions
@@ -73,7 +74,7 @@ class ReconstructConfig:
             self.ingest = replace(self.ingest, resize="vggt")
         window, overlap = self.align.window, self.align.overlap
         if self.tail_merge is None:
-            self.tail_merge = _auto_tail_merge(window, overlap)
+            self.tail_merge = default_tail_merge(window, overlap)
         if not 0 <= self.tail_merge < window - overlap:
             raise ValueError(f"tail_merge must be in [0, window - overlap), got {self.tail_merge} with window "
                              f"{window} and overlap {overlap}")
@@ -97,7 +98,7 @@ class ReconstructConfig:
         tree = self.to_dict()
         windowing = {"align.window", "align.overlap"} & values.keys()
         if windowing and "tail_merge" not in values and \
-                self.tail_merge == _auto_tail_merge(self.align.window, self.align.overlap):
+                self.tail_merge == default_tail_merge(self.align.window, self.align.overlap):
             tree["tail_merge"] = None
         for key, value in values.items():
             *parents, leaf = key.split(".")
@@ -124,10 +125,6 @@ def load_config(path: str | Path) -> ReconstructConfig:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config is a JSON object (the tree, or a run.json with a \"config\")")
     return ReconstructConfig.from_dict(data)
-
-
-def _auto_tail_merge(window: int, overlap: int) -> int:
-    return min(overlap, window - overlap - 1)
 
 
 def _build(cls: type, data: Any, where: str) -> Any:

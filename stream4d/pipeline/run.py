@@ -22,11 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from align.windows import sliding_windows
 from stream4d import __version__
 from stream4d.contracts import Frame, StreamObserver, StreamStats, WindowModel
 from stream4d.outputs import OutputWriter
 from stream4d.pipeline.config import ReconstructConfig
-from stream4d.pipeline.reading import read_ahead, sliding_windows
+from stream4d.pipeline.reading import read_ahead
 from stream4d.pipeline.report import run_warnings
 from stream4d.pipeline.sink import Sink
 from stream4d.pipeline.stages import build_aligner, build_model, build_observers, open_input, rrd_path
