@@ -35,8 +35,8 @@ class ReattachConfig:
     max_features: int = 2000
     min_inliers: int = 25  # 3D-3D pairs that must agree with one similarity
     min_inlier_fraction: float = 0.4  # ... and this share of the lifted matches
-    inlier_rel: float = 0.1  # a pair agrees when its 3D distance is below this x its depth (dense depth at a
-    # keypoint is good to ~10 %: on kitti_seq1 0.05 kept 32 % of true matches, 0.1 kept 59 %)
+    inlier_rel: float = 0.1  # a pair agrees when its 3D distance is below this x its depth: dense depth at
+    # a keypoint is good to about that much, and a tighter bound drops true matches (docs/default_backend.md)
     ransac_iterations: int = 300
     seed: int = 0
 

@@ -21,9 +21,9 @@ from recon.ingest.transforms import plan_resize
 
 @dataclass
 class DenseConfig:
-    # Baseline / median sparse depth of the view, near and far pair. With full-size features (more
-    # points on far surfaces, so a larger median) (0.08, 0.2) picked pairs too far apart for the
-    # flow: synthetic 512 px orbit 59 % confident; (0.05, 0.12) 72 %, same AbsRel.
+    # Baseline / median sparse depth of the view, near and far pair. Full-size features put more
+    # points on far surfaces (a larger median), so wider ratios pick pairs too far apart for the
+    # flow (docs/default_backend.md, "Dense depth").
     target_baseline_ratios: tuple[float, ...] = (0.05, 0.12)
     min_baseline_ratio: float = 0.015
     max_fb_error_px: float = 1.0
@@ -32,9 +32,8 @@ class DenseConfig:
     single_view_trust: float = 0.45  # confidence factor (< 0.5) for pixels no second view confirms
     full_conf_angle_deg: float = 4.0
     # Flow runs on a copy at most max_side px (depth is upsampled after) with the finest pyramid
-    # level at that copy's own resolution: on synthetic 512 x 384 windows this keeps orbit depth at
-    # AbsRel ~0.019 on confident pixels (0.011 with MEDIUM at full size, 0.031 with MEDIUM's
-    # default half-resolution finest level) for a quarter of the full-size cost.
+    # level at that copy's own resolution: most of the full-size accuracy for a quarter of its cost
+    # (docs/default_backend.md has the table).
     max_side: int = 256
     dis_preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST
     dis_finest_scale: int | None = 0  # None: the preset's

@@ -30,10 +30,9 @@ class DefaultModelConfig:
     """Knobs of the default backend; defaults chosen on ../shared/data (see docs/benchmarks.md)."""
 
     max_features: int = 3000
-    feature_scale: float = 1.0  # < 1 detects SIFT on a reduced copy (features.detect_features): at 0.5
-    # ~3x faster, but on ../shared/data with 10-frame windows ATE went 2-3.5x up (fountain-P11 3.1 ->
-    # 11 mm); a stream whose first pairs match weakly, or a window that does not pose every view,
-    # goes to full size for the rest of the stream
+    feature_scale: float = 1.0  # < 1 detects SIFT on a reduced copy (features.detect_features): cheaper
+    # but clearly less accurate (docs/default_backend.md); a stream whose first pairs match weakly, or a
+    # window that does not pose every view, goes to full size for the rest of the stream
     match_neighbours: int = 3  # match each view with the next N views
     focal_prior: float = 1.0  # unknown intrinsics start at f = focal_prior * max(W, H)
     sfm: SfmConfig = field(default_factory=SfmConfig)

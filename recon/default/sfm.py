@@ -34,8 +34,8 @@ class SfmConfig:
     ba_every: int = 3  # bundle-adjust after this many new registrations
     intermediate_ba_iterations: int = 5  # the final adjustment runs to convergence
     max_ba_points: int = 2500  # points in an adjustment (longest tracks first) ...
-    max_ba_observations: int = 12000  # ... until their observations reach this: on a slow 10 frames/s
-    # orbit (the demo clip) 2500 tracks seen ~12 times each made every adjustment step 2.5x dearer
+    max_ba_observations: int = 12000  # ... until their observations reach this: slow clips see each
+    # track many times, and every observation costs each adjustment step (docs/default_backend.md)
     degenerate_angle_deg: float = 0.4  # an initial pair triangulating below this median angle has no
     # usable baseline
     parallax: ParallaxConfig = field(default_factory=ParallaxConfig)  # decides first whether there is any
