@@ -7,7 +7,13 @@ A window whose model output is unusable is refused (``UnusableWindowError``,
 ``align.validate``) without disturbing the stream.
 """
 
-from align.aligner import AlignConfig, AlignmentError, StreamAligner, UnusableWindowError
-from align.worker import AlignmentWorker
+from stream4d.lazy import lazy_exports
 
 __all__ = ["AlignConfig", "AlignmentError", "AlignmentWorker", "StreamAligner", "UnusableWindowError"]
+__getattr__ = lazy_exports(__name__, {
+    "AlignConfig": "align.config",
+    "AlignmentError": "align.aligner",
+    "AlignmentWorker": "align.worker",
+    "StreamAligner": "align.aligner",
+    "UnusableWindowError": "align.aligner",
+})

@@ -19,26 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from align.config import ReattachConfig
 from recon.features import Features, detect_features, verified_matches
 from stream4d.contracts import Reattachment
 from stream4d.geometry import Sim3, umeyama
-
-
-@dataclass
-class ReattachConfig:
-    """Knobs of :class:`SegmentLinker`."""
-
-    enabled: bool = True
-    keyframes_per_segment: int = 8  # the most recent keyframes (one per window) a segment keeps
-    max_segments: int = 8  # earlier segments remembered (the most recent ones)
-    frames_per_try: int = 2  # frames of a detached window matched against the keyframes
-    max_features: int = 2000
-    min_inliers: int = 25  # 3D-3D pairs that must agree with one similarity
-    min_inlier_fraction: float = 0.4  # ... and this share of the lifted matches
-    inlier_rel: float = 0.1  # a pair agrees when its 3D distance is below this x its depth: dense depth at
-    # a keypoint is good to about that much, and a tighter bound drops true matches (docs/default_backend.md)
-    ransac_iterations: int = 300
-    seed: int = 0
 
 
 @dataclass

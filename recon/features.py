@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 
 
 @dataclass
@@ -60,6 +59,8 @@ def match_descriptors(a: Features, b: Features, ratio: float = 0.85) -> tuple[np
     """
     if len(a.keypoints) < 2 or len(b.keypoints) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    import torch  # here: a module that only needs the data types must not load torch
+
     with torch.no_grad():
         sim = (torch.from_numpy(a.descriptors) @ torch.from_numpy(b.descriptors).T).numpy()  # [Na, Nb]
     # Best and second best per row with numpy's vectorised row reductions: torch's topk cost as

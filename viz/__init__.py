@@ -6,10 +6,14 @@ a dedicated rerun recording, saved as ``.rrd`` and/or shown live in a native
 viewer (``spawn``) or the web viewer on 127.0.0.1 (``serve``).
 """
 
-from viz.blueprint import build_blueprint
-from viz.config import VizConfig
-from viz.observer import RerunObserver
-from viz.recorder import StreamRecorder
-from viz.session import RerunSession, serve_recording
+from stream4d.lazy import lazy_exports
 
 __all__ = ["VizConfig", "RerunObserver", "RerunSession", "StreamRecorder", "build_blueprint", "serve_recording"]
+__getattr__ = lazy_exports(__name__, {
+    "VizConfig": "viz.config",
+    "RerunObserver": "viz.observer",
+    "RerunSession": "viz.session",
+    "StreamRecorder": "viz.recorder",
+    "build_blueprint": "viz.blueprint",
+    "serve_recording": "viz.session",
+})

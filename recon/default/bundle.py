@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from scipy.spatial.transform import Rotation
 
 
@@ -181,6 +180,8 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
     """Levenberg-Marquardt until a step gains less than ``rel_tol`` of the cost while moving no camera
     by more than ``step_tol`` (see :func:`_step_size`): in the flat valleys of self-calibration a step
     can gain little and still move the focal length by percent."""
+    import torch  # here: building a config tree imports this module, and must not load torch
+
     lay = _Layout(p)
     free, n_f, nC, P = lay.free, lay.n_f, lay.nC, lay.P
     view, point = lay.view, lay.point

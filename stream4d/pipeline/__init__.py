@@ -13,11 +13,16 @@
 The stages (recon, memory, align, viz) never import this package; the server and the CLI do.
 """
 
-from align.windows import sliding_windows
-from stream4d.pipeline.config import ReconstructConfig, load_config
-from stream4d.pipeline.reading import read_ahead
-from stream4d.pipeline.run import RunSummary, reconstruct
-from stream4d.pipeline.stages import build_model, open_input
+from stream4d.lazy import lazy_exports
 
-__all__ = ["ReconstructConfig", "RunSummary", "build_model", "load_config", "open_input", "read_ahead",
-           "reconstruct", "sliding_windows"]
+__all__ = ["ReconstructConfig", "RunSummary", "build_model", "load_config", "open_input", "read_ahead", "reconstruct", "sliding_windows"]
+__getattr__ = lazy_exports(__name__, {
+    "ReconstructConfig": "stream4d.pipeline.config",
+    "RunSummary": "stream4d.pipeline.run",
+    "build_model": "stream4d.pipeline.stages",
+    "load_config": "stream4d.pipeline.config",
+    "open_input": "stream4d.pipeline.stages",
+    "read_ahead": "stream4d.pipeline.reading",
+    "reconstruct": "stream4d.pipeline.run",
+    "sliding_windows": "align.windows",
+})

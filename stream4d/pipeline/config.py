@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from align.aligner import AlignConfig
+from align.config import AlignConfig
 from align.windows import default_tail_merge
 from memory.gaussians.config import GaussianCacheConfig
 from recon.default.model import DefaultModelConfig

@@ -1,0 +1,138 @@
+"""The aligner's configuration, apart from the aligner so a config tree can be built without
+loading the alignment code (and its numerical dependencies)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ReattachConfig:
+    """Knobs of :class:`SegmentLinker`."""
+
+    enabled: bool = True
+    keyframes_per_segment: int = 8  # the most recent keyframes (one per window) a segment keeps
+    max_segments: int = 8  # earlier segments remembered (the most recent ones)
+    frames_per_try: int = 2  # frames of a detached window matched against the keyframes
+    max_features: int = 2000
+    min_inliers: int = 25  # 3D-3D pairs that must agree with one similarity
+    min_inlier_fraction: float = 0.4  # ... and this share of the lifted matches
+    inlier_rel: float = 0.1  # a pair agrees when its 3D distance is below this x its depth: dense depth at
+    # a keypoint is good to about that much, and a tighter bound drops true matches (docs/default_backend.md)
+    ransac_iterations: int = 300
+    seed: int = 0
+
+
+@dataclass
+class AlignConfig:
+    """Knobs of :class:`StreamAligner`; defaults follow LASER (arXiv 2512.13680) where it has one.
+
+    Windows:
+        window: 20. Frames per window the pipeline cuts the stream into. The
+            aligner accepts windows of any length; this is here so one config
+            describes the windowing (and ``overlap < window`` is checked).
+        overlap: 5. Frames consecutive windows share. The aligner keeps the
+            last ``overlap`` frames of the previous window as its only state.
+        new_segment_on_gap: False. A window sharing no frame with the previous
+            one raises AlignmentError; with True it starts a new world instead
+            (``AlignedWindow.segment`` increments, the window is identity-placed).
+
+    Registration:
+        conf_quantile: 0.5. A pixel is trusted if its depth confidence is at
+            or above this quantile of its window's confidences (LASER keeps the
+            top half); on shared frames it must be trusted in both windows.
+        irls_iters: 10. Maximum IRLS iterations of every robust scale fit.
+        irls_tol: 0.05. IRLS stops once the scale changes by less than this
+            fraction between iterations.
+        min_overlap_pixels: 100. Fewer mutually trusted pixels on the shared
+            frames than this and the Sim(3) scale falls back to the ratio of the
+            shared cameras' spread, or to 1 (flagged in ``AlignedWindow.info``).
+        fix_intrinsics: True. Use the first window's intrinsics (per-element
+            median over its frames) for every later frame and re-unproject
+            depth with them (LASER's choice: feed-forward focal lengths jitter
+            between windows). Set False when the stream supplies intrinsics
+            the model used: then each window's own points and K are kept.
+        intrinsics_rtol: 0.01. A frame whose fx, fy, cx, cy all agree with the
+            reference within this fraction keeps the model's own points.
+
+    Layer-wise scale (``layerwise``: True; False gives Sim(3)-only alignment):
+        seg_scale: 300.0, seg_sigma: 1.1. Felzenszwalb parameters on the depth
+            map (divided by the window's median confident depth).
+        seg_min_size: 500. Felzenszwalb minimum segment size in pixels at
+            518 x 392; scaled with the model's pixel count.
+        seg_max_side: 256. Depth maps larger than this are segmented on a
+            decimated copy (layers are large regions; at 512 x 384 this cuts
+            the segmentation from ~275 to ~60 ms a frame).
+        layer_merge_fraction: 0.1. Adjacent superpixels whose mean depths
+            differ by less than this fraction of the window's confident depth
+            range (1st-99th percentile) form one layer.
+        link_iou: 0.3. IoU linking layers of consecutive frames of a window.
+        cross_link_iou: 0.3. IoU linking the two windows' layers on a shared frame.
+        layer_min_pixels: 20. Trusted pixels a linked intersection needs to
+            give a layer scale ...
+        layer_min_fraction: 0.05. ... and the fraction of the new window's
+            layer they must cover at least (few trusted pixels must not
+            rescale a large layer; not in LASER, which ignores confidence here).
+        layer_scale_limit: 2.0. A layer scale outside [1/limit, limit]
+            (relative to the global Sim(3) scale) is taken for a mismatched
+            link and ignored.
+        layer_scale_deadband: 0.005. Layer scales within this of 1 are not
+            applied: a correction smaller than the scale fit's own precision
+            only adds noise where the windows already agree (not in LASER).
+        register_on_layer_depth: False. Which depth of the previous window
+            the next window's Sim(3) is registered on. False: its depth before
+            layer scales, so camera poses are exactly those of Sim(3)-only
+            alignment and layer scales refine only depth and points. True:
+            the layer-scaled depth (LASER's choice), which lets layer scales,
+            estimated from sparse links and carried through a whole window,
+            move every later pose (on kitti_seq1 with 20-frame windows this
+            made the ATE 4x worse; see docs/benchmarks.md).
+
+    Segments (with ``new_segment_on_gap``):
+        reattach: ReattachConfig(). Each window leaves one keyframe (its
+            last new frame's features lifted to world points); while a segment
+            started by a gap is detached, each of its windows is matched
+            against earlier segments' keyframes and, on a 3D-3D similarity
+            with enough inliers, moved into that world (``align.reattach``).
+    """
+
+    window: int = 20
+    overlap: int = 5
+    layerwise: bool = True
+    conf_quantile: float = 0.5
+    irls_iters: int = 10
+    irls_tol: float = 0.05
+    fix_intrinsics: bool = True
+    intrinsics_rtol: float = 0.01
+    new_segment_on_gap: bool = False
+    min_overlap_pixels: int = 100
+    seg_scale: float = 300.0
+    seg_sigma: float = 1.1
+    seg_min_size: int = 500
+    seg_max_side: int | None = 256
+    layer_merge_fraction: float = 0.1
+    link_iou: float = 0.3
+    cross_link_iou: float = 0.3
+    layer_min_pixels: int = 20
+    layer_min_fraction: float = 0.05
+    layer_scale_limit: float = 2.0
+    layer_scale_deadband: float = 0.005
+    register_on_layer_depth: bool = False
+    reattach: ReattachConfig = field(default_factory=ReattachConfig)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.overlap < self.window:
+            raise ValueError(
+                f"AlignConfig needs 1 <= overlap < window, got overlap={self.overlap}, window={self.window}")
+        if not 0.0 <= self.conf_quantile < 1.0:
+            raise ValueError(f"AlignConfig.conf_quantile must be in [0, 1), got {self.conf_quantile}")
+        if self.irls_iters < 0 or self.irls_tol <= 0:
+            raise ValueError(
+                f"AlignConfig needs irls_iters >= 0 and irls_tol > 0, got {self.irls_iters}, {self.irls_tol}")
+        for name in ("link_iou", "cross_link_iou"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"AlignConfig.{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.layer_scale_limit <= 1.0:
+            raise ValueError(f"AlignConfig.layer_scale_limit must be > 1, got {self.layer_scale_limit}")
+        if not 0.0 <= self.layer_scale_deadband < 1.0:
+            raise ValueError(f"AlignConfig.layer_scale_deadband must be in [0, 1), got {self.layer_scale_deadband}")
