@@ -22,6 +22,9 @@ from recon.ingest.errors import IngestError
 from recon.ingest.options import IngestOptions
 
 VideoTarget = str | BinaryIO  # a path, a URL or a readable binary file object
+# Largest frame (width x height, from the stream header) decoded at all: one RGB frame of
+# this size is 192 MiB, and a few-kB file can declare far more. Services set a lower limit.
+MAX_PIXELS = 8192 * 8192
 
 
 class _Broken(Exception):
@@ -65,6 +68,7 @@ class VideoSource(FrameSource):
             if not container.streams.video:
                 raise IngestError(name, "not_video", "the container has no video stream")
             stream = container.streams.video[0]
+            check_frame_size(name, stream.codec_context.width, stream.codec_context.height)
             # Default (slice) threading: frame threading would hide decoder errors mid-stream.
             frames = _decode(container, stream)
             try:
@@ -128,6 +132,13 @@ class VideoSource(FrameSource):
         if self._pending is not None:
             self._pending[0].close()
             self._pending = None
+
+
+def check_frame_size(name: str, width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse a stream whose header declares frames above ``max_pixels``, before decoding any."""
+    if width and height and width * height > max_pixels:
+        raise IngestError(name, "too_large", f"frames are {width}x{height} = {width * height} pixels; "
+                                             f"the limit is {max_pixels}")
 
 
 def _decode(container, stream) -> Iterator["av.VideoFrame"]:

@@ -31,7 +31,7 @@ router = APIRouter(prefix="/sessions", tags=["live"])
 
 
 @router.post("/{session_id}/source", status_code=202, response_model=SessionStatus,
-             responses=error_responses(*AUTH_ERRORS, 400, 409))
+             responses=error_responses(*AUTH_ERRORS, 400, 409, 413))
 def pull_source(request: PullRequest, session: Session, manager: Manager) -> SessionStatus:
     """Have the server read a live stream (``rtsp://``, ``http(s)://``, ``rtmp://``) or a
     device on the server (``camera:0``) into this session until it ends or is stopped."""
@@ -94,6 +94,7 @@ async def live_frames(ws: WebSocket, session_id: str) -> None:
 async def _receive_frames(ws: WebSocket, feed: LiveFeed) -> bool:
     """Push frames until the client ends the stream (True) or disconnects (False)."""
     seq = 0
+    max_pixels = ws.app.state.settings.max_pixels
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
@@ -102,7 +103,7 @@ async def _receive_frames(ws: WebSocket, feed: LiveFeed) -> bool:
         if data is not None:
             feed.received += 1
             try:
-                timestamp, image = await run_in_threadpool(decode_frame, data)
+                timestamp, image = await run_in_threadpool(decode_frame, data, max_pixels)
             except FrameMessageError as err:
                 feed.invalid += 1
                 await ws.send_text(LiveError(seq=seq, code=err.code, message=err.message).model_dump_json())
