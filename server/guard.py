@@ -2,8 +2,9 @@
 
 - ``Host`` must name one of ``Settings.trusted_hosts`` (a page on another origin
   that rebinds its DNS name to 127.0.0.1 sends its own name): 400 otherwise.
-- at most ``Settings.max_headers`` header lines: 431 otherwise (their total size
-  is bounded earlier, by the HTTP protocol; see server/http.py).
+- at most ``Settings.max_headers`` header lines of at most ``Settings.max_header_bytes``
+  in all: 431 otherwise. The HTTP protocol (server/http.py) cuts off a head that
+  arrives in pieces at that size; a head that arrives whole is checked here.
 - every request body but an upload's is read here, up to ``Settings.max_body_bytes``,
   before any route sees it: 413 beyond (at once when ``Content-Length`` says so).
   Uploads stream to disk with their own limit (server/uploads.py).
@@ -43,6 +44,7 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.max_headers = settings.max_headers
+        self.max_header_bytes = settings.max_header_bytes
         self.max_body = settings.max_body_bytes
         hosts = settings.trusted_hosts or []
         self.any_host = "*" in hosts
@@ -79,6 +81,8 @@ class RequestGuard:
         headers = scope.get("headers") or []
         if len(headers) > self.max_headers:
             return 431, "too_many_headers", f"requests may carry at most {self.max_headers} headers"
+        if sum(len(k) + len(v) + 4 for k, v in headers) > self.max_header_bytes:
+            return 431, "request_head_too_large", f"request headers are limited to {self.max_header_bytes} bytes"
         if not self.any_host:
             hosts = [v.decode("latin-1") for k, v in headers if k == b"host"]
             name = host_name(hosts[0]) if len(hosts) == 1 else None

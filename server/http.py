@@ -9,7 +9,8 @@ buffer and re-parse megabytes of headers. On top of it this protocol
   whose request body stops arriving for that long: half-sent requests cannot
   pile up;
 - answers protocol errors with the service's JSON error body (431 for a head
-  that is too large, 400 otherwise) instead of uvicorn's plain text.
+  that is too large, 400 otherwise) instead of uvicorn's plain text, and so
+  the 503 for a request beyond ``limit_concurrency`` (``Settings.max_connections``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,23 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._head_timer_armed = False
+        # The concurrency limit, checked by our app wrapper (uvicorn's own answers in plain text).
+        limit, self.limit_concurrency = self.limit_concurrency, None
+        app = self.app
+
+        async def limited_app(scope, receive, send) -> None:
+            # This connection and this request's task are already counted.
+            if limit is not None and (len(self.connections) > limit or len(self.tasks) > limit):
+                body = json.dumps({"error": {"status": 503, "code": "service_unavailable", "message":
+                                             f"the server is at its limit of {limit} connections; retry later"}})
+                await send({"type": "http.response.start", "status": 503, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"), (b"retry-after", b"1")]})
+                await send({"type": "http.response.body", "body": body.encode()})
+                return
+            await app(scope, receive, send)
+
+        self.app = limited_app
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

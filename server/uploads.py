@@ -132,8 +132,11 @@ def probe_video(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoProbe:
     and UploadError(413) when its header declares frames of more than
     ``max_pixels`` pixels (checked before any frame is decoded).
     """
+    # FFmpeg's own pixel limit: opening a file decodes a frame to learn its size, and a
+    # few-kB image can declare gigabytes of pixels. Beyond the limit the size stays 0.
+    limit = {"max_pixels": str(max_pixels)}
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), options=limit)
     except av.FFmpegError as exc:
         raise UploadError(422, "not_a_video", f"the upload is not a readable video: {_ffmpeg_message(exc, path)}") \
             from None
@@ -141,11 +144,14 @@ def probe_video(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoProbe:
         if not container.streams.video:
             raise UploadError(422, "no_video_stream", "the upload has no video stream")
         stream = container.streams.video[0]
+        stream.codec_context.options = limit
         declared_w, declared_h = stream.codec_context.width, stream.codec_context.height
-        if declared_w * declared_h > max_pixels:
+        if declared_w * declared_h > max_pixels or not declared_w * declared_h:
+            size = f"{declared_w}x{declared_h} = {declared_w * declared_h} pixels" if declared_w * declared_h \
+                else "of a size that could not be read within that limit"
             raise UploadError(413, "frames_too_large",
-                              f"the upload's frames are {declared_w}x{declared_h} = {declared_w * declared_h} "
-                              f"pixels; the server accepts at most {max_pixels} (stream4d serve --max-pixels)")
+                              f"the server accepts frames of at most {max_pixels} pixels (stream4d serve "
+                              f"--max-pixels); the upload's frames are {size}")
         fmt = container.format.name
         codec = stream.codec_context.name
         declared = int(stream.frames or 0)

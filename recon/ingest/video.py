@@ -53,11 +53,13 @@ class VideoSource(FrameSource):
 
     def _open(self):
         name = self.info.name
+        # FFmpeg's own pixel limit, so that probing cannot decode a frame above it either.
+        limit = {"max_pixels": str(MAX_PIXELS)}
         try:
             if self._is_url:
-                container = av.open(self._target, timeout=self.options.timeout)
+                container = av.open(self._target, timeout=self.options.timeout, options=limit)
             else:
-                container = av.open(self._target)
+                container = av.open(self._target, options=limit)
         except av.FFmpegError as exc:
             if self._is_url:
                 raise IngestError(name, "unreachable", f"cannot open the stream ({exc})") from exc
@@ -68,6 +70,7 @@ class VideoSource(FrameSource):
             if not container.streams.video:
                 raise IngestError(name, "not_video", "the container has no video stream")
             stream = container.streams.video[0]
+            stream.codec_context.options = limit
             check_frame_size(name, stream.codec_context.width, stream.codec_context.height)
             # Default (slice) threading: frame threading would hide decoder errors mid-stream.
             frames = _decode(container, stream)
@@ -76,7 +79,9 @@ class VideoSource(FrameSource):
             except StopIteration:
                 raise IngestError(name, "no_frames", "the video stream has no decodable frame") from None
             except _Broken as exc:
-                raise IngestError(name, "corrupt", f"no frame could be decoded ({exc}){self._pipe_hint()}") from exc
+                hint = "" if stream.codec_context.width else f"; frames above {MAX_PIXELS} pixels are not decoded"
+                raise IngestError(name, "corrupt", f"no frame could be decoded ({exc}){hint}{self._pipe_hint()}") \
+                    from exc
         except BaseException:
             container.close()
             raise
