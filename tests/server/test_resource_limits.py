@@ -103,20 +103,30 @@ def test_a_push_source_is_freed_without_the_cycle_collector():
         gc.enable()
 
 
-def test_live_sessions_are_capped_and_an_idle_one_holds_no_upload_worker(srv, c):
-    idle = Sess(c, FAST_OPTIONS)
+def test_live_sessions_are_capped(srv, c):
+    first, other = Sess(c, FAST_OPTIONS), Sess(c, FAST_OPTIONS)
     url = srv.url.replace("http", "ws")
-    with ws_client.connect(f"{url}/sessions/{idle.id}/live", additional_headers=idle.headers, open_timeout=10):
-        other = Sess(c, FAST_OPTIONS)
+    with ws_client.connect(f"{url}/sessions/{first.id}/live", additional_headers=first.headers, open_timeout=10) as ws:
         with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
             ws_client.connect(f"{url}/sessions/{other.id}/live", additional_headers=other.headers, open_timeout=10)
         assert refused.value.response.status_code == 503
+        assert json.loads(refused.value.response.body)["error"]["code"] == "too_many_live_sessions"
         assert other.status()["state"] == "created"  # refused before it took its input
+        ws.send(json.dumps({"type": "end"}))
+        ws.recv(timeout=30)
+    first.wait(timeout=60)  # its slot is free once its job has ended
+
+
+def test_an_idle_live_client_holds_no_upload_worker(srv, c):
+    idle = Sess(c, FAST_OPTIONS)
+    with ws_client.connect(srv.url.replace("http", "ws") + f"/sessions/{idle.id}/live",
+                           additional_headers=idle.headers, open_timeout=10):
         # The server's one worker is free for an upload while the live client says nothing.
         upload = Sess(c, FAST_OPTIONS)
         assert upload.upload(VIDEOS / "room.mp4").status_code == 202
-        upload.wait(("running", "completed"), timeout=60)
+        upload.wait(("running", "completed"), timeout=30)
     assert upload.wait(timeout=240)["state"] == "completed"
+    idle.wait(timeout=60)
 
 
 # ----- item 3: uploads -------------------------------------------------------------------
@@ -141,6 +151,7 @@ def test_live_frames_above_the_pixel_limit_are_refused(srv, c):
         assert answer["type"] == "error" and answer["code"] == "bad_image_size", answer
         ws.send(json.dumps({"type": "end"}))
         ws.recv(timeout=30)
+    s.wait(timeout=60)
 
 
 # ----- items 8, 9, 10 --------------------------------------------------------------------
