@@ -50,7 +50,7 @@ def decode_frame(message: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise FrameMessageError("bad_image", "the JPEG/PNG image could not be decoded (corrupt or truncated)")
-    return float(timestamp), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return float(timestamp), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)  # in place: no second full-size copy
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:

@@ -35,6 +35,7 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
         self._head_timer_armed = False
+        self._upgraded = False  # a WebSocket took the connection over: no HTTP timeouts apply
         # The concurrency limit, checked by our app wrapper (uvicorn's own answers in plain text).
         limit, self.limit_concurrency = self.limit_concurrency, None
         app = self.app
@@ -70,12 +71,14 @@ class GuardedH11Protocol(H11Protocol):
         super().on_response_complete()
 
     def handle_websocket_upgrade(self, event: h11.Request) -> None:
-        self._disarm()  # the WebSocket protocol takes the connection over
+        self._upgraded = True  # the WebSocket protocol takes the connection over
+        self._disarm()
         super().handle_websocket_upgrade(event)
 
     # ----- timers ------------------------------------------------------------------------
     def _after_data(self) -> None:
-        if self.transport is None or self.transport.is_closing():
+        if self._upgraded or self.transport is None or self.transport.is_closing():
+            self._disarm()
             return
         state = self.conn.their_state
         if state is h11.SEND_BODY:  # a body is arriving: it may be long, but must not stall
@@ -104,7 +107,7 @@ class GuardedH11Protocol(H11Protocol):
     def _on_timeout(self) -> None:
         self._deadline = None
         self._head_timer_armed = False
-        if self.transport is None or self.transport.is_closing():
+        if self._upgraded or self.transport is None or self.transport.is_closing():
             return
         if self.conn.their_state is h11.IDLE:  # the head never completed: no app is answering
             self._send_error(408, "request_timeout",

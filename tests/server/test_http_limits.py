@@ -124,6 +124,17 @@ def test_half_sent_requests_are_closed_after_the_request_timeout(limited):
     assert _health_seconds(limited) < 1.0
 
 
+def test_a_websocket_outlives_the_request_timeout(limited):
+    with httpx.Client(base_url=limited.url, timeout=10) as c:
+        r = c.post("/sessions", json={"viewer": False})
+    url = limited.url.replace("http", "ws") + f"/sessions/{r.json()['id']}/live"
+    with ws_client.connect(url, additional_headers={"Authorization": f"Bearer {r.json()['token']}"},
+                           open_timeout=10) as ws:
+        time.sleep(REQUEST_TIMEOUT * 2.5)  # the HTTP timeouts ended with the upgrade
+        ws.send(json.dumps({"type": "end"}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "closed"
+
+
 def test_connections_beyond_the_limit_get_503_until_idle_ones_time_out(limited):
     port = _port(limited)
     idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(MAX_CONNECTIONS + 2)]
