@@ -259,3 +259,20 @@ def test_risky_deployments_are_warned_about(tmp_path):
     assert any("--trusted-hosts" in w for w in public)
     assert not any("--trusted-hosts" in w for w in deployment_warnings(Settings(data_dir=tmp_path), False))
     assert any("root" in w for w in public) == (os.geteuid() == 0)
+
+
+def test_sessions_not_yet_ended_are_capped(tmp_path):
+    from server.models import SessionOptions
+    from server.service import SessionManager
+
+    manager = SessionManager(Settings(data_dir=tmp_path, max_sessions=2, workers=1))
+    try:
+        first, _ = manager.create(SessionOptions())
+        manager.create(SessionOptions())
+        with pytest.raises(ApiError) as err:
+            manager.create(SessionOptions())
+        assert (err.value.status, err.value.code) == (503, "too_many_sessions")
+        manager.delete(first.id)
+        manager.create(SessionOptions())  # a slot is free again
+    finally:
+        manager.shutdown()
