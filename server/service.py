@@ -97,8 +97,12 @@ def check_pull_url(url: str, allow_devices: bool, allow_private: bool = False) -
             400, "bad_source_url",
             f"source must be an {'/'.join(_PULL_SCHEMES)} URL with a host, or camera:N; got {url[:200]!r}",
         )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ApiError(400, "bad_source_url", f"the source URL has an invalid port: {url[:200]!r}") from None
     if not allow_private:
-        check_public_host(parts.hostname, parts.port)
+        check_public_host(parts.hostname, port)
     return url
 
 

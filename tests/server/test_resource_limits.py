@@ -244,6 +244,9 @@ def test_private_link_local_and_loopback_pull_targets_are_refused():
             check_pull_url(url, allow_devices=False)  # IP literals: no lookup, no connection
         assert (err.value.status, err.value.code) == (403, "private_source"), url
     assert check_pull_url("http://8.8.8.8/x.mp4", allow_devices=False) == "http://8.8.8.8/x.mp4"
+    with pytest.raises(ApiError) as err:
+        check_pull_url("http://8.8.8.8:99999/x.mp4", allow_devices=False)
+    assert err.value.code == "bad_source_url"
     assert check_pull_url("http://127.0.0.1/x.mp4", False, allow_private=True) == "http://127.0.0.1/x.mp4"
 
 
