@@ -1,7 +1,8 @@
 """Server memory under the attacks of issue 15: huge headers, big JSON bodies, big live frames, big uploads.
 
 Starts ``stream4d serve`` (default settings, loopback, one worker) from ``--code`` (default: this
-checkout), runs each attack against it while sampling the server's RSS every 20 ms and timing
+checkout), afresh for each attack, runs one small job (so the baseline includes the loaded
+pipeline), then the attack, while sampling the server's RSS every 20 ms and timing
 ``GET /health``, and prints one table row per attack: RSS before, peak, after, the peak's growth,
 the slowest ``/health`` during the attack, and what the server answered.
 
@@ -234,6 +235,7 @@ def _wait_end(server: Server, sid: str, headers: dict, timeout: float = 300) -> 
 ATTACKS = {
     "headers": attack_headers,
     "json": attack_json,
+    "frames-512": lambda s: attack_frames(s, 512, 32),  # control: frames already at the model size
     "frames": lambda s: attack_frames(s, 4096, 32),
     "frames-8k": lambda s: attack_frames(s, 8000, 8),
     "uploads": lambda s: attack_uploads(s, 4096, 3),
@@ -249,20 +251,21 @@ def main() -> int:
     ap.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
     args = ap.parse_args()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        server = Server(args.code.resolve(), Path(tmp) / "data")
-        try:
-            # One small job first: the baseline then includes the loaded pipeline, not just the web server.
-            print("warm-up:", attack_warmup(server), flush=True)
-            for name in args.only.split(","):
+    for name in args.only.split(","):
+        # A fresh server per attack: memory another attack left in the allocator would blur the baseline.
+        with tempfile.TemporaryDirectory() as tmp:
+            server = Server(args.code.resolve(), Path(tmp) / "data")
+            try:
+                # One small job first: the baseline then includes the loaded pipeline, not just the web server.
+                attack_warmup(server)
                 with Watch(server) as watch:
                     outcome = ATTACKS[name](server)
-                row = [name, f"{watch.before / MB:.0f}", f"{watch.peak / MB:.0f}", f"{watch.after / MB:.0f}",
-                       f"{(watch.peak - watch.before) / MB:+.0f}", f"{max(watch.health, default=0):.2f}", outcome]
-                print(" | ".join(row), flush=True)
-                rows.append(row)
-        finally:
-            server.stop()
+            finally:
+                server.stop()
+        row = [name, f"{watch.before / MB:.0f}", f"{watch.peak / MB:.0f}", f"{watch.after / MB:.0f}",
+               f"{(watch.peak - watch.before) / MB:+.0f}", f"{max(watch.health, default=0):.2f}", outcome]
+        print(" | ".join(row), flush=True)
+        rows.append(row)
     table = markdown_table(["attack", "RSS before (MB)", "peak (MB)", "after (MB)", "peak growth (MB)",
                             "slowest /health (s)", "server's answers"], rows)
     print(table)
