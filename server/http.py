@@ -112,6 +112,8 @@ class GuardedH11Protocol(H11Protocol):
         if self.conn.their_state is h11.IDLE:  # the head never completed: no app is answering
             self._send_error(408, "request_timeout",
                              f"the request was not sent within {self.request_timeout:g} s")
+        elif self.flow is not None and self.flow.read_paused:  # we stopped reading (the app is behind), not them
+            self._arm(self._on_timeout)
         else:  # mid-body: the app sees a disconnect (an upload ends as upload_incomplete)
             self.transport.close()
 
