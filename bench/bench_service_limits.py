@@ -169,7 +169,7 @@ def attack_json(server: Server) -> str:
     return f"300 MB JSON, declared: {a}; chunked: {b}"
 
 
-def attack_frames(server: Server, side: int, count: int) -> str:
+def attack_frames(server: Server, side: int, count: int, before_end=None) -> str:
     png = png_of_black(side, side)
     # The default model size (512 px, windows of 20) is slower than the frames arrive: the queue fills.
     r = httpx.post(f"{server.url}/sessions", json={"viewer": False, "gaussians": False}, timeout=30)
@@ -184,12 +184,34 @@ def attack_frames(server: Server, side: int, count: int) -> str:
             kind = json.loads(ws.recv(timeout=300))
             key = kind.get("code", kind["type"])
             answers[key] = answers.get(key, 0) + 1
+        if before_end is not None:
+            before_end()
         ws.send(json.dumps({"type": "end"}))
         ws.recv(timeout=300)
     _wait_end(server, sid, headers)
     httpx.delete(f"{server.url}/sessions/{sid}", headers=headers, timeout=120)
     return f"{count} PNG frames of {side}x{side} ({len(png) // 1024} kB each): " + \
         ", ".join(f"{k} {v}" for k, v in sorted(answers.items()))
+
+
+def attack_frames_busy(server: Server, side: int, count: int) -> str:
+    """Frames pushed while the server's one worker runs an upload: nothing takes them off the queue
+    unless live sessions have workers of their own."""
+    r = httpx.post(f"{server.url}/sessions", json={**SMALL_MODEL, "target_fps": 12}, timeout=30)
+    busy = r.json()["id"]
+    busy_headers = {"Authorization": f"Bearer {r.json()['token']}"}
+    httpx.post(f"{server.url}/sessions/{busy}/upload", content=(SHARED_DATA / "videos" / "great_wall.mp4").read_bytes(),
+               headers={**busy_headers, "Content-Type": "video/mp4"}, timeout=120)
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{server.url}/sessions/{busy}", headers=busy_headers, timeout=30).json()["state"] != "running":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the upload job did not start")
+        time.sleep(0.2)
+    try:
+        return "while an upload runs: " + attack_frames(server, side, count, before_end=lambda: httpx.post(
+            f"{server.url}/sessions/{busy}/stop", headers=busy_headers, timeout=60))
+    finally:
+        _wait_end(server, busy, busy_headers)
 
 
 def attack_uploads(server: Server, side: int, parallel: int) -> str:
@@ -238,6 +260,7 @@ ATTACKS = {
     "frames-512": lambda s: attack_frames(s, 512, 32),  # control: frames already at the model size
     "frames": lambda s: attack_frames(s, 4096, 32),
     "frames-8k": lambda s: attack_frames(s, 8000, 8),
+    "frames-busy": lambda s: attack_frames_busy(s, 4096, 32),
     "uploads": lambda s: attack_uploads(s, 4096, 3),
     "uploads-16k": lambda s: attack_uploads(s, 16000, 3),
 }
