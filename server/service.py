@@ -59,6 +59,8 @@ class LiveFeed:
     """A live session's frame queue and what happened to the frames sent to it."""
 
     source: Any  # recon.ingest.PushSource
+    job: Any = None  # its ReconstructionJob, submitted with the first frame
+    started: bool = False  # the job was submitted
     received: int = 0
     accepted: int = 0
     invalid: int = 0
@@ -253,7 +255,7 @@ class SessionManager:
         return rec
 
     def open_live(self, session_id: str) -> LiveFeed:
-        """A live session's frame queue; its job is queued at once and reads it."""
+        """A live session's frame queue; its job starts with the first frame (``start_live_job``)."""
         from recon.ingest.options import IngestOptions
         from recon.ingest.push import PushSource
 
@@ -270,21 +272,49 @@ class SessionManager:
             source = PushSource(name=f"live-{session_id[:8]}", capacity=self.settings.live_queue,
                                 options=IngestOptions(**job.ingest), idle_timeout=self.settings.live_idle_timeout,
                                 max_bytes=self.settings.live_queue_bytes)
-            feed = LiveFeed(source)
+            feed = LiveFeed(source, job)
             self._live[session_id] = feed
-        self.live_runner.submit(session_id, job)
         log_event("live.opened", session=session_id)
         return feed
 
-    def end_live(self, session_id: str) -> None:
-        """End of a live stream (client said so or went away): the job drains the queue and finishes."""
-        feed = self._live.get(session_id)
-        if feed is None:
-            return
+    def start_live_job(self, session_id: str) -> None:
+        """The first frame arrived: the live job takes a worker now (a silent client never does)."""
+        with self._lock:
+            feed = self._live.get(session_id)
+            if feed is None or feed.started:
+                return
+            feed.started = True
+        self.live_runner.submit(session_id, feed.job)
+
+    def end_live(self, session_id: str, why: str | None = None) -> None:
+        """End of a live stream (client said so or went away): the job drains the queue and finishes.
+
+        A stream that ends before its first frame has no job: the session ends here, ``failed``
+        with ``why`` (or cancelled when the client stopped it)."""
+        with self._lock:
+            feed = self._live.get(session_id)
+            if feed is None:
+                return
+            never_started = not feed.started
+            if never_started:
+                feed.started = True  # no job may start for it any more
+                del self._live[session_id]
         feed.connected = False
         feed.source.close()
         self.store.update(session_id, live=feed.counters())
         log_event("live.ended", session=session_id, **feed.counters())
+        if not never_started:
+            return
+        feed.source.discard()
+        reason = self._stop_reasons.pop(session_id, None)
+        if reason == "stopped":
+            self.store.transition(session_id, ["queued"], state="cancelled", finished_at=time.time(),
+                                  notes=["stopped by the client before its first frame"])
+        elif reason != "deleted":
+            if reason == "shutdown":
+                why = "the server shut down before the live stream's first frame"
+            self.store.transition(session_id, ["queued"], state="failed", finished_at=time.time(),
+                                  error=why or "the live stream ended before its first frame")
 
     def stop(self, session_id: str) -> SessionRecord | None:
         """End a session's stream early and keep what was reconstructed so far."""

@@ -13,6 +13,7 @@ import time
 
 import httpx
 import pytest
+import websockets.exceptions
 import websockets.sync.client as ws_client
 
 from conftest import ServerProcess, assert_error
@@ -20,6 +21,7 @@ from conftest import ServerProcess, assert_error
 REQUEST_TIMEOUT = 1.0  # --request-timeout of this module's server
 MAX_BODY_KB = 8
 MAX_CONNECTIONS = 24
+LIVE_IDLE_TIMEOUT = 4.0  # longer than the WebSocket test below stays silent
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def limited(tmp_path_factory) -> ServerProcess:
     """A server with tight limits; otherwise the defaults (no private sources, no devices)."""
     srv = ServerProcess(tmp_path_factory.mktemp("limits") / "data", workers=1, viewer="none", extra_args=(
         "--request-timeout", str(REQUEST_TIMEOUT), "--max-body-kb", str(MAX_BODY_KB),
-        "--max-connections", str(MAX_CONNECTIONS))).start()
+        "--max-connections", str(MAX_CONNECTIONS), "--live-idle-timeout", str(LIVE_IDLE_TIMEOUT))).start()
     yield srv
     srv.stop()
 
@@ -133,6 +135,24 @@ def test_a_websocket_outlives_the_request_timeout(limited):
         time.sleep(REQUEST_TIMEOUT * 2.5)  # the HTTP timeouts ended with the upgrade
         ws.send(json.dumps({"type": "end"}))
         assert json.loads(ws.recv(timeout=30))["type"] == "closed"
+
+
+def test_a_live_client_that_never_sends_a_frame_is_closed_and_never_took_a_worker(limited):
+    with httpx.Client(base_url=limited.url, timeout=10) as c:
+        r = c.post("/sessions", json={"viewer": False})
+        sid, headers = r.json()["id"], {"Authorization": f"Bearer {r.json()['token']}"}
+        start = time.monotonic()
+        with ws_client.connect(limited.url.replace("http", "ws") + f"/sessions/{sid}/live",
+                               additional_headers=headers, open_timeout=10) as ws:
+            assert c.get("/health").json()["active_jobs"] == 0  # connected, but no job before a frame
+            error = json.loads(ws.recv(timeout=LIVE_IDLE_TIMEOUT * 3))
+            assert error["type"] == "error" and error["code"] == "stalled", error
+            with pytest.raises(websockets.exceptions.ConnectionClosed):
+                ws.recv(timeout=10)
+        assert time.monotonic() - start < LIVE_IDLE_TIMEOUT * 3
+        status = c.get(f"/sessions/{sid}", headers=headers).json()
+        assert status["state"] == "failed" and "no frame arrived" in status["error"], status
+        assert status["attempts"] == 0
 
 
 def test_connections_beyond_the_limit_get_503_until_idle_ones_time_out(limited):
