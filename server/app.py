@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stream4d import __version__
 from server.errors import install_error_handlers
+from server.guard import RequestGuard
 from server.logging import log_event
 from server.models import Health
 from server.routers import events, live, results, sessions, uploads
@@ -77,8 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/health", response_model=Health, tags=["service"])
     def health() -> Health:
         """Liveness and load: workers and jobs queued or running."""
-        active = getattr(manager.runner, "active", lambda: -1)()
-        return Health(version=__version__, workers=settings.workers, active_jobs=active)
+        return Health(version=__version__, workers=settings.workers, active_jobs=manager.active_jobs())
 
+    app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(RequestLog)
     return app

@@ -8,6 +8,8 @@ import struct
 import cv2
 import numpy as np
 
+from server.settings import DEFAULT_MAX_PIXELS
+
 _HEADER = struct.Struct("<d")
 _JPEG = b"\xff\xd8\xff"
 _PNG = b"\x89PNG\r\n\x1a\n"
@@ -26,8 +28,9 @@ def encode_frame(image_bytes: bytes, timestamp: float) -> bytes:
     return _HEADER.pack(timestamp) + image_bytes
 
 
-def decode_frame(message: bytes) -> tuple[float, np.ndarray]:
-    """(timestamp, RGB uint8 [H, W, 3]) of a frame message; FrameMessageError if malformed."""
+def decode_frame(message: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[float, np.ndarray]:
+    """(timestamp, RGB uint8 [H, W, 3]) of a frame message; FrameMessageError if malformed
+    or larger than ``max_pixels`` (width x height, read from the image header)."""
     if len(message) <= _HEADER.size:
         raise FrameMessageError(
             "bad_frame", f"a frame message is 8 bytes of float64 timestamp then the image; got {len(message)} bytes")
@@ -41,10 +44,13 @@ def decode_frame(message: bytes) -> tuple[float, np.ndarray]:
     # Checked before decoding, so a tiny message cannot make us allocate a huge image.
     if max(size) > MAX_SIDE or min(size) < 1:
         raise FrameMessageError("bad_image_size", f"image is {size[0]}x{size[1]}; sides must be 1..{MAX_SIDE} px")
+    if size[0] * size[1] > max_pixels:
+        raise FrameMessageError("bad_image_size", f"image is {size[0]}x{size[1]} = {size[0] * size[1]} pixels; "
+                                                  f"the server accepts at most {max_pixels} (--max-pixels)")
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise FrameMessageError("bad_image", "the JPEG/PNG image could not be decoded (corrupt or truncated)")
-    return float(timestamp), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return float(timestamp), cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)  # in place: no second full-size copy
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:

@@ -15,8 +15,9 @@ import time
 from typing import Any
 
 LOGGER_NAME = "stream4d.server"
-# uvicorn logs WebSocket handshakes with their query string, where browsers put the token.
-_TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&\s\"']+")
+# uvicorn logs WebSocket handshakes with their query string, where browsers put the token
+# (under any spelling that decodes to access_token): every query string is cut from log lines.
+_QUERY_STRING = re.compile(r"(/[^\s?\"']*)\?[^\s\"']*")
 # LogRecord attributes (not user fields); uvicorn adds an ANSI-coloured copy of its message.
 _RESERVED = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "color_message"}
 
@@ -29,7 +30,7 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": _TOKEN_IN_QUERY.sub(r"\1[redacted]", record.getMessage()),
+            "event": without_query_strings(record.getMessage()),
         }
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
@@ -37,6 +38,11 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+def without_query_strings(text: str) -> str:
+    """``text`` with the query string of every URL path in it replaced by ``?[redacted]``."""
+    return _QUERY_STRING.sub(r"\1?[redacted]", text)
 
 
 def configure_logging(level: str = "info") -> None:

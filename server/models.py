@@ -11,9 +11,11 @@ SESSION_ID_PATTERN = r"^[0-9a-f]{32}$"
 
 
 class SessionOptions(BaseModel):
-    """How a session's stream is reconstructed. Every field has a default."""
+    """How a session's stream is reconstructed. Every field has a default.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict types: ``{"viewer": 0}`` or ``{"overlap": true}`` are refused, not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     backend: Literal["default", "vggt"] = Field(
         "default", description='"default" (weight-free) or "vggt" (needs weights configured on the server)')
@@ -144,7 +146,7 @@ class UploadAccepted(BaseModel):
 class PullRequest(BaseModel):
     """A stream for the server to read: rtsp(s)://, http(s)://, or camera:N (a device on the server)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     url: str = Field(min_length=1, max_length=2048, examples=["rtsp://camera.local:554/stream", "camera:0"])
 

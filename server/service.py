@@ -8,9 +8,11 @@ without corrupting a session.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
+import socket
 import shutil
 import threading
 import time
@@ -35,6 +37,12 @@ _PULL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
 _DEVICE = re.compile(r"^camera:\d{1,3}$")
 
 
+def make_private_dir(path: Path) -> None:
+    """``path`` (and parents) exist; ``path`` itself is readable by the server's user only."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
 @dataclass(frozen=True)
 class ReconstructionJob:
     """Everything a worker needs to run one session (picklable)."""
@@ -51,6 +59,8 @@ class LiveFeed:
     """A live session's frame queue and what happened to the frames sent to it."""
 
     source: Any  # recon.ingest.PushSource
+    job: Any = None  # its ReconstructionJob, submitted with the first frame
+    started: bool = False  # the job was submitted
     received: int = 0
     accepted: int = 0
     invalid: int = 0
@@ -73,8 +83,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def check_pull_url(url: str, allow_devices: bool) -> str:
-    """A stream URL the server may read: never a file path or an FFmpeg pseudo-protocol."""
+def check_pull_url(url: str, allow_devices: bool, allow_private: bool = False) -> str:
+    """A stream URL the server may read: never a file path or an FFmpeg pseudo-protocol,
+    and (unless ``allow_private``) never an address on the server's own networks."""
     url = url.strip()
     if _DEVICE.match(url):
         if not allow_devices:
@@ -88,15 +99,49 @@ def check_pull_url(url: str, allow_devices: bool) -> str:
             400, "bad_source_url",
             f"source must be an {'/'.join(_PULL_SCHEMES)} URL with a host, or camera:N; got {url[:200]!r}",
         )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ApiError(400, "bad_source_url", f"the source URL has an invalid port: {url[:200]!r}") from None
+    if not allow_private:
+        check_public_host(parts.hostname, port)
     return url
+
+
+def check_public_host(host: str, port: int | None) -> None:
+    """Refuse a host that is, or resolves to, a loopback, private, link-local or other
+    non-public address (SSRF: the server must not fetch from its own networks for a client).
+
+    The name is resolved again when FFmpeg opens the stream, so a name whose DNS answer
+    changes in between can still reach one; --allow-private-sources off is a guard, not a
+    network policy (a firewall on the server is).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError):
+        raise ApiError(400, "bad_source_url", f"the source host {host[:200]!r} cannot be resolved") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not address.is_global or address.is_multicast:
+            raise ApiError(403, "private_source",
+                           f"the source host {host[:200]!r} is a loopback, private or link-local address "
+                           "({}); the server only pulls from public addresses unless started with "
+                           "--allow-private-sources".format(address))
 
 
 class SessionManager:
     def __init__(self, settings: Settings, runner: JobRunner | None = None) -> None:
         self.settings = settings
-        settings.sessions_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(settings.data_dir)
+        make_private_dir(settings.sessions_dir)
         self.store = SessionStore(settings.db_path)
+        os.chmod(settings.db_path, 0o600)
         self.runner: JobRunner = runner or LocalJobRunner(self.execute, settings.workers)
+        # Live sessions run on workers of their own (one per allowed live session), so a
+        # connected client that sends nothing never holds a worker an upload is waiting for.
+        self.live_runner: JobRunner = LocalJobRunner(self.execute, settings.max_live_sessions)
         self._lock = threading.Lock()
         self._claims: set[str] = set()  # sessions whose input is being attached right now
         self._live: dict[str, LiveFeed] = {}
@@ -123,9 +168,15 @@ class SessionManager:
         if options.backend == "vggt" and self.settings.vggt_weights is None:
             raise ApiError(400, "backend_unavailable",
                            "backend 'vggt' needs weights and none are configured on this server; use 'default'")
-        rec, token = self.store.create(options.model_dump())
+        with self._lock:
+            open_sessions = self.store.count(["created", "queued", "running"])
+            if open_sessions >= self.settings.max_sessions:
+                raise ApiError(503, "too_many_sessions",
+                               f"the server has {open_sessions} sessions not yet ended (its limit, "
+                               "--max-sessions); delete finished ones or retry later", headers={"Retry-After": "30"})
+            rec, token = self.store.create(options.model_dump())
         path = self.session_dir(rec.id)
-        path.mkdir(parents=True)
+        path.mkdir(mode=0o700, parents=True)
         fsync_dir(path.parent)
         log_event("session.created", session=rec.id)
         return rec, token
@@ -178,7 +229,7 @@ class SessionManager:
         return rec
 
     def start_pull(self, session_id: str, url: str) -> SessionRecord:
-        url = check_pull_url(url, self.settings.allow_devices)
+        url = check_pull_url(url, self.settings.allow_devices, self.settings.allow_private_sources)
         rec = self.store.transition(session_id, ["created"], kind="pull", state="queued", source=url)
         if rec is None:
             raise ApiError(404, "session_not_found", f"session {session_id} does not exist")
@@ -187,32 +238,67 @@ class SessionManager:
         return rec
 
     def open_live(self, session_id: str) -> LiveFeed:
-        """A live session's frame queue; its job is queued at once and reads it."""
+        """A live session's frame queue; its job starts with the first frame (``start_live_job``)."""
         from recon.ingest.push import PushSource
         from stream4d.pipeline import ReconstructConfig
 
-        rec = self.store.transition(session_id, ["created"], kind="live", state="queued", source="websocket")
-        if rec is None:
-            raise ApiError(404, "session_not_found", f"session {session_id} does not exist")
-        job = self._job(rec, "live", None)
-        ingest = ReconstructConfig.from_dict(job.config).ingest  # what the run would ask of its input
-        source = PushSource(name=f"live-{session_id[:8]}", capacity=self.settings.live_queue,
-                            options=ingest, idle_timeout=self.settings.live_idle_timeout)
-        feed = LiveFeed(source)
-        self._live[session_id] = feed
-        self.runner.submit(session_id, job)
+        limit = self.settings.max_live_sessions
+        with self._lock:  # count and register at once: two handshakes cannot both take the last slot
+            if len(self._live) >= limit:
+                raise ApiError(503, "too_many_live_sessions",
+                               f"the server already serves {limit} live sessions (--max-live-sessions); "
+                               "retry later", headers={"Retry-After": "10"})
+            rec = self.store.transition(session_id, ["created"], kind="live", state="queued", source="websocket")
+            if rec is None:
+                raise ApiError(404, "session_not_found", f"session {session_id} does not exist")
+            job = self._job(rec, "live", None)
+            ingest = ReconstructConfig.from_dict(job.config).ingest  # what the run would ask of its input
+            source = PushSource(name=f"live-{session_id[:8]}", capacity=self.settings.live_queue,
+                                options=ingest, idle_timeout=self.settings.live_idle_timeout,
+                                max_bytes=self.settings.live_queue_bytes)
+            feed = LiveFeed(source, job)
+            self._live[session_id] = feed
         log_event("live.opened", session=session_id)
         return feed
 
-    def end_live(self, session_id: str) -> None:
-        """End of a live stream (client said so or went away): the job drains the queue and finishes."""
-        feed = self._live.get(session_id)
-        if feed is None:
-            return
+    def start_live_job(self, session_id: str) -> None:
+        """The first frame arrived: the live job takes a worker now (a silent client never does)."""
+        with self._lock:
+            feed = self._live.get(session_id)
+            if feed is None or feed.started:
+                return
+            feed.started = True
+        self.live_runner.submit(session_id, feed.job)
+
+    def end_live(self, session_id: str, why: str | None = None) -> None:
+        """End of a live stream (client said so or went away): the job drains the queue and finishes.
+
+        A stream that ends before its first frame has no job: the session ends here, ``failed``
+        with ``why`` (or cancelled when the client stopped it)."""
+        with self._lock:
+            feed = self._live.get(session_id)
+            if feed is None:
+                return
+            never_started = not feed.started
+            if never_started:
+                feed.started = True  # no job may start for it any more
+                del self._live[session_id]
         feed.connected = False
         feed.source.close()
         self.store.update(session_id, live=feed.counters())
         log_event("live.ended", session=session_id, **feed.counters())
+        if not never_started:
+            return
+        feed.source.discard()
+        reason = self._stop_reasons.pop(session_id, None)
+        if reason == "stopped":
+            self.store.transition(session_id, ["queued"], state="cancelled", finished_at=time.time(),
+                                  notes=["stopped by the client before its first frame"])
+        elif reason != "deleted":
+            if reason == "shutdown":
+                why = "the server shut down before the live stream's first frame"
+            self.store.transition(session_id, ["queued"], state="failed", finished_at=time.time(),
+                                  error=why or "the live stream ended before its first frame")
 
     def stop(self, session_id: str) -> SessionRecord | None:
         """End a session's stream early and keep what was reconstructed so far."""
@@ -233,10 +319,28 @@ class SessionManager:
         return self.store.get(session_id)
 
     def _cancel_job(self, session_id: str) -> None:
-        try:
-            self.runner.cancel(session_id)
-        except UnknownJobError:
-            pass
+        for runner in (self.runner, self.live_runner):
+            try:
+                runner.cancel(session_id)
+            except UnknownJobError:
+                pass
+
+    def _wait_job(self, session_id: str, timeout: float) -> None:
+        for runner in (self.runner, self.live_runner):
+            try:
+                runner.results(session_id, timeout=timeout)
+            except (UnknownJobError, JobFailedError, TimeoutError):
+                pass
+
+    def active_jobs(self) -> int:
+        """Jobs queued or running, uploads and pulls and live sessions together (-1: unknown)."""
+        counts = [getattr(r, "active", lambda: -1)() for r in (self.runner, self.live_runner)]
+        return -1 if -1 in counts else sum(counts)
+
+    def public_message(self, session_id: str, text: str) -> str:
+        """``text`` without server paths: a session's files are named by their own names."""
+        text = text.replace(str(self.session_dir(session_id)) + os.sep, "")
+        return text.replace(str(self.settings.data_dir), "<data-dir>")
 
     def delete(self, session_id: str, wait: float = 30.0) -> bool:
         """Forget the session: stop its job, then remove its row and every file. Blocking."""
@@ -247,11 +351,11 @@ class SessionManager:
         self.store.delete(session_id)  # from now on every call on it is a 404
         if rec.kind == "live":
             self.end_live(session_id)
+            feed = self._live.get(session_id)
+            if feed is not None:
+                feed.source.discard()  # the frames still queued are not needed any more
         self._cancel_job(session_id)
-        try:
-            self.runner.results(session_id, timeout=wait)
-        except (UnknownJobError, JobFailedError, TimeoutError):
-            pass
+        self._wait_job(session_id, wait)
         self._remove_files(session_id)
         log_event("session.deleted", session=session_id)
         return True
@@ -261,9 +365,10 @@ class SessionManager:
         self._live.pop(session_id, None)
         self._stop_reasons.pop(session_id, None)
         self._stop_viewer(session_id)
-        forget = getattr(self.runner, "forget", None)
-        if forget is not None:
-            forget(session_id)
+        for runner in (self.runner, self.live_runner):
+            forget = getattr(runner, "forget", None)
+            if forget is not None:
+                forget(session_id)
 
     def result_files(self, session_id: str) -> list[tuple[ResultName, Path]]:
         out = self.out_dir(session_id)
@@ -291,19 +396,27 @@ class SessionManager:
             summary = self._reconstruct(job, out_dir, progress, stop)
         except Exception as exc:
             reason = self._stop_reasons.pop(sid, None) or ("shutdown" if self._shutting_down else None)
-            self._finish_failed(sid, job, reason, f"{type(exc).__name__}: {exc}", progress)
-            log_event("job.failed", logging.ERROR, session=sid, error=f"{type(exc).__name__}: {exc}",
-                      exc_info=True)
+            error = self.public_message(sid, f"{type(exc).__name__}: {exc}")
+            self._finish_failed(sid, job, reason, error, progress)
+            log_event("job.failed", logging.ERROR, session=sid, error=error, exc_info=True)
             raise
         finally:
-            feed = self._live.pop(sid, None)
+            with self._lock:
+                feed = self._live.pop(sid, None)
             if feed is not None:
-                feed.source.close()
+                feed.source.discard()  # frames left in the queue (a failed job) are freed now
                 self.store.update(sid, live=feed.counters())
         reason = self._stop_reasons.pop(sid, None) or ("shutdown" if self._shutting_down else None)
         stats = dict(progress.last or {})
         if summary is not None and getattr(summary, "stats", None) is not None:
             stats = asdict(summary.stats)
+        if reason is None and not stats.get("frames_posed"):
+            error = (f"no frame was reconstructed: the input gave {stats.get('frames_received', 0)} frames "
+                     f"and {stats.get('frames_processed', 0)} went through the model (a window needs at least "
+                     "2 frames with enough texture; a still image or a blank video has none)")
+            self._finish_failed(sid, job, None, error, progress)
+            log_event("job.failed", logging.WARNING, session=sid, error=error)
+            return stats
         self._finish_ok(sid, job, reason, stats)
         log_event("job.finished", session=sid, seconds=round(time.monotonic() - started, 2),
                   frames=stats.get("frames_processed"), reason=reason)
@@ -377,8 +490,8 @@ class SessionManager:
             self._remove_files(sid)  # deleted while running: delete() may have timed out waiting
             return
         merged = dict(stats)
-        if reason == "shutdown" and job.kind != "live":
-            self.store.transition(sid, ["running"], state="queued", stats=merged,
+        if reason == "shutdown" and job.kind != "live":  # a clean shutdown is not the job's fault
+            self.store.transition(sid, ["running"], state="queued", stats=merged, attempts=max(0, rec.attempts - 1),
                                   notes=rec.notes + ["interrupted by a server shutdown; resumes on restart"])
             return
         notes = list(rec.notes)
@@ -397,7 +510,7 @@ class SessionManager:
             return
         stats = dict(progress.last or rec.stats)
         if reason == "shutdown" and job.kind != "live":
-            self.store.transition(sid, ["running"], state="queued", stats=stats,
+            self.store.transition(sid, ["running"], state="queued", stats=stats, attempts=max(0, rec.attempts - 1),
                                   notes=rec.notes + [f"interrupted by a server shutdown ({error}); resumes on restart"])
             return
         kept = [name.value for name, _ in self.result_files(sid)]
@@ -460,6 +573,7 @@ class SessionManager:
         for rec in self.store.in_states(["running"]):
             self._stop_reasons.setdefault(rec.id, "shutdown")
         self.runner.shutdown(wait=True)
+        self.live_runner.shutdown(wait=True)
         for sid in list(self._viewers):
             self._stop_viewer(sid)
         self.store.close()

@@ -12,6 +12,18 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+DEFAULT_MAX_PIXELS = 4096 * 4096
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_ADDRESSES = ("0.0.0.0", "::", "")
+
+
+def default_trusted_hosts(bind_host: str) -> list[str]:
+    """Localhost and the bind address; any host when bound to every interface (its names are unknown)."""
+    if bind_host in WILDCARD_ADDRESSES:
+        return ["*"]
+    return list(dict.fromkeys([*LOOPBACK_NAMES, bind_host.lower()]))
+
+
 @dataclass
 class Settings:
     """Everything the service needs to know about its machine.
@@ -27,7 +39,24 @@ class Settings:
                        its job fails as stalled (frees the worker).
     max_attempts:      runs of one job across server restarts before it is
                        marked failed (a job interrupted by a crash is resumed).
-    allow_devices:     whether ``camera:N`` (a device on the server) may be pulled.
+    allow_devices:     whether ``camera:N`` (a device on the server) may be pulled (default off).
+    allow_private_sources: whether pulled URLs may point at loopback, private, link-local
+                       or other non-public addresses (default off: the server would
+                       otherwise fetch from its own network for any client).
+    trusted_hosts:     ``Host`` header names accepted (DNS rebinding guard); None means
+                       the bind address and localhost; ``["*"]`` accepts any.
+    max_header_bytes:  largest request head (request line + headers); more is 431.
+    max_headers:       most header lines in one request; more is 431.
+    max_body_bytes:    largest request body on every route but the upload; more is 413.
+    request_timeout:   seconds a client may take to send a request's head, or stay
+                       silent in the middle of its body, before the connection is closed.
+    max_connections:   connections (and running requests) at once; more get 503.
+    max_pixels:        largest width x height of an uploaded, pulled or pushed frame.
+    max_sessions:      sessions not yet ended (created, queued, running); more get 503.
+    max_live_sessions: live WebSocket sessions at once; they run on their own workers,
+                       so idle live clients never hold an upload's worker.
+    live_queue_bytes:  bytes of decoded frames a live session buffers (with ``live_queue``,
+                       whichever fills first drops the oldest frame).
     viewer:            rerun viewer per session: "serve" (web viewer URL, for sessions
                        that ask for it) or "none".
     kept_viewers:      viewers of ended sessions kept serving (oldest stopped first).
@@ -43,9 +72,20 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     live_queue: int = 32
-    live_idle_timeout: float = 120.0
+    live_queue_bytes: int = 64 * 1024**2
+    live_idle_timeout: float = 30.0
+    max_live_sessions: int = 2
+    max_sessions: int = 1000
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    max_body_bytes: int = 64 * 1024
+    request_timeout: float = 10.0
+    max_connections: int = 200
     max_attempts: int = 2
-    allow_devices: bool = True
+    allow_devices: bool = False
+    allow_private_sources: bool = False
+    trusted_hosts: list[str] | None = None
     viewer: str = "none"
     kept_viewers: int = 4
     viewer_memory: str = "256MiB"
@@ -59,8 +99,20 @@ class Settings:
             raise ValueError(f"Settings.max_upload_bytes must be > 0, got {self.max_upload_bytes}")
         if self.workers < 1:
             raise ValueError(f"Settings.workers must be >= 1, got {self.workers}")
-        if self.live_queue < 1:
-            raise ValueError(f"Settings.live_queue must be >= 1, got {self.live_queue}")
+        for name in ("live_queue", "live_queue_bytes", "max_live_sessions", "max_sessions", "max_pixels",
+                     "max_header_bytes", "max_headers", "max_body_bytes", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Settings.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("live_idle_timeout", "request_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Settings.{name} must be > 0 seconds, got {getattr(self, name)}")
+        if self.max_header_bytes < 1024:
+            raise ValueError(f"Settings.max_header_bytes must be >= 1024, got {self.max_header_bytes}")
+        if self.trusted_hosts is None:
+            self.trusted_hosts = default_trusted_hosts(self.host)
+        self.trusted_hosts = [h.strip().lower() for h in self.trusted_hosts if h.strip()]
+        if not self.trusted_hosts:
+            raise ValueError("Settings.trusted_hosts must name at least one host (or '*')")
         if self.max_attempts < 1:
             raise ValueError(f"Settings.max_attempts must be >= 1, got {self.max_attempts}")
         if self.viewer not in ("none", "serve"):

@@ -177,6 +177,14 @@ class SessionStore:
             cur = self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
         return cur.rowcount > 0
 
+    def count(self, states: Iterable[str]) -> int:
+        """Sessions in one of ``states``."""
+        states = tuple(states)
+        marks = ", ".join("?" for _ in states)
+        with self._lock:
+            (n,) = self._db.execute(f"SELECT COUNT(*) FROM sessions WHERE state IN ({marks})", states).fetchone()
+        return int(n)
+
     def in_states(self, states: Iterable[str]) -> list[SessionRecord]:
         states = tuple(states)
         marks = ", ".join("?" for _ in states)

@@ -17,6 +17,7 @@ import av
 from starlette.concurrency import run_in_threadpool
 
 from server.errors import ApiError
+from server.settings import DEFAULT_MAX_PIXELS
 
 PART_NAME = "upload.part"  # while streaming; renamed once probed and durable
 # Container (PyAV format name) -> extension of the stored file. Anything else
@@ -98,7 +99,7 @@ async def stream_to_disk(chunks: AsyncIterator[bytes], dest: Path, max_bytes: in
     """
     written = 0
     try:
-        with open(dest, "wb") as f:
+        with open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             async for chunk in chunks:
                 if not chunk:
                     continue
@@ -118,20 +119,39 @@ async def stream_to_disk(chunks: AsyncIterator[bytes], dest: Path, max_bytes: in
     return written
 
 
-def probe_video(path: Path) -> VideoProbe:
+def _ffmpeg_message(exc: Exception, path: Path) -> str:
+    """FFmpeg's message without the server path it names (the client knows the file as the upload)."""
+    return str(exc).replace(f"'{path}'", "the upload").replace(str(path), "the upload")
+
+
+def probe_video(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoProbe:
     """Open ``path`` with PyAV, decode its first frame and walk every packet.
 
     Raises UploadError(422) for a file that is not a video, has no video
-    stream, cannot be decoded, or is shorter than its header says (truncated).
+    stream, cannot be decoded, or is shorter than its header says (truncated),
+    and UploadError(413) when its header declares frames of more than
+    ``max_pixels`` pixels (checked before any frame is decoded).
     """
+    # FFmpeg's own pixel limit: opening a file decodes a frame to learn its size, and a
+    # few-kB image can declare gigabytes of pixels. Beyond the limit the size stays 0.
+    limit = {"max_pixels": str(max_pixels)}
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), options=limit)
     except av.FFmpegError as exc:
-        raise UploadError(422, "not_a_video", f"the upload is not a readable video: {exc}") from exc
+        raise UploadError(422, "not_a_video", f"the upload is not a readable video: {_ffmpeg_message(exc, path)}") \
+            from None
     try:
         if not container.streams.video:
             raise UploadError(422, "no_video_stream", "the upload has no video stream")
         stream = container.streams.video[0]
+        stream.codec_context.options = limit
+        declared_w, declared_h = stream.codec_context.width, stream.codec_context.height
+        if declared_w * declared_h > max_pixels or not declared_w * declared_h:
+            size = f"{declared_w}x{declared_h} = {declared_w * declared_h} pixels" if declared_w * declared_h \
+                else "of a size that could not be read within that limit"
+            raise UploadError(413, "frames_too_large",
+                              f"the server accepts frames of at most {max_pixels} pixels (stream4d serve "
+                              f"--max-pixels); the upload's frames are {size}")
         fmt = container.format.name
         codec = stream.codec_context.name
         declared = int(stream.frames or 0)
@@ -140,10 +160,14 @@ def probe_video(path: Path) -> VideoProbe:
         try:
             first = next(container.decode(stream), None)
         except av.FFmpegError as exc:
-            raise UploadError(422, "corrupt_video", f"the upload's first frame cannot be decoded: {exc}") from exc
+            raise UploadError(422, "corrupt_video", "the upload's first frame cannot be decoded: "
+                                                    f"{_ffmpeg_message(exc, path)}") from None
         if first is None:
             raise UploadError(422, "corrupt_video", "the upload has a video stream with no decodable frame")
         width, height = int(first.width), int(first.height)
+        if width * height > max_pixels:  # a header that did not say (0x0) or lied
+            raise UploadError(413, "frames_too_large", f"the upload's frames are {width}x{height} pixels; "
+                                                       f"the server accepts at most {max_pixels}")
         container.seek(0)
         packets = 0
         try:
@@ -151,7 +175,8 @@ def probe_video(path: Path) -> VideoProbe:
                 if packet.size:
                     packets += 1
         except av.FFmpegError as exc:
-            raise UploadError(422, "corrupt_video", f"the upload is corrupt after {packets} packets: {exc}") from exc
+            raise UploadError(422, "corrupt_video", f"the upload is corrupt after {packets} packets: "
+                                                    f"{_ffmpeg_message(exc, path)}") from None
         if declared and packets < declared:
             raise UploadError(
                 422, "truncated_video",

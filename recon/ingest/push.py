@@ -1,14 +1,21 @@
 """Frames pushed in-process (e.g. arriving over a websocket) and the live buffer.
 
 Live producers must never wait for the reconstruction: ``DropOldestBuffer``
-holds at most ``capacity`` frames and, when full, discards the oldest one so
-the consumer always works on the most recent frames. Cameras reuse it.
+holds at most ``capacity`` frames (and, given ``max_bytes``, at most that many
+bytes of them) and, when full, discards the oldest one so the consumer always
+works on the most recent frames. Cameras reuse it.
+
+``PushSource`` shrinks each pushed image to the size the model will see as it
+arrives (the same plan ingest applies later, so the model input is unchanged):
+a queue of full-size frames from a high-resolution client would otherwise hold
+gigabytes.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Callable, Generic, Iterator, TypeVar
 
@@ -17,6 +24,7 @@ import numpy as np
 from recon.ingest.base import FrameSource, RawFrame, SourceInfo
 from recon.ingest.errors import IngestError
 from recon.ingest.options import IngestOptions
+from recon.ingest.transforms import ResizePlan, plan_resize
 
 T = TypeVar("T")
 
@@ -25,14 +33,21 @@ class DropOldestBuffer(Generic[T]):
     """Thread-safe bounded FIFO: ``put`` never blocks, ``get`` waits for an item.
 
     ``on_drop`` is called (under the buffer's lock) for every item discarded
-    because the buffer was full.
+    because the buffer was full. With ``max_bytes``, ``put`` also drops the
+    oldest items until the queued bytes (as given to ``put``) fit the budget;
+    the newest item is always kept.
     """
 
-    def __init__(self, capacity: int, on_drop: Callable[[], None] | None = None) -> None:
+    def __init__(self, capacity: int, on_drop: Callable[[], None] | None = None,
+                 max_bytes: int | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1 or None, got {max_bytes}")
         self.capacity = capacity
-        self._items: deque[T] = deque()
+        self.max_bytes = max_bytes
+        self.nbytes = 0  # bytes of the queued items
+        self._items: deque[tuple[T, int]] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self._error: IngestError | None = None
@@ -46,19 +61,31 @@ class DropOldestBuffer(Generic[T]):
         with self._cond:
             return len(self._items)
 
-    def put(self, item: T) -> bool:
-        """Append ``item``; returns False when an older item had to be dropped for it."""
+    def put(self, item: T, nbytes: int = 0) -> bool:
+        """Append ``item`` (of ``nbytes``); returns False when older items had to be dropped for it."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("put on a closed buffer")
-            dropped = len(self._items) >= self.capacity
-            if dropped:
-                self._items.popleft()
+            dropped = False
+            while self._items and (len(self._items) >= self.capacity or
+                                   (self.max_bytes is not None and self.nbytes + nbytes > self.max_bytes)):
+                _, size = self._items.popleft()
+                self.nbytes -= size
+                dropped = True
                 if self._on_drop is not None:
                     self._on_drop()
-            self._items.append(item)
+            self._items.append((item, nbytes))
+            self.nbytes += nbytes
             self._cond.notify()
             return not dropped
+
+    def clear(self) -> int:
+        """Discard every queued item (not counted as drops); returns how many there were."""
+        with self._cond:
+            n = len(self._items)
+            self._items.clear()
+            self.nbytes = 0
+            return n
 
     def close(self, error: IngestError | None = None) -> None:
         """No more items; ``get`` drains what is left, then raises ``error`` if given."""
@@ -81,7 +108,9 @@ class DropOldestBuffer(Generic[T]):
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError
                 self._cond.wait(remaining)
-            return self._items.popleft()
+            item, size = self._items.popleft()
+            self.nbytes -= size
+            return item
 
 
 class PushSource(FrameSource):
@@ -92,28 +121,41 @@ class PushSource(FrameSource):
     ``"<name>#<n>"`` with n counting pushed frames (dropped ones included).
     ``idle_timeout`` (s) makes iteration raise ``IngestError`` (reason
     ``stalled``) when no frame arrives for that long; None waits forever.
+    ``max_bytes`` bounds the queued pixels in bytes (None: ``capacity`` only).
+
+    Images larger than ``options.resize`` asks for are shrunk on ``push`` to the
+    scaled size ingest would produce, so ``Frame.input_size`` of a pushed frame
+    is that shrunk size (pushed frames carry no intrinsics to rescale).
     """
 
     def __init__(self, name: str = "live", capacity: int = 64, options: IngestOptions | None = None,
-                 idle_timeout: float | None = None) -> None:
+                 idle_timeout: float | None = None, max_bytes: int | None = None) -> None:
         super().__init__(SourceInfo("push", name, None, None, None), options)
         self.idle_timeout = idle_timeout
-        self._buffer: DropOldestBuffer[RawFrame] = DropOldestBuffer(capacity, on_drop=self._count_drop)
+        # A weak reference: a bound method would make source and buffer a cycle that
+        # only the cyclic GC frees, keeping every queued frame alive after the session.
+        this = weakref.ref(self)
+
+        def count_drop() -> None:
+            source = this()
+            if source is not None:
+                source.stats.dropped += 1
+
+        self._buffer: DropOldestBuffer[RawFrame] = DropOldestBuffer(capacity, on_drop=count_drop,
+                                                                    max_bytes=max_bytes)
         self._lock = threading.Lock()
         self._pushed = 0
         self._t0: float | None = None  # timestamp of the first pushed frame
         self._clock0 = 0.0  # monotonic time of the first push
 
-    def _count_drop(self) -> None:
-        self.stats.dropped += 1
-
     def push(self, image: np.ndarray, timestamp: float | None = None) -> None:
         """Queue an RGB uint8 [H, W, 3] (or grey [H, W]) image; never blocks.
 
         When the buffer is full the oldest queued frame is dropped and counted
-        in ``stats.dropped``. The image is not copied: do not modify it after.
+        in ``stats.dropped``. The image is not copied (unless shrunk): do not
+        modify it after.
         """
-        image = _as_rgb(image, self.info.name)
+        image = _shrunk(_as_rgb(image, self.info.name), self.options.resize)
         with self._lock:
             if self._buffer.closed:
                 raise IngestError(self.info.name, "closed", "push after close()")
@@ -125,17 +167,28 @@ class PushSource(FrameSource):
             t = (float(timestamp) - self._t0) if timestamp is not None else now - self._clock0
             number = self._pushed
             self._pushed += 1
-            self._buffer.put(RawFrame(number, t, f"{self.info.name}#{number}", load=lambda: image))
+            self._buffer.put(RawFrame(number, t, f"{self.info.name}#{number}", load=lambda: image), image.nbytes)
 
     @property
     def pending(self) -> int:
         """Frames queued and not yet taken by the consumer."""
         return len(self._buffer)
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the queued frames' pixels."""
+        return self._buffer.nbytes
+
     def close(self) -> None:
         """End of stream: iteration finishes after the frames already queued."""
         with self._lock:
             self._buffer.close()
+
+    def discard(self) -> int:
+        """End of stream, and the queued frames are freed now (the consumer is gone or done)."""
+        with self._lock:
+            self._buffer.close()
+            return self._buffer.clear()
 
     def _raw_frames(self) -> Iterator[RawFrame]:
         return drain(self._buffer, self.info.name, self.idle_timeout)
@@ -151,6 +204,16 @@ def drain(buffer: DropOldestBuffer[RawFrame], name: str, idle_timeout: float | N
         if raw is None:
             return
         yield raw
+
+
+def _shrunk(image: np.ndarray, resize: str | int | None) -> np.ndarray:
+    """``image`` scaled down to the size ``resize`` will scale it to (never up; no crop)."""
+    h, w = image.shape[:2]
+    plan = plan_resize((w, h), resize)
+    sw, sh = plan.scaled_size
+    if sw >= w or sh >= h:
+        return image
+    return ResizePlan((w, h), (sw, sh), (0, 0), (sw, sh)).apply(image)
 
 
 def _as_rgb(image: np.ndarray, name: str) -> np.ndarray:

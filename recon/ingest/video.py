@@ -22,6 +22,9 @@ from recon.ingest.errors import IngestError
 from recon.ingest.options import IngestOptions
 
 VideoTarget = str | BinaryIO  # a path, a URL or a readable binary file object
+# Largest frame (width x height, from the stream header) decoded at all: one RGB frame of
+# this size is 192 MiB, and a few-kB file can declare far more. Services set a lower limit.
+MAX_PIXELS = 8192 * 8192
 
 
 class _Broken(Exception):
@@ -50,11 +53,13 @@ class VideoSource(FrameSource):
 
     def _open(self):
         name = self.info.name
+        # FFmpeg's own pixel limit, so that probing cannot decode a frame above it either.
+        limit = {"max_pixels": str(MAX_PIXELS)}
         try:
             if self._is_url:
-                container = av.open(self._target, timeout=self.options.timeout)
+                container = av.open(self._target, timeout=self.options.timeout, options=limit)
             else:
-                container = av.open(self._target)
+                container = av.open(self._target, options=limit)
         except av.FFmpegError as exc:
             if self._is_url:
                 raise IngestError(name, "unreachable", f"cannot open the stream ({exc})") from exc
@@ -65,6 +70,8 @@ class VideoSource(FrameSource):
             if not container.streams.video:
                 raise IngestError(name, "not_video", "the container has no video stream")
             stream = container.streams.video[0]
+            stream.codec_context.options = limit
+            check_frame_size(name, stream.codec_context.width, stream.codec_context.height)
             # Default (slice) threading: frame threading would hide decoder errors mid-stream.
             frames = _decode(container, stream)
             try:
@@ -72,7 +79,9 @@ class VideoSource(FrameSource):
             except StopIteration:
                 raise IngestError(name, "no_frames", "the video stream has no decodable frame") from None
             except _Broken as exc:
-                raise IngestError(name, "corrupt", f"no frame could be decoded ({exc}){self._pipe_hint()}") from exc
+                hint = "" if stream.codec_context.width else f"; frames above {MAX_PIXELS} pixels are not decoded"
+                raise IngestError(name, "corrupt", f"no frame could be decoded ({exc}){hint}{self._pipe_hint()}") \
+                    from exc
         except BaseException:
             container.close()
             raise
@@ -128,6 +137,13 @@ class VideoSource(FrameSource):
         if self._pending is not None:
             self._pending[0].close()
             self._pending = None
+
+
+def check_frame_size(name: str, width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse a stream whose header declares frames above ``max_pixels``, before decoding any."""
+    if width and height and width * height > max_pixels:
+        raise IngestError(name, "too_large", f"frames are {width}x{height} = {width * height} pixels; "
+                                             f"the limit is {max_pixels}")
 
 
 def _decode(container, stream) -> Iterator["av.VideoFrame"]:

@@ -8,8 +8,9 @@ from server.models import ErrorBody
 
 _DESCRIPTIONS = {
     400: "bad input", 401: "missing token", 403: "wrong token", 404: "unknown or deleted session",
-    409: "conflicts with the session's state", 413: "upload too large", 415: "wrong content type",
-    422: "invalid parameters or unreadable video",
+    409: "conflicts with the session's state", 413: "body, upload or its frames too large",
+    415: "wrong content type", 422: "invalid parameters or unreadable video",
+    503: "a server limit is reached (sessions, live sessions); retry later",
 }
 
 

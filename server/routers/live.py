@@ -12,6 +12,7 @@ for browsers, ``?access_token=``):
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -31,7 +32,7 @@ router = APIRouter(prefix="/sessions", tags=["live"])
 
 
 @router.post("/{session_id}/source", status_code=202, response_model=SessionStatus,
-             responses=error_responses(*AUTH_ERRORS, 400, 409))
+             responses=error_responses(*AUTH_ERRORS, 400, 409, 413))
 def pull_source(request: PullRequest, session: Session, manager: Manager) -> SessionStatus:
     """Have the server read a live stream (``rtsp://``, ``http(s)://``, ``rtmp://``) or a
     device on the server (``camera:0``) into this session until it ends or is stopped."""
@@ -77,12 +78,13 @@ async def live_frames(ws: WebSocket, session_id: str) -> None:
         manager.release_claim(session_id)
     await ws.accept()
     ended_by_client = False
+    why: list[str] = []
     try:
-        ended_by_client = await _receive_frames(ws, feed)
+        ended_by_client = await _receive_frames(ws, feed, manager, session_id, why)
     except WebSocketDisconnect:
         pass
     finally:
-        await run_in_threadpool(manager.end_live, session_id)
+        await run_in_threadpool(manager.end_live, session_id, why[0] if why else None)
     if ended_by_client:
         rec = await run_in_threadpool(manager.get, session_id)
         closed = LiveClosed(accepted=feed.accepted, dropped=feed.dropped, invalid=feed.invalid,
@@ -91,18 +93,30 @@ async def live_frames(ws: WebSocket, session_id: str) -> None:
         await ws.close(code=1000)
 
 
-async def _receive_frames(ws: WebSocket, feed: LiveFeed) -> bool:
-    """Push frames until the client ends the stream (True) or disconnects (False)."""
+async def _receive_frames(ws: WebSocket, feed: LiveFeed, manager: SessionManager, session_id: str,
+                          why: list[str]) -> bool:
+    """Push frames until the client ends the stream (True) or disconnects (False).
+
+    Until the first frame the job has not started, so this waits for it with the idle timeout
+    itself; afterwards the job's source does (a stalled stream fails the job, and ``push`` says so)."""
     seq = 0
+    max_pixels = manager.settings.max_pixels
+    idle_timeout = manager.settings.live_idle_timeout
     while True:
-        message = await ws.receive()
+        try:
+            message = await asyncio.wait_for(ws.receive(), None if feed.started else idle_timeout)
+        except asyncio.TimeoutError:
+            why.append(f"stalled: no frame arrived within {idle_timeout:g} s of the connection")
+            await ws.send_text(LiveError(seq=None, code="stalled", message=why[0]).model_dump_json())
+            await ws.close(code=1008)
+            return False
         if message["type"] == "websocket.disconnect":
             return False
         data, text = message.get("bytes"), message.get("text")
         if data is not None:
             feed.received += 1
             try:
-                timestamp, image = await run_in_threadpool(decode_frame, data)
+                timestamp, image = await run_in_threadpool(decode_frame, data, max_pixels)
             except FrameMessageError as err:
                 feed.invalid += 1
                 await ws.send_text(LiveError(seq=seq, code=err.code, message=err.message).model_dump_json())
@@ -115,6 +129,8 @@ async def _receive_frames(ws: WebSocket, feed: LiveFeed) -> bool:
                 await ws.close(code=1011)
                 return False
             feed.accepted += 1
+            if not feed.started:
+                await run_in_threadpool(manager.start_live_job, session_id)
             await ws.send_text(LiveAck(seq=seq, accepted=feed.accepted, dropped=feed.dropped,
                                        invalid=feed.invalid, pending=feed.source.pending).model_dump_json())
             seq += 1

@@ -20,7 +20,8 @@ def links(session_id: str) -> SessionLinks:
                         stop=f"{base}/stop", events=f"{base}/events", results=f"{base}/results")
 
 
-@router.post("", status_code=201, response_model=SessionCreated, responses=error_responses(400, 422))
+@router.post("", status_code=201, response_model=SessionCreated,
+             responses=error_responses(400, 413, 422, 503))
 def create_session(manager: Manager, options: Annotated[SessionOptions | None, Body()] = None) -> SessionCreated:
     """A new session. Keep the returned token: every other call on the session needs it
     (``Authorization: Bearer <token>``), and it is never shown again."""

@@ -46,7 +46,9 @@ async def upload_video(
             nbytes = await stream_to_disk(request.stream(), part, settings.max_upload_bytes)
         except ClientDisconnect:
             raise UploadError(400, "upload_incomplete", "the client disconnected before the upload finished")
-        probe = await run_in_threadpool(probe_video, part)
+        if await run_in_threadpool(manager.get, session.id) is None:
+            raise ApiError(404, "session_not_found", f"session {session.id} was deleted during the upload")
+        probe = await run_in_threadpool(probe_video, part, settings.max_pixels)
         final = manager.session_dir(session.id) / stored_name(probe)
         try:
             await run_in_threadpool(commit, part, final)

@@ -30,11 +30,12 @@ class ServerProcess:
     """``python -m stream4d.cli serve`` as a child process; its JSON log goes to ``log_path``."""
 
     def __init__(self, data_dir: Path, workers: int = 2, max_upload_mb: float = 2.0, live_queue: int = 8,
-                 viewer: str = "serve") -> None:
+                 viewer: str = "serve", extra_args: tuple[str, ...] = ("--allow-private-sources",)) -> None:
         self.data_dir = data_dir
         self.live_queue = live_queue
+        # Tests pull from a loopback HTTP server, which the service refuses by default.
         self.args = ["--data-dir", str(data_dir), "--workers", str(workers), "--max-upload-mb", str(max_upload_mb),
-                     "--live-queue", str(live_queue), "--viewer", viewer]
+                     "--live-queue", str(live_queue), "--viewer", viewer, *extra_args]
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.proc: subprocess.Popen | None = None
         self.url = ""

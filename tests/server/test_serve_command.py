@@ -17,3 +17,19 @@ def test_serve_is_a_discovered_cli_command():
     assert result.returncode == 0
     for flag in ("--host", "--port", "--data-dir", "--workers", "--max-upload-mb"):
         assert flag in result.stdout
+
+
+def test_every_serve_flag_is_documented_in_the_api_doc_and_every_documented_flag_exists():
+    import re
+    from pathlib import Path
+
+    result = subprocess.run([sys.executable, "-m", "stream4d.cli", "serve", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    flags = set(re.findall(r"(--[a-z][a-z0-9-]+)", result.stdout)) - {"--help"}
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    documented = set(re.findall(r"^\| `(--[a-z][a-z0-9-]+)`", doc, re.M))
+    documented |= set(re.findall(r"^\| `--[a-z-]+`, `(--[a-z][a-z0-9-]+)`", doc, re.M))
+    assert flags == documented, (flags - documented, documented - flags)
+    for limit in ("--max-header-kb", "--max-headers", "--max-body-kb", "--max-upload-mb", "--request-timeout",
+                  "--max-connections", "--max-pixels", "--max-sessions", "--max-live-sessions", "--live-queue-mb"):
+        assert limit in flags

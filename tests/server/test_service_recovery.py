@@ -90,7 +90,7 @@ def test_partial_uploads_and_orphan_dirs_are_cleaned(tmp_path):
 
 
 def test_pull_urls_are_restricted_to_streams_and_devices():
-    assert check_pull_url(" rtsp://cam.local:554/live ", True) == "rtsp://cam.local:554/live"
+    assert check_pull_url(" rtsp://cam.local:554/live ", True, allow_private=True) == "rtsp://cam.local:554/live"
     assert check_pull_url("camera:0", True) == "camera:0"
     for bad in ("file:///etc/passwd", "/dev/video0", "concat:a.mp4|b.mp4", "https:///x", "ftp://h/x"):
         with pytest.raises(ApiError) as err:
