@@ -1,0 +1,105 @@
+"""Uploads run as Ray tasks on a real local Ray cluster (a head and two worker nodes), through the
+unchanged HTTP API of a real ``stream4d serve --runner ray``: the results equal the local runner's,
+and a job whose node is killed mid-run completes on the other node."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FAST_OPTIONS, ServerProcess, Sess, free_port
+from stream4d.outputs import read_trajectory_json
+
+pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+import httpx  # noqa: E402
+
+from ray_cluster import RayCluster, wait_for  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[2] / "data" / "demo" / "demo.mp4"
+OPTIONS = {**FAST_OPTIONS, "max_frames": 12, "viewer": False}
+LONGER = {**OPTIONS, "max_frames": 24}  # long enough to kill its node while it runs
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = RayCluster(free_port(), nodes=2, cpus_per_node=1).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_server(cluster, tmp_path_factory):
+    srv = ServerProcess(tmp_path_factory.mktemp("ray-serve") / "data", workers=2, viewer="none",
+                        extra_args=("--runner", "ray", "--ray-address", cluster.address,
+                                    "--ray-max-retries", "2")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def local_server(tmp_path_factory):
+    srv = ServerProcess(tmp_path_factory.mktemp("local-serve") / "data", workers=1, viewer="none").start()
+    yield srv
+    srv.stop()
+
+
+def _reconstruct(server: ServerProcess, options: dict, dest: Path) -> tuple[Sess, dict, np.ndarray]:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        s = Sess(client, options)
+        assert s.upload(DEMO, filename="demo.mp4").status_code == 202
+        final = s.wait(timeout=240)
+        assert final["state"] == "completed", final
+        return s, final, _trajectory(s.download("trajectory.json", dest))
+
+
+def _trajectory(path: Path) -> np.ndarray:
+    """[n, 4, 4] camera-to-world poses, stacked in frame order."""
+    frames = read_trajectory_json(path)
+    assert [f.index for f in frames] == sorted(f.index for f in frames)
+    return np.stack([np.asarray(f.c2w, dtype=np.float64) for f in frames])
+
+
+def test_upload_on_ray_equals_the_local_runner(ray_server, local_server, tmp_path):
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "local").mkdir()
+    s, final, on_ray = _reconstruct(ray_server, OPTIONS, tmp_path / "ray")
+    _, _, local = _reconstruct(local_server, OPTIONS, tmp_path / "local")
+    assert final["attempts"] == 1
+    assert on_ray.shape == local.shape and len(on_ray) > 0
+    np.testing.assert_allclose(on_ray, local, atol=1e-6, rtol=0)
+    with httpx.Client(base_url=ray_server.url, timeout=60) as client:
+        index = client.get(f"/sessions/{s.id}/results", headers=s.headers).json()
+    assert {"trajectory.json", "trajectory.tum", "points.ply", "splats.ply", "run.json"} <= \
+        {f["name"] for f in index["files"]}
+
+
+def test_a_job_whose_node_is_killed_completes_on_the_other_node(cluster, ray_server, local_server, tmp_path):
+    with httpx.Client(base_url=ray_server.url, timeout=60) as client:
+        s = Sess(client, LONGER)
+        assert s.upload(DEMO, filename="demo.mp4").status_code == 202
+        attempts_file = ray_server.data_dir / "sessions" / s.id / "job-attempts"
+        first = wait_for(lambda: attempts_file.is_file() and attempts_file.read_text().strip(), 120,
+                         "first attempt")
+        raylet = json.loads(first.splitlines()[0])["raylet_pid"]
+        node = cluster.node_of_raylet(raylet)
+        assert node is not None and node != cluster.temp_dirs[0]  # a worker node of our cluster, not the head
+        assert s.status()["state"] == "running"
+        os.kill(raylet, signal.SIGKILL)
+        final = s.wait(timeout=240)
+        assert final["state"] == "completed", final
+        assert final["attempts"] == 2
+        assert any("another node" in note for note in final["notes"])
+        lines = [json.loads(line) for line in attempts_file.read_text().splitlines()]
+        assert len(lines) == 2 and lines[0]["node"] != lines[1]["node"]
+        (tmp_path / "ray").mkdir()
+        on_ray = _trajectory(s.download("trajectory.json", tmp_path / "ray"))
+    (tmp_path / "local").mkdir()
+    _, _, local = _reconstruct(local_server, LONGER, tmp_path / "local")
+    np.testing.assert_allclose(on_ray, local, atol=1e-6, rtol=0)
