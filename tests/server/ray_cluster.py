@@ -86,6 +86,21 @@ class RayCluster:
             return None
         return next((d for d in self.temp_dirs if d in line), None)
 
+    def kill_node(self, raylet_pid: int) -> None:
+        """SIGKILL a whole worker node at once, as a machine dies: its raylet, the workers it
+        started (their results would otherwise still reach the server) and its other processes."""
+        node = self.node_of_raylet(raylet_pid)
+        if node is None or node == self.temp_dirs[0]:
+            raise ValueError(f"pid {raylet_pid} is not the raylet of a worker node of this cluster")
+        raylet = psutil.Process(raylet_pid)
+        procs = {p.pid: p for p in [raylet, *raylet.children(recursive=True), *self.processes(node)]}
+        for proc in procs.values():
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(list(procs.values()), timeout=10)
+
     def stop(self) -> None:
         procs = self.processes()
         for proc in procs:

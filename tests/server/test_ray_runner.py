@@ -5,22 +5,19 @@ and a job whose node is killed mid-run completes on the other node."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
-
 from conftest import FAST_OPTIONS, ServerProcess, Sess, free_port
+from ray_cluster import RayCluster, wait_for
+
+from server.storage import SharedDirectory
 from stream4d.outputs import read_trajectory_json
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
-
-import httpx  # noqa: E402
-
-from ray_cluster import RayCluster, wait_for  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo" / "demo.mp4"
 OPTIONS = {**FAST_OPTIONS, "max_frames": 12, "viewer": False}
@@ -84,14 +81,15 @@ def test_a_job_whose_node_is_killed_completes_on_the_other_node(cluster, ray_ser
     with httpx.Client(base_url=ray_server.url, timeout=60) as client:
         s = Sess(client, LONGER)
         assert s.upload(DEMO, filename="demo.mp4").status_code == 202
-        attempts_file = ray_server.data_dir / "sessions" / s.id / "job-attempts"
-        first = wait_for(lambda: attempts_file.is_file() and attempts_file.read_text().strip(), 120,
-                         "first attempt")
-        raylet = json.loads(first.splitlines()[0])["raylet_pid"]
+        out_dir = str(ray_server.data_dir / "sessions" / s.id / "out")
+        attempts_file = Path(out_dir).parent / "job-attempts"
+        first = wait_for(lambda: SharedDirectory().attempts(out_dir), 120, "first attempt")[0]
+        raylet = first["raylet_pid"]
         node = cluster.node_of_raylet(raylet)
-        assert node is not None and node != cluster.temp_dirs[0]  # a worker node of our cluster, not the head
-        assert s.status()["state"] == "running"
-        os.kill(raylet, signal.SIGKILL)
+        # a worker node of our cluster, never the head (the server's driver is attached to it)
+        assert node is not None and node != cluster.temp_dirs[0], (first, cluster.temp_dirs)
+        assert s.status()["state"] == "running", s.status()
+        cluster.kill_node(raylet)
         final = s.wait(timeout=240)
         assert final["state"] == "completed", final
         assert final["attempts"] == 2
@@ -103,3 +101,26 @@ def test_a_job_whose_node_is_killed_completes_on_the_other_node(cluster, ray_ser
     (tmp_path / "local").mkdir()
     _, _, local = _reconstruct(local_server, LONGER, tmp_path / "local")
     np.testing.assert_allclose(on_ray, local, atol=1e-6, rtol=0)
+
+
+def test_a_server_killed_mid_job_requeues_it_on_restart(cluster, tmp_path_factory):
+    """kill -9 of the server (the Ray driver, whose tasks Ray ends with it): the restarted server
+    runs the job again from the upload on the shared storage."""
+    srv = ServerProcess(tmp_path_factory.mktemp("ray-restart") / "data", workers=1, viewer="none",
+                        extra_args=("--runner", "ray", "--ray-address", cluster.address)).start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as client:
+            s = Sess(client, LONGER)
+            assert s.upload(DEMO, filename="demo.mp4").status_code == 202
+            out_dir = str(srv.data_dir / "sessions" / s.id / "out")
+            wait_for(lambda: SharedDirectory().attempts(out_dir), 120, "first attempt")
+        srv.kill9()
+        srv.start()
+        with httpx.Client(base_url=srv.url, timeout=60) as client:
+            s.client = client
+            final = s.wait(timeout=240)
+        assert final["state"] == "completed", final
+        assert final["attempts"] == 2
+        assert any("restarted" in note for note in final["notes"]), final["notes"]
+    finally:
+        srv.stop()
