@@ -107,7 +107,11 @@ def main() -> None:
             "The median job time is the session's `started_at` to `finished_at` (for Ray: task submission "
             "to the server's last bookkeeping, so waiting for a free CPU in Ray's queue counts). "
             "Submit-to-start is the Ray overhead of the two jobs that found a free CPU: the server "
-            "submitting the task to the task running on its node.\n\n"
+            "submitting the task to the task running on its node: leasing a worker, starting its Python "
+            "process and unpickling the job (which imports the server package); a worker that already ran "
+            "a job is reused, so later jobs start faster. On 2 cores the Ray processes (GCS, raylets, "
+            "workers) take their share of the same CPUs the jobs use: Ray pays off across machines, "
+            "not on one.\n\n"
             "    PYTHONPATH=. python bench/bench_service.py --write-docs\n"
         )
         write_docs_section("bench_service", body)

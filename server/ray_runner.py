@@ -80,12 +80,13 @@ def run_on_node(job: Any, storage: JobStorage, num_threads: int) -> Any:
     Returns the run's ``StreamStats``; the outputs are in ``job.out_dir`` on the shared storage.
     """
     import ray
-    import torch
-
-    from stream4d.pipeline import ReconstructConfig, reconstruct
 
     node = ray.get_runtime_context().get_node_id()
     attempt = storage.record_attempt(job.out_dir, {"node": node, "pid": os.getpid(), "raylet_pid": os.getppid()})
+    import torch  # after the attempt is recorded: a cold worker's imports are part of the run, not of Ray
+
+    from stream4d.pipeline import ReconstructConfig, reconstruct
+
     out_dir = Path(job.out_dir)
     if attempt > 1 and out_dir.exists():  # a lost node's partial files are superseded
         shutil.rmtree(out_dir)

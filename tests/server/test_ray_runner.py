@@ -124,3 +124,24 @@ def test_a_server_killed_mid_job_requeues_it_on_restart(cluster, tmp_path_factor
         assert any("restarted" in note for note in final["notes"]), final["notes"]
     finally:
         srv.stop()
+
+
+def test_a_job_fails_with_the_reason_once_its_retries_are_spent(cluster, tmp_path_factory):
+    """No retries allowed (--ray-max-retries 0): the node's death fails the session, saying why.
+    Runs last: it takes the cluster's last worker node down."""
+    srv = ServerProcess(tmp_path_factory.mktemp("ray-no-retry") / "data", workers=1, viewer="none",
+                        extra_args=("--runner", "ray", "--ray-address", cluster.address,
+                                    "--ray-max-retries", "0")).start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as client:
+            s = Sess(client, LONGER)
+            assert s.upload(DEMO, filename="demo.mp4").status_code == 202
+            out_dir = str(srv.data_dir / "sessions" / s.id / "out")
+            first = wait_for(lambda: SharedDirectory().attempts(out_dir), 120, "first attempt")[0]
+            cluster.kill_node(first["raylet_pid"])
+            final = s.wait(timeout=120)
+        assert final["state"] == "failed", final
+        assert "Ray lost the job on each of its 1 attempts" in final["error"], final["error"]
+        assert "--ray-max-retries 0" in final["error"]
+    finally:
+        srv.stop()
