@@ -126,6 +126,22 @@ def test_a_server_killed_mid_job_requeues_it_on_restart(cluster, tmp_path_factor
         srv.stop()
 
 
+def test_stopping_a_ray_job_ends_it_early_and_keeps_its_outputs(ray_server):
+    """A stop reaches the task on its node (the stop file): it ends early and writes what it has."""
+    with httpx.Client(base_url=ray_server.url, timeout=60) as client:
+        s = Sess(client, {**OPTIONS, "max_frames": None})  # all 48 frames of the demo
+        assert s.upload(DEMO, filename="demo.mp4").status_code == 202
+        out_dir = str(ray_server.data_dir / "sessions" / s.id / "out")
+        wait_for(lambda: SharedDirectory().attempts(out_dir), 120, "first attempt")
+        assert client.post(f"/sessions/{s.id}/stop", headers=s.headers).status_code == 202
+        final = s.wait(timeout=120)
+        assert final["state"] == "completed", final
+        assert "stopped early" in final["notes"][-1], final["notes"]
+        assert final["progress"]["frames_processed"] < 48, final["progress"]  # the task itself stopped early
+        index = client.get(f"/sessions/{s.id}/results", headers=s.headers).json()
+        assert "run.json" in {f["name"] for f in index["files"]}
+
+
 def test_a_job_fails_with_the_reason_once_its_retries_are_spent(cluster, tmp_path_factory):
     """No retries allowed (--ray-max-retries 0): the node's death fails the session, saying why.
     Runs last: it takes the cluster's last worker node down."""
