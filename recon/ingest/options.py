@@ -13,6 +13,10 @@ from recon.ingest.errors import IngestError
 # (~0.0005) and sensor noise of a still camera stay far below it.
 DEFAULT_KEYFRAME_MIN_MOTION = 0.01
 
+# Largest frame (width x height, from the stream header) a video source decodes at all: one RGB
+# frame of this size is 192 MiB, and a few-kB file can declare far more. Services set a lower limit.
+DEFAULT_MAX_PIXELS = 8192 * 8192
+
 RESIZE_MODES = ("vggt",)
 
 
@@ -35,6 +39,8 @@ class IngestOptions:
     live_capacity: frames buffered from a live camera before the oldest drop.
     timeout: seconds to wait for a camera or network stream to open or to
         deliver a frame before giving up with ``IngestError``.
+    max_pixels: a video or network stream whose frames are larger (width x
+        height, read from its header before anything is decoded) is refused.
     """
 
     stride: int = 1
@@ -46,6 +52,7 @@ class IngestOptions:
     image_fps: float | None = None
     live_capacity: int = 64
     timeout: float = 5.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> IngestError:
@@ -70,6 +77,8 @@ class IngestOptions:
             raise bad("live_capacity", "must be an integer >= 1")
         if not _is_number(self.timeout) or self.timeout <= 0:
             raise bad("timeout", "must be a number of seconds > 0")
+        if not _is_int(self.max_pixels) or self.max_pixels < 1:
+            raise bad("max_pixels", "must be an integer >= 1")
 
 
 def parse_resize(text: str | None) -> str | int | None:

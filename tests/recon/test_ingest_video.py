@@ -226,3 +226,8 @@ def test_ingest_error_survives_pickling_for_worker_processes(tmp_path):
         open_source(tmp_path / "gone.mkv")
     copy = pickle.loads(pickle.dumps(err.value))
     assert (copy.reason, copy.input, str(copy)) == ("missing", err.value.input, str(err.value))
+
+
+def test_a_stream_with_frames_above_max_pixels_is_refused_before_decoding():
+    with pytest.raises(IngestError, match="limit is 1000"):
+        list(open_source(VIDEOS / "room.mp4", IngestOptions(max_pixels=1000)))
