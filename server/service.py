@@ -12,8 +12,8 @@ import ipaddress
 import logging
 import os
 import re
-import socket
 import shutil
+import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, replace

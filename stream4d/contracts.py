@@ -21,7 +21,6 @@ import numpy as np
 
 from stream4d.geometry import Sim3
 
-
 # How a posed frame got its pose (trajectory.json "pose_kind"): "posed" from a window with parallax,
 # its depth known; "rotation_only" from a window the model saw no parallax in (static camera or pure
 # rotation): only the orientation is known, the camera keeps its place and its depth is unknown.

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 from plyfile import PlyData, PlyElement
-from stream4d.geometry import quat_wxyz, rotation_from_quat_wxyz
 
 from stream4d.contracts import POSE_KINDS, POSE_POSED
+from stream4d.geometry import quat_wxyz, rotation_from_quat_wxyz
 
 FORMAT_VERSION = 1
 TRAJECTORY_JSON = "trajectory.json"

@@ -6,8 +6,8 @@ import io
 
 import numpy as np
 import pytest
-
 from _ingest_media import VIDEOS, textured_frame, write_video
+
 from recon.ingest import IngestError, IngestOptions, open_source
 
 REAL_VIDEOS = [("room.mp4", 8, (512, 384)), ("fern.mp4", 20, (1008, 756)), ("great_wall.mp4", 288, (640, 360))]

@@ -15,7 +15,6 @@ import httpx
 import pytest
 import websockets.exceptions
 import websockets.sync.client as ws_client
-
 from conftest import ServerProcess, assert_error
 
 REQUEST_TIMEOUT = 1.0  # --request-timeout of this module's server

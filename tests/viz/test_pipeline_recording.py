@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from stream4d.testdata import SHARED_DATA
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 from viz_fixtures import rrd
 
 from align import AlignConfig
+from stream4d.testdata import SHARED_DATA
 from viz import paths
 
 FERN = SHARED_DATA / "videos/fern.mp4"
