@@ -14,6 +14,7 @@ from recon.ingest.errors import IngestError
 DEFAULT_KEYFRAME_MIN_MOTION = 0.01
 
 RESIZE_MODES = ("vggt",)
+ORDER_MODES = ("auto", "given", "retrieval")  # see recon/ordering.py
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ class IngestOptions:
     live_capacity: frames buffered from a live camera before the oldest drop.
     timeout: seconds to wait for a camera or network stream to open or to
         deliver a frame before giving up with ``IngestError``.
+    order: the order frames reach the windows in (applied by the run, not by
+        the sources; recon/ordering.py): "given" keeps the input's order,
+        "retrieval" orders a finite input so consecutive frames overlap, "auto"
+        does so only for a collection whose given order overlaps far worse, or a
+        short video whose consecutive frames do not overlap; never live inputs.
     """
 
     stride: int = 1
@@ -46,6 +52,7 @@ class IngestOptions:
     image_fps: float | None = None
     live_capacity: int = 64
     timeout: float = 5.0
+    order: str = "auto"
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> IngestError:
@@ -70,6 +77,8 @@ class IngestOptions:
             raise bad("live_capacity", "must be an integer >= 1")
         if not _is_number(self.timeout) or self.timeout <= 0:
             raise bad("timeout", "must be a number of seconds > 0")
+        if self.order not in ORDER_MODES:
+            raise bad("order", f"must be one of {ORDER_MODES}")
 
 
 def parse_resize(text: str | None) -> str | int | None:
