@@ -16,6 +16,10 @@ before windowing a finite input can be put in an order where it holds:
 Cost: N detections plus N(N-1)/2 descriptor products plus about N * (verify_top + 1) RANSAC
 fits, so the all-pairs path is capped at ``max_frames`` frames; a longer input keeps its order.
 
+Frames of different connected parts share no verified match: ``OrderReport.groups`` tells the
+run to window each part on its own (a part becomes its own segment) rather than to put windows
+across the jump.
+
 ``order_frames`` wraps a frame iterator and decides (``mode``): "given" never reorders,
 "retrieval" always reorders a finite input, "auto" reorders an image collection when its given
 consecutive pairs overlap far less than the retrieval chain's (the median verified count below
@@ -48,12 +52,15 @@ class OrderingConfig:
     """Knobs of the retrieval ordering (see the module docstring)."""
 
     max_frames: int = 150  # all-pairs scoring is quadratic: longer inputs keep their order
-    max_features: int = 1024  # SIFT keypoints per frame, detected at ``feature_scale``
-    feature_scale: float = 0.5
+    max_features: int = 1024  # SIFT keypoints per frame, the strongest, detected at ``feature_scale``
+    feature_scale: float = 1.0  # at 0.5 the wide-baseline pairs of a 1 fps video (room.mp4) verify no better
+    # than unrelated ones
     verify_top: int = 6  # candidates per frame verified geometrically
-    min_inliers: int = 15  # verified matches for a pair to count as overlapping
+    min_inliers: int = 20  # verified matches for a pair to count as overlapping: unrelated pairs of
+    # 1024 keypoints reach 10-16 with MAGSAC
     auto_ratio: float = 0.5  # auto reorders when given median < auto_ratio * chain median
     video_probe: int = 5  # frames of a video whose consecutive pairs decide whether to look further
+    video_overlap: int = 50  # median verified matches of those pairs above which a video keeps its order
     threads: int = 2
 
 
@@ -69,6 +76,8 @@ class OrderReport:
     chain_median: float | None = None  # same for the retrieval chain
     seconds: float = 0.0
     order: list[int] = field(default_factory=list)  # Frame.index in the order fed to the windows
+    groups: dict[int, int] = field(default_factory=dict)  # Frame.index -> group: frames of different
+    # groups share no verified match, so no window should span two (empty: one group)
 
 
 def describe(frames: list[Frame], cfg: OrderingConfig) -> list[Features]:
@@ -192,26 +201,36 @@ def _two_opt(order: list[int], scores: np.ndarray, max_sweeps: int = 20) -> list
     return [int(v) for v in seq]
 
 
-def chain_order(scores: np.ndarray) -> list[int]:
-    """A permutation of range(N) whose consecutive frames overlap as much as possible.
+def chain_parts(scores: np.ndarray) -> list[list[int]]:
+    """Frames (positions into ``scores``) in chains whose consecutive frames overlap as much as
+    possible, one chain per connected part of the overlap graph, largest first; frames that
+    overlap no other frame end the first chain (the model, with more features, may still pose them).
 
-    Each connected part of the maximum spanning forest is walked from one end of its longest
-    path; the parts follow one another, largest first.
+    Each part's maximum spanning tree is walked from one end of its longest path, then 2-opt.
     """
     n = len(scores)
-    if n <= 2:
-        return list(range(n))
     adj = _max_spanning_tree(scores)
     seen: set[int] = set()
-    parts = []
+    parts, alone = [], []
     for v in range(n):
         if v in seen:
             continue
         end, depth = _farthest(adj, v)
         seen.update(depth)
-        parts.append(_walk(adj, _farthest(adj, end)[0]))
+        if len(depth) == 1:
+            alone.append(v)
+        else:
+            parts.append(_two_opt(_walk(adj, _farthest(adj, end)[0]), scores))
     parts.sort(key=len, reverse=True)
-    return _two_opt([v for part in parts for v in part], scores)
+    if not parts:
+        return [alone]
+    parts[0] += alone
+    return parts
+
+
+def chain_order(scores: np.ndarray) -> list[int]:
+    """A permutation of range(N): the chains of ``chain_parts`` one after another."""
+    return [v for part in chain_parts(scores) for v in part]
 
 
 def consecutive_median(scores: np.ndarray, order: list[int]) -> float:
@@ -242,7 +261,7 @@ def order_frames(frames: Iterator[Frame], kind: str, mode: str = "auto",
         buf = [f for _, f in zip(range(cfg.video_probe), it)]
         feats = describe(buf, cfg)
         probe = [_verified_count(a, b, cfg) for a, b in zip(feats, feats[1:])]
-        if not probe or np.median(probe) >= cfg.min_inliers:
+        if not probe or np.median(probe) >= cfg.video_overlap:
             report.reason = "a video whose consecutive frames overlap"
             report.seconds = time.perf_counter() - t0
             yield from chain(buf, it)
@@ -262,7 +281,8 @@ def order_frames(frames: Iterator[Frame], kind: str, mode: str = "auto",
     feats = describe(buf, cfg)
     given = list(range(len(buf)))
     scores = pair_scores(feats, cfg, extra_pairs=list(zip(given, given[1:])))
-    order = chain_order(scores)
+    parts = chain_parts(scores)
+    order = [v for part in parts for v in part]
     report.given_median = consecutive_median(scores, given)
     report.chain_median = consecutive_median(scores, order)
     reorder = mode == "retrieval" or report.given_median < cfg.auto_ratio * report.chain_median
@@ -271,6 +291,8 @@ def order_frames(frames: Iterator[Frame], kind: str, mode: str = "auto",
     report.seconds = time.perf_counter() - t0
     final = order if reorder else given
     report.order = [buf[k].index for k in final]
+    if reorder and len(parts) > 1:
+        report.groups = {buf[k].index: g for g, part in enumerate(parts) for k in part}
     log.info("frame order: %s (%d frames, median verified matches of consecutive frames: given %.0f, "
              "retrieval %.0f; %.1f s)", report.reason, len(buf), report.given_median, report.chain_median,
              report.seconds)

@@ -26,7 +26,8 @@ from stream4d import __version__
 from stream4d.contracts import Frame, StreamObserver, StreamStats, WindowModel
 from stream4d.outputs import OutputWriter
 from stream4d.pipeline.config import ReconstructConfig
-from stream4d.pipeline.reading import read_ahead, sliding_windows
+from stream4d.pipeline.grouping import grouped_windows
+from stream4d.pipeline.reading import read_ahead
 from stream4d.pipeline.report import run_warnings
 from stream4d.pipeline.sink import Sink
 from stream4d.pipeline.stages import build_aligner, build_model, build_observers, open_input, rrd_path
@@ -139,7 +140,8 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
             live = kind in ("camera", "push")
             tail_merge = 0 if live else config.tail_merge
             frames = _usable(ahead, run, bar, ingest_error)
-            for window in sliding_windows(frames, config.align.window, config.align.overlap, tail_merge):
+            for window in grouped_windows(frames, lambda: run.order.groups, config.align.window,
+                                          config.align.overlap, tail_merge):
                 if stop.is_set():
                     break
                 t = time.perf_counter()
