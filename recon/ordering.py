@@ -21,9 +21,10 @@ run to window each part on its own (a part becomes its own segment) rather than 
 across the jump.
 
 ``order_frames`` wraps a frame iterator and decides (``mode``): "given" never reorders,
-"retrieval" always reorders a finite input, "auto" reorders an image collection when its given
-consecutive pairs overlap far less than the retrieval chain's (the median verified count below
-``auto_ratio`` times the chain's), and a video only when its first consecutive frames do not
+"retrieval" always reorders a finite input, "auto" keeps an image collection whose consecutive
+pairs all overlap well (``keep_overlap``), else reorders it when its given consecutive pairs
+overlap far less than the retrieval chain's (the median verified count below ``auto_ratio``
+times the chain's), and a video only when its first consecutive frames do not
 overlap at all. Live sources are never reordered. Frames keep their ``index`` and ``source``.
 """
 
@@ -51,7 +52,7 @@ LIVE_KINDS = ("camera", "push")
 class OrderingConfig:
     """Knobs of the retrieval ordering (see the module docstring)."""
 
-    max_frames: int = 150  # all-pairs scoring is quadratic: longer inputs keep their order
+    max_frames: int = 100  # all-pairs scoring is quadratic: longer inputs keep their order
     max_features: int = 1024  # SIFT keypoints per frame, the strongest, detected at ``feature_scale``
     feature_scale: float = 1.0  # at 0.5 the wide-baseline pairs of a 1 fps video (room.mp4) verify no better
     # than unrelated ones
@@ -60,7 +61,8 @@ class OrderingConfig:
     # 1024 keypoints reach 10-16 with MAGSAC
     auto_ratio: float = 0.5  # auto reorders when given median < auto_ratio * chain median
     video_probe: int = 5  # frames of a video whose consecutive pairs decide whether to look further
-    video_overlap: int = 50  # median verified matches of those pairs above which a video keeps its order
+    keep_overlap: int = 50  # auto keeps a video's order when the median of those pairs reaches this,
+    # and a collection's without scoring all pairs when every consecutive pair does
     threads: int = 2
 
 
@@ -261,7 +263,7 @@ def order_frames(frames: Iterator[Frame], kind: str, mode: str = "auto",
         buf = [f for _, f in zip(range(cfg.video_probe), it)]
         feats = describe(buf, cfg)
         probe = [_verified_count(a, b, cfg) for a, b in zip(feats, feats[1:])]
-        if not probe or np.median(probe) >= cfg.video_overlap:
+        if not probe or np.median(probe) >= cfg.keep_overlap:
             report.reason = "a video whose consecutive frames overlap"
             report.seconds = time.perf_counter() - t0
             yield from chain(buf, it)
@@ -280,6 +282,15 @@ def order_frames(frames: Iterator[Frame], kind: str, mode: str = "auto",
         return
     feats = describe(buf, cfg)
     given = list(range(len(buf)))
+    if mode == "auto" and kind != "video":
+        with ThreadPoolExecutor(cfg.threads) as pool:
+            steps = list(pool.map(lambda k: _verified_count(feats[k], feats[k + 1], cfg), given[:-1]))
+        if min(steps) >= cfg.keep_overlap:
+            report.given_median = float(np.median(steps))
+            report.reason = "every consecutive pair overlaps"
+            report.seconds = time.perf_counter() - t0
+            yield from buf
+            return
     scores = pair_scores(feats, cfg, extra_pairs=list(zip(given, given[1:])))
     parts = chain_parts(scores)
     order = [v for part in parts for v in part]
