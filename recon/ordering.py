@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, islice
 
 import numpy as np
 
@@ -259,22 +259,34 @@ def order_frames(frames: Iterator[Frame], kind: str, mode: str = "auto",
     it = iter(frames)
     t0 = time.perf_counter()
     buf: list[Frame] = []
+
+    def take(n: int) -> BaseException | None:
+        """Up to ``n`` more frames into ``buf``; what broke the input, if it did."""
+        try:
+            buf.extend(islice(it, n))
+        except Exception as exc:  # noqa: BLE001 - re-raised after the frames before it
+            return exc
+        return None
+
     if mode == "auto" and kind == "video":
-        buf = [f for _, f in zip(range(cfg.video_probe), it)]
-        feats = describe(buf, cfg)
+        broken = take(cfg.video_probe)
+        feats = describe(buf, cfg) if broken is None else []
         probe = [_verified_count(a, b, cfg) for a, b in zip(feats, feats[1:])]
-        if not probe or np.median(probe) >= cfg.keep_overlap:
+        if broken is None and (not probe or np.median(probe) >= cfg.keep_overlap):
             report.reason = "a video whose consecutive frames overlap"
             report.seconds = time.perf_counter() - t0
             yield from chain(buf, it)
             return
-    for f in it:
-        buf.append(f)
-        if len(buf) > cfg.max_frames:
-            report.reason = f"more than {cfg.max_frames} frames: kept in order"
-            report.seconds = time.perf_counter() - t0
-            yield from chain(buf, it)
-            return
+    broken = take(cfg.max_frames + 1 - len(buf))
+    if broken is not None:  # as without ordering: the frames before the break, then the error
+        report.reason = "the input broke before it was ordered: kept in order"
+        yield from buf
+        raise broken
+    if len(buf) > cfg.max_frames:
+        report.reason = f"more than {cfg.max_frames} frames: kept in order"
+        report.seconds = time.perf_counter() - t0
+        yield from chain(buf, it)
+        return
     report.frames = len(buf)
     if len(buf) < 3:
         report.reason = "fewer than 3 frames"

@@ -84,3 +84,17 @@ def test_disconnected_parts_become_groups():
 def test_bad_mode_is_refused(orbit):
     with pytest.raises(ValueError, match="order must be one of"):
         list(order_frames(iter(orbit), "images", "random"))
+
+
+def test_an_input_that_breaks_while_buffered_keeps_the_frames_before_it(orbit):
+    from recon.ingest import IngestError
+
+    def breaking():
+        yield from orbit[:5]
+        raise IngestError("photos", "unreadable", "a broken file")
+
+    out, report = [], OrderReport("auto")
+    with pytest.raises(IngestError, match="broken file"):
+        for f in order_frames(breaking(), "images", "auto", report=report):
+            out.append(f)
+    assert [f.index for f in out] == list(range(5)) and not report.reordered
