@@ -5,7 +5,7 @@ its next few views only). A folder of photos out of capture order breaks that as
 before windowing a finite input can be put in an order where it holds:
 
 1. ``pair_scores``: every pair of frames is scored by how many SIFT matches pass the ratio test
-   (RootSIFT on a half-size copy, at most ``max_features`` keypoints, matched by
+   (RootSIFT, the ``max_features`` strongest keypoints of the frame as the run sized it, matched by
    ``recon.features.match_descriptors``: one BLAS product per pair); then each frame's best
    ``verify_top`` candidates, and the given consecutive pairs, are verified with a fundamental
    matrix (MAGSAC). A pair's score is its number of verified matches (0 when unverified).
@@ -54,11 +54,11 @@ class OrderingConfig:
 
     max_frames: int = 100  # all-pairs scoring is quadratic: longer inputs keep their order
     max_features: int = 1024  # SIFT keypoints per frame, the strongest, detected at ``feature_scale``
-    feature_scale: float = 1.0  # at 0.5 the wide-baseline pairs of a 1 fps video (room.mp4) verify no better
-    # than unrelated ones
+    feature_scale: float = 1.0  # at 0.5 the wide-baseline pairs of a 1 fps video (room.mp4) verified no
+    # better than unrelated ones (docs/benchmarks.md)
     verify_top: int = 6  # candidates per frame verified geometrically
-    min_inliers: int = 20  # verified matches for a pair to count as overlapping: unrelated pairs of
-    # 1024 keypoints reach 10-16 with MAGSAC
+    min_inliers: int = 20  # verified matches for a pair to count as overlapping: above what unrelated
+    # pairs verify by chance (docs/default_backend.md)
     auto_ratio: float = 0.5  # auto reorders when given median < auto_ratio * chain median
     video_probe: int = 5  # frames of a video whose consecutive pairs decide whether to look further
     keep_overlap: int = 50  # auto keeps a video's order when the median of those pairs reaches this,
