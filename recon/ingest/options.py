@@ -18,6 +18,7 @@ DEFAULT_KEYFRAME_MIN_MOTION = 0.01
 DEFAULT_MAX_PIXELS = 8192 * 8192
 
 RESIZE_MODES = ("vggt",)
+ORDER_MODES = ("auto", "given", "retrieval")  # see recon/ordering.py
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ class IngestOptions:
         deliver a frame before giving up with ``IngestError``.
     max_pixels: a video or network stream whose frames are larger (width x
         height, read from its header before anything is decoded) is refused.
+    order: the order frames reach the windows in (applied by the run, not by
+        the sources; recon/ordering.py): "given" keeps the input's order,
+        "retrieval" orders a finite input so consecutive frames overlap, "auto"
+        does so only for a collection whose given order overlaps far worse, or a
+        short video whose consecutive frames do not overlap; never live inputs.
     """
 
     stride: int = 1
@@ -53,6 +59,7 @@ class IngestOptions:
     live_capacity: int = 64
     timeout: float = 5.0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    order: str = "auto"
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> IngestError:
@@ -79,6 +86,8 @@ class IngestOptions:
             raise bad("timeout", "must be a number of seconds > 0")
         if not _is_int(self.max_pixels) or self.max_pixels < 1:
             raise bad("max_pixels", "must be an integer >= 1")
+        if self.order not in ORDER_MODES:
+            raise bad("order", f"must be one of {ORDER_MODES}")
 
 
 def parse_resize(text: str | None) -> str | int | None:

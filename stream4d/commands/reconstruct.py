@@ -39,6 +39,7 @@ FLAG_KEYS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "target_fps": ("ingest.target_fps", None),
     "max_frames": ("ingest.max_frames", None),
     "keyframes": ("ingest.keyframes", None),
+    "order": ("ingest.order", None),
     "viewer": ("viz.mode", None),
     "rrd": ("viz.rrd_path", str),
     "no_rrd": ("rrd", _not),
@@ -73,6 +74,10 @@ def add_parser(sub) -> str:
     p.add_argument("--fps", type=float, dest="target_fps", help="subsample to this frame rate")
     p.add_argument("--max-frames", type=int)
     p.add_argument("--keyframes", action="store_true", help="skip near-duplicate frames")
+    p.add_argument("--order", choices=["auto", "given", "retrieval"],
+                   help="frame order for the windows: 'retrieval' reorders a photo collection so consecutive "
+                        "frames overlap, 'auto' only when its given order overlaps far worse (never a live "
+                        f"input; default {d.ingest.order})")
     p.add_argument("--viewer", choices=["none", "spawn", "serve"], help=f"live viewer (default {d.viz.mode})")
     p.add_argument("--rrd", type=Path, help="where to save the rerun recording (default OUT/recording.rrd)")
     p.add_argument("--no-rrd", action="store_true", help="do not save a rerun recording")

@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from align.windows import sliding_windows
 from stream4d import __version__
 from stream4d.contracts import Frame, StreamObserver, StreamStats, WindowModel
 from stream4d.outputs import OutputWriter
 from stream4d.pipeline.config import ReconstructConfig
+from stream4d.pipeline.grouping import grouped_windows
 from stream4d.pipeline.reading import read_ahead
 from stream4d.pipeline.report import run_warnings
 from stream4d.pipeline.sink import Sink
@@ -65,6 +65,7 @@ class _Run:
     started: float
     viewer_url: str | None = None
     skipped: list[dict] = field(default_factory=list)
+    order: Any = None  # recon.ordering.OrderReport of the frame order the windows saw
 
 
 def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | None = None,
@@ -120,6 +121,7 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
     from tqdm import tqdm
 
     from align import AlignmentWorker
+    from recon.ordering import OrderReport, order_frames
 
     config, stats, timings = run.config, run.stats, run.timings
     bar = tqdm(desc="reconstruct", unit="frame", disable=not progress,
@@ -129,12 +131,17 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
     try:
         with run.src, AlignmentWorker(run.aligner, maxsize=2, on_aligned=run.sink,
                                       on_skipped=run.sink.skip_unusable) as worker:
-            # Decoding and per-frame preparation run a window ahead in the reader thread.
-            ahead = read_ahead(iter(run.src), config.align.window, reader_stop, getattr(run.model, "prepare", None))
-            live = getattr(run.src.info, "kind", "") in ("camera", "push")
+            # Decoding, ordering (photo collections out of capture order) and per-frame preparation run
+            # a window ahead in the reader thread.
+            kind = getattr(run.src.info, "kind", "")
+            run.order = OrderReport(config.ingest.order)
+            ordered = order_frames(iter(run.src), kind, config.ingest.order, report=run.order)
+            ahead = read_ahead(ordered, config.align.window, reader_stop, getattr(run.model, "prepare", None))
+            live = kind in ("camera", "push")
             tail_merge = 0 if live else config.tail_merge
             frames = _usable(ahead, run, bar, ingest_error)
-            for window in sliding_windows(frames, config.align.window, config.align.overlap, tail_merge):
+            for window in grouped_windows(frames, lambda: run.order.groups, config.align.window,
+                                          config.align.overlap, tail_merge):
                 if stop.is_set():
                     break
                 t = time.perf_counter()
@@ -217,6 +224,7 @@ def _record(run: _Run, error: BaseException | None) -> Path:
         "skipped_frames": run.skipped,
         "skipped_windows": run.sink.skipped_windows,
         "alignment_scales": run.sink.window_scales,
+        "frame_order": _jsonable(run.order),
         "error": None if error is None else f"{type(error).__name__}: {error}",
         "platform": {"python": platform.python_version(), "machine": platform.machine()},
     }
