@@ -27,9 +27,9 @@ _LK = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.T
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    max_points: int = 400  # 3D points followed from each keyframe
+    max_points: int = 1000  # 3D points followed from each keyframe
     fb_error_px: float = 1.0  # forward-backward disagreement that drops a track
-    reprojection_px: float = 2.0  # PnP-RANSAC inlier threshold
+    reprojection_px: float = 1.0  # PnP-RANSAC inlier threshold
     min_inliers: int = 15
     min_inlier_share: float = 0.4
     max_offpath: float = 1.0  # PnP centre's distance from the interpolated one, in a-b baselines (+ 1 % depth)
