@@ -99,6 +99,8 @@ def fps_sweep(trajectory: str, rates: list[float], seconds: float, size: tuple[i
             t0 = time.perf_counter()
             d = kf.decide(image, n / rate)
             t += time.perf_counter() - t0
+            if d.previous:  # the frame before was the closer keyframe
+                keys[d.previous_reason] += 1
             if d.keyframe:
                 keys[d.reason] += 1
         rows.append({"trajectory": trajectory, "fps": rate, "frames": len(picks), "keyframes": sum(keys.values()),

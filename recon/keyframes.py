@@ -15,7 +15,11 @@ the last keyframe into every new frame and starts a new keyframe when
 - ``max_interval_s`` seconds passed (a still camera still gets keyframes, and
   the frames held between keyframes stay bounded).
 
-So windows hold a similar motion whatever the frame rate. The other frames are
+Of the frame that crosses a threshold and the one before it, the one closer to
+the threshold becomes the keyframe (``KeyframeDecision.previous``): at a low
+frame rate a threshold crossed early in a large step would otherwise stretch
+the spacing by up to a frame. So windows hold a similar motion whatever the
+frame rate. The other frames are
 not dropped: the pipeline poses them against the aligned window around them
 (``recon.tracking``). docs/default_backend.md has the measurements behind the
 defaults.
@@ -85,6 +89,11 @@ class KeyframeDecision:
     parallax: float = 0.0  # rotation-unexplained motion, share of the longest side
     track_share: float = 1.0
     flow: float = 0.0  # median motion, share of the longest side
+    progress: float = 0.0  # the largest of the three measures over its threshold (>= 1: a keyframe)
+    # The frame before this one is the keyframe instead (it was closer to the thresholds), for
+    # ``previous_reason``; this frame was measured again from it (``keyframe`` says whether it is one too).
+    previous: bool = False
+    previous_reason: str = ""
 
 
 _LK = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
@@ -102,6 +111,7 @@ class ParallaxKeyframer:
         self._grey: np.ndarray | None = None  # uint8 [h, w] of the last keyframe
         self._corners: np.ndarray | None = None  # float32 [N, 1, 2] on it
         self._time = 0.0
+        self._previous = None  # (grey, timestamp, decision) of the last frame that was not a keyframe
 
     def decide(self, image: np.ndarray, timestamp: float) -> KeyframeDecision:
         """Whether ``image`` (uint8 RGB [H, W, 3]) at ``timestamp`` (s) is a keyframe; remembered if so."""
@@ -111,14 +121,27 @@ class ParallaxKeyframer:
             return self._take(grey, timestamp, KeyframeDecision(True, "first"))
         if timestamp - self._time >= cfg.max_interval_s:
             return self._take(grey, timestamp, KeyframeDecision(True, "interval"))
-        d = self._measure(grey)
-        if d.track_share < cfg.min_track_share:
-            d.keyframe, d.reason = True, "tracks"
-        elif d.flow >= cfg.max_flow:
-            d.keyframe, d.reason = True, "flow"
-        elif d.parallax >= cfg.min_parallax:
-            d.keyframe, d.reason = True, "parallax"
-        return self._take(grey, timestamp, d) if d.keyframe else d
+        d = self._judge(self._measure(grey))
+        prev = self._previous
+        if d.keyframe and prev is not None and 1.0 - prev[2].progress < d.progress - 1.0:
+            self._take(prev[0], prev[1], prev[2])  # the previous frame is the closer keyframe
+            reason = d.reason
+            d = self._judge(self._measure(grey))
+            d.previous, d.previous_reason = True, reason
+        if d.keyframe:
+            return self._take(grey, timestamp, d)
+        self._previous = (grey, timestamp, d)
+        return d
+
+    def _judge(self, d: KeyframeDecision) -> KeyframeDecision:
+        cfg = self.config
+        scores = {"tracks": (1.0 - d.track_share) / (1.0 - cfg.min_track_share) if cfg.min_track_share < 1 else 0.0,
+                  "flow": d.flow / cfg.max_flow, "parallax": d.parallax / cfg.min_parallax}
+        reason = max(scores, key=scores.get)
+        d.progress = scores[reason]
+        if d.progress >= 1.0:
+            d.keyframe, d.reason = True, reason
+        return d
 
     def _measure(self, grey: np.ndarray) -> KeyframeDecision:
         side = max(grey.shape)
@@ -141,6 +164,7 @@ class ParallaxKeyframer:
         return KeyframeDecision(False, "", parallax, share, flow)
 
     def _take(self, grey: np.ndarray, timestamp: float, decision: KeyframeDecision) -> KeyframeDecision:
+        self._previous = None
         self._grey = grey
         self._time = timestamp
         self._corners = cv2.goodFeaturesToTrack(grey, self.config.corners, 0.01, max(4, max(grey.shape) // 40))

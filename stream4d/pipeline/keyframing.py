@@ -45,6 +45,8 @@ def mark_keyframes(frames: Iterator[Frame], keyframer, marks: KeyframeMarks) -> 
     previous: tuple[Frame, bool, str] | None = None
     for f in frames:
         d = keyframer.decide(f.image, f.timestamp)
+        if d.previous and previous is not None:  # the frame before was closer to the threshold
+            previous = (previous[0], True, d.previous_reason)
         if previous is not None:
             frame, key, reason = previous
             if key:
