@@ -71,7 +71,7 @@ def test_reconstruct_rejects_a_negative_splat_size(tmp_path):
 def test_a_run_json_repeats_its_run_exactly(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     proc = stream4d("reconstruct", str(DEMO / "demo.mp4"), "--out", str(first), "--max-frames", "16",
-                    "--window", "8", "--overlap", "3", "--no-rrd", "--quiet")
+                    "--window", "8", "--overlap", "3", "--keyframes", "all", "--no-rrd", "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     proc = stream4d("reconstruct", str(DEMO / "demo.mp4"), "--out", str(second), "--config", str(first / "run.json"),
                     "--quiet")
