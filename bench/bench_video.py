@@ -40,14 +40,15 @@ def ate_percent(pred, gt) -> float:
 
 
 def run_clip(clip: str, gt_path: str | None, policy: str, out_root: Path, extra: dict) -> dict:
-    out = out_root / f"{Path(clip).stem}_{policy}"
+    name = f"{Path(clip).parent.name}/{Path(clip).name}"
+    out = out_root / f"{Path(clip).parent.name}_{Path(clip).stem}_{policy}"
     config = ReconstructConfig().override({"keyframes.policy": policy, "rrd": False, **extra})
     t = time.perf_counter()
     summary = reconstruct(clip, out, config, progress=False)
     wall = time.perf_counter() - t
     s = summary.stats
     between = s.frames_tracked + s.frames_interpolated
-    row = {"clip": Path(clip).name, "policy": policy, "frames": s.frames_received, "keyframes": s.frames_keyframes,
+    row = {"clip": name, "policy": policy, "frames": s.frames_received, "keyframes": s.frames_keyframes,
            "windows": s.windows, "with depth": s.frames_posed - s.frames_rotation_only - between,
            "tracked": s.frames_tracked, "interpolated": s.frames_interpolated, "rotation-only": s.frames_rotation_only,
            "not posed": s.frames_processed - s.frames_posed, "map points": summary.stats.gaussians,

@@ -156,7 +156,9 @@ class ParallaxKeyframer:
         a, b = p0[ok, 0].astype(np.float64), p1[ok, 0].astype(np.float64)
         flow = float(np.median(np.linalg.norm(b - a, axis=1))) / side
         parallax = 0.0
-        if flow * side > 0.25:  # below a quarter pixel of motion there is nothing to explain
+        # What rotation does not explain is at most about the motion itself: below half the threshold
+        # the fit (the keyframer's main cost) cannot matter, nor below a quarter pixel.
+        if flow >= 0.5 * self.config.min_parallax and flow * side > 0.25:
             h, w = grey.shape
             f = 0.87 * w  # a 60 degree field of view as the prior; the fit frees the focal length
             K = np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1.0]])
