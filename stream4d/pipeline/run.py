@@ -187,6 +187,7 @@ def _usable(frames: Iterator[Frame], run: _Run, bar, ingest_error: list[BaseExce
             bar.update(1)
             reason = run.quality.check(f)
             if reason:
+                run.marks.forget(f.index)
                 stats.frames_skipped += 1
                 run.skipped.append({"index": f.index, "source": f.source, "reason": reason})
                 continue
