@@ -30,6 +30,7 @@ class TrackingConfig:
     max_points: int = 1000  # 3D points followed from each keyframe
     fb_error_px: float = 1.0  # forward-backward disagreement that drops a track
     reprojection_px: float = 1.0  # PnP-RANSAC inlier threshold
+    anchor_reprojection_px: float = 1.0  # a sparse point is followed only if its keyframe sees it this close
     min_inliers: int = 15
     min_inlier_share: float = 0.4
     max_offpath: float = 1.0  # PnP centre's distance from the interpolated one, in a-b baselines (+ 1 % depth)
@@ -90,6 +91,10 @@ class BetweenKeyframes:
         sp = pred.sparse
         if sp is not None:
             rows = np.nonzero(sp.obs_view == k)[0]
+            # Only points the keyframe's own pose reprojects where they were seen: the rest would
+            # pull the PnP away from the window's poses.
+            rows = rows[self._reprojection_px(k, sp.points[sp.obs_point[rows]], sp.obs_xy[rows])
+                        < self.cfg.anchor_reprojection_px]
             if len(rows) >= self.cfg.min_inliers:
                 rows = rows[np.linspace(0, len(rows) - 1, min(n, len(rows))).astype(np.int64)]
                 return sp.obs_xy[rows].astype(np.float32), sp.points[sp.obs_point[rows]].astype(np.float64)
@@ -105,6 +110,16 @@ class BetweenKeyframes:
         xy = corners[:, 0]
         u, v = np.round(xy).astype(np.int64).T
         return xy.astype(np.float32), pred.points[k][v, u].astype(np.float64)
+
+    def _reprojection_px(self, k: int, X: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        """Distance (px) from ``xy`` [N, 2] of the world points ``X`` [N, 3] projected into view k."""
+        w2c = np.linalg.inv(self.pred.c2w[k])
+        cam = X @ w2c[:3, :3].T + w2c[:3, 3]
+        K = self.pred.K[k]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = cam[:, :2] / cam[:, 2:3] * [K[0, 0], K[1, 1]] + K[:2, 2]
+        err = np.linalg.norm(uv - xy, axis=1)
+        return np.where((cam[:, 2] > 0) & np.isfinite(err), err, np.inf)
 
     def _follow(self, k: int, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         xy, X = self._anchors.get(k, (np.zeros((0, 2), np.float32), None))
