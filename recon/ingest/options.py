@@ -28,7 +28,8 @@ class IngestOptions:
     stride: keep every ``stride``-th frame the source produces (1 keeps all).
     target_fps: subsample by timestamps to at most this rate (None keeps all);
         frames dropped here are counted in ``stats.skipped_stride`` too.
-    keyframes: skip near-duplicates of the last kept frame (see keyframes.py).
+    keyframes: skip near-duplicates of the last kept frame (see keyframes.py); skipped frames get
+        no pose. A run's parallax keyframes, which pose every frame, are ``recon.keyframes``.
     keyframe_min_motion: motion a frame needs to be kept when ``keyframes``.
     max_frames: stop after yielding this many frames (None: no cap).
     resize: None (keep the input size), "vggt" (width 518, height the nearest
