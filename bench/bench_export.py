@@ -38,8 +38,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a plain script: bench/common.py
 
 from common import (  # noqa: E402
-    DEFAULT_SETS, calibration_ms, markdown_table, parse_sets, prepare_working_set, write_docs_section,
+    DEFAULT_SETS,
+    calibration_ms,
+    markdown_table,
+    parse_sets,
+    prepare_working_set,
+    write_docs_section,
 )
+
 from stream4d.evaluation import evaluate_trajectory  # noqa: E402
 from stream4d.outputs import PosedFrame, read_cameras_json, read_trajectory_json  # noqa: E402
 

@@ -47,7 +47,13 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    DATA_ROOT, fmt, load_note, machine_info, markdown_table, measure, write_docs_section,
+    DATA_ROOT,
+    fmt,
+    load_note,
+    machine_info,
+    markdown_table,
+    measure,
+    write_docs_section,
 )
 from memory.gaussians import GaussianCache, GaussianCacheConfig  # noqa: E402
 from stream4d.contracts import Frame  # noqa: E402
@@ -281,7 +287,6 @@ def stride_label(k) -> str:
 
 def fern_section(res: dict, argv: list[str]) -> str:
     W, H = res["size"]
-    s = res["scores"]
     rows = [[f"{name}, every {stride_label(k)}", ", ".join(str(i) for i in res[key]), f"{r['gaussians']:,}",
              fmt(1000 * r["add_s"] / len(res["train"])), fmt(np.mean(r["scores"][name]["psnr"])),
              ", ".join(f"{p:.2f}" for p in r["scores"][name]["psnr"]), fmt(np.mean(r["scores"][name]["psnr_covered"])),

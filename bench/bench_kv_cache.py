@@ -18,7 +18,6 @@ tokens and bytes and the process RSS. The unpruned run stops after
 
 from __future__ import annotations
 
-from stream4d.testdata import SHARED_DATA
 import argparse
 import gc
 import json
@@ -35,9 +34,12 @@ import numpy as np
 import psutil
 import torch
 
+from stream4d.testdata import SHARED_DATA
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a plain script: bench/common.py
 
 from common import fmt, load_note, machine_info, markdown_table, write_docs_section  # noqa: E402
+
 from recon.vggt import VGGT, VGGTConfig  # noqa: E402
 from recon.vggt.backend import build_vggt_backend  # noqa: E402
 from stream4d.contracts import Frame  # noqa: E402

@@ -40,9 +40,22 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a plain script: bench/common.py
 
 from common import (  # noqa: E402
-    DEFAULT_SETS, Measurement, WorkingSet, calibration_ms, fmt, load_note, machine_info, markdown_table, measure,
-    prepare_working_set, process_peak_rss_mb, parse_sets, usable_cores, write_docs_section,
+    DEFAULT_SETS,
+    Measurement,
+    WorkingSet,
+    calibration_ms,
+    fmt,
+    load_note,
+    machine_info,
+    markdown_table,
+    measure,
+    parse_sets,
+    prepare_working_set,
+    process_peak_rss_mb,
+    usable_cores,
+    write_docs_section,
 )
+
 from stream4d.evaluation import EvaluationError, TrajectoryResult, evaluate_trajectory  # noqa: E402
 from stream4d.geometry import invert_se3  # noqa: E402
 from stream4d.outputs import PosedFrame, read_cameras_json, read_trajectory  # noqa: E402

@@ -25,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,24 +35,12 @@ import websockets.sync.client as ws_client
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.common import machine_info, markdown_table, write_docs_section  # noqa: E402
-from stream4d.testdata import SHARED_DATA  # noqa: E402
+from stream4d.testdata import SHARED_DATA, png_of_black  # noqa: E402
 
 MB = 2**20
 # The model at 128 px in windows of 8, no splats: for the warm-up and the uploads, whose memory is
 # the decoded frames', not the model's.
 SMALL_MODEL = {"viewer": False, "resolution": 128, "window": 8, "overlap": 2, "gaussians": False}
-
-
-def png_of_black(width: int, height: int) -> bytes:
-    """A valid RGB PNG of black pixels: a few hundred kB whatever its size."""
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    comp = zlib.compressobj(1)
-    row = b"\x00" * (1 + 3 * width)
-    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 class Server:

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-from stream4d.testdata import SHARED_DATA
 import json
 import os
 import platform
@@ -26,6 +25,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 import psutil
+
+from stream4d.testdata import SHARED_DATA
 
 DATA_ROOT = SHARED_DATA
 REPO_ROOT = Path(__file__).resolve().parent.parent

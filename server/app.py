@@ -10,7 +10,6 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stream4d import __version__
 from server.errors import install_error_handlers
 from server.guard import RequestGuard
 from server.logging import log_event
@@ -18,6 +17,7 @@ from server.models import Health
 from server.routers import events, live, results, sessions, uploads
 from server.service import SessionManager
 from server.settings import Settings
+from stream4d import __version__
 
 DESCRIPTION = """\
 Streaming 3D/4D reconstruction as a service. Create a session (you get its id and a

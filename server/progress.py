@@ -5,9 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import asdict
 
-from stream4d.contracts import AlignedWindow, GaussianSnapshot, StreamStats
-
 from server.store import SessionStore
+from stream4d.contracts import AlignedWindow, GaussianSnapshot, StreamStats
 
 
 class ProgressObserver:

@@ -12,8 +12,8 @@ import ipaddress
 import logging
 import os
 import re
-import socket
 import shutil
+import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
@@ -225,7 +225,7 @@ class SessionManager:
             self._claims.discard(session_id)
 
     def _job(self, rec: SessionRecord, kind: str, source: str | None) -> ReconstructionJob:
-        config = reconstruct_config(SessionOptions(**rec.options), self.settings.vggt_weights)
+        config = reconstruct_config(SessionOptions(**rec.options), self.settings.vggt_weights, self.settings.max_pixels)
         return ReconstructionJob(rec.id, kind, source, str(self.out_dir(rec.id)), config.to_dict())
 
     def accept_upload(self, session_id: str, stored: str, nbytes: int, filename: str | None,

@@ -11,8 +11,10 @@ if TYPE_CHECKING:
     from stream4d.pipeline import ReconstructConfig
 
 
-def reconstruct_config(options: SessionOptions, vggt_weights: Path | None) -> ReconstructConfig:
-    """The pipeline's defaults with the session's choices on top.
+def reconstruct_config(options: SessionOptions, vggt_weights: Path | None,
+                       max_pixels: int | None = None) -> ReconstructConfig:
+    """The pipeline's defaults with the session's choices on top, and the server's pixel limit
+    (``--max-pixels``) for whatever the run decodes itself (pulled streams, uploads).
 
     The service never opens a viewer through the config: a served viewer is the service's own
     observer (its URL is needed before the run starts), so ``viz.mode`` stays "none".
@@ -20,7 +22,9 @@ def reconstruct_config(options: SessionOptions, vggt_weights: Path | None) -> Re
     # Imported here: the roof loads torch & co., which the server needs only once a job runs.
     from stream4d.pipeline import ReconstructConfig
 
+    limits = {} if max_pixels is None else {"ingest.max_pixels": max_pixels}
     return ReconstructConfig().override({
+        **limits,
         "backend": options.backend,
         "weights": str(vggt_weights) if options.backend == "vggt" and vggt_weights else None,
         "align.window": options.window,

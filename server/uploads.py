@@ -83,7 +83,7 @@ def check_declared_length(content_length: str | None, max_bytes: int) -> None:
     try:
         n = int(content_length)
     except ValueError:
-        raise UploadError(400, "bad_content_length", f"Content-Length {content_length!r} is not an integer")
+        raise UploadError(400, "bad_content_length", f"Content-Length {content_length!r} is not an integer") from None
     if n == 0:
         raise UploadError(400, "empty_body", "the upload body is empty: send the video bytes")
     if n > max_bytes:

@@ -21,13 +21,17 @@ import numpy as np
 
 from stream4d.geometry import Sim3
 
-
 # How a posed frame got its pose (trajectory.json "pose_kind"): "posed" from a window with parallax,
 # its depth known; "rotation_only" from a window the model saw no parallax in (static camera or pure
 # rotation): only the orientation is known, the camera keeps its place and its depth is unknown.
+# Frames between keyframes (recon.keyframes) are not seen by the window model: "tracked" when PnP on
+# the aligned window's 3D points posed them, "interpolated" between their keyframes' poses when not.
+# Neither has a depth map.
 POSE_POSED = "posed"
 POSE_ROTATION_ONLY = "rotation_only"
-POSE_KINDS = (POSE_POSED, POSE_ROTATION_ONLY)
+POSE_TRACKED = "tracked"
+POSE_INTERPOLATED = "interpolated"
+POSE_KINDS = (POSE_POSED, POSE_ROTATION_ONLY, POSE_TRACKED, POSE_INTERPOLATED)
 
 
 def identity_pixel_map() -> np.ndarray:
@@ -306,9 +310,12 @@ class StreamStats:
     """Running counters of a stream, reported to observers after every window."""
 
     frames_received: int = 0
-    frames_processed: int = 0  # frames that went through a window model
+    frames_processed: int = 0  # frames that went through a window model or, between keyframes, tracking
     frames_posed: int = 0
     frames_rotation_only: int = 0  # of frames_posed: rotation-only poses (no parallax, depth unknown)
+    frames_keyframes: int = 0  # of frames_processed: the ones the window model saw
+    frames_tracked: int = 0  # of frames_posed: between keyframes, posed by PnP on the window's points
+    frames_interpolated: int = 0  # of frames_posed: between keyframes, pose interpolated (PnP failed)
     frames_skipped: int = 0  # black / blurred / undecodable
     frames_dropped: int = 0  # live sources dropping under load
     windows: int = 0

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 from plyfile import PlyData, PlyElement
-from stream4d.geometry import quat_wxyz, rotation_from_quat_wxyz
 
 from stream4d.contracts import POSE_KINDS, POSE_POSED
+from stream4d.geometry import quat_wxyz, rotation_from_quat_wxyz
 
 FORMAT_VERSION = 1
 TRAJECTORY_JSON = "trajectory.json"
@@ -386,10 +386,15 @@ class OutputWriter:
         self._tum.close()
         if self._frames_jsonl is not None:
             self._frames_jsonl.close()
+        rec = self._records[: len(self._images)]
+        order = np.argsort(rec["index"], kind="stable")  # input order, also for reordered collections
+        if np.any(order != np.arange(len(order))):
+            lines = "".join(_tum_line(float(rec[k]["timestamp"]), rec[k]["c2w"]) for k in order)
+            _atomic_write(self.out_dir / TRAJECTORY_TUM, lambda f: f.write((TUM_HEADER + lines).encode()))
         frames = [
-            PosedFrame(int(r["index"]), float(r["timestamp"]), image, r["c2w"], r["K"], int(r["width"]),
+            PosedFrame(int(r["index"]), float(r["timestamp"]), self._images[k], r["c2w"], r["K"], int(r["width"]),
                        int(r["height"]), int(r["segment"]), POSE_KINDS[int(r["pose_kind"])]).to_json()
-            for r, image in zip(self._records, self._images)
+            for k, r in ((int(k), rec[k]) for k in order)
         ]
         _write_json(self.out_dir / TRAJECTORY_JSON, {"version": FORMAT_VERSION, "frames": frames})
 

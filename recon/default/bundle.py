@@ -207,7 +207,7 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
     cost = _huber_cost(err, loss_scale_px)
     lam = 1e-3
     it = 0
-    for it in range(1, max_iterations + 1):
+    for it in range(1, max_iterations + 1):  # noqa: B007 - the count is returned
         K = K_of(log_f)
         w = _huber_weights(err, loss_scale_px)[:, None, None]  # [O, 1, 1]
         Jc, Jp = _jacobians(R[view], RX, pc, z, K[0, 0], K[1, 1], bool(n_f))

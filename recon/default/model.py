@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import cv2
 import numpy as np
 
-from recon.default.dense import (DenseConfig, FlowCache, choose_neighbours, dense_depth, dense_inputs,
-                                 upsample_depth)
+from recon.default.dense import DenseConfig, FlowCache, choose_neighbours, dense_depth, dense_inputs, upsample_depth
 from recon.default.sfm import SfmConfig, WindowSfm
 from recon.default.tracks import Tracks, build_tracks
 from recon.features import Features, PairMatches, detect_features, verified_matches

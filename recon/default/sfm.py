@@ -304,7 +304,7 @@ class WindowSfm:
             return None
         info = self.info
         since_ba = 0
-        for attempt in range(3):  # after a full adjustment more points exist: retry the stragglers
+        for _attempt in range(3):  # after a full adjustment more points exist: retry the stragglers
             added = self._register_all(i, since_ba)
             info["median_reproj_px"] = self.adjust(refine_focal=not self.known_K and len(self.w2c) >= 3, fixed_view=i)
             self.triangulate_new()

@@ -16,11 +16,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from stream4d.contracts import Frame
 from recon.ingest.errors import IngestError
 from recon.ingest.keyframes import KeyframeSelector
 from recon.ingest.options import IngestOptions
 from recon.ingest.transforms import Resizer
+from stream4d.contracts import Frame
 
 
 @dataclass
@@ -79,7 +79,7 @@ class FrameSource(ABC):
     def _raw_frames(self) -> Iterator[RawFrame]:
         """Frames of the input in order; raises IngestError when the input breaks."""
 
-    def _release(self) -> None:
+    def _release(self) -> None:  # noqa: B027 - optional: most sources hold nothing to free
         """Free what the source holds (file handles, threads, devices)."""
 
     def __iter__(self) -> Iterator[Frame]:

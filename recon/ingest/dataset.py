@@ -49,7 +49,7 @@ def read_cameras_json(path: Path) -> list[ImageEntry]:
     root = path.parent
     entries = []
     for i, item in enumerate(frames):
-        def bad(why: str) -> IngestError:
+        def bad(why: str, i: int = i) -> IngestError:
             return IngestError(where, "bad_dataset", f"frames[{i}]: {why}")
 
         if not isinstance(item, dict) or not isinstance(item.get("image"), str) or not item["image"]:

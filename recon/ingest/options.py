@@ -13,7 +13,12 @@ from recon.ingest.errors import IngestError
 # (~0.0005) and sensor noise of a still camera stay far below it.
 DEFAULT_KEYFRAME_MIN_MOTION = 0.01
 
+# Largest frame (width x height, from the stream header) a video source decodes at all: one RGB
+# frame of this size is 192 MiB, and a few-kB file can declare far more. Services set a lower limit.
+DEFAULT_MAX_PIXELS = 8192 * 8192
+
 RESIZE_MODES = ("vggt",)
+ORDER_MODES = ("auto", "given", "retrieval")  # see recon/ordering.py
 
 
 @dataclass(frozen=True)
@@ -23,7 +28,8 @@ class IngestOptions:
     stride: keep every ``stride``-th frame the source produces (1 keeps all).
     target_fps: subsample by timestamps to at most this rate (None keeps all);
         frames dropped here are counted in ``stats.skipped_stride`` too.
-    keyframes: skip near-duplicates of the last kept frame (see keyframes.py).
+    keyframes: skip near-duplicates of the last kept frame (see keyframes.py); skipped frames get
+        no pose. A run's parallax keyframes, which pose every frame, are ``recon.keyframes``.
     keyframe_min_motion: motion a frame needs to be kept when ``keyframes``.
     max_frames: stop after yielding this many frames (None: no cap).
     resize: None (keep the input size), "vggt" (width 518, height the nearest
@@ -35,6 +41,13 @@ class IngestOptions:
     live_capacity: frames buffered from a live camera before the oldest drop.
     timeout: seconds to wait for a camera or network stream to open or to
         deliver a frame before giving up with ``IngestError``.
+    max_pixels: a video or network stream whose frames are larger (width x
+        height, read from its header before anything is decoded) is refused.
+    order: the order frames reach the windows in (applied by the run, not by
+        the sources; recon/ordering.py): "given" keeps the input's order,
+        "retrieval" orders a finite input so consecutive frames overlap, "auto"
+        does so only for a collection whose given order overlaps far worse, or a
+        short video whose consecutive frames do not overlap; never live inputs.
     """
 
     stride: int = 1
@@ -46,6 +59,8 @@ class IngestOptions:
     image_fps: float | None = None
     live_capacity: int = 64
     timeout: float = 5.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    order: str = "auto"
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> IngestError:
@@ -70,6 +85,10 @@ class IngestOptions:
             raise bad("live_capacity", "must be an integer >= 1")
         if not _is_number(self.timeout) or self.timeout <= 0:
             raise bad("timeout", "must be a number of seconds > 0")
+        if not _is_int(self.max_pixels) or self.max_pixels < 1:
+            raise bad("max_pixels", "must be an integer >= 1")
+        if self.order not in ORDER_MODES:
+            raise bad("order", f"must be one of {ORDER_MODES}")
 
 
 def parse_resize(text: str | None) -> str | int | None:

@@ -19,12 +19,9 @@ import numpy as np
 
 from recon.ingest.base import FrameSource, RawFrame, SourceInfo
 from recon.ingest.errors import IngestError
-from recon.ingest.options import IngestOptions
+from recon.ingest.options import DEFAULT_MAX_PIXELS, IngestOptions
 
 VideoTarget = str | BinaryIO  # a path, a URL or a readable binary file object
-# Largest frame (width x height, from the stream header) decoded at all: one RGB frame of
-# this size is 192 MiB, and a few-kB file can declare far more. Services set a lower limit.
-MAX_PIXELS = 8192 * 8192
 
 
 class _Broken(Exception):
@@ -54,7 +51,7 @@ class VideoSource(FrameSource):
     def _open(self):
         name = self.info.name
         # FFmpeg's own pixel limit, so that probing cannot decode a frame above it either.
-        limit = {"max_pixels": str(MAX_PIXELS)}
+        limit = {"max_pixels": str(self.options.max_pixels)}
         try:
             if self._is_url:
                 container = av.open(self._target, timeout=self.options.timeout, options=limit)
@@ -71,7 +68,7 @@ class VideoSource(FrameSource):
                 raise IngestError(name, "not_video", "the container has no video stream")
             stream = container.streams.video[0]
             stream.codec_context.options = limit
-            check_frame_size(name, stream.codec_context.width, stream.codec_context.height)
+            check_frame_size(name, stream.codec_context.width, stream.codec_context.height, self.options.max_pixels)
             # Default (slice) threading: frame threading would hide decoder errors mid-stream.
             frames = _decode(container, stream)
             try:
@@ -79,7 +76,7 @@ class VideoSource(FrameSource):
             except StopIteration:
                 raise IngestError(name, "no_frames", "the video stream has no decodable frame") from None
             except _Broken as exc:
-                hint = "" if stream.codec_context.width else f"; frames above {MAX_PIXELS} pixels are not decoded"
+                hint = "" if stream.codec_context.width else f"; frames above {self.options.max_pixels} pixels are not decoded"
                 raise IngestError(name, "corrupt", f"no frame could be decoded ({exc}){hint}{self._pipe_hint()}") \
                     from exc
         except BaseException:
@@ -139,7 +136,7 @@ class VideoSource(FrameSource):
             self._pending = None
 
 
-def check_frame_size(name: str, width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+def check_frame_size(name: str, width: int, height: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     """Refuse a stream whose header declares frames above ``max_pixels``, before decoding any."""
     if width and height and width * height > max_pixels:
         raise IngestError(name, "too_large", f"frames are {width}x{height} = {width * height} pixels; "

@@ -12,8 +12,16 @@ from server.deps import Manager, Session
 from server.errors import ApiError
 from server.models import UploadAccepted, VideoProbeInfo
 from server.routers import AUTH_ERRORS, error_responses
-from server.uploads import (UploadError, check_content_type, check_declared_length, check_filename, commit,
-                            probe_video, stored_name, stream_to_disk)
+from server.uploads import (
+    UploadError,
+    check_content_type,
+    check_declared_length,
+    check_filename,
+    commit,
+    probe_video,
+    stored_name,
+    stream_to_disk,
+)
 
 router = APIRouter(prefix="/sessions", tags=["uploads"])
 
@@ -45,7 +53,7 @@ async def upload_video(
         try:
             nbytes = await stream_to_disk(request.stream(), part, settings.max_upload_bytes)
         except ClientDisconnect:
-            raise UploadError(400, "upload_incomplete", "the client disconnected before the upload finished")
+            raise UploadError(400, "upload_incomplete", "the client disconnected before the upload finished") from None
         if await run_in_threadpool(manager.get, session.id) is None:
             raise ApiError(404, "session_not_found", f"session {session.id} was deleted during the upload")
         probe = await run_in_threadpool(probe_video, part, settings.max_pixels)
@@ -53,7 +61,7 @@ async def upload_video(
         try:
             await run_in_threadpool(commit, part, final)
         except FileNotFoundError:
-            raise ApiError(404, "session_not_found", f"session {session.id} was deleted during the upload")
+            raise ApiError(404, "session_not_found", f"session {session.id} was deleted during the upload") from None
         rec = await run_in_threadpool(manager.accept_upload, session.id, final.name, nbytes, filename,
                                       probe.to_dict())
     except BaseException:

@@ -38,7 +38,10 @@ FLAG_KEYS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "stride": ("ingest.stride", None),
     "target_fps": ("ingest.target_fps", None),
     "max_frames": ("ingest.max_frames", None),
-    "keyframes": ("ingest.keyframes", None),
+    "order": ("ingest.order", None),
+    "keyframes": ("keyframes.policy", None),
+    "min_parallax": ("keyframes.min_parallax", None),
+    "drop_duplicates": ("ingest.keyframes", None),
     "viewer": ("viz.mode", None),
     "rrd": ("viz.rrd_path", str),
     "no_rrd": ("rrd", _not),
@@ -72,7 +75,20 @@ def add_parser(sub) -> str:
     p.add_argument("--stride", type=int, help=f"keep every N-th frame (default {d.ingest.stride})")
     p.add_argument("--fps", type=float, dest="target_fps", help="subsample to this frame rate")
     p.add_argument("--max-frames", type=int)
-    p.add_argument("--keyframes", action="store_true", help="skip near-duplicate frames")
+    p.add_argument("--order", choices=["auto", "given", "retrieval"],
+                   help="frame order for the windows: 'retrieval' reorders a photo collection so consecutive "
+                        "frames overlap, 'auto' only when its given order overlaps far worse (never a live "
+                        f"input; default {d.ingest.order})")
+    p.add_argument("--keyframes", nargs="?", const="parallax", choices=["auto", "parallax", "all"],
+                   help="which frames the window model sees: 'parallax' (a new keyframe once the camera "
+                        "moved enough; the others are tracked, pose_kind 'tracked'), 'all', or 'auto': "
+                        "parallax for videos, cameras and streams, all for image folders (default "
+                        f"{d.keyframes.policy}; the bare flag means parallax)")
+    p.add_argument("--min-parallax", type=float,
+                   help="parallax (rotation-unexplained motion, share of the image's longest side) that "
+                        f"makes a keyframe (default {d.keyframes.min_parallax})")
+    p.add_argument("--drop-duplicates", action="store_true",
+                   help="drop near-duplicate frames at ingest by thumbnail difference (they get no pose)")
     p.add_argument("--viewer", choices=["none", "spawn", "serve"], help=f"live viewer (default {d.viz.mode})")
     p.add_argument("--rrd", type=Path, help="where to save the rerun recording (default OUT/recording.rrd)")
     p.add_argument("--no-rrd", action="store_true", help="do not save a rerun recording")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import ipaddress
+import logging
 import os
 import sys
 from pathlib import Path
@@ -50,6 +50,8 @@ def add_parser(subparsers) -> str:
     limits.add_argument("--live-queue-mb", type=float, default=64.0,
                         help="bytes of decoded frames a live session buffers before dropping the oldest "
                              "(default: 64)")
+    limits.add_argument("--max-message-mb", type=float, default=16.0,
+                        help="largest WebSocket message, i.e. one live frame as sent (default: 16)")
     limits.add_argument("--live-idle-timeout", type=float, default=30.0,
                         help="seconds a live session waits for a frame before it fails as stalled (default: 30)")
 
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
                 log_level=args.log_level, ws=_ws_protocol(), timeout_graceful_shutdown=30,
                 http=guarded_h11(settings.request_timeout), h11_max_incomplete_event_size=settings.max_header_bytes,
-                limit_concurrency=settings.max_connections)
+                limit_concurrency=settings.max_connections, ws_max_size=int(args.max_message_mb * 1024 * 1024))
     return 0
 
 

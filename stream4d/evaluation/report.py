@@ -13,7 +13,12 @@ from rich.table import Table
 from stream4d.evaluation.pointcloud import pointcloud_metrics
 from stream4d.evaluation.trajectory import EvaluationError, evaluate_trajectory
 from stream4d.outputs import (
-    POINTS_PLY, PosedFrame, json_default, read_cameras_json, read_points_ply, read_trajectory,
+    POINTS_PLY,
+    PosedFrame,
+    json_default,
+    read_cameras_json,
+    read_points_ply,
+    read_trajectory,
 )
 
 

@@ -18,6 +18,7 @@ from align.windows import default_tail_merge
 from memory.gaussians.config import GaussianCacheConfig
 from recon.default.model import DefaultModelConfig
 from recon.ingest.options import IngestOptions
+from recon.keyframes import KeyframeConfig
 from viz.config import VizConfig
 
 BACKENDS = ("default", "vggt")
@@ -45,7 +46,8 @@ class ReconstructConfig:
     save_frames: write frames/<index>.jpg (the model-resolution image) per posed frame, which the
         COLMAP and nerfstudio exports need.
 
-    Stage configs: ``ingest`` (frame selection and resize), ``model`` (the default backend's
+    Stage configs: ``ingest`` (frame selection and resize), ``keyframes`` (which frames the window
+        model sees, by parallax; the others are tracked: recon/keyframes.py), ``model`` (the default backend's
     knobs), ``align`` (windowing: ``align.window`` frames per window sharing ``align.overlap``;
     Sim(3) and layer-wise alignment), ``cache`` (the splat cache), ``viz`` (viewer mode and
     logging). Two alignment settings are the run's, not the config's: ``new_segment_on_gap`` is
@@ -62,6 +64,7 @@ class ReconstructConfig:
     save_depth: bool = False
     save_frames: bool = True
     ingest: IngestOptions = field(default_factory=_run_ingest)
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     model: DefaultModelConfig = field(default_factory=DefaultModelConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     cache: GaussianCacheConfig = field(default_factory=GaussianCacheConfig)

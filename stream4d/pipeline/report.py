@@ -34,13 +34,20 @@ def run_warnings(stats: StreamStats, map_points: int, map_kept: bool = True) -> 
 
 
 def pose_summary(stats: StreamStats) -> str:
-    """``"567 frames: 540 posed with depth, 27 rotation-only, 0 not posed"`` (+ skipped frames/windows)."""
-    with_depth = stats.frames_posed - stats.frames_rotation_only
+    """``"567 frames: 540 posed with depth, 27 rotation-only, 0 not posed"`` (+ skipped frames/windows);
+    with keyframes, ``"567 frames, 80 keyframes: 78 posed with depth, 2 rotation-only, 480 tracked,
+    7 interpolated, 0 not posed"``."""
+    between = stats.frames_tracked + stats.frames_interpolated
+    with_depth = stats.frames_posed - stats.frames_rotation_only - between
     unposed = max(0, stats.frames_processed - stats.frames_posed)
-    parts = [f"{with_depth} posed with depth", f"{stats.frames_rotation_only} rotation-only", f"{unposed} not posed"]
+    parts = [f"{with_depth} posed with depth", f"{stats.frames_rotation_only} rotation-only"]
+    if stats.frames_keyframes < stats.frames_processed:  # some frames were not keyframes
+        parts += [f"{stats.frames_tracked} tracked", f"{stats.frames_interpolated} interpolated"]
+    parts.append(f"{unposed} not posed")
     if stats.frames_skipped:
         parts.append(f"{stats.frames_skipped} skipped as unusable images")
-    text = f"{stats.frames_received} frames: " + ", ".join(parts)
+    keys = f", {stats.frames_keyframes} keyframes" if stats.frames_keyframes < stats.frames_processed else ""
+    text = f"{stats.frames_received} frames{keys}: " + ", ".join(parts)
     windows = f"{stats.windows} window{'' if stats.windows == 1 else 's'}"
     if stats.windows_skipped:
         windows += f" ({stats.windows_skipped} more skipped as unusable)"

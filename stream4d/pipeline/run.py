@@ -22,11 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from align.windows import sliding_windows
 from stream4d import __version__
 from stream4d.contracts import Frame, StreamObserver, StreamStats, WindowModel
 from stream4d.outputs import OutputWriter
 from stream4d.pipeline.config import ReconstructConfig
+from stream4d.pipeline.grouping import grouped_windows
+from stream4d.pipeline.keyframing import HeldFrames, KeyframeMarks, mark_keyframes
 from stream4d.pipeline.reading import read_ahead
 from stream4d.pipeline.report import run_warnings
 from stream4d.pipeline.sink import Sink
@@ -65,6 +66,9 @@ class _Run:
     started: float
     viewer_url: str | None = None
     skipped: list[dict] = field(default_factory=list)
+    order: Any = None  # recon.ordering.OrderReport of the frame order the windows saw
+    keyframer: Any = None  # recon.keyframes.ParallaxKeyframer, None when every frame is a keyframe
+    marks: KeyframeMarks = field(default_factory=KeyframeMarks)
 
 
 def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | None = None,
@@ -104,9 +108,14 @@ def _open(source: Any, out_dir: Path, config: ReconstructConfig, observers: Sequ
     viewer_url = next((getattr(o, "viewer_url", None) for o in own_observers if getattr(o, "viewer_url", None)), None)
     if viewer_url:
         log.info("viewer at %s", viewer_url)
-    sink = Sink(writer, config, all_observers, stats, timings)
+    keyframer = None
+    if config.keyframes.active_for(getattr(src.info, "kind", "")):
+        from recon.keyframes import ParallaxKeyframer
+
+        keyframer = ParallaxKeyframer(config.keyframes)
+    sink = Sink(writer, config, all_observers, stats, timings, HeldFrames() if keyframer else None)
     return _Run(source, out_dir, config, src, model, writer, all_observers, sink, build_aligner(config, src),
-                FrameQualityFilter(), stats, timings, started, viewer_url)
+                FrameQualityFilter(), stats, timings, started, viewer_url, keyframer=keyframer)
 
 
 # ---- phase 2: the stream ----------------------------------------------------------------------
@@ -120,6 +129,7 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
     from tqdm import tqdm
 
     from align import AlignmentWorker
+    from recon.ordering import OrderReport, order_frames
 
     config, stats, timings = run.config, run.stats, run.timings
     bar = tqdm(desc="reconstruct", unit="frame", disable=not progress,
@@ -129,12 +139,21 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
     try:
         with run.src, AlignmentWorker(run.aligner, maxsize=2, on_aligned=run.sink,
                                       on_skipped=run.sink.skip_unusable) as worker:
-            # Decoding and per-frame preparation run a window ahead in the reader thread.
-            ahead = read_ahead(iter(run.src), config.align.window, reader_stop, getattr(run.model, "prepare", None))
-            live = getattr(run.src.info, "kind", "") in ("camera", "push")
+            # Decoding, ordering (photo collections out of capture order), keyframe choice and
+            # per-frame preparation (of keyframes) run a window ahead in the reader thread.
+            kind = getattr(run.src.info, "kind", "")
+            run.order = OrderReport(config.ingest.order)
+            frames = order_frames(iter(run.src), kind, config.ingest.order, report=run.order)
+            prepare = getattr(run.model, "prepare", None)
+            if run.keyframer is not None:
+                frames = mark_keyframes(frames, run.keyframer, run.marks)
+                prepare = _keyframes_only(prepare, run.marks)
+            ahead = read_ahead(frames, config.align.window, reader_stop, prepare)
+            live = kind in ("camera", "push")
             tail_merge = 0 if live else config.tail_merge
             frames = _usable(ahead, run, bar, ingest_error)
-            for window in sliding_windows(frames, config.align.window, config.align.overlap, tail_merge):
+            for window in grouped_windows(frames, lambda: run.order.groups, config.align.window,
+                                          config.align.overlap, tail_merge):
                 if stop.is_set():
                     break
                 t = time.perf_counter()
@@ -157,6 +176,13 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
         bar.close()
 
 
+def _keyframes_only(prepare: Callable[[Frame], None] | None,
+                    marks: KeyframeMarks) -> Callable[[Frame], None] | None:
+    if prepare is None:
+        return None
+    return lambda f: prepare(f) if marks.is_key(f.index) else None
+
+
 def _usable(frames: Iterator[Frame], run: _Run, bar, ingest_error: list[BaseException]) -> Iterator[Frame]:
     """Good frames only; an input that breaks mid-stream ends it, keeping what came before."""
     from recon.ingest import IngestError
@@ -168,10 +194,19 @@ def _usable(frames: Iterator[Frame], run: _Run, bar, ingest_error: list[BaseExce
             bar.update(1)
             reason = run.quality.check(f)
             if reason:
+                run.marks.forget(f.index)
                 stats.frames_skipped += 1
                 run.skipped.append({"index": f.index, "source": f.source, "reason": reason})
                 continue
             stats.frames_processed += 1
+            held = run.sink.held
+            if held is not None and not run.marks.is_key(f.index):
+                held.hold(f)  # posed by the sink once the window of the keyframes around it is aligned
+                continue
+            if held is not None:
+                held.keyframe(f.index)
+                run.marks.forget(f.index)
+            stats.frames_keyframes += 1
             yield f
     except IngestError as exc:
         stats.errors.append(str(exc))
@@ -217,6 +252,8 @@ def _record(run: _Run, error: BaseException | None) -> Path:
         "skipped_frames": run.skipped,
         "skipped_windows": run.sink.skipped_windows,
         "alignment_scales": run.sink.window_scales,
+        "frame_order": _jsonable(run.order),
+        "keyframes": {"policy": "parallax" if run.keyframer is not None else "all", "reasons": run.marks.reasons},
         "error": None if error is None else f"{type(error).__name__}: {error}",
         "platform": {"python": platform.python_version(), "machine": platform.machine()},
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream4d.contracts import AlignedWindow, StreamObserver, StreamStats
+from stream4d.contracts import POSE_TRACKED, AlignedWindow, StreamObserver, StreamStats
 from stream4d.outputs import OutputWriter, PosedFrame
 from stream4d.pipeline.config import ReconstructConfig
 
@@ -21,8 +21,9 @@ class Sink:
     """Receives aligned windows in the alignment thread: outputs, cache, observers."""
 
     def __init__(self, writer: OutputWriter, config: ReconstructConfig, observers: Sequence[StreamObserver],
-                 stats: StreamStats, timings: dict[str, float]):
+                 stats: StreamStats, timings: dict[str, float], held=None):
         self.writer = writer
+        self.held = held  # pipeline.keyframing.HeldFrames: frames between keyframes, or None
         self.config = config
         self.observers = list(observers)
         self.stats = stats
@@ -64,6 +65,8 @@ class Sink:
             log.info("segment %d re-attached to segment %d (%d frames moved, %d inliers)",
                      link.from_segment, link.to_segment, moved, link.inliers)
         for k in np.nonzero(window.is_new)[0]:
+            if self.held is not None:  # the frames before this keyframe first: trajectory stays in order
+                self._pose_held(window, int(k))
             W, H = (int(v) for v in pred.input_sizes[k])
             self.writer.add_frame(PosedFrame(
                 index=int(pred.frame_indices[k]), timestamp=float(pred.timestamps[k]), image=pred.sources[k],
@@ -96,6 +99,35 @@ class Sink:
             snap = self.cache.snapshot()
             for obs in self.observers:
                 obs.on_gaussians(snap)
+
+    def _pose_held(self, window: AlignedWindow, k: int) -> None:
+        """Pose the frames held between views k-1 and k of the window (recon.tracking); frames before
+        a window's first view (after a gap) have no keyframe before them here and stay unposed."""
+        frames = self.held.take(int(window.prediction.frame_indices[k]))
+        if not frames or k == 0:
+            return
+        from recon.tracking import BetweenKeyframes, to_model_pixels
+
+        t = time.perf_counter()
+        pred = window.prediction
+        between = BetweenKeyframes(pred, k - 1, k)
+        W, H = pred.model_size
+        K_input = pred.K_input(k - 1)
+        for f in frames:
+            image = to_model_pixels(f.image(), f.pixel_map, pred.pixel_maps[k - 1], (W, H))
+            tracked = between.pose(image, f.timestamp)
+            self.writer.add_frame(PosedFrame(
+                index=f.index, timestamp=f.timestamp, image=f.source, c2w=tracked.c2w, K=K_input,
+                width=int(f.input_size[0]), height=int(f.input_size[1]), segment=window.segment,
+                pose_kind=tracked.kind))
+            if self.config.save_frames:
+                self.writer.write_frame_image(f.index, image, pred.pixel_maps[k - 1])
+            self.stats.frames_posed += 1
+            if tracked.kind == POSE_TRACKED:
+                self.stats.frames_tracked += 1
+            else:
+                self.stats.frames_interpolated += 1
+        self.timings["tracking"] = self.timings.get("tracking", 0.0) + time.perf_counter() - t
 
     def finish(self) -> dict[str, Path]:
         out: dict[str, Path] = {}

@@ -8,9 +8,9 @@
 """
 
 from stream4d.synthetic.layouts import SCENE_KINDS, STAGES, make_scene
-from stream4d.synthetic.render import SyntheticView, intrinsics_for, render_sequence, render_view
 from stream4d.synthetic.primitives import Box, Material, MovingObject, Rect, Sphere, Stage
 from stream4d.synthetic.raycast import Hits
+from stream4d.synthetic.render import SyntheticView, intrinsics_for, render_sequence, render_view
 from stream4d.synthetic.scene import Scene
 from stream4d.synthetic.trajectories import TRAJECTORY_KINDS, look_at, make_trajectory
 from stream4d.synthetic.writer import write_sequence

@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from stream4d.contracts import Frame
 from stream4d.geometry import pixel_grid
 from stream4d.synthetic.scene import Scene
 
@@ -41,6 +42,11 @@ class SyntheticView:
     def size(self) -> tuple[int, int]:
         """(W, H)."""
         return self.rgb.shape[1], self.rgb.shape[0]
+
+    def to_frame(self, source: str | None = None, with_K: bool = True) -> Frame:
+        """The view as a pipeline ``Frame`` (index, timestamp, image and, unless ``with_K=False``, K)."""
+        return Frame(index=self.index, timestamp=self.timestamp, image=self.rgb,
+                     source=source or f"synthetic#{self.index}", K=self.K.copy() if with_K else None)
 
 
 def intrinsics_for(width: int, height: int, fov_deg: float = 60.0) -> np.ndarray:

@@ -17,10 +17,26 @@ import threading
 import numpy as np
 
 from stream4d.synthetic.primitives import (
-    WORLD_DOWN, Box, Material, MovingObject, Rect, Sphere, Stage, as_unit, as_vec3,
+    WORLD_DOWN,
+    Box,
+    Material,
+    MovingObject,
+    Rect,
+    Sphere,
+    Stage,
+    as_unit,
+    as_vec3,
 )
 from stream4d.synthetic.raycast import (
-    EPS, Hits, all_or_indices, dot_rows, ray_box, ray_sphere, rows_times, sphere_uv, unit_rows32,
+    EPS,
+    Hits,
+    all_or_indices,
+    dot_rows,
+    ray_box,
+    ray_sphere,
+    rows_times,
+    sphere_uv,
+    unit_rows32,
 )
 from stream4d.synthetic.textures import ATLAS_SIZE, sample_pyramid, texture_pyramid
 

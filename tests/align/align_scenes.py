@@ -68,3 +68,14 @@ def make_plane_scene(num_frames: int) -> PlaneScene:
         depth[i], layers[i] = ray_cast_planes(c2w[i], K, planes)
     shade = (60 + 120 * layers + 40 * (depth / depth.max())).astype(np.uint8)
     return PlaneScene(depth, layers, c2w, K, np.repeat(shade[..., None], 3, axis=-1))
+
+
+def plane_windows(scene: PlaneScene, window: int, overlap: int, seed: int) -> list:
+    """``WindowPrediction``s of ``scene`` cut as the pipeline cuts a live stream, each in its own
+    random frame and scale (``seed``)."""
+    from align.synthetic import random_sim3, window_from_geometry, window_spans
+
+    rng = np.random.default_rng(seed)
+    return [window_from_geometry(span, scene.images[span], scene.depth[span], scene.c2w[span], scene.K,
+                                 random_sim3(rng))
+            for span in window_spans(len(scene.depth), window, overlap)]

@@ -1,5 +1,4 @@
 import pytest
-
 from align_scenes import PlaneScene, make_plane_scene
 
 

@@ -1,20 +1,16 @@
 import queue
 import threading
 
-import numpy as np
 import pytest
+from align_scenes import plane_windows
 
 from align.aligner import AlignConfig, AlignmentError, StreamAligner
-from align.synthetic import random_sim3, window_from_geometry, window_spans
 from align.worker import AlignmentWorker
 
 
 @pytest.fixture(scope="module")
 def windows(plane_scene):
-    rng = np.random.default_rng(0)
-    s = plane_scene
-    return [window_from_geometry(span, s.images[span], s.depth[span], s.c2w[span], s.K, random_sim3(rng))
-            for span in window_spans(len(s.depth), 6, 2)]
+    return plane_windows(plane_scene, 6, 2, seed=0)
 
 
 def test_worker_aligns_windows_in_order_off_the_callers_thread(windows):

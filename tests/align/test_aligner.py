@@ -2,12 +2,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from align_scenes import make_plane_scene
 
 from align.aligner import AlignConfig, AlignmentError, StreamAligner
 from align.synthetic import distort_layers, random_sim3, render_layered_room, window_from_geometry, window_spans
 from stream4d.geometry import Sim3, unproject_depth
-
-from align_scenes import make_plane_scene
 
 
 def exact_windows(scene, window, overlap, seed=0, layer_factors=None):

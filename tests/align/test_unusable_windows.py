@@ -4,9 +4,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from align_scenes import plane_windows
 
 from align.aligner import AlignConfig, AlignmentError, StreamAligner, UnusableWindowError
-from align.synthetic import random_sim3, window_from_geometry, window_spans
 from align.validate import unusable_reason
 from align.worker import AlignmentWorker
 
@@ -14,10 +14,7 @@ from align.worker import AlignmentWorker
 @pytest.fixture(scope="module")
 def windows(plane_scene):
     """Windows of 6 frames sharing 2, each in its own random frame and scale."""
-    rng = np.random.default_rng(3)
-    s = plane_scene
-    return [window_from_geometry(span, s.images[span], s.depth[span], s.c2w[span], s.K, random_sim3(rng))
-            for span in window_spans(len(s.depth), 6, 2)]
+    return plane_windows(plane_scene, 6, 2, seed=3)
 
 
 def with_nan_pose(pred, view=2):

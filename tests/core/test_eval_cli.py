@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from stream4d.testdata import SHARED_DATA
 import json
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from scipy.spatial.transform import Rotation
 from stream4d.cli import main
 from stream4d.geometry import Sim3
 from stream4d.outputs import OutputWriter, read_cameras_json, write_points_ply
+from stream4d.testdata import SHARED_DATA
 
 KITTI = SHARED_DATA / "kitti_seq1/cameras.json"
 pytestmark = pytest.mark.skipif(not KITTI.is_file(), reason="shared test data not present")

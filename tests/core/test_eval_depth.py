@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 
 from stream4d.evaluation import (
-    EvaluationError, confidence_mask, depth_metrics, depth_metrics_per_frame, evaluate_depth,
+    EvaluationError,
+    confidence_mask,
+    depth_metrics,
+    depth_metrics_per_frame,
+    evaluate_depth,
 )
 
 

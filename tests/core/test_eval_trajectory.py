@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from stream4d.testdata import SHARED_DATA
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ from scipy.spatial.transform import Rotation
 from stream4d.evaluation import EvaluationError, evaluate_trajectory, match_frames, trajectory_extent
 from stream4d.geometry import Sim3
 from stream4d.outputs import PosedFrame, read_cameras_json
+from stream4d.testdata import SHARED_DATA
 
 KITTI = SHARED_DATA / "kitti_seq1/cameras.json"
 needs_data = pytest.mark.skipif(not KITTI.is_file(), reason="shared test data not present")

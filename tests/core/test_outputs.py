@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from stream4d.testdata import SHARED_DATA
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +10,18 @@ from plyfile import PlyData, PlyElement
 
 from stream4d.geometry import Sim3
 from stream4d.outputs import (
-    OutputWriter, PosedFrame, c2w_to_tum, read_cameras_json, read_depth, read_points_ply,
-    read_trajectory, read_trajectory_json, read_tum, write_points_ply,
+    OutputWriter,
+    PosedFrame,
+    c2w_to_tum,
+    read_cameras_json,
+    read_depth,
+    read_points_ply,
+    read_trajectory,
+    read_trajectory_json,
+    read_tum,
+    write_points_ply,
 )
+from stream4d.testdata import SHARED_DATA
 
 DATA = SHARED_DATA
 KITTI = DATA / "kitti_seq1" / "cameras.json"

@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-from stream4d.testdata import SHARED_DATA
 import json
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from synthetic_clips import write_images
 
 from align import AlignConfig
 from recon.ingest import IngestError, IngestOptions
 from stream4d.outputs import read_points_ply, read_trajectory
 from stream4d.pipeline import ReconstructConfig, reconstruct, sliding_windows
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
+from stream4d.testdata import SHARED_DATA
 
 DATA = SHARED_DATA
 W, H = 256, 192
-
-
-def write_images(folder: Path, images: list[np.ndarray]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, im in enumerate(images):
-        cv2.imwrite(str(folder / f"{i:04d}.png"), cv2.cvtColor(im, cv2.COLOR_RGB2BGR))
-    return folder
 
 
 def rendered(kind: str, n: int, scene_kind: str = "room", seed: int = 0) -> list[np.ndarray]:

@@ -15,8 +15,17 @@ from stream4d.cli import main as cli_main
 from stream4d.geometry import project_points, unproject_depth
 from stream4d.outputs import read_cameras_json
 from stream4d.synthetic import (
-    TRAJECTORY_KINDS, Rect, Scene, Sphere, intrinsics_for, look_at, make_scene, make_trajectory, render_sequence,
-    render_view, write_sequence,
+    TRAJECTORY_KINDS,
+    Rect,
+    Scene,
+    Sphere,
+    intrinsics_for,
+    look_at,
+    make_scene,
+    make_trajectory,
+    render_sequence,
+    render_view,
+    write_sequence,
 )
 
 W, H = 128, 96

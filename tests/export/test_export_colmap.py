@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pycolmap
 import pytest
-
 from export_fixtures import exact_run
+
 from stream4d.export import ExportError, export, load_scene
 from stream4d.geometry import Sim3
 from stream4d.outputs import OutputWriter, PosedFrame, read_frame_images, read_sparse, read_trajectory_json

@@ -6,8 +6,8 @@ import json
 
 import cv2
 import numpy as np
-
 from export_fixtures import exact_run
+
 from stream4d.export import export, load_scene
 from stream4d.outputs import read_frame_images, read_points_ply, read_trajectory_json, write_points_ply
 

@@ -1,18 +1,17 @@
 """The pruned streaming KV cache with the real (small) VGGT network, and the bounded VGGT backend."""
 
-from stream4d.testdata import SHARED_DATA
 import json
-from pathlib import Path
 
 import cv2
 import pytest
 import torch
 
 from memory.kv_cache import PrunedKVCache
-from stream4d.pipeline.vggt_stream import CheckpointError, load_vggt_backend
 from recon.vggt import VGGT, VGGTConfig
 from recon.vggt.models.streaming import StreamState
 from stream4d.contracts import Frame
+from stream4d.pipeline.vggt_stream import CheckpointError, load_vggt_backend
+from stream4d.testdata import SHARED_DATA
 
 TOKENS_PER_FRAME = 5 + 3 * 4  # camera + registers + 3x4 patches of a 56x42 image
 CONFIG = VGGTConfig.small(enable_track=False)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from stream4d.testdata import SHARED_DATA
 from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
 import av
 import numpy as np
+
+from stream4d.testdata import SHARED_DATA
 
 VIDEOS = SHARED_DATA / "videos"
 DATA = SHARED_DATA

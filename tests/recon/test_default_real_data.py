@@ -9,13 +9,13 @@ twice pycolmap's ATE on fountain-P11 (6.4-6.8 mm, measured at 512-1600 px).
 
 from __future__ import annotations
 
-from stream4d.testdata import SHARED_DATA
 from pathlib import Path
 
 import pytest
 
 from stream4d.evaluation import evaluate_output
 from stream4d.pipeline import ReconstructConfig, reconstruct
+from stream4d.testdata import SHARED_DATA
 
 DATA = SHARED_DATA
 PYCOLMAP_FOUNTAIN_ATE_M = 0.0068

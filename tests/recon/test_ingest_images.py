@@ -8,8 +8,8 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-
 from _ingest_media import DATA, textured_frame
+
 from recon.ingest import IngestError, IngestOptions, open_source
 
 DATASETS = [

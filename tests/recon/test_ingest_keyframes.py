@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
 from _ingest_media import VIDEOS, textured_frame, write_video
+
 from recon.ingest import IngestOptions, KeyframeSelector, open_source
 
 

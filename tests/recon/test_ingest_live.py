@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import pytest
-
 from _ingest_media import VIDEOS, textured_frame
+
 from recon.ingest import CameraSource, IngestError, IngestOptions, PushSource, open_source
 
 

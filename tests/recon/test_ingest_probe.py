@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from _ingest_media import DATA, VIDEOS
+
 from stream4d.cli import main
 
 

@@ -6,8 +6,8 @@ import io
 
 import numpy as np
 import pytest
-
 from _ingest_media import VIDEOS, textured_frame, write_video
+
 from recon.ingest import IngestError, IngestOptions, open_source
 
 REAL_VIDEOS = [("room.mp4", 8, (512, 384)), ("fern.mp4", 20, (1008, 756)), ("great_wall.mp4", 288, (640, 360))]
@@ -226,3 +226,8 @@ def test_ingest_error_survives_pickling_for_worker_processes(tmp_path):
         open_source(tmp_path / "gone.mkv")
     copy = pickle.loads(pickle.dumps(err.value))
     assert (copy.reason, copy.input, str(copy)) == ("missing", err.value.input, str(err.value))
+
+
+def test_a_stream_with_frames_above_max_pixels_is_refused_before_decoding():
+    with pytest.raises(IngestError, match="limit is 1000"):
+        list(open_source(VIDEOS / "room.mp4", IngestOptions(max_pixels=1000)))

@@ -1,8 +1,6 @@
 """The VGGT WindowModel on real frames (small random-weight network): conventions and streaming windows."""
 
-from stream4d.testdata import SHARED_DATA
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,6 +13,7 @@ from recon.vggt.utils.pose_encoding import encoding_to_extrinsics_intrinsics
 from recon.vggt.utils.preprocess import crop_preprocess, to_model_input
 from stream4d.contracts import Frame, WindowModel
 from stream4d.geometry import invert_se3, unproject_depth
+from stream4d.testdata import SHARED_DATA
 
 FERN = SHARED_DATA / "llff_fern"
 WIDTH = 56  # small network, small images: 504x378 fern frames become 56x42

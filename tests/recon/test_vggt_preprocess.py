@@ -1,14 +1,13 @@
 """VGGT's crop preprocessing on the real data sets: sizes, and the pixel map back to the input."""
 
-from stream4d.testdata import SHARED_DATA
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from recon.vggt.utils.preprocess import crop_preprocess, crop_size, to_model_input
+from stream4d.testdata import SHARED_DATA
 
 DATA = SHARED_DATA
 

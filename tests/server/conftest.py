@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from stream4d.testdata import SHARED_DATA
 import os
 import signal
 import socket
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from stream4d.testdata import SHARED_DATA
 
 DATA = SHARED_DATA
 VIDEOS = DATA / "videos"

@@ -5,9 +5,8 @@ import json
 import numpy as np
 import pytest
 import websockets.sync.client as ws_client
-from websockets.exceptions import InvalidStatus
-
 from conftest import VIDEOS, Sess, assert_error
+from websockets.exceptions import InvalidStatus
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +103,7 @@ def test_unknown_session_is_not_found(client):
     assert_error(client.get(f"/sessions/{unknown}", headers=s.headers), 404, "session_not_found")
     r = client.post(f"/sessions/{unknown}/upload", content=b"x", headers={**s.headers, "Content-Type": "video/mp4"})
     assert_error(r, 404, "session_not_found")
-    assert_error(client.get(f"/sessions/not-a-session-id", headers=s.headers), 422)
+    assert_error(client.get("/sessions/not-a-session-id", headers=s.headers), 422)
 
 
 def test_deleted_session_is_not_found(client):

@@ -8,7 +8,6 @@ import zipfile
 import cv2  # noqa: F401 - before pycolmap, whose own zlib otherwise breaks PNG writes in this process
 import numpy as np
 import pycolmap
-
 from conftest import FAST_OPTIONS, VIDEOS, Sess, assert_error
 
 

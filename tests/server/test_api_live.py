@@ -6,8 +6,8 @@ import threading
 import cv2
 import psutil
 import websockets.sync.client as ws_client
-
 from conftest import DATA, FAST_OPTIONS, Sess
+
 from server.frames import encode_frame
 
 ROUNDS = 32  # the 23 DTU images (640x480), sent this many times: 736 frames

@@ -5,8 +5,8 @@ import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from conftest import FAST_OPTIONS, VIDEOS, Sess, assert_error
+
 from stream4d.outputs import read_trajectory_json
 
 

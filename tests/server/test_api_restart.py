@@ -4,7 +4,6 @@ import hashlib
 import time
 
 import httpx
-
 from conftest import FAST_OPTIONS, VIDEOS, ServerProcess
 
 

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import httpx
+from conftest import FAST_OPTIONS, VIDEOS, Sess
 from plyfile import PlyData
 
-from conftest import FAST_OPTIONS, VIDEOS, Sess
 from stream4d.outputs import read_points_ply, read_trajectory_json, read_tum
 
 RESULTS = {"trajectory.json", "trajectory.tum", "points.ply", "splats.ply", "recording.rrd", "run.json"}

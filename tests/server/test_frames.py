@@ -1,9 +1,9 @@
-from stream4d.testdata import SHARED_DATA
 import cv2
 import numpy as np
 import pytest
 
 from server.frames import FrameMessageError, decode_frame, encode_frame, image_size
+from stream4d.testdata import SHARED_DATA
 
 IMAGE = str(SHARED_DATA / "dtu_scan24/images/000000.png")
 

@@ -15,13 +15,13 @@ import httpx
 import pytest
 import websockets.exceptions
 import websockets.sync.client as ws_client
-
 from conftest import ServerProcess, assert_error
 
 REQUEST_TIMEOUT = 1.0  # --request-timeout of this module's server
 MAX_BODY_KB = 8
 MAX_CONNECTIONS = 24
 LIVE_IDLE_TIMEOUT = 4.0  # longer than the WebSocket test below stays silent
+MAX_MESSAGE_MB = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,8 @@ def limited(tmp_path_factory) -> ServerProcess:
     """A server with tight limits; otherwise the defaults (no private sources, no devices)."""
     srv = ServerProcess(tmp_path_factory.mktemp("limits") / "data", workers=1, viewer="none", extra_args=(
         "--request-timeout", str(REQUEST_TIMEOUT), "--max-body-kb", str(MAX_BODY_KB),
-        "--max-connections", str(MAX_CONNECTIONS), "--live-idle-timeout", str(LIVE_IDLE_TIMEOUT))).start()
+        "--max-connections", str(MAX_CONNECTIONS), "--live-idle-timeout", str(LIVE_IDLE_TIMEOUT),
+        "--max-message-mb", str(MAX_MESSAGE_MB))).start()
     yield srv
     srv.stop()
 
@@ -242,3 +243,17 @@ def test_405_names_every_method_of_the_path(limited):
         r = c.put(f"/sessions/{'0' * 32}")
         assert_error(r, 405)
         assert set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "DELETE"}
+
+
+def test_a_websocket_message_above_the_limit_closes_the_stream_with_1009(limited):
+    with httpx.Client(base_url=limited.url, timeout=10) as c:
+        r = c.post("/sessions", json={"viewer": False})
+        sid, headers = r.json()["id"], {"Authorization": f"Bearer {r.json()['token']}"}
+    with ws_client.connect(limited.url.replace("http", "ws") + f"/sessions/{sid}/live",
+                           additional_headers=headers, open_timeout=10, max_size=None) as ws:
+        ws.send(b"\0" * int(MAX_MESSAGE_MB * 1024 * 1024 * 2))
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            for _ in range(20):  # anything the server says before it closes, then the close
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+

@@ -6,11 +6,9 @@ import gc
 import json
 import os
 import stat
-import struct
 import threading
 import time
 import weakref
-import zlib
 
 import cv2
 import httpx
@@ -19,8 +17,8 @@ import psutil
 import pytest
 import websockets.exceptions
 import websockets.sync.client as ws_client
-
 from conftest import FAST_OPTIONS, VIDEOS, ServerProcess, Sess, assert_error
+
 from recon.ingest.options import IngestOptions
 from recon.ingest.push import PushSource
 from recon.ingest.transforms import plan_resize
@@ -29,20 +27,9 @@ from server.frames import encode_frame
 from server.service import check_pull_url
 from server.settings import Settings
 from stream4d.commands.serve import deployment_warnings
+from stream4d.testdata import png_of_black
 
 MAX_PIXELS = 4_000_000  # --max-pixels of this module's server
-
-
-def png_of_black(width: int, height: int) -> bytes:
-    """A valid RGB PNG of black pixels, compressed row by row: a few kB for any size."""
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    comp = zlib.compressobj(1)
-    row = b"\x00" * (1 + 3 * width)
-    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")

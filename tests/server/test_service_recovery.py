@@ -1,6 +1,5 @@
 """What SessionManager.recover does with sessions a crash left behind (real store, real runner)."""
 
-from stream4d.testdata import SHARED_DATA
 import shutil
 
 import pytest
@@ -10,6 +9,7 @@ from server.jobs import LocalJobRunner
 from server.models import SessionOptions
 from server.service import SessionManager, check_pull_url
 from server.settings import Settings
+from stream4d.testdata import SHARED_DATA
 
 VIDEO = str(SHARED_DATA / "videos/room.mp4")
 

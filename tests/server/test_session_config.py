@@ -25,3 +25,7 @@ def test_every_session_option_lands_in_the_tree():
         ("vggt", 2, 5.0, 40, True)  # vggt always takes its own preprocessing
     assert not config.gaussians and config.rrd and config.viz.mode == "none"
     assert reconstruct_config(SessionOptions(resolution=256), None).ingest.resize == 256
+
+
+def test_the_servers_pixel_limit_reaches_what_a_job_decodes_itself():
+    assert reconstruct_config(SessionOptions(), None, max_pixels=1234).ingest.max_pixels == 1234

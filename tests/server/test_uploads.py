@@ -1,10 +1,17 @@
-from stream4d.testdata import SHARED_DATA
 import asyncio
 
 import pytest
 
-from server.uploads import (UploadError, check_content_type, check_filename, commit, probe_video, stored_name,
-                            stream_to_disk)
+from server.uploads import (
+    UploadError,
+    check_content_type,
+    check_filename,
+    commit,
+    probe_video,
+    stored_name,
+    stream_to_disk,
+)
+from stream4d.testdata import SHARED_DATA
 
 VIDEOS = str(SHARED_DATA / "videos")
 

@@ -9,7 +9,6 @@ point map, so shapes, poses and intrinsics are those the pipeline emits.
 
 from __future__ import annotations
 
-from stream4d.testdata import SHARED_DATA
 import json
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from stream4d.contracts import AlignedWindow, GaussianSnapshot, WindowPrediction
 from stream4d.geometry import unproject_depth
+from stream4d.testdata import SHARED_DATA
 
 FERN = SHARED_DATA / "llff_fern"
 

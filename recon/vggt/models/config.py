@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+
 @dataclass(frozen=True)
 class VGGTConfig:
     """Every size the network is built from. ``VGGTConfig()`` is VGGT-1B (1.26 B parameters).

@@ -1,0 +1,167 @@
+"""Poses for the frames between keyframes, from the aligned window around them.
+
+A frame that is not a keyframe (``recon.keyframes``) lies between two keyframes
+``a`` and ``b`` of one window. Once that window is in the world, the frame is
+posed by PnP-RANSAC: the 3D points the window saw in ``a`` and ``b`` (its
+triangulated sparse tracks, or else its most confident point-map pixels) are
+followed into the frame with pyramidal Lucas-Kanade (forward-backward checked),
+and the camera that projects them there is solved for, starting from the pose
+interpolated between ``a`` and ``b``. Only when that fails (too few points,
+too few inliers, a pose far off the a-b path, or a rotation-only window with
+no depth at all) the interpolated pose itself is used, and said so
+(``"interpolated"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation, Slerp
+
+from stream4d.contracts import POSE_INTERPOLATED, POSE_TRACKED, WindowPrediction
+
+_LK = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    max_points: int = 1000  # 3D points followed from each keyframe
+    fb_error_px: float = 1.0  # forward-backward disagreement that drops a track
+    reprojection_px: float = 1.0  # PnP-RANSAC inlier threshold
+    anchor_reprojection_px: float = 1.0  # a sparse point is followed only if its keyframe sees it this close
+    min_inliers: int = 15
+    min_inlier_share: float = 0.4
+    max_offpath: float = 1.0  # PnP centre's distance from the interpolated one, in a-b baselines (+ 1 % depth)
+
+
+@dataclass
+class TrackedPose:
+    c2w: np.ndarray  # [4, 4], world of the window
+    kind: str  # POSE_TRACKED or POSE_INTERPOLATED
+    image: np.ndarray  # uint8 [H, W, 3], the frame at the window's model resolution
+    inliers: int = 0
+
+
+def interpolate_pose(c2w_a: np.ndarray, c2w_b: np.ndarray, t: float) -> np.ndarray:
+    """c2w [4, 4] a share ``t`` in [0, 1] of the way from ``c2w_a`` to ``c2w_b`` (SLERP + linear)."""
+    rots = Rotation.from_matrix(np.stack([c2w_a[:3, :3], c2w_b[:3, :3]]))
+    out = np.eye(4)
+    out[:3, :3] = Slerp([0.0, 1.0], rots)([float(np.clip(t, 0.0, 1.0))]).as_matrix()[0]
+    out[:3, 3] = (1 - t) * c2w_a[:3, 3] + t * c2w_b[:3, 3]
+    return out
+
+
+def to_model_pixels(image: np.ndarray, frame_pixel_map: np.ndarray, model_pixel_map: np.ndarray,
+                    size: tuple[int, int]) -> np.ndarray:
+    """A frame's image (pixels of ``frame_pixel_map``: input -> frame) warped to the model pixels of
+    ``model_pixel_map`` (input -> model), ``size`` (W, H)."""
+    A = model_pixel_map @ np.linalg.inv(frame_pixel_map)
+    if np.allclose(A, np.eye(3)) and image.shape[1::-1] == tuple(size):
+        return image
+    return cv2.warpAffine(image, A[:2], tuple(int(s) for s in size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+class BetweenKeyframes:
+    """Poses frames lying between views ``a`` and ``b`` of an aligned window (world frame)."""
+
+    def __init__(self, pred: WindowPrediction, a: int, b: int, config: TrackingConfig | None = None) -> None:
+        self.pred, self.a, self.b = pred, a, b
+        self.cfg = config or TrackingConfig()
+        self._greys = {k: cv2.cvtColor(pred.images[k], cv2.COLOR_RGB2GRAY) for k in (a, b)}
+        flat = pred.rotation_only_views[a] or pred.rotation_only_views[b]
+        self._anchors = {} if flat else {k: self._anchor_points(k) for k in (a, b)}
+
+    def pose(self, image: np.ndarray, timestamp: float) -> TrackedPose:
+        """The pose of a frame (``image`` uint8 [H, W, 3] already at model pixels, ``timestamp`` s)."""
+        pred, a, b = self.pred, self.a, self.b
+        ta, tb = float(pred.timestamps[a]), float(pred.timestamps[b])
+        t = 0.5 if tb <= ta else (timestamp - ta) / (tb - ta)
+        guess = interpolate_pose(pred.c2w[a], pred.c2w[b], t)
+        solved = self._pnp(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), guess)
+        if solved is None:
+            return TrackedPose(guess, POSE_INTERPOLATED, image)
+        return TrackedPose(solved[0], POSE_TRACKED, image, solved[1])
+
+    def _anchor_points(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(xy float32 [N, 2] model pixels of view k, X float64 [N, 3] world) to follow into frames."""
+        pred, n = self.pred, self.cfg.max_points
+        sp = pred.sparse
+        if sp is not None:
+            rows = np.nonzero(sp.obs_view == k)[0]
+            # Only points the keyframe's own pose reprojects where they were seen: the rest would
+            # pull the PnP away from the window's poses.
+            rows = rows[self._reprojection_px(k, sp.points[sp.obs_point[rows]], sp.obs_xy[rows])
+                        < self.cfg.anchor_reprojection_px]
+            if len(rows) >= self.cfg.min_inliers:
+                rows = rows[np.linspace(0, len(rows) - 1, min(n, len(rows))).astype(np.int64)]
+                return sp.obs_xy[rows].astype(np.float32), sp.points[sp.obs_point[rows]].astype(np.float64)
+        # No sparse tracks (a backend without them): corners on confident point-map pixels.
+        conf = pred.points_conf[k]
+        good = (conf > 0) & (pred.depth[k] > 0)
+        if good.sum() < self.cfg.min_inliers:
+            return np.zeros((0, 2), np.float32), np.zeros((0, 3))
+        mask = (good & (conf >= np.quantile(conf[good], 0.5))).astype(np.uint8)
+        corners = cv2.goodFeaturesToTrack(self._greys[k], n, 0.01, 5, mask=mask)
+        if corners is None:
+            return np.zeros((0, 2), np.float32), np.zeros((0, 3))
+        xy = corners[:, 0]
+        u, v = np.round(xy).astype(np.int64).T
+        return xy.astype(np.float32), pred.points[k][v, u].astype(np.float64)
+
+    def _reprojection_px(self, k: int, X: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        """Distance (px) from ``xy`` [N, 2] of the world points ``X`` [N, 3] projected into view k."""
+        w2c = np.linalg.inv(self.pred.c2w[k])
+        cam = X @ w2c[:3, :3].T + w2c[:3, 3]
+        K = self.pred.K[k]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = cam[:, :2] / cam[:, 2:3] * [K[0, 0], K[1, 1]] + K[:2, 2]
+        err = np.linalg.norm(uv - xy, axis=1)
+        return np.where((cam[:, 2] > 0) & np.isfinite(err), err, np.inf)
+
+    def _follow(self, k: int, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        xy, X = self._anchors.get(k, (np.zeros((0, 2), np.float32), None))
+        if len(xy) == 0:
+            return np.zeros((0, 2)), np.zeros((0, 3))
+        src = xy.reshape(-1, 1, 2)
+        fwd, st1, _ = cv2.calcOpticalFlowPyrLK(self._greys[k], grey, src, None, **_LK)
+        back, st2, _ = cv2.calcOpticalFlowPyrLK(grey, self._greys[k], fwd, None, **_LK)
+        ok = st1.ravel().astype(bool) & st2.ravel().astype(bool) & \
+            (np.linalg.norm((back - src)[:, 0], axis=1) < self.cfg.fb_error_px)
+        return fwd[ok, 0].astype(np.float64), X[ok]
+
+    def _pnp(self, grey: np.ndarray, guess: np.ndarray) -> tuple[np.ndarray, int] | None:
+        cfg, pred = self.cfg, self.pred
+        pairs = [self._follow(k, grey) for k in (self.a, self.b)]
+        uv = np.concatenate([p[0] for p in pairs])
+        X = np.concatenate([p[1] for p in pairs])
+        if len(uv) < cfg.min_inliers:
+            return None
+        K = pred.K[self.a]
+        w2c = np.linalg.inv(guess)
+        rvec0, _ = cv2.Rodrigues(w2c[:3, :3])
+        tvec0 = w2c[:3, 3].reshape(3, 1).copy()
+        try:
+            ok, rvec, tvec, inl = cv2.solvePnPRansac(X, uv, K, None, rvec0, tvec0, useExtrinsicGuess=True,
+                                                     iterationsCount=100, reprojectionError=cfg.reprojection_px,
+                                                     confidence=0.999, flags=cv2.SOLVEPNP_ITERATIVE)
+        except cv2.error:
+            return None
+        if not ok or inl is None or len(inl) < max(cfg.min_inliers, cfg.min_inlier_share * len(uv)):
+            return None
+        inl = inl.ravel()
+        rvec, tvec = cv2.solvePnPRefineLM(X[inl], uv[inl], K, None, rvec, tvec)
+        R, _ = cv2.Rodrigues(rvec)
+        c2w = np.eye(4)
+        c2w[:3, :3] = R.T
+        c2w[:3, 3] = -R.T @ tvec.ravel()
+        # A pose off the a-b path is a bad solve (few points on one plane, a flipped solution).
+        baseline = np.linalg.norm(pred.c2w[self.b][:3, 3] - pred.c2w[self.a][:3, 3])
+        depth = np.median(np.linalg.norm(X - guess[:3, 3], axis=1))
+        if np.linalg.norm(c2w[:3, 3] - guess[:3, 3]) > cfg.max_offpath * baseline + 0.01 * depth:
+            return None
+        if not np.all(np.isfinite(c2w)):
+            return None
+        return c2w, int(len(inl))

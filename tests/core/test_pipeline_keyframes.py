@@ -1,0 +1,69 @@
+"""A camera-rate video through the pipeline: parallax keyframes go to the window model, every other
+frame is posed by tracking and written with ``pose_kind`` "tracked"."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stream4d.evaluation.report import load_reference
+from stream4d.evaluation.trajectory import evaluate_trajectory
+from stream4d.outputs import read_trajectory
+from stream4d.pipeline import ReconstructConfig, reconstruct
+from stream4d.pipeline.report import pose_summary
+from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_sequence, write_sequence
+
+W, H = 256, 192
+
+
+@pytest.fixture(scope="module")
+def slow_walk(tmp_path_factory):
+    """2 s of a slow sideways walk at 30 fps (1 cm a frame), as an H.264 video with exact cameras."""
+    out = tmp_path_factory.mktemp("walk30")
+    scene = make_scene("room", seed=0)
+    c2w = make_trajectory("sideways", 60, seed=0, scene=scene, step=0.01)
+    write_sequence(out, render_sequence(scene, c2w, intrinsics_for(W, H), W, H, fps=30.0), video="clip.mp4", fps=30.0)
+    return out
+
+
+def _config(**kw) -> ReconstructConfig:
+    base = {"gaussians": False, "rrd": False, "align.window": 8, "align.overlap": 3, "ingest.resize": None}
+    return ReconstructConfig().override({**base, **kw})
+
+
+def test_every_frame_of_a_video_is_posed_and_frames_between_keyframes_are_tracked(slow_walk, tmp_path):
+    summary = reconstruct(slow_walk / "clip.mp4", tmp_path / "out", _config(), progress=False)
+    s = summary.stats
+    assert s.frames_received == 60 and s.frames_posed == 60
+    assert 4 <= s.frames_keyframes <= 30  # far fewer than the frames: the camera moves 1 cm a frame
+    assert s.frames_tracked + s.frames_interpolated == 60 - s.frames_keyframes
+    assert s.frames_tracked >= 0.9 * (60 - s.frames_keyframes)
+    assert f"{s.frames_tracked} tracked" in pose_summary(s) and "0 not posed" in pose_summary(s)
+
+    pred = read_trajectory(tmp_path / "out")
+    assert [p.index for p in pred] == list(range(60))  # in input order, none missing
+    kinds = {p.pose_kind for p in pred}
+    assert kinds <= {"posed", "tracked", "interpolated"} and {"posed", "tracked"} <= kinds
+    assert s.frames_rotation_only == 0 and summary.stats.warnings == []
+    gt = load_reference(slow_walk / "cameras.json")
+    tracked = [p for p in pred if p.pose_kind == "tracked"]
+    assert evaluate_trajectory(pred, gt).ate_rmse_rel_path < 0.01
+    assert evaluate_trajectory(tracked, gt).ate_rmse_rel_path < 0.01
+
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["keyframes"]["policy"] == "parallax" and sum(run["keyframes"]["reasons"].values()) == s.frames_keyframes
+    assert run["config"]["keyframes"]["policy"] == "auto"
+    assert run["stats"]["frames_tracked"] == s.frames_tracked
+
+
+def test_every_frame_as_a_keyframe_leaves_windows_of_a_slow_video_without_parallax(slow_walk, tmp_path):
+    """What parallax keyframes are for: the same walk, every frame to the window model, 8-frame windows."""
+    summary = reconstruct(slow_walk / "clip.mp4", tmp_path / "out", _config(**{"keyframes.policy": "all",
+                                                                               "ingest.max_frames": 12}),
+                          progress=False)
+    assert summary.stats.frames_keyframes == 12 and summary.stats.frames_tracked == 0
+    pred = read_trajectory(tmp_path / "out")
+    assert len(pred) == 12 and {p.pose_kind for p in pred} == {"rotation_only"}
+    assert np.isfinite([p.c2w for p in pred]).all()

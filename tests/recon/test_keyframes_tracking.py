@@ -1,0 +1,121 @@
+"""Keyframes by parallax (recon.keyframes) and poses for the frames between them (recon.tracking)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from recon.keyframes import KeyframeConfig, ParallaxKeyframer
+from recon.tracking import BetweenKeyframes, interpolate_pose
+from stream4d.contracts import POSE_INTERPOLATED, POSE_TRACKED, WindowPrediction
+from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
+
+W, H = 256, 192
+
+
+@lru_cache(maxsize=None)
+def _orbit_views(n: int, arc_deg: float):
+    """A slow orbit (the same motion whatever ``n``) rendered densely: (c2w [n, 4, 4], K, views)."""
+    scene = make_scene("room", seed=0)
+    K = intrinsics_for(W, H)
+    c2w = make_trajectory("orbit", n, seed=0, scene=scene, arc_deg=arc_deg)
+    return c2w, K, [render_view(scene, c, K, W, H) for c in c2w]
+
+
+def _keyframes(rate: float, fastest: float, views) -> int:
+    step = int(round(fastest / rate))
+    kf = ParallaxKeyframer()
+    decisions = [kf.decide(v.rgb, n / rate) for n, v in enumerate(views[::step])]
+    return sum(d.keyframe for d in decisions) + sum(d.previous for d in decisions)
+
+
+def test_keyframe_spacing_follows_the_motion_not_the_frame_rate():
+    # 1.5 s of a 20 degree arc at 60, 30 and 10 fps: 90, 45 and 15 frames of the same motion.
+    _, _, views = _orbit_views(90, 20.0)
+    counts = {rate: _keyframes(rate, 60.0, views) for rate in (60.0, 30.0, 10.0)}
+    assert counts[60.0] <= 15 and counts[30.0] <= 15, counts  # far fewer than the 90 / 45 frames
+    assert max(counts.values()) <= 1.5 * min(counts.values()), counts
+    assert min(counts.values()) >= 4, counts  # the camera moved: several keyframes, not one
+
+
+def test_a_still_camera_gets_a_keyframe_per_interval_only():
+    _, _, views = _orbit_views(90, 20.0)
+    kf = ParallaxKeyframer(KeyframeConfig(max_interval_s=1.0))
+    decisions = [kf.decide(views[0].rgb, n / 30.0) for n in range(61)]  # 2 s of one image at 30 fps
+    assert [n for n, d in enumerate(decisions) if d.keyframe] == [0, 30, 60]
+    assert {d.reason for d in decisions if d.keyframe} == {"first", "interval"}
+
+
+def test_keyframe_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="policy"):
+        KeyframeConfig(policy="sometimes")
+    with pytest.raises(ValueError, match="min_parallax"):
+        KeyframeConfig(min_parallax=0.0)
+    assert KeyframeConfig().active_for("video") and not KeyframeConfig().active_for("images")
+    assert KeyframeConfig(policy="all").active_for("video") is False
+
+
+def _window(views, keep: list[int], rotation_only: bool = False) -> WindowPrediction:
+    """A window of the exact views ``keep`` in the world: ground-truth poses, depth and point maps."""
+    S = len(keep)
+    K = views[0].K
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=-1)
+    points = []
+    for i in keep:
+        cam = rays * views[i].depth[..., None]
+        points.append(cam @ views[i].c2w[:3, :3].T + views[i].c2w[:3, 3])
+    depth = np.stack([views[i].depth for i in keep]).astype(np.float32)
+    return WindowPrediction(
+        frame_indices=np.array(keep, np.int64), timestamps=np.array(keep, np.float64) / 30.0,
+        sources=tuple(f"clip#{i}" for i in keep), images=np.stack([views[i].rgb for i in keep]),
+        depth=depth, depth_conf=(depth > 0).astype(np.float32), c2w=np.stack([views[i].c2w for i in keep]),
+        K=np.repeat(K[None], S, axis=0), points=np.stack(points).astype(np.float32),
+        points_conf=(depth > 0).astype(np.float32), pixel_maps=np.repeat(np.eye(3)[None], S, axis=0),
+        input_sizes=np.repeat(np.array([[W, H]]), S, axis=0), rotation_only=np.full(S, rotation_only))
+
+
+def _errors(c2w: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    dist = float(np.linalg.norm(c2w[:3, 3] - gt[:3, 3]))
+    angle = float(np.degrees(Rotation.from_matrix(c2w[:3, :3].T @ gt[:3, :3]).magnitude()))
+    return dist, angle
+
+
+def test_frames_between_keyframes_are_tracked_close_to_ground_truth():
+    c2w, _, views = _orbit_views(90, 20.0)
+    a, b = 0, 12
+    between = BetweenKeyframes(_window(views, [a, b]), 0, 1)
+    baseline = np.linalg.norm(c2w[b, :3, 3] - c2w[a, :3, 3])
+    for i in (3, 6, 9):
+        # A camera off the a-b path by a shake the interpolation cannot know of: tracking must find it.
+        shaken = c2w[i].copy()
+        shaken[:3, 3] += np.array([0.3, -0.2, 0.1]) * baseline
+        shaken[:3, :3] = shaken[:3, :3] @ Rotation.from_euler("xyz", [0.4, -0.3, 0.2], degrees=True).as_matrix()
+        image = render_view(make_scene("room", seed=0), shaken, views[0].K, W, H).rgb
+        tracked = between.pose(image, i / 30.0)
+        assert tracked.kind == POSE_TRACKED and tracked.inliers >= 50
+        dist, angle = _errors(tracked.c2w, shaken)
+        assert dist < 0.03 * baseline and angle < 0.05, (i, dist / baseline, angle)
+        guess_dist, _ = _errors(interpolate_pose(c2w[a], c2w[b], i / b), shaken)
+        assert dist < 0.2 * guess_dist
+
+
+def test_frames_of_a_window_without_depth_are_interpolated_and_said_so():
+    c2w, _, views = _orbit_views(90, 20.0)
+    between = BetweenKeyframes(_window(views, [0, 12], rotation_only=True), 0, 1)
+    tracked = between.pose(views[6].rgb, 6 / 30.0)
+    assert tracked.kind == POSE_INTERPOLATED
+    np.testing.assert_allclose(tracked.c2w, interpolate_pose(c2w[0], c2w[12], 0.5))
+
+
+def test_interpolation_is_slerp_and_linear():
+    a = np.eye(4)
+    b = np.eye(4)
+    b[:3, :3] = Rotation.from_euler("y", 40, degrees=True).as_matrix()
+    b[:3, 3] = [2.0, 0.0, 0.0]
+    mid = interpolate_pose(a, b, 0.25)
+    np.testing.assert_allclose(mid[:3, 3], [0.5, 0, 0])
+    np.testing.assert_allclose(Rotation.from_matrix(mid[:3, :3]).as_euler("xyz", degrees=True), [0, 10, 0], atol=1e-9)
