@@ -1,4 +1,5 @@
-"""Jobs on a Ray cluster: each upload or pull is a Ray task on whichever node has room.
+"""Jobs on a Ray cluster: each upload or pull is a Ray task on whichever node has room; each
+live session an actor (``server.ray_live``).
 
 ``RayJobRunner`` keeps the ``JobRunner`` contract of ``LocalJobRunner`` (it is one: the
 same bounded pool of dispatcher threads in the server, the same queue, stop events and
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from server.jobs import LocalJobRunner
+from server.ray_live import LiveSessionActor, RayLiveSource
 from server.storage import JobStorage, SharedDirectory
 
 INSTALL_HINT = "the ray runner needs Ray: pip install 'stream4d[ray]'"
@@ -132,6 +134,23 @@ class RayJobRunner(LocalJobRunner):
             # The server's own log carries what matters; task output stays in the nodes' Ray logs.
             ray.init(address=options.address, namespace="stream4d", log_to_driver=False)
         self._task = ray.remote(run_on_node)
+        self._live_actor = ray.remote(LiveSessionActor)
+
+    def live_source(self, job: Any, capacity: int, idle_timeout: float | None,
+                    max_bytes: int | None) -> RayLiveSource:
+        """A live session's frame sink: an actor on a node, created with the first frame (server.ray_live)."""
+        from stream4d.pipeline import ReconstructConfig
+
+        opts = self.options
+        name = f"live-{job.session_id[:8]}"
+
+        def make_actor() -> Any:
+            # No restarts: the stream's state (model, aligner, cache) died with the node.
+            return self._live_actor.options(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, max_restarts=0,
+                                            max_task_retries=0).remote(
+                name, job.config, capacity, idle_timeout, max_bytes, max(1, int(opts.num_cpus)))
+
+        return RayLiveSource(name, make_actor, ReconstructConfig.from_dict(job.config).ingest, self.storage)
 
     def run_remote(self, job: Any, stop: threading.Event, on_progress: Callable[[dict], None],
                    on_attempt: Callable[[int, dict], None]) -> Any:

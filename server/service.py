@@ -264,10 +264,16 @@ class SessionManager:
             if rec is None:
                 raise ApiError(404, "session_not_found", f"session {session_id} does not exist")
             job = self._job(rec, "live", None)
-            ingest = ReconstructConfig.from_dict(job.config).ingest  # what the run would ask of its input
-            source = PushSource(name=f"live-{session_id[:8]}", capacity=self.settings.live_queue,
-                                options=ingest, idle_timeout=self.settings.live_idle_timeout,
-                                max_bytes=self.settings.live_queue_bytes)
+            remote_source = getattr(self.runner, "live_source", None)  # Ray: an actor holds the stream
+            if remote_source is not None:
+                source = remote_source(job, capacity=self.settings.live_queue,
+                                       idle_timeout=self.settings.live_idle_timeout,
+                                       max_bytes=self.settings.live_queue_bytes)
+            else:
+                ingest = ReconstructConfig.from_dict(job.config).ingest  # what the run would ask of its input
+                source = PushSource(name=f"live-{session_id[:8]}", capacity=self.settings.live_queue,
+                                    options=ingest, idle_timeout=self.settings.live_idle_timeout,
+                                    max_bytes=self.settings.live_queue_bytes)
             feed = LiveFeed(source, job)
             self._live[session_id] = feed
         log_event("live.opened", session=session_id)
@@ -439,7 +445,7 @@ class SessionManager:
         from stream4d.pipeline import ReconstructConfig, reconstruct
 
         run_remote = getattr(self.runner, "run_remote", None)
-        if job.kind != "live" and run_remote is not None:  # live frames arrive here, so live jobs stay local
+        if job.kind != "live" and run_remote is not None:
             return self._reconstruct_remote(run_remote, job, progress, stop)
         source: Any = job.source
         if job.kind == "live":
@@ -447,6 +453,8 @@ class SessionManager:
             if feed is None:
                 raise RuntimeError("the live session's frame queue is gone (server restarted?)")
             source = feed.source
+            if hasattr(source, "run_remote"):  # Ray: the session's actor runs the stream
+                return self._reconstruct_live_remote(source, job, progress, stop)
         config = ReconstructConfig.from_dict(job.config)
         observers: list[Any] = [progress]
         viewer = self._start_viewer(job, out_dir)
@@ -475,6 +483,15 @@ class SessionManager:
                         f"attempt {first_attempt + n - 1} started on another node after the previous one was lost"])
 
         stats = run_remote(job, stop, progress.record, on_attempt)
+        return SimpleNamespace(stats=stats)
+
+    def _reconstruct_live_remote(self, source: Any, job: ReconstructionJob, progress: ProgressObserver,
+                                 stop: threading.Event) -> Any:
+        """A live session run by its actor on a Ray node (no live viewer: recording.rrd is still written)."""
+        def on_start(where: dict) -> None:
+            log_event("job.attempt", session=job.session_id, attempt=1, node=where.get("node"))
+
+        stats = source.run_remote(job.out_dir, stop, progress.record, on_start)
         return SimpleNamespace(stats=stats)
 
     # ----- per-session rerun viewers ---------------------------------------------------------

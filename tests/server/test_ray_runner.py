@@ -1,18 +1,23 @@
-"""Uploads run as Ray tasks on a real local Ray cluster (a head and two worker nodes), through the
-unchanged HTTP API of a real ``stream4d serve --runner ray``: the results equal the local runner's,
-and a job whose node is killed mid-run completes on the other node."""
+"""Uploads run as Ray tasks and live sessions as Ray actors on a real local Ray cluster (a head and
+two worker nodes), through the unchanged HTTP/WebSocket API of a real ``stream4d serve --runner ray``:
+the results equal the local runner's, a live stream keeps its drop-oldest back-pressure and
+counters, and a job whose node is killed mid-run completes on the other node."""
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
+import cv2
 import httpx
 import numpy as np
 import pytest
+import websockets.sync.client as ws_client
 from conftest import FAST_OPTIONS, ServerProcess, Sess, free_port
 from ray_cluster import RayCluster, wait_for
 
+from server.frames import encode_frame
 from server.storage import SharedDirectory
 from stream4d.outputs import read_trajectory_json
 
@@ -22,6 +27,8 @@ pytestmark = pytest.mark.ray
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo" / "demo.mp4"
 OPTIONS = {**FAST_OPTIONS, "max_frames": 12, "viewer": False}
 LONGER = {**OPTIONS, "max_frames": 24}  # long enough to kill its node while it runs
+LIVE = {**OPTIONS, "max_frames": None}  # a live run takes every frame sent
+LIVE_QUEUE = 64  # more than a test sends while waiting for each ack: no frame is dropped by chance
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +41,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def ray_server(cluster, tmp_path_factory):
     srv = ServerProcess(tmp_path_factory.mktemp("ray-serve") / "data", workers=2, viewer="none",
-                        extra_args=("--runner", "ray", "--ray-address", cluster.address,
+                        live_queue=LIVE_QUEUE, extra_args=("--runner", "ray", "--ray-address", cluster.address,
                                     "--ray-max-retries", "2")).start()
     yield srv
     srv.stop()
@@ -42,7 +49,8 @@ def ray_server(cluster, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("local-serve") / "data", workers=1, viewer="none").start()
+    srv = ServerProcess(tmp_path_factory.mktemp("local-serve") / "data", workers=1, viewer="none",
+                        live_queue=LIVE_QUEUE).start()
     yield srv
     srv.stop()
 
@@ -75,6 +83,92 @@ def test_upload_on_ray_equals_the_local_runner(ray_server, local_server, tmp_pat
         index = client.get(f"/sessions/{s.id}/results", headers=s.headers).json()
     assert {"trajectory.json", "trajectory.tum", "points.ply", "splats.ply", "run.json"} <= \
         {f["name"] for f in index["files"]}
+
+
+def _demo_jpegs(n: int) -> list[bytes]:
+    """The demo clip's first ``n`` frames as JPEG (what a camera client sends)."""
+    capture = cv2.VideoCapture(str(DEMO))
+    out = []
+    while len(out) < n:
+        ok, bgr = capture.read()
+        assert ok, f"demo.mp4 has fewer than {n} frames"
+        out.append(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+    capture.release()
+    return out
+
+
+def _live(server: ServerProcess, jpegs: list[bytes], dest: Path) -> tuple[Sess, list[dict], dict, dict, np.ndarray]:
+    """Stream ``jpegs`` at 10 fps of stream time, each sent once the previous one is acknowledged."""
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        s = Sess(client, LIVE)
+        acks = []
+        with ws_client.connect(server.url.replace("http", "ws") + f"/sessions/{s.id}/live",
+                               additional_headers=s.headers) as ws:
+            for i, jpeg in enumerate(jpegs):
+                ws.send(encode_frame(jpeg, i * 0.1))
+                acks.append(json.loads(ws.recv(timeout=120)))
+            ws.send(json.dumps({"type": "end"}))
+            closed = json.loads(ws.recv(timeout=240))
+        final = s.wait(timeout=240)
+        assert final["state"] == "completed", final
+        return s, acks, closed, final, _trajectory(s.download("trajectory.json", dest))
+
+
+def test_a_live_session_on_a_ray_actor_equals_the_local_runner(cluster, ray_server, local_server, tmp_path):
+    jpegs = _demo_jpegs(16)
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "local").mkdir()
+    s, acks, closed, final, on_ray = _live(ray_server, jpegs, tmp_path / "ray")
+    _, local_acks, local_closed, local_final, local = _live(local_server, jpegs, tmp_path / "local")
+    assert [a["seq"] for a in acks] == list(range(len(jpegs))) and {a["type"] for a in acks} == {"ack"}
+    assert (closed["type"], closed["accepted"], closed["dropped"], closed["invalid"]) == ("closed", 16, 0, 0)
+    assert (local_closed["accepted"], local_closed["dropped"]) == (16, 0)
+    assert final["live"] == local_final["live"] and not final["live"]["connected"]
+    assert final["progress"]["frames_received"] == local_final["progress"]["frames_received"] == 16
+    assert on_ray.shape == local.shape and len(on_ray) > 0
+    np.testing.assert_allclose(on_ray, local, atol=1e-6, rtol=0)
+    # the stream's state lived in an actor on a worker node, not in the server
+    out_dir = str(ray_server.data_dir / "sessions" / s.id / "out")
+    (where,) = SharedDirectory().attempts(out_dir)
+    node = cluster.node_of_raylet(where["raylet_pid"])
+    assert node is not None and node != cluster.temp_dirs[0], (where, cluster.temp_dirs)
+
+
+def test_a_live_stream_faster_than_its_ray_actor_drops_the_oldest_frames(cluster, tmp_path_factory):
+    """Frames sent without waiting for acks to a queue of 4: the actor's buffer drops the oldest,
+    and the acks, the closing message and the session report it as the local runner does."""
+    srv = ServerProcess(tmp_path_factory.mktemp("ray-live-queue") / "data", workers=1, viewer="none", live_queue=4,
+                        extra_args=("--runner", "ray", "--ray-address", cluster.address)).start()
+    jpegs = _demo_jpegs(48)
+    sent = 2 * len(jpegs)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as client:
+            s = Sess(client, {**LIVE, "gaussians": False})
+            acks = []
+            with ws_client.connect(srv.url.replace("http", "ws") + f"/sessions/{s.id}/live",
+                                   additional_headers=s.headers) as ws:
+                def send_all():
+                    for i in range(sent):
+                        ws.send(encode_frame(jpegs[i % len(jpegs)], i * 0.1))
+
+                sender = threading.Thread(target=send_all)
+                sender.start()
+                while len(acks) < sent:
+                    acks.append(json.loads(ws.recv(timeout=120)))
+                sender.join()
+                ws.send(json.dumps({"type": "end"}))
+                closed = json.loads(ws.recv(timeout=240))
+            final = s.wait(timeout=240)
+    finally:
+        srv.stop()
+    assert [a["seq"] for a in acks] == list(range(sent))
+    assert closed["type"] == "closed" and closed["accepted"] == sent and closed["dropped"] > 0, closed
+    assert [a["dropped"] for a in acks] == sorted(a["dropped"] for a in acks)
+    assert max(a["pending"] for a in acks) <= 4
+    assert final["state"] == "completed", final
+    assert final["live"]["dropped"] == closed["dropped"]
+    # every accepted frame was reconstructed or dropped, none lost on the way to the actor
+    assert final["progress"]["frames_received"] == sent - closed["dropped"]
 
 
 def test_a_job_whose_node_is_killed_completes_on_the_other_node(cluster, ray_server, local_server, tmp_path):
