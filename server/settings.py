@@ -64,8 +64,8 @@ class Settings:
     vggt_weights:      checkpoint for the "vggt" backend; without it that backend
                        is refused. Never taken from a request.
     upload_chunk_bytes: read size while streaming an upload to disk.
-    runner:            where uploads and pulls run: "local" (threads in the server) or
-                       "ray" (a Ray task each; live sessions stay in the server). With
+    runner:            where jobs run: "local" (threads in the server) or "ray" (a Ray
+                       task per upload or pull, an actor per live session). With
                        "ray", ``data_dir`` must be a directory every Ray node mounts at the
                        same path (docs/deploy.md).
     ray_address:       the Ray cluster to join; None starts a single-node Ray in the server.

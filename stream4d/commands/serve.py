@@ -57,7 +57,7 @@ def add_parser(subparsers) -> str:
 
     ray = p.add_argument_group("ray (pip install 'stream4d[ray]'; docs/deploy.md)")
     ray.add_argument("--runner", choices=("local", "ray"), default="local",
-                     help="where uploads and pulls run: threads in this process, or Ray tasks (default: local)")
+                     help="where jobs run: threads in this process, or Ray tasks and actors (default: local)")
     ray.add_argument("--ray-address", default=None,
                      help="Ray cluster to join, e.g. 'auto' or HOST:6379 (default: a single-node Ray in the server)")
     ray.add_argument("--ray-num-cpus", type=float, default=1.0, help="CPUs each Ray job reserves (default: 1)")

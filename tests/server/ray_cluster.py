@@ -60,6 +60,10 @@ class RayCluster:
             raise
         return self
 
+    def add_node(self) -> None:
+        """One more worker node of ``cpus_per_node`` CPUs (after a test killed one)."""
+        self._start(["--address", self.address, "--num-cpus", str(self.cpus_per_node)])
+
     def processes(self, temp_dir: str | None = None) -> list[psutil.Process]:
         """This cluster's processes (or one node's): those whose command line names its temp dir."""
         dirs = [temp_dir] if temp_dir else self.temp_dirs

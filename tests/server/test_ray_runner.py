@@ -236,6 +236,34 @@ def test_stopping_a_ray_job_ends_it_early_and_keeps_its_outputs(ray_server):
         assert "run.json" in {f["name"] for f in index["files"]}
 
 
+def test_a_live_session_whose_node_dies_fails_saying_so(cluster, ray_server):
+    """The actor held the stream's state: it is not moved; the session fails with the reason and the
+    client's next frame is refused. A node is added first, so one is left for the tests after."""
+    cluster.add_node()
+    jpegs = _demo_jpegs(48)
+    with httpx.Client(base_url=ray_server.url, timeout=60) as client:
+        s = Sess(client, LIVE)
+        out_dir = str(ray_server.data_dir / "sessions" / s.id / "out")
+        with ws_client.connect(ray_server.url.replace("http", "ws") + f"/sessions/{s.id}/live",
+                               additional_headers=s.headers) as ws:
+            for i in range(4):
+                ws.send(encode_frame(jpegs[i], i * 0.1))
+                assert json.loads(ws.recv(timeout=120))["type"] == "ack"
+            where = wait_for(lambda: SharedDirectory().attempts(out_dir), 120, "the actor's run")[0]
+            cluster.kill_node(where["raylet_pid"])
+            refused = None
+            for i in range(4, len(jpegs)):
+                ws.send(encode_frame(jpegs[i], i * 0.1))
+                reply = json.loads(ws.recv(timeout=120))
+                if reply["type"] == "error":
+                    refused = reply
+                    break
+        assert refused is not None and refused["code"] == "stream_closed", refused
+        final = s.wait(timeout=120)
+    assert final["state"] == "failed", final
+    assert "node running this live session was lost" in final["error"], final["error"]
+
+
 def test_a_job_fails_with_the_reason_once_its_retries_are_spent(cluster, tmp_path_factory):
     """No retries allowed (--ray-max-retries 0): the node's death fails the session, saying why.
     Runs last: it takes the cluster's last worker node down."""
