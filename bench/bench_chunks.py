@@ -4,15 +4,17 @@ For each clip, on a local Ray cluster (a head with 0 CPUs plus worker nodes of 1
 ``ray start`` processes on this machine):
 
 - ``sequential, 1 node``: the whole video as one Ray task (the upload job as it runs today);
-- ``chunks, 1 node``: the chunk tasks on a cluster of one node (they run one after the other);
-- ``chunks, 2 nodes``: the same chunk tasks on two nodes (in parallel), then the join.
+- ``chunks + anchor, 1 node``: the anchor task (every n-th frame of the whole video) and the
+  chunk tasks on a cluster of one node (they run one after the other), then the join;
+- ``chunks + anchor, 2 nodes``: the same tasks on two nodes, then the join.
 
 Printed per run: wall seconds (task submission to the joined output), posed frames and the
-ATE against the clip's ground truth (after a Sim(3), % of the reference extent). Clips: the
-demo clip (48 frames) and a synthetic orbit (``stream4d synth``, rendered once into the
-temp dir).
+ATE against the clip's ground truth (after a Sim(3), % of the reference extent), and the ATE
+of the same chunks chained by their overlaps alone (no anchor). Clips: the demo clip (48
+frames) and a synthetic 360-degree orbit (``stream4d synth``, rendered into the temp dir).
 
-    PYTHONPATH=. python bench/bench_chunks.py [--frames 600] [--chunks 2] [--overlap 16] [--write-docs]
+    PYTHONPATH=. python bench/bench_chunks.py [--frames 600] [--chunks 2] [--overlap 16]
+        [--anchor-stride 10] [--write-docs]
 """
 
 from __future__ import annotations
@@ -56,10 +58,11 @@ def ate(out_dir: Path, gt: Path) -> tuple[int, float]:
 
 
 def bench_clip(video: Path, gt: Path, frames: int, config: ReconstructConfig, chunks: int, overlap: int,
-               root: Path) -> list[list[str]]:
+               anchor_stride: int, root: Path) -> list[list[str]]:
     import ray
 
     from server.ray_chunks import reconstruct_chunked
+    from stream4d.pipeline.chunks import join_chunks, plan_chunks
 
     rows = []
     for nodes in (1, 2):
@@ -71,13 +74,18 @@ def bench_clip(video: Path, gt: Path, frames: int, config: ReconstructConfig, ch
                 started = time.perf_counter()
                 ray.get(ray.remote(run_whole).options(num_cpus=1).remote(str(video), str(out), config.to_dict()))
                 wall = time.perf_counter() - started
-                rows.append([video.name, "sequential, 1 node", f"{wall:.1f}", *_quality(out, gt)])
+                rows.append([video.name, "sequential, 1 node", f"{wall:.1f}", *_quality(out, gt), "-"])
                 print(rows[-1], flush=True)
             out = root / f"{video.stem}-chunks{nodes}"
-            run = reconstruct_chunked(video, out, config, frames, chunks, overlap)
-            rows.append([video.name, f"{chunks} chunks, {nodes} node{'s' * (nodes > 1)}",
-                         f"{run.chunks_s + run.join_s:.1f}", *_quality(out, gt)])
-            print(rows[-1], f"chunk s {[round(s, 1) for s in run.per_chunk_s]}, join {run.join_s:.2f} s", flush=True)
+            run = reconstruct_chunked(video, out, config, frames, chunks, overlap, anchor_stride=anchor_stride)
+            # the same chunk outputs chained by their overlaps alone, without the anchor run
+            plan = plan_chunks(frames, chunks, overlap)
+            chained = root / f"{video.stem}-chained{nodes}"
+            join_chunks([out / "chunks" / f"{k:03d}" for k in range(len(plan))], plan, chained)
+            rows.append([video.name, f"{chunks} chunks + anchor, {nodes} node{'s' * (nodes > 1)}",
+                         f"{run.chunks_s + run.join_s:.1f}", *_quality(out, gt), _quality(chained, gt)[1]])
+            print(rows[-1], f"task s {[round(s, 1) for s in run.per_chunk_s]} (anchor first), "
+                  f"join {run.join_s:.2f} s", flush=True)
         finally:
             ray.shutdown()
             cluster.stop()
@@ -94,6 +102,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=600, help="frames of the synthetic orbit (default 600)")
     parser.add_argument("--chunks", type=int, default=2)
     parser.add_argument("--overlap", type=int, default=16, help="frames shared by consecutive chunks")
+    parser.add_argument("--anchor-stride", type=int, default=10, help="the anchor run takes every n-th frame")
     parser.add_argument("--resolution", type=int, default=256, help="model input, longest side (default 256)")
     parser.add_argument("--write-docs", action="store_true", help="replace the section in docs/benchmarks.md")
     args = parser.parse_args()
@@ -107,25 +116,31 @@ def main() -> None:
                         "--frames", str(args.frames), "--traj-kw", "arc_deg=360", "--size", "256x192",
                         "--out", str(synth), "--video", f"orbit{args.frames}.mp4"], check=True,
                        capture_output=True, cwd=REPO)
-        clips = [(DEMO / "demo.mp4", DEMO / "cameras.json", 48),
-                 (synth / f"orbit{args.frames}.mp4", synth / "cameras.json", args.frames)]
-        for video, gt, frames in clips:
-            rows += bench_clip(video, gt, frames, config, args.chunks, args.overlap, root)
+        # (video, reference, frames, overlap, anchor stride): the demo is short, so its overlap and
+        # anchor stride are too
+        clips = [(DEMO / "demo.mp4", DEMO / "cameras.json", 48, 8, 4),
+                 (synth / f"orbit{args.frames}.mp4", synth / "cameras.json", args.frames, args.overlap,
+                  args.anchor_stride)]
+        for video, gt, frames, overlap, stride in clips:
+            rows += bench_clip(video, gt, frames, config, args.chunks, overlap, stride, root)
     info = machine_info()
-    table = markdown_table(["clip", "run", "wall s", "posed", "ATE % of extent"], rows)
+    table = markdown_table(["clip", "run", "wall s", "posed", "ATE % of extent", "ATE %, chunks chained"], rows)
     print(table)
     if args.write_docs:
         body = (
             "## One long video in chunks on two nodes (`bench/bench_chunks.py`)\n\n"
-            f"The video cut into {args.chunks} chunks sharing {args.overlap} frames, each chunk a Ray task "
-            f"(`server/ray_chunks.py`), joined by a Sim(3) on the shared frames' poses "
-            f"(`stream4d/pipeline/chunks.py`); the sequential run is the whole video as one task. "
+            f"The video cut into {args.chunks} chunks sharing {args.overlap} frames (the demo: 8), each chunk "
+            f"a Ray task (`server/ray_chunks.py`), with one more task, the anchor run, on every "
+            f"{args.anchor_stride}th frame of the whole video (the demo: every 4th); each chunk is mapped onto "
+            f"the anchor's poses of the anchor frames it holds by a Sim(3) (`stream4d/pipeline/chunks.py`). "
+            f"The last column chains the same chunks by a Sim(3) on their overlaps alone. The sequential "
+            f"run is the whole video as one task (the upload job today). "
             f"{args.resolution} px model input, windows of 8 overlapping by 2; Ray nodes are `ray start` "
             f"processes of 1 CPU each on this machine (a head with 0 CPUs plus the nodes). "
             f"{info['nproc']} cores, {info['cpu']}, load average {info['loadavg'][0]:.1f} at the end "
             f"(other work shared the cores: wall times are indicative).\n\n{table}\n\n"
             f"    PYTHONPATH=. python bench/bench_chunks.py --frames {args.frames} --chunks {args.chunks} "
-            f"--overlap {args.overlap} --write-docs\n"
+            f"--overlap {args.overlap} --anchor-stride {args.anchor_stride} --write-docs\n"
         )
         write_docs_section("bench_chunks", body)
 

@@ -4,18 +4,22 @@ one point cloud.
 
 A chunk is the frames ``[start, stop)`` of the video (decode order); consecutive chunks share
 ``overlap`` frames. Each chunk is a whole run of the pipeline, with its own windows, alignment
-and world. ``join_chunks`` walks the chunks in order and maps chunk k into the joined world
-by the Sim(3) taking its poses of the shared frames onto chunk k-1's joined poses of them:
-the scale from the spread of the camera centres, rotation and translation from the centres
-plus points along each camera's axes (as ATE evaluation maps a trajectory onto its
-reference). A shared frame keeps the earlier chunk's pose. This is a pose-level join, not
-the aligner's layer-wise point-map alignment: chunks are joined after the fact.
+and world. ``join_chunks`` maps each chunk into one world by a Sim(3) fitted on frames it
+shares: with an anchor run (the whole video at a stride, e.g. every 10th frame: a short run
+that can go alongside the chunks), onto the anchor's poses of the anchor frames inside the
+chunk, spread over its whole length; without one, onto chunk k-1's joined poses of the
+``overlap`` frames, which carries each join's error into the next and, on a lever arm of a
+chunk's length, amplifies it. The Sim(3): scale from the spread of the camera centres,
+rotation and translation from the centres plus points along each camera's axes (as ATE
+evaluation maps a trajectory onto its reference). A frame in two chunks keeps the earlier
+chunk's pose. This is a pose-level join after the fact, not the aligner's layer-wise
+point-map alignment.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -109,46 +113,66 @@ class JoinReport:
     frames: int = 0
 
 
+def _main_segment(frames: list[PosedFrame]) -> dict[str, PosedFrame]:
+    """The frames of the segment holding most of them, by name, in segment 0."""
+    if not frames:
+        return {}
+    main = np.bincount([f.segment for f in frames]).argmax()
+    return {f.image: replace(f, segment=0) for f in frames if f.segment == main}
+
+
+def anchor_config(config: Any, stride: int) -> Any:
+    """The config of the anchor run: ``config`` on every ``stride``-th frame of the whole input."""
+    return replace(config, ingest=replace(config.ingest, stride=stride))
+
+
 def _sim3_onto(prev: np.ndarray, cur: np.ndarray) -> Sim3:
     """Sim(3) taking poses ``cur [M, 4, 4]`` onto ``prev [M, 4, 4]`` (the same frames)."""
     centres = umeyama(camera_centres(cur), camera_centres(prev))
     return pose_sim3(cur, prev, centres)
 
 
-def join_chunks(chunk_dirs: list[str | Path], chunks: list[Chunk], out_dir: str | Path) -> JoinReport:
+def join_chunks(chunk_dirs: list[str | Path], chunks: list[Chunk], out_dir: str | Path,
+                anchor_dir: str | Path | None = None) -> JoinReport:
     """Join the chunk outputs (trajectory.json, points.ply) in ``out_dir`` (see the module doc).
 
-    Frame indices in the joined trajectory are decode positions in the whole input
+    With ``anchor_dir`` (the output of a sparse run over the whole input, e.g. every 10th frame:
+    ``anchor_config``), every chunk is mapped onto the anchor's poses of the frames it shares
+    with it, spread over the whole chunk, instead of onto the previous chunk's poses of the
+    overlap: errors of one join do not carry into the next, and the lever arm is the chunk's
+    length. Frame indices in the joined trajectory are decode positions in the whole input
     (``chunk.start`` + the chunk's own index). A chunk sharing fewer than ``MIN_OVERLAP`` posed
-    frames with the previous one cannot be joined: ``ValueError``.
+    frames with what it is fitted to cannot be joined: ``ValueError``.
     """
     if len(chunk_dirs) != len(chunks) or not chunks:
         raise ValueError(f"{len(chunk_dirs)} chunk outputs for {len(chunks)} chunks")
     out = Path(out_dir)
     report = JoinReport()
     joined: dict[str, PosedFrame] = {}  # frame name -> pose in the joined world
+    anchor = {} if anchor_dir is None else _main_segment(read_trajectory_json(Path(anchor_dir) / TRAJECTORY_JSON))
     points, colors = [], []
-    next_segment = 0
+    next_segment = 1 if anchor else 0  # with an anchor, its world is segment 0
     for k, (chunk_dir, chunk) in enumerate(zip(chunk_dirs, chunks)):
         frames = read_trajectory_json(Path(chunk_dir) / TRAJECTORY_JSON)
         shared = [f for f in frames if f.image in joined]
-        if k == 0:
+        target = anchor or joined
+        fitted = [f for f in frames if f.image in target]
+        seg_map: dict[int, int] = {}  # the chunk's segments -> joined segments
+        if k == 0 and not anchor:
             sim3 = Sim3.identity()
         else:
-            if len(shared) < MIN_OVERLAP:
-                raise ValueError(f"chunk {k} ({chunk.start}:{chunk.stop}) shares {len(shared)} posed frames with "
-                                 f"the chunks before it; joining needs {MIN_OVERLAP}")
-            sim3 = _sim3_onto(np.stack([joined[f.image].c2w for f in shared]), np.stack([f.c2w for f in shared]))
-        # Segments: the chunk's segment of most shared frames joins the earlier frames' segment.
-        seg_map: dict[int, int] = {}
-        if shared:
-            main = np.bincount([f.segment for f in shared]).argmax()
-            seg_map[int(main)] = joined[shared[0].image].segment
+            if len(fitted) < MIN_OVERLAP:
+                what = "the anchor run" if anchor else "the chunks before it"
+                raise ValueError(f"chunk {k} ({chunk.start}:{chunk.stop}) shares {len(fitted)} posed frames with "
+                                 f"{what}; joining needs {MIN_OVERLAP}")
+            main = np.bincount([f.segment for f in fitted]).argmax()  # fitted on one world segment
+            fitted = [f for f in fitted if f.segment == main]
+            sim3 = _sim3_onto(np.stack([target[f.image].c2w for f in fitted]), np.stack([f.c2w for f in fitted]))
+            seg_map[int(main)] = target[fitted[0].image].segment  # the other segments get new ids
         for f in frames:
             if f.segment not in seg_map:
                 seg_map[f.segment] = next_segment
                 next_segment += 1
-        next_segment = max(next_segment, max(seg_map.values(), default=-1) + 1)
         for f in frames:
             if f.image in joined:
                 continue
@@ -160,7 +184,7 @@ def join_chunks(chunk_dirs: list[str | Path], chunks: list[Chunk], out_dir: str 
             points.append(sim3.apply(p))
             colors.append(c)
         report.chunks.append({"start": chunk.start, "stop": chunk.stop, "posed": len(frames), "shared": len(shared),
-                              "sim3_scale": sim3.s})
+                              "fitted_on": len(fitted) if k or anchor else 0, "sim3_scale": sim3.s})
     out.mkdir(parents=True, exist_ok=True)
     with OutputWriter(out) as writer:
         for f in sorted(joined.values(), key=lambda f: f.index):

@@ -77,6 +77,26 @@ def test_join_undoes_each_chunks_world_frame(tmp_path):
     np.testing.assert_allclose(np.sort(cloud, axis=0), np.sort(points, axis=0), atol=1e-5)  # float32 on disk
 
 
+def test_join_onto_an_anchor_run_gives_the_anchors_world(tmp_path):
+    c2w = make_trajectory("orbit", 120, seed=1, scene=make_scene("room", seed=0), arc_deg=120)
+    plan = plan_chunks(120, 3, 8)
+    rng = np.random.default_rng(1)
+    anchor_world = Sim3(2.0, Rotation.random(random_state=7).as_matrix(), np.array([1.0, -2.0, 0.5]))
+    with OutputWriter(tmp_path / "anchor") as writer:  # every 10th frame, indices of the strided run
+        for n, i in enumerate(range(0, 120, 10)):
+            writer.add_frame(PosedFrame(n, i / 10, f"clip.mp4#{i}", anchor_world.apply_c2w(c2w[i]), np.eye(3), 128, 96))
+    dirs = []
+    for k, chunk in enumerate(plan):
+        dirs.append(tmp_path / f"c{k}")
+        world = Sim3(float(rng.uniform(0.3, 3.0)), Rotation.random(random_state=k).as_matrix(), rng.normal(size=3))
+        _write_chunk(dirs[-1], chunk, c2w, world, np.zeros((1, 3)))
+    report = join_chunks(dirs, plan, tmp_path / "joined", anchor_dir=tmp_path / "anchor")
+    joined = read_trajectory_json(tmp_path / "joined" / "trajectory.json")
+    np.testing.assert_allclose(np.stack([f.c2w for f in joined]), anchor_world.apply_c2w(c2w), atol=1e-9)
+    assert {f.segment for f in joined} == {0}
+    assert all(c["fitted_on"] >= 3 for c in report.chunks)
+
+
 def test_a_chunk_sharing_too_few_posed_frames_is_refused(tmp_path):
     c2w = make_trajectory("orbit", 40, seed=0, scene=make_scene("room", seed=0), arc_deg=40)
     a, b = Chunk(0, 22), Chunk(20, 40)  # 2 shared frames
