@@ -26,6 +26,7 @@ class ChunkedRun:
     chunks_s: float
     join_s: float
     per_chunk_s: list[float]
+    per_chunk_cpu_s: list[float]  # CPU seconds of each task's process (all its threads)
     nodes: list[str]
     report: dict[str, Any]
 
@@ -39,9 +40,10 @@ def run_chunk(path: str, chunk: Any, out_dir: str, config: dict[str, Any], num_t
     from stream4d.pipeline.chunks import reconstruct_chunk
 
     torch.set_num_threads(num_threads)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     reconstruct_chunk(path, chunk, out_dir, ReconstructConfig.from_dict(config))
-    return {"seconds": time.perf_counter() - started, "node": ray.get_runtime_context().get_node_id()}
+    return {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
+            "node": ray.get_runtime_context().get_node_id()}
 
 
 def run_anchor(path: str, out_dir: str, config: dict[str, Any], stride: int, num_threads: int) -> dict[str, Any]:
@@ -53,9 +55,10 @@ def run_anchor(path: str, out_dir: str, config: dict[str, Any], stride: int, num
     from stream4d.pipeline.chunks import anchor_config
 
     torch.set_num_threads(num_threads)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     reconstruct(path, out_dir, anchor_config(ReconstructConfig.from_dict(config), stride), progress=False)
-    return {"seconds": time.perf_counter() - started, "node": ray.get_runtime_context().get_node_id()}
+    return {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
+            "node": ray.get_runtime_context().get_node_id()}
 
 
 def reconstruct_chunked(path: str | Path, out_dir: str | Path, config: Any, frame_count: int, chunks: int,
@@ -90,4 +93,4 @@ def reconstruct_chunked(path: str | Path, out_dir: str | Path, config: Any, fram
     started = time.perf_counter()
     report = join_chunks(dirs, plan, out, anchor_dir)
     return ChunkedRun(chunks_s, time.perf_counter() - started, [r["seconds"] for r in results],
-                      [r["node"] for r in results], asdict(report))
+                      [r["cpu_seconds"] for r in results], [r["node"] for r in results], asdict(report))
