@@ -12,7 +12,9 @@ order they were made; each push also carries its sequence number, which the acto
 push waits for the actor's reply (one round trip to its node), which carries the buffer's drop
 and pending counts for the next ack; the frames a slow pipeline cannot take are dropped oldest
 first in the actor, as in the server with the local runner. The actor is created with the
-first frame (a silent client reserves nothing), which therefore waits for the actor to start.
+first frame (a silent client reserves nothing), which therefore waits for the actor to start;
+when no node has room for it within the live idle timeout, the frame is refused and the session
+fails, saying so.
 
 A live stream's state cannot move: when the actor's node dies the session fails, saying so
 (the client reconnects with a new session). Actors die with the server's Ray driver too.
@@ -30,6 +32,7 @@ from typing import Any, Callable
 from recon.ingest.errors import IngestError
 
 POLL_S = 0.25
+PUSH_TIMEOUT_S = 60.0  # a placed actor takes a frame in milliseconds; this long means it is wedged
 
 
 class LiveSessionActor:
@@ -129,8 +132,10 @@ class RayLiveSource:
     ``make_actor()`` creates the actor; it is called with the first frame.
     """
 
-    def __init__(self, name: str, make_actor: Callable[[], Any], options: Any, storage: Any) -> None:
+    def __init__(self, name: str, make_actor: Callable[[], Any], options: Any, storage: Any,
+                 start_timeout: float = 30.0) -> None:
         self.name = name
+        self.start_timeout = start_timeout  # for the actor to be placed and reply to the first frame
         self.options = options  # the run's IngestOptions: frames are shrunk here, before they travel
         self.storage = storage  # the JobStorage the actor records its attempt in
         self.stats = _Drops()
@@ -160,9 +165,17 @@ class RayLiveSource:
             if self._actor is None:
                 self._actor = self._make_actor()
             ref = self._actor.push.remote(self._seq, image, timestamp)
+            first = self._seq == 0
             self._seq += 1
             try:
-                dropped, pending = ray.get(ref)
+                dropped, pending = ray.get(ref, timeout=self.start_timeout if first else PUSH_TIMEOUT_S)
+            except ray.exceptions.GetTimeoutError:
+                ray.kill(self._actor)  # frees its place in Ray's queue, or its node
+                self._actor, self._closed = None, True
+                what = (f"no Ray node had room for this live session's actor within {self.start_timeout:g} s "
+                        "(--ray-num-cpus / --ray-num-gpus per session; the cluster's nodes are busy or too small)"
+                        if first else f"the live session's actor did not take a frame within {PUSH_TIMEOUT_S:g} s")
+                raise IngestError(self.name, "unavailable", what) from None
             except ray.exceptions.RayTaskError as exc:
                 cause = exc.cause
                 raise (cause if isinstance(cause, IngestError) else

@@ -150,7 +150,8 @@ class RayJobRunner(LocalJobRunner):
                                             max_task_retries=0).remote(
                 name, job.config, capacity, idle_timeout, max_bytes, max(1, int(opts.num_cpus)))
 
-        return RayLiveSource(name, make_actor, ReconstructConfig.from_dict(job.config).ingest, self.storage)
+        return RayLiveSource(name, make_actor, ReconstructConfig.from_dict(job.config).ingest, self.storage,
+                             start_timeout=idle_timeout or 30.0)
 
     def run_remote(self, job: Any, stop: threading.Event, on_progress: Callable[[dict], None],
                    on_attempt: Callable[[int, dict], None]) -> Any:

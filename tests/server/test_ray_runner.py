@@ -171,6 +171,53 @@ def test_a_live_stream_faster_than_its_ray_actor_drops_the_oldest_frames(cluster
     assert final["progress"]["frames_received"] == sent - closed["dropped"]
 
 
+def test_a_long_video_in_chunks_on_two_nodes_is_joined_onto_the_anchor_run(cluster, tmp_path):
+    """server.ray_chunks on the real cluster: the anchor run and two chunks as Ray tasks on both nodes,
+    joined into one trajectory of every frame, close to the reference."""
+    import ray
+
+    from server.ray_chunks import reconstruct_chunked
+    from stream4d.evaluation.trajectory import evaluate_trajectory
+    from stream4d.outputs import read_cameras_json
+    from stream4d.pipeline import ReconstructConfig
+
+    config = ReconstructConfig().override({"ingest.resize": 128, "align.window": 8, "align.overlap": 2,
+                                           "rrd": False})
+    ray.init(address=cluster.address, namespace="stream4d-test", log_to_driver=False)
+    try:
+        run = reconstruct_chunked(DEMO, tmp_path / "out", config, 48, chunks=2, overlap=8, anchor_stride=4)
+    finally:
+        ray.shutdown()
+    assert len(set(run.nodes)) == 2, run.nodes  # the anchor and the first chunk started at once, one per node
+    assert [(c["start"], c["stop"]) for c in run.report["chunks"]] == [(0, 28), (20, 48)]
+    assert all(c["fitted_on"] >= 3 for c in run.report["chunks"]), run.report
+    joined = read_trajectory_json(tmp_path / "out" / "trajectory.json")
+    assert [f.index for f in joined] == list(range(48))
+    result = evaluate_trajectory(joined, read_cameras_json(DEMO.parent / "cameras.json"))
+    assert result.ate_rmse_rel_extent < 0.03, result.ate_rmse_rel_extent
+
+
+def test_a_live_session_no_node_has_room_for_is_refused_saying_so(cluster, tmp_path_factory):
+    """Each live actor asks for 2 CPUs, and no node has 2: the first frame is refused after the live
+    idle timeout, and the session fails with the reason."""
+    srv = ServerProcess(tmp_path_factory.mktemp("ray-no-room") / "data", workers=1, viewer="none",
+                        extra_args=("--runner", "ray", "--ray-address", cluster.address, "--ray-num-cpus", "2",
+                                    "--live-idle-timeout", "3")).start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as client:
+            s = Sess(client, LIVE)
+            with ws_client.connect(srv.url.replace("http", "ws") + f"/sessions/{s.id}/live",
+                                   additional_headers=s.headers) as ws:
+                ws.send(encode_frame(_demo_jpegs(1)[0], 0.0))
+                reply = json.loads(ws.recv(timeout=60))
+            final = s.wait(timeout=60)
+    finally:
+        srv.stop()
+    assert reply["type"] == "error" and reply["code"] == "stream_closed", reply
+    assert "no Ray node had room" in reply["message"], reply
+    assert final["state"] == "failed" and "no Ray node had room" in final["error"], final
+
+
 def test_a_job_whose_node_is_killed_completes_on_the_other_node(cluster, ray_server, local_server, tmp_path):
     with httpx.Client(base_url=ray_server.url, timeout=60) as client:
         s = Sess(client, LONGER)
