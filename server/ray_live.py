@@ -159,30 +159,32 @@ class RayLiveSource:
         from recon.ingest.push import fit_for_model
 
         image = fit_for_model(image, self.options.resize, self.name)
-        with self._lock:
+        with self._lock:  # submitted under the lock (their order is the frames'), awaited outside it
             if self._closed:
                 raise IngestError(self.name, "closed", "push after close()")
             if self._actor is None:
                 self._actor = self._make_actor()
-            ref = self._actor.push.remote(self._seq, image, timestamp)
+            actor = self._actor
+            ref = actor.push.remote(self._seq, image, timestamp)
             first = self._seq == 0
             self._seq += 1
-            try:
-                dropped, pending = ray.get(ref, timeout=self.start_timeout if first else PUSH_TIMEOUT_S)
-            except ray.exceptions.GetTimeoutError:
-                ray.kill(self._actor)  # frees its place in Ray's queue, or its node
+        try:
+            dropped, pending = ray.get(ref, timeout=self.start_timeout if first else PUSH_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            with self._lock:
+                ray.kill(actor)  # frees its place in Ray's queue, or its node
                 self._actor, self._closed = None, True
-                what = (f"no Ray node had room for this live session's actor within {self.start_timeout:g} s "
-                        "(--ray-num-cpus / --ray-num-gpus per session; the cluster's nodes are busy or too small)"
-                        if first else f"the live session's actor did not take a frame within {PUSH_TIMEOUT_S:g} s")
-                raise IngestError(self.name, "unavailable", what) from None
-            except ray.exceptions.RayTaskError as exc:
-                cause = exc.cause
-                raise (cause if isinstance(cause, IngestError) else
-                       IngestError(self.name, "closed", f"the live session's actor refused the frame: {cause}")) from None
-            except ray.exceptions.RayActorError:
-                raise IngestError(self.name, "closed", "the live session's node was lost") from None
-            self.stats.dropped, self._pending = dropped, pending
+            what = (f"no Ray node had room for this live session's actor within {self.start_timeout:g} s "
+                    "(--ray-num-cpus / --ray-num-gpus per session; the cluster's nodes are busy or too small)"
+                    if first else f"the live session's actor did not take a frame within {PUSH_TIMEOUT_S:g} s")
+            raise IngestError(self.name, "unavailable", what) from None
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause
+            raise (cause if isinstance(cause, IngestError) else
+                   IngestError(self.name, "closed", f"the live session's actor refused the frame: {cause}")) from None
+        except ray.exceptions.RayActorError:
+            raise IngestError(self.name, "closed", "the live session's node was lost") from None
+        self.stats.dropped, self._pending = max(self.stats.dropped, dropped), pending
 
     def close(self) -> None:
         with self._lock:
