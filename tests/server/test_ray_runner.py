@@ -1,7 +1,8 @@
 """Uploads run as Ray tasks and live sessions as Ray actors on a real local Ray cluster (a head and
 two worker nodes), through the unchanged HTTP/WebSocket API of a real ``stream4d serve --runner ray``:
 the results equal the local runner's, a live stream keeps its drop-oldest back-pressure and
-counters, and a job whose node is killed mid-run completes on the other node."""
+counters, a job whose node is killed mid-run completes on the other node, and a long video in
+chunks runs on both nodes and is joined."""
 
 from __future__ import annotations
 
