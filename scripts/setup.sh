@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up stream4d on a fresh Debian machine with Python 3.11: system library, venv, packages.
-# --test also installs what the test suite needs (test extras, Debian's chromium for the viewer test).
+# --test also installs what the test suite needs (test and ray extras: the `ray`-marked tests start a
+# local Ray cluster; Debian's chromium for the viewer test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WITH_TESTS=0
@@ -24,7 +25,7 @@ command -v "$PY" >/dev/null || PY=python3
 # other dependency at the exact version of requirements.lock (scripts/lock.sh refreshes it).
 .venv/bin/python -m pip install -q -r requirements-cpu.txt
 if [ $WITH_TESTS = 1 ]; then
-  .venv/bin/python -m pip install -q -c requirements.lock -e ".[test]"
+  .venv/bin/python -m pip install -q -c requirements.lock -e ".[test,ray]"
 else
   .venv/bin/python -m pip install -q -c requirements.lock -e .
 fi

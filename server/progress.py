@@ -35,5 +35,11 @@ class ProgressObserver:
             self.last = progress
         self._store.update(self._session_id, stats=progress)
 
+    def record(self, progress: dict) -> None:
+        """Progress reported from elsewhere (a job on another node), already as a dict."""
+        with self._lock:
+            self.last = progress
+        self._store.update(self._session_id, stats=progress)
+
     def close(self) -> None:
         pass

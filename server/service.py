@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -131,6 +132,17 @@ def check_public_host(host: str, port: int | None) -> None:
                            "--allow-private-sources".format(address))
 
 
+def make_runner(settings: Settings, execute) -> JobRunner:
+    """The runner ``settings.runner`` names: threads in this process, or tasks on a Ray cluster."""
+    if settings.runner == "ray":
+        from server.ray_runner import RayJobRunner, RayOptions
+
+        return RayJobRunner(execute, settings.workers, RayOptions(
+            address=settings.ray_address, num_cpus=settings.ray_num_cpus, num_gpus=settings.ray_num_gpus,
+            max_retries=settings.ray_max_retries))
+    return LocalJobRunner(execute, settings.workers)
+
+
 class SessionManager:
     def __init__(self, settings: Settings, runner: JobRunner | None = None) -> None:
         self.settings = settings
@@ -138,7 +150,7 @@ class SessionManager:
         make_private_dir(settings.sessions_dir)
         self.store = SessionStore(settings.db_path)
         os.chmod(settings.db_path, 0o600)
-        self.runner: JobRunner = runner or LocalJobRunner(self.execute, settings.workers)
+        self.runner: JobRunner = runner or make_runner(settings, self.execute)
         # Live sessions run on workers of their own (one per allowed live session), so a
         # connected client that sends nothing never holds a worker an upload is waiting for.
         self.live_runner: JobRunner = LocalJobRunner(self.execute, settings.max_live_sessions)
@@ -252,10 +264,16 @@ class SessionManager:
             if rec is None:
                 raise ApiError(404, "session_not_found", f"session {session_id} does not exist")
             job = self._job(rec, "live", None)
-            ingest = ReconstructConfig.from_dict(job.config).ingest  # what the run would ask of its input
-            source = PushSource(name=f"live-{session_id[:8]}", capacity=self.settings.live_queue,
-                                options=ingest, idle_timeout=self.settings.live_idle_timeout,
-                                max_bytes=self.settings.live_queue_bytes)
+            remote_source = getattr(self.runner, "live_source", None)  # Ray: an actor holds the stream
+            if remote_source is not None:
+                source = remote_source(job, capacity=self.settings.live_queue,
+                                       idle_timeout=self.settings.live_idle_timeout,
+                                       max_bytes=self.settings.live_queue_bytes)
+            else:
+                ingest = ReconstructConfig.from_dict(job.config).ingest  # what the run would ask of its input
+                source = PushSource(name=f"live-{session_id[:8]}", capacity=self.settings.live_queue,
+                                    options=ingest, idle_timeout=self.settings.live_idle_timeout,
+                                    max_bytes=self.settings.live_queue_bytes)
             feed = LiveFeed(source, job)
             self._live[session_id] = feed
         log_event("live.opened", session=session_id)
@@ -426,12 +444,17 @@ class SessionManager:
                      stop: threading.Event) -> Any:
         from stream4d.pipeline import ReconstructConfig, reconstruct
 
+        run_remote = getattr(self.runner, "run_remote", None)
+        if job.kind != "live" and run_remote is not None:
+            return self._reconstruct_remote(run_remote, job, progress, stop)
         source: Any = job.source
         if job.kind == "live":
             feed = self._live.get(job.session_id)
             if feed is None:
                 raise RuntimeError("the live session's frame queue is gone (server restarted?)")
             source = feed.source
+            if hasattr(source, "run_remote"):  # Ray: the session's actor runs the stream
+                return self._reconstruct_live_remote(source, job, progress, stop)
         config = ReconstructConfig.from_dict(job.config)
         observers: list[Any] = [progress]
         viewer = self._start_viewer(job, out_dir)
@@ -443,6 +466,33 @@ class SessionManager:
         finally:
             if viewer is not None:
                 self._retire_viewer(job.session_id)
+
+    def _reconstruct_remote(self, run_remote, job: ReconstructionJob, progress: ProgressObserver,
+                            stop: threading.Event) -> Any:
+        """The reconstruction on another node (no live viewer: recording.rrd is still written)."""
+        sid = job.session_id
+        rec = self.store.get(sid)
+        first_attempt = rec.attempts if rec is not None else 1
+
+        def on_attempt(n: int, info: dict) -> None:
+            log_event("job.attempt", session=sid, attempt=first_attempt + n - 1, node=info.get("node"))
+            if n > 1:
+                cur = self.store.get(sid)
+                if cur is not None:
+                    self.store.update(sid, attempts=first_attempt + n - 1, notes=cur.notes + [
+                        f"attempt {first_attempt + n - 1} started on another node after the previous one was lost"])
+
+        stats = run_remote(job, stop, progress.record, on_attempt)
+        return SimpleNamespace(stats=stats)
+
+    def _reconstruct_live_remote(self, source: Any, job: ReconstructionJob, progress: ProgressObserver,
+                                 stop: threading.Event) -> Any:
+        """A live session run by its actor on a Ray node (no live viewer: recording.rrd is still written)."""
+        def on_start(where: dict) -> None:
+            log_event("job.attempt", session=job.session_id, attempt=1, node=where.get("node"))
+
+        stats = source.run_remote(job.out_dir, stop, progress.record, on_start)
+        return SimpleNamespace(stats=stats)
 
     # ----- per-session rerun viewers ---------------------------------------------------------
     def _start_viewer(self, job: ReconstructionJob, out_dir: Path) -> Any:

@@ -64,6 +64,13 @@ class Settings:
     vggt_weights:      checkpoint for the "vggt" backend; without it that backend
                        is refused. Never taken from a request.
     upload_chunk_bytes: read size while streaming an upload to disk.
+    runner:            where jobs run: "local" (threads in the server) or "ray" (a Ray
+                       task per upload or pull, an actor per live session). With
+                       "ray", ``data_dir`` must be a directory every Ray node mounts at the
+                       same path (docs/deploy.md).
+    ray_address:       the Ray cluster to join; None starts a single-node Ray in the server.
+    ray_num_cpus, ray_num_gpus: resources each Ray job reserves on its node.
+    ray_max_retries:   re-runs of a Ray job whose worker or node died.
     """
 
     data_dir: Path = field(default_factory=lambda: Path("stream4d-data"))
@@ -92,6 +99,11 @@ class Settings:
     vggt_weights: Path | None = None
     upload_chunk_bytes: int = 1024 * 1024
     log_level: str = "info"
+    runner: str = "local"
+    ray_address: str | None = None
+    ray_num_cpus: float = 1.0
+    ray_num_gpus: float = 0.0
+    ray_max_retries: int = 3
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
@@ -117,6 +129,13 @@ class Settings:
             raise ValueError(f"Settings.max_attempts must be >= 1, got {self.max_attempts}")
         if self.viewer not in ("none", "serve"):
             raise ValueError(f"Settings.viewer must be 'none' or 'serve', got {self.viewer!r}")
+        if self.runner not in ("local", "ray"):
+            raise ValueError(f"Settings.runner must be 'local' or 'ray', got {self.runner!r}")
+        if self.ray_address is not None and self.runner != "ray":
+            raise ValueError("Settings.ray_address needs runner 'ray'")
+        if not self.ray_num_cpus > 0 or self.ray_num_gpus < 0 or self.ray_max_retries < 0:
+            raise ValueError(f"Ray resources must be num_cpus > 0, num_gpus >= 0, max_retries >= 0; got "
+                             f"{self.ray_num_cpus}, {self.ray_num_gpus}, {self.ray_max_retries}")
         if self.vggt_weights is not None:
             self.vggt_weights = Path(self.vggt_weights).expanduser().resolve()
 

@@ -155,7 +155,7 @@ class PushSource(FrameSource):
         in ``stats.dropped``. The image is not copied (unless shrunk): do not
         modify it after.
         """
-        image = _shrunk(_as_rgb(image, self.info.name), self.options.resize)
+        image = fit_for_model(image, self.options.resize, self.info.name)
         with self._lock:
             if self._buffer.closed:
                 raise IngestError(self.info.name, "closed", "push after close()")
@@ -204,6 +204,12 @@ def drain(buffer: DropOldestBuffer[RawFrame], name: str, idle_timeout: float | N
         if raw is None:
             return
         yield raw
+
+
+def fit_for_model(image: np.ndarray, resize: str | int | None, name: str = "live") -> np.ndarray:
+    """``image`` as ``push`` queues it: RGB uint8 [H, W, 3], shrunk to the size ``resize`` scales it
+    to. Idempotent, so a frame fitted before it travels (to a Ray node) is queued unchanged."""
+    return _shrunk(_as_rgb(image, name), resize)
 
 
 def _shrunk(image: np.ndarray, resize: str | int | None) -> np.ndarray:

@@ -122,9 +122,10 @@ async def _receive_frames(ws: WebSocket, feed: LiveFeed, manager: SessionManager
                 await ws.send_text(LiveError(seq=seq, code=err.code, message=err.message).model_dump_json())
                 seq += 1
                 continue
-            try:
-                feed.source.push(image, timestamp)
-            except IngestError as err:  # the job ended (failed, stalled, stopped): no one reads frames any more
+            try:  # in a thread: with the Ray runner a push waits for the session's actor
+                await run_in_threadpool(feed.source.push, image, timestamp)
+            except IngestError as err:  # the job ended (failed, stalled, stopped), or (Ray) no node took the stream
+                why.append(str(err))  # the session's error if its job never started
                 await ws.send_text(LiveError(seq=seq, code="stream_closed", message=str(err)).model_dump_json())
                 await ws.close(code=1011)
                 return False

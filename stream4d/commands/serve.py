@@ -55,6 +55,17 @@ def add_parser(subparsers) -> str:
     limits.add_argument("--live-idle-timeout", type=float, default=30.0,
                         help="seconds a live session waits for a frame before it fails as stalled (default: 30)")
 
+    ray = p.add_argument_group("ray (pip install 'stream4d[ray]'; docs/deploy.md)")
+    ray.add_argument("--runner", choices=("local", "ray"), default="local",
+                     help="where jobs run: threads in this process, or Ray tasks and actors (default: local)")
+    ray.add_argument("--ray-address", default=None,
+                     help="Ray cluster to join, e.g. 'auto' or HOST:6379 (default: a single-node Ray in the server)")
+    ray.add_argument("--ray-num-cpus", type=float, default=1.0, help="CPUs each Ray job reserves (default: 1)")
+    ray.add_argument("--ray-num-gpus", type=float, default=0.0,
+                     help="GPUs each Ray job reserves, fractions allowed (default: 0)")
+    ray.add_argument("--ray-max-retries", type=int, default=3,
+                     help="re-runs of a Ray job whose worker or node died (default: 3)")
+
     access = p.add_argument_group("access")
     access.add_argument("--trusted-hosts", default=None,
                         help="comma-separated Host header names accepted, '*' for any "
@@ -81,6 +92,8 @@ def build_settings(args: argparse.Namespace):
         live_queue=args.live_queue, live_queue_bytes=int(args.live_queue_mb * 1024 * 1024),
         live_idle_timeout=args.live_idle_timeout, trusted_hosts=hosts,
         allow_devices=args.allow_devices, allow_private_sources=args.allow_private_sources,
+        runner=args.runner, ray_address=args.ray_address, ray_num_cpus=args.ray_num_cpus,
+        ray_num_gpus=args.ray_num_gpus, ray_max_retries=args.ray_max_retries,
     )
 
 
@@ -96,6 +109,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"stream4d serve: {exc}", file=sys.stderr)
         return 2
+    if settings.runner == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            print("stream4d serve: --runner ray needs Ray: pip install 'stream4d[ray]'", file=sys.stderr)
+            return 2
     os.umask(0o077)  # sessions.db, uploads and results: readable by the server's user only
     _share_cores(settings.workers)
     configure_logging(args.log_level)

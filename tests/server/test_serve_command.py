@@ -11,6 +11,17 @@ def test_serve_refuses_bad_settings_with_a_clear_message(tmp_path):
     assert "workers must be >= 1" in result.stderr
 
 
+def test_serve_refuses_ray_settings_without_the_ray_runner_or_with_bad_resources(tmp_path):
+    for flags, message in ((["--ray-address", "127.0.0.1:6379"], "ray_address needs runner 'ray'"),
+                           (["--runner", "ray", "--ray-num-cpus", "0"], "num_cpus > 0")):
+        result = subprocess.run(
+            [sys.executable, "-m", "stream4d.cli", "serve", "--data-dir", str(tmp_path), *flags],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr
+
+
 def test_serve_is_a_discovered_cli_command():
     result = subprocess.run([sys.executable, "-m", "stream4d.cli", "serve", "--help"],
                             capture_output=True, text=True, timeout=120)

@@ -1,0 +1,106 @@
+"""Chunked runs (stream4d.pipeline.chunks): the plan, a chunk's frames as in the whole video, and
+the join, which must undo each chunk's own world frame (exact on synthetic poses)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from recon.ingest import IngestOptions, open_source
+from stream4d.geometry import Sim3
+from stream4d.outputs import OutputWriter, PosedFrame, read_points_ply, read_trajectory_json
+from stream4d.pipeline.chunks import Chunk, FrameRange, join_chunks, plan_chunks
+from stream4d.synthetic import make_scene, make_trajectory
+
+DEMO = Path(__file__).resolve().parents[2] / "data" / "demo" / "demo.mp4"
+
+
+def test_plan_covers_every_frame_with_the_overlap_asked():
+    plan = plan_chunks(600, 4, 16)
+    assert plan[0].start == 0 and plan[-1].stop == 600
+    for a, b in zip(plan, plan[1:]):
+        assert a.stop - b.start == 16
+    assert plan_chunks(48, 1, 8) == [Chunk(0, 48)]
+    with pytest.raises(ValueError, match="overlap"):
+        plan_chunks(600, 2, 2)
+    with pytest.raises(ValueError, match="too few"):
+        plan_chunks(40, 4, 8)
+
+
+def test_a_frame_range_gives_the_whole_videos_frames_with_their_names_and_timestamps():
+    options = IngestOptions(resize=128)
+    with open_source(str(DEMO), options) as whole:
+        frames = [f for f in whole][5:12]
+    with FrameRange(DEMO, Chunk(5, 12), options) as part:
+        got = list(part)
+    assert [f.index for f in got] == list(range(7))
+    assert [f.source for f in got] == [f.source for f in frames]
+    assert [f.timestamp for f in got] == [f.timestamp for f in frames]
+    for a, b in zip(got, frames):
+        np.testing.assert_array_equal(a.image, b.image)
+    assert part.info.kind == "video" and part.info.frame_count == 7
+
+
+def _write_chunk(out: Path, chunk: Chunk, c2w: np.ndarray, world_of_chunk: Sim3, points: np.ndarray) -> None:
+    """A chunk's outputs as its own run would write them: its frames' poses and points in its own world
+    (``world_of_chunk`` maps the true world into it), indices from 0, names as in the whole video."""
+    K = np.array([[100.0, 0, 64], [0, 100.0, 48], [0, 0, 1]])
+    with OutputWriter(out) as writer:
+        for i in range(chunk.start, chunk.stop):
+            writer.add_frame(PosedFrame(i - chunk.start, i / 10, f"clip.mp4#{i}", world_of_chunk.apply_c2w(c2w[i]),
+                                        K, 128, 96))
+        writer.write_points(world_of_chunk.apply(points), np.full((len(points), 3), 200, np.uint8))
+
+
+def test_join_undoes_each_chunks_world_frame(tmp_path):
+    c2w = make_trajectory("orbit", 120, seed=0, scene=make_scene("room", seed=0), arc_deg=120)
+    plan = plan_chunks(120, 3, 8)
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(50, 3))
+    dirs = []
+    for k, chunk in enumerate(plan):
+        world = Sim3.identity() if k == 0 else Sim3(
+            float(rng.uniform(0.3, 3.0)), Rotation.random(random_state=k).as_matrix(), rng.normal(size=3))
+        dirs.append(tmp_path / f"c{k}")
+        _write_chunk(dirs[-1], chunk, c2w, world, points[k::3])
+    report = join_chunks(dirs, plan, tmp_path / "joined")
+    joined = read_trajectory_json(tmp_path / "joined" / "trajectory.json")
+    assert [f.index for f in joined] == list(range(120)) and report.frames == 120
+    assert [f.image for f in joined] == [f"clip.mp4#{i}" for i in range(120)]
+    np.testing.assert_allclose(np.stack([f.c2w for f in joined]), c2w, atol=1e-9)
+    assert [c["shared"] for c in report.chunks] == [0, 8, 8]
+    cloud, _ = read_points_ply(tmp_path / "joined" / "points.ply")
+    assert len(cloud) == 50
+    np.testing.assert_allclose(np.sort(cloud, axis=0), np.sort(points, axis=0), atol=1e-5)  # float32 on disk
+
+
+def test_join_onto_an_anchor_run_gives_the_anchors_world(tmp_path):
+    c2w = make_trajectory("orbit", 120, seed=1, scene=make_scene("room", seed=0), arc_deg=120)
+    plan = plan_chunks(120, 3, 8)
+    rng = np.random.default_rng(1)
+    anchor_world = Sim3(2.0, Rotation.random(random_state=7).as_matrix(), np.array([1.0, -2.0, 0.5]))
+    with OutputWriter(tmp_path / "anchor") as writer:  # every 10th frame, indices of the strided run
+        for n, i in enumerate(range(0, 120, 10)):
+            writer.add_frame(PosedFrame(n, i / 10, f"clip.mp4#{i}", anchor_world.apply_c2w(c2w[i]), np.eye(3), 128, 96))
+    dirs = []
+    for k, chunk in enumerate(plan):
+        dirs.append(tmp_path / f"c{k}")
+        world = Sim3(float(rng.uniform(0.3, 3.0)), Rotation.random(random_state=k).as_matrix(), rng.normal(size=3))
+        _write_chunk(dirs[-1], chunk, c2w, world, np.zeros((1, 3)))
+    report = join_chunks(dirs, plan, tmp_path / "joined", anchor_dir=tmp_path / "anchor")
+    joined = read_trajectory_json(tmp_path / "joined" / "trajectory.json")
+    np.testing.assert_allclose(np.stack([f.c2w for f in joined]), anchor_world.apply_c2w(c2w), atol=1e-9)
+    assert {f.segment for f in joined} == {0}
+    assert all(c["fitted_on"] >= 3 for c in report.chunks)
+
+
+def test_a_chunk_sharing_too_few_posed_frames_is_refused(tmp_path):
+    c2w = make_trajectory("orbit", 40, seed=0, scene=make_scene("room", seed=0), arc_deg=40)
+    a, b = Chunk(0, 22), Chunk(20, 40)  # 2 shared frames
+    _write_chunk(tmp_path / "a", a, c2w, Sim3.identity(), np.zeros((1, 3)))
+    _write_chunk(tmp_path / "b", b, c2w, Sim3.identity(), np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="shares 2 posed frames"):
+        join_chunks([tmp_path / "a", tmp_path / "b"], [a, b], tmp_path / "joined")
