@@ -29,6 +29,9 @@ class BundleProblem:
     K: np.ndarray  # [3, 3]
     fixed_view: int = 0
     refine_focal: bool = False
+    # Prior on the focal length when it is refined: (focal px, weight). The cost gains
+    # 0.5 * weight * (log f - log focal)^2, weight in px^2 per log-unit^2 (see recon/default/calibration.py).
+    focal_prior: tuple[float, float] | None = None
 
 
 @dataclass
@@ -40,6 +43,17 @@ class BundleResult:
     residuals_px: np.ndarray  # [O] reprojection error per observation after adjustment
     cost: float
     iterations: int = 0
+    # With a refined focal length: what the observations alone say about it at the solution (the
+    # prior, if any, taken out), from the Gauss-Newton curvature of the cost in log f with every
+    # pose and point re-optimised. None when the focal was fixed or the curvature is not positive.
+    focal_evidence: FocalEvidence | None = None
+
+
+@dataclass
+class FocalEvidence:
+    log_focal: float  # log of the focal (px) the observations alone point to
+    sigma_log: float  # its standard deviation (log units: relative error of the focal)
+    noise_px2: float  # weighted squared reprojection error per coordinate, the noise sigma_log assumes
 
 
 def project(rvecs, tvecs, points, K, obs_view, obs_point) -> np.ndarray:
@@ -202,9 +216,16 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
         r = uv - lay.uv
         return r, RX, pc, z
 
+    prior_w, prior_mu = 0.0, 0.0
+    if n_f and p.focal_prior is not None:
+        prior_w, prior_mu = float(p.focal_prior[1]), float(np.log(p.focal_prior[0] / p.K[0, 0]))
+
+    def total_cost(err, lf):
+        return _huber_cost(err, loss_scale_px) + 0.5 * prior_w * (lf - prior_mu) ** 2
+
     r, RX, pc, z = evaluate(R, t, X, log_f)
     err = np.linalg.norm(r, axis=1)
-    cost = _huber_cost(err, loss_scale_px)
+    cost = total_cost(err, log_f)
     lam = 1e-3
     it = 0
     for it in range(1, max_iterations + 1):  # noqa: B007 - the count is returned
@@ -214,6 +235,9 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
         wJc = Jc * w
         wJpT = (Jp * w).transpose(0, 2, 1)  # [O, 3, 2]
         U, gc = lay.camera_system(wJc, Jc, r)
+        if prior_w:
+            U[-1, -1] += prior_w
+            gc[-1] += prior_w * (log_f - prior_mu)
         Vb = lay.per_point(wJpT @ Jp, 9).reshape(P, 3, 3)
         gp = lay.per_point((wJpT @ r[:, :, None])[:, :, 0], 3)
         Wt = torch.from_numpy(lay.camera_point_blocks(wJpT @ Jc)).reshape(3 * P, nC)  # [P*3, nC]
@@ -249,7 +273,7 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
             lf_new = log_f + (dc[-1] if n_f else 0.0)
             r_new, RX_new, pc_new, z_new = evaluate(R_new, t_new, X_new, lf_new)
             err_new = np.linalg.norm(r_new, axis=1)
-            cost_new = _huber_cost(err_new, loss_scale_px)
+            cost_new = total_cost(err_new, lf_new)
             if cost_new < cost:
                 rel = (cost - cost_new) / max(cost, 1e-12)
                 step = _step_size(dc, t, len(free), n_f)
@@ -264,4 +288,44 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
 
     residuals = np.empty_like(err)
     residuals[lay.order] = err  # back to the caller's observation order
-    return BundleResult(Rotation.from_matrix(R).as_rotvec(), t, X, K_of(log_f), residuals, cost, it)
+    evidence = None
+    if n_f:
+        evidence = _focal_evidence(lay, R, RX, pc, z, r, err, K_of(log_f), loss_scale_px, prior_w, prior_mu,
+                                   log_f)
+        if evidence is not None:
+            evidence.log_focal += float(np.log(p.K[0, 0]))
+    return BundleResult(Rotation.from_matrix(R).as_rotvec(), t, X, K_of(log_f), residuals, cost, it, evidence)
+
+
+def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float, prior_w: float, prior_mu: float,
+                    log_f: float) -> FocalEvidence | None:
+    """The observations' information on log f at the solution: the focal entry of the Schur
+    complement (points eliminated) with the poses eliminated too, from the undamped weighted normal
+    equations without the prior. With it the prior's pull is taken out again: at a MAP solution
+    ``I (lf - lf_data) + w (lf - mu) = 0``, so ``lf_data = lf + w (lf - mu) / I``. (A full Newton
+    step on the profile from where Levenberg-Marquardt stopped overshoots on forward motion, whose
+    cost is far from quadratic in log f.) Returned relative to the problem's starting K (the caller
+    adds its log focal)."""
+    view, P = lay.view, lay.P
+    w = _huber_weights(err, loss_scale_px)
+    Jc, Jp = _jacobians(R[view], RX, pc, z, K[0, 0], K[1, 1], True)
+    wJc = Jc * w[:, None, None]
+    wJpT = (Jp * w[:, None, None]).transpose(0, 2, 1)
+    U, _ = lay.camera_system(wJc, Jc, r)
+    Vb = lay.per_point(wJpT @ Jp, 9).reshape(P, 3, 3)
+    Wb = lay.camera_point_blocks(wJpT @ Jc).reshape(3 * P, lay.nC)
+    Vinv = np.linalg.pinv(Vb)  # a point seen along one ray only has a singular block
+    VW = np.einsum("pij,pjc->pic", Vinv, Wb.reshape(P, 3, lay.nC)).reshape(3 * P, lay.nC)
+    S = U - Wb.T @ VW
+    S = 0.5 * (S + S.T)
+    # The poses are eliminated with a pseudo-inverse: the window's free scale is a null direction
+    # of S that the focal length does not couple to.
+    S_cc, s_cf = S[:-1, :-1], S[:-1, -1]
+    S_cc_inv = np.linalg.pinv(S_cc, rcond=1e-10, hermitian=True)
+    info = float(S[-1, -1] - s_cf @ S_cc_inv @ s_cf)
+    dof = 2 * len(err) - lay.nC - 3 * P
+    if not np.isfinite(info) or info <= 0 or dof <= 0:
+        return None
+    noise = float((w * err ** 2).sum()) / dof
+    lf_data = log_f + prior_w * (log_f - prior_mu) / info
+    return FocalEvidence(lf_data, float(np.sqrt(max(noise, 1e-12) / info)), noise)
