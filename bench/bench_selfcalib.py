@@ -8,7 +8,8 @@ Cases (each run by the CLI in a subprocess, `stream4d reconstruct INPUT --out DI
 - the demo clip (data/demo): ``hidden`` is demo.mp4, ``known`` its frames as PNGs with cameras.json;
 - synthetic clips rendered by ``stream4d synth`` (exact K), as a dataset folder and as images only.
 
-Focal error: median over posed frames of fx (trajectory.json, input pixels) / reference fx - 1.
+Focal error: median over posed frames of fx (trajectory.json, input pixels) / reference fx - 1; and
+the stream's final estimate (run.json ``intrinsics``) against the reference, with its sigma.
 
     PYTHONPATH=$PWD nice -n 5 /work/main/.venv/bin/python bench/bench_selfcalib.py \
         --cases kitti_seq1,llff_fern,dtu_scan24,strecha_fountain_p11,demo,synth --out /tmp/selfcalib.json
@@ -88,8 +89,12 @@ def run_case(inp: Path, gt: Path, work: Path, label: str) -> dict:
     if ratios:
         row["focal_err_pct"] = 100 * (float(np.median(ratios)) - 1)
     run = json.loads((out / "run.json").read_text())
-    if run.get("intrinsics"):
-        row["intrinsics"] = run["intrinsics"]
+    cal = run.get("intrinsics")
+    if cal:
+        row["intrinsics"] = cal
+        first = next(iter(ref.values()))
+        true_rel = first["K"][0][0] / max(first["width"], first["height"])
+        row["stream_focal_err_pct"] = 100 * (cal["focal_rel"] / true_rel - 1)
     row["windows"] = run["stats"]["windows"]
     return row
 
@@ -164,7 +169,9 @@ def main() -> int:
             cal = row.get("intrinsics") or {}
             print(f"{label:36s} ATE {row.get('ate_pct', float('nan')):7.3f} %  posed {row.get('posed')}/"
                   f"{row.get('total')}  focal err {row.get('focal_err_pct', float('nan')):+7.2f} %  "
-                  f"fixed@win {cal.get('fixed_at_window')}  {row['secs']} s  {row.get('error', '')}", flush=True)
+                  f"stream {row.get('stream_focal_err_pct', float('nan')):+7.2f} % "
+                  f"+- {100 * (cal.get('focal_sigma_rel') or float('nan')):5.2f} %  fixed after window "
+                  f"{cal.get('fixed_at_window')}  {row['secs']} s  {row.get('error', '')}", flush=True)
             if args.out:
                 args.out.write_text(json.dumps(rows, indent=1))
     return 0
