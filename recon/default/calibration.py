@@ -6,10 +6,11 @@ log f with every pose and point re-optimised (``bundle.FocalEvidence``). One win
 motion says little (a wide valley); several windows together say more. ``StreamFocal`` keeps the
 stream's estimate:
 
-- **Combine.** Inverse-variance weighted mean of the windows' log focal lengths, after dropping
-  windows that disagree with the weighted median by more than ``outlier_sigmas`` of their combined
-  spread (their own sigma and the windows' scatter: a window that locked onto a wrong valley with a
-  small sigma cannot move the estimate). The combined sigma is inflated by the Birge ratio
+- **Combine.** Inverse-variance weighted mean of the windows' log focal lengths, after dropping,
+  one at a time, the window that disagrees most with the weighted mean of the others while that
+  disagreement exceeds ``outlier_sigmas`` (its sigma and the others' combined; only among three or
+  more windows): a window that locked onto a wrong valley with a small sigma cannot move the
+  estimate, and cannot make the honest windows look like outliers either. The combined sigma is inflated by the Birge ratio
   (sqrt of chi^2 per degree of freedom, when above 1): windows that disagree more than their sigmas
   say are believed less. Every window's sigma is floored at ``min_window_sigma``: no window knows its
   focal better than what the model leaves out (principal point at the centre, no distortion).
@@ -130,13 +131,22 @@ class StreamFocal:
         informative = s <= cfg.max_prior_sigma
         if not informative.any():
             informative[:] = True
-        centre = _weighted_median(x[informative], 1 / s[informative] ** 2)
-        # The windows' scatter about the median (MAD), so an outlier is judged against how much
-        # honest windows disagree as well as against its own sigma.
-        scatter = 1.4826 * float(np.median(np.abs(x[informative] - centre))) if informative.sum() >= 3 else 0.0
-        used = informative & (np.abs(x - centre) <= cfg.outlier_sigmas * np.sqrt(s ** 2 + scatter ** 2))
-        if not used.any():
-            used = informative
+        used = informative.copy()
+        # Leave-one-out: the window that disagrees most with the others' combined estimate (in
+        # units of both sigmas) is dropped while it disagrees by more than outlier_sigmas. Only with
+        # three or more windows: of two that disagree, neither can be called the outlier.
+        while used.sum() >= 3:
+            idx = np.nonzero(used)[0]
+            devs = []
+            for i in idx:
+                others = idx[idx != i]
+                w_o = 1 / s[others] ** 2
+                mean_o = (w_o * x[others]).sum() / w_o.sum()
+                devs.append(abs(x[i] - mean_o) / np.sqrt(s[i] ** 2 + 1 / w_o.sum()))
+            worst = int(np.argmax(devs))
+            if devs[worst] <= cfg.outlier_sigmas:
+                break
+            used[idx[worst]] = False
         for w, u in zip(self.windows, used):
             w.used = bool(u)
         wts = 1 / s[used] ** 2
@@ -165,9 +175,3 @@ class StreamFocal:
             out["focal_px"] = float(np.exp(self.log_rel)) * max(size)
             out["model_size"] = list(size)
         return out
-
-
-def _weighted_median(x: np.ndarray, w: np.ndarray) -> float:
-    order = np.argsort(x)
-    cum = np.cumsum(w[order])
-    return float(x[order][np.searchsorted(cum, 0.5 * cum[-1])])
