@@ -17,6 +17,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from recon.default.bundle import BundleProblem, bundle_adjust
+from recon.default.focal_profile import profile_focal
 from recon.default.parallax import ParallaxConfig, judge_parallax
 from recon.default.tracks import Tracks
 from recon.features import PairMatches
@@ -39,6 +40,8 @@ class SfmConfig:
     degenerate_angle_deg: float = 0.4  # an initial pair triangulating below this median angle has no
     # usable baseline
     parallax: ParallaxConfig = field(default_factory=ParallaxConfig)  # decides first whether there is any
+    profile_focal: bool = True  # a self-calibrating final adjustment that does not converge searches the
+    # focal length along its profile cost instead (recon/default/focal_profile.py)
 
 
 @dataclass
@@ -252,6 +255,12 @@ class WindowSfm:
         res = bundle_adjust(problem, max_iterations=max_iterations)
         if refine_focal:
             self.focal_evidence = res.focal_evidence
+            if (self.cfg.profile_focal and max_iterations > self.cfg.intermediate_ba_iterations
+                    and res.iterations >= max_iterations):
+                # A full adjustment that ran out of iterations with the focal free is crawling along
+                # the focal valley: search the focal directly (recon/default/focal_profile.py).
+                hint = res.focal_evidence.sigma_log if res.focal_evidence is not None else 1.0
+                res, self.focal_evidence = profile_focal(problem, res, hint)
         Rn = Rotation.from_rotvec(res.rvecs).as_matrix()
         for k, v in enumerate(views):
             self.w2c[v] = _pose(Rn[k], res.tvecs[k])

@@ -1,0 +1,101 @@
+"""The focal length of a window whose bundle adjustment did not converge in it: a 1-D profile search.
+
+On forward motion the cost is nearly flat in the focal length along a curved valley (the focal
+trades against depth and the forward translation), and Levenberg-Marquardt with the focal free
+crawls along it: where it stops depends on where it started. With the focal fixed the rest is well
+conditioned, so the profile cost ``c(log f)`` (every pose and point re-optimised at that focal)
+is cheap to evaluate, a dozen iterations from a neighbouring solution. A parabola through its
+lowest evaluations gives the minimum; with the Gauss-Newton curvature there it is the window's
+evidence on the focal (what its observations alone say, ``bundle.FocalEvidence``), and with the
+stream's prior it gives the focal the window is solved with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from recon.default.bundle import BundleProblem, BundleResult, FocalEvidence, bundle_adjust, focal_evidence_at
+
+MIN_STEP, MAX_STEP = 0.05, 0.3  # first probe distance in log f, from the window's local sigma
+
+
+def _solve(problem: BundleProblem, base: BundleResult, log_f: float) -> BundleResult:
+    K = base.K.copy()
+    K[0, 0] = K[1, 1] = float(np.exp(log_f))
+    q = replace(problem, rvecs=base.rvecs, tvecs=base.tvecs, points=base.points, K=K, refine_focal=False,
+                focal_prior=None)
+    return bundle_adjust(q)
+
+
+def _parabola(lfs: np.ndarray, costs: np.ndarray) -> tuple[float, float] | None:
+    """Vertex and curvature (second derivative) of the parabola through three points, if convex."""
+    a, b, _ = np.polyfit(lfs, costs, 2)
+    if not np.isfinite(a) or a <= 0:
+        return None
+    return float(-b / (2 * a)), float(2 * a)
+
+
+def profile_focal(problem: BundleProblem, start: BundleResult, sigma_hint: float,
+                  max_evaluations: int = 6) -> tuple[BundleResult, FocalEvidence | None]:
+    """The window re-solved at the focal its profile cost (plus ``problem.focal_prior``) prefers, and
+    the observations' evidence on the focal; ``start`` is where the free-focal adjustment stopped,
+    ``sigma_hint`` its local sigma (log units). Costs ``max_evaluations`` + 1 fixed-focal adjustments
+    at most.
+
+    Bracket first (from the start, probes at +-h, then steps doubling downhill while the lowest
+    cost is at an end), then parabolic steps through the lowest point and its two neighbours, which
+    stay inside the bracket. The profile is far from quadratic over a wide range (flat towards long
+    focals, steep towards short ones), so nothing is extrapolated.
+    """
+    lf0 = float(np.log(start.K[0, 0]))
+    h = float(np.clip(sigma_hint, MIN_STEP, MAX_STEP))
+    evals: dict[float, BundleResult] = {}
+
+    def probe(lf: float) -> None:
+        evals[lf] = _solve(problem, evals[min(evals, key=lambda k: abs(k - lf))] if evals else start, lf)
+
+    for lf in (lf0, lf0 - h, lf0 + h):
+        probe(lf)
+    step = h
+    while len(evals) < max_evaluations:
+        lfs = sorted(evals)
+        costs = [evals[k].cost for k in lfs]
+        i = int(np.argmin(costs))
+        if i == 0 or i == len(lfs) - 1:  # not bracketed: further downhill
+            step *= 2
+            probe(lfs[i] + (step if i else -step))
+            continue
+        fit = _parabola(np.array(lfs[i - 1:i + 2]), np.array(costs[i - 1:i + 2]))
+        if fit is None:
+            break
+        nxt = float(np.clip(fit[0], lfs[i - 1], lfs[i + 1]))
+        if min(abs(nxt - k) for k in evals) < 0.005:
+            break
+        probe(nxt)
+    lfs = sorted(evals)
+    costs = [evals[k].cost for k in lfs]
+    i = int(np.argmin(costs))
+    best = evals[lfs[i]]
+    if i == 0 or i == len(lfs) - 1:
+        return best, None  # no minimum within reach: the focal is not observable here
+    fit = _parabola(np.array(lfs[i - 1:i + 2]), np.array(costs[i - 1:i + 2]))
+    if fit is None:
+        return best, None
+    vertex = float(np.clip(fit[0], lfs[i - 1], lfs[i + 1]))
+    # The sigma comes from the Gauss-Newton curvature at the lowest point, not from the parabola:
+    # each cost is only as exact as its adjustment's stopping rule, too coarse for close probes.
+    local = focal_evidence_at(problem, best)
+    if local is None:
+        return best, None
+    evidence = FocalEvidence(vertex, local.sigma_log, local.noise_px2)
+    curvature = local.noise_px2 / local.sigma_log ** 2  # the same information in cost units
+    target = vertex
+    if problem.focal_prior is not None:  # the window's own focal: the profile and the stream's prior
+        f_prior, weight = problem.focal_prior
+        target = (curvature * vertex + weight * float(np.log(f_prior))) / (curvature + weight)
+    near = min(evals, key=lambda k: abs(k - target))
+    if abs(near - target) < 0.005:
+        return evals[near], evidence
+    return _solve(problem, evals[near], target), evidence
