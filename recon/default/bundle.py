@@ -297,22 +297,6 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
     return BundleResult(Rotation.from_matrix(R).as_rotvec(), t, X, K_of(log_f), residuals, cost, it, evidence)
 
 
-def focal_evidence_at(p: BundleProblem, res: BundleResult, loss_scale_px: float = 1.5) -> FocalEvidence | None:
-    """What the observations of ``p`` say about the focal length at the state ``res`` (any K, solved
-    with the focal fixed or free; no prior): :func:`_focal_evidence` without an adjustment."""
-    q = BundleProblem(res.rvecs, res.tvecs, res.points, p.obs_view, p.obs_point, p.obs_uv, res.K,
-                      p.fixed_view, refine_focal=True)
-    lay = _Layout(q)
-    R = Rotation.from_rotvec(q.rvecs).as_matrix()
-    uv, RX, pc, z = _project(R, q.tvecs, q.points, q.K, lay.view, lay.point)
-    r = uv - lay.uv
-    err = np.linalg.norm(r, axis=1)
-    ev = _focal_evidence(lay, R, RX, pc, z, r, err, q.K, loss_scale_px, 0.0, 0.0, 0.0)
-    if ev is not None:
-        ev.log_focal += float(np.log(q.K[0, 0]))
-    return ev
-
-
 def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float, prior_w: float, prior_mu: float,
                     log_f: float) -> FocalEvidence | None:
     """The observations' information on log f at the solution: the focal entry of the Schur

@@ -5,9 +5,9 @@ trades against depth and the forward translation), and Levenberg-Marquardt with 
 crawls along it: where it stops depends on where it started. With the focal fixed the rest is well
 conditioned, so the profile cost ``c(log f)`` (every pose and point re-optimised at that focal)
 is cheap to evaluate, a dozen iterations from a neighbouring solution. A parabola through its
-lowest evaluations gives the minimum; with the Gauss-Newton curvature there it is the window's
-evidence on the focal (what its observations alone say, ``bundle.FocalEvidence``), and with the
-stream's prior it gives the focal the window is solved with.
+lowest evaluations gives the minimum, from where the adjustment with the focal free (and the
+stream's prior) converges; its curvature there is the window's evidence on the focal
+(``bundle.FocalEvidence``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from recon.default.bundle import BundleProblem, BundleResult, FocalEvidence, bundle_adjust, focal_evidence_at
+from recon.default.bundle import BundleProblem, BundleResult, FocalEvidence, bundle_adjust
 
 MIN_STEP, MAX_STEP = 0.05, 0.3  # first probe distance in log f, from the window's local sigma
 
@@ -39,10 +39,9 @@ def _parabola(lfs: np.ndarray, costs: np.ndarray) -> tuple[float, float] | None:
 
 def profile_focal(problem: BundleProblem, start: BundleResult, sigma_hint: float,
                   max_evaluations: int = 6) -> tuple[BundleResult, FocalEvidence | None]:
-    """The window re-solved at the focal its profile cost (plus ``problem.focal_prior``) prefers, and
-    the observations' evidence on the focal; ``start`` is where the free-focal adjustment stopped,
-    ``sigma_hint`` its local sigma (log units). Costs ``max_evaluations`` + 1 fixed-focal adjustments
-    at most.
+    """The window re-solved from the minimum of its profile cost, and the observations' evidence on
+    the focal; ``start`` is where the free-focal adjustment stopped, ``sigma_hint`` its local sigma
+    (log units). Costs ``max_evaluations`` fixed-focal adjustments and one free one at most.
 
     Bracket first (from the start, probes at +-h, then steps doubling downhill while the lowest
     cost is at an end), then parabolic steps through the lowest point and its two neighbours, which
@@ -77,25 +76,16 @@ def profile_focal(problem: BundleProblem, start: BundleResult, sigma_hint: float
     lfs = sorted(evals)
     costs = [evals[k].cost for k in lfs]
     i = int(np.argmin(costs))
-    best = evals[lfs[i]]
-    if i == 0 or i == len(lfs) - 1:
-        return best, None  # no minimum within reach: the focal is not observable here
-    fit = _parabola(np.array(lfs[i - 1:i + 2]), np.array(costs[i - 1:i + 2]))
-    if fit is None:
-        return best, None
-    vertex = float(np.clip(fit[0], lfs[i - 1], lfs[i + 1]))
-    # The sigma comes from the Gauss-Newton curvature at the lowest point, not from the parabola:
-    # each cost is only as exact as its adjustment's stopping rule, too coarse for close probes.
-    local = focal_evidence_at(problem, best)
-    if local is None:
-        return best, None
-    evidence = FocalEvidence(vertex, local.sigma_log, local.noise_px2)
-    curvature = local.noise_px2 / local.sigma_log ** 2  # the same information in cost units
-    target = vertex
-    if problem.focal_prior is not None:  # the window's own focal: the profile and the stream's prior
-        f_prior, weight = problem.focal_prior
-        target = (curvature * vertex + weight * float(np.log(f_prior))) / (curvature + weight)
-    near = min(evals, key=lambda k: abs(k - target))
-    if abs(near - target) < 0.005:
-        return evals[near], evidence
-    return _solve(problem, evals[near], target), evidence
+    best_lf = lfs[i]
+    if 0 < i < len(lfs) - 1:
+        fit = _parabola(np.array(lfs[i - 1:i + 2]), np.array(costs[i - 1:i + 2]))
+        if fit is not None:
+            best_lf = float(np.clip(fit[0], lfs[i - 1], lfs[i + 1]))
+    # Polish with the focal free again (and the stream's prior): near the minimum the adjustment
+    # converges, and its curvature there is the window's evidence. The profile costs are only as
+    # exact as each adjustment's stopping rule, too coarse for a curvature.
+    base = evals[min(evals, key=lambda k: abs(k - best_lf))]
+    K = base.K.copy()
+    K[0, 0] = K[1, 1] = float(np.exp(best_lf))
+    res = bundle_adjust(replace(problem, rvecs=base.rvecs, tvecs=base.tvecs, points=base.points, K=K))
+    return res, res.focal_evidence
