@@ -17,6 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+# A real camera's principal point lies within about this fraction of the longest image side of the
+# centre (one sigma); the focal's sigma allows for it (_focal_evidence).
+PRINCIPAL_POINT_SIGMA = 0.02
+
 
 @dataclass
 class BundleProblem:
@@ -304,28 +308,55 @@ def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float,
     equations without the prior. With it the prior's pull is taken out again: at a MAP solution
     ``I (lf - lf_data) + w (lf - mu) = 0``, so ``lf_data = lf + w (lf - mu) / I``. (A full Newton
     step on the profile from where Levenberg-Marquardt stopped overshoots on forward motion, whose
-    cost is far from quadratic in log f.) Returned relative to the problem's starting K (the caller
-    adds its log focal)."""
-    view, P = lay.view, lay.P
+    cost is far from quadratic in log f.)
+
+    The sigma also eliminates the principal point, which the adjustment holds at the image centre:
+    a real camera's lies within ``PRINCIPAL_POINT_SIGMA`` of the longest side of it (a Gaussian
+    prior), and on forward motion the focal trades against it. Returned relative to the problem's
+    starting K (the caller adds its log focal)."""
+    view, P, nC = lay.view, lay.P, lay.nC
     w = _huber_weights(err, loss_scale_px)
+    dof = 2 * len(err) - nC - 3 * P
+    if dof <= 0:
+        return None
+    noise = max(float((w * err ** 2).sum()) / dof, 1e-12)
     Jc, Jp = _jacobians(R[view], RX, pc, z, K[0, 0], K[1, 1], True)
     wJc = Jc * w[:, None, None]
     wJpT = (Jp * w[:, None, None]).transpose(0, 2, 1)
     U, _ = lay.camera_system(wJc, Jc, r)
+    # The principal point's columns: d(u, v) / d(cx, cy) is the identity, so its blocks are sums of
+    # the weighted camera and point Jacobians' rows.
+    A = nC + 2
+    Ua = np.zeros((A, A))
+    Ua[:nC, :nC] = U
+    side = 2.0 * max(K[0, 2], K[1, 2]) + 1.0
+    Ua[nC, nC] = Ua[nC + 1, nC + 1] = w.sum() + noise / (PRINCIPAL_POINT_SIGMA * side) ** 2
+    per_view = [np.add.reduceat(wJc[:, k, :], lay.starts, axis=0) for k in (0, 1)]  # [Vseen, 7]
+    for k in (0, 1):
+        Ua[nC + k, lay.seen_cols] = per_view[k][lay.seen_free, :6]
+        Ua[nC + k, nC - 1] = per_view[k][:, 6].sum()
+    Ua[:nC, nC:] = Ua[nC:, :nC].T
     Vb = lay.per_point(wJpT @ Jp, 9).reshape(P, 3, 3)
-    Wb = lay.camera_point_blocks(wJpT @ Jc).reshape(3 * P, lay.nC)
-    Vinv = np.linalg.pinv(Vb)  # a point seen along one ray only has a singular block
-    VW = np.einsum("pij,pjc->pic", Vinv, Wb.reshape(P, 3, lay.nC)).reshape(3 * P, lay.nC)
-    S = U - Wb.T @ VW
+    Wb = np.concatenate([lay.camera_point_blocks(wJpT @ Jc),
+                         np.stack([lay.per_point(wJpT[:, :, k], 3) for k in (0, 1)], axis=2)], axis=2)
+    # A point seen along one ray has a singular block, and a far point of forward motion a nearly
+    # singular one, whose inverse in full precision makes S indefinite: its weakest direction goes.
+    Vinv = np.linalg.pinv(Vb, rcond=1e-8, hermitian=True)
+    VW = np.einsum("pij,pjc->pic", Vinv, Wb).reshape(3 * P, A)
+    S = Ua - Wb.reshape(3 * P, A).T @ VW
     S = 0.5 * (S + S.T)
-    # The poses are eliminated with a pseudo-inverse: the window's free scale is a null direction
-    # of S that the focal length does not couple to.
-    S_cc, s_cf = S[:-1, :-1], S[:-1, -1]
-    S_cc_inv = np.linalg.pinv(S_cc, rcond=1e-10, hermitian=True)
-    info = float(S[-1, -1] - s_cf @ S_cc_inv @ s_cf)
-    dof = 2 * len(err) - lay.nC - 3 * P
-    if not np.isfinite(info) or info <= 0 or dof <= 0:
+    f = nC - 1
+    info_fixed_pp = _marginal_information(S[:nC, :nC], f)
+    info = _marginal_information(S, f)
+    if not (np.isfinite(info) and np.isfinite(info_fixed_pp)) or info <= 0 or info_fixed_pp <= 0:
         return None
-    noise = float((w * err ** 2).sum()) / dof
-    lf_data = log_f + prior_w * (log_f - prior_mu) / info
-    return FocalEvidence(lf_data, float(np.sqrt(max(noise, 1e-12) / info)), noise)
+    lf_data = log_f + prior_w * (log_f - prior_mu) / info_fixed_pp
+    return FocalEvidence(lf_data, float(np.sqrt(noise / info)), noise)
+
+
+def _marginal_information(S: np.ndarray, k: int) -> float:
+    """Information on unknown ``k`` with every other unknown of ``S`` eliminated. With a pseudo-
+    inverse: the window's free scale is a null direction of S that the focal does not couple to."""
+    others = np.r_[0:k, k + 1:len(S)]
+    s_ok = S[others, k]
+    return float(S[k, k] - s_ok @ np.linalg.pinv(S[np.ix_(others, others)], rcond=1e-10, hermitian=True) @ s_ok)
