@@ -45,7 +45,7 @@ SYNTH = {
 }
 
 
-def cli(*args: str, quiet_log: Path | None = None) -> subprocess.CompletedProcess:
+def cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, "-m", "stream4d.cli", *args], capture_output=True, text=True, env=env)
 

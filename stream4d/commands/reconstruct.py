@@ -195,4 +195,3 @@ def _focal_line(run_json) -> str | None:
     fixed = f"fixed after window {cal['fixed_at_window']}" if cal["fixed"] else "not fixed"
     return (f"focal length (self-calibrated): {cal['focal_px']:.1f} px at {W}x{H}, "
             f"+- {100 * cal['focal_sigma_rel']:.1f} %, {fixed}")
-
