@@ -94,7 +94,8 @@ def run_case(inp: Path, gt: Path, work: Path, label: str) -> dict:
         row["intrinsics"] = cal
         first = next(iter(ref.values()))
         true_rel = first["K"][0][0] / max(first["width"], first["height"])
-        row["stream_focal_err_pct"] = 100 * (cal["focal_rel"] / true_rel - 1)
+        if cal.get("focal_rel"):
+            row["stream_focal_err_pct"] = 100 * (cal["focal_rel"] / true_rel - 1)
     row["windows"] = run["stats"]["windows"]
     return row
 

@@ -43,7 +43,7 @@ class StreamFocalConfig:
     max_birge: float = 2.0  # ... and agree this well (sqrt of chi^2 per degree of freedom)
     fix_sigma: float = 0.01  # ... to this relative sigma of the combined estimate
     min_prior_sigma: float = 0.02  # the prior handed to a window is never tighter than this
-    max_prior_sigma: float = 0.5  # windows' evidence looser than this is kept out of the prior
+    max_prior_sigma: float = 0.5  # a window's evidence looser than this is not used at all
 
 
 @dataclass
@@ -119,8 +119,8 @@ class StreamFocal:
         self._combine()
         cfg = self.config
         used = [w for w in self.windows if w.used]
-        if (len(used) >= cfg.min_windows and len(used) == len(self.windows) and self.birge <= cfg.max_birge
-                and self.sigma <= cfg.fix_sigma):
+        if (self.log_rel is not None and len(used) >= cfg.min_windows and len(used) == len(self.windows)
+                and self.birge <= cfg.max_birge and self.sigma <= cfg.fix_sigma):
             self.fixed_at = window
         return self.windows[-1].used
 
@@ -129,8 +129,12 @@ class StreamFocal:
         x = np.array([w.log_rel for w in self.windows])
         s = np.array([w.sigma for w in self.windows])
         informative = s <= cfg.max_prior_sigma
-        if not informative.any():
-            informative[:] = True
+        if not informative.any():  # windows that say next to nothing do not make an estimate
+            for w in self.windows:
+                w.used = False
+            self.log_rel = self.sigma = None
+            self.birge = 1.0
+            return
         used = informative.copy()
         # Leave-one-out: the window that disagrees most with the others' combined estimate (in
         # units of both sigmas) is dropped while it disagrees by more than outlier_sigmas. Only with
@@ -159,10 +163,10 @@ class StreamFocal:
     def report(self, size: tuple[int, int] | None = None) -> dict | None:
         """For run.json: the estimate (relative to the longest side, and in px at ``size``), its sigma,
         when it was fixed, and each window's evidence."""
-        if self.log_rel is None:
+        if not self.windows:
             return None
         out = {
-            "focal_rel": float(np.exp(self.log_rel)),
+            "focal_rel": None if self.log_rel is None else float(np.exp(self.log_rel)),
             "focal_sigma_rel": self.sigma,
             "birge_ratio": self.birge,
             "fixed": self.fixed,
@@ -171,7 +175,7 @@ class StreamFocal:
             "windows": [{"window": w.window, "focal_rel": float(np.exp(w.log_rel)), "sigma_rel": w.sigma,
                          "used": w.used} for w in self.windows],
         }
-        if size is not None:
+        if size is not None and self.log_rel is not None:
             out["focal_px"] = float(np.exp(self.log_rel)) * max(size)
             out["model_size"] = list(size)
         return out

@@ -19,6 +19,7 @@ import numpy as np
 from recon.default.bundle import BundleProblem, BundleResult, FocalEvidence, bundle_adjust
 
 MIN_STEP, MAX_STEP = 0.05, 0.3  # first probe distance in log f, from the window's local sigma
+FOCAL_RANGE = (0.1, 10.0)  # times the longest image side: fields of view from 157 to 6 degrees
 
 
 def _solve(problem: BundleProblem, base: BundleResult, log_f: float) -> BundleResult:
@@ -49,22 +50,29 @@ def profile_focal(problem: BundleProblem, start: BundleResult, sigma_hint: float
     focals, steep towards short ones), so nothing is extrapolated.
     """
     lf0 = float(np.log(start.K[0, 0]))
+    side = 2.0 * max(start.K[0, 2], start.K[1, 2]) + 1.0
+    lo, hi = float(np.log(FOCAL_RANGE[0] * side)), float(np.log(FOCAL_RANGE[1] * side))
+    if not lo < lf0 < hi:
+        return start, None
     h = float(np.clip(sigma_hint, MIN_STEP, MAX_STEP))
     evals: dict[float, BundleResult] = {}
 
     def probe(lf: float) -> None:
         evals[lf] = _solve(problem, evals[min(evals, key=lambda k: abs(k - lf))] if evals else start, lf)
 
-    for lf in (lf0, lf0 - h, lf0 + h):
+    for lf in (lf0, max(lf0 - h, lo), min(lf0 + h, hi)):
         probe(lf)
     step = h
     while len(evals) < max_evaluations:
         lfs = sorted(evals)
         costs = [evals[k].cost for k in lfs]
         i = int(np.argmin(costs))
-        if i == 0 or i == len(lfs) - 1:  # not bracketed: further downhill
+        if i == 0 or i == len(lfs) - 1:  # not bracketed: further downhill, within the plausible range
             step *= 2
-            probe(lfs[i] + (step if i else -step))
+            nxt = float(np.clip(lfs[i] + (step if i else -step), lo, hi))
+            if min(abs(nxt - k) for k in evals) < 0.005:
+                break
+            probe(nxt)
             continue
         fit = _parabola(np.array(lfs[i - 1:i + 2]), np.array(costs[i - 1:i + 2]))
         if fit is None:
@@ -76,11 +84,15 @@ def profile_focal(problem: BundleProblem, start: BundleResult, sigma_hint: float
     lfs = sorted(evals)
     costs = [evals[k].cost for k in lfs]
     i = int(np.argmin(costs))
+    if i == 0 or i == len(lfs) - 1:
+        # No minimum within reach (sideways motion leaves the focal free, the cost falls all the way
+        # to a pinhole at infinity): the focal is not observable here. Keep where the adjustment
+        # stopped, and tell the stream nothing.
+        return start, None
     best_lf = lfs[i]
-    if 0 < i < len(lfs) - 1:
-        fit = _parabola(np.array(lfs[i - 1:i + 2]), np.array(costs[i - 1:i + 2]))
-        if fit is not None:
-            best_lf = float(np.clip(fit[0], lfs[i - 1], lfs[i + 1]))
+    fit = _parabola(np.array(lfs[i - 1:i + 2]), np.array(costs[i - 1:i + 2]))
+    if fit is not None:
+        best_lf = float(np.clip(fit[0], lfs[i - 1], lfs[i + 1]))
     # Polish with the focal free again (and the stream's prior): near the minimum the adjustment
     # converges, and its curvature there is the window's evidence. The profile costs are only as
     # exact as each adjustment's stopping rule, too coarse for a curvature.

@@ -102,3 +102,14 @@ def test_model_estimates_the_focal_across_windows_fixes_it_and_reset_forgets(orb
     assert model.intrinsics_report() is None
     first = model.predict(orbit_windows[0])
     assert not first.info.get("focal_fixed")
+
+
+def test_windows_that_say_next_to_nothing_make_no_estimate():
+    est = StreamFocal()
+    # sideways motion: the focal is free, a window's evidence is a wide valley around wherever it stopped
+    assert not est.add(0, (W, H), np.log(100 * W), 0.8, 0.3)
+    assert est.intrinsics((W, H)) is None and est.prior((W, H)) is None
+    report = est.report((W, H))
+    assert report["focal_rel"] is None and "focal_px" not in report and not report["windows"][0]["used"]
+    assert est.add(1, (W, H), np.log(TRUE_REL * W), 0.03, 0.3)  # an informative window starts the estimate
+    assert np.exp(est.log_rel) == pytest.approx(TRUE_REL)
