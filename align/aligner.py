@@ -293,6 +293,7 @@ class StreamAligner:
         if reason is not None:
             self._refuse(pred, reason)
         W, H = pred.model_size
+        stream_K = pred.info.get("stream_K") if isinstance(pred.info, dict) else None
         if self._size is None:
             self._size = (W, H)
             self._K_ref = np.median(pred.K, axis=0)
@@ -300,6 +301,10 @@ class StreamAligner:
             raise AlignmentError(
                 f"{name} is {W}x{H} but earlier windows were {self._size[0]}x{self._size[1]}: the aligner "
                 "compares shared frames pixel by pixel, so one stream needs one model resolution")
+        if stream_K is not None:
+            # A model that estimates the stream's intrinsics across windows (recon/default/calibration.py)
+            # knows them better than any one window: its estimate is the reference.
+            self._K_ref = np.asarray(stream_K, np.float64).reshape(3, 3)
 
     def _start_segment_or_raise(self, pred: WindowPrediction, state: _OverlapState) -> None:
         if not self.config.new_segment_on_gap:

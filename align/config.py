@@ -50,7 +50,9 @@ class AlignConfig:
         fix_intrinsics: True. Use the first window's intrinsics (per-element
             median over its frames) for every later frame and re-unproject
             depth with them (LASER's choice: feed-forward focal lengths jitter
-            between windows). Set False when the stream supplies intrinsics
+            between windows). A model that estimates the intrinsics across
+            the stream's windows says so in ``info["stream_K"]``: then its
+            latest estimate is the reference instead. Set False when the stream supplies intrinsics
             the model used: then each window's own points and K are kept.
         intrinsics_rtol: 0.01. A frame whose fx, fy, cx, cy all agree with the
             reference within this fraction keeps the model's own points.

@@ -17,6 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+# A real camera's principal point lies within about this fraction of the longest image side of the
+# centre (one sigma); the focal's sigma allows for it (_focal_evidence).
+PRINCIPAL_POINT_SIGMA = 0.02
+
 
 @dataclass
 class BundleProblem:
@@ -29,6 +33,9 @@ class BundleProblem:
     K: np.ndarray  # [3, 3]
     fixed_view: int = 0
     refine_focal: bool = False
+    # Prior on the focal length when it is refined: (focal px, weight). The cost gains
+    # 0.5 * weight * (log f - log focal)^2, weight in px^2 per log-unit^2 (see recon/default/calibration.py).
+    focal_prior: tuple[float, float] | None = None
 
 
 @dataclass
@@ -40,6 +47,17 @@ class BundleResult:
     residuals_px: np.ndarray  # [O] reprojection error per observation after adjustment
     cost: float
     iterations: int = 0
+    # With a refined focal length: what the observations alone say about it at the solution (the
+    # prior, if any, taken out), from the Gauss-Newton curvature of the cost in log f with every
+    # pose and point re-optimised. None when the focal was fixed or the curvature is not positive.
+    focal_evidence: FocalEvidence | None = None
+
+
+@dataclass
+class FocalEvidence:
+    log_focal: float  # log of the focal (px) the observations alone point to
+    sigma_log: float  # its standard deviation (log units: relative error of the focal)
+    noise_px2: float  # weighted squared reprojection error per coordinate, the noise sigma_log assumes
 
 
 def project(rvecs, tvecs, points, K, obs_view, obs_point) -> np.ndarray:
@@ -202,9 +220,16 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
         r = uv - lay.uv
         return r, RX, pc, z
 
+    prior_w, prior_mu = 0.0, 0.0
+    if n_f and p.focal_prior is not None:
+        prior_w, prior_mu = float(p.focal_prior[1]), float(np.log(p.focal_prior[0] / p.K[0, 0]))
+
+    def total_cost(err, lf):
+        return _huber_cost(err, loss_scale_px) + 0.5 * prior_w * (lf - prior_mu) ** 2
+
     r, RX, pc, z = evaluate(R, t, X, log_f)
     err = np.linalg.norm(r, axis=1)
-    cost = _huber_cost(err, loss_scale_px)
+    cost = total_cost(err, log_f)
     lam = 1e-3
     it = 0
     for it in range(1, max_iterations + 1):  # noqa: B007 - the count is returned
@@ -214,6 +239,9 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
         wJc = Jc * w
         wJpT = (Jp * w).transpose(0, 2, 1)  # [O, 3, 2]
         U, gc = lay.camera_system(wJc, Jc, r)
+        if prior_w:
+            U[-1, -1] += prior_w
+            gc[-1] += prior_w * (log_f - prior_mu)
         Vb = lay.per_point(wJpT @ Jp, 9).reshape(P, 3, 3)
         gp = lay.per_point((wJpT @ r[:, :, None])[:, :, 0], 3)
         Wt = torch.from_numpy(lay.camera_point_blocks(wJpT @ Jc)).reshape(3 * P, nC)  # [P*3, nC]
@@ -249,7 +277,7 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
             lf_new = log_f + (dc[-1] if n_f else 0.0)
             r_new, RX_new, pc_new, z_new = evaluate(R_new, t_new, X_new, lf_new)
             err_new = np.linalg.norm(r_new, axis=1)
-            cost_new = _huber_cost(err_new, loss_scale_px)
+            cost_new = total_cost(err_new, lf_new)
             if cost_new < cost:
                 rel = (cost - cost_new) / max(cost, 1e-12)
                 step = _step_size(dc, t, len(free), n_f)
@@ -264,4 +292,71 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
 
     residuals = np.empty_like(err)
     residuals[lay.order] = err  # back to the caller's observation order
-    return BundleResult(Rotation.from_matrix(R).as_rotvec(), t, X, K_of(log_f), residuals, cost, it)
+    evidence = None
+    if n_f:
+        evidence = _focal_evidence(lay, R, RX, pc, z, r, err, K_of(log_f), loss_scale_px, prior_w, prior_mu,
+                                   log_f)
+        if evidence is not None:
+            evidence.log_focal += float(np.log(p.K[0, 0]))
+    return BundleResult(Rotation.from_matrix(R).as_rotvec(), t, X, K_of(log_f), residuals, cost, it, evidence)
+
+
+def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float, prior_w: float, prior_mu: float,
+                    log_f: float) -> FocalEvidence | None:
+    """The observations' information on log f at the solution: the focal entry of the Schur
+    complement (points eliminated) with the poses eliminated too, from the undamped weighted normal
+    equations without the prior. With it the prior's pull is taken out again: at a MAP solution
+    ``I (lf - lf_data) + w (lf - mu) = 0``, so ``lf_data = lf + w (lf - mu) / I``. (A full Newton
+    step on the profile from where Levenberg-Marquardt stopped overshoots on forward motion, whose
+    cost is far from quadratic in log f.)
+
+    The sigma also eliminates the principal point, which the adjustment holds at the image centre:
+    a real camera's lies within ``PRINCIPAL_POINT_SIGMA`` of the longest side of it (a Gaussian
+    prior), and on forward motion the focal trades against it. Returned relative to the problem's
+    starting K (the caller adds its log focal)."""
+    view, P, nC = lay.view, lay.P, lay.nC
+    w = _huber_weights(err, loss_scale_px)
+    dof = 2 * len(err) - nC - 3 * P
+    if dof <= 0:
+        return None
+    noise = max(float((w * err ** 2).sum()) / dof, 1e-12)
+    Jc, Jp = _jacobians(R[view], RX, pc, z, K[0, 0], K[1, 1], True)
+    wJc = Jc * w[:, None, None]
+    wJpT = (Jp * w[:, None, None]).transpose(0, 2, 1)
+    U, _ = lay.camera_system(wJc, Jc, r)
+    # The principal point's columns: d(u, v) / d(cx, cy) is the identity, so its blocks are sums of
+    # the weighted camera and point Jacobians' rows.
+    A = nC + 2
+    Ua = np.zeros((A, A))
+    Ua[:nC, :nC] = U
+    side = 2.0 * max(K[0, 2], K[1, 2]) + 1.0
+    Ua[nC, nC] = Ua[nC + 1, nC + 1] = w.sum() + noise / (PRINCIPAL_POINT_SIGMA * side) ** 2
+    per_view = [np.add.reduceat(wJc[:, k, :], lay.starts, axis=0) for k in (0, 1)]  # [Vseen, 7]
+    for k in (0, 1):
+        Ua[nC + k, lay.seen_cols] = per_view[k][lay.seen_free, :6]
+        Ua[nC + k, nC - 1] = per_view[k][:, 6].sum()
+    Ua[:nC, nC:] = Ua[nC:, :nC].T
+    Vb = lay.per_point(wJpT @ Jp, 9).reshape(P, 3, 3)
+    Wb = np.concatenate([lay.camera_point_blocks(wJpT @ Jc),
+                         np.stack([lay.per_point(wJpT[:, :, k], 3) for k in (0, 1)], axis=2)], axis=2)
+    # A point seen along one ray has a singular block, and a far point of forward motion a nearly
+    # singular one, whose inverse in full precision makes S indefinite: its weakest direction goes.
+    Vinv = np.linalg.pinv(Vb, rcond=1e-8, hermitian=True)
+    VW = np.einsum("pij,pjc->pic", Vinv, Wb).reshape(3 * P, A)
+    S = Ua - Wb.reshape(3 * P, A).T @ VW
+    S = 0.5 * (S + S.T)
+    f = nC - 1
+    info_fixed_pp = _marginal_information(S[:nC, :nC], f)
+    info = _marginal_information(S, f)
+    if not (np.isfinite(info) and np.isfinite(info_fixed_pp)) or info <= 0 or info_fixed_pp <= 0:
+        return None
+    lf_data = log_f + prior_w * (log_f - prior_mu) / info_fixed_pp
+    return FocalEvidence(lf_data, float(np.sqrt(noise / info)), noise)
+
+
+def _marginal_information(S: np.ndarray, k: int) -> float:
+    """Information on unknown ``k`` with every other unknown of ``S`` eliminated. With a pseudo-
+    inverse: the window's free scale is a null direction of S that the focal does not couple to."""
+    others = np.r_[0:k, k + 1:len(S)]
+    s_ok = S[others, k]
+    return float(S[k, k] - s_ok @ np.linalg.pinv(S[np.ix_(others, others)], rcond=1e-10, hermitian=True) @ s_ok)

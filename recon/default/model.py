@@ -12,6 +12,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from recon.default.calibration import StreamFocal, StreamFocalConfig
 from recon.default.dense import DenseConfig, FlowCache, choose_neighbours, dense_depth, dense_inputs, upsample_depth
 from recon.default.sfm import SfmConfig, WindowSfm
 from recon.default.tracks import Tracks, build_tracks
@@ -34,6 +35,8 @@ class DefaultModelConfig:
     # window that does not pose every view, goes to full size for the rest of the stream
     match_neighbours: int = 3  # match each view with the next N views
     focal_prior: float = 1.0  # unknown intrinsics start at f = focal_prior * max(W, H)
+    # the focal length estimated across the windows of a stream (recon/default/calibration.py)
+    stream_focal: StreamFocalConfig = field(default_factory=StreamFocalConfig)
     sfm: SfmConfig = field(default_factory=SfmConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
     cache_frames: int = 64  # features / matches kept for reuse by overlapping windows
@@ -95,10 +98,16 @@ class DefaultWindowModel:
         self._features: OrderedDict[tuple[int, float], Future] = OrderedDict()  # Future[Features]
         self._matches: OrderedDict[tuple[int, int, float], PairMatches | None] = OrderedDict()
         self._recent: OrderedDict[int, Frame] = OrderedDict()  # frames prepare() saw, by index
+        self._focal = StreamFocal(self.cfg.stream_focal)  # the stream's focal length, without intrinsics
+        self._windows = 0  # windows predicted in this stream
+        self._size: tuple[int, int] | None = None  # (W, H) of the last window
 
     def reset(self) -> None:
         self._scale = self.cfg.feature_scale
         self._scale_votes = []
+        self._focal.reset()
+        self._windows = 0
+        self._size = None
         with self._lock:
             self._features.clear()
             self._matches.clear()
@@ -172,8 +181,12 @@ class DefaultWindowModel:
         m = self._verified(frames[i], frames[j], feats[i], feats[j], scale)
         return None if m is None else PairMatches(i, j, m.idx_i, m.idx_j, m.F)
 
+    def intrinsics_report(self) -> dict | None:
+        """The stream's self-calibration for run.json (None when every window had intrinsics)."""
+        return self._focal.report(self._size)
+
     def _structure(self, frames: Sequence[Frame], K: np.ndarray, known_K: bool, scale: float,
-                   timings: dict[str, float]):
+                   timings: dict[str, float], focal_prior=None, refine_focal: bool | None = None):
         """Features, matches, tracks and window SfM with features detected at ``scale``."""
         t0 = time.perf_counter()
         pairs = [(i, j) for i in range(len(frames))
@@ -187,9 +200,10 @@ class DefaultWindowModel:
         t1 = time.perf_counter()
         timings["features_matches"] = timings.get("features_matches", 0.0) + t1 - t0
         tracks = build_tracks(feats, matches)
-        window_sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm)
+        window_sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm, focal_prior, refine_focal)
         sfm = window_sfm.run()
         timings["sfm"] = timings.get("sfm", 0.0) + time.perf_counter() - t1
+        window_sfm.info["focal_evidence"] = window_sfm.focal_evidence
         return sfm, feats, matches, tracks, window_sfm.info
 
     # ---- the window ------------------------------------------------------------------
@@ -200,19 +214,37 @@ class DefaultWindowModel:
         if len(sizes) != 1:
             raise WindowModelError(f"frames of one window must share a size, got {sorted(sizes)}")
         W, H = frames[0].size
+        window = self._windows
+        self._windows += 1
+        self._size = (W, H)
         timings: dict[str, float] = {}
         known_K = all(f.K is not None for f in frames)
-        K = np.asarray(frames[0].K, np.float64) if known_K else prior_intrinsics(W, H, self.cfg.focal_prior)
+        focal_prior, refine_focal = None, None
+        if known_K:
+            K = np.asarray(frames[0].K, np.float64)
+        else:  # the stream's focal so far: fixed, or the start and prior of this window's own
+            K = self._focal.intrinsics((W, H))
+            refine_focal = not self._focal.fixed
+            focal_prior = self._focal.prior((W, H))
+            if K is None:
+                K = prior_intrinsics(W, H, self.cfg.focal_prior)
 
         scale = self._scale
-        sfm, feats, matches, tracks, evidence = self._structure(frames, K, known_K, scale, timings)
+        sfm, feats, matches, tracks, evidence = self._structure(frames, K, known_K, scale, timings,
+                                                                focal_prior, refine_focal)
         if scale < 1.0 and (sfm is None or len(sfm.w2c) < len(frames)):
             # Cheap features were not enough (wide baselines, weak texture): full resolution,
             # and for the rest of the stream, whose next windows are likely the same.
             scale = self._scale = 1.0
-            sfm, feats, matches, tracks, evidence = self._structure(frames, K, known_K, scale, timings)
+            sfm, feats, matches, tracks, evidence = self._structure(frames, K, known_K, scale, timings,
+                                                                    focal_prior, refine_focal)
+        focal = evidence.pop("focal_evidence", None)
         if sfm is None:
             return self._rotation_only(frames, K, feats, matches, timings, evidence)
+        if focal is not None and refine_focal:
+            used = self._focal.add(window, (W, H), focal.log_focal, focal.sigma_log, focal.noise_px2)
+            sfm.info["focal_evidence"] = {"focal_px": float(np.exp(focal.log_focal)), "sigma_rel": focal.sigma_log,
+                                          "used": used}
         sfm.info["feature_scale"] = scale
 
         posed = sorted(sfm.w2c)
@@ -257,10 +289,20 @@ class DefaultWindowModel:
         info["timings"] = timings
         info["unposed_sources"] = [frames[v].source for v in range(len(frames)) if v not in sfm.w2c]
         info["self_calibrated"] = not known_K
+        if not known_K:
+            info["focal_fixed"] = not refine_focal  # solved with the stream's fixed focal length
+            self._stream_intrinsics(info, (W, H))
         sparse = sparse_tracks(tracks, sfm.point_track, points, posed, w2c_list, K,
                                [frames[v].image for v in posed], self.cfg.sfm.max_reproj_px)
         info["sparse_points"] = sparse.num_points
         return self._prediction(frames, posed, w2c_list, K, depth, conf, info, sparse)
+
+    def _stream_intrinsics(self, info: dict, size: tuple[int, int]) -> None:
+        """The stream's K so far, for the aligner's reference (``info["stream_K"]``, [3, 3] list)."""
+        K = self._focal.intrinsics(size)
+        if K is not None:
+            info["stream_K"] = K.tolist()
+            info["stream_focal_fixed"] = self._focal.fixed
 
     def _prediction(self, frames, posed, w2c_list, K, depth, conf, info, sparse=None) -> WindowPrediction:
         c2w = invert_se3(np.stack(w2c_list))
@@ -315,5 +357,7 @@ class DefaultWindowModel:
         conf = np.zeros((n, H, W), np.float32)
         info = {**evidence, "degenerate": "no parallax: rotation-only poses, depth unconfident", "timings": timings,
                 "unposed_sources": [], "self_calibrated": not all(f.K is not None for f in frames)}
+        if info["self_calibrated"]:
+            self._stream_intrinsics(info, (W, H))
         pred = self._prediction(frames, list(range(n)), w2c, K, depth, conf, info)
         return replace(pred, rotation_only=np.ones(n, bool))  # carried to trajectory.json's pose_kind

@@ -17,6 +17,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from recon.default.bundle import BundleProblem, bundle_adjust
+from recon.default.focal_profile import profile_focal
 from recon.default.parallax import ParallaxConfig, judge_parallax
 from recon.default.tracks import Tracks
 from recon.features import PairMatches
@@ -39,6 +40,8 @@ class SfmConfig:
     degenerate_angle_deg: float = 0.4  # an initial pair triangulating below this median angle has no
     # usable baseline
     parallax: ParallaxConfig = field(default_factory=ParallaxConfig)  # decides first whether there is any
+    profile_focal: bool = True  # a self-calibrating final adjustment that does not converge searches the
+    # focal length along its profile cost instead (recon/default/focal_profile.py)
 
 
 @dataclass
@@ -71,18 +74,23 @@ def _centre(w2c: np.ndarray) -> np.ndarray:
 
 class WindowSfm:
     def __init__(self, tracks: Tracks, matches: list[PairMatches], num_views: int,
-                 K: np.ndarray, known_K: bool, config: SfmConfig | None = None):
+                 K: np.ndarray, known_K: bool, config: SfmConfig | None = None,
+                 focal_prior: tuple[float, float] | None = None, refine_focal: bool | None = None):
         self.tracks = tracks
         self.matches = matches
         self.num_views = num_views
         self.K = K.astype(np.float64).copy()
-        self.known_K = known_K
+        self.known_K = known_K  # False: the parallax test leaves the focal length free
+        self.refine_focal = not known_K if refine_focal is None else refine_focal  # in bundle adjustment
         self.cfg = config or SfmConfig()
         self.w2c: dict[int, np.ndarray] = {}
         self.X = np.full((tracks.num_tracks, 3), np.nan)  # NaN until triangulated
         # keypoint lookup: (view, track) -> observation row
         self._obs_of_view = [tracks.in_view(v) for v in range(num_views)]
         self.info: dict = {}  # evidence of the last run, kept when it finds no parallax
+        # (focal px, weight) for self-calibrating adjustments: the stream's estimate so far
+        self.focal_prior = focal_prior
+        self.focal_evidence = None  # bundle.FocalEvidence of the last self-calibrating adjustment
 
     # ---- two-view initialisation -------------------------------------------------
     def _track_pairs(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -242,8 +250,17 @@ class WindowSfm:
             K=self.K,
             fixed_view=int(vslot[fixed_view]),
             refine_focal=refine_focal,
+            focal_prior=self.focal_prior,
         )
         res = bundle_adjust(problem, max_iterations=max_iterations)
+        if refine_focal:
+            self.focal_evidence = res.focal_evidence
+            if (self.cfg.profile_focal and max_iterations > self.cfg.intermediate_ba_iterations
+                    and res.iterations >= max_iterations):
+                # A full adjustment that ran out of iterations with the focal free is crawling along
+                # the focal valley: search the focal directly (recon/default/focal_profile.py).
+                hint = res.focal_evidence.sigma_log if res.focal_evidence is not None else 1.0
+                res, self.focal_evidence = profile_focal(problem, res, hint)
         Rn = Rotation.from_rotvec(res.rvecs).as_matrix()
         for k, v in enumerate(views):
             self.w2c[v] = _pose(Rn[k], res.tvecs[k])
@@ -279,7 +296,7 @@ class WindowSfm:
             self.triangulate_new()
             since_ba += 1
             if since_ba >= self.cfg.ba_every or len(self.w2c) <= 4:
-                self.adjust(refine_focal=not self.known_K and len(self.w2c) >= 4, fixed_view=fixed_view,
+                self.adjust(refine_focal=self.refine_focal and len(self.w2c) >= 4, fixed_view=fixed_view,
                             max_iterations=self.cfg.intermediate_ba_iterations)
                 since_ba = 0
 
@@ -306,7 +323,7 @@ class WindowSfm:
         since_ba = 0
         for _attempt in range(3):  # after a full adjustment more points exist: retry the stragglers
             added = self._register_all(i, since_ba)
-            info["median_reproj_px"] = self.adjust(refine_focal=not self.known_K and len(self.w2c) >= 3, fixed_view=i)
+            info["median_reproj_px"] = self.adjust(refine_focal=self.refine_focal and len(self.w2c) >= 3, fixed_view=i)
             self.triangulate_new()
             if not added or len(self.w2c) == self.num_views:
                 break

@@ -147,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
     s = summary.stats
     print(f"{pose_summary(s)}; {s.gaussians} Gaussians; {summary.timings['total']:.1f} s "
           f"({s.frames_received / max(summary.timings['total'], 1e-9):.2f} frames/s) -> {args.out}")
+    focal = _focal_line(summary.outputs.get("run.json"))
+    if focal:
+        print(focal)
     for warning in s.warnings:
         print(f"warning: {warning}")
     if s.frames_posed == 0:  # the only failure: nothing at all could be posed
@@ -176,3 +179,19 @@ def run(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 pass
     return 0
+
+
+def _focal_line(run_json) -> str | None:
+    """``"focal length (self-calibrated): 281.3 px at 512x154, +- 6.3 %, fixed after window 1"``."""
+    import json
+
+    try:
+        cal = json.loads(Path(run_json).read_text()).get("intrinsics") if run_json else None
+    except (OSError, ValueError):
+        return None
+    if not cal or "focal_px" not in cal:
+        return None
+    W, H = cal["model_size"]
+    fixed = f"fixed after window {cal['fixed_at_window']}" if cal["fixed"] else "not fixed"
+    return (f"focal length (self-calibrated): {cal['focal_px']:.1f} px at {W}x{H}, "
+            f"+- {100 * cal['focal_sigma_rel']:.1f} %, {fixed}")

@@ -254,10 +254,21 @@ def _record(run: _Run, error: BaseException | None) -> Path:
         "alignment_scales": run.sink.window_scales,
         "frame_order": _jsonable(run.order),
         "keyframes": {"policy": "parallax" if run.keyframer is not None else "all", "reasons": run.marks.reasons},
+        "intrinsics": _intrinsics_report(run.model),
         "error": None if error is None else f"{type(error).__name__}: {error}",
         "platform": {"python": platform.python_version(), "machine": platform.machine()},
     }
     return run.writer.write_run(record)
+
+
+def _intrinsics_report(model: WindowModel) -> dict | None:
+    """The model's stream-wide self-calibration (focal estimate, sigma, when fixed), if it keeps one."""
+    report = getattr(model, "intrinsics_report", None)
+    return _jsonable_dict(report()) if callable(report) else None
+
+
+def _jsonable_dict(d: dict | None) -> Any:
+    return None if d is None else json.loads(json.dumps(d, default=str))
 
 
 def _jsonable(obj: Any) -> Any:

@@ -275,3 +275,26 @@ def test_a_worlds_first_window_leaves_its_layers_and_keyframe_to_the_next_window
     np.testing.assert_array_equal(state.labels, eager)  # made on the second window's turn
     assert aligner._linker.nbytes > 0  # the first window's keyframe is lifted now
     assert aligner._state.labels is not None  # later windows keep their own layers as before
+
+
+def test_the_models_stream_intrinsics_are_the_reference_not_the_first_windows(plane_scene):
+    preds, _ = exact_windows(plane_scene, window=6, overlap=2)
+    early_K = preds[0].K.copy()  # a self-calibrating model's first guess, 5 % long
+    early_K[:, 0, 0] *= 1.05
+    early_K[:, 1, 1] *= 1.05
+    true_K = preds[1].K[0]
+    aligner = StreamAligner(AlignConfig(window=6, overlap=2))
+    aligner.add(replace(preds[0], K=early_K, info={"stream_K": early_K[0].tolist()}))
+    # The model has since estimated the stream's K better, and solved this window with it.
+    out = aligner.add(replace(preds[1], info={"stream_K": true_K.tolist()}))
+    assert out.info["intrinsics"] == "model"
+    np.testing.assert_allclose(out.prediction.K, preds[1].K)
+    # A window the model solved with its own focal far from the stream's is re-unprojected with the stream's.
+    wrong_K = preds[1].K.copy()
+    wrong_K[:, 0, 0] *= 0.9
+    wrong_K[:, 1, 1] *= 0.9
+    again = StreamAligner(AlignConfig(window=6, overlap=2))
+    again.add(replace(preds[0], K=early_K, info={"stream_K": early_K[0].tolist()}))
+    fixed = again.add(replace(preds[1], K=wrong_K, info={"stream_K": true_K.tolist()}))
+    assert fixed.info["intrinsics"] == "fixed"
+    np.testing.assert_allclose(fixed.prediction.K, preds[1].K)

@@ -1,0 +1,181 @@
+"""Stream-wide self-calibration of the focal length, for inputs without intrinsics.
+
+Each self-calibrating window's bundle adjustment says what its observations alone tell about the
+focal length: an estimate of log f and its standard deviation, from the curvature of the cost in
+log f with every pose and point re-optimised (``bundle.FocalEvidence``). One window of forward
+motion says little (a wide valley); several windows together say more. ``StreamFocal`` keeps the
+stream's estimate:
+
+- **Combine.** Inverse-variance weighted mean of the windows' log focal lengths, after dropping,
+  one at a time, the window that disagrees most with the weighted mean of the others while that
+  disagreement exceeds ``outlier_sigmas`` (its sigma and the others' combined; only among three or
+  more windows): a window that locked onto a wrong valley with a small sigma cannot move the
+  estimate, and cannot make the honest windows look like outliers either. The combined sigma is inflated by the Birge ratio
+  (sqrt of chi^2 per degree of freedom, when above 1): windows that disagree more than their sigmas
+  say are believed less. Every window's sigma is floored at ``min_window_sigma``: no window knows its
+  focal better than what the model leaves out (principal point at the centre, no distortion).
+- **Feed.** The next window starts from the estimate and refines the focal with the estimate as a
+  Gaussian prior (its sigma, never below ``min_prior_sigma``); the window's evidence has that prior
+  taken out again before it is combined, so no window is counted twice.
+- **Fix.** Once at least ``min_windows`` windows agree (no outlier among them, Birge ratio at most
+  ``max_birge``) and the combined sigma is at most ``fix_sigma``, the focal is fixed: later
+  windows are solved with known intrinsics (the stream's). Nothing moves it after that.
+
+The principal point stays at the image centre. Focal lengths are kept relative to the longest image
+side, so the state is the same at any model resolution; a change of aspect ratio starts over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class StreamFocalConfig:
+    """How the stream's focal estimate is combined and when it is fixed (see the module docstring)."""
+
+    enabled: bool = True
+    min_window_sigma: float = 0.005  # floor of a window's relative focal sigma
+    outlier_sigmas: float = 3.0  # a window farther than this from the weighted median is left out
+    min_windows: int = 2  # windows that must agree before the focal is fixed
+    max_birge: float = 2.0  # ... and agree this well (sqrt of chi^2 per degree of freedom)
+    fix_sigma: float = 0.01  # ... to this relative sigma of the combined estimate
+    min_prior_sigma: float = 0.02  # the prior handed to a window is never tighter than this
+    max_prior_sigma: float = 0.5  # a window's evidence looser than this is not used at all
+
+
+@dataclass
+class WindowFocal:
+    """One window's evidence on the focal length: log(f / longest side) and its sigma."""
+
+    window: int
+    log_rel: float
+    sigma: float
+    noise_px2: float
+    used: bool = True  # False once judged an outlier
+
+
+@dataclass
+class StreamFocal:
+    """The stream's focal-length estimate; ``reset`` forgets it (a new stream)."""
+
+    config: StreamFocalConfig = field(default_factory=StreamFocalConfig)
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.windows: list[WindowFocal] = []
+        self.aspect: float | None = None  # W / H the estimate belongs to
+        self.log_rel: float | None = None  # combined log(f / longest side)
+        self.sigma: float | None = None  # its sigma (log units, ~ relative error)
+        self.birge = 1.0
+        self.fixed_at: int | None = None  # the window whose evidence fixed it (windows after it use it)
+
+    @property
+    def fixed(self) -> bool:
+        return self.fixed_at is not None
+
+    # ---- what a window gets -----------------------------------------------------------
+    def _matches(self, size: tuple[int, int]) -> bool:
+        W, H = size
+        if self.aspect is not None and abs(W / H - self.aspect) > 1e-3 * self.aspect:
+            self.reset()  # another camera or crop: the estimate does not carry over
+        return self.log_rel is not None
+
+    def intrinsics(self, size: tuple[int, int]) -> np.ndarray | None:
+        """The stream's K ``[3, 3]`` at ``size`` (W, H) with the principal point at the centre, or None."""
+        if not self.config.enabled or not self._matches(size):
+            return None
+        W, H = size
+        f = float(np.exp(self.log_rel)) * max(W, H)
+        return np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]], np.float64)
+
+    def prior(self, size: tuple[int, int]) -> tuple[float, float] | None:
+        """``(focal px, weight)`` for a self-calibrating window's bundle adjustment (``BundleProblem.
+        focal_prior``): the cost gains ``0.5 * weight * (log f - log focal)^2`` with weight the
+        windows' typical reprojection noise (px^2) over the prior's variance, so that the prior
+        counts like the windows' evidence did."""
+        K = self.intrinsics(size)
+        if K is None or self.fixed:
+            return None
+        sigma = max(self.sigma, self.config.min_prior_sigma)
+        noise = float(np.median([w.noise_px2 for w in self.windows if w.used]))
+        return float(K[0, 0]), noise / sigma ** 2
+
+    # ---- what a window tells ----------------------------------------------------------
+    def add(self, window: int, size: tuple[int, int], log_focal_px: float, sigma: float, noise_px2: float) -> bool:
+        """Combine window ``window``'s evidence (log focal in px at ``size``, its sigma in log units,
+        the reprojection noise it assumed); returns whether it is used. Ignored once the focal is fixed."""
+        if not self.config.enabled or self.fixed or not np.isfinite(log_focal_px) or not np.isfinite(sigma):
+            return False
+        self._matches(size)
+        W, H = size
+        self.aspect = W / H
+        self.windows.append(WindowFocal(window, log_focal_px - float(np.log(max(W, H))),
+                                        max(sigma, self.config.min_window_sigma), noise_px2))
+        self._combine()
+        cfg = self.config
+        used = [w for w in self.windows if w.used]
+        if (self.log_rel is not None and len(used) >= cfg.min_windows and len(used) == len(self.windows)
+                and self.birge <= cfg.max_birge and self.sigma <= cfg.fix_sigma):
+            self.fixed_at = window
+        return self.windows[-1].used
+
+    def _combine(self) -> None:
+        cfg = self.config
+        x = np.array([w.log_rel for w in self.windows])
+        s = np.array([w.sigma for w in self.windows])
+        informative = s <= cfg.max_prior_sigma
+        if not informative.any():  # windows that say next to nothing do not make an estimate
+            for w in self.windows:
+                w.used = False
+            self.log_rel = self.sigma = None
+            self.birge = 1.0
+            return
+        used = informative.copy()
+        # Leave-one-out: the window that disagrees most with the others' combined estimate (in
+        # units of both sigmas) is dropped while it disagrees by more than outlier_sigmas. Only with
+        # three or more windows: of two that disagree, neither can be called the outlier.
+        while used.sum() >= 3:
+            idx = np.nonzero(used)[0]
+            devs = []
+            for i in idx:
+                others = idx[idx != i]
+                w_o = 1 / s[others] ** 2
+                mean_o = (w_o * x[others]).sum() / w_o.sum()
+                devs.append(abs(x[i] - mean_o) / np.sqrt(s[i] ** 2 + 1 / w_o.sum()))
+            worst = int(np.argmax(devs))
+            if devs[worst] <= cfg.outlier_sigmas:
+                break
+            used[idx[worst]] = False
+        for w, u in zip(self.windows, used):
+            w.used = bool(u)
+        wts = 1 / s[used] ** 2
+        self.log_rel = float((wts * x[used]).sum() / wts.sum())
+        n = int(used.sum())
+        chi2 = float((wts * (x[used] - self.log_rel) ** 2).sum())
+        self.birge = float(np.sqrt(chi2 / (n - 1))) if n > 1 else 1.0
+        self.sigma = float(1 / np.sqrt(wts.sum())) * max(self.birge, 1.0)
+
+    def report(self, size: tuple[int, int] | None = None) -> dict | None:
+        """For run.json: the estimate (relative to the longest side, and in px at ``size``), its sigma,
+        when it was fixed, and each window's evidence."""
+        if not self.windows:
+            return None
+        out = {
+            "focal_rel": None if self.log_rel is None else float(np.exp(self.log_rel)),
+            "focal_sigma_rel": self.sigma,
+            "birge_ratio": self.birge,
+            "fixed": self.fixed,
+            "fixed_at_window": self.fixed_at,
+            "principal_point": "image centre",
+            "windows": [{"window": w.window, "focal_rel": float(np.exp(w.log_rel)), "sigma_rel": w.sigma,
+                         "used": w.used} for w in self.windows],
+        }
+        if size is not None and self.log_rel is not None:
+            out["focal_px"] = float(np.exp(self.log_rel)) * max(size)
+            out["model_size"] = list(size)
+        return out

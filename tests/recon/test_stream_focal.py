@@ -1,0 +1,115 @@
+"""Stream-wide self-calibration: the focal length estimated across windows, fixed, and forgotten."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recon.default.calibration import StreamFocal, StreamFocalConfig
+from recon.default.model import DefaultWindowModel
+from stream4d.contracts import Frame
+from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
+
+W, H = 256, 192
+TRUE_REL = intrinsics_for(W, H)[0, 0] / W  # fov 60: f / longest side
+
+
+def test_windows_evidence_converges_to_the_true_focal_and_fixes_it():
+    rng = np.random.default_rng(0)
+    truth = np.log(TRUE_REL * W)
+    est = StreamFocal()
+    sigmas = [0.02, 0.015, 0.01, 0.008, 0.006, 0.006]
+    for k, s in enumerate(sigmas):
+        est.add(k, (W, H), truth + rng.normal(0, s), s, 0.3)
+        if est.fixed:
+            break
+    assert est.fixed and est.fixed_at >= 1  # never on one window's word alone
+    assert abs(np.exp(est.log_rel) / TRUE_REL - 1) < 3 * est.sigma
+    assert est.sigma <= est.config.fix_sigma
+    K = est.intrinsics((W, H))
+    assert K[0, 2] == (W - 1) / 2 and K[1, 2] == (H - 1) / 2
+    assert est.prior((W, H)) is None  # fixed: later windows are solved with it, not around it
+    at = est.log_rel
+    assert not est.add(99, (W, H), truth + 0.5, 0.001, 0.3)  # nothing moves a fixed focal
+    assert est.log_rel == at
+
+
+def test_an_outlier_window_does_not_move_the_estimate():
+    truth = np.log(TRUE_REL * W)
+    est = StreamFocal(StreamFocalConfig(fix_sigma=1e-6))  # never fixed: the combination itself is tested
+    for k, d in enumerate([0.01, -0.012, 0.004, -0.003]):
+        est.add(k, (W, H), truth + d, 0.02, 0.3)
+    before = est.log_rel
+    # a window stuck 40 % off in a flat valley, and (wrongly) sure of it
+    assert not est.add(4, (W, H), truth + np.log(1.4), 0.005, 0.3)
+    assert est.log_rel == pytest.approx(before, abs=1e-12)
+    assert [w.used for w in est.windows] == [True, True, True, True, False]
+    report = est.report((W, H))
+    assert report["windows"][-1]["used"] is False and report["focal_px"] == pytest.approx(np.exp(before) * W)
+
+
+def test_windows_that_disagree_are_not_fixed_and_the_prior_is_loosened():
+    truth = np.log(TRUE_REL * W)
+    est = StreamFocal()
+    est.add(0, (W, H), truth + 0.05, 0.005, 0.3)
+    est.add(1, (W, H), truth - 0.05, 0.005, 0.3)  # two sure windows 10 % apart: neither is believed
+    assert not est.fixed
+    assert est.birge > est.config.max_birge and est.sigma == pytest.approx(0.05)  # their spread, not 0.0035
+    focal, weight = est.prior((W, H))
+    assert weight == pytest.approx(0.3 / est.sigma ** 2)
+
+
+def test_reset_forgets_and_a_new_aspect_ratio_starts_over():
+    est = StreamFocal()
+    est.add(0, (W, H), np.log(200.0), 0.01, 0.3)
+    assert est.intrinsics((W, H)) is not None
+    est.reset()
+    assert est.intrinsics((W, H)) is None and est.report() is None and not est.windows
+    est.add(0, (W, H), np.log(200.0), 0.01, 0.3)
+    assert est.intrinsics((H, W)) is None  # portrait after landscape: another camera
+
+
+def _clip(kind: str, n: int, seed: int = 0) -> list[Frame]:
+    scene = make_scene("room", seed=seed)
+    K = intrinsics_for(W, H)
+    c2w = make_trajectory(kind, n, seed=seed, scene=scene)
+    return [Frame(index=i, timestamp=i / 10, image=render_view(scene, c, K, W, H).rgb, source=f"{i:03d}.png")
+            for i, c in enumerate(c2w)]
+
+
+@pytest.fixture(scope="module")
+def orbit_windows():
+    frames = _clip("orbit", 22)
+    return [frames[0:10], frames[6:16], frames[12:22]]
+
+
+def test_model_estimates_the_focal_across_windows_fixes_it_and_reset_forgets(orbit_windows):
+    model = DefaultWindowModel()
+    model.reset()
+    preds = [model.predict(w) for w in orbit_windows]
+    report = model.intrinsics_report()
+    assert report is not None and report["fixed"], report
+    fixed_at = report["fixed_at_window"]
+    assert abs(report["focal_rel"] / TRUE_REL - 1) < 0.02, report
+    assert report["focal_sigma_rel"] <= 0.01
+    for k, pred in enumerate(preds):
+        assert pred.info["self_calibrated"]
+        assert np.allclose(pred.info["stream_K"], model._focal.intrinsics((W, H))) or k <= fixed_at
+        if k > fixed_at:  # solved with the stream's focal, which it hands on unchanged
+            assert pred.info["focal_fixed"]
+            assert pred.K[0, 0, 0] == pytest.approx(report["focal_px"])
+    model.reset()
+    assert model.intrinsics_report() is None
+    first = model.predict(orbit_windows[0])
+    assert not first.info.get("focal_fixed")
+
+
+def test_windows_that_say_next_to_nothing_make_no_estimate():
+    est = StreamFocal()
+    # sideways motion: the focal is free, a window's evidence is a wide valley around wherever it stopped
+    assert not est.add(0, (W, H), np.log(100 * W), 0.8, 0.3)
+    assert est.intrinsics((W, H)) is None and est.prior((W, H)) is None
+    report = est.report((W, H))
+    assert report["focal_rel"] is None and "focal_px" not in report and not report["windows"][0]["used"]
+    assert est.add(1, (W, H), np.log(TRUE_REL * W), 0.03, 0.3)  # an informative window starts the estimate
+    assert np.exp(est.log_rel) == pytest.approx(TRUE_REL)
