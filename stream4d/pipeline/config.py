@@ -43,11 +43,15 @@ class LiveConfig:
     repose_points: points of each keyframe followed when a live run's frames between keyframes are
         posed again in their aligned window (files: ``recon.tracking.TrackingConfig.max_points``);
         fewer leave the CPU to tracking.
+    mapping_nice: a live run's mapping threads (window model, preparation, alignment) run this much
+        nicer than tracking (Linux thread priorities; 0: the same), so that on a busy machine frames
+        are dropped only when tracking itself cannot keep up.
     """
 
     tracking: str = "auto"
     map_queue: int = 256
     repose_points: int = 300
+    mapping_nice: int = 10
 
     def __post_init__(self) -> None:
         if self.tracking not in LIVE_TRACKING:
@@ -56,6 +60,8 @@ class LiveConfig:
             raise ValueError(f"live.map_queue must be an integer >= 1, got {self.map_queue!r}")
         if not isinstance(self.repose_points, int) or self.repose_points < 20:
             raise ValueError(f"live.repose_points must be an integer >= 20, got {self.repose_points!r}")
+        if not isinstance(self.mapping_nice, int) or not 0 <= self.mapping_nice <= 19:
+            raise ValueError(f"live.mapping_nice must be an integer in [0, 19], got {self.mapping_nice!r}")
 
 
 @dataclass

@@ -20,6 +20,7 @@ to the first pose of it that reached the observers, live or from its window.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,19 @@ from stream4d.contracts import (
 )
 
 LIVE_KINDS = ("camera", "push")
+
+
+def lower_this_thread(by: int) -> None:
+    """Lower the calling thread's CPU priority (Linux: a thread's nice value is its own) by ``by``;
+    a no-op where that is not possible. Mapping threads of a live run call it, so that on a busy
+    machine the tracking thread gets the CPU first."""
+    if by <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except OSError:
+        pass
 
 
 def live_tracking_active(setting: str, source_kind: str) -> bool:
@@ -169,8 +183,10 @@ class LiveFrames:
     is given (a ``recon.live_tracking.MapTracker``)."""
 
     def __init__(self, latency: LatencyLog, observers: Sequence[StreamObserver], stats: StreamStats,
-                 timings: dict[str, float], tracker=None, source_stats=None, stats_every_s: float = 0.5) -> None:
+                 timings: dict[str, float], tracker=None, source_stats=None, stats_every_s: float = 0.5,
+                 mapping_nice: int = 0) -> None:
         self.latency = latency
+        self.mapping_nice = mapping_nice
         self.poses = LivePoses()
         self.observers = list(observers)
         self.stats = stats
@@ -218,7 +234,12 @@ class LiveFrames:
         if self.tracker is None:
             return sink
 
+        lowered = []
+
         def aligned(window: AlignedWindow) -> None:
+            if not lowered:  # the alignment thread maps: it yields the CPU to tracking
+                lower_this_thread(self.mapping_nice)
+                lowered.append(True)
             self.tracker.set_map(window.prediction, window.segment)
             sink(window)
 

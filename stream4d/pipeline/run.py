@@ -18,7 +18,9 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from stream4d.outputs import OutputWriter
 from stream4d.pipeline.config import ReconstructConfig
 from stream4d.pipeline.grouping import grouped_windows
 from stream4d.pipeline.keyframing import HeldFrames, KeyframeMarks, mark_keyframes
-from stream4d.pipeline.live import LatencyLog, LiveFrames, live_tracking_active
+from stream4d.pipeline.live import LatencyLog, LiveFrames, live_tracking_active, lower_this_thread
 from stream4d.pipeline.reading import read_ahead
 from stream4d.pipeline.report import run_warnings
 from stream4d.pipeline.sink import Sink
@@ -124,7 +126,8 @@ def _open(source: Any, out_dir: Path, config: ReconstructConfig, observers: Sequ
 
         tracker = MapTracker()
     all_observers = [latency, *all_observers]
-    live = LiveFrames(latency, all_observers, stats, timings, tracker, getattr(src, "stats", None))
+    live = LiveFrames(latency, all_observers, stats, timings, tracker, getattr(src, "stats", None),
+                      mapping_nice=config.live.mapping_nice)
     sink = Sink(writer, config, all_observers, stats, timings, HeldFrames() if keyframer else None)
     if tracker is not None:  # live: the frames between keyframes are re-posed on a CPU budget
         from recon.tracking import TrackingConfig
@@ -154,6 +157,7 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
                total=getattr(run.src.info, "frame_count", None))
     ingest_error: list[BaseException] = []
     reader_stop = threading.Event()
+    mapper: ThreadPoolExecutor | None = None  # a live run's window-model thread
     try:
         with run.src, AlignmentWorker(run.aligner, maxsize=2, on_aligned=run.live.map_first(run.sink),
                                       on_skipped=run.sink.skip_unusable) as worker:
@@ -169,8 +173,12 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
                 # Tracking must never wait for mapping: the reader thread tracks, picks keyframes and
                 # holds the frames between them; only keyframes queue up for the model.
                 keyframes = read_ahead(_usable(frames, run, bar, ingest_error), config.live.map_queue, reader_stop)
-                frames = read_ahead(keyframes, config.align.window, reader_stop, prepare)
+                yield_cpu = partial(lower_this_thread, config.live.mapping_nice)
+                frames = read_ahead(keyframes, config.align.window, reader_stop, prepare, on_thread_start=yield_cpu)
+                mapper = ThreadPoolExecutor(1, thread_name_prefix="stream4d-model", initializer=yield_cpu)
+                predict = partial(_predict_on, mapper, run.model)
             else:
+                predict = run.model.predict
                 if run.keyframer is not None:
                     prepare = _keyframes_only(prepare, run.marks)
                 ahead = read_ahead(frames, config.align.window, reader_stop, prepare)
@@ -183,7 +191,7 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
                     break
                 t = time.perf_counter()
                 try:
-                    pred = run.model.predict(window)
+                    pred = predict(window)
                 except Exception as exc:  # noqa: BLE001 - one bad window must not end the stream
                     run.sink.skip([f.index for f in window], f"the window model failed: {type(exc).__name__}: {exc}")
                     continue
@@ -198,7 +206,14 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
         return exc
     finally:
         reader_stop.set()
+        if mapper is not None:
+            mapper.shutdown(wait=False)
         bar.close()
+
+
+def _predict_on(mapper: ThreadPoolExecutor, model: WindowModel, window: list[Frame]):
+    """``model.predict(window)`` on the live run's model thread (which yields the CPU to tracking)."""
+    return mapper.submit(model.predict, window).result()
 
 
 def _keyframes_only(prepare: Callable[[Frame], None] | None,
