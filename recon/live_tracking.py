@@ -90,6 +90,7 @@ class MapTracker:
         self._pose: np.ndarray | None = None  # c2w of the last posed frame
         self._recent: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=self.config.bridge_frames)
         self._seen = 0
+        self._bridge = None  # (map, frame index, grey, xy, X): where _bridged left the map's points
         self.maps = 0  # maps taken
 
     @property
@@ -149,10 +150,13 @@ class MapTracker:
 
     def _bridged(self, m: _Map) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(grey, xy, X): the map's points carried from its keyframe through the kept frames after it,
-        as far as they can be followed (the keyframe itself when none can)."""
-        grey0, xy, X = m.grey, m.xy, m.X
+        as far as they can be followed (the keyframe itself when none can). Carried on from where the
+        last call for this map stopped, so each kept frame costs one step per map."""
+        if self._bridge is None or self._bridge[0] is not m:
+            self._bridge = (m, m.index, m.grey, m.xy, m.X)
+        _, last, grey0, xy, X = self._bridge
         for index, g, pixel_map in list(self._recent):
-            if index <= m.index:
+            if index <= last:
                 continue
             g = to_model_pixels(g, pixel_map, m.pixel_map, m.size)
             if g.shape != grey0.shape:
@@ -160,7 +164,8 @@ class MapTracker:
             uv, ok = follow_points(grey0, g, xy, self.config.fb_error_px)
             if ok.sum() < self._cfg.min_inliers:
                 break
-            grey0, xy, X = g, uv[ok].astype(np.float32), X[ok]
+            last, grey0, xy, X = index, g, uv[ok].astype(np.float32), X[ok]
+        self._bridge = (m, last, grey0, xy, X)
         return grey0, xy, X
 
     def _take_map(self) -> bool:
