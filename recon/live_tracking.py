@@ -45,6 +45,7 @@ class LiveTrackingConfig:
     min_inlier_share: float = 0.4
     renew_share: float = 0.5
     ransac_iterations: int = 50
+    lk_window: int = 15  # Lucas-Kanade window side, px (frame to frame motion is small at camera rate)
     bridge_every: int = 4  # every this many frames is kept to carry a new map's points to the present
     bridge_frames: int = 150  # at most this many kept (frames older than that cannot be bridged)
 
@@ -117,10 +118,16 @@ class MapTracker:
         guess = self._pose if self._pose is not None else m.c2w
         solved = None
         if self._chain is not None and not renewed:
-            solved = self._solve(*self._chain, grey, guess)
+            # The chain's points are PnP inliers of the frame before: one forward step, no backward check
+            # (RANSAC drops what went astray), halves the tracker's Lucas-Kanade cost.
+            solved = self._solve(*self._chain, grey, guess, checked=False)
             if solved is not None and len(solved[2]) < self.config.renew_share * self._chain_start:
-                renew = self._solve(m.grey, m.xy, m.X, grey, solved[0])
-                solved = renew if renew is not None else solved
+                renew = self._solve(*self._bridged(m), grey, solved[0])
+                if renew is None:  # the map cannot be reached from here: tried again once the chain halves
+                    self._chain_start = len(solved[2])
+                else:
+                    solved = renew
+                    self._chain_start = len(renew[2])
         if solved is None:  # a new map, a chain that lost its points: from the map's keyframe
             solved = self._solve(*self._bridged(m), grey, guess)
             if solved is None and renewed and self._chain is not None:  # the old map still sees it
@@ -136,11 +143,12 @@ class MapTracker:
         return LiveTrackedPose(c2w, m.K, m.size, m.segment, len(X))
 
     def _solve(self, grey0: np.ndarray, xy: np.ndarray, X: np.ndarray, grey: np.ndarray,
-               guess: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+               guess: np.ndarray, checked: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """(c2w, inlier positions in ``grey`` [M, 2], their world points [M, 3]) or None."""
         if grey0.shape != grey.shape:
             return None
-        uv, ok = follow_points(grey0, grey, xy, self.config.fb_error_px)
+        uv, ok = follow_points(grey0, grey, xy, self.config.fb_error_px if checked else None,
+                               self.config.lk_window)
         uv, X = uv[ok], X[ok]
         solved = solve_pnp(X, uv, self._map.K, guess, self._cfg, self.config.ransac_iterations)
         if solved is None:
@@ -161,7 +169,7 @@ class MapTracker:
             g = to_model_pixels(g, pixel_map, m.pixel_map, m.size)
             if g.shape != grey0.shape:
                 continue
-            uv, ok = follow_points(grey0, g, xy, self.config.fb_error_px)
+            uv, ok = follow_points(grey0, g, xy, self.config.fb_error_px, self.config.lk_window)
             if ok.sum() < self._cfg.min_inliers:
                 break
             last, grey0, xy, X = index, g, uv[ok].astype(np.float32), X[ok]

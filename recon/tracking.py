@@ -149,14 +149,19 @@ def reprojection_px(c2w: np.ndarray, K: np.ndarray, X: np.ndarray, xy: np.ndarra
     return np.where((cam[:, 2] > 0) & np.isfinite(err), err, np.inf)
 
 
-def follow_points(grey0: np.ndarray, grey1: np.ndarray, xy: np.ndarray, fb_error_px: float) -> tuple[np.ndarray, np.ndarray]:
+def follow_points(grey0: np.ndarray, grey1: np.ndarray, xy: np.ndarray, fb_error_px: float | None,
+                  win: int = 21) -> tuple[np.ndarray, np.ndarray]:
     """Points ``xy`` float32 [N, 2] of ``grey0`` followed into ``grey1`` (pyramidal Lucas-Kanade,
-    forward-backward checked): (their positions float64 [N, 2], bool [N] which were followed)."""
+    forward-backward checked unless ``fb_error_px`` is None): (their positions float64 [N, 2], bool [N]
+    which were followed); ``win`` is the Lucas-Kanade window side (px)."""
     if len(xy) == 0:
         return np.zeros((0, 2)), np.zeros(0, bool)
+    lk = _LK if win == 21 else {**_LK, "winSize": (win, win)}
     src = xy.reshape(-1, 1, 2).astype(np.float32)
-    fwd, st1, _ = cv2.calcOpticalFlowPyrLK(grey0, grey1, src, None, **_LK)
-    back, st2, _ = cv2.calcOpticalFlowPyrLK(grey1, grey0, fwd, None, **_LK)
+    fwd, st1, _ = cv2.calcOpticalFlowPyrLK(grey0, grey1, src, None, **lk)
+    if fb_error_px is None:
+        return fwd[:, 0].astype(np.float64), st1.ravel().astype(bool)
+    back, st2, _ = cv2.calcOpticalFlowPyrLK(grey1, grey0, fwd, None, **lk)
     ok = st1.ravel().astype(bool) & st2.ravel().astype(bool) & \
         (np.linalg.norm((back - src)[:, 0], axis=1) < fb_error_px)
     return fwd[:, 0].astype(np.float64), ok
