@@ -5,11 +5,22 @@ runs the pipeline once per keyframe policy and reports: frames, keyframes, how
 each frame got its pose (posed with depth / tracked / interpolated / rotation-
 only / not posed), ATE as % of the ground-truth path over all frames and over
 the tracked frames alone, points in the map, wall time and frames/s.
+Splats and the recording are on (``--set rrd=false`` to drop it); the
+recording's size is given per second of input. ``--synth DIR`` renders the
+issue's synthetic clips (orbit, handheld, forward, sideways: 300 frames at
+30 fps, 512x384, ``stream4d synth``) into DIR once and adds them.
 ``--fps-sweep`` renders one synthetic motion at several frame rates and counts
 the keyframes the keyframer picks at each (no reconstruction).
+``--tracking CLIP`` times the tracking front end alone on the clip's frames at
+their own size: the keyframer's decision and the live tracker's pose against
+the clip's first aligned window. ``--live CLIP`` pushes the clip in real time
+(its own frame rate, JPEG frames) over the WebSocket of a ``stream4d serve``
+on loopback and reports arrival-to-pose latency and drops from its run.json.
 
-    python bench/bench_video.py CLIP[:GT] ... [--policies parallax,all] [--write-docs]
+    python bench/bench_video.py CLIP[:GT] ... [--synth DIR] [--policies parallax,all] [--write-docs]
     python bench/bench_video.py --fps-sweep orbit --fps 10,30,60
+    python bench/bench_video.py --tracking CLIP
+    python bench/bench_video.py --live CLIP [--live-options JSON]
 """
 
 from __future__ import annotations
@@ -17,6 +28,8 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +55,7 @@ def ate_percent(pred, gt) -> float:
 def run_clip(clip: str, gt_path: str | None, policy: str, out_root: Path, extra: dict) -> dict:
     name = f"{Path(clip).parent.name}/{Path(clip).name}"
     out = out_root / f"{Path(clip).parent.name}_{Path(clip).stem}_{policy}"
-    config = ReconstructConfig().override({"keyframes.policy": policy, "rrd": False, **extra})
+    config = ReconstructConfig().override({"keyframes.policy": policy, **extra})
     t = time.perf_counter()
     summary = reconstruct(clip, out, config, progress=False)
     wall = time.perf_counter() - t
@@ -62,7 +75,156 @@ def run_clip(clip: str, gt_path: str | None, policy: str, out_root: Path, extra:
     run = json.loads((out / "run.json").read_text())
     row["map points"] = _ply_vertices(out / "points.ply")
     row["keyframe reasons"] = run.get("keyframes", {}).get("reasons", {})
+    fps = (run.get("source_info") or {}).get("fps") or 0
+    rrd = out / "recording.rrd"
+    if rrd.exists() and fps:
+        row["rrd MB per s of input"] = round(rrd.stat().st_size / 1e6 / (s.frames_received / fps), 2)
     return row
+
+
+SYNTH = {"orbit": ["--traj-kw", "arc_deg=60"], "handheld": [], "forward": ["--traj-kw", "step=0.01"],
+         "sideways": ["--traj-kw", "step=0.008"]}
+
+
+def synth_clips(root: Path) -> list[str]:
+    """The issue's synthetic clips (300 frames, 30 fps, 512x384, exact cameras), rendered once."""
+    specs = []
+    for kind, kw in SYNTH.items():
+        out = root / kind
+        if not (out / "clip.mp4").exists():
+            subprocess.run([sys.executable, "-m", "stream4d.cli", "synth", "--scene", "room", "--trajectory", kind,
+                            *kw, "--frames", "300", "--fps", "30", "--size", "512x384", "--out", str(out),
+                            "--video", "clip.mp4"], check=True)
+        specs.append(f"{out / 'clip.mp4'}:{out / 'cameras.json'}")
+    return specs
+
+
+def tracking_alone(clip: str) -> dict:
+    """ms a frame of the keyframer's decision and of the live tracker's pose, at the clip's own size."""
+    import threading
+
+    from recon.ingest import open_source
+    from recon.ingest.options import IngestOptions
+    from recon.keyframes import ParallaxKeyframer
+    from recon.live_tracking import MapTracker
+
+    first: list = []
+    stop = threading.Event()
+
+    class FirstWindow:
+        def on_window(self, window):
+            if not first:
+                first.append(window)
+                stop.set()
+
+        def on_gaussians(self, snapshot):
+            pass
+
+        def on_stats(self, stats):
+            pass
+
+        def close(self):
+            pass
+
+    config = ReconstructConfig().override({"ingest.resize": None, "rrd": False, "gaussians": False})
+    with tempfile.TemporaryDirectory() as tmp:
+        reconstruct(clip, tmp, config, observers=[FirstWindow()], stop=stop, progress=False)
+    with open_source(clip, IngestOptions(resize=None)) as src:
+        frames = list(src)
+    window = first[0]
+    keyframer, tracker = ParallaxKeyframer(), MapTracker()
+    tracker.set_map(window.prediction, window.segment)
+    wall = {"keyframer": 0.0, "tracker": 0.0}
+    cpu = dict(wall)  # CPU time of this thread: what the front end costs, whatever else runs
+    posed = 0
+    last = int(window.prediction.frame_indices[-1])
+    for f in frames[last:]:  # from the map's last keyframe on, as live tracking meets them
+        t, c = time.perf_counter(), time.thread_time()
+        keyframer.decide(f.image, f.timestamp)
+        wall["keyframer"] += time.perf_counter() - t
+        cpu["keyframer"] += time.thread_time() - c
+        t, c = time.perf_counter(), time.thread_time()
+        posed += tracker.track(f.image, f.pixel_map, f.index) is not None
+        wall["tracker"] += time.perf_counter() - t
+        cpu["tracker"] += time.thread_time() - c
+    n = len(frames) - last
+    W, H = frames[0].size
+    return {"clip": Path(clip).name, "size": f"{W}x{H}", "frames": n, "posed by the tracker": posed,
+            "keyframer ms/frame": round(1000 * wall["keyframer"] / n, 1),
+            "tracker ms/frame": round(1000 * wall["tracker"] / n, 1),
+            "front end frames/s": round(n / sum(wall.values()), 1),
+            "keyframer CPU ms/frame": round(1000 * cpu["keyframer"] / n, 1),
+            "tracker CPU ms/frame": round(1000 * cpu["tracker"] / n, 1),
+            "front end frames/s of one core": round(n / sum(cpu.values()), 1), "load average": os.getloadavg()[0]}
+
+
+def live_push(clip: str, options: dict) -> dict:
+    """The clip pushed in real time over a real service's WebSocket; latency and drops from its run."""
+    import cv2
+    import httpx
+    import websockets.sync.client as ws_client
+
+    from server.frames import encode_frame
+
+    cap = cv2.VideoCapture(clip)
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    jpegs = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        jpegs.append(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+    cap.release()
+    with tempfile.TemporaryDirectory() as tmp:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        server = subprocess.Popen([sys.executable, "-m", "stream4d.cli", "serve", "--port", str(port), "--data-dir",
+                                   str(Path(tmp) / "data"), "--viewer", "none"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(600):
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            with httpx.Client(base_url=url, timeout=60) as c:
+                body = c.post("/sessions", json={"viewer": False, **options}).json()
+                headers = {"Authorization": f"Bearer {body['token']}"}
+                t_start = time.monotonic()
+                with ws_client.connect(url.replace("http", "ws") + f"/sessions/{body['id']}/live",
+                                       additional_headers=headers, max_size=None) as ws:
+                    import threading
+
+                    acks = threading.Thread(target=lambda: [ws.recv(timeout=120) for _ in jpegs])
+                    acks.start()
+                    t0 = time.monotonic()
+                    for i, jpeg in enumerate(jpegs):
+                        time.sleep(max(0.0, t0 + i / fps - time.monotonic()))
+                        ws.send(encode_frame(jpeg, i / fps))
+                    pushed = time.monotonic() - t0
+                    acks.join()
+                    ws.send(json.dumps({"type": "end"}))
+                    closed = json.loads(ws.recv(timeout=120))
+                while c.get(f"/sessions/{body['id']}", headers=headers).json()["state"] not in \
+                        ("completed", "failed", "cancelled"):
+                    time.sleep(0.5)
+                done = time.monotonic() - t_start
+                run = json.loads(c.get(f"/sessions/{body['id']}/results/run.json", headers=headers).content)
+        finally:
+            server.terminate()
+            server.wait(60)
+    lat, st = run["latency_s"], run["stats"]
+    return {"clip": Path(clip).name, "fps": round(fps, 2), "frames sent": len(jpegs), "push s": round(pushed, 1),
+            "dropped": closed.get("dropped"), "posed": st["frames_posed"], "posed live": st["frames_posed_live"],
+            "keyframes": st["frames_keyframes"], "latency p50 s": round(lat["p50"], 3), "p95 s": round(lat["p95"], 3),
+            "live p50 s": lat["live"]["p50"] and round(lat["live"]["p50"], 3),
+            "live p95 s": lat["live"]["p95"] and round(lat["live"]["p95"], 3),
+            "run done after s": round(done, 1), "load average": os.getloadavg()[0]}
 
 
 def _ply_vertices(path: Path) -> int:
@@ -119,8 +281,20 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--write-docs", default=None, metavar="SECTION")
+    ap.add_argument("--synth", type=Path, default=None, metavar="DIR")
+    ap.add_argument("--tracking", default=None, metavar="CLIP")
+    ap.add_argument("--live", default=None, metavar="CLIP")
+    ap.add_argument("--live-options", default="{}", help="session options (JSON) of the --live run")
     args = ap.parse_args()
     rows = []
+    if args.tracking:
+        rows.append(tracking_alone(args.tracking))
+        print(json.dumps(rows[-1]), flush=True)
+    if args.live:
+        rows.append(live_push(args.live, json.loads(args.live_options)))
+        print(json.dumps(rows[-1]), flush=True)
+    if args.synth:
+        args.clips = synth_clips(args.synth) + args.clips
     if args.fps_sweep:
         rows = fps_sweep(args.fps_sweep, [float(r) for r in args.fps.split(",")], args.seconds, (512, 384))
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
@@ -128,7 +302,7 @@ def main() -> None:
     for spec in args.clips:
         clip, _, gt = spec.partition(":")
         for policy in args.policies.split(","):
-            rows.append(run_clip(clip, gt or None, policy, out_root, extra))
+            rows.append({**run_clip(clip, gt or None, policy, out_root, extra), "load average": os.getloadavg()[0]})
             print(json.dumps(rows[-1]), flush=True)
     headers = list(dict.fromkeys(k for r in rows for k in r))
     table = markdown_table(headers, [[r.get(h, "") for h in headers] for r in rows])

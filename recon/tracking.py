@@ -72,7 +72,7 @@ class BetweenKeyframes:
         self.cfg = config or TrackingConfig()
         self._greys = {k: cv2.cvtColor(pred.images[k], cv2.COLOR_RGB2GRAY) for k in (a, b)}
         flat = pred.rotation_only_views[a] or pred.rotation_only_views[b]
-        self._anchors = {} if flat else {k: self._anchor_points(k) for k in (a, b)}
+        self._anchors = {} if flat else {k: anchor_points(pred, k, self._greys[k], self.cfg) for k in (a, b)}
 
     def pose(self, image: np.ndarray, timestamp: float) -> TrackedPose:
         """The pose of a frame (``image`` uint8 [H, W, 3] already at model pixels, ``timestamp`` s)."""
@@ -85,83 +85,111 @@ class BetweenKeyframes:
             return TrackedPose(guess, POSE_INTERPOLATED, image)
         return TrackedPose(solved[0], POSE_TRACKED, image, solved[1])
 
-    def _anchor_points(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(xy float32 [N, 2] model pixels of view k, X float64 [N, 3] world) to follow into frames."""
-        pred, n = self.pred, self.cfg.max_points
-        sp = pred.sparse
-        if sp is not None:
-            rows = np.nonzero(sp.obs_view == k)[0]
-            # Only points the keyframe's own pose reprojects where they were seen: the rest would
-            # pull the PnP away from the window's poses.
-            rows = rows[self._reprojection_px(k, sp.points[sp.obs_point[rows]], sp.obs_xy[rows])
-                        < self.cfg.anchor_reprojection_px]
-            if len(rows) >= self.cfg.min_inliers:
-                rows = rows[np.linspace(0, len(rows) - 1, min(n, len(rows))).astype(np.int64)]
-                return sp.obs_xy[rows].astype(np.float32), sp.points[sp.obs_point[rows]].astype(np.float64)
-        # No sparse tracks (a backend without them): corners on confident point-map pixels.
-        conf = pred.points_conf[k]
-        good = (conf > 0) & (pred.depth[k] > 0)
-        if good.sum() < self.cfg.min_inliers:
-            return np.zeros((0, 2), np.float32), np.zeros((0, 3))
-        mask = (good & (conf >= np.quantile(conf[good], 0.5))).astype(np.uint8)
-        corners = cv2.goodFeaturesToTrack(self._greys[k], n, 0.01, 5, mask=mask)
-        if corners is None:
-            return np.zeros((0, 2), np.float32), np.zeros((0, 3))
-        xy = corners[:, 0]
-        u, v = np.round(xy).astype(np.int64).T
-        return xy.astype(np.float32), pred.points[k][v, u].astype(np.float64)
-
-    def _reprojection_px(self, k: int, X: np.ndarray, xy: np.ndarray) -> np.ndarray:
-        """Distance (px) from ``xy`` [N, 2] of the world points ``X`` [N, 3] projected into view k."""
-        w2c = np.linalg.inv(self.pred.c2w[k])
-        cam = X @ w2c[:3, :3].T + w2c[:3, 3]
-        K = self.pred.K[k]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            uv = cam[:, :2] / cam[:, 2:3] * [K[0, 0], K[1, 1]] + K[:2, 2]
-        err = np.linalg.norm(uv - xy, axis=1)
-        return np.where((cam[:, 2] > 0) & np.isfinite(err), err, np.inf)
-
     def _follow(self, k: int, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         xy, X = self._anchors.get(k, (np.zeros((0, 2), np.float32), None))
         if len(xy) == 0:
             return np.zeros((0, 2)), np.zeros((0, 3))
-        src = xy.reshape(-1, 1, 2)
-        fwd, st1, _ = cv2.calcOpticalFlowPyrLK(self._greys[k], grey, src, None, **_LK)
-        back, st2, _ = cv2.calcOpticalFlowPyrLK(grey, self._greys[k], fwd, None, **_LK)
-        ok = st1.ravel().astype(bool) & st2.ravel().astype(bool) & \
-            (np.linalg.norm((back - src)[:, 0], axis=1) < self.cfg.fb_error_px)
-        return fwd[ok, 0].astype(np.float64), X[ok]
+        uv, ok = follow_points(self._greys[k], grey, xy, self.cfg.fb_error_px)
+        return uv[ok], X[ok]
 
     def _pnp(self, grey: np.ndarray, guess: np.ndarray) -> tuple[np.ndarray, int] | None:
         cfg, pred = self.cfg, self.pred
         pairs = [self._follow(k, grey) for k in (self.a, self.b)]
         uv = np.concatenate([p[0] for p in pairs])
         X = np.concatenate([p[1] for p in pairs])
-        if len(uv) < cfg.min_inliers:
+        solved = solve_pnp(X, uv, pred.K[self.a], guess, cfg)
+        if solved is None:
             return None
-        K = pred.K[self.a]
-        w2c = np.linalg.inv(guess)
-        rvec0, _ = cv2.Rodrigues(w2c[:3, :3])
-        tvec0 = w2c[:3, 3].reshape(3, 1).copy()
-        try:
-            ok, rvec, tvec, inl = cv2.solvePnPRansac(X, uv, K, None, rvec0, tvec0, useExtrinsicGuess=True,
-                                                     iterationsCount=100, reprojectionError=cfg.reprojection_px,
-                                                     confidence=0.999, flags=cv2.SOLVEPNP_ITERATIVE)
-        except cv2.error:
-            return None
-        if not ok or inl is None or len(inl) < max(cfg.min_inliers, cfg.min_inlier_share * len(uv)):
-            return None
-        inl = inl.ravel()
-        rvec, tvec = cv2.solvePnPRefineLM(X[inl], uv[inl], K, None, rvec, tvec)
-        R, _ = cv2.Rodrigues(rvec)
-        c2w = np.eye(4)
-        c2w[:3, :3] = R.T
-        c2w[:3, 3] = -R.T @ tvec.ravel()
+        c2w, inl = solved
         # A pose off the a-b path is a bad solve (few points on one plane, a flipped solution).
         baseline = np.linalg.norm(pred.c2w[self.b][:3, 3] - pred.c2w[self.a][:3, 3])
         depth = np.median(np.linalg.norm(X - guess[:3, 3], axis=1))
         if np.linalg.norm(c2w[:3, 3] - guess[:3, 3]) > cfg.max_offpath * baseline + 0.01 * depth:
             return None
-        if not np.all(np.isfinite(c2w)):
-            return None
         return c2w, int(len(inl))
+
+
+def anchor_points(pred: WindowPrediction, k: int, grey: np.ndarray,
+                  cfg: TrackingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(xy float32 [N, 2] model pixels of view k, X float64 [N, 3] world) to follow into frames;
+    ``grey`` is view k's image in grey (uint8 [H, W])."""
+    n = cfg.max_points
+    sp = pred.sparse
+    if sp is not None:
+        rows = np.nonzero(sp.obs_view == k)[0]
+        # Only points the keyframe's own pose reprojects where they were seen: the rest would
+        # pull the PnP away from the window's poses.
+        rows = rows[reprojection_px(pred.c2w[k], pred.K[k], sp.points[sp.obs_point[rows]], sp.obs_xy[rows])
+                    < cfg.anchor_reprojection_px]
+        if len(rows) >= cfg.min_inliers:
+            rows = rows[np.linspace(0, len(rows) - 1, min(n, len(rows))).astype(np.int64)]
+            return sp.obs_xy[rows].astype(np.float32), sp.points[sp.obs_point[rows]].astype(np.float64)
+    # No sparse tracks (a backend without them): corners on confident point-map pixels.
+    conf = pred.points_conf[k]
+    good = (conf > 0) & (pred.depth[k] > 0)
+    if good.sum() < cfg.min_inliers:
+        return np.zeros((0, 2), np.float32), np.zeros((0, 3))
+    mask = (good & (conf >= np.quantile(conf[good], 0.5))).astype(np.uint8)
+    corners = cv2.goodFeaturesToTrack(grey, n, 0.01, 5, mask=mask)
+    if corners is None:
+        return np.zeros((0, 2), np.float32), np.zeros((0, 3))
+    xy = corners[:, 0]
+    u, v = np.round(xy).astype(np.int64).T
+    return xy.astype(np.float32), pred.points[k][v, u].astype(np.float64)
+
+
+def reprojection_px(c2w: np.ndarray, K: np.ndarray, X: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Distance (px) from ``xy`` [N, 2] of the world points ``X`` [N, 3] projected by the camera
+    ``c2w`` [4, 4], ``K`` [3, 3]; inf behind the camera."""
+    w2c = np.linalg.inv(c2w)
+    cam = X @ w2c[:3, :3].T + w2c[:3, 3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uv = cam[:, :2] / cam[:, 2:3] * [K[0, 0], K[1, 1]] + K[:2, 2]
+    err = np.linalg.norm(uv - xy, axis=1)
+    return np.where((cam[:, 2] > 0) & np.isfinite(err), err, np.inf)
+
+
+def follow_points(grey0: np.ndarray, grey1: np.ndarray, xy: np.ndarray, fb_error_px: float | None,
+                  win: int = 21) -> tuple[np.ndarray, np.ndarray]:
+    """Points ``xy`` float32 [N, 2] of ``grey0`` followed into ``grey1`` (pyramidal Lucas-Kanade,
+    forward-backward checked unless ``fb_error_px`` is None): (their positions float64 [N, 2], bool [N]
+    which were followed); ``win`` is the Lucas-Kanade window side (px)."""
+    if len(xy) == 0:
+        return np.zeros((0, 2)), np.zeros(0, bool)
+    lk = _LK if win == 21 else {**_LK, "winSize": (win, win)}
+    src = xy.reshape(-1, 1, 2).astype(np.float32)
+    fwd, st1, _ = cv2.calcOpticalFlowPyrLK(grey0, grey1, src, None, **lk)
+    if fb_error_px is None:
+        return fwd[:, 0].astype(np.float64), st1.ravel().astype(bool)
+    back, st2, _ = cv2.calcOpticalFlowPyrLK(grey1, grey0, fwd, None, **lk)
+    ok = st1.ravel().astype(bool) & st2.ravel().astype(bool) & \
+        (np.linalg.norm((back - src)[:, 0], axis=1) < fb_error_px)
+    return fwd[:, 0].astype(np.float64), ok
+
+
+def solve_pnp(X: np.ndarray, uv: np.ndarray, K: np.ndarray, guess: np.ndarray, cfg: TrackingConfig,
+              iterations: int = 100) -> tuple[np.ndarray, np.ndarray] | None:
+    """PnP-RANSAC from the pose ``guess`` (c2w [4, 4]), refined on the inliers: (c2w [4, 4], inlier
+    indices) or None when too few points or inliers (``cfg.min_inliers``, ``cfg.min_inlier_share``)."""
+    if len(uv) < cfg.min_inliers:
+        return None
+    w2c = np.linalg.inv(guess)
+    rvec0, _ = cv2.Rodrigues(w2c[:3, :3])
+    tvec0 = w2c[:3, 3].reshape(3, 1).copy()
+    try:
+        ok, rvec, tvec, inl = cv2.solvePnPRansac(X, uv, K, None, rvec0, tvec0, useExtrinsicGuess=True,
+                                                 iterationsCount=iterations, reprojectionError=cfg.reprojection_px,
+                                                 confidence=0.999, flags=cv2.SOLVEPNP_ITERATIVE)
+    except cv2.error:
+        return None
+    if not ok or inl is None or len(inl) < max(cfg.min_inliers, cfg.min_inlier_share * len(uv)):
+        return None
+    inl = inl.ravel()
+    rvec, tvec = cv2.solvePnPRefineLM(X[inl], uv[inl], K, None, rvec, tvec)
+    R, _ = cv2.Rodrigues(rvec)
+    c2w = np.eye(4)
+    c2w[:3, :3] = R.T
+    c2w[:3, 3] = -R.T @ tvec.ravel()
+    if not np.all(np.isfinite(c2w)):
+        return None
+    return c2w, inl

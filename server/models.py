@@ -26,7 +26,15 @@ class SessionOptions(BaseModel):
     resolution: int = Field(512, ge=64, le=4096, description="longest image side the model sees, in pixels")
     stride: int = Field(1, ge=1, le=1000, description="keep every stride-th frame")
     max_frames: int | None = Field(None, ge=2, le=1_000_000, description="stop after this many frames")
-    keyframes: bool = Field(False, description="keep only frames with enough motion")
+    keyframes: Literal["auto", "parallax", "all"] = Field(
+        "auto", description='which frames the window model sees: "parallax" (a new keyframe once the camera has '
+                            'moved enough; every other frame is tracked), "all", or "auto" (parallax for videos '
+                            'and live streams)')
+    min_parallax: float | None = Field(
+        None, gt=0, le=1, description="rotation-unexplained motion since the last keyframe, as a share of the "
+                                      "image's longest side, that makes a keyframe (None: the pipeline's default)")
+    drop_duplicates: bool = Field(False, description="drop near-duplicate frames before anything else; "
+                                                     "dropped frames get no pose")
     gaussians: bool = Field(True, description="keep the Gaussian-splat cache and write splats.ply")
     viewer: bool = Field(True, description="serve a live rerun web viewer for this session (when the server "
                                            "has viewers enabled: stream4d serve --viewer serve)")
@@ -85,6 +93,9 @@ class Progress(BaseModel):
     gaussians: int = 0
     segment: int = 0
     reattachments: int = Field(default=0, description="lost world segments found again in an earlier world")
+    frames_posed_live: int = Field(default=0, description="frames posed by live tracking as they arrived")
+    latency_p50_s: float = Field(default=0.0, description="arrival to first pose reaching observers, median, s")
+    latency_p95_s: float = Field(default=0.0, description="arrival to first pose, 95th percentile, s")
     errors: list[str] = Field(default_factory=list)
 
 

@@ -55,6 +55,9 @@ class Frame:
     K: np.ndarray | None = None  # [3, 3] known intrinsics, pixels of `image`
     input_size: tuple[int, int] | None = None  # (W, H) of the original input image
     pixel_map: np.ndarray = field(default_factory=identity_pixel_map)  # [3, 3]
+    # time.monotonic() when the frame arrived: received by a live source, else decoded. Latency
+    # (arrival to pose) is measured from it.
+    arrived: float | None = None
 
     def __post_init__(self) -> None:
         img = self.image
@@ -324,14 +327,35 @@ class StreamStats:
     gaussians: int = 0
     segment: int = 0
     reattachments: int = 0  # lost segments found again in an earlier world
+    frames_posed_live: int = 0  # frames posed by live tracking as they arrived (re-posed by their window later)
+    latency_p50_s: float = 0.0  # arrival to first pose reaching observers, median over the posed frames, s
+    latency_p95_s: float = 0.0  # the same, 95th percentile
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the run finished but is not what it seems (empty map)
+
+
+@dataclass
+class FramePose:
+    """One frame's pose as observers get it outside a window: tracked live as it arrived
+    (``final`` False: its window re-poses it later) or posed between keyframes once the window
+    around it was aligned (``final`` True: as written to trajectory.json)."""
+
+    index: int  # Frame.index
+    timestamp: float  # s
+    c2w: np.ndarray  # [4, 4] camera-to-world, world of ``segment``
+    K: np.ndarray  # [3, 3] pixels of an image of ``size``
+    size: tuple[int, int]  # (W, H) of the image the pose was solved in (model pixels)
+    kind: str  # POSE_TRACKED or POSE_INTERPOLATED
+    segment: int
+    final: bool
 
 
 class StreamObserver(Protocol):
     """Receives the stream as it is reconstructed (rerun logging, service progress).
 
-    Implementations must not block: the pipeline calls them inline.
+    Implementations must not block: the pipeline calls them inline. An observer may also define
+    ``on_pose(pose: FramePose)``: frames posed outside windows (live tracking, frames between
+    keyframes), called from the tracking and the alignment threads.
     """
 
     def on_window(self, window: AlignedWindow) -> None: ...

@@ -48,6 +48,7 @@ class VizConfig:
         jpeg_quality: JPEG quality of logged images (``EncodedImage``; ~15x smaller than raw
             RGB); ``None`` logs raw RGB.
         trajectory_budget: at most this many vertices in the logged camera path.
+        pose_path_every: the path of the tracked frames is logged again every this many of them.
 
     Back-pressure:
         queue_size: pending items between the pipeline and the logging thread; when
@@ -79,6 +80,7 @@ class VizConfig:
     log_depth: bool = True
     jpeg_quality: int | None = 80
     trajectory_budget: int = 2_000
+    pose_path_every: int = 30
 
     queue_size: int = 8
     close_timeout: float = 60.0
@@ -92,7 +94,7 @@ class VizConfig:
         if self.rrd_path is not None:
             self.rrd_path = Path(self.rrd_path)
         for name in ("point_budget", "final_point_budget", "dynamic_point_budget", "frame_point_budget",
-                     "cache_every", "queue_size", "trajectory_budget", "keyframe_every"):
+                     "cache_every", "queue_size", "trajectory_budget", "keyframe_every", "pose_path_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"VizConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.conf_quantile < 1.0:

@@ -43,6 +43,21 @@ def log_camera(
     ))
 
 
+def log_tracked_camera(rec: rr.RecordingStream, c2w: np.ndarray, K: np.ndarray, size: tuple[int, int],
+                       plane_distance: float | None, color: tuple[int, int, int]) -> None:
+    """A tracked frame: pose ``c2w`` [4, 4], intrinsics ``K`` [3, 3] of an image of ``size`` (W, H),
+    drawn as a coloured frustum with no image."""
+    rec.log(paths.TRACKED, rr.Transform3D(translation=c2w[:3, 3], mat3x3=c2w[:3, :3]))
+    rec.log(paths.TRACKED_PINHOLE, rr.Pinhole(
+        image_from_camera=K, resolution=[int(size[0]), int(size[1])], camera_xyz=rr.ViewCoordinates.RDF,
+        image_plane_distance=plane_distance, color=color))
+
+
+def log_tracked_path(rec: rr.RecordingStream, centres: np.ndarray) -> None:
+    """Centres ``[N, 3]`` of the tracked frames so far, in frame order."""
+    rec.log(paths.TRACKED_PATH, rr.LineStrips3D([centres], colors=[0, 200, 255]))
+
+
 def log_image(rec: rr.RecordingStream, image: np.ndarray, jpeg_quality: int | None) -> None:
     """``image``: uint8 [H, W, 3] RGB; JPEG-compressed with OpenCV unless ``jpeg_quality`` is None."""
     if jpeg_quality is None:

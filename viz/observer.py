@@ -13,7 +13,7 @@ import sys
 import threading
 from dataclasses import replace
 
-from stream4d.contracts import AlignedWindow, GaussianSnapshot, StreamStats
+from stream4d.contracts import AlignedWindow, FramePose, GaussianSnapshot, StreamStats
 from viz import work_queue as wq
 from viz.blueprint import build_blueprint
 from viz.config import VizConfig
@@ -74,6 +74,11 @@ class RerunObserver:
         if due:
             self._windows_at_last_cache = self._windows_seen
             self._queue.put(wq.GAUSSIANS, (*item, self.config.point_budget))
+
+    def on_pose(self, pose: FramePose) -> None:
+        """A frame tracked live or posed between keyframes: its frustum, marked as tracked."""
+        if self._accepting():
+            self._queue.put(wq.POSE, pose)
 
     def on_stats(self, stats: StreamStats) -> None:
         if not self._accepting():
@@ -144,6 +149,8 @@ class RerunObserver:
             self._recorder.record_window(item.payload)
         elif item.kind == wq.CAMERAS:
             self._recorder.record_cameras(item.payload)
+        elif item.kind == wq.POSE:
+            self._recorder.record_pose(item.payload)
         elif item.kind == wq.GAUSSIANS:
             self._recorder.record_gaussians(*item.payload)
         elif item.kind == wq.STATS:

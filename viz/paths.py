@@ -17,6 +17,11 @@ KEYFRAME_PINHOLE = "world/keyframe/image"  # Pinhole: intrinsics of the reduced 
 DEPTH = "world/keyframe/image/depth"  # DepthImage, z-depth, 0 where not confident
 CONFIDENCE = "world/keyframe/image/confidence"  # Image, L8, depth confidence scaled to [0, 255]
 FRAME_POINTS = "world/points"  # Points3D: the newest keyframe's point map (confident, decimated)
+# Frames posed outside windows (live tracking as they arrive, frames between keyframes): a frustum
+# without pixels; the live pose is replaced at the same frame time once the window around it is aligned.
+TRACKED = "world/tracked"  # Transform3D: camera-to-world of the newest tracked frame
+TRACKED_PINHOLE = "world/tracked/frustum"  # Pinhole, coloured by how the pose was made
+TRACKED_PATH = "world/tracked/path"  # LineStrips3D: the tracked camera centres so far
 TRAJECTORY = "world/trajectory"  # LineStrips3D: camera centres so far, one strip per segment
 GAUSSIANS = "world/gaussians"
 STATIC_GAUSSIANS = "world/gaussians/static"  # the accumulated cache, refreshed every few windows

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import rerun as rr
 
-from stream4d.contracts import AlignedWindow, GaussianSnapshot, StreamStats, WindowPrediction
+from stream4d.contracts import POSE_TRACKED, AlignedWindow, FramePose, GaussianSnapshot, StreamStats, WindowPrediction
 from viz import logging as vlog
 from viz import paths
 from viz.camera_batch import CameraBatch
@@ -31,6 +31,9 @@ class StreamRecorder:
         self.keyframes_logged = 0
         self._keyframe_at: int | None = None  # cameras_logged when the last keyframe was logged
         self.gaussian_snapshots_logged = 0
+        self.poses_logged = 0
+        self._tracked_centres: dict[int, np.ndarray] = {}  # frame index -> tracked camera centre (newest pose)
+        self._plane = None  # frustum depth of tracked frames: the newest keyframe's
         vlog.log_world_axes(rec)
 
     # --- windows -------------------------------------------------------------------------
@@ -43,6 +46,7 @@ class StreamRecorder:
         self._reattach(cams)
         new = np.flatnonzero(np.asarray(window.is_new, dtype=bool))
         for j, v in enumerate(new):
+            self._plane = _plane_distance(pred.depth[v]) or self._plane
             self._camera(cams, j, plane_distance=_plane_distance(pred.depth[v]))
             if self.config.log_images:
                 vlog.log_image(self.rec, pred.images[v], self.config.jpeg_quality)
@@ -102,6 +106,26 @@ class StreamRecorder:
         budget = max(2, self.config.trajectory_budget // max(1, len(self._centres)))
         vlog.set_frame_time(self.rec, *self.last_frame)
         vlog.log_trajectory(self.rec, [thin_polyline(np.stack(c), budget) for c in self._centres.values()])
+        self._tracked_path()  # the frames between this window's keyframes were posed just before it
+
+    # --- frames posed outside windows ------------------------------------------------------
+
+    def record_pose(self, pose: FramePose) -> None:
+        """A tracked frame's frustum at its frame time (live: cyan; re-posed by its window: green;
+        interpolated: grey), and every ``pose_path_every`` poses (and after each window) the path of the
+        tracked frames."""
+        vlog.set_frame_time(self.rec, pose.index, pose.timestamp)
+        color = (_FINAL_COLOR if pose.final else _LIVE_COLOR) if pose.kind == POSE_TRACKED else _INTERPOLATED_COLOR
+        vlog.log_tracked_camera(self.rec, pose.c2w, pose.K, pose.size, self._plane, color)
+        self._tracked_centres[pose.index] = pose.c2w[:3, 3].astype(np.float32)
+        self.poses_logged += 1
+        if self.poses_logged % self.config.pose_path_every == 0:
+            self._tracked_path()
+
+    def _tracked_path(self) -> None:
+        if self._tracked_centres:
+            centres = np.stack([self._tracked_centres[i] for i in sorted(self._tracked_centres)])
+            vlog.log_tracked_path(self.rec, thin_polyline(centres, self.config.trajectory_budget))
 
     # --- Gaussian cache ------------------------------------------------------------------
 
@@ -151,6 +175,11 @@ class StreamRecorder:
         vlog.log_scalar(self.rec, paths.CACHE_SIZE, stats.gaussians)
         vlog.log_scalar(self.rec, paths.DROPPED_LIVE_FRAMES, stats.frames_dropped)
         vlog.log_scalar(self.rec, paths.DROPPED_VIEWER_ITEMS, viewer_dropped)
+
+
+_LIVE_COLOR = (0, 200, 255)
+_FINAL_COLOR = (60, 200, 60)
+_INTERPOLATED_COLOR = (150, 150, 150)
 
 
 def _plane_distance(depth: np.ndarray) -> float | None:

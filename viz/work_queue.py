@@ -2,6 +2,7 @@
 
 Drop policy (the stream keeps going, the viewer shows the latest state):
 - ``gaussians`` and ``stats`` keep only the newest pending item: an older one is stale.
+- ``pose`` items beyond ``MAX_POSES`` pending are dropped, oldest first.
 - ``window`` items beyond ``maxsize`` lose their pixels and point maps, oldest first:
   their cameras go into one pending ``cameras`` batch. So no posed camera is ever
   lost, only what was drawn around it.
@@ -19,6 +20,8 @@ from viz.camera_batch import CameraBatch
 
 WINDOW = "window"
 CAMERAS = "cameras"
+POSE = "pose"  # one tracked frame's pose (FramePose); beyond MAX_POSES pending, the oldest are dropped
+MAX_POSES = 256
 GAUSSIANS = "gaussians"
 STATS = "stats"
 STOP = "stop"
@@ -51,6 +54,9 @@ class DropQueue:
             if kind in _LATEST_ONLY:
                 self._remove_pending(kind)
             self._items.append(WorkItem(kind, payload))
+            if kind == POSE and sum(item.kind == POSE for item in self._items) > MAX_POSES:
+                self._items.remove(next(item for item in self._items if item.kind == POSE))
+                self.dropped[POSE] += 1
             while self._window_count() > self.maxsize and self._make_room():
                 pass
             self._cond.notify()

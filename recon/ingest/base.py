@@ -10,6 +10,7 @@ memory stays bounded whatever the length of the input.
 from __future__ import annotations
 
 import math
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -55,6 +56,7 @@ class RawFrame:
     name: str  # becomes Frame.source
     load: Callable[[], np.ndarray]  # -> uint8 [H, W, 3] RGB in input pixels
     K: np.ndarray | None = None  # [3, 3] known intrinsics in input pixels
+    arrived: float | None = None  # time.monotonic() a live source received it (None: when decoded)
 
 
 class FrameSource(ABC):
@@ -132,6 +134,7 @@ class FrameSource(ABC):
                         stats.skipped_stride += 1
                         continue
                     last_slot = slot
+                arrived = raw.arrived if raw.arrived is not None else time.monotonic()
                 image = raw.load()
                 if keyframes is not None and not keyframes.keep(image):
                     stats.skipped_keyframe += 1
@@ -147,6 +150,7 @@ class FrameSource(ABC):
                     K=None if raw.K is None else pixel_map @ raw.K,
                     input_size=input_size,
                     pixel_map=pixel_map,
+                    arrived=arrived,
                 )
                 index += 1
                 stats.yielded += 1

@@ -61,10 +61,11 @@ class CameraSource(FrameSource):
                     if not ok or bgr is None:
                         self.stats.errors.append(f"{self.info.name}: stream ended after {number} frames")
                         break
-                t = 0.0 if number == 0 else time.monotonic() - self._t0
+                now = time.monotonic()
+                t = 0.0 if number == 0 else now - self._t0
                 # Colour conversion happens in the consumer, only for frames it takes.
                 self._buffer.put(RawFrame(number, t, f"{self.info.name}#{number}",
-                                          load=lambda bgr=bgr: _bgr_to_rgb(bgr)))
+                                          load=lambda bgr=bgr: _bgr_to_rgb(bgr), arrived=now))
                 number += 1
                 bgr = None
         except Exception as exc:  # the consumer must hear about it rather than wait forever

@@ -167,7 +167,8 @@ class PushSource(FrameSource):
             t = (float(timestamp) - self._t0) if timestamp is not None else now - self._clock0
             number = self._pushed
             self._pushed += 1
-            self._buffer.put(RawFrame(number, t, f"{self.info.name}#{number}", load=lambda: image), image.nbytes)
+            self._buffer.put(RawFrame(number, t, f"{self.info.name}#{number}", load=lambda: image, arrived=now),
+                             image.nbytes)
 
     @property
     def pending(self) -> int:

@@ -29,6 +29,41 @@ def _run_ingest() -> IngestOptions:
     return IngestOptions(resize=RUN_RESIZE)
 
 
+LIVE_TRACKING = ("auto", "on", "off")
+
+
+@dataclass
+class LiveConfig:
+    """Live tracking (stream4d/pipeline/live.py): every frame posed as it arrives against the newest
+    aligned window, before the window around it is reconstructed.
+
+    tracking: ``"auto"`` (live sources: cameras, RTSP/HTTP streams, WebSocket push), ``"on"`` or ``"off"``.
+    map_queue: keyframes that may wait for the window model while tracking goes on (then tracking
+        waits too, and a live source drops its oldest frames).
+    repose_points: points of each keyframe followed when a live run's frames between keyframes are
+        posed again in their aligned window (files: ``recon.tracking.TrackingConfig.max_points``);
+        fewer leave the CPU to tracking.
+    mapping_nice: a live run's mapping threads (window model, preparation, alignment) run this much
+        nicer than tracking (Linux thread priorities; 0: the same), so that on a busy machine frames
+        are dropped only when tracking itself cannot keep up.
+    """
+
+    tracking: str = "auto"
+    map_queue: int = 256
+    repose_points: int = 300
+    mapping_nice: int = 10
+
+    def __post_init__(self) -> None:
+        if self.tracking not in LIVE_TRACKING:
+            raise ValueError(f"live.tracking must be one of {LIVE_TRACKING}, got {self.tracking!r}")
+        if not isinstance(self.map_queue, int) or self.map_queue < 1:
+            raise ValueError(f"live.map_queue must be an integer >= 1, got {self.map_queue!r}")
+        if not isinstance(self.repose_points, int) or self.repose_points < 20:
+            raise ValueError(f"live.repose_points must be an integer >= 20, got {self.repose_points!r}")
+        if not isinstance(self.mapping_nice, int) or not 0 <= self.mapping_nice <= 19:
+            raise ValueError(f"live.mapping_nice must be an integer in [0, 19], got {self.mapping_nice!r}")
+
+
 @dataclass
 class ReconstructConfig:
     """Everything a run needs, built once from the CLI, a service request or a run.json.
@@ -47,7 +82,8 @@ class ReconstructConfig:
         COLMAP and nerfstudio exports need.
 
     Stage configs: ``ingest`` (frame selection and resize), ``keyframes`` (which frames the window
-        model sees, by parallax; the others are tracked: recon/keyframes.py), ``model`` (the default backend's
+        model sees, by parallax; the others are tracked: recon/keyframes.py), ``live`` (tracking each frame as
+        it arrives), ``model`` (the default backend's
     knobs), ``align`` (windowing: ``align.window`` frames per window sharing ``align.overlap``;
     Sim(3) and layer-wise alignment), ``cache`` (the splat cache), ``viz`` (viewer mode and
     logging). Two alignment settings are the run's, not the config's: ``new_segment_on_gap`` is
@@ -65,6 +101,7 @@ class ReconstructConfig:
     save_frames: bool = True
     ingest: IngestOptions = field(default_factory=_run_ingest)
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
     model: DefaultModelConfig = field(default_factory=DefaultModelConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     cache: GaussianCacheConfig = field(default_factory=GaussianCacheConfig)

@@ -14,9 +14,11 @@ _END = object()
 
 
 def read_ahead(frames: Iterator[Frame], maxsize: int, stop: threading.Event,
-               prepare: Callable[[Frame], None] | None = None, workers: int = 2) -> Iterator[Frame]:
+               prepare: Callable[[Frame], None] | None = None, workers: int = 2,
+               on_thread_start: Callable[[], None] | None = None) -> Iterator[Frame]:
     """Decode in a background thread and ``prepare`` on ``workers`` threads; frames come out in
-    order. An error (decoding or preparing) is re-raised in the consumer after the frames before it."""
+    order. An error (decoding or preparing) is re-raised in the consumer after the frames before it.
+    ``on_thread_start`` runs first in each of these threads (e.g. to lower their priority)."""
     q: queue.Queue = queue.Queue(maxsize=maxsize)
 
     def put(item) -> bool:
@@ -38,7 +40,10 @@ def read_ahead(frames: Iterator[Frame], maxsize: int, stop: threading.Event,
             return put(frame)
 
         try:
-            with ThreadPoolExecutor(max(1, workers), thread_name_prefix="stream4d-prepare") as pool:
+            if on_thread_start is not None:
+                on_thread_start()
+            with ThreadPoolExecutor(max(1, workers), thread_name_prefix="stream4d-prepare",
+                                    initializer=on_thread_start) as pool:
                 for f in frames:
                     pending.append((f, pool.submit(prepare, f) if prepare is not None else None))
                     while len(pending) >= max(1, workers) or (pending and pending[0][1] is None):

@@ -18,7 +18,9 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from stream4d.outputs import OutputWriter
 from stream4d.pipeline.config import ReconstructConfig
 from stream4d.pipeline.grouping import grouped_windows
 from stream4d.pipeline.keyframing import HeldFrames, KeyframeMarks, mark_keyframes
+from stream4d.pipeline.live import LatencyLog, LiveFrames, live_tracking_active, lower_this_thread
 from stream4d.pipeline.reading import read_ahead
 from stream4d.pipeline.report import run_warnings
 from stream4d.pipeline.sink import Sink
@@ -69,6 +72,8 @@ class _Run:
     order: Any = None  # recon.ordering.OrderReport of the frame order the windows saw
     keyframer: Any = None  # recon.keyframes.ParallaxKeyframer, None when every frame is a keyframe
     marks: KeyframeMarks = field(default_factory=KeyframeMarks)
+    latency: LatencyLog = field(default_factory=LatencyLog)
+    live: LiveFrames | None = None  # arrivals stamped, frames tracked live (live sources)
 
 
 def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | None = None,
@@ -113,9 +118,25 @@ def _open(source: Any, out_dir: Path, config: ReconstructConfig, observers: Sequ
         from recon.keyframes import ParallaxKeyframer
 
         keyframer = ParallaxKeyframer(config.keyframes)
+    # The latency log first: a pose's time is taken as the observers get it.
+    latency = LatencyLog()
+    tracker = None
+    if live_tracking_active(config.live.tracking, getattr(src.info, "kind", "")):
+        from recon.live_tracking import MapTracker
+
+        tracker = MapTracker()
+    all_observers = [latency, *all_observers]
+    live = LiveFrames(latency, all_observers, stats, timings, tracker, getattr(src, "stats", None),
+                      mapping_nice=config.live.mapping_nice)
     sink = Sink(writer, config, all_observers, stats, timings, HeldFrames() if keyframer else None)
+    if tracker is not None:  # live: the frames between keyframes are re-posed on a CPU budget
+        from recon.tracking import TrackingConfig
+
+        sink.tracking_config = TrackingConfig(max_points=config.live.repose_points)
+        sink.live_poses = live.poses
     return _Run(source, out_dir, config, src, model, writer, all_observers, sink, build_aligner(config, src),
-                FrameQualityFilter(), stats, timings, started, viewer_url, keyframer=keyframer)
+                FrameQualityFilter(), stats, timings, started, viewer_url, keyframer=keyframer,
+                latency=latency, live=live)
 
 
 # ---- phase 2: the stream ----------------------------------------------------------------------
@@ -136,29 +157,41 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
                total=getattr(run.src.info, "frame_count", None))
     ingest_error: list[BaseException] = []
     reader_stop = threading.Event()
+    mapper: ThreadPoolExecutor | None = None  # a live run's window-model thread
     try:
-        with run.src, AlignmentWorker(run.aligner, maxsize=2, on_aligned=run.sink,
+        with run.src, AlignmentWorker(run.aligner, maxsize=2, on_aligned=run.live.map_first(run.sink),
                                       on_skipped=run.sink.skip_unusable) as worker:
             # Decoding, ordering (photo collections out of capture order), keyframe choice and
             # per-frame preparation (of keyframes) run a window ahead in the reader thread.
             kind = getattr(run.src.info, "kind", "")
             run.order = OrderReport(config.ingest.order)
-            frames = order_frames(iter(run.src), kind, config.ingest.order, report=run.order)
+            frames = run.live(order_frames(iter(run.src), kind, config.ingest.order, report=run.order))
             prepare = getattr(run.model, "prepare", None)
             if run.keyframer is not None:
                 frames = mark_keyframes(frames, run.keyframer, run.marks)
-                prepare = _keyframes_only(prepare, run.marks)
-            ahead = read_ahead(frames, config.align.window, reader_stop, prepare)
+            if run.live.tracking:
+                # Tracking must never wait for mapping: the reader thread tracks, picks keyframes and
+                # holds the frames between them; only keyframes queue up for the model.
+                keyframes = read_ahead(_usable(frames, run, bar, ingest_error), config.live.map_queue, reader_stop)
+                yield_cpu = partial(lower_this_thread, config.live.mapping_nice)
+                frames = read_ahead(keyframes, config.align.window, reader_stop, prepare, on_thread_start=yield_cpu)
+                mapper = ThreadPoolExecutor(1, thread_name_prefix="stream4d-model", initializer=yield_cpu)
+                predict = partial(_predict_on, mapper, run.model)
+            else:
+                predict = run.model.predict
+                if run.keyframer is not None:
+                    prepare = _keyframes_only(prepare, run.marks)
+                ahead = read_ahead(frames, config.align.window, reader_stop, prepare)
+                frames = _usable(ahead, run, bar, ingest_error)
             live = kind in ("camera", "push")
             tail_merge = 0 if live else config.tail_merge
-            frames = _usable(ahead, run, bar, ingest_error)
             for window in grouped_windows(frames, lambda: run.order.groups, config.align.window,
                                           config.align.overlap, tail_merge):
                 if stop.is_set():
                     break
                 t = time.perf_counter()
                 try:
-                    pred = run.model.predict(window)
+                    pred = predict(window)
                 except Exception as exc:  # noqa: BLE001 - one bad window must not end the stream
                     run.sink.skip([f.index for f in window], f"the window model failed: {type(exc).__name__}: {exc}")
                     continue
@@ -173,7 +206,14 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
         return exc
     finally:
         reader_stop.set()
+        if mapper is not None:
+            mapper.shutdown(wait=False)
         bar.close()
+
+
+def _predict_on(mapper: ThreadPoolExecutor, model: WindowModel, window: list[Frame]):
+    """``model.predict(window)`` on the live run's model thread (which yields the CPU to tracking)."""
+    return mapper.submit(model.predict, window).result()
 
 
 def _keyframes_only(prepare: Callable[[Frame], None] | None,
@@ -241,6 +281,7 @@ def _record(run: _Run, error: BaseException | None) -> Path:
     for warning in stats.warnings:
         log.warning(warning)
     stats.fps = stats.frames_received / timings["total"] if timings["total"] > 0 else 0.0
+    run.latency.refresh(stats)
     record = {
         "version": __version__,
         "config": run.config.to_dict(),
@@ -255,6 +296,8 @@ def _record(run: _Run, error: BaseException | None) -> Path:
         "frame_order": _jsonable(run.order),
         "keyframes": {"policy": "parallax" if run.keyframer is not None else "all", "reasons": run.marks.reasons},
         "intrinsics": _intrinsics_report(run.model),
+        "live_tracking": run.live is not None and run.live.tracking,
+        "latency_s": run.latency.summary(),
         "error": None if error is None else f"{type(error).__name__}: {error}",
         "platform": {"python": platform.python_version(), "machine": platform.machine()},
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream4d.contracts import POSE_TRACKED, AlignedWindow, StreamObserver, StreamStats
+from stream4d.contracts import POSE_TRACKED, AlignedWindow, FramePose, StreamObserver, StreamStats
 from stream4d.outputs import OutputWriter, PosedFrame
 from stream4d.pipeline.config import ReconstructConfig
 
@@ -24,6 +24,8 @@ class Sink:
                  stats: StreamStats, timings: dict[str, float], held=None):
         self.writer = writer
         self.held = held  # pipeline.keyframing.HeldFrames: frames between keyframes, or None
+        self.tracking_config = None  # recon.tracking.TrackingConfig of the frames between keyframes (None: default)
+        self.live_poses = None  # pipeline.live.LivePoses: a live run's poses, corrected instead of tracked again
         self.config = config
         self.observers = list(observers)
         self.stats = stats
@@ -106,20 +108,28 @@ class Sink:
         frames = self.held.take(int(window.prediction.frame_indices[k]))
         if not frames or k == 0:
             return
-        from recon.tracking import BetweenKeyframes, to_model_pixels
+        from recon.tracking import BetweenKeyframes, TrackedPose, to_model_pixels
 
         t = time.perf_counter()
         pred = window.prediction
-        between = BetweenKeyframes(pred, k - 1, k)
+        between = None  # built only for a frame without a live pose
+        live = None if self.live_poses is None else self.live_poses.corrections(pred, k - 1, k, window.segment)
         W, H = pred.model_size
         K_input = pred.K_input(k - 1)
         for f in frames:
             image = to_model_pixels(f.image(), f.pixel_map, pred.pixel_maps[k - 1], (W, H))
-            tracked = between.pose(image, f.timestamp)
+            corrected = None if live is None else live.pose(f.index, f.timestamp)
+            if corrected is not None:
+                tracked = TrackedPose(corrected, POSE_TRACKED, image)
+            else:
+                between = between or BetweenKeyframes(pred, k - 1, k, self.tracking_config)
+                tracked = between.pose(image, f.timestamp)
             self.writer.add_frame(PosedFrame(
                 index=f.index, timestamp=f.timestamp, image=f.source, c2w=tracked.c2w, K=K_input,
                 width=int(f.input_size[0]), height=int(f.input_size[1]), segment=window.segment,
                 pose_kind=tracked.kind))
+            self._publish(FramePose(f.index, f.timestamp, tracked.c2w, pred.K[k - 1], (W, H), tracked.kind,
+                                    window.segment, final=True))
             if self.config.save_frames:
                 self.writer.write_frame_image(f.index, image, pred.pixel_maps[k - 1])
             self.stats.frames_posed += 1
@@ -128,6 +138,13 @@ class Sink:
             else:
                 self.stats.frames_interpolated += 1
         self.timings["tracking"] = self.timings.get("tracking", 0.0) + time.perf_counter() - t
+
+    def _publish(self, pose: FramePose) -> None:
+        """A frame posed between keyframes, to the observers that show such poses (the viewer)."""
+        for obs in self.observers:
+            on_pose = getattr(obs, "on_pose", None)
+            if on_pose is not None:
+                on_pose(pose)
 
     def finish(self) -> dict[str, Path]:
         out: dict[str, Path] = {}

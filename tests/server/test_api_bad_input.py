@@ -179,3 +179,12 @@ def test_pull_source_must_be_a_stream_url(client, url):
     s = Sess(client)
     assert_error(client.post(f"/sessions/{s.id}/source", json={"url": url}, headers=s.headers), 400, "bad_source_url")
     assert s.status()["state"] == "created"
+
+
+def test_keyframe_options_are_the_parallax_keyframers_and_bad_values_are_refused(client):
+    for bad in ({"keyframes": True}, {"keyframes": "thumbnails"}, {"min_parallax": 0}, {"min_parallax": 2},
+                {"drop_duplicates": 1}):
+        err = assert_error(client.post("/sessions", json=bad), 422, "invalid_request")
+        assert next(iter(bad)) in err["message"], err
+    r = client.post("/sessions", json={"keyframes": "all", "min_parallax": 0.01, "viewer": False})
+    assert r.status_code == 201 and (r.json()["options"]["keyframes"], r.json()["options"]["min_parallax"]) == ("all", 0.01)

@@ -80,3 +80,49 @@ def test_live_client_that_disconnects_without_end_still_completes(client, server
             ws.recv(timeout=60)
     status = s.wait(timeout=240)
     assert status["state"] == "completed" and status["live"]["accepted"] == 10
+
+
+def _video_jpegs(path, limit: int) -> list[bytes]:
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while len(out) < limit:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        out.append(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
+    cap.release()
+    return out
+
+
+def test_live_frames_pushed_in_real_time_are_tracked_and_latency_is_in_progress_events(client, server):
+    import time
+
+    from conftest import VIDEOS
+    from test_api_upload_e2e import _events
+
+    s = Sess(client, FAST_OPTIONS)
+    jpegs = _video_jpegs(VIDEOS / "great_wall.mp4", 288)  # 640x360, 24 fps: 12 s
+    events: list = []
+    follower = threading.Thread(target=lambda: events.extend(_events(client, s)))
+    follower.start()
+    with ws_client.connect(server.url.replace("http", "ws") + f"/sessions/{s.id}/live",
+                           additional_headers=s.headers) as ws:
+        acks = threading.Thread(target=lambda: [ws.recv(timeout=60) for _ in jpegs])
+        acks.start()
+        t0 = time.monotonic()
+        for i, jpeg in enumerate(jpegs):  # in real time
+            time.sleep(max(0.0, t0 + i / 24 - time.monotonic()))
+            ws.send(encode_frame(jpeg, i / 24))
+        acks.join()
+        ws.send(json.dumps({"type": "end"}))
+        assert json.loads(ws.recv(timeout=60))["type"] == "closed"
+    follower.join(300)
+    assert events and events[-1][0] == "end" and events[-1][1]["state"] == "completed", events[-1:]
+    progress = [data["progress"] for event, data in events if event == "progress" and data.get("progress")]
+    # Latency is reported while the stream runs, not only at its end.
+    assert any(p["latency_p95_s"] > 0 for p in progress), progress[-1:]
+    final = events[-1][1]["progress"]
+    assert final["frames_posed_live"] > 0 and 0 < final["latency_p50_s"] <= final["latency_p95_s"]
+    run = json.loads(client.get(f"/sessions/{s.id}/results/run.json", headers=s.headers).content)
+    assert run["live_tracking"] is True and run["latency_s"]["live"]["frames"] == final["frames_posed_live"]
+    assert 0 < run["latency_s"]["p50"] <= run["latency_s"]["p95"]

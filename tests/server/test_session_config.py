@@ -16,16 +16,31 @@ def test_default_session_options_are_the_pipelines_defaults():
 
 def test_every_session_option_lands_in_the_tree():
     options = SessionOptions(backend="vggt", window=10, overlap=4, target_fps=5.0, resolution=256, stride=2,
-                             max_frames=40, keyframes=True, gaussians=False, viewer=False)
+                             max_frames=40, keyframes="parallax", min_parallax=0.01, drop_duplicates=True,
+                             gaussians=False, viewer=False)
     config = reconstruct_config(options, Path("/weights/model.pt"))
     assert (config.backend, config.weights) == ("vggt", "/weights/model.pt")
     assert (config.align.window, config.align.overlap, config.tail_merge) == (10, 4, 4)
     ingest = config.ingest
     assert (ingest.resize, ingest.stride, ingest.target_fps, ingest.max_frames, ingest.keyframes) == \
         ("vggt", 2, 5.0, 40, True)  # vggt always takes its own preprocessing
+    assert (config.keyframes.policy, config.keyframes.min_parallax) == ("parallax", 0.01)
     assert not config.gaussians and config.rrd and config.viz.mode == "none"
     assert reconstruct_config(SessionOptions(resolution=256), None).ingest.resize == 256
 
 
 def test_the_servers_pixel_limit_reaches_what_a_job_decodes_itself():
     assert reconstruct_config(SessionOptions(), None, max_pixels=1234).ingest.max_pixels == 1234
+
+
+def test_keyframe_options_map_onto_the_parallax_keyframer_and_bad_values_are_refused():
+    import pytest
+    from pydantic import ValidationError
+
+    for policy in ("auto", "parallax", "all"):
+        assert reconstruct_config(SessionOptions(keyframes=policy), None).keyframes.policy == policy
+    assert reconstruct_config(SessionOptions(), None).keyframes.min_parallax == ReconstructConfig().keyframes.min_parallax
+    for bad in ({"keyframes": True}, {"keyframes": "some"}, {"keyframes": None}, {"min_parallax": 0},
+                {"min_parallax": 1.5}, {"min_parallax": "0.01"}, {"drop_duplicates": "yes"}):
+        with pytest.raises(ValidationError):
+            SessionOptions(**bad)

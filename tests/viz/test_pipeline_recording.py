@@ -23,11 +23,14 @@ def test_reconstruct_records_one_camera_per_posed_frame_with_model_sized_images(
     summary = pipeline.reconstruct(FERN, tmp_path, config, progress=False)
     rec = rrd(summary.outputs["recording.rrd"])
     frames = json.loads((tmp_path / "trajectory.json").read_text())["frames"]
-    # The viewer shows the frames the window model posed; frames tracked between keyframes are posed
-    # only in the output files (not yet logged).
+    # Keyframes (the frames the window model posed) with their images; the frames tracked between
+    # them as frusta of their own, without pixels.
     posed = [f["index"] for f in frames if f.get("pose_kind") not in ("tracked", "interpolated")]
-    assert posed, "the run posed no frame: nothing to check"
+    tracked = [f["index"] for f in frames if f.get("pose_kind") in ("tracked", "interpolated")]
+    assert posed and tracked, "the run posed no keyframe or tracked no frame: nothing to check"
     assert rec.frames(f"/{paths.CAMERA}") == posed
+    assert rec.frames(f"/{paths.TRACKED}") == tracked
+    assert f"/{paths.TRACKED_PATH}" in rec.entities()
     assert rec.frames(f"/{paths.IMAGE}") == posed
     for blob in rec.values(f"/{paths.IMAGE}", "EncodedImage:blob"):  # JPEG
         image = cv2.imdecode(np.frombuffer(bytes(blob[0]), np.uint8), cv2.IMREAD_COLOR)

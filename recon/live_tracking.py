@@ -1,0 +1,195 @@
+"""Live tracking: every arriving frame posed against the newest aligned window's map.
+
+Mapping (window model + alignment) runs on keyframes and takes seconds a
+window; a live frame cannot wait for it. ``MapTracker`` keeps the 3D points of
+the newest aligned window (its last view's sparse tracks, else confident
+point-map pixels: ``recon.tracking.anchor_points``) and follows them frame to
+frame with Lucas-Kanade (forward-backward checked), solving each frame's pose
+by PnP-RANSAC from the previous pose. The chain of 2D positions is renewed from
+the map's keyframe when a new map arrives or too few points survive; the 3D
+points stay those of the map, so the pose does not drift with the chain.
+
+Mapping lags behind the stream, so a new map's keyframe is seconds older than
+the frame being tracked: its points are carried to the present through the
+recent frames the tracker kept (a few a second, grey), one short
+Lucas-Kanade step at a time, before the frame's PnP.
+
+A frame it cannot pose (no map yet, the camera has left the map's view) gets
+no live pose; its window poses it later. Poses are in the world of the map's
+window; the pipeline re-poses every frame when the window around it is aligned.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+from recon.tracking import TrackingConfig, anchor_points, follow_points, solve_pnp, to_model_pixels
+from stream4d.contracts import WindowPrediction
+
+
+@dataclass(frozen=True)
+class LiveTrackingConfig:
+    """max_points: map points followed; reprojection_px: PnP inlier threshold (chained Lucas-Kanade
+    drifts a little, so looser than between keyframes); renew_share: the chain is renewed from the
+    map's keyframe when fewer than this share of its points survive."""
+
+    max_points: int = 600
+    reprojection_px: float = 2.0
+    fb_error_px: float = 1.0
+    min_inliers: int = 15
+    min_inlier_share: float = 0.4
+    renew_share: float = 0.5
+    ransac_iterations: int = 50
+    lk_window: int = 15  # Lucas-Kanade window side, px (frame to frame motion is small at camera rate)
+    bridge_every: int = 4  # every this many frames is kept to carry a new map's points to the present
+    bridge_frames: int = 150  # at most this many kept (frames older than that cannot be bridged)
+
+    def tracking(self) -> TrackingConfig:
+        return replace(TrackingConfig(), max_points=self.max_points, reprojection_px=self.reprojection_px,
+                       fb_error_px=self.fb_error_px, min_inliers=self.min_inliers,
+                       min_inlier_share=self.min_inlier_share)
+
+
+@dataclass
+class LiveTrackedPose:
+    c2w: np.ndarray  # [4, 4] world of the map's window
+    K: np.ndarray  # [3, 3] model pixels
+    size: tuple[int, int]  # (W, H) model pixels
+    segment: int
+    inliers: int
+
+
+@dataclass
+class _Map:
+    grey: np.ndarray  # uint8 [H, W] of the map's keyframe, model pixels
+    xy: np.ndarray  # float32 [N, 2] the map points in it
+    X: np.ndarray  # float64 [N, 3] world
+    c2w: np.ndarray  # [4, 4] the keyframe's pose
+    K: np.ndarray
+    pixel_map: np.ndarray  # [3, 3] input pixels -> model pixels
+    size: tuple[int, int]
+    segment: int
+    index: int  # Frame.index of the keyframe
+
+
+class MapTracker:
+    """``set_map`` from the alignment thread, ``track`` from the tracking thread (see the module doc)."""
+
+    def __init__(self, config: LiveTrackingConfig | None = None) -> None:
+        self.config = config or LiveTrackingConfig()
+        self._cfg = self.config.tracking()
+        self._lock = threading.Lock()
+        self._incoming: tuple[WindowPrediction, int] | None = None
+        self._map: _Map | None = None
+        self._chain: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (grey, xy [N, 2], X [N, 3])
+        self._chain_start = 0  # points the chain started with
+        self._pose: np.ndarray | None = None  # c2w of the last posed frame
+        self._recent: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=self.config.bridge_frames)
+        self._seen = 0
+        self._bridge = None  # (map, frame index, grey, xy, X): where _bridged left the map's points
+        self.maps = 0  # maps taken
+
+    @property
+    def has_map(self) -> bool:
+        return self._map is not None or self._incoming is not None
+
+    def set_map(self, pred: WindowPrediction, segment: int) -> None:
+        """The newest aligned window (world poses); cheap: taken up by the next ``track``."""
+        if pred.num_frames and not pred.rotation_only_views[-1]:
+            with self._lock:
+                self._incoming = (pred, segment)
+
+    def track(self, image: np.ndarray, pixel_map: np.ndarray, index: int) -> LiveTrackedPose | None:
+        """The pose of frame ``index`` (``image`` uint8 [H, W, 3], ``pixel_map`` input -> image pixels)
+        or None."""
+        self._seen += 1
+        if self._seen % self.config.bridge_every == 0:
+            self._recent.append((index, cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), np.asarray(pixel_map)))
+        renewed = self._take_map()
+        m = self._map
+        if m is None:
+            return None
+        grey = cv2.cvtColor(to_model_pixels(image, pixel_map, m.pixel_map, m.size), cv2.COLOR_RGB2GRAY)
+        guess = self._pose if self._pose is not None else m.c2w
+        solved = None
+        if self._chain is not None and not renewed:
+            # The chain's points are PnP inliers of the frame before: one forward step, no backward check
+            # (RANSAC drops what went astray), halves the tracker's Lucas-Kanade cost.
+            solved = self._solve(*self._chain, grey, guess, checked=False)
+            if solved is not None and len(solved[2]) < self.config.renew_share * self._chain_start:
+                renew = self._solve(*self._bridged(m), grey, solved[0])
+                if renew is None:  # the map cannot be reached from here: tried again once the chain halves
+                    self._chain_start = len(solved[2])
+                else:
+                    solved = renew
+                    self._chain_start = len(renew[2])
+        if solved is None:  # a new map, a chain that lost its points: from the map's keyframe
+            solved = self._solve(*self._bridged(m), grey, guess)
+            if solved is None and renewed and self._chain is not None:  # the old map still sees it
+                solved = self._solve(*self._chain, grey, guess)
+            if solved is not None:
+                self._chain_start = len(solved[2])
+        if solved is None:
+            self._chain = None
+            return None
+        c2w, uv, X = solved
+        self._chain = (grey, uv.astype(np.float32), X)
+        self._pose = c2w
+        return LiveTrackedPose(c2w, m.K, m.size, m.segment, len(X))
+
+    def _solve(self, grey0: np.ndarray, xy: np.ndarray, X: np.ndarray, grey: np.ndarray,
+               guess: np.ndarray, checked: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(c2w, inlier positions in ``grey`` [M, 2], their world points [M, 3]) or None."""
+        if grey0.shape != grey.shape:
+            return None
+        uv, ok = follow_points(grey0, grey, xy, self.config.fb_error_px if checked else None,
+                               self.config.lk_window)
+        uv, X = uv[ok], X[ok]
+        solved = solve_pnp(X, uv, self._map.K, guess, self._cfg, self.config.ransac_iterations)
+        if solved is None:
+            return None
+        c2w, inl = solved
+        return c2w, uv[inl], X[inl]
+
+    def _bridged(self, m: _Map) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(grey, xy, X): the map's points carried from its keyframe through the kept frames after it,
+        as far as they can be followed (the keyframe itself when none can). Carried on from where the
+        last call for this map stopped, so each kept frame costs one step per map."""
+        if self._bridge is None or self._bridge[0] is not m:
+            self._bridge = (m, m.index, m.grey, m.xy, m.X)
+        _, last, grey0, xy, X = self._bridge
+        for index, g, pixel_map in list(self._recent):
+            if index <= last:
+                continue
+            g = to_model_pixels(g, pixel_map, m.pixel_map, m.size)
+            if g.shape != grey0.shape:
+                continue
+            uv, ok = follow_points(grey0, g, xy, self.config.fb_error_px, self.config.lk_window)
+            if ok.sum() < self._cfg.min_inliers:
+                break
+            last, grey0, xy, X = index, g, uv[ok].astype(np.float32), X[ok]
+        self._bridge = (m, last, grey0, xy, X)
+        return grey0, xy, X
+
+    def _take_map(self) -> bool:
+        with self._lock:
+            incoming, self._incoming = self._incoming, None
+        if incoming is None:
+            return False
+        pred, segment = incoming
+        k = pred.num_frames - 1
+        grey = cv2.cvtColor(pred.images[k], cv2.COLOR_RGB2GRAY)
+        xy, X = anchor_points(pred, k, grey, self._cfg)
+        if len(xy) < self._cfg.min_inliers:
+            return False
+        if self._map is not None and self._map.segment != segment:
+            self._chain, self._pose = None, None  # a new world: the old chain's points are elsewhere
+        self._map = _Map(grey, xy, X, pred.c2w[k].copy(), pred.K[k].copy(), np.asarray(pred.pixel_maps[k]),
+                         pred.model_size, segment, int(pred.frame_indices[k]))
+        self.maps += 1
+        return True

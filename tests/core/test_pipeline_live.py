@@ -1,0 +1,112 @@
+"""A live push stream through the pipeline: every frame is tracked as it arrives against the newest
+aligned window, and its pose reaches the observers before the window around it is aligned."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from recon.ingest.options import IngestOptions
+from recon.ingest.push import PushSource
+from stream4d.pipeline import ReconstructConfig, reconstruct
+from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_sequence
+
+W, H = 192, 144
+FPS = 30.0
+
+
+@pytest.fixture(scope="module")
+def walk():
+    """10 s of a sideways walk at 30 fps, 2 cm a frame."""
+    scene = make_scene("room", seed=0)
+    c2w = make_trajectory("sideways", 300, seed=0, scene=scene, step=0.02)
+    return [v.rgb for v in render_sequence(scene, c2w, intrinsics_for(W, H), W, H, fps=FPS)]
+
+
+class Events:
+    """What the observers saw, in order, with the time: live poses, final poses, aligned windows."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple] = []
+        self.first_window = threading.Event()
+
+    def on_window(self, window) -> None:
+        self.log.append(("window", time.monotonic(), [int(i) for i in window.prediction.frame_indices]))
+        self.first_window.set()
+
+    def on_pose(self, pose) -> None:
+        self.log.append(("pose", time.monotonic(), pose.index, pose.final, pose.kind))
+
+    def on_gaussians(self, snapshot) -> None:
+        pass
+
+    def on_stats(self, stats) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_pushed_frames_are_posed_live_before_their_window_and_latency_is_recorded(walk, tmp_path):
+    events = Events()
+    src = PushSource("live", capacity=64, options=IngestOptions(resize=None))
+    def push():  # in real time, 30 fps
+        t0 = time.monotonic()
+        try:
+            for i, image in enumerate(walk):
+                if i == len(walk) - 60 and not events.first_window.is_set():
+                    # A slow machine: the last 2 s wait for the first map, so that some frames meet one.
+                    events.first_window.wait(120)
+                    t0 = time.monotonic() - i / FPS
+                time.sleep(max(0.0, t0 + i / FPS - time.monotonic()))
+                src.push(image, i / FPS)
+        finally:
+            src.close()
+
+    pusher = threading.Thread(target=push)
+    pusher.start()
+    config = ReconstructConfig().override({"gaussians": False, "rrd": False, "align.window": 5,
+                                           "align.overlap": 2, "ingest.resize": None})
+    summary = reconstruct(src, tmp_path / "out", config, observers=[events], progress=False)
+    pusher.join()
+    s = summary.stats
+    assert s.frames_received + s.frames_dropped == len(walk) and s.frames_posed == s.frames_received
+
+    live = {e[2]: i for i, e in enumerate(events.log) if e[0] == "pose" and not e[3]}
+    final = {e[2]: i for i, e in enumerate(events.log) if e[0] == "pose" and e[3]}
+    assert live and all(events.log[i][4] == "tracked" for i in live.values())
+    # From the first live pose on (a map exists), frames are posed as they arrive ...
+    later = range(min(live), len(walk))
+    assert len(live) >= 0.8 * (len(later) - s.frames_dropped), (len(live), min(live), s)
+    # ... before the window around them is aligned: their live pose precedes the pose their window gives
+    # them (frames between keyframes) and the window holding them (keyframes).
+    windows = [(i, e[2]) for i, e in enumerate(events.log) if e[0] == "window"]
+    for frame, at in live.items():
+        assert final.get(frame, len(events.log)) > at, frame
+        assert all(i > at for i, frames in windows if frame in frames), frame
+    assert len(set(final) & set(live)) >= 0.5 * len(live)
+
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["live_tracking"] is True
+    latency = run["latency_s"]
+    assert latency["frames"] == s.frames_posed and 0 < latency["p50"] <= latency["p95"] <= latency["max"]
+    assert latency["live"]["frames"] == s.frames_posed_live == len(live) and latency["live"]["p95"] > 0
+    assert 0 < run["stats"]["latency_p50_s"] <= run["stats"]["latency_p95_s"]
+
+
+def test_a_video_file_is_not_tracked_live_but_its_latency_is_recorded(walk, tmp_path):
+    from stream4d.synthetic import write_sequence
+
+    scene = make_scene("room", seed=0)
+    c2w = make_trajectory("sideways", 40, seed=0, scene=scene, step=0.02)
+    write_sequence(tmp_path / "clip", render_sequence(scene, c2w, intrinsics_for(W, H), W, H, fps=FPS),
+                   video="clip.mp4", fps=FPS)
+    config = ReconstructConfig().override({"gaussians": False, "rrd": False, "align.window": 5,
+                                           "align.overlap": 2, "ingest.resize": None})
+    summary = reconstruct(tmp_path / "clip" / "clip.mp4", tmp_path / "out", config, progress=False)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["live_tracking"] is False and summary.stats.frames_posed_live == 0
+    assert run["latency_s"]["frames"] == 40 and run["latency_s"]["p50"] > 0 and run["latency_s"]["live"]["frames"] == 0
