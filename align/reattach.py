@@ -132,6 +132,43 @@ class SegmentLinker:
             return None
         return S, n
 
+    def keyframes(self, segment: int) -> list[Keyframe]:
+        """The keyframes kept for ``segment`` (oldest first; empty when it has none)."""
+        return list(self._keyframes.get(segment, ()))
+
+    def add_segment(self, segment: int, keyframes: list[Keyframe]) -> None:
+        """An earlier segment given whole (a saved map): all its keyframes are kept, whatever
+        ``keyframes_per_segment`` says, since a new stream may start anywhere in it."""
+        if segment in self._keyframes:
+            raise ValueError(f"segment {segment} already has keyframes")
+        self._keyframes[segment] = deque(keyframes, maxlen=max(len(keyframes), 1) + self.config.keyframes_per_segment)
+        self._keyframes.move_to_end(segment, last=False)  # oldest: the stream's own segments come after it
+
+    def refine_link(self, link: Reattachment, queries: list[Keyframe], rounds: int = 3) -> Reattachment:
+        """``link`` refitted on the 3D-3D pairs of every query against every keyframe of its target
+        segment (not only the best pair's): the pairs within ``inlier_rel`` x depth of the current
+        similarity, weighted by 1 / depth^2 since lifted depth errors grow with depth. A place seen by
+        several keyframes then pins the scale far better than one keyframe pair does."""
+        cfg = self.config
+        src, dst, z = [], [], []
+        for kf in self._keyframes.get(link.to_segment, ()):
+            for q in queries:
+                m = verified_matches(q.features, kf.features, 0, 1)
+                if m is not None:
+                    src.append(q.points[m.idx_i])
+                    dst.append(kf.points[m.idx_j])
+                    z.append(kf.depth[m.idx_j])
+        if not src:
+            return link
+        src, dst, z = np.concatenate(src), np.concatenate(dst), np.concatenate(z)
+        sim3, inliers = link.sim3, link.inliers
+        for _ in range(rounds):
+            inl = np.linalg.norm(sim3.apply(src) - dst, axis=1) < cfg.inlier_rel * z
+            if inl.sum() < max(cfg.min_inliers, 3):
+                break
+            sim3, inliers = umeyama(src[inl], dst[inl], weights=1.0 / z[inl] ** 2), int(inl.sum())
+        return Reattachment(link.from_segment, link.to_segment, sim3, inliers, link.keyframe_index, link.frame_index)
+
     def merge(self, link: Reattachment) -> None:
         """Move the linked segment's keyframes into the target world."""
         moved = self._keyframes.pop(link.from_segment, deque())
