@@ -8,8 +8,8 @@ and intrinsics). They are stored in one ``.npz`` (no pickle): per-keyframe array
 
 Storage per feature (see :func:`bytes_per_feature`): keypoint 2 x float32, descriptor
 128 x float16 (RootSIFT components lie in [0, 1]; half precision keeps them to ~5e-4),
-world point 3 x float32 and depth float32: 284 bytes. A keyframe keeps at most
-``ReattachConfig.max_features`` features (those with a usable depth), plus 216 bytes of
+world point 3 x float32 and depth float32: 280 bytes. A keyframe keeps at most
+``ReattachConfig.max_features`` features (those with a usable depth), plus 224 bytes of
 view (frame index, run, c2w, K).
 """
 

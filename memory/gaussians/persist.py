@@ -3,7 +3,7 @@
 Only the static layer is a map: dynamic Gaussians belong to the timestamps of the run that saw
 them. Every column of ``store.STATIC_FIELDS`` is kept (the fusion weight, support and last
 confirming camera decide how later views merge into a Gaussian), plus the voxel size of the
-spatial index. ``last_view`` is stored relative to the saving run's last view (<= 0), so a
+spatial index. ``last_view`` is stored relative to the saving run's view counter (its last view is -1), so a
 loading run, whose view counter starts at 0, sees the map's Gaussians as that many views old.
 """
 
