@@ -27,6 +27,8 @@ from align.validate import unusable_reason
 from stream4d.contracts import AlignedWindow, Reattachment, WindowPrediction
 from stream4d.geometry import Sim3, invert_se3, pixel_grid, transform_point_maps
 
+MAP_FRAMES_PER_TRY = 5  # frames of a window matched against a saved map while not yet found in it
+
 
 class AlignmentError(ValueError):
     """A window cannot be placed in the stream's world (the message says which and why)."""
@@ -297,13 +299,16 @@ class StreamAligner:
         new = np.flatnonzero(is_new)
         if len(new) == 0:
             return None
-        picks = np.unique(new[np.linspace(0, len(new) - 1, self.config.reattach.frames_per_try).round().astype(int)])
+        # A saved map is searched with more frames: a new stream may start anywhere in it, and the
+        # relocalisation sets the new stream's whole world (refine_link locates each of them).
+        tries = max(self.config.reattach.frames_per_try, MAP_FRAMES_PER_TRY if self._from_map else 0)
+        picks = np.unique(new[np.linspace(0, len(new) - 1, tries).round().astype(int)])
         queries = [lift_keyframe(*self._keyframe_inputs(pred, depth, K, c2w, int(k))) for k in picks]
         link = self._linker.try_link(self._segment, queries)
         if link is None:
             return None
-        if self._from_map and link.to_segment == 0:  # a saved map: the relocalisation sets its whole world
-            link = self._linker.refine_link(link, queries)
+        if self._from_map and link.to_segment == 0:
+            link = self._linker.refine_link(link, queries, [(c2w[k], K[k]) for k in picks])
         self._linker.merge(link)
         if self._map is not None:
             moved = [m.transformed(link.sim3) for m in self._map.pop(link.from_segment, [])]

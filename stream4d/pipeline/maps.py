@@ -233,7 +233,7 @@ def merge_maps(a: SavedMap, b: SavedMap, reattach=None) -> MergeResult:
     if link is None:
         raise MapError(f"the maps do not overlap: none of B's {len(b.keyframes)} keyframes matched one of A's "
                        f"{len(a.keyframes)} keyframes with a consistent similarity")
-    link = linker.refine_link(link, [m.keyframe for m in b.keyframes])
+    link = linker.refine_link(link, [m.keyframe for m in b.keyframes], [(m.c2w, m.K) for m in b.keyframes])
     shift = len(a.runs)
     moved = []
     for m in b.keyframes:

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 
 from align.aligner import AlignConfig, AlignmentError, StreamAligner
-from align.mapfile import (MapKeyframe, bytes_per_feature, keyframes_from_arrays, keyframes_to_arrays,
-                           load_keyframes, save_keyframes, stored_bytes)
+from align.mapfile import (
+    MapKeyframe,
+    bytes_per_feature,
+    keyframes_from_arrays,
+    keyframes_to_arrays,
+    load_keyframes,
+    save_keyframes,
+    stored_bytes,
+)
 from align.reattach import Keyframe
 from align.synthetic import random_sim3, render_layered_room, window_from_geometry
 from recon.features import Features

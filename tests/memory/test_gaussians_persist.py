@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_gaussians_cache import H, W, fill, window_of
 
 from memory.gaussians import GaussianCache
 from memory.gaussians.persist import load_arrays, save_store, store_from_arrays
 from memory.gaussians.store import STATIC_FIELDS
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_sequence
-
-from test_gaussians_cache import H, W, fill, window_of
 
 
 @pytest.fixture(scope="module")
