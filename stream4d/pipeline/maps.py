@@ -34,6 +34,9 @@ TRAJECTORY_JSON = "trajectory.json"
 GAUSSIANS_NPZ = "gaussians.npz"
 
 
+MERGE_PROBES = 4  # keyframes of B matched against all of A's to find the overlap
+
+
 class MapError(ValueError):
     """A map folder that cannot be read or written (the message says which file and why)."""
 
@@ -229,7 +232,9 @@ def merge_maps(a: SavedMap, b: SavedMap, reattach=None) -> MergeResult:
                        "their keypoints are not comparable")
     linker = SegmentLinker(reattach or ReattachConfig())
     linker.add_segment(0, [m.keyframe for m in a.keyframes])
-    link = linker.try_link(1, [m.keyframe for m in b.keyframes])
+    # A few of B's keyframes find the overlap; all of them then refine the similarity.
+    probes = np.unique(np.linspace(0, len(b.keyframes) - 1, min(len(b.keyframes), MERGE_PROBES)).round().astype(int))
+    link = linker.try_link(1, [b.keyframes[k].keyframe for k in probes])
     if link is None:
         raise MapError(f"the maps do not overlap: none of B's {len(b.keyframes)} keyframes matched one of A's "
                        f"{len(a.keyframes)} keyframes with a consistent similarity")
