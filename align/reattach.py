@@ -80,6 +80,9 @@ def ransac_sim3(src: np.ndarray, dst: np.ndarray, tol: np.ndarray, iterations: i
     return (umeyama(src[inl], dst[inl]) if inl.sum() >= 3 else S), inl
 
 
+MIN_LOCATED_VIEWS = 3  # query views located by PnP before their poses may set a similarity
+
+
 def locate_view(world_points: np.ndarray, pixels: np.ndarray, K: np.ndarray, min_inliers: int,
                 max_error_px: float = 2.0) -> np.ndarray | None:
     """Camera-to-world ``[4, 4]`` of a view seeing ``world_points [N, 3]`` at ``pixels [N, 2]`` (PnP,
@@ -191,8 +194,8 @@ class SegmentLinker:
         target world by PnP on the target keyframes' points, and the similarity is the one that maps
         the queries' own poses onto those. Dense depth may be biased against the poses it came with
         (layer scales touch depth only), and a similarity of the points carries that bias into every
-        pose; the cameras' own positions do not. Needs two such poses whose centres spread; else the
-        3D-3D fit stands."""
+        pose; the cameras' own positions do not. Needs ``MIN_LOCATED_VIEWS`` such poses whose centres
+        spread, and a fit that keeps 90 % of the 3D-3D inliers; else the 3D-3D fit stands."""
         cfg = self.config
         src, dst, z, per_query = [], [], [], [([], []) for _ in queries]
         for kf in self._keyframes.get(link.to_segment, ()):
@@ -218,10 +221,14 @@ class SegmentLinker:
                        for c2w in [locate_view(np.concatenate(obj), np.concatenate(img), views[qi][1],
                                                cfg.min_inliers)] if c2w is not None]
             # Centres closer than 2 % of the scene depth give no usable scale (a camera turning on the spot).
-            from_poses = similarity_from_poses([a for a, _ in located], [b for _, b in located],
-                                               0.02 * float(np.median(z)))
+            from_poses = None if len(located) < MIN_LOCATED_VIEWS else similarity_from_poses(
+                [a for a, _ in located], [b for _, b in located], 0.02 * float(np.median(z)))
+            # Two or three located views can still carry one bad PnP: the pose fit stands only if it
+            # keeps nearly all the 3D-3D pairs the point fit explained.
             if from_poses is not None:
-                sim3 = from_poses
+                kept = int((np.linalg.norm(from_poses.apply(src) - dst, axis=1) < cfg.inlier_rel * z).sum())
+                if kept >= 0.9 * inliers:
+                    sim3 = from_poses
         return Reattachment(link.from_segment, link.to_segment, sim3, inliers, link.keyframe_index, link.frame_index)
 
     def merge(self, link: Reattachment) -> None:
