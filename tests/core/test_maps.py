@@ -114,14 +114,19 @@ def test_two_maps_of_overlapping_halves_merge_into_one(maps, clip, capsys):
     assert map_ate(tmp / "merged", clip) < 0.005
 
 
-def test_maps_that_do_not_overlap_are_not_merged(maps, capsys):
-    tmp = maps["tmp"]
-    stranger = read_map(tmp / "map_b")
+@pytest.fixture(scope="module")
+def stranger(maps) -> Path:
+    """Map B with its descriptors replaced: a map of another place, which nothing of A matches."""
+    saved = read_map(maps["tmp"] / "map_b")
     rng = np.random.default_rng(0)
-    for m in stranger.keyframes:  # another place: no descriptor agrees with A's
+    for m in saved.keyframes:
         d = m.keyframe.features.descriptors
         m.keyframe.features.descriptors = np.sqrt(rng.dirichlet(np.ones(d.shape[1]), len(d))).astype(np.float32)
-    write_map(tmp / "stranger", stranger)
+    return write_map(maps["tmp"] / "stranger", saved)
+
+
+def test_maps_that_do_not_overlap_are_not_merged(maps, stranger, capsys):
+    tmp = maps["tmp"]
     with pytest.raises(MapError, match="do not overlap"):
         merge_maps(read_map(tmp / "map_a"), read_map(tmp / "stranger"))
     assert main(["merge", str(tmp / "map_a"), str(tmp / "stranger"), "--out", str(tmp / "never")]) == 1
@@ -138,3 +143,17 @@ def test_what_is_not_a_map_is_refused_clearly(maps, tmp_path, capsys):
     code = main(["reconstruct", str(maps["tmp"] / "half1"), "--out", str(tmp_path / "out"), "--map",
                  str(tmp_path / "nothing"), "--quiet", "--no-rrd"])
     assert code == 2 and "not a map folder" in capsys.readouterr().err
+
+
+def test_an_input_never_found_in_the_map_says_so_and_keeps_its_own_world(maps, stranger, tmp_path, capsys):
+    code = main(["reconstruct", str(maps["tmp"] / "half0"), "--out", str(tmp_path / "out"), "--map", str(stranger),
+                 "--save-map", str(tmp_path / "map"), "--quiet", "--no-rrd", "--window", "8", "--overlap", "2"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "NOT relocalised" in printed and "map saved" in printed
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["map"]["loaded"]["relocalised"] is False and "own world" in record["map"]["loaded"]["note"]
+    assert any("not relocalised" in w for w in record["stats"]["warnings"])
+    assert not record["map"]["saved"]["includes_loaded_map"]
+    saved = read_map(tmp_path / "map")
+    assert len(saved.runs) == 1 and len(saved.frames) == N_A  # its own map only
