@@ -20,11 +20,14 @@ from align.confidence import confidence_mask
 from align.config import AlignConfig
 from align.layers import layer_thresholds, segment_window
 from align.layerwise import cross_window_seeds, propagate_scales
+from align.mapfile import MapKeyframe
 from align.reattach import SegmentLinker, lift_keyframe
 from align.sim3 import register_overlap
 from align.validate import unusable_reason
 from stream4d.contracts import AlignedWindow, Reattachment, WindowPrediction
 from stream4d.geometry import Sim3, invert_se3, pixel_grid, transform_point_maps
+
+MAP_FRAMES_PER_TRY = 5  # frames of a window matched against a saved map while not yet found in it
 
 
 class AlignmentError(ValueError):
@@ -91,6 +94,54 @@ class StreamAligner:
         # The last window's keyframe, lifted (SIFT) only when the next window arrives: a stream's
         # last window never needs one. (segment, lift_keyframe arguments)
         self._pending_keyframe: tuple[int, tuple] | None = None
+        # Every keyframe per segment with its view, for a saved map (align.mapfile); None: not kept.
+        self._map: dict[int, list[MapKeyframe]] | None = None
+        self.map_link: Reattachment | None = None  # how a stream started by start_from_map found the map
+        self._map_per_window = 1
+        self._pending_map: list[tuple[int, tuple]] = []  # more of the last window's frames, for the map only
+        self._from_map = False
+
+    # ---- persistent maps -------------------------------------------------------------------
+    @property
+    def segment(self) -> int:
+        """The world segment the next window continues (0 for a stream that started from a map and found it)."""
+        return self._segment
+
+    @property
+    def model_size(self) -> tuple[int, int] | None:
+        """(W, H) of the model images of the stream (None before the first window)."""
+        return self._size
+
+    def record_map(self, per_window: int = 3) -> None:
+        """Keep keyframes for ``map_keyframes``: ``per_window`` new frames of every window (evenly spread,
+        the last one the re-attachment keyframe) with their pose and intrinsics. Unlike the re-attachment
+        keyframes these are not bounded: a saved map grows with the stream."""
+        if per_window < 1:
+            raise ValueError(f"record_map needs per_window >= 1, got {per_window}")
+        if self._map is None:
+            self._map = {}
+        self._map_per_window = per_window
+
+    def start_from_map(self, keyframes: list[MapKeyframe]) -> None:
+        """Begin the stream inside a saved map: its keyframes form segment 0 (the map's world) and the
+        stream starts detached in segment 1, which re-attachment moves into the map once a window matches."""
+        if self._count or self._state is not None:
+            raise AlignmentError("start_from_map must come before the first window")
+        if not self._linking():
+            raise AlignmentError("starting from a map needs new_segment_on_gap and reattach.enabled")
+        self._linker.add_segment(0, [m.keyframe for m in keyframes])
+        if self._map is not None:
+            self._map[0] = list(keyframes)
+        self._segment, self._next_segment = 1, 2
+        self._detached = {1}
+        self._from_map = True
+
+    def map_keyframes(self, segment: int | None = None) -> list[MapKeyframe]:
+        """The recorded keyframes of ``segment`` (default: the current one), the last window's included."""
+        if self._map is None:
+            raise AlignmentError("map keyframes were not recorded: call record_map() before the stream")
+        self._lift_pending_keyframe()
+        return list(self._map.get(self._segment if segment is None else segment, ()))
 
     @property
     def state_nbytes(self) -> int:
@@ -248,13 +299,23 @@ class StreamAligner:
         new = np.flatnonzero(is_new)
         if len(new) == 0:
             return None
-        picks = np.unique(new[np.linspace(0, len(new) - 1, self.config.reattach.frames_per_try).round().astype(int)])
+        # A saved map is searched with more frames: a new stream may start anywhere in it, and the
+        # relocalisation sets the new stream's whole world (refine_link locates each of them).
+        tries = max(self.config.reattach.frames_per_try, MAP_FRAMES_PER_TRY if self._from_map else 0)
+        picks = np.unique(new[np.linspace(0, len(new) - 1, tries).round().astype(int)])
         queries = [lift_keyframe(*self._keyframe_inputs(pred, depth, K, c2w, int(k))) for k in picks]
         link = self._linker.try_link(self._segment, queries)
         if link is None:
             return None
+        if self._from_map and link.to_segment == 0:
+            link = self._linker.refine_link(link, queries, [(c2w[k], K[k]) for k in picks])
         self._linker.merge(link)
+        if self._map is not None:
+            moved = [m.transformed(link.sim3) for m in self._map.pop(link.from_segment, [])]
+            self._map.setdefault(link.to_segment, []).extend(moved)
         self._detached.discard(link.from_segment)
+        if self._from_map and link.to_segment == 0 and self.map_link is None:
+            self.map_link = link
         self._segment = link.to_segment
         return link
 
@@ -264,12 +325,25 @@ class StreamAligner:
             inputs = self._keyframe_inputs(pred, depth, K, c2w, int(new[-1]))
             self._pending_keyframe = (self._segment, tuple(a.copy() if isinstance(a, np.ndarray) else a
                                                            for a in inputs))
+            if self._map is not None and self._map_per_window > 1:
+                picks = np.unique(new[np.linspace(0, len(new) - 1, self._map_per_window).round().astype(int)])[:-1]
+                self._pending_map = [(self._segment, tuple(a.copy() if isinstance(a, np.ndarray) else a for a in
+                                                           self._keyframe_inputs(pred, depth, K, c2w, int(k))))
+                                     for k in picks]
 
     def _lift_pending_keyframe(self) -> None:
+        for segment, inputs in self._pending_map:
+            self._map.setdefault(segment, []).append(
+                MapKeyframe(lift_keyframe(*inputs), inputs[4].astype(np.float64), inputs[3].astype(np.float64)))
+        self._pending_map = []
         if self._pending_keyframe is not None:
             segment, inputs = self._pending_keyframe
             self._pending_keyframe = None
-            self._linker.remember(segment, lift_keyframe(*inputs))
+            keyframe = lift_keyframe(*inputs)
+            self._linker.remember(segment, keyframe)
+            if self._map is not None:
+                K, c2w = inputs[3], inputs[4]
+                self._map.setdefault(segment, []).append(MapKeyframe(keyframe, c2w.astype(np.float64), K.astype(np.float64)))
 
     def _name(self, pred: WindowPrediction) -> str:
         return f"window {self._count} (frames {pred.frame_indices[:1].tolist()}..{pred.frame_indices[-1:].tolist()})"

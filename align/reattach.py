@@ -22,7 +22,7 @@ import numpy as np
 from align.config import ReattachConfig
 from recon.features import Features, detect_features, verified_matches
 from stream4d.contracts import Reattachment
-from stream4d.geometry import Sim3, umeyama
+from stream4d.geometry import Sim3, invert_se3, umeyama
 
 
 @dataclass
@@ -80,6 +80,47 @@ def ransac_sim3(src: np.ndarray, dst: np.ndarray, tol: np.ndarray, iterations: i
     return (umeyama(src[inl], dst[inl]) if inl.sum() >= 3 else S), inl
 
 
+MIN_LOCATED_VIEWS = 3  # query views located by PnP before their poses may set a similarity
+
+
+def locate_view(world_points: np.ndarray, pixels: np.ndarray, K: np.ndarray, min_inliers: int,
+                max_error_px: float = 2.0) -> np.ndarray | None:
+    """Camera-to-world ``[4, 4]`` of a view seeing ``world_points [N, 3]`` at ``pixels [N, 2]`` (PnP,
+    RANSAC), or None with fewer than ``min_inliers`` agreeing points."""
+    import cv2
+
+    if len(world_points) < max(min_inliers, 6):
+        return None
+    ok, rvec, tvec, inl = cv2.solvePnPRansac(world_points.astype(np.float64), pixels.astype(np.float64),
+                                             np.asarray(K, np.float64), None, reprojectionError=max_error_px,
+                                             iterationsCount=500, confidence=0.999)
+    if not ok or inl is None or len(inl) < min_inliers:
+        return None
+    w2c = np.eye(4)
+    w2c[:3, :3], w2c[:3, 3] = cv2.Rodrigues(rvec)[0], tvec.ravel()
+    return invert_se3(w2c)
+
+
+def similarity_from_poses(own: list[np.ndarray], target: list[np.ndarray], min_spread: float) -> Sim3 | None:
+    """The similarity taking camera poses ``own`` (c2w [4, 4] each) onto the same cameras' ``target``
+    poses: rotation the chordal mean of ``R_target R_own^T``, scale and shift by least squares on
+    the centres with that rotation. None with fewer than two poses or target centres whose RMS spread
+    is below ``min_spread`` (the scale would rest on noise)."""
+    if len(own) < 2:
+        return None
+    A, B = np.array(own), np.array(target)
+    U, _, Vt = np.linalg.svd(np.einsum("nij,nkj->ik", B[:, :3, :3], A[:, :3, :3]))
+    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    a, b = A[:, :3, 3] @ R.T, B[:, :3, 3]
+    ac, bc = a - a.mean(0), b - b.mean(0)
+    if np.sqrt((bc ** 2).sum(1).mean()) < min_spread or not (ac ** 2).sum() > 0:
+        return None
+    s = float((ac * bc).sum() / (ac ** 2).sum())
+    if not np.isfinite(s) or s <= 0:
+        return None
+    return Sim3(s, R, b.mean(0) - s * a.mean(0))
+
+
 class SegmentLinker:
     """Keyframes per segment, and the attempt to place a detached segment in an earlier one's world."""
 
@@ -131,6 +172,64 @@ class SegmentLinker:
         if S is None or n < cfg.min_inliers or n < cfg.min_inlier_fraction * len(src):
             return None
         return S, n
+
+    def keyframes(self, segment: int) -> list[Keyframe]:
+        """The keyframes kept for ``segment`` (oldest first; empty when it has none)."""
+        return list(self._keyframes.get(segment, ()))
+
+    def add_segment(self, segment: int, keyframes: list[Keyframe]) -> None:
+        """An earlier segment given whole (a saved map): all its keyframes are kept, whatever
+        ``keyframes_per_segment`` says, since a new stream may start anywhere in it."""
+        if segment in self._keyframes:
+            raise ValueError(f"segment {segment} already has keyframes")
+        self._keyframes[segment] = deque(keyframes, maxlen=max(len(keyframes), 1) + self.config.keyframes_per_segment)
+        self._keyframes.move_to_end(segment, last=False)  # oldest: the stream's own segments come after it
+
+    def refine_link(self, link: Reattachment, queries: list[Keyframe],
+                    views: list[tuple[np.ndarray, np.ndarray]] | None = None, rounds: int = 3) -> Reattachment:
+        """``link`` refitted on every query against every keyframe of its target segment (not only the
+        best pair). First on the 3D-3D pairs within ``inlier_rel`` x depth of the current similarity,
+        weighted by 1 / depth^2 (lifted depth errors grow with depth). Then, given the queries' ``views``
+        (``(c2w [4, 4], K [3, 3])`` in the detached world), from poses: each query is located in the
+        target world by PnP on the target keyframes' points, and the similarity is the one that maps
+        the queries' own poses onto those. Dense depth may be biased against the poses it came with
+        (layer scales touch depth only), and a similarity of the points carries that bias into every
+        pose; the cameras' own positions do not. Needs ``MIN_LOCATED_VIEWS`` such poses whose centres
+        spread, and a fit that keeps 90 % of the 3D-3D inliers; else the 3D-3D fit stands."""
+        cfg = self.config
+        src, dst, z, per_query = [], [], [], [([], []) for _ in queries]
+        for kf in self._keyframes.get(link.to_segment, ()):
+            for qi, q in enumerate(queries):
+                m = verified_matches(q.features, kf.features, 0, 1)
+                if m is not None:
+                    src.append(q.points[m.idx_i])
+                    dst.append(kf.points[m.idx_j])
+                    z.append(kf.depth[m.idx_j])
+                    per_query[qi][0].append(kf.points[m.idx_j])
+                    per_query[qi][1].append(q.features.keypoints[m.idx_i])
+        if not src:
+            return link
+        src, dst, z = np.concatenate(src), np.concatenate(dst), np.concatenate(z)
+        sim3, inliers = link.sim3, link.inliers
+        for _ in range(rounds):
+            inl = np.linalg.norm(sim3.apply(src) - dst, axis=1) < cfg.inlier_rel * z
+            if inl.sum() < max(cfg.min_inliers, 3):
+                break
+            sim3, inliers = umeyama(src[inl], dst[inl], weights=1.0 / z[inl] ** 2), int(inl.sum())
+        if views is not None:
+            located = [(views[qi][0], c2w) for qi, (obj, img) in enumerate(per_query) if obj
+                       for c2w in [locate_view(np.concatenate(obj), np.concatenate(img), views[qi][1],
+                                               cfg.min_inliers)] if c2w is not None]
+            # Centres closer than 2 % of the scene depth give no usable scale (a camera turning on the spot).
+            from_poses = None if len(located) < MIN_LOCATED_VIEWS else similarity_from_poses(
+                [a for a, _ in located], [b for _, b in located], 0.02 * float(np.median(z)))
+            # Two or three located views can still carry one bad PnP: the pose fit stands only if it
+            # keeps nearly all the 3D-3D pairs the point fit explained.
+            if from_poses is not None:
+                kept = int((np.linalg.norm(from_poses.apply(src) - dst, axis=1) < cfg.inlier_rel * z).sum())
+                if kept >= 0.9 * inliers:
+                    sim3 = from_poses
+        return Reattachment(link.from_segment, link.to_segment, sim3, inliers, link.keyframe_index, link.frame_index)
 
     def merge(self, link: Reattachment) -> None:
         """Move the linked segment's keyframes into the target world."""

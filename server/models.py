@@ -38,6 +38,11 @@ class SessionOptions(BaseModel):
     gaussians: bool = Field(True, description="keep the Gaussian-splat cache and write splats.ply")
     viewer: bool = Field(True, description="serve a live rerun web viewer for this session (when the server "
                                            "has viewers enabled: stream4d serve --viewer serve)")
+    map_from: str | None = Field(
+        None, pattern=SESSION_ID_PATTERN,
+        description="start from the saved map of this earlier, ended session: the stream is relocalised in "
+                    "its world and extends it. The request must carry that session's token (Authorization: "
+                    "Bearer <token>), the proof that both sessions belong to the same client")
 
     @model_validator(mode="after")
     def _overlap_below_window(self) -> "SessionOptions":

@@ -33,6 +33,7 @@ from server.store import SessionRecord, SessionStore
 from server.uploads import PART_NAME
 
 OUT_DIR = "out"
+MAP_DIR = "map"  # inside OUT_DIR: the session's saved map
 _SESSION_DIR = re.compile(r"^[0-9a-f]{32}$")
 _PULL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
 _DEVICE = re.compile(r"^camera:\d{1,3}$")
@@ -172,6 +173,10 @@ class SessionManager:
     def out_dir(self, session_id: str) -> Path:
         return self.session_dir(session_id) / OUT_DIR
 
+    def map_dir(self, session_id: str) -> Path:
+        """The session's saved map (a map folder, stream4d/pipeline/maps.py), written when its job ends."""
+        return self.out_dir(session_id) / MAP_DIR
+
     def part_path(self, session_id: str) -> Path:
         return self.session_dir(session_id) / PART_NAME
 
@@ -225,7 +230,10 @@ class SessionManager:
             self._claims.discard(session_id)
 
     def _job(self, rec: SessionRecord, kind: str, source: str | None) -> ReconstructionJob:
-        config = reconstruct_config(SessionOptions(**rec.options), self.settings.vggt_weights, self.settings.max_pixels)
+        options = SessionOptions(**rec.options)
+        config = reconstruct_config(options, self.settings.vggt_weights, self.settings.max_pixels,
+                                    save_map=self.map_dir(rec.id),
+                                    map_from=self.map_dir(options.map_from) if options.map_from else None)
         return ReconstructionJob(rec.id, kind, source, str(self.out_dir(rec.id)), config.to_dict())
 
     def accept_upload(self, session_id: str, stored: str, nbytes: int, filename: str | None,

@@ -12,9 +12,11 @@ if TYPE_CHECKING:
 
 
 def reconstruct_config(options: SessionOptions, vggt_weights: Path | None,
-                       max_pixels: int | None = None) -> ReconstructConfig:
+                       max_pixels: int | None = None, save_map: Path | None = None,
+                       map_from: Path | None = None) -> ReconstructConfig:
     """The pipeline's defaults with the session's choices on top, and the server's pixel limit
-    (``--max-pixels``) for whatever the run decodes itself (pulled streams, uploads).
+    (``--max-pixels``) for whatever the run decodes itself (pulled streams, uploads). ``save_map``:
+    where the session keeps its map; ``map_from``: the map folder of ``options.map_from``'s session.
 
     The service never opens a viewer through the config: a served viewer is the service's own
     observer (its URL is needed before the run starts), so ``viz.mode`` stays "none".
@@ -39,4 +41,6 @@ def reconstruct_config(options: SessionOptions, vggt_weights: Path | None,
         "gaussians": options.gaussians,
         "viz.mode": "none",
         "rrd": True,
+        "save_map": None if save_map is None else str(save_map),
+        "map_from": None if map_from is None else str(map_from),
     })

@@ -41,6 +41,7 @@ from memory.gaussians.centres import Centres, project_centres
 from memory.gaussians.config import GaussianCacheConfig
 from memory.gaussians.free_space import ViewHistory, isolated_pixels
 from memory.gaussians.motion import split_dynamic
+from memory.gaussians.persist import store_from_arrays, store_to_arrays
 from memory.gaussians.render import render_gaussians
 from memory.gaussians.spatial_index import VoxelHashIndex
 from memory.gaussians.store import DynamicLayer, GaussianStore, snapshot_from_columns, transform_columns
@@ -195,6 +196,24 @@ class GaussianCache:
         self._static, self._index, self._segment = target, index, link.to_segment
         self._evict()
 
+    # --- persistent maps (memory.gaussians.persist) ----------------------------------------
+    def map_arrays(self) -> dict[str, np.ndarray]:
+        """The current segment's static map as arrays (``persist.store_to_arrays``)."""
+        return store_to_arrays(self._static, self.voxel_size, self._views)
+
+    def shelve_map(self, segment: int, arrays) -> None:
+        """A saved static map as the earlier ``segment``: a stream of another segment that re-attaches
+        to it merges into it (``reattach``), one that starts in it continues it."""
+        if segment == self._segment:
+            raise ValueError(f"segment {segment} is the cache's current segment")
+        self._shelf[segment] = store_from_arrays(arrays)
+        self._shelf.move_to_end(segment, last=False)
+
+    def load_map(self, segment: int, arrays) -> None:
+        """A saved static map as the current ``segment`` (nothing else kept so far is touched)."""
+        self._static, self._index = store_from_arrays(arrays)
+        self._segment = segment
+
     # --- input ------------------------------------------------------------------------
     def add_window(self, window: AlignedWindow) -> dict:
         """Add the ``is_new`` views of an aligned window in order; returns summed counts.
@@ -215,6 +234,9 @@ class GaussianCache:
         if totals["reattached"]:
             log.info("segment %s found again in segment %s's world: maps merged", link.from_segment, link.to_segment)
             self.reattach(link)
+        if self._segment is None and window.segment in self._shelf:  # a stream that begins in a shelved map
+            self._static, self._index = self._shelf.pop(window.segment)
+            self._segment = window.segment
         totals["reset"] = self._segment is not None and window.segment != self._segment
         if totals["reset"]:
             log.info("segment %s -> %s: the Gaussian cache starts a new map", self._segment, window.segment)

@@ -84,6 +84,37 @@ def download_colmap_zip(session: Session, manager: Manager) -> FileResponse:
                         background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True))
 
 
+@router.get("/{session_id}/results/map.zip", response_class=FileResponse,
+            responses={**error_responses(*AUTH_ERRORS, 409),
+                       200: {"content": {"application/zip": {}}, "description": "the session's saved map"}})
+def download_map_zip(session: Session, manager: Manager) -> FileResponse:
+    """The session's saved map folder (``map.json``, ``keyframes.npz``, ``trajectory.json``,
+    ``gaussians.npz``; docs/output_format.md, "Map folder"): what ``stream4d reconstruct --map`` and
+    ``stream4d merge`` read, and what a new session's ``map_from`` starts from."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    from starlette.background import BackgroundTask
+
+    _ended_out_dir(session, manager)
+    folder = manager.map_dir(session.id)
+    if not (folder / "map.json").is_file():
+        raise ApiError(404, "result_not_found", f"session {session.id} has no saved map")
+    tmp = Path(tempfile.mkdtemp(prefix="map-"))
+    try:
+        archive = tmp / "map.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:  # the npz files are compressed already
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and not path.name.endswith(".tmp"):
+                    zf.write(path, path.name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return FileResponse(archive, media_type="application/zip", filename="map.zip",
+                        background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True))
+
+
 @router.get("/{session_id}/results/transforms.json", responses=error_responses(*AUTH_ERRORS, 409))
 def download_transforms_json(session: Session, manager: Manager) -> JSONResponse:
     """nerfstudio's ``transforms.json`` of the session's run, built now from its output folder (images are

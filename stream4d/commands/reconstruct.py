@@ -50,6 +50,8 @@ FLAG_KEYS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "splat_max_side": ("cache.window_max_side", lambda side: side or None),
     "save_depth": ("save_depth", None),
     "no_save_frames": ("save_frames", _not),
+    "map_from": ("map_from", str),
+    "save_map": ("save_map", str),
 }
 
 
@@ -101,6 +103,10 @@ def add_parser(sub) -> str:
     p.add_argument("--save-depth", action="store_true", help="write depth/<index>.npz per posed frame")
     p.add_argument("--no-save-frames", action="store_true",
                    help="do not keep the model-resolution frames in OUT/frames (exports need them)")
+    p.add_argument("--map", type=Path, dest="map_from",
+                   help="a saved map folder (--save-map of an earlier run): relocalise INPUT in it and extend it")
+    p.add_argument("--save-map", type=Path,
+                   help="write a map folder a later run can continue (--map) or merge (stream4d merge)")
     p.add_argument("--export", default=None, metavar="FORMATS",
                    help="after the run, export to OUT/<format>: colmap, nerfstudio or both comma-separated")
     p.add_argument("--gt", type=Path, default=None, help="cameras.json ground truth: print ATE at the end")
@@ -114,6 +120,19 @@ def config_from_args(args: argparse.Namespace) -> ReconstructConfig:
     values = {key: convert(getattr(args, dest)) if convert else getattr(args, dest)
               for dest, (key, convert) in FLAG_KEYS.items() if hasattr(args, dest)}
     return base.override(values) if values else base
+
+
+def _print_map(summary) -> None:
+    record = (summary.map or {})
+    loaded, saved = record.get("loaded"), record.get("saved")
+    if loaded and loaded["relocalised"]:
+        print(f"relocalised in the map {loaded['map']} (frame {loaded['frame_index']} matched map keyframe "
+              f"{loaded['map_keyframe']} with {loaded['inliers']} inliers): outputs are in the map's world")
+    elif loaded:
+        print(f"NOT relocalised in the map {loaded['map']}: outputs are in the input's own world")
+    if saved:
+        what = "the loaded map extended by this run" if saved["includes_loaded_map"] else "this run"
+        print(f"map saved to {saved['path']} ({what}: {saved['keyframes']} keyframes, {saved['frames']} frames)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
             formats = parse_formats(args.export)
             if not config.save_frames:
                 raise ValueError("--export needs the saved frames: drop --no-save-frames")
+        if config.map_from:
+            from stream4d.pipeline.maps import read_map
+
+            read_map(config.map_from)  # a bad map folder is bad input, before anything runs
     except (ValueError, IngestError) as exc:
         print(f"stream4d reconstruct: {exc}", file=sys.stderr)
         return 2
@@ -150,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
     focal = _focal_line(summary.outputs.get("run.json"))
     if focal:
         print(focal)
+    _print_map(summary)
     for warning in s.warnings:
         print(f"warning: {warning}")
     if s.frames_posed == 0:  # the only failure: nothing at all could be posed

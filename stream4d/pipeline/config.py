@@ -80,6 +80,10 @@ class ReconstructConfig:
     save_depth: write depth/<index>.npz per posed frame.
     save_frames: write frames/<index>.jpg (the model-resolution image) per posed frame, which the
         COLMAP and nerfstudio exports need.
+    map_from: a saved map folder (``save_map`` of an earlier run) the stream starts in: it is
+        relocalised into the map's world and extends it (stream4d/pipeline/maps.py).
+    save_map: write a map folder here at the end (with ``map_from``, the union of both once the
+        stream was relocalised).
 
     Stage configs: ``ingest`` (frame selection and resize), ``keyframes`` (which frames the window
         model sees, by parallax; the others are tracked: recon/keyframes.py), ``live`` (tracking each frame as
@@ -99,6 +103,8 @@ class ReconstructConfig:
     rrd: bool = True
     save_depth: bool = False
     save_frames: bool = True
+    map_from: str | None = None
+    save_map: str | None = None
     ingest: IngestOptions = field(default_factory=_run_ingest)
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     live: LiveConfig = field(default_factory=LiveConfig)

@@ -31,6 +31,7 @@ from stream4d.pipeline.config import ReconstructConfig
 from stream4d.pipeline.grouping import grouped_windows
 from stream4d.pipeline.keyframing import HeldFrames, KeyframeMarks, mark_keyframes
 from stream4d.pipeline.live import LatencyLog, LiveFrames, live_tracking_active, lower_this_thread
+from stream4d.pipeline.maps import MapRun, finish_run, relocalisation, start_run
 from stream4d.pipeline.reading import read_ahead
 from stream4d.pipeline.report import run_warnings
 from stream4d.pipeline.sink import Sink
@@ -48,6 +49,7 @@ class RunSummary:
     viewer_url: str | None = None
     skipped: list[dict] = field(default_factory=list)
     skipped_windows: list[dict] = field(default_factory=list)  # {"window", "frames", "reason"}
+    map: dict | None = None  # run.json "map": {"loaded": relocalisation, "saved": the map written}
 
 
 @dataclass
@@ -74,6 +76,8 @@ class _Run:
     marks: KeyframeMarks = field(default_factory=KeyframeMarks)
     latency: LatencyLog = field(default_factory=LatencyLog)
     live: LiveFrames | None = None  # arrivals stamped, frames tracked live (live sources)
+    maps: MapRun = field(default_factory=MapRun)
+    map_record: dict = field(default_factory=dict)  # run.json "map"
 
 
 def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | None = None,
@@ -88,11 +92,12 @@ def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | No
     run = _open(source, Path(out_dir), config or ReconstructConfig(), observers, model)
     error = _stream(run, stop or threading.Event(), progress, on_stats)
     outputs = _close(run)
+    error = _save_map(run, outputs) or error
     outputs["run.json"] = _record(run, error)
     if error is not None:
         raise error
     return RunSummary(run.out_dir, run.stats, run.timings, outputs, run.viewer_url, run.skipped,
-                      run.sink.skipped_windows)
+                      run.sink.skipped_windows, run.map_record or None)
 
 
 # ---- phase 1: the stages ----------------------------------------------------------------------
@@ -134,9 +139,11 @@ def _open(source: Any, out_dir: Path, config: ReconstructConfig, observers: Sequ
 
         sink.tracking_config = TrackingConfig(max_points=config.live.repose_points)
         sink.live_poses = live.poses
-    return _Run(source, out_dir, config, src, model, writer, all_observers, sink, build_aligner(config, src),
+    aligner = build_aligner(config, src)
+    maps = start_run(config, aligner, sink.cache)
+    return _Run(source, out_dir, config, src, model, writer, all_observers, sink, aligner,
                 FrameQualityFilter(), stats, timings, started, viewer_url, keyframer=keyframer,
-                latency=latency, live=live)
+                latency=latency, live=live, maps=maps)
 
 
 # ---- phase 2: the stream ----------------------------------------------------------------------
@@ -271,6 +278,24 @@ def _close(run: _Run) -> dict[str, Path]:
     return outputs
 
 
+def _save_map(run: _Run, outputs: dict[str, Path]) -> BaseException | None:
+    """The relocalisation record and ``save_map``; a map that cannot be written is the run's error."""
+    found = relocalisation(run.maps, run.aligner)
+    if found is not None:
+        run.map_record["loaded"] = found
+        if not found["relocalised"]:
+            run.stats.warnings.append(f"the input was not relocalised in the map {found['map']}: "
+                                      "its outputs are in its own world")
+    try:
+        saved = finish_run(run.maps, run.config, run.out_dir, run.aligner, run.sink.cache, str(run.source))
+    except Exception as exc:  # noqa: BLE001 - recorded in run.json, then raised by reconstruct
+        return exc
+    if saved is not None:
+        run.map_record["saved"] = saved
+        outputs["map"] = Path(saved["path"])
+    return None
+
+
 # ---- phase 4: the record ----------------------------------------------------------------------
 
 def _record(run: _Run, error: BaseException | None) -> Path:
@@ -298,6 +323,7 @@ def _record(run: _Run, error: BaseException | None) -> Path:
         "intrinsics": _intrinsics_report(run.model),
         "live_tracking": run.live is not None and run.live.tracking,
         "latency_s": run.latency.summary(),
+        "map": run.map_record or None,
         "error": None if error is None else f"{type(error).__name__}: {error}",
         "platform": {"python": platform.python_version(), "machine": platform.machine()},
     }
