@@ -260,6 +260,9 @@ class AlignedWindow:
     info: dict = field(default_factory=dict)
     reattached: Reattachment | None = None  # set on the window that re-attached its segment (already in
     # the earlier world, with that segment id)
+    moved: dict[int, Sim3] = field(default_factory=dict)  # earlier windows a loop closure moved: window_index
+    # -> world-frame similarity for everything that window emitted (poses, points, splats); this window
+    # already comes corrected
 
 
 @runtime_checkable
@@ -324,6 +327,9 @@ class StreamStats:
     gaussians: int = 0
     segment: int = 0
     reattachments: int = 0  # lost segments found again in an earlier world
+    loops_found: int = 0  # loop candidates verified geometrically (align.loops)
+    loops_accepted: int = 0  # ... and kept by the pose graph, which then moved the windows
+    loops_rejected: int = 0  # candidates refused by verification, scale check or the pose graph
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the run finished but is not what it seems (empty map)
 

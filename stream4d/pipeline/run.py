@@ -252,12 +252,23 @@ def _record(run: _Run, error: BaseException | None) -> Path:
         "skipped_frames": run.skipped,
         "skipped_windows": run.sink.skipped_windows,
         "alignment_scales": run.sink.window_scales,
+        "loop_closure": _loop_record(run),
         "frame_order": _jsonable(run.order),
         "keyframes": {"policy": "parallax" if run.keyframer is not None else "all", "reasons": run.marks.reasons},
         "error": None if error is None else f"{type(error).__name__}: {error}",
         "platform": {"python": platform.python_version(), "machine": platform.machine()},
     }
     return run.writer.write_run(record)
+
+
+def _loop_record(run: _Run) -> dict | None:
+    """Keyframe database, loops and pose-graph solves (align.globalmap), None with loop closure off."""
+    global_map = getattr(run.aligner, "global_map", None)
+    if global_map is None:
+        return None
+    record = global_map.summary()
+    record["output_seconds"] = round(run.timings.get("loop_outputs", 0.0), 4)
+    return record
 
 
 def _jsonable(obj: Any) -> Any:
