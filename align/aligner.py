@@ -151,7 +151,8 @@ class StreamAligner:
                                   "inliers": link.inliers, "scale": float(link.sim3.s)}
         self._remember_keyframe(pred, depth, K_used, c2w, is_new)
         moved, own_correction = {}, None
-        update = self._global_step(pred, depth, K_used, c2w, is_new, state is not None, link, info)
+        update = self._global_step(pred, depth, K_used, c2w, is_new, state is not None, link, info,
+                                   sim3 if link is None else link.sim3.compose(sim3))
         if update is not None and update.corrections:
             own = update.corrections.get(self._count)
             if own is not None:  # this window moves with the loop before anything of it is emitted
@@ -295,7 +296,7 @@ class StreamAligner:
         return link
 
     def _global_step(self, pred, depth, K, c2w, is_new, registered: bool, link: Reattachment | None,
-                     info: dict):
+                     info: dict, to_world: Sim3):
         """The window's keyframes into the global map; loops found there move earlier windows (returned)."""
         if self.global_map is None:
             return None
@@ -303,9 +304,14 @@ class StreamAligner:
         if len(new) == 0:
             return None
         picks = new[::-1][:: self.config.loop_closure.keyframe_stride][::-1]
+        sparse = None if pred.sparse is None else pred.sparse.transformed(to_world)
         keyframes = []
         for k in picks:
-            kf = lift_keyframe(*self._keyframe_inputs(pred, depth, K, c2w, int(k)))
+            anchors = None
+            if sparse is not None:
+                seen = sparse.obs_view == k
+                anchors = (sparse.obs_xy[seen], sparse.points[sparse.obs_point[seen]])
+            kf = lift_keyframe(*self._keyframe_inputs(pred, depth, K, c2w, int(k)), anchors=anchors)
             if len(kf.points) >= self.config.loop_closure.min_inliers:
                 keyframes.append((kf, c2w[int(k)], K[int(k)]))
         linked_to = None if link is None else self.global_map.window_of_frame(link.keyframe_index)

@@ -29,7 +29,7 @@ onto the candidate's world, so the pose graph's loop edge is ``T_a^-1 S T_b``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -146,25 +146,49 @@ def verify(query: Keyframe, query_c2w: np.ndarray, query_K: np.ndarray, stored: 
     if m is None or len(m.idx_i) < min_inliers:
         return Verified(0 if m is None else len(m.idx_i), reason=f"{0 if m is None else len(m.idx_i)} verified matches")
     out = Verified(len(m.idx_i))
-    pnp = pnp_pose(query.features.keypoints[m.idx_i], kf.points[m.idx_j], query_K, max_reprojection_px,
+    # PnP on the stored frame's triangulated tracks when there are enough of them among the matches:
+    # dense depth at corners is biased by a percent or so, which a loop would carry into the graph.
+    on_tracks = kf.precise[m.idx_j] if kf.precise is not None else np.zeros(len(m.idx_j), bool)
+    use = on_tracks if on_tracks.sum() >= min_inliers else np.ones(len(m.idx_j), bool)
+    pnp = pnp_pose(query.features.keypoints[m.idx_i[use]], kf.points[m.idx_j[use]], query_K, max_reprojection_px,
                    int(rng.integers(1 << 30)))
     if pnp is not None:
         out.pnp_c2w, mask, out.pnp_px = pnp
         out.pnp_inliers = int(mask.sum())
+    both = on_tracks & (query.precise[m.idx_i] if query.precise is not None else False)
+    if both.sum() >= min_inliers:  # the scale from tracks on both sides, when they share enough
+        m = replace(m, idx_i=m.idx_i[both], idx_j=m.idx_j[both])
     src, dst = query.points[m.idx_i], kf.points[m.idx_j]
     S, inl = ransac_sim3(src, dst, inlier_rel * kf.depth[m.idx_j], ransac_iterations, rng)
     n = int(inl.sum())
     if S is None or n < min_inliers or n < min_inlier_fraction * len(src):
         out.reason = f"3D-3D similarity: {n} of {len(src)} pairs agree"
         return out
-    q = Keyframe(query.frame_index, query.features, query.points, query.depth, query_c2w, query_K)
+    q = Keyframe(query.frame_index, query.features, query.points, query.depth, query_c2w, query_K, query.precise)
     err = reprojection_px(S, q, m.idx_i[inl], dst[inl])
     median = float(np.median(err))
     if not median <= max_reprojection_px:
         out.reason = f"reprojection: median {median:.1f} px over {n} inliers"
         return out
-    out.sim3, out.inliers, out.reprojection_px = S, n, median
+    if out.pnp_c2w is None or out.pnp_inliers < min_inliers:
+        out.reason = f"PnP on the stored points: {out.pnp_inliers} inliers"
+        return out
+    # The rigid part from PnP (2D-3D: only the stored side's depth enters), the scale from the 3D-3D
+    # fit: depth at keypoints on both sides biases a 3D-3D similarity's rotation and shift.
+    anchored = anchor_on_pose(S.s, query_c2w, out.pnp_c2w)
+    angle, shift = pose_change(S.apply_c2w(query_c2w), out.pnp_c2w)
+    if angle > 5.0 or shift > 0.1 * float(np.median(kf.depth[m.idx_j][inl])):
+        out.reason = f"3D-3D and PnP disagree by {angle:.1f} deg, {shift:.3g} units"
+        return out
+    out.sim3, out.inliers, out.reprojection_px = anchored, n, out.pnp_px
     return out
+
+
+def anchor_on_pose(scale: float, c2w_from: np.ndarray, c2w_to: np.ndarray) -> Sim3:
+    """The similarity of scale ``scale`` that takes camera pose ``c2w_from [4, 4]`` exactly onto ``c2w_to``."""
+    R = c2w_to[:3, :3] @ c2w_from[:3, :3].T
+    t = c2w_to[:3, 3] - scale * R @ c2w_from[:3, 3]
+    return Sim3(float(scale), R, t)
 
 
 class LoopDetector:
@@ -201,18 +225,23 @@ class LoopDetector:
         rejected: list[Rejection] = []
         relocations: dict[int, Relocation] = {}
 
-        def older(e: StoredKeyframe) -> bool:
-            return e.segment == segment and (e.window <= window - self.min_window_gap
-                                              or abs(e.frame_index - kf.frame_index) >= self.min_frame_gap)
+        def far(e: StoredKeyframe) -> bool:  # a loop: windows apart, so a chain of alignments lies between
+            return e.window <= window - self.min_window_gap
+
+        def eligible(e: StoredKeyframe) -> bool:  # ... or, for a weak frame, far enough in the stream
+            return e.segment == segment and (far(e) or (kf.frame_index in weak_frames and
+                                                         abs(e.frame_index - kf.frame_index) >= self.min_frame_gap))
 
         for kf, c2w, K in queries:
-            for stored, score in self.database.query(kf.features.descriptors, self.top_k, older):
+            for stored, score in self.database.query(kf.features.descriptors, self.top_k, eligible):
                 if score < self.min_similarity:
                     break
                 v = verify(kf, c2w, K, stored, self.min_inliers, self.min_inlier_fraction, self.inlier_rel,
                            self.ransac_iterations, self.max_reprojection_px, self._rng)
                 if kf.frame_index in weak_frames:
                     self._maybe_relocate(window, kf, c2w, stored, v, relocations)
+                if not far(stored):
+                    continue
                 if v.sim3 is None:
                     rejected.append(Rejection(kf.frame_index, stored.frame_index, v.reason))
                     continue
@@ -224,7 +253,11 @@ class LoopDetector:
                                           v.inliers, v.matches, v.reprojection_px, score))
         moved = set(relocations)
         accepted = [m for m in accepted if m.query_frame not in moved]  # its own geometry was the problem
-        return accepted, rejected, list(relocations.values())
+        best: dict[int, LoopMatch] = {}  # one edge per pair of windows: the same loop seen twice is not twice
+        for m in accepted:  # the evidence
+            if m.match_window not in best or m.inliers > best[m.match_window].inliers:
+                best[m.match_window] = m
+        return list(best.values()), rejected, list(relocations.values())
 
     def _maybe_relocate(self, window: int, kf: Keyframe, c2w: np.ndarray, stored: StoredKeyframe, v: Verified,
                         relocations: dict[int, Relocation]) -> None:

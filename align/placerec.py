@@ -13,8 +13,8 @@ Every keyframe the aligner lifts (RootSIFT features with a world point each,
   descriptors quantised to uint8 (RootSIFT entries are in [0, 1]; 1/255 steps change a match's
   cosine by about 1e-3), depths as float32.
 
-Memory: ``bytes_per_keyframe = N x (8 + 128 + 12 + 4) + 2 x vocabulary_size x 128`` for N
-features (2000: 304 kB + 8 kB). The database holds at most ``max_keyframes``; over the cap the
+Memory: ``bytes_per_keyframe = N x (8 + 128 + 12 + 4 + 1) + 2 x vocabulary_size x 128`` for N
+features (2000: 306 kB + 8 kB). The database holds at most ``max_keyframes``; over the cap the
 most redundant keyframe goes (the one whose global descriptor is closest to another kept one of
 the same segment), so distinct places stay and a place seen many times keeps a few views.
 """
@@ -43,17 +43,20 @@ class StoredKeyframe:
     depth: np.ndarray  # float32 [N], camera z-depth
     c2w: np.ndarray  # float64 [4, 4], world
     K: np.ndarray  # float64 [3, 3], model pixels
+    precise: np.ndarray  # bool [N], a triangulated track's point (Keyframe.precise)
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.keypoints, self.descriptors, self.points, self.depth, self.c2w, self.K))
+        return sum(a.nbytes for a in (self.keypoints, self.descriptors, self.points, self.depth, self.c2w, self.K,
+                                      self.precise))
 
     def keyframe(self) -> Keyframe:
         """The verification form (float descriptors, unit length again)."""
         d = self.descriptors.astype(np.float32)
         d /= np.linalg.norm(d, axis=1, keepdims=True) + 1e-7
         return Keyframe(self.frame_index, Features(self.keypoints.astype(np.float64), d),
-                        self.points.astype(np.float64), self.depth.astype(np.float64))
+                        self.points.astype(np.float64), self.depth.astype(np.float64), self.c2w.copy(), self.K.copy(),
+                        self.precise.copy())
 
     def transform(self, sim3: Sim3) -> None:
         """Move into another world (a pose-graph correction or a re-attachment)."""
@@ -132,7 +135,8 @@ class KeyframeDatabase:
         entry = StoredKeyframe(window, segment, keyframe.frame_index, f.keypoints.astype(np.float32),
                                np.clip(np.rint(f.descriptors * 255.0), 0, 255).astype(np.uint8),
                                keyframe.points.astype(np.float32), keyframe.depth.astype(np.float32),
-                               np.asarray(c2w, np.float64).copy(), np.asarray(K, np.float64).copy())
+                               np.asarray(c2w, np.float64).copy(), np.asarray(K, np.float64).copy(),
+                               np.zeros(len(f.keypoints), bool) if keyframe.precise is None else keyframe.precise.copy())
         if self.centres is None:
             self._waiting.append((entry, f.descriptors.astype(np.float32)))
             samples = sum(len(d) for _, d in self._waiting)

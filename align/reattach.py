@@ -34,6 +34,8 @@ class Keyframe:
     depth: np.ndarray  # float64 [N], camera z-depth of each point (sets the inlier tolerance)
     c2w: np.ndarray | None = None  # float64 [4, 4], the frame's pose in that world (for the reprojection check)
     K: np.ndarray | None = None  # float64 [3, 3], model pixels
+    precise: np.ndarray | None = None  # bool [N], the point is a triangulated track of the window model (bundle-
+    # adjusted), not dense depth at the keypoint; None: none is
 
     @property
     def nbytes(self) -> int:
@@ -42,9 +44,14 @@ class Keyframe:
 
 
 def lift_keyframe(image: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.ndarray, c2w: np.ndarray,
-                  frame_index: int, max_features: int) -> Keyframe:
+                  frame_index: int, max_features: int,
+                  anchors: tuple[np.ndarray, np.ndarray] | None = None, anchor_px: float = 1.0) -> Keyframe:
     """Features of ``image [H, W, 3]`` whose pixel has trusted ``depth [H, W]`` (``mask``), lifted to the
-    world with ``K [3, 3]`` and ``c2w [4, 4]``."""
+    world with ``K [3, 3]`` and ``c2w [4, 4]``.
+
+    ``anchors``: (pixels [M, 2], world points [M, 3]) of the window model's triangulated tracks seen in
+    this frame; a keypoint within ``anchor_px`` of one takes that point (``Keyframe.precise``), which
+    is more accurate than dense depth at a corner."""
     feats = detect_features(image, max_features)
     H, W = depth.shape
     uv = feats.keypoints
@@ -52,11 +59,26 @@ def lift_keyframe(image: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
     row = np.clip(np.rint(uv[:, 1]).astype(np.int64), 0, H - 1)
     z = depth[row, col].astype(np.float64)
     keep = mask[row, col] & (z > 0)
-    uv, z = uv[keep], z[keep]
+    anchored = np.zeros(len(uv), bool)
+    anchor_world = np.zeros((len(uv), 3))
+    if anchors is not None and len(anchors[0]) and len(uv):
+        from scipy.spatial import cKDTree
+
+        dist, nearest = cKDTree(anchors[0]).query(uv, distance_upper_bound=anchor_px)
+        anchored = np.isfinite(dist)
+        anchor_world[anchored] = anchors[1][nearest[anchored]]
+        w2c = np.linalg.inv(c2w)
+        z_anchor = anchor_world @ w2c[2, :3] + w2c[2, 3]
+        anchored &= z_anchor > 0
+        z = np.where(anchored, z_anchor, z)
+        keep |= anchored
+    uv, z, anchored, anchor_world = uv[keep], z[keep], anchored[keep], anchor_world[keep]
     rays = (np.column_stack([uv, np.ones(len(uv))]) @ np.linalg.inv(K).T) * z[:, None]
     world = rays @ c2w[:3, :3].T + c2w[:3, 3]
+    world[anchored] = anchor_world[anchored]
     return Keyframe(frame_index, Features(uv, feats.descriptors[keep]), world, z,
-                    np.asarray(c2w, np.float64).copy(), np.asarray(K, np.float64).copy())
+                    np.asarray(c2w, np.float64).copy(), np.asarray(K, np.float64).copy(),
+                    anchored if anchors is not None else None)
 
 
 def reprojection_px(S: Sim3, query: Keyframe, query_idx: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
@@ -164,5 +186,5 @@ class SegmentLinker:
         frames = self._keyframes.setdefault(link.to_segment, deque(maxlen=self.config.keyframes_per_segment))
         for kf in moved:
             frames.append(Keyframe(kf.frame_index, kf.features, link.sim3.apply(kf.points), kf.depth * link.sim3.s,
-                                   None if kf.c2w is None else link.sim3.apply_c2w(kf.c2w), kf.K))
+                                   None if kf.c2w is None else link.sim3.apply_c2w(kf.c2w), kf.K, kf.precise))
         self._keyframes.move_to_end(link.to_segment)
