@@ -303,7 +303,10 @@ class StreamAligner:
         new = np.flatnonzero(is_new)
         if len(new) == 0:
             return None
-        picks = new[::-1][:: self.config.loop_closure.keyframe_stride][::-1]
+        weak = self._weak_frames(pred)
+        # Every stride-th new frame, and every weakly placed one (it may need relocating).
+        picks = np.union1d(new[::-1][:: self.config.loop_closure.keyframe_stride],
+                           [k for k in new if int(pred.frame_indices[k]) in weak]).astype(np.int64)
         sparse = None if pred.sparse is None else pred.sparse.transformed(to_world)
         keyframes = []
         for k in picks:
@@ -316,11 +319,11 @@ class StreamAligner:
                 keyframes.append((kf, c2w[int(k)], K[int(k)]))
         linked_to = None if link is None else self.global_map.window_of_frame(link.keyframe_index)
         update = self.global_map.add_window(self._count, self._segment, c2w[new[-1]], registered, keyframes,
-                                            linked_to, self._weak_frames(pred))
+                                            linked_to, weak)
         info["global_map"] = {"keyframes": len(keyframes), "loops": [m.summary() for m in update.accepted],
                               "rejected": update.rejected, "dropped": update.dropped,
                               "moved_windows": len(update.corrections), "time_s": update.seconds,
-                              "relocated": [r.summary() for r in update.relocations]}
+                              "relocated": [r.summary() for r in update.relocations], "weak_frames": sorted(weak)}
         return update
 
     def _weak_frames(self, pred: WindowPrediction) -> frozenset[int]:

@@ -40,7 +40,9 @@ class LoopClosureConfig:
     Pose graph (``align.posegraph``): the noise of one sequential alignment (``sigma_rotation``
     rad, ``sigma_translation`` of the median window step, ``sigma_scale`` log), loop edges weighted
     ``loop_weight`` times a sequential edge, edges whitened above ``chi_limit`` make the graph drop
-    its worst loop.
+    its worst loop. A loop whose whitened residual at the current poses is at most
+    ``optimise_above`` (the chain already agrees within its noise) joins the graph without a solve:
+    nothing moves, no output is rewritten.
     Relocation of one frame: a frame seen in fewer than ``weak_frame_fraction`` x the window's
     median count of triangulated points (the window model's sparse tracks) whose PnP pose on a
     stored keyframe differs from its placed pose by ``relocate_min_deg`` degrees or
@@ -67,6 +69,7 @@ class LoopClosureConfig:
     sigma_scale: float = 0.03
     loop_weight: float = 1.0
     chi_limit: float = 5.0
+    optimise_above: float = 1.0
     weak_frame_fraction: float = 0.3
     relocate_min_deg: float = 5.0
     relocate_min_shift: float = 0.1

@@ -61,6 +61,7 @@ class GlobalMap:
         self.relocated: list[dict] = []  # frames re-posed by PnP on an old keyframe (run.json)
         self.found = 0  # loop candidates verified geometrically
         self.accepted = 0  # ... and kept by the pose graph
+        self.consistent = 0  # ... of which the chain already agreed with (no optimisation needed)
         self.rejected = 0  # candidates refused by verification, scale check or the pose graph
         self.optimisations: list[dict] = []  # {"window", "nodes", "seconds", "iterations"}
         self.seconds = 0.0  # all global-map work (lookups, verification, pose graph)
@@ -114,6 +115,16 @@ class GlobalMap:
             edge = Edge(m.match_window, window, Z, self.config.loop_weight, "loop")
             self.graph.add_edge(edge)
             edges.append((edge, m))
+        step = self.graph.step()
+        surprise = max(self.graph.whitened_norm(e, step) for e, _ in edges)
+        if surprise <= self.config.optimise_above:
+            # The chain already agrees with the loop within its noise: the edge stays in the graph for
+            # later solves, nothing moves now (no rewrite of outputs for a correction below the noise).
+            update.accepted = [m for _, m in edges]
+            self.accepted += len(edges)
+            self.consistent += len(edges)
+            self.loops.extend(dict(m.summary(), moved=False) for m in update.accepted)
+            return update
         nodes = [w for w, s in self._segment_of.items() if s == segment]
         result = self.graph.optimise(nodes)
         kept = [(e, m) for e, m in edges if e not in result.rejected]
@@ -125,7 +136,7 @@ class GlobalMap:
         update.accepted = [m for _, m in kept]
         update.corrections = {n: c for n, c in result.corrections.items() if not _is_identity(c)}
         self.accepted += len(kept)
-        self.loops.extend(m.summary() for m in update.accepted)
+        self.loops.extend(dict(m.summary(), moved=True) for m in update.accepted)
         self.database.move_windows(update.corrections)
         return update
 
@@ -149,6 +160,7 @@ class GlobalMap:
 
     def summary(self) -> dict:
         return {"loops_found": self.found, "loops_accepted": self.accepted, "loops_rejected": self.rejected,
+                "loops_consistent": self.consistent,
                 "keyframes": len(self.database), "keyframes_added": self.keyframes_added,
                 "keyframes_evicted": self.database.evicted, "database_bytes": self.database.nbytes,
                 "frames_relocated": self.relocated, "graph_nodes": len(self.graph), "graph_edges": len(self.graph.edges),

@@ -142,6 +142,15 @@ class PoseGraph:
         med = float(np.median(lengths)) if lengths else 1.0
         return med if med > 1e-12 else 1.0
 
+    def whitened_norm(self, edge: Edge, step: float | None = None) -> float:
+        """Norm of an edge's whitened residual at the current poses (how surprising it is)."""
+        E = edge_error(self.poses[edge.i], self.poses[edge.j], edge.Z)
+        r = _pack(E)
+        r[:3] /= self.sigma_rotation
+        r[3:6] /= (self.step() if step is None else step) * self.sigma_translation
+        r[6] /= self.sigma_scale
+        return float(edge.weight * np.linalg.norm(r))
+
     def _residuals(self, x: np.ndarray, order: list[int], fixed: int, edges: list[Edge], step: float) -> np.ndarray:
         poses = {n: self.poses[n] for n in order}
         for k, n in enumerate(o for o in order if o != fixed):
