@@ -24,17 +24,18 @@ similarity in the world frame that maps everything the window emitted to where i
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import least_squares
+from scipy.optimize import OptimizeResult, least_squares
 from scipy.sparse import lil_matrix
 from scipy.spatial.transform import Rotation
 
 from stream4d.geometry import Sim3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: two measurements of the same pair are two edges
 class Edge:
     i: int  # node ids (window indices)
     j: int
@@ -167,8 +168,6 @@ class PoseGraph:
 
     def optimise(self, nodes: list[int] | None = None) -> GraphResult:
         """Optimise ``nodes`` (all by default; the first is held fixed) over the edges between them."""
-        import time
-
         start = time.perf_counter()
         order = sorted(self.poses if nodes is None else nodes)
         chosen = set(order)
@@ -213,10 +212,8 @@ class PoseGraph:
 
     def _solve(self, order: list[int], edges: list[Edge], step: float):
         x0 = self._x0(order)
-        if x0.size == 0 or not edges:
-            class _Empty:
-                x, cost, nfev = x0, 0.0, 0
-            return _Empty()
+        if x0.size == 0 or not edges:  # nothing to move: the result least_squares would give
+            return OptimizeResult(x=x0, cost=0.0, nfev=0)
         col = {n: k for k, n in enumerate(order[1:])}
         sparsity = lil_matrix((7 * len(edges), x0.size), dtype=np.int8)
         for m, e in enumerate(edges):
