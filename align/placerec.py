@@ -77,13 +77,24 @@ def kmeans(x: np.ndarray, k: int, iterations: int, rng: np.random.Generator) -> 
         centres.append(x[rng.choice(n, p=d2 / d2.sum())] if d2.sum() > 0 else x[rng.integers(n)])
     C = np.array(centres, np.float32)
     for _ in range(iterations):
-        assign = (x @ C.T).argmax(1)
-        for c in range(k):
-            members = x[assign == c]
-            if len(members):
-                C[c] = members.mean(0)
+        sums, counts = _sum_by_word(x, (x @ C.T).argmax(1), k)
+        filled = counts > 0
+        C[filled] = sums[filled] / counts[filled, None]
         C /= np.linalg.norm(C, axis=1, keepdims=True) + 1e-12
     return C
+
+
+def _sum_by_word(x: np.ndarray, assign: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row sums of ``x [N, D]`` per word ``assign [N]`` (``[k, D]``) and the counts ``[k]``: one sort and
+    one ``reduceat`` instead of k boolean selections."""
+    order = np.argsort(assign, kind="stable")
+    words, starts, counts = np.unique(assign[order], return_index=True, return_counts=True)
+    sums = np.zeros((k, x.shape[1]), np.float32)
+    if len(order):
+        sums[words] = np.add.reduceat(x[order], starts, axis=0)
+    full = np.zeros(k, np.int64)
+    full[words] = counts
+    return sums, full
 
 
 def vlad(descriptors: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -92,7 +103,8 @@ def vlad(descriptors: np.ndarray, centres: np.ndarray) -> np.ndarray:
     out = np.zeros((k, D), np.float32)
     if len(descriptors):
         assign = (descriptors @ centres.T).argmax(1)
-        np.add.at(out, assign, descriptors - centres[assign])
+        sums, counts = _sum_by_word(descriptors, assign, k)
+        out = sums - counts[:, None] * centres  # the sum of residuals to each word's centre
     out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-12
     out = np.sign(out) * np.sqrt(np.abs(out))
     out = out.ravel()
