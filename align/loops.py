@@ -155,6 +155,7 @@ def verify(query: Keyframe, query_c2w: np.ndarray, query_K: np.ndarray, stored: 
     if pnp is not None:
         out.pnp_c2w, mask, out.pnp_px = pnp
         out.pnp_inliers = int(mask.sum())
+    m_all, on_tracks_all = m, on_tracks
     both = on_tracks & (query.precise[m.idx_i] if query.precise is not None else False)
     if both.sum() >= min_inliers:  # the scale from tracks on both sides, when they share enough
         m = replace(m, idx_i=m.idx_i[both], idx_j=m.idx_j[both])
@@ -173,15 +174,40 @@ def verify(query: Keyframe, query_c2w: np.ndarray, query_K: np.ndarray, stored: 
     if out.pnp_c2w is None or out.pnp_inliers < min_inliers:
         out.reason = f"PnP on the stored points: {out.pnp_inliers} inliers"
         return out
-    # The rigid part from PnP (2D-3D: only the stored side's depth enters), the scale from the 3D-3D
-    # fit: depth at keypoints on both sides biases a 3D-3D similarity's rotation and shift.
-    anchored = anchor_on_pose(S.s, query_c2w, out.pnp_c2w)
+    # The rigid part from PnP (2D-3D: only the stored side's depth enters); the scale as the median
+    # ratio of the stored points' depths in the PnP camera to the query's own depths at the same
+    # keypoints (as the sequential alignment measures scale: a robust depth ratio); a least-squares
+    # 3D-3D scale drifted by a few percent with noisy far points.
+    scale = depth_ratio(out.pnp_c2w, kf.points[m_all.idx_j], query.depth[m_all.idx_i],
+                        None if query.precise is None else query.precise[m_all.idx_i] & on_tracks_all)
+    if scale is None:
+        out.reason = "no depth ratio for the loop's scale"
+        return out
+    anchored = anchor_on_pose(scale, query_c2w, out.pnp_c2w)
     angle, shift = pose_change(S.apply_c2w(query_c2w), out.pnp_c2w)
     if angle > 5.0 or shift > 0.1 * float(np.median(kf.depth[m.idx_j][inl])):
         out.reason = f"3D-3D and PnP disagree by {angle:.1f} deg, {shift:.3g} units"
         return out
     out.sim3, out.inliers, out.reprojection_px = anchored, n, out.pnp_px
     return out
+
+
+def depth_ratio(c2w: np.ndarray, world: np.ndarray, query_depth: np.ndarray, prefer: np.ndarray | None,
+                min_samples: int = 10) -> float | None:
+    """Median of (depth of ``world [N, 3]`` in the camera ``c2w``) / ``query_depth [N]`` over the pairs that
+    project in front and agree within 20 % of that median (``prefer``: use only these when there are
+    enough, e.g. triangulated tracks on both sides)."""
+    w2c = np.linalg.inv(c2w)
+    z = world @ w2c[2, :3] + w2c[2, 3]
+    ok = (z > 0) & (query_depth > 0)
+    if prefer is not None and (ok & prefer).sum() >= min_samples:
+        ok &= prefer
+    if ok.sum() < min_samples:
+        return None
+    ratio = z[ok] / query_depth[ok]
+    med = float(np.median(ratio))
+    close = np.abs(ratio / med - 1.0) < 0.2
+    return float(np.median(ratio[close])) if close.sum() >= min_samples else med
 
 
 def anchor_on_pose(scale: float, c2w_from: np.ndarray, c2w_to: np.ndarray) -> Sim3:
