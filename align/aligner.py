@@ -307,6 +307,7 @@ class StreamAligner:
         # Every stride-th new frame, and every weakly placed one (it may need relocating).
         picks = np.union1d(new[::-1][:: self.config.loop_closure.keyframe_stride],
                            [k for k in new if int(pred.frame_indices[k]) in weak]).astype(np.int64)
+        lift_start = time.perf_counter()
         sparse = None if pred.sparse is None else pred.sparse.transformed(to_world)
         keyframes = []
         for k in picks:
@@ -317,6 +318,7 @@ class StreamAligner:
             kf = lift_keyframe(*self._keyframe_inputs(pred, depth, K, c2w, int(k)), anchors=anchors)
             if len(kf.points) >= self.config.loop_closure.min_inliers:
                 keyframes.append((kf, c2w[int(k)], K[int(k)]))
+        self.global_map.lift_seconds += time.perf_counter() - lift_start
         linked_to = None if link is None else self.global_map.window_of_frame(link.keyframe_index)
         update = self.global_map.add_window(self._count, self._segment, c2w[new[-1]], registered, keyframes,
                                             linked_to, weak)

@@ -64,7 +64,8 @@ class GlobalMap:
         self.consistent = 0  # ... of which the chain already agreed with (no optimisation needed)
         self.rejected = 0  # candidates refused by verification, scale check or the pose graph
         self.optimisations: list[dict] = []  # {"window", "nodes", "seconds", "iterations"}
-        self.seconds = 0.0  # all global-map work (lookups, verification, pose graph)
+        self.seconds = 0.0  # global-map work in add_window (lookups, verification, pose graph)
+        self.lift_seconds = 0.0  # the caller's lifting of the keyframes it hands in (SIFT), reported with it
         self.keyframes_added = 0
 
     @property
@@ -164,8 +165,8 @@ class GlobalMap:
                 "keyframes": len(self.database), "keyframes_added": self.keyframes_added,
                 "keyframes_evicted": self.database.evicted, "database_bytes": self.database.nbytes,
                 "frames_relocated": self.relocated, "graph_nodes": len(self.graph), "graph_edges": len(self.graph.edges),
-                "seconds": round(self.seconds, 4),
-                "seconds_per_keyframe": round(self.seconds / max(1, self.keyframes_added), 5),
+                "seconds": round(self.seconds, 4), "lift_seconds": round(self.lift_seconds, 4),
+                "seconds_per_keyframe": round((self.seconds + self.lift_seconds) / max(1, self.keyframes_added), 5),
                 "optimisations": self.optimisations, "loops": self.loops}
 
 
