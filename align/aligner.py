@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from align.confidence import confidence_mask
-from align.globalmap import GlobalMap
 from align.config import AlignConfig
+from align.globalmap import GlobalMap
 from align.layers import layer_thresholds, segment_window
 from align.layerwise import cross_window_seeds, propagate_scales
 from align.reattach import SegmentLinker, lift_keyframe
