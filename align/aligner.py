@@ -6,7 +6,10 @@ frame (by ``frame_indices``) with the previous one; those shared frames give
 the window-to-world Sim(3) (:mod:`align.sim3`) and, with ``layerwise``, the
 per-layer depth scales (:mod:`align.layerwise`). Only the previous window's
 last ``overlap`` frames are kept, so work and memory per window do not grow
-with the stream.
+with the stream. With ``loop_closure`` on, each window's keyframes also go to
+the global map (:mod:`align.globalmap`): loops found there move the window
+before it is emitted and report the earlier windows they moved in
+``AlignedWindow.moved``; the keyframe database is capped.
 """
 
 from __future__ import annotations
