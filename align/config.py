@@ -69,7 +69,7 @@ class LoopClosureConfig:
     sigma_scale: float = 0.03
     loop_weight: float = 1.0
     chi_limit: float = 5.0
-    optimise_above: float = 1.0
+    optimise_above: float = 3.0
     weak_frame_fraction: float = 0.3
     relocate_min_deg: float = 5.0
     relocate_min_shift: float = 0.1
