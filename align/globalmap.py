@@ -127,12 +127,14 @@ class GlobalMap:
             self.loops.extend(dict(m.summary(), moved=False) for m in update.accepted)
             return update
         nodes = [w for w, s in self._segment_of.items() if s == segment]
+        before = {n: self.graph.poses[n] for n in nodes}
         result = self.graph.optimise(nodes)
         kept = [(e, m) for e, m in edges if e not in result.rejected]
         update.dropped = len(edges) - len(kept)
         self.optimisations.append({"window": window, "nodes": result.nodes, "seconds": round(result.seconds, 4),
                                    "evaluations": result.iterations, "loops_dropped": update.dropped})
-        if not kept:  # every loop contradicted the chain: the graph is back where it was
+        if not kept:  # every loop contradicted the chain: nothing moves, and the nodes stay where the
+            self.graph.poses.update(before)  # outputs are (a solve without them still drifts to older edges)
             return update
         update.accepted = [m for _, m in kept]
         update.corrections = {n: c for n, c in result.corrections.items() if not _is_identity(c)}
