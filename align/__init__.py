@@ -1,7 +1,9 @@
 """align: place each window's prediction in one world frame.
 
 Robust Sim(3) registration on the frames consecutive windows share, then
-LASER's layer-wise depth scale alignment (arXiv 2512.13680). Input
+LASER's layer-wise depth scale alignment (arXiv 2512.13680); a keyframe
+database, loop closure and a Sim(3) pose graph over windows keep the stream
+in one world (``align.globalmap``). Input
 ``WindowPrediction``, output ``AlignedWindow`` (``stream4d.contracts``).
 A window whose model output is unusable is refused (``UnusableWindowError``,
 ``align.validate``) without disturbing the stream.

@@ -6,7 +6,10 @@ frame (by ``frame_indices``) with the previous one; those shared frames give
 the window-to-world Sim(3) (:mod:`align.sim3`) and, with ``layerwise``, the
 per-layer depth scales (:mod:`align.layerwise`). Only the previous window's
 last ``overlap`` frames are kept, so work and memory per window do not grow
-with the stream.
+with the stream. With ``loop_closure`` on, each window's keyframes also go to
+the global map (:mod:`align.globalmap`): loops found there move the window
+before it is emitted and report the earlier windows they moved in
+``AlignedWindow.moved``; the keyframe database is capped.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 
 from align.confidence import confidence_mask
 from align.config import AlignConfig
+from align.globalmap import GlobalMap
 from align.layers import layer_thresholds, segment_window
 from align.layerwise import cross_window_seeds, propagate_scales
 from align.mapfile import MapKeyframe
@@ -91,6 +95,7 @@ class StreamAligner:
         self._next_segment = 1
         self._detached: set[int] = set()  # segments started by a gap and not yet found in an earlier world
         self._linker = SegmentLinker(self.config.reattach)
+        self.global_map = GlobalMap(self.config.loop_closure) if self.config.loop_closure.enabled else None
         # The last window's keyframe, lifted (SIFT) only when the next window arrives: a stream's
         # last window never needs one. (segment, lift_keyframe arguments)
         self._pending_keyframe: tuple[int, tuple] | None = None
@@ -100,6 +105,8 @@ class StreamAligner:
         self._map_per_window = 1
         self._pending_map: list[tuple[int, tuple]] = []  # more of the last window's frames, for the map only
         self._from_map = False
+        self._map_window: dict[int, int] = {}  # frame index of a recorded map keyframe -> its window
+        self._map_loaded: set[int] = set()  # ids of a saved map's keyframes: another run's frame indices
 
     # ---- persistent maps -------------------------------------------------------------------
     @property
@@ -132,6 +139,7 @@ class StreamAligner:
         self._linker.add_segment(0, [m.keyframe for m in keyframes])
         if self._map is not None:
             self._map[0] = list(keyframes)
+            self._map_loaded = {id(m) for m in keyframes}
         self._segment, self._next_segment = 1, 2
         self._detached = {1}
         self._from_map = True
@@ -154,7 +162,8 @@ class StreamAligner:
         """Bytes of the keyframes kept for re-attaching segments (bounded by ``ReattachConfig``)."""
         pending = 0 if self._pending_keyframe is None else sum(
             a.nbytes for a in self._pending_keyframe[1] if isinstance(a, np.ndarray))
-        return self._linker.nbytes + pending
+        database = 0 if self.global_map is None else self.global_map.nbytes
+        return self._linker.nbytes + pending + database
 
     def add(self, pred: WindowPrediction) -> AlignedWindow:
         """Place ``pred`` in the world; see :class:`AlignConfig` for the behaviour."""
@@ -197,7 +206,31 @@ class StreamAligner:
                 registration_depth *= np.float32(link.sim3.s)
             info["reattached"] = {"from_segment": link.from_segment, "to_segment": link.to_segment,
                                   "inliers": link.inliers, "scale": float(link.sim3.s)}
-        self._remember_keyframe(pred, depth, K_used, c2w, is_new)
+        moved, own_correction = {}, None
+        update = self._global_step(pred, depth, K_used, c2w, is_new, state is not None, link, info,
+                                   sim3 if link is None else link.sim3.compose(sim3))
+        if update is not None and update.corrections:
+            own = update.corrections.get(self._count)
+            if own is not None:  # this window moves with the loop before anything of it is emitted
+                c2w = own.apply_c2w(c2w)
+                cam_points *= np.float32(own.s)
+                depth *= np.float32(own.s)
+                if registration_depth is not None:
+                    registration_depth *= np.float32(own.s)
+                own_correction = own
+            moved = {w: c for w, c in update.corrections.items() if w != self._count}
+            self._move_map_keyframes(moved)
+        self._remember_keyframe(pred, depth, K_used, c2w, is_new)  # in the world the window is emitted in
+        if update is not None and update.relocations:
+            position = {int(f): k for k, f in enumerate(pred.frame_indices)}
+            for r in update.relocations:  # pose from PnP on an old keyframe; its own depth is not trusted
+                k = position[r.frame_index]
+                c2w[k] = r.c2w
+                depth[k] = 0.0
+                cam_points[k] = 0.0
+                mask[k] = False
+                if registration_depth is not None and k in tail:
+                    registration_depth[int(np.flatnonzero(tail == k)[0])] = 0.0
         world_points = transform_point_maps(c2w.astype(np.float32), cam_points)
         # First window of a world: the next window segments the frames it links to (with this window's
         # thresholds), so a stream's last window costs no segmentation.
@@ -216,13 +249,16 @@ class StreamAligner:
             info["no_parallax"] = True
         if link is not None:
             sim3 = link.sim3.compose(sim3)  # what took the window's own frame to the world it is in
+        if own_correction is not None:
+            sim3 = own_correction.compose(sim3)
         sparse = None if pred.sparse is None else pred.sparse.transformed(sim3)  # moves with the poses
         aligned = replace(pred, depth=depth, c2w=c2w, K=K_used, points=world_points, info=dict(pred.info),
                           rotation_only=rotation_only, sparse=sparse)
         info["time_s"] = time.perf_counter() - start
         out = AlignedWindow(prediction=aligned, sim3_scale=float(sim3.s), sim3_R=sim3.R.copy(),
                             sim3_t=np.asarray(sim3.t, np.float64).copy(), is_new=is_new,
-                            window_index=self._count, segment=self._segment, info=info, reattached=link)
+                            window_index=self._count, segment=self._segment, info=info, reattached=link,
+                            moved=moved)
         self._count += 1
         return out
 
@@ -304,7 +340,13 @@ class StreamAligner:
         tries = max(self.config.reattach.frames_per_try, MAP_FRAMES_PER_TRY if self._from_map else 0)
         picks = np.unique(new[np.linspace(0, len(new) - 1, tries).round().astype(int)])
         queries = [lift_keyframe(*self._keyframe_inputs(pred, depth, K, c2w, int(k))) for k in picks]
-        link = self._linker.try_link(self._segment, queries)
+        candidates = None
+        if self.global_map is not None:  # relocalisation: every keyframe of every other segment may be it
+            segment = self._segment
+            candidates = [[(e.segment, e.keyframe()) for e, _ in self.global_map.database.query(
+                q.features.descriptors, self.config.loop_closure.top_k, lambda e: e.segment != segment)]
+                for q in queries]
+        link = self._linker.try_link(self._segment, queries, candidates)
         if link is None:
             return None
         if self._from_map and link.to_segment == 0:
@@ -313,14 +355,59 @@ class StreamAligner:
         if self._map is not None:
             moved = [m.transformed(link.sim3) for m in self._map.pop(link.from_segment, [])]
             self._map.setdefault(link.to_segment, []).extend(moved)
+        if self.global_map is not None:
+            self.global_map.move_segment(link.from_segment, link.to_segment, link.sim3)
         self._detached.discard(link.from_segment)
         if self._from_map and link.to_segment == 0 and self.map_link is None:
             self.map_link = link
         self._segment = link.to_segment
         return link
 
+    def _global_step(self, pred, depth, K, c2w, is_new, registered: bool, link: Reattachment | None,
+                     info: dict, to_world: Sim3):
+        """The window's keyframes into the global map; loops found there move earlier windows (returned)."""
+        if self.global_map is None:
+            return None
+        new = np.flatnonzero(is_new)
+        if len(new) == 0:
+            return None
+        weak = self._weak_frames(pred)
+        # Every stride-th new frame, and every weakly placed one (it may need relocating).
+        picks = np.union1d(new[::-1][:: self.config.loop_closure.keyframe_stride],
+                           [k for k in new if int(pred.frame_indices[k]) in weak]).astype(np.int64)
+        lift_start = time.perf_counter()
+        sparse = None if pred.sparse is None else pred.sparse.transformed(to_world)
+        keyframes = []
+        for k in picks:
+            anchors = None
+            if sparse is not None:
+                seen = sparse.obs_view == k
+                anchors = (sparse.obs_xy[seen], sparse.points[sparse.obs_point[seen]])
+            kf = lift_keyframe(*self._keyframe_inputs(pred, depth, K, c2w, int(k)), anchors=anchors)
+            if len(kf.points) >= self.config.loop_closure.min_inliers:
+                keyframes.append((kf, c2w[int(k)], K[int(k)]))
+        self.global_map.lift_seconds += time.perf_counter() - lift_start
+        linked_to = None if link is None else self.global_map.window_of_frame(link.keyframe_index)
+        update = self.global_map.add_window(self._count, self._segment, c2w[new[-1]], registered, keyframes,
+                                            linked_to, weak)
+        info["global_map"] = {"keyframes": len(keyframes), "loops": [m.summary() for m in update.accepted],
+                              "rejected": update.rejected, "dropped": update.dropped,
+                              "moved_windows": len(update.corrections), "time_s": update.seconds,
+                              "relocated": [r.summary() for r in update.relocations], "weak_frames": sorted(weak)}
+        return update
+
+    def _weak_frames(self, pred: WindowPrediction) -> frozenset[int]:
+        """Frames the window model placed on few of its triangulated points (None known: no sparse tracks)."""
+        if pred.sparse is None or pred.num_frames < 3:
+            return frozenset()
+        counts = np.bincount(np.asarray(pred.sparse.obs_view, np.int64), minlength=pred.num_frames)
+        weak = counts < self.config.loop_closure.weak_frame_fraction * np.median(counts)
+        return frozenset(int(f) for f in pred.frame_indices[weak])
+
     def _remember_keyframe(self, pred, depth, K, c2w, is_new) -> None:
         new = np.flatnonzero(is_new)
+        if self._map is not None:
+            self._map_window.update((int(pred.frame_indices[k]), self._count) for k in new)
         if self._linking() and len(new):
             inputs = self._keyframe_inputs(pred, depth, K, c2w, int(new[-1]))
             self._pending_keyframe = (self._segment, tuple(a.copy() if isinstance(a, np.ndarray) else a
@@ -330,6 +417,14 @@ class StreamAligner:
                 self._pending_map = [(self._segment, tuple(a.copy() if isinstance(a, np.ndarray) else a for a in
                                                            self._keyframe_inputs(pred, depth, K, c2w, int(k))))
                                      for k in picks]
+
+    def _move_map_keyframes(self, moved: dict[int, Sim3]) -> None:
+        """Recorded map keyframes of windows a loop closure moved follow their windows."""
+        if self._map is None or not moved:
+            return
+        for segment, keyframes in self._map.items():
+            self._map[segment] = [m.transformed(moved[w]) if id(m) not in self._map_loaded
+                                  and (w := self._map_window.get(m.frame_index)) in moved else m for m in keyframes]
 
     def _lift_pending_keyframe(self) -> None:
         for segment, inputs in self._pending_map:

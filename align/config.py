@@ -20,7 +20,69 @@ class ReattachConfig:
     inlier_rel: float = 0.1  # a pair agrees when its 3D distance is below this x its depth: dense depth at
     # a keypoint is good to about that much, and a tighter bound drops true matches (docs/default_backend.md)
     ransac_iterations: int = 300
+    max_reprojection_px: float = 3.0  # median reprojection (model px) of the inliers into the query frame;
+    # 0 turns the check off
     seed: int = 0
+
+
+@dataclass
+class LoopClosureConfig:
+    """Knobs of the global map (:mod:`align.globalmap`): place recognition, loop verification, pose graph.
+
+    Keyframes: every ``keyframe_stride``-th new frame of a window, counted back from its last new
+    frame, is lifted (SIFT, ``ReattachConfig.max_features``) and stored in the database
+    (``max_keyframes``, ``vocabulary_size`` VLAD words; bytes in docs/global_map.md).
+    Verification (``align.loops``): ``top_k`` retrieved keyframes at least ``min_window_gap``
+    windows older or ``min_frame_gap`` frames away; ``min_inliers`` / ``min_inlier_fraction`` / ``inlier_rel`` of the 3D-3D
+    similarity as for re-attachment; the median reprojection of its inliers at most
+    ``max_reprojection_px`` model pixels; its scale within ``max_scale_change`` (either way) and,
+    among one window's loops, within ``scale_agreement`` (log) of their median.
+    Pose graph (``align.posegraph``): the noise of one sequential alignment (``sigma_rotation``
+    rad, ``sigma_translation`` of the median window step, ``sigma_scale`` log), loop edges weighted
+    ``loop_weight`` times a sequential edge, edges whitened above ``chi_limit`` make the graph drop
+    its worst loop. A loop whose whitened residual at the current poses is at most
+    ``optimise_above`` (the chain already agrees within its noise) joins the graph without a solve:
+    nothing moves, no output is rewritten.
+    Relocation of one frame: a frame seen in fewer than ``weak_frame_fraction`` x the window's
+    median count of triangulated points (the window model's sparse tracks) whose PnP pose on a
+    stored keyframe differs from its placed pose by ``relocate_min_deg`` degrees or
+    ``relocate_min_shift`` x the keyframe's median depth is re-posed there.
+    """
+
+    enabled: bool = True
+    keyframe_stride: int = 4
+    max_keyframes: int = 512
+    vocabulary_size: int = 32
+    top_k: int = 3
+    min_window_gap: int = 2
+    min_frame_gap: int = 20
+    min_similarity: float = 0.0
+    min_inliers: int = 30
+    min_inlier_fraction: float = 0.3
+    inlier_rel: float = 0.1
+    ransac_iterations: int = 300
+    max_reprojection_px: float = 3.0
+    max_scale_change: float = 1.5
+    scale_agreement: float = 0.1
+    sigma_rotation: float = 0.02
+    sigma_translation: float = 0.05
+    sigma_scale: float = 0.03
+    loop_weight: float = 1.0
+    chi_limit: float = 5.0
+    optimise_above: float = 3.0
+    weak_frame_fraction: float = 0.3
+    relocate_min_deg: float = 5.0
+    relocate_min_shift: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.keyframe_stride < 1 or self.max_keyframes < 1 or self.vocabulary_size < 2:
+            raise ValueError("LoopClosureConfig needs keyframe_stride >= 1, max_keyframes >= 1 and "
+                             f"vocabulary_size >= 2, got {self.keyframe_stride}, {self.max_keyframes}, "
+                             f"{self.vocabulary_size}")
+        if self.min_window_gap < 1 or self.max_scale_change <= 1.0:
+            raise ValueError(f"LoopClosureConfig needs min_window_gap >= 1 and max_scale_change > 1, got "
+                             f"{self.min_window_gap}, {self.max_scale_change}")
 
 
 @dataclass
@@ -95,7 +157,12 @@ class AlignConfig:
             last new frame's features lifted to world points); while a segment
             started by a gap is detached, each of its windows is matched
             against earlier segments' keyframes and, on a 3D-3D similarity
-            with enough inliers, moved into that world (``align.reattach``).
+            with enough inliers, moved into that world (``align.reattach``). With
+            loop closure on, a detached segment is matched against every keyframe
+            of the database (relocalisation), not only the other segments' last few.
+        loop_closure: LoopClosureConfig(). Keyframe database, loop closure and
+            the window pose graph (``align.globalmap``); ``enabled=False`` is the
+            ablation (``stream4d reconstruct --no-loop-closure``).
     """
 
     window: int = 20
@@ -121,6 +188,7 @@ class AlignConfig:
     layer_scale_deadband: float = 0.005
     register_on_layer_depth: bool = False
     reattach: ReattachConfig = field(default_factory=ReattachConfig)
+    loop_closure: LoopClosureConfig = field(default_factory=LoopClosureConfig)
 
     def __post_init__(self) -> None:
         if not 1 <= self.overlap < self.window:

@@ -263,6 +263,9 @@ class AlignedWindow:
     info: dict = field(default_factory=dict)
     reattached: Reattachment | None = None  # set on the window that re-attached its segment (already in
     # the earlier world, with that segment id)
+    moved: dict[int, Sim3] = field(default_factory=dict)  # earlier windows a loop closure moved: window_index
+    # -> world-frame similarity for everything that window emitted (poses, points, splats); this window
+    # already comes corrected
 
 
 @runtime_checkable
@@ -330,6 +333,9 @@ class StreamStats:
     frames_posed_live: int = 0  # frames posed by live tracking as they arrived (re-posed by their window later)
     latency_p50_s: float = 0.0  # arrival to first pose reaching observers, median over the posed frames, s
     latency_p95_s: float = 0.0  # the same, 95th percentile
+    loops_found: int = 0  # loop candidates verified geometrically (align.loops)
+    loops_accepted: int = 0  # ... and kept by the pose graph, which then moved the windows
+    loops_rejected: int = 0  # candidates refused by verification, scale check or the pose graph
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the run finished but is not what it seems (empty map)
 

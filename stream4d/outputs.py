@@ -300,6 +300,41 @@ class OutputWriter:
                 self._sparse_segment[window] = to_segment
         return int(moved.sum())
 
+    def move_frames(self, moves: dict[int, Any], sparse_moves: dict[int, Any] | None = None) -> int:
+        """Frames already recorded move by a similarity each (``moves``: frame index -> ``geometry.Sim3``;
+        a loop closure corrected the windows they came from); trajectory.tum is rewritten, depth/<index>.npz
+        poses follow, and so do ``sparse/<window>.npz`` points (``sparse_moves``: window -> Sim3).
+        Returns how many frames moved."""
+        self._check_open()
+        rec = self._records[: len(self._images)]
+        moved = 0
+        for k in range(len(rec)):
+            sim3 = moves.get(int(rec["index"][k]))
+            if sim3 is None:
+                continue
+            rec["c2w"][k] = sim3.apply_c2w(rec["c2w"][k])
+            moved += 1
+            depth_file = self.out_dir / DEPTH_DIR / f"{int(rec['index'][k]):06d}.npz"
+            if depth_file.exists():
+                with np.load(depth_file) as data:
+                    arrays = {name: data[name] for name in data.files}
+                arrays["c2w"] = sim3.apply_c2w(arrays["c2w"])
+                arrays["depth"] = (arrays["depth"] * np.float32(sim3.s)).astype(np.float32)
+                self._save_npz(depth_file, arrays)
+        if moved:
+            self._tum.close()
+            lines = "".join(_tum_line(float(r["timestamp"]), r["c2w"]) for r in rec)
+            _atomic_write(self.out_dir / TRAJECTORY_TUM, lambda f: f.write((TUM_HEADER + lines).encode()))
+            self._tum = open(self.out_dir / TRAJECTORY_TUM, "a", encoding="utf-8")
+        for window, sim3 in (sparse_moves or {}).items():
+            path = self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz"
+            if int(window) in self._sparse_segment and path.exists():
+                with np.load(path) as data:
+                    arrays = {k: data[k] for k in data.files}
+                arrays["points"] = sim3.apply(arrays["points"])
+                self._save_npz(path, arrays)
+        return moved
+
     def write_frame_image(self, index: int, image: np.ndarray, pixel_map: np.ndarray) -> Path:
         """Write ``frames/<index:06d>.jpg`` (the model-resolution frame, uint8 RGB [H, W, 3]) and append
         its record (``index``, ``file``, ``width``, ``height``, ``pixel_map``: input pixels -> these

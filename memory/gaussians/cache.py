@@ -119,6 +119,7 @@ class GaussianCache:
         self._index: VoxelHashIndex | None = None
         self._views = 0  # views processed since the last reset
         self._segment: int | None = None
+        self._window = -1  # AlignedWindow.window_index of the views being added (-1: add_view alone)
         self._latest_ts: float | None = None
         # Static maps of earlier segments (tracking was lost), kept until their segment is found
         # again (Reattachment) or the cap pushes them out: segment -> (store, index), oldest first.
@@ -206,13 +207,37 @@ class GaussianCache:
         to it merges into it (``reattach``), one that starts in it continues it."""
         if segment == self._segment:
             raise ValueError(f"segment {segment} is the cache's current segment")
-        self._shelf[segment] = store_from_arrays(arrays)
+        self._shelf[segment] = _saved_map(arrays)
         self._shelf.move_to_end(segment, last=False)
 
     def load_map(self, segment: int, arrays) -> None:
         """A saved static map as the current ``segment`` (nothing else kept so far is touched)."""
-        self._static, self._index = store_from_arrays(arrays)
+        self._static, self._index = _saved_map(arrays)
         self._segment = segment
+
+    def move_windows(self, corrections: dict) -> int:
+        """A loop closure moved earlier windows (``window_index -> geometry.Sim3``, world frame): their
+        static Gaussians follow, the voxel index is rebuilt. The dynamic layer holds the last frames only and
+        follows the most recent moved window. Returns how many Gaussians moved."""
+        if not corrections or not len(self._static):
+            return 0
+        windows = self._static["window"]
+        moved = 0
+        for w, sim3 in corrections.items():
+            sel = np.flatnonzero(windows == w)
+            if not sel.size:
+                continue
+            cols = {k: self._static[k][sel] for k in ("means", "seen_from", "scales", "quats")}
+            transform_columns(cols, sim3)
+            for k, v in cols.items():
+                self._static[k][sel] = v
+            moved += sel.size
+        self._dynamic.transform(corrections[max(corrections)])
+        self._history.clear()  # recent depth maps are in the old frame; free-space tests restart
+        index = VoxelHashIndex(self._index.voxel_size)
+        index.set(np.arange(len(self._static)), self._static["means"])
+        self._index = index
+        return moved
 
     # --- input ------------------------------------------------------------------------
     def add_window(self, window: AlignedWindow) -> dict:
@@ -242,6 +267,9 @@ class GaussianCache:
             log.info("segment %s -> %s: the Gaussian cache starts a new map", self._segment, window.segment)
             self._start_segment(window.segment)
         self._segment = window.segment
+        if window.moved:
+            totals["moved"] = self.move_windows(window.moved)
+        self._window = int(window.window_index)
         W, H = pred.model_size
         k = 1 if self.config.window_max_side is None else max(1, -(-max(W, H) // self.config.window_max_side))
         every = (slice(None, None, k), slice(None, None, k))
@@ -321,7 +349,8 @@ class GaussianCache:
         ids = self._static.append({**rows, "weight": rank[new], "support": np.ones(new.size, np.int32),
                                    "seen_from": np.broadcast_to(c2w[:3, 3], (new.size, 3)),
                                    "last_view": np.full(new.size, self._views, np.int64),
-                                   "last_ts": np.full(new.size, timestamp)})
+                                   "last_ts": np.full(new.size, timestamp),
+                                   "window": np.full(new.size, self._window, np.int64)})
         self._index.set(ids, rows["means"])
         counts["added"] = int(new.size)
 
@@ -510,3 +539,11 @@ class GaussianCache:
         views = list(self._history.views)[-self.config.refine_views:]
         return refine_static(self._static, self._index, views,
                              steps if steps is not None else max(self.config.refine_steps, 1))
+
+
+def _saved_map(arrays):
+    """A saved map's store and index. Its window numbers are the saving run's; a loop closure of this
+    run moves windows by this run's numbers, so the saved Gaussians get none (-1) and stay put."""
+    store, index = store_from_arrays(arrays)
+    store["window"][:] = -1
+    return store, index

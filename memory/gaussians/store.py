@@ -25,6 +25,7 @@ STATIC_FIELDS: dict[str, tuple[type, tuple[int, ...]]] = {
     "seen_from": (np.float32, (3,)),  # camera centre of the last view that confirmed it
     "last_view": (np.int64, ()),  # counter of the last view that confirmed it
     "last_ts": (np.float64, ()),  # timestamp of that view
+    "window": (np.int64, ()),  # aligned window that created it: a loop closure moves it with that window
 }
 
 

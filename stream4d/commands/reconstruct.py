@@ -34,6 +34,7 @@ FLAG_KEYS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "window": ("align.window", None),
     "overlap": ("align.overlap", None),
     "no_layerwise": ("align.layerwise", _not),
+    "no_loop_closure": ("align.loop_closure.enabled", _not),
     "resize": ("ingest.resize", None),
     "stride": ("ingest.stride", None),
     "target_fps": ("ingest.target_fps", None),
@@ -73,6 +74,8 @@ def add_parser(sub) -> str:
     p.add_argument("--window", type=int, help=f"frames per window (default {d.align.window})")
     p.add_argument("--overlap", type=int, help=f"frames shared by windows (default {d.align.overlap})")
     p.add_argument("--no-layerwise", action="store_true", help="Sim(3) alignment only, no LASER layer-wise scales")
+    p.add_argument("--no-loop-closure", action="store_true",
+                   help="no keyframe database, loop closure or pose graph (the ablation; docs/global_map.md)")
     p.add_argument("--resize", type=_resize, help=f"max side in px, 'vggt' or 'none' (default {d.ingest.resize})")
     p.add_argument("--stride", type=int, help=f"keep every N-th frame (default {d.ingest.stride})")
     p.add_argument("--fps", type=float, dest="target_fps", help="subsample to this frame rate")

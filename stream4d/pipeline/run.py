@@ -318,6 +318,7 @@ def _record(run: _Run, error: BaseException | None) -> Path:
         "skipped_frames": run.skipped,
         "skipped_windows": run.sink.skipped_windows,
         "alignment_scales": run.sink.window_scales,
+        "loop_closure": _loop_record(run),
         "frame_order": _jsonable(run.order),
         "keyframes": {"policy": "parallax" if run.keyframer is not None else "all", "reasons": run.marks.reasons},
         "intrinsics": _intrinsics_report(run.model),
@@ -338,6 +339,16 @@ def _intrinsics_report(model: WindowModel) -> dict | None:
 
 def _jsonable_dict(d: dict | None) -> Any:
     return None if d is None else json.loads(json.dumps(d, default=str))
+
+
+def _loop_record(run: _Run) -> dict | None:
+    """Keyframe database, loops and pose-graph solves (align.globalmap), None with loop closure off."""
+    global_map = getattr(run.aligner, "global_map", None)
+    if global_map is None:
+        return None
+    record = global_map.summary()
+    record["output_seconds"] = round(run.timings.get("loop_outputs", 0.0), 4)
+    return record
 
 
 def _jsonable(obj: Any) -> Any:

@@ -39,6 +39,7 @@ class Sink:
         self.window_scales: list[float] = []
         self.skipped_windows: list[dict] = []  # {"window", "frames", "reason"}
         self.map_points = 0  # points in points.ply, known after finish()
+        self.frame_window: dict[int, int] = {}  # posed frame index -> aligned window (a loop closure moves windows)
         self._skip_lock = threading.Lock()  # skips come from the model thread and the alignment thread
         self.started = time.perf_counter()
 
@@ -66,7 +67,11 @@ class Sink:
             self.stats.reattachments += 1
             log.info("segment %d re-attached to segment %d (%d frames moved, %d inliers)",
                      link.from_segment, link.to_segment, moved, link.inliers)
+        if window.moved:
+            self._follow_loop(window)
+        self._count_loops(window)
         for k in np.nonzero(window.is_new)[0]:
+            self.frame_window[int(pred.frame_indices[k])] = window.window_index
             if self.held is not None:  # the frames before this keyframe first: trajectory stays in order
                 self._pose_held(window, int(k))
             W, H = (int(v) for v in pred.input_sizes[k])
@@ -102,6 +107,24 @@ class Sink:
             for obs in self.observers:
                 obs.on_gaussians(snap)
 
+    def _follow_loop(self, window: AlignedWindow) -> None:
+        """Earlier windows a loop closure moved: their frames (tracked ones too) and points follow."""
+        t = time.perf_counter()
+        moves = {i: window.moved[w] for i, w in self.frame_window.items() if w in window.moved}
+        frames = self.writer.move_frames(moves, window.moved)
+        if self.cache is None:  # the cache follows on its own in add_window
+            self.fallback_points.move_windows(window.moved)
+        log.info("loop closed at window %d: %d earlier windows, %d frames moved",
+                 window.window_index, len(window.moved), frames)
+        self.timings["loop_outputs"] = self.timings.get("loop_outputs", 0.0) + time.perf_counter() - t
+
+    def _count_loops(self, window: AlignedWindow) -> None:
+        g = window.info.get("global_map")
+        if g:
+            self.stats.loops_found += len(g["loops"]) + g["dropped"]
+            self.stats.loops_accepted += len(g["loops"])
+            self.stats.loops_rejected += g["rejected"] + g["dropped"]
+
     def _pose_held(self, window: AlignedWindow, k: int) -> None:
         """Pose the frames held between views k-1 and k of the window (recon.tracking); frames before
         a window's first view (after a gap) have no keyframe before them here and stay unposed."""
@@ -124,6 +147,7 @@ class Sink:
             else:
                 between = between or BetweenKeyframes(pred, k - 1, k, self.tracking_config)
                 tracked = between.pose(image, f.timestamp)
+            self.frame_window[f.index] = window.window_index
             self.writer.add_frame(PosedFrame(
                 index=f.index, timestamp=f.timestamp, image=f.source, c2w=tracked.c2w, K=K_input,
                 width=int(f.input_size[0]), height=int(f.input_size[1]), segment=window.segment,
@@ -178,6 +202,7 @@ class VoxelCloud:
         self._pts = np.zeros((0, 3), np.float32)
         self._cols = np.zeros((0, 3), np.uint8)
         self._seg = np.zeros(0, np.int64)
+        self._win = np.zeros(0, np.int64)
 
     def add(self, window: AlignedWindow) -> None:
         pred = window.prediction
@@ -194,6 +219,7 @@ class VoxelCloud:
         self._pts = np.concatenate([self._pts, pts])
         self._cols = np.concatenate([self._cols, images[keep]])
         self._seg = np.concatenate([self._seg, np.full(len(pts), window.segment, np.int64)])
+        self._win = np.concatenate([self._win, np.full(len(pts), window.window_index, np.int64)])
         cell = np.floor(self._pts / self.voxel).astype(np.int64)
         # One int64 per cell (20 bits an axis); segments are told apart by sorting on them first, so
         # any number of segments keep their own points.
@@ -203,7 +229,7 @@ class VoxelCloud:
         first = np.ones(len(order), bool)
         first[1:] = (seg[1:] != seg[:-1]) | (key[1:] != key[:-1])
         kept = np.sort(order[first])
-        self._pts, self._cols, self._seg = self._pts[kept], self._cols[kept], self._seg[kept]
+        self._pts, self._cols, self._seg, self._win = self._pts[kept], self._cols[kept], self._seg[kept], self._win[kept]
         if len(self._pts) > self.max_points:
             self.voxel *= 1.5
 
@@ -211,6 +237,12 @@ class VoxelCloud:
         moved = self._seg == link.from_segment
         self._pts[moved] = link.sim3.apply(self._pts[moved].astype(np.float64)).astype(np.float32)
         self._seg[moved] = link.to_segment
+
+    def move_windows(self, corrections: dict) -> None:
+        """Points of windows a loop closure moved follow them (``window_index -> geometry.Sim3``)."""
+        for w, sim3 in corrections.items():
+            sel = self._win == w
+            self._pts[sel] = sim3.apply(self._pts[sel].astype(np.float64)).astype(np.float32)
 
     def points(self) -> tuple[np.ndarray, np.ndarray]:
         mine = self._seg == self.segment

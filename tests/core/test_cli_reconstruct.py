@@ -130,3 +130,15 @@ def test_reconstruct_fails_only_when_no_frame_could_be_posed(tmp_path):
     assert "no frame could be posed" in proc.stderr and "Traceback" not in proc.stderr
     run = json.loads((tmp_path / "o" / "run.json").read_text())
     assert run["stats"]["warnings"][0].startswith("no frame was posed")
+
+
+def test_no_loop_closure_turns_the_global_map_off():
+    from align import StreamAligner
+    from stream4d.cli import build_parser
+    from stream4d.commands.reconstruct import config_from_args
+
+    parser, _ = build_parser()
+    off = config_from_args(parser.parse_args(["reconstruct", "in.mp4", "--out", "o", "--no-loop-closure"]))
+    on = config_from_args(parser.parse_args(["reconstruct", "in.mp4", "--out", "o"]))
+    assert on.align.loop_closure.enabled and not off.align.loop_closure.enabled
+    assert StreamAligner(off.align).global_map is None and StreamAligner(on.align).global_map is not None

@@ -279,3 +279,21 @@ def test_pose_kind_is_written_per_frame_survives_a_remap_and_defaults_to_posed(t
     assert {f.pose_kind for f in read_trajectory(tmp_path / "old.json")} == {"posed"}
     with pytest.raises(ValueError, match="pose_kind"):
         PosedFrame(0, 0.0, "a.png", np.eye(4), np.eye(3), 4, 4, pose_kind="guessed")
+
+
+def test_moved_frames_are_rewritten_in_both_trajectory_files(tmp_path):
+    writer = OutputWriter(tmp_path)
+    poses = [np.eye(4) for _ in range(4)]
+    for i, c2w in enumerate(poses):
+        c2w[:3, 3] = [i, 0, 0]
+        writer.add_frame(posed(i, c2w))
+    correction = Sim3(2.0, rot_z(90), np.array([0.0, 1.0, 0.0]))
+    assert writer.move_frames({2: correction, 3: correction}) == 2
+    tum_before_close = [f.c2w for f in read_tum(tmp_path / "trajectory.tum")]  # TUM has no index: in order
+    writer.close()
+    for read in (read_trajectory_json(tmp_path / "trajectory.json"), read_tum(tmp_path / "trajectory.tum")):
+        got = [f.c2w for f in read]
+        for i in range(4):
+            want = correction.apply_c2w(poses[i]) if i >= 2 else poses[i]
+            np.testing.assert_allclose(got[i], want, atol=1e-6)
+    np.testing.assert_allclose(tum_before_close[3][:3, 3], [0.0, 7.0, 0.0], atol=1e-6)

@@ -233,3 +233,28 @@ def test_refinement_lowers_the_photometric_error_on_recent_views(sweep):
     result = cache.refine(steps=50)
     after = psnr(cache.render(v.c2w, v.K, W, H)[0], v.rgb / 255.0)
     assert result["refined"] > 0 and after > before
+
+
+def test_a_loop_closure_moves_the_gaussians_of_the_windows_it_corrected(sweep):
+    from dataclasses import replace
+
+    from stream4d.geometry import Sim3
+
+    cache = GaussianCache()
+    cache.add_window(window_of(sweep[0:3], [True] * 3))
+    cache.add_window(replace(window_of(sweep[3:6], [True] * 3), window_index=1))
+    windows = cache._static["window"].copy()
+    assert set(np.unique(windows)) == {0, 1}
+    before = cache._static["means"].copy()
+    a = np.radians(10.0)
+    correction = Sim3(1.2, np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]),
+                      np.array([0.3, 0.0, -0.1]))
+    assert cache.move_windows({1: correction}) == int((windows == 1).sum())
+    after = cache._static["means"]
+    np.testing.assert_allclose(after[windows == 0], before[windows == 0])  # window 0 stays
+    np.testing.assert_allclose(after[windows == 1], correction.apply(before[windows == 1].astype(np.float64)),
+                               atol=1e-4)
+    assert len(cache._index) == len(cache._static)  # the voxel index was rebuilt on the moved means
+    # Through add_window: the next window carries the corrections of the windows a loop moved.
+    counts = cache.add_window(replace(window_of(sweep[6:7], [True]), window_index=2, moved={0: correction}))
+    assert counts["moved"] == int((windows == 0).sum())

@@ -1,0 +1,176 @@
+"""One consistent world: keyframe database, loop detection and the window pose graph together.
+
+The aligner hands each placed window's lifted keyframes to :meth:`GlobalMap.add_window`:
+
+1. the window becomes a pose-graph node (its anchor: the last new frame's camera-to-world, scale
+   1), tied to the previous window of its segment by a sequential edge when it was registered
+   on it (not after a gap);
+2. its keyframes are looked up in the database (:mod:`align.loops`): verified loops with
+   windows at least ``min_window_gap`` older;
+3. when a loop is accepted the segment's graph is optimised (:mod:`align.posegraph`) and every
+   window gets a world-frame correction ``C_i``; the keyframes in the database follow;
+4. the window's keyframes are stored (after the lookup, so a window never finds itself).
+
+The caller applies the corrections to what was emitted (trajectory, points, splat cache) and to
+its own state. Work happens once per window (a few keyframes), in the alignment thread.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from align.config import LoopClosureConfig
+from align.loops import LoopDetector, LoopMatch, Relocation
+from align.placerec import KeyframeDatabase
+from align.posegraph import Edge, PoseGraph, relative, sim3_from_pose
+from align.reattach import Keyframe
+from stream4d.geometry import Sim3
+
+
+@dataclass
+class GlobalMapUpdate:
+    corrections: dict[int, Sim3] = field(default_factory=dict)  # window -> world-frame correction
+    accepted: list[LoopMatch] = field(default_factory=list)
+    rejected: int = 0  # loop candidates that failed verification or the scale check
+    dropped: int = 0  # verified loops the pose graph found contradicting the chain
+    relocations: list[Relocation] = field(default_factory=list)  # frames of this window re-posed by PnP
+    seconds: float = 0.0
+
+
+class GlobalMap:
+    """Keyframe database + loop detector + pose graph of one stream (see the module docstring)."""
+
+    def __init__(self, config: LoopClosureConfig | None = None):
+        self.config = config or LoopClosureConfig()
+        cfg = self.config
+        self.database = KeyframeDatabase(cfg.vocabulary_size, cfg.max_keyframes, seed=cfg.seed)
+        self.detector = LoopDetector(
+            self.database, top_k=cfg.top_k, min_window_gap=cfg.min_window_gap, min_frame_gap=cfg.min_frame_gap,
+            min_similarity=cfg.min_similarity,
+            min_inliers=cfg.min_inliers, min_inlier_fraction=cfg.min_inlier_fraction, inlier_rel=cfg.inlier_rel,
+            ransac_iterations=cfg.ransac_iterations, max_reprojection_px=cfg.max_reprojection_px,
+            max_scale_change=cfg.max_scale_change, scale_agreement=cfg.scale_agreement,
+            relocate_min_deg=cfg.relocate_min_deg, relocate_min_shift=cfg.relocate_min_shift, seed=cfg.seed)
+        self.graph = PoseGraph(cfg.sigma_rotation, cfg.sigma_translation, cfg.sigma_scale, cfg.chi_limit)
+        self._segment_of: dict[int, int] = {}  # window -> segment
+        self._last_of_segment: dict[int, int] = {}  # segment -> its latest window
+        self.loops: list[dict] = []  # accepted loops (run.json)
+        self.relocated: list[dict] = []  # frames re-posed by PnP on an old keyframe (run.json)
+        self.found = 0  # loop candidates verified geometrically
+        self.accepted = 0  # ... and kept by the pose graph
+        self.consistent = 0  # ... of which the chain already agreed with (no optimisation needed)
+        self.rejected = 0  # candidates refused by verification, scale check or the pose graph
+        self.optimisations: list[dict] = []  # {"window", "nodes", "seconds", "iterations"}
+        self.seconds = 0.0  # global-map work in add_window (lookups, verification, pose graph)
+        self.lift_seconds = 0.0  # the caller's lifting of the keyframes it hands in (SIFT), reported with it
+        self.keyframes_added = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.database.nbytes + self.graph.nbytes
+
+    def add_window(self, window: int, segment: int, anchor_c2w: np.ndarray, registered: bool,
+                   keyframes: list[tuple[Keyframe, np.ndarray, np.ndarray]],
+                   linked_to: int | None = None, weak_frames: frozenset[int] = frozenset()) -> GlobalMapUpdate:
+        """A placed window: ``anchor_c2w [4, 4]`` (world), ``registered`` on the segment's previous window,
+        ``keyframes`` as (lifted keyframe, c2w [4, 4], K [3, 3]) in the current world; ``linked_to``: the
+        window whose keyframe this one's segment was re-attached by (an edge holds that placement)."""
+        start = time.perf_counter()
+        update = GlobalMapUpdate()
+        self.graph.add_node(window, sim3_from_pose(anchor_c2w))
+        previous = self._last_of_segment.get(segment)
+        if registered and previous is not None:
+            self.graph.add_sequential(previous, window)
+        if linked_to is not None and linked_to in self.graph.poses and linked_to != previous:
+            self.graph.add_sequential(linked_to, window, self.config.loop_weight)
+        self._segment_of[window] = segment
+        self._last_of_segment[segment] = window
+        matches, refusals, update.relocations = self.detector.detect(window, segment, keyframes, weak_frames)
+        self.relocated.extend(r.summary() for r in update.relocations)
+        relocated = {r.frame_index for r in update.relocations}
+        self.found += len(matches)
+        update.rejected = len(refusals)
+        if matches:
+            update = self._close(window, segment, matches, update)
+        for kf, c2w, K in keyframes:
+            if kf.frame_index in relocated:  # its lifted points came from the broken geometry
+                continue
+            c = update.corrections.get(window)
+            stored = self.database.add(window, segment, kf, c2w, K)
+            if c is not None:
+                stored.transform(c)
+            self.keyframes_added += 1
+        self.rejected += update.rejected + update.dropped
+        update.seconds = time.perf_counter() - start
+        self.seconds += update.seconds
+        return update
+
+    def _close(self, window: int, segment: int, matches: list[LoopMatch], update: GlobalMapUpdate) -> GlobalMapUpdate:
+        T_b = self.graph.poses[window]
+        edges = []
+        for m in matches:
+            Z = relative(self.graph.poses[m.match_window], m.sim3.compose(T_b))
+            edge = Edge(m.match_window, window, Z, self.config.loop_weight, "loop")
+            self.graph.add_edge(edge)
+            edges.append((edge, m))
+        step = self.graph.step()
+        surprise = max(self.graph.whitened_norm(e, step) for e, _ in edges)
+        if surprise <= self.config.optimise_above:
+            # The chain already agrees with the loop within its noise: the edge stays in the graph for
+            # later solves, nothing moves now (no rewrite of outputs for a correction below the noise).
+            update.accepted = [m for _, m in edges]
+            self.accepted += len(edges)
+            self.consistent += len(edges)
+            self.loops.extend(dict(m.summary(), moved=False) for m in update.accepted)
+            return update
+        nodes = [w for w, s in self._segment_of.items() if s == segment]
+        before = {n: self.graph.poses[n] for n in nodes}
+        result = self.graph.optimise(nodes)
+        kept = [(e, m) for e, m in edges if e not in result.rejected]
+        update.dropped = len(edges) - len(kept)
+        self.optimisations.append({"window": window, "nodes": result.nodes, "seconds": round(result.seconds, 4),
+                                   "evaluations": result.iterations, "loops_dropped": update.dropped})
+        if not kept:  # every loop contradicted the chain: nothing moves, and the nodes stay where the
+            self.graph.poses.update(before)  # outputs are (a solve without them still drifts to older edges)
+            return update
+        update.accepted = [m for _, m in kept]
+        update.corrections = {n: c for n, c in result.corrections.items() if not _is_identity(c)}
+        self.accepted += len(kept)
+        self.loops.extend(dict(m.summary(), moved=True) for m in update.accepted)
+        self.database.move_windows(update.corrections)
+        return update
+
+    def move_segment(self, from_segment: int, to_segment: int, sim3: Sim3) -> None:
+        """A re-attached segment: its nodes and keyframes move by ``sim3`` and join ``to_segment``."""
+        moved = [w for w, s in self._segment_of.items() if s == from_segment]
+        self.graph.move_nodes(moved, sim3)
+        for w in moved:
+            self._segment_of[w] = to_segment
+        self.database.move_segment(from_segment, to_segment, sim3)
+        self._last_of_segment.pop(from_segment, None)
+        if moved:
+            self._last_of_segment[to_segment] = max(moved)
+
+    def window_of_frame(self, frame_index: int) -> int | None:
+        """The window whose stored keyframe is ``frame_index`` (None when it is not stored)."""
+        for e in self.database.entries:
+            if e.frame_index == frame_index:
+                return e.window
+        return None
+
+    def summary(self) -> dict:
+        return {"loops_found": self.found, "loops_accepted": self.accepted, "loops_rejected": self.rejected,
+                "loops_consistent": self.consistent,
+                "keyframes": len(self.database), "keyframes_added": self.keyframes_added,
+                "keyframes_evicted": self.database.evicted, "database_bytes": self.database.nbytes,
+                "frames_relocated": self.relocated, "graph_nodes": len(self.graph), "graph_edges": len(self.graph.edges),
+                "seconds": round(self.seconds, 4), "lift_seconds": round(self.lift_seconds, 4),
+                "seconds_per_keyframe": round((self.seconds + self.lift_seconds) / max(1, self.keyframes_added), 5),
+                "optimisations": self.optimisations, "loops": self.loops}
+
+
+def _is_identity(c: Sim3, tol: float = 1e-9) -> bool:
+    return abs(c.s - 1.0) < tol and np.allclose(c.R, np.eye(3), atol=tol) and np.allclose(c.t, 0.0, atol=tol)

@@ -1,0 +1,224 @@
+"""Sim(3) pose graph over windows, solved by Levenberg-Marquardt (scipy ``least_squares``).
+
+Each node is one window's anchor pose ``T_i`` in Sim(3): the camera-to-world of a
+representative frame with a scale (1 when the window is placed). An edge ``(i, j, Z_ij)``
+says ``T_i^-1 T_j`` should equal ``Z_ij``; sequential edges take ``Z`` from the placement the
+aligner gave (so they hold the chain as it is, and only bend where a loop pulls), loop edges
+from a verified loop match. Residuals are expressed in node ``i``'s frame, so a rotation
+about a far-away origin costs what it costs locally:
+
+    E = Z_ij^-1 T_i^-1 T_j,   r = [rotvec(E.R) / sigma_rot, E.t / (step sigma_trans), log(E.s) / sigma_scale] * weight
+
+``step`` is the median length of the sequential edges (translation in units of the usual
+distance between windows); the sigmas are the noise of one sequential alignment, so a
+whitened residual above ``chi_limit`` is an edge the rest of the graph contradicts. After a
+solve, the loop edge with the largest whitened residual is dropped while any edge is above
+that limit (a wrong loop strains its own edge or the chain it bends), and the graph is solved
+again from where it was. The first node of the graph is held fixed (the gauge of a
+monocular world is 7 degrees of freedom: one whole Sim(3)). The Jacobian is sparse (an edge
+touches two nodes), which ``least_squares`` uses through ``jac_sparsity``.
+
+What the caller gets back is one correction per node, ``C_i = T_i_new T_i_old^-1``: a
+similarity in the world frame that maps everything the window emitted to where it belongs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import OptimizeResult, least_squares
+from scipy.sparse import lil_matrix
+from scipy.spatial.transform import Rotation
+
+from stream4d.geometry import Sim3
+
+
+@dataclass(frozen=True, eq=False)  # identity: two measurements of the same pair are two edges
+class Edge:
+    i: int  # node ids (window indices)
+    j: int
+    Z: Sim3  # measured T_i^-1 T_j
+    weight: float = 1.0
+    kind: str = "sequential"  # or "loop"
+
+
+@dataclass
+class GraphResult:
+    corrections: dict[int, Sim3]  # node -> C_i (world-frame similarity to apply to what it emitted)
+    edge_errors: list[tuple[Edge, float, float, float]]  # edge, rotation (deg), translation (/ step), |log s|
+    iterations: int
+    cost_before: float
+    cost_after: float
+    seconds: float
+    nodes: int = 0
+    rejected: list[Edge] = field(default_factory=list)  # loop edges dropped as outliers
+
+
+def sim3_from_pose(c2w: np.ndarray, s: float = 1.0) -> Sim3:
+    """A node pose from a camera-to-world ``[4, 4]`` (and a scale)."""
+    return Sim3(float(s), np.asarray(c2w[:3, :3], np.float64).copy(), np.asarray(c2w[:3, 3], np.float64).copy())
+
+
+def relative(Ti: Sim3, Tj: Sim3) -> Sim3:
+    """``T_i^-1 T_j``."""
+    return Ti.inverse().compose(Tj)
+
+
+def _rotvec(R: np.ndarray) -> np.ndarray:
+    """Rotation vector of ``R [3, 3]`` (scipy's Rotation costs ~20x more per call, and the solver calls
+    this once per edge per evaluation)."""
+    cos = np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)
+    angle = np.arccos(cos)
+    w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    if angle < 1e-6:
+        return 0.5 * w
+    if angle > np.pi - 1e-4:  # near half a turn the antisymmetric part vanishes
+        return Rotation.from_matrix(R).as_rotvec()
+    return angle / (2.0 * np.sin(angle)) * w
+
+
+def _matrix(v: np.ndarray) -> np.ndarray:
+    angle = float(np.linalg.norm(v))
+    if angle < 1e-12:
+        return np.eye(3)
+    k = v / angle
+    Kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * Kx + (1 - np.cos(angle)) * Kx @ Kx
+
+
+def _pack(T: Sim3) -> np.ndarray:
+    return np.concatenate([_rotvec(T.R), T.t, [np.log(T.s)]])
+
+
+def _unpack(x: np.ndarray) -> Sim3:
+    return Sim3(float(np.exp(x[6])), _matrix(x[:3]), x[3:6].copy())
+
+
+def edge_error(Ti: Sim3, Tj: Sim3, Z: Sim3) -> Sim3:
+    return Z.inverse().compose(relative(Ti, Tj))
+
+
+class PoseGraph:
+    """Nodes (window anchor poses) and edges; :meth:`optimise` moves the nodes and reports corrections."""
+
+    def __init__(self, sigma_rotation: float = 0.02, sigma_translation: float = 0.05, sigma_scale: float = 0.03,
+                 chi_limit: float = 5.0, max_iterations: int = 100):
+        self.poses: dict[int, Sim3] = {}
+        self.edges: list[Edge] = []
+        self.sigma_rotation = sigma_rotation  # rad
+        self.sigma_translation = sigma_translation  # fraction of the median sequential step
+        self.sigma_scale = sigma_scale  # log scale
+        self.chi_limit = chi_limit
+        self.max_iterations = max_iterations
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+    @property
+    def nbytes(self) -> int:
+        return 8 * 13 * len(self.poses) + 8 * 16 * len(self.edges)
+
+    def add_node(self, node: int, pose: Sim3) -> None:
+        self.poses[node] = pose
+
+    def add_edge(self, edge: Edge) -> None:
+        if edge.i not in self.poses or edge.j not in self.poses:
+            raise ValueError(f"edge {edge.i}-{edge.j} names a node the graph does not have")
+        self.edges.append(edge)
+
+    def add_sequential(self, i: int, j: int, weight: float = 1.0) -> None:
+        """An edge that holds the current relative placement of ``i`` and ``j``."""
+        self.add_edge(Edge(i, j, relative(self.poses[i], self.poses[j]), weight, "sequential"))
+
+    def move_nodes(self, nodes, sim3: Sim3) -> None:
+        """Nodes mapped by a world-frame similarity (a segment re-attached elsewhere)."""
+        for n in nodes:
+            self.poses[n] = sim3.compose(self.poses[n])
+
+    def step(self) -> float:
+        """Median translation length of the sequential edges (1 when there are none)."""
+        lengths = [np.linalg.norm(e.Z.t) for e in self.edges if e.kind == "sequential"]
+        med = float(np.median(lengths)) if lengths else 1.0
+        return med if med > 1e-12 else 1.0
+
+    def whitened_norm(self, edge: Edge, step: float | None = None) -> float:
+        """Norm of an edge's whitened residual at the current poses (how surprising it is)."""
+        E = edge_error(self.poses[edge.i], self.poses[edge.j], edge.Z)
+        r = _pack(E)
+        r[:3] /= self.sigma_rotation
+        r[3:6] /= (self.step() if step is None else step) * self.sigma_translation
+        r[6] /= self.sigma_scale
+        return float(edge.weight * np.linalg.norm(r))
+
+    def _residuals(self, x: np.ndarray, order: list[int], fixed: int, edges: list[Edge], step: float) -> np.ndarray:
+        poses = {n: self.poses[n] for n in order}
+        for k, n in enumerate(o for o in order if o != fixed):
+            poses[n] = _unpack(x[7 * k: 7 * k + 7])
+        out = np.empty(7 * len(edges))
+        for m, e in enumerate(edges):
+            E = edge_error(poses[e.i], poses[e.j], e.Z)
+            r = _pack(E)
+            r[:3] /= self.sigma_rotation
+            r[3:6] /= step * self.sigma_translation
+            r[6] /= self.sigma_scale
+            out[7 * m: 7 * m + 7] = e.weight * r
+        return out
+
+    def optimise(self, nodes: list[int] | None = None) -> GraphResult:
+        """Optimise ``nodes`` (all by default; the first is held fixed) over the edges between them."""
+        start = time.perf_counter()
+        order = sorted(self.poses if nodes is None else nodes)
+        chosen = set(order)
+        edges = [e for e in self.edges if e.i in chosen and e.j in chosen]
+        rejected: list[Edge] = []
+        old = {n: self.poses[n] for n in order}
+        iterations, cost_before, cost_after = 0, 0.0, 0.0
+        step = self.step()
+        while True:
+            result = self._solve(order, edges, step)
+            iterations += result.nfev
+            if not cost_before:
+                cost_before = float(0.5 * np.sum(self._residuals(self._x0(order), order, order[0], edges, step) ** 2))
+            cost_after = float(result.cost)
+            self._store(result.x, order)
+            x = self._x0(order)
+            norms = [float(np.linalg.norm(self._residuals(x, order, order[0], [e], step))) for e in edges]
+            loops = [(n, k) for k, (n, e) in enumerate(zip(norms, edges)) if e.kind == "loop"]
+            if not loops or max(norms) <= self.chi_limit:
+                break
+            worst = edges[max(loops)[1]]
+            edges.remove(worst)
+            rejected.append(worst)
+            for n in order:  # start again from where the chain was
+                self.poses[n] = old[n]
+        self.edges = [e for e in self.edges if e not in rejected]
+        corrections = {n: self.poses[n].compose(old[n].inverse()) for n in order}
+        errors = []
+        for e in edges:
+            E = edge_error(self.poses[e.i], self.poses[e.j], e.Z)
+            errors.append((e, float(np.degrees(Rotation.from_matrix(E.R).magnitude())),
+                           float(np.linalg.norm(E.t) / step), float(abs(np.log(E.s)))))
+        return GraphResult(corrections, errors, iterations, cost_before, cost_after,
+                           time.perf_counter() - start, len(order), rejected)
+
+    def _x0(self, order: list[int]) -> np.ndarray:
+        return np.concatenate([_pack(self.poses[n]) for n in order[1:]]) if len(order) > 1 else np.zeros(0)
+
+    def _store(self, x: np.ndarray, order: list[int]) -> None:
+        for k, n in enumerate(order[1:]):
+            self.poses[n] = _unpack(x[7 * k: 7 * k + 7])
+
+    def _solve(self, order: list[int], edges: list[Edge], step: float):
+        x0 = self._x0(order)
+        if x0.size == 0 or not edges:  # nothing to move: the result least_squares would give
+            return OptimizeResult(x=x0, cost=0.0, nfev=0)
+        col = {n: k for k, n in enumerate(order[1:])}
+        sparsity = lil_matrix((7 * len(edges), x0.size), dtype=np.int8)
+        for m, e in enumerate(edges):
+            for n in (e.i, e.j):
+                if n in col:
+                    sparsity[7 * m: 7 * m + 7, 7 * col[n]: 7 * col[n] + 7] = 1
+        return least_squares(self._residuals, x0, jac_sparsity=sparsity, method="trf", x_scale="jac",
+                             max_nfev=self.max_iterations, args=(order, order[0], edges, step))

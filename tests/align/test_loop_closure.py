@@ -1,0 +1,114 @@
+"""Loop closure end to end through the aligner, place recognition, and the keyframe database's bound.
+
+The windows are exact renders of an orbit through the layered room, each bent a little inside
+(its later frames turned about its first one), so the chain of windows drifts the way a real
+window model's does; the orbit comes back past its start, where a loop must pull the drift out.
+"""
+
+import numpy as np
+import pytest
+
+from align.aligner import AlignConfig, StreamAligner
+from align.config import LoopClosureConfig
+from align.placerec import KeyframeDatabase
+from align.reattach import lift_keyframe
+from align.synthetic import layered_room, random_sim3, window_from_geometry, window_spans
+
+W, H = 256, 192
+FRAMES, WINDOW, OVERLAP = 44, 8, 2
+BEND_DEG = 0.4  # per frame inside a window
+
+
+@pytest.fixture(scope="module")
+def orbit():
+    """A 420-degree orbit: frames 36-43 see again what frames 0-7 saw."""
+    from stream4d.synthetic import intrinsics_for, make_trajectory, render_view
+
+    scene, _ = layered_room(5)
+    c2w = make_trajectory("orbit", FRAMES, seed=5, scene=scene, arc_deg=420 * (FRAMES - 1) / FRAMES)
+    K = intrinsics_for(W, H, fov_deg=60)
+    views = [render_view(scene, c2w[i], K, W, H, index=i) for i in range(FRAMES)]
+    return np.stack([v.rgb for v in views]), np.stack([v.depth for v in views]), c2w, K
+
+
+def _bent(c2w: np.ndarray) -> np.ndarray:
+    """The window's poses with frame j turned by j x BEND_DEG about the first frame's centre (vertical axis)."""
+    out = c2w.copy()
+    centre = c2w[0, :3, 3]
+    for j in range(len(c2w)):
+        a = np.radians(BEND_DEG * j)
+        R = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        out[j, :3, :3] = R @ c2w[j, :3, :3]
+        out[j, :3, 3] = R @ (c2w[j, :3, 3] - centre) + centre
+    return out
+
+
+def _run(orbit, loop_closure: bool):
+    images, depth, c2w, K = orbit
+    rng = np.random.default_rng(2)
+    config = AlignConfig(window=WINDOW, overlap=OVERLAP, new_segment_on_gap=True, fix_intrinsics=False,
+                         layerwise=False, loop_closure=LoopClosureConfig(enabled=loop_closure, keyframe_stride=3))
+    aligner = StreamAligner(config)
+    poses: dict[int, np.ndarray] = {}
+    frame_window: dict[int, int] = {}
+    to_world = None
+    for span in window_spans(FRAMES, WINDOW, OVERLAP):
+        to_window = random_sim3(rng)
+        to_world = to_world or to_window  # the first window defines the world
+        out = aligner.add(window_from_geometry(span, images[span], depth[span], _bent(c2w[span]), K, to_window))
+        for i, w in frame_window.items():  # what the sink does with the frames of windows a loop moved
+            if w in out.moved:
+                poses[i] = out.moved[w].apply_c2w(poses[i])
+        for k in np.flatnonzero(out.is_new):
+            poses[int(span[k])] = out.prediction.c2w[k]
+            frame_window[int(span[k])] = out.window_index
+        assert out.segment == 0
+    truth = to_world.apply_c2w(c2w)
+    err = [np.linalg.norm(poses[i][:3, 3] - truth[i, :3, 3]) for i in range(FRAMES)]
+    return np.array(err), aligner
+
+
+
+def test_loop_closure_pulls_the_end_of_an_orbit_back(orbit):
+    err_off, _ = _run(orbit, loop_closure=False)
+    err_on, aligner = _run(orbit, loop_closure=True)
+    summary = aligner.global_map.summary()
+    assert summary["loops_accepted"] >= 1
+    assert all(loop["match_window"] <= loop["query_window"] - 2 for loop in summary["loops"])
+    radius = 2.4  # the layered room's camera ring
+    assert err_off[-1] > 0.1 * radius  # the bent windows really drifted
+    assert err_on[-1] < err_off[-1] / 3
+    assert np.sqrt((err_on ** 2).mean()) < np.sqrt((err_off ** 2).mean()) / 2
+
+
+def test_place_recognition_finds_the_revisited_place_not_an_unrelated_one(orbit):
+    images, depth, c2w, K = orbit
+    db = KeyframeDatabase(vocabulary_size=16)
+    for i in range(0, 36, 3):  # one loop's keyframes
+        kf = lift_keyframe(images[i], depth[i], depth[i] > 0, K, c2w[i], i, 1000)
+        db.add(i // 6, 0, kf, c2w[i], K)
+    revisit = lift_keyframe(images[37], depth[37], depth[37] > 0, K, c2w[37], 37, 1000)  # 420/44*37 = 353 deg
+    hits = db.query(revisit.features.descriptors, 3)
+    assert hits[0][0].frame_index in (0, 3)
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, images[0].shape, dtype=np.uint8)  # texture no place has
+    unrelated = lift_keyframe(noise, depth[0], depth[0] > 0, K, c2w[0], 99, 1000)
+    top_unrelated = db.query(unrelated.features.descriptors, 1)[0][1]
+    assert top_unrelated < hits[0][1] - 0.2
+
+
+def test_keyframe_database_memory_is_capped(orbit):
+    images, depth, c2w, K = orbit
+    db = KeyframeDatabase(vocabulary_size=8, max_keyframes=10)
+    per = []
+    for i in range(FRAMES):
+        kf = lift_keyframe(images[i], depth[i], depth[i] > 0, K, c2w[i], i, 400)
+        db.add(i // 6, 0, kf, c2w[i], K)
+        per.append(db.entries[-1].nbytes if db.entries else 0)
+    assert len(db) == 10 and db.evicted == FRAMES - 10
+    # Per keyframe: 400 features (OpenCV may return a few more on ties) x (8 + 128 + 12 + 4 + 1) bytes
+    # + pose, plus its 8 x 128 float16 descriptor.
+    assert db.nbytes <= 10 * (410 * 153 + 200 + 8 * 128 * 2) + db.centres.nbytes
+    # Distinct places stay: the kept keyframes still span the orbit.
+    kept = sorted(e.frame_index for e in db.entries)
+    assert kept[-1] - kept[0] >= FRAMES // 2
