@@ -2,14 +2,18 @@
 
 Cases (each run by the CLI in a subprocess, `stream4d reconstruct INPUT --out DIR --quiet --no-rrd`):
 
-- the shared sets (kitti_seq1, llff_fern, dtu_scan24, strecha_fountain_p11): ``known`` is the
+- the shared sets (kitti_seq1, llff_fern, dtu_scan24, strecha_fountain_p11, strecha_castle_p30;
+  the Strecha sets have laser-calibrated principal points, 0.5 % of the longest side off centre): ``known`` is the
   dataset folder (cameras.json), ``hidden`` a folder of symlinks to its images only, ``stride2`` /
   ``stride2-known`` every second image without / with a cameras.json;
 - the demo clip (data/demo): ``hidden`` is demo.mp4, ``known`` its frames as PNGs with cameras.json;
 - synthetic clips rendered by ``stream4d synth`` (exact K), as a dataset folder and as images only.
 
 Focal error: median over posed frames of fx (trajectory.json, input pixels) / reference fx - 1; and
-the stream's final estimate (run.json ``intrinsics``) against the reference, with its sigma.
+the stream's final estimate (run.json ``intrinsics``) against the reference, with its sigma. Principal
+point: each window's evidence (run.json ``intrinsics.windows``) against the reference, in its sigmas.
+``--config`` runs every case with a config tree, e.g. the principal point moved where a window's
+evidence is tight (``{"model": {"sfm": {"principal_point_gate": 0.25}}}``).
 
     PYTHONPATH=$PWD nice -n 5 /work/main/.venv/bin/python bench/bench_selfcalib.py \
         --cases kitti_seq1,llff_fern,dtu_scan24,strecha_fountain_p11,demo,synth --out /tmp/selfcalib.json
@@ -34,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from stream4d.evaluation.report import evaluate_output  # noqa: E402
 from stream4d.testdata import SHARED_DATA  # noqa: E402
 
-REAL_SETS = ("kitti_seq1", "llff_fern", "dtu_scan24", "strecha_fountain_p11")
+REAL_SETS = ("kitti_seq1", "llff_fern", "dtu_scan24", "strecha_fountain_p11", "strecha_castle_p30")
 # name -> `stream4d synth` arguments; forward motion is the ill-conditioned case for the focal length
 SYNTH = {
     "synth_street_forward": ["--scene", "street", "--trajectory", "forward", "--frames", "40", "--seed", "3"],
@@ -68,10 +72,17 @@ def dataset_subset(cameras: dict, frames: list[dict], src_dir: Path, dest: Path)
     return dest
 
 
-def run_case(inp: Path, gt: Path, work: Path, label: str) -> dict:
+def principal_offset_rel(frame: dict) -> np.ndarray:
+    """A reference frame's principal point offset from its image centre over the longest side (x, y)."""
+    K, W, H = np.asarray(frame["K"], np.float64), frame["width"], frame["height"]
+    return (K[:2, 2] - [(W - 1) / 2, (H - 1) / 2]) / max(W, H)
+
+
+def run_case(inp: Path, gt: Path, work: Path, label: str, config: Path | None = None) -> dict:
     out = work / f"out_{label}"
     t0 = time.perf_counter()
-    proc = cli("reconstruct", str(inp), "--out", str(out), "--quiet", "--no-rrd")
+    extra = ["--config", str(config)] if config is not None else []
+    proc = cli("reconstruct", str(inp), "--out", str(out), "--quiet", "--no-rrd", *extra)
     secs = time.perf_counter() - t0
     row: dict = {"case": label, "secs": round(secs, 1)}
     if proc.returncode != 0:
@@ -96,6 +107,14 @@ def run_case(inp: Path, gt: Path, work: Path, label: str) -> dict:
         true_rel = first["K"][0][0] / max(first["width"], first["height"])
         if cal.get("focal_rel"):
             row["stream_focal_err_pct"] = 100 * (cal["focal_rel"] / true_rel - 1)
+        # What each window's observations say about the principal point against the reference's, in
+        # units of the sigma they claim (|z| well above 1-2: the sigma is overconfident)
+        if "width" in first and "height" in first:
+            ref_pp = principal_offset_rel(first)
+            row["principal_ref_rel"] = ref_pp.tolist()
+            row["principal_z"] = [((np.asarray(w["principal_offset_rel"]) - ref_pp)
+                                   / np.asarray(w["principal_sigma_rel"])).tolist()
+                                  for w in cal.get("windows", []) if w.get("principal_sigma_rel")]
     row["windows"] = run["stats"]["windows"]
     return row
 
@@ -147,6 +166,9 @@ def main() -> int:
     ap.add_argument("--stride2", default="kitti_seq1,dtu_scan24", help="sets also run at every 2nd image")
     ap.add_argument("--only", default="", help="comma list of variants to keep (known,hidden,...)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--config", type=Path, default=None,
+                    help="config tree for every run (stream4d reconstruct --config), e.g. "
+                         '{"model": {"sfm": {"principal_point_gate": 0.25}}}')
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="selfcalib_"))
     stride2 = set(filter(None, args.stride2.split(",")))
@@ -164,7 +186,7 @@ def main() -> int:
         for inp, gt, label in todo:
             if only and label.split("/")[1] not in only:
                 continue
-            row = run_case(inp, gt, work, label.replace("/", "__"))
+            row = run_case(inp, gt, work, label.replace("/", "__"), args.config)
             row["case"] = label
             rows.append(row)
             cal = row.get("intrinsics") or {}
@@ -173,6 +195,10 @@ def main() -> int:
                   f"stream {row.get('stream_focal_err_pct', float('nan')):+7.2f} % "
                   f"+- {100 * (cal.get('focal_sigma_rel') or float('nan')):5.2f} %  fixed after window "
                   f"{cal.get('fixed_at_window')}  {row['secs']} s  {row.get('error', '')}", flush=True)
+            if row.get("principal_z"):
+                pz = "  ".join(f"({z[0]:+.1f}, {z[1]:+.1f})" for z in row["principal_z"])
+                print(f"{'':36s} principal point: stream {cal.get('principal_point')}, per-window evidence "
+                      f"against the reference (x, y) in its sigmas: {pz}", flush=True)
             if args.out:
                 args.out.write_text(json.dumps(rows, indent=1))
     return 0

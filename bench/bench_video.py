@@ -40,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_docs_section  # noqa: E402
 
+from stream4d.contracts import StreamObserver  # noqa: E402
 from stream4d.evaluation.report import load_reference  # noqa: E402
 from stream4d.evaluation.trajectory import evaluate_trajectory  # noqa: E402
 from stream4d.outputs import read_trajectory  # noqa: E402
@@ -111,20 +112,11 @@ def tracking_alone(clip: str) -> dict:
     first: list = []
     stop = threading.Event()
 
-    class FirstWindow:
+    class FirstWindow(StreamObserver):  # the protocol's other methods do nothing
         def on_window(self, window):
             if not first:
                 first.append(window)
                 stop.set()
-
-        def on_gaussians(self, snapshot):
-            pass
-
-        def on_stats(self, stats):
-            pass
-
-        def close(self):
-            pass
 
     config = ReconstructConfig().override({"ingest.resize": None, "rrd": False, "gaussians": False})
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,6 +36,9 @@ class BundleProblem:
     # Prior on the focal length when it is refined: (focal px, weight). The cost gains
     # 0.5 * weight * (log f - log focal)^2, weight in px^2 per log-unit^2 (see recon/default/calibration.py).
     focal_prior: tuple[float, float] | None = None
+    # (W, H) of the image the observations are in: the principal point's prior is centred on it.
+    # None: the image is taken to be centred on K's principal point.
+    image_size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -58,6 +61,11 @@ class FocalEvidence:
     log_focal: float  # log of the focal (px) the observations alone point to
     sigma_log: float  # its standard deviation (log units: relative error of the focal)
     noise_px2: float  # weighted squared reprojection error per coordinate, the noise sigma_log assumes
+    # The principal point (held where the problem's K puts it) as the observations and the prior of
+    # PRINCIPAL_POINT_SIGMA around the image centre would have it: the Gauss-Newton step (cx, cy) in
+    # px with every pose, point and the focal re-optimised, and its sigma (px) after that step.
+    principal_step_px: np.ndarray | None = None
+    principal_sigma_px: np.ndarray | None = None
 
 
 def project(rvecs, tvecs, points, K, obs_view, obs_point) -> np.ndarray:
@@ -295,14 +303,14 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
     evidence = None
     if n_f:
         evidence = _focal_evidence(lay, R, RX, pc, z, r, err, K_of(log_f), loss_scale_px, prior_w, prior_mu,
-                                   log_f)
+                                   log_f, p.image_size)
         if evidence is not None:
             evidence.log_focal += float(np.log(p.K[0, 0]))
     return BundleResult(Rotation.from_matrix(R).as_rotvec(), t, X, K_of(log_f), residuals, cost, it, evidence)
 
 
 def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float, prior_w: float, prior_mu: float,
-                    log_f: float) -> FocalEvidence | None:
+                    log_f: float, image_size: tuple[int, int] | None = None) -> FocalEvidence | None:
     """The observations' information on log f at the solution: the focal entry of the Schur
     complement (points eliminated) with the poses eliminated too, from the undamped weighted normal
     equations without the prior. With it the prior's pull is taken out again: at a MAP solution
@@ -323,14 +331,18 @@ def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float,
     Jc, Jp = _jacobians(R[view], RX, pc, z, K[0, 0], K[1, 1], True)
     wJc = Jc * w[:, None, None]
     wJpT = (Jp * w[:, None, None]).transpose(0, 2, 1)
-    U, _ = lay.camera_system(wJc, Jc, r)
+    U, gc = lay.camera_system(wJc, Jc, r)
     # The principal point's columns: d(u, v) / d(cx, cy) is the identity, so its blocks are sums of
     # the weighted camera and point Jacobians' rows.
     A = nC + 2
     Ua = np.zeros((A, A))
     Ua[:nC, :nC] = U
-    side = 2.0 * max(K[0, 2], K[1, 2]) + 1.0
-    Ua[nC, nC] = Ua[nC + 1, nC + 1] = w.sum() + noise / (PRINCIPAL_POINT_SIGMA * side) ** 2
+    size = np.asarray(image_size, np.float64) if image_size is not None else 2.0 * K[:2, 2] + 1.0
+    centre = (size - 1.0) / 2.0
+    side = float(size.max())
+    pp_weight = noise / (PRINCIPAL_POINT_SIGMA * side) ** 2
+    Ua[nC, nC] = Ua[nC + 1, nC + 1] = w.sum() + pp_weight
+    ga = np.concatenate([gc, (w[:, None] * r).sum(0) + pp_weight * (K[:2, 2] - centre)])
     per_view = [np.add.reduceat(wJc[:, k, :], lay.starts, axis=0) for k in (0, 1)]  # [Vseen, 7]
     for k in (0, 1):
         Ua[nC + k, lay.seen_cols] = per_view[k][lay.seen_free, :6]
@@ -346,12 +358,36 @@ def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float,
     S = Ua - Wb.reshape(3 * P, A).T @ VW
     S = 0.5 * (S + S.T)
     f = nC - 1
+    gp = lay.per_point((wJpT @ r[:, :, None])[:, :, 0], 3).ravel()
+    S_map, g_map = S.copy(), ga - VW.T @ gp  # with the focal's prior: the step is from the MAP solution
+    S_map[f, f] += prior_w
+    g_map[f] += prior_w * (log_f - prior_mu)
+    step, pp_sigma = _principal_point_step(S_map, g_map, noise)
     info_fixed_pp = _marginal_information(S[:nC, :nC], f)
     info = _marginal_information(S, f)
     if not (np.isfinite(info) and np.isfinite(info_fixed_pp)) or info <= 0 or info_fixed_pp <= 0:
         return None
     lf_data = log_f + prior_w * (log_f - prior_mu) / info_fixed_pp
-    return FocalEvidence(lf_data, float(np.sqrt(noise / info)), noise)
+    return FocalEvidence(lf_data, float(np.sqrt(noise / info)), noise, step, pp_sigma)
+
+
+def _principal_point_step(S: np.ndarray, g: np.ndarray, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Newton step ``[2]`` (px) of the principal point, the last two unknowns of the reduced
+    system ``S`` with gradient ``g`` (points eliminated; cameras, focal, then cx, cy; its prior around
+    the image centre included), every other unknown eliminated, and the principal point's sigma
+    ``[2]`` (px) after it. The others are scaled to unit diagonal before their pseudo-inverse, which
+    then drops only the window's free scale (a null direction the principal point does not couple
+    to): unscaled, rotations and translations differ by orders of magnitude and a pseudo-inverse
+    drops real directions too, making the principal point look known."""
+    o = len(S) - 2
+    d = 1.0 / np.sqrt(np.maximum(np.diag(S)[:o], 1e-300))
+    S_oo = S[:o, :o] * d[:, None] * d[None, :]
+    S_po = S[o:, :o] * d[None, :]
+    inv_oo = np.linalg.pinv(S_oo, rcond=1e-10, hermitian=True)
+    M = S[o:, o:] - S_po @ inv_oo @ S_po.T  # information on (cx, cy), the prior's included
+    g_p = g[o:] - S_po @ inv_oo @ (g[:o] * d)
+    cov = np.linalg.inv(0.5 * (M + M.T))
+    return -(cov @ g_p), np.sqrt(np.maximum(noise * np.diag(cov), 0.0))
 
 
 def _marginal_information(S: np.ndarray, k: int) -> float:

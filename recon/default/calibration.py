@@ -21,7 +21,10 @@ stream's estimate:
   ``max_birge``) and the combined sigma is at most ``fix_sigma``, the focal is fixed: later
   windows are solved with known intrinsics (the stream's). Nothing moves it after that.
 
-The principal point stays at the image centre. Focal lengths are kept relative to the longest image
+The principal point stays at the image centre: each window reports what its observations say about
+it (estimate and sigma, for run.json), but only a window that moved it (``SfmConfig.
+principal_point_gate``, off by default: that sigma is overconfident on real images) makes the stream's
+principal point (inverse-variance mean per axis). Focal lengths are kept relative to the longest image
 side, so the state is the same at any model resolution; a change of aspect ratio starts over.
 """
 
@@ -55,6 +58,11 @@ class WindowFocal:
     sigma: float
     noise_px2: float
     used: bool = True  # False once judged an outlier
+    # What the window's observations say about the principal point: its offset from the image centre
+    # over the longest side (x, y) and its sigma; and the axes the window moved it on (only those count)
+    principal_rel: np.ndarray | None = None
+    principal_sigma: np.ndarray | None = None
+    principal_applied: np.ndarray | None = None
 
 
 @dataclass
@@ -73,6 +81,8 @@ class StreamFocal:
         self.sigma: float | None = None  # its sigma (log units, ~ relative error)
         self.birge = 1.0
         self.fixed_at: int | None = None  # the window whose evidence fixed it (windows after it use it)
+        self.principal_rel = np.zeros(2)  # combined principal point offset from the centre / longest side
+        self.principal_sigma = np.full(2, np.nan)  # its sigma per axis; NaN: no window estimated it
 
     @property
     def fixed(self) -> bool:
@@ -86,12 +96,14 @@ class StreamFocal:
         return self.log_rel is not None
 
     def intrinsics(self, size: tuple[int, int]) -> np.ndarray | None:
-        """The stream's K ``[3, 3]`` at ``size`` (W, H) with the principal point at the centre, or None."""
+        """The stream's K ``[3, 3]`` at ``size`` (W, H), or None; the principal point at the centre unless
+        windows moved it (``SfmConfig.principal_point_gate``, off by default)."""
         if not self.config.enabled or not self._matches(size):
             return None
         W, H = size
         f = float(np.exp(self.log_rel)) * max(W, H)
-        return np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]], np.float64)
+        cx, cy = np.array([(W - 1) / 2, (H - 1) / 2]) + self.principal_rel * max(W, H)
+        return np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]], np.float64)
 
     def prior(self, size: tuple[int, int]) -> tuple[float, float] | None:
         """``(focal px, weight)`` for a self-calibrating window's bundle adjustment (``BundleProblem.
@@ -106,17 +118,32 @@ class StreamFocal:
         return float(K[0, 0]), noise / sigma ** 2
 
     # ---- what a window tells ----------------------------------------------------------
-    def add(self, window: int, size: tuple[int, int], log_focal_px: float, sigma: float, noise_px2: float) -> bool:
+    def add(self, window: int, size: tuple[int, int], log_focal_px: float, sigma: float, noise_px2: float,
+            principal: tuple[np.ndarray, np.ndarray] | None = None, principal_applied: np.ndarray | None = None,
+            principal_used_px: np.ndarray | None = None) -> bool:
         """Combine window ``window``'s evidence (log focal in px at ``size``, its sigma in log units,
-        the reprojection noise it assumed); returns whether it is used. Ignored once the focal is fixed."""
+        the reprojection noise it assumed; what its observations say about the principal point, ``[2]``
+        px and sigma ``[2]`` px, the axes ``bool [2]`` it moved the principal point on, and where to,
+        ``[2]`` px); returns whether it is used. Ignored once the focal is fixed."""
         if not self.config.enabled or self.fixed or not np.isfinite(log_focal_px) or not np.isfinite(sigma):
             return False
         self._matches(size)
         W, H = size
         self.aspect = W / H
-        self.windows.append(WindowFocal(window, log_focal_px - float(np.log(max(W, H))),
-                                        max(sigma, self.config.min_window_sigma), noise_px2))
+        entry = WindowFocal(window, log_focal_px - float(np.log(max(W, H))),
+                            max(sigma, self.config.min_window_sigma), noise_px2)
+        centre = np.array([(W - 1) / 2, (H - 1) / 2])
+        if principal is not None:
+            entry.principal_rel = (np.asarray(principal[0], np.float64) - centre) / max(W, H)
+            entry.principal_sigma = np.asarray(principal[1], np.float64) / max(W, H)
+            entry.principal_applied = np.zeros(2, bool)
+            if principal_applied is not None and principal_used_px is not None:
+                entry.principal_applied = np.asarray(principal_applied, bool).copy()
+                used_rel = (np.asarray(principal_used_px, np.float64) - centre) / max(W, H)
+                entry.principal_rel = np.where(entry.principal_applied, used_rel, entry.principal_rel)
+        self.windows.append(entry)
         self._combine()
+        self._combine_principal()
         cfg = self.config
         used = [w for w in self.windows if w.used]
         if (self.log_rel is not None and len(used) >= cfg.min_windows and len(used) == len(self.windows)
@@ -160,6 +187,20 @@ class StreamFocal:
         self.birge = float(np.sqrt(chi2 / (n - 1))) if n > 1 else 1.0
         self.sigma = float(1 / np.sqrt(wts.sum())) * max(self.birge, 1.0)
 
+    def _combine_principal(self) -> None:
+        """Inverse-variance mean, per axis, of the principal points of the used windows that
+        estimated one; an axis none estimated stays at the centre."""
+        rel, sig = np.zeros(2), np.full(2, np.nan)
+        for axis in (0, 1):
+            est = [(w.principal_rel[axis], w.principal_sigma[axis]) for w in self.windows
+                   if w.used and w.principal_applied is not None and w.principal_applied[axis]]
+            if est:
+                x, s = np.array(est).T
+                wts = 1 / np.maximum(s, 1e-6) ** 2
+                rel[axis] = float((wts * x).sum() / wts.sum())
+                sig[axis] = float(1 / np.sqrt(wts.sum()))
+        self.principal_rel, self.principal_sigma = rel, sig
+
     def report(self, size: tuple[int, int] | None = None) -> dict | None:
         """For run.json: the estimate (relative to the longest side, and in px at ``size``), its sigma,
         when it was fixed, and each window's evidence."""
@@ -171,9 +212,18 @@ class StreamFocal:
             "birge_ratio": self.birge,
             "fixed": self.fixed,
             "fixed_at_window": self.fixed_at,
-            "principal_point": "image centre",
+            "principal_point": "image centre" if np.isnan(self.principal_sigma).all() else "estimated",
+            # offset of the principal point from the image centre, over the longest side (x, y)
+            "principal_offset_rel": self.principal_rel.tolist(),
+            "principal_sigma_rel": [None if np.isnan(v) else float(v) for v in self.principal_sigma],
             "windows": [{"window": w.window, "focal_rel": float(np.exp(w.log_rel)), "sigma_rel": w.sigma,
-                         "used": w.used} for w in self.windows],
+                         "used": w.used,
+                         # what its observations say about the principal point (offset from the
+                         # centre / longest side, sigma), and on which axes (x, y) it was moved there
+                         "principal_offset_rel": None if w.principal_rel is None else w.principal_rel.tolist(),
+                         "principal_sigma_rel": None if w.principal_sigma is None else w.principal_sigma.tolist(),
+                         "principal_applied": None if w.principal_applied is None else w.principal_applied.tolist()}
+                        for w in self.windows],
         }
         if size is not None and self.log_rel is not None:
             out["focal_px"] = float(np.exp(self.log_rel)) * max(size)

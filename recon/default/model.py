@@ -200,10 +200,12 @@ class DefaultWindowModel:
         t1 = time.perf_counter()
         timings["features_matches"] = timings.get("features_matches", 0.0) + t1 - t0
         tracks = build_tracks(feats, matches)
-        window_sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm, focal_prior, refine_focal)
+        window_sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm, focal_prior, refine_focal,
+                               frames[0].size)
         sfm = window_sfm.run()
         timings["sfm"] = timings.get("sfm", 0.0) + time.perf_counter() - t1
         window_sfm.info["focal_evidence"] = window_sfm.focal_evidence
+        window_sfm.info["principal_point"] = (window_sfm.principal_evidence, window_sfm.principal_applied)
         return sfm, feats, matches, tracks, window_sfm.info
 
     # ---- the window ------------------------------------------------------------------
@@ -239,10 +241,12 @@ class DefaultWindowModel:
             sfm, feats, matches, tracks, evidence = self._structure(frames, K, known_K, scale, timings,
                                                                     focal_prior, refine_focal)
         focal = evidence.pop("focal_evidence", None)
+        principal, principal_applied = evidence.pop("principal_point", (None, None))
         if sfm is None:
             return self._rotation_only(frames, K, feats, matches, timings, evidence)
         if focal is not None and refine_focal:
-            used = self._focal.add(window, (W, H), focal.log_focal, focal.sigma_log, focal.noise_px2)
+            used = self._focal.add(window, (W, H), focal.log_focal, focal.sigma_log, focal.noise_px2,
+                                   principal, principal_applied, sfm.K[:2, 2])
             sfm.info["focal_evidence"] = {"focal_px": float(np.exp(focal.log_focal)), "sigma_rel": focal.sigma_log,
                                           "used": used}
         sfm.info["feature_scale"] = scale

@@ -10,13 +10,13 @@ with the window's intrinsics, never a homography-only model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from recon.default.bundle import BundleProblem, bundle_adjust
+from recon.default.bundle import PRINCIPAL_POINT_SIGMA, BundleProblem, BundleResult, bundle_adjust
 from recon.default.focal_profile import profile_focal
 from recon.default.parallax import ParallaxConfig, judge_parallax
 from recon.default.tracks import Tracks
@@ -42,6 +42,12 @@ class SfmConfig:
     parallax: ParallaxConfig = field(default_factory=ParallaxConfig)  # decides first whether there is any
     profile_focal: bool = True  # a self-calibrating final adjustment that does not converge searches the
     # focal length along its profile cost instead (recon/default/focal_profile.py)
+    # The final self-calibrating adjustment moves the principal point to where the window's
+    # observations put it, on axes whose sigma is at most this fraction of the prior's (bundle.
+    # PRINCIPAL_POINT_SIGMA of the longest side). Off (0): on real images that sigma is several times
+    # too small and the estimate hurt as often as it helped (docs/benchmarks.md).
+    principal_point_gate: float = 0.0
+    principal_point_rounds: int = 2  # Gauss-Newton steps on it, each followed by an adjustment
 
 
 @dataclass
@@ -75,7 +81,8 @@ def _centre(w2c: np.ndarray) -> np.ndarray:
 class WindowSfm:
     def __init__(self, tracks: Tracks, matches: list[PairMatches], num_views: int,
                  K: np.ndarray, known_K: bool, config: SfmConfig | None = None,
-                 focal_prior: tuple[float, float] | None = None, refine_focal: bool | None = None):
+                 focal_prior: tuple[float, float] | None = None, refine_focal: bool | None = None,
+                 image_size: tuple[int, int] | None = None):
         self.tracks = tracks
         self.matches = matches
         self.num_views = num_views
@@ -91,6 +98,11 @@ class WindowSfm:
         # (focal px, weight) for self-calibrating adjustments: the stream's estimate so far
         self.focal_prior = focal_prior
         self.focal_evidence = None  # bundle.FocalEvidence of the last self-calibrating adjustment
+        self.image_size = image_size  # (W, H) the tracks' pixels are in; None: centred on K's principal point
+        # What the last self-calibrating final adjustment's observations say about the principal
+        # point: (estimate [2] px, sigma [2] px), or None; and the axes moved to it (principal_point_gate)
+        self.principal_evidence: tuple[np.ndarray, np.ndarray] | None = None
+        self.principal_applied = np.zeros(2, bool)
 
     # ---- two-view initialisation -------------------------------------------------
     def _track_pairs(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -251,6 +263,7 @@ class WindowSfm:
             fixed_view=int(vslot[fixed_view]),
             refine_focal=refine_focal,
             focal_prior=self.focal_prior,
+            image_size=self.image_size,
         )
         res = bundle_adjust(problem, max_iterations=max_iterations)
         if refine_focal:
@@ -261,6 +274,8 @@ class WindowSfm:
                 # the focal valley: search the focal directly (recon/default/focal_profile.py).
                 hint = res.focal_evidence.sigma_log if res.focal_evidence is not None else 1.0
                 res, self.focal_evidence = profile_focal(problem, res, hint)
+            if max_iterations > self.cfg.intermediate_ba_iterations:
+                res = self._refine_principal_point(problem, res)
         Rn = Rotation.from_rotvec(res.rvecs).as_matrix()
         for k, v in enumerate(views):
             self.w2c[v] = _pose(Rn[k], res.tvecs[k])
@@ -271,6 +286,33 @@ class WindowSfm:
         bad_tracks = np.unique(self.tracks.track[bad_rows])
         self.X[bad_tracks] = np.nan
         return float(np.median(res.residuals_px))
+
+    def _refine_principal_point(self, problem: BundleProblem, res: BundleResult) -> BundleResult:
+        """Records what the final self-calibrating adjustment's observations say about the principal
+        point (``bundle.FocalEvidence``: its Gauss-Newton estimate and sigma, which the model reports).
+        Where that sigma is at most ``principal_point_gate`` of the prior's around the image centre,
+        the principal point moves there and the window is adjusted again, focal free, from there; the
+        default gate 0 keeps it at the centre (docs/default_backend.md: the sigma is overconfident on
+        real images)."""
+        ev = self.focal_evidence
+        if ev is None or ev.principal_step_px is None:
+            return res
+        self.principal_evidence = (res.K[:2, 2] + ev.principal_step_px, ev.principal_sigma_px.copy())
+        gate = self.cfg.principal_point_gate * PRINCIPAL_POINT_SIGMA * max(self.image_size or (0, 0))
+        for _ in range(self.cfg.principal_point_rounds):
+            ev = self.focal_evidence
+            if gate <= 0 or ev is None or ev.principal_step_px is None:
+                break
+            determined = ev.principal_sigma_px <= gate
+            self.principal_applied |= determined
+            step = np.where(determined, ev.principal_step_px, 0.0)
+            if np.abs(step).max() < 0.05:
+                break
+            K = res.K.copy()
+            K[:2, 2] += step
+            res = bundle_adjust(replace(problem, rvecs=res.rvecs, tvecs=res.tvecs, points=res.points, K=K))
+            self.focal_evidence = res.focal_evidence
+        return res
 
     def _register_all(self, fixed_view: int, since_ba: int) -> int:
         """Register views greedily (most triangulated tracks first) until none can be; returns how many."""

@@ -79,3 +79,11 @@ def plane_windows(scene: PlaneScene, window: int, overlap: int, seed: int) -> li
     return [window_from_geometry(span, scene.images[span], scene.depth[span], scene.c2w[span], scene.K,
                                  random_sim3(rng))
             for span in window_spans(len(scene.depth), window, overlap)]
+
+
+def room_window(room, span, to_window):
+    """The ideal prediction for the room's views ``span`` in the frame ``to_window`` (geometry.Sim3)."""
+    from align.synthetic import window_from_geometry
+
+    span = np.asarray(span)
+    return window_from_geometry(span, room.images[span], room.depth[span], room.c2w[span], room.K, to_window)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from align_scenes import room_window
 
 from align.aligner import AlignConfig, AlignmentError, StreamAligner
 from align.mapfile import (
@@ -14,21 +15,9 @@ from align.mapfile import (
     stored_bytes,
 )
 from align.reattach import Keyframe
-from align.synthetic import random_sim3, render_layered_room, window_from_geometry
+from align.synthetic import random_sim3
 from recon.features import Features
 from stream4d.geometry import Sim3, rotation_angle_deg
-
-W, H = 256, 192
-
-
-@pytest.fixture(scope="module")
-def room():
-    return render_layered_room("sideways", 20, W, H, seed=3)
-
-
-def window(room, span, to_window: Sim3):
-    span = np.asarray(span)
-    return window_from_geometry(span, room.images[span], room.depth[span], room.c2w[span], room.K, to_window)
 
 
 def random_keyframe(rng, n: int, frame: int, run: int) -> MapKeyframe:
@@ -71,8 +60,8 @@ def test_a_stream_started_in_a_saved_map_is_relocalised_into_its_world(room, tmp
     first = StreamAligner(config)
     first.record_map(per_window=3)
     to_world = random_sim3(rng)
-    first.add(window(room, range(0, 8), to_world))
-    first.add(window(room, range(6, 12), to_world))
+    first.add(room_window(room, range(0, 8), to_world))
+    first.add(room_window(room, range(6, 12), to_world))
     saved = first.map_keyframes()
     assert len(saved) == 6 and sorted({m.frame_index for m in saved}) == [0, 4, 7, 8, 10, 11]
     saved = load_keyframes(save_keyframes(tmp_path / "kf.npz", saved))
@@ -80,7 +69,7 @@ def test_a_stream_started_in_a_saved_map_is_relocalised_into_its_world(room, tmp
     later = StreamAligner(config)
     later.record_map()
     later.start_from_map(saved)
-    aligned = later.add(window(room, range(9, 17), random_sim3(rng)))  # its own frame, shares no window
+    aligned = later.add(room_window(room, range(9, 17), random_sim3(rng)))  # its own frame, shares no window
     assert aligned.segment == 0 and later.segment == 0
     link = later.map_link
     assert link is not None and (link.from_segment, link.to_segment) == (1, 0)
@@ -95,7 +84,7 @@ def test_a_stream_started_in_a_saved_map_is_relocalised_into_its_world(room, tmp
 
 def test_a_map_can_only_be_given_before_the_first_window(room):
     aligner = StreamAligner(AlignConfig(window=8, overlap=2, new_segment_on_gap=True, fix_intrinsics=False))
-    aligner.add(window(room, range(0, 8), Sim3.identity()))
+    aligner.add(room_window(room, range(0, 8), Sim3.identity()))
     with pytest.raises(AlignmentError, match="before the first window"):
         aligner.start_from_map([])
     with pytest.raises(AlignmentError, match="record_map"):

@@ -2,25 +2,17 @@
 
 import numpy as np
 import pytest
+from align_scenes import room_window
 
 from align.aligner import AlignConfig, StreamAligner
 from align.reattach import ReattachConfig, ransac_sim3
-from align.synthetic import random_sim3, render_layered_room, window_from_geometry
-from stream4d.geometry import Sim3, rotation_angle_deg
+from align.synthetic import random_sim3, window_from_geometry
+from stream4d.geometry import rotation_angle_deg
 from stream4d.synthetic import make_scene, make_trajectory, render_view
 
 W, H = 256, 192
 
 
-@pytest.fixture(scope="module")
-def room():
-    """A sideways walk through the textured room, exact depth and poses."""
-    return render_layered_room("sideways", 20, W, H, seed=3)
-
-
-def window(room, span, to_window: Sim3):
-    span = np.asarray(span)
-    return window_from_geometry(span, room.images[span], room.depth[span], room.c2w[span], room.K, to_window)
 
 
 def test_ransac_similarity_is_recovered_through_40_percent_outliers():
@@ -41,9 +33,9 @@ def test_a_segment_that_sees_the_earlier_world_again_is_placed_back_in_it(room):
     rng = np.random.default_rng(1)
     aligner = StreamAligner(AlignConfig(window=8, overlap=2, new_segment_on_gap=True, fix_intrinsics=False))
     to_world = random_sim3(rng)  # the first window defines the world: truth = to_world(scene)
-    first = aligner.add(window(room, range(0, 8), to_world))
+    first = aligner.add(room_window(room, range(0, 8), to_world))
     # Frames 8-9 are lost; the next window shares no frame with frames 6-7 and comes in its own frame.
-    later = aligner.add(window(room, range(10, 18), random_sim3(rng)))
+    later = aligner.add(room_window(room, range(10, 18), random_sim3(rng)))
     assert first.segment == 0 and later.segment == 0
     link = later.reattached
     assert link is not None and (link.from_segment, link.to_segment) == (1, 0) and link.inliers >= 25
@@ -54,7 +46,7 @@ def test_a_segment_that_sees_the_earlier_world_again_is_placed_back_in_it(room):
     assert err.max() < 0.02 * extent
     assert max(rotation_angle_deg(a[:3, :3] @ b[:3, :3].T) for a, b in zip(later.prediction.c2w, truth_c2w)) < 1.0
     # The next window registers as usual, in world 0.
-    after = aligner.add(window(room, range(16, 20), random_sim3(rng)))
+    after = aligner.add(room_window(room, range(16, 20), random_sim3(rng)))
     assert after.segment == 0 and after.reattached is None and after.info["placement"] == "registered"
 
 
@@ -64,7 +56,7 @@ def test_a_segment_of_unrelated_content_stays_detached(room):
     c2w = make_trajectory("sideways", 6, seed=5, scene=street)
     views = [render_view(street, c, room.K, W, H) for c in c2w]
     aligner = StreamAligner(AlignConfig(window=8, overlap=2, new_segment_on_gap=True, fix_intrinsics=False))
-    aligner.add(window(room, range(0, 8), random_sim3(rng)))
+    aligner.add(room_window(room, range(0, 8), random_sim3(rng)))
     elsewhere = window_from_geometry(np.arange(30, 36), np.stack([v.rgb for v in views]),
                                      np.stack([v.depth for v in views]), c2w, room.K, random_sim3(rng))
     out = aligner.add(elsewhere)
@@ -76,16 +68,16 @@ def test_reattaching_can_be_switched_off(room):
     config = AlignConfig(window=8, overlap=2, new_segment_on_gap=True, fix_intrinsics=False,
                          reattach=ReattachConfig(enabled=False))
     aligner = StreamAligner(config)
-    aligner.add(window(room, range(0, 8), random_sim3(rng)))
-    later = aligner.add(window(room, range(10, 18), random_sim3(rng)))
+    aligner.add(room_window(room, range(0, 8), random_sim3(rng)))
+    later = aligner.add(room_window(room, range(10, 18), random_sim3(rng)))
     assert later.segment == 1 and later.reattached is None
 
 
 def test_segment_numbers_are_not_reused_after_a_reattachment(room):
     rng = np.random.default_rng(4)
     aligner = StreamAligner(AlignConfig(window=8, overlap=2, new_segment_on_gap=True, fix_intrinsics=False))
-    aligner.add(window(room, range(0, 8), random_sim3(rng)))
-    assert aligner.add(window(room, range(10, 16), random_sim3(rng))).segment == 0  # 1 came back as 0
+    aligner.add(room_window(room, range(0, 8), random_sim3(rng)))
+    assert aligner.add(room_window(room, range(10, 16), random_sim3(rng))).segment == 0  # 1 came back as 0
     street = make_scene("street", seed=5)
     c2w = make_trajectory("sideways", 4, seed=5, scene=street)
     views = [render_view(street, c, room.K, W, H) for c in c2w]
@@ -102,7 +94,7 @@ def test_a_detached_window_with_no_new_frame_is_aligned_without_a_reattach_attem
     views = [render_view(street, c, room.K, W, H) for c in c2w]
     rgb, depth = np.stack([v.rgb for v in views]), np.stack([v.depth for v in views])
     aligner = StreamAligner(AlignConfig(window=6, overlap=2, new_segment_on_gap=True, fix_intrinsics=False))
-    aligner.add(window(room, range(0, 6), random_sim3(rng)))
+    aligner.add(room_window(room, range(0, 6), random_sim3(rng)))
     lost = aligner.add(window_from_geometry(np.arange(30, 36), rgb, depth, c2w, room.K, random_sim3(rng)))
     assert lost.segment == 1
     again = aligner.add(window_from_geometry(np.arange(34, 36), rgb[4:], depth[4:], c2w[4:], room.K,

@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 from synthetic_clips import panning_room, sideways_room, write_images
 
 from recon.default.model import DefaultWindowModel
-from stream4d.contracts import POSE_POSED, POSE_ROTATION_ONLY
+from stream4d.contracts import POSE_POSED, POSE_ROTATION_ONLY, StreamObserver
 from stream4d.outputs import read_trajectory, read_trajectory_json
 from stream4d.pipeline import ReconstructConfig, reconstruct
 
@@ -45,7 +45,7 @@ class FaultOnWindow:
         return replace(pred, c2w=c2w)
 
 
-class Placements:
+class Placements(StreamObserver):
     """A StreamObserver that keeps where each aligned window was placed."""
 
     def __init__(self):
@@ -53,15 +53,6 @@ class Placements:
 
     def on_window(self, window):
         self.windows.append((window.prediction.frame_indices.tolist(), window.info.get("placement"), window.segment))
-
-    def on_gaussians(self, snapshot):
-        pass
-
-    def on_stats(self, stats):
-        pass
-
-    def close(self):
-        pass
 
 
 def light_config(**kw) -> ReconstructConfig:

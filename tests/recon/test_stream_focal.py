@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from recon.default.calibration import StreamFocal, StreamFocalConfig
-from recon.default.model import DefaultWindowModel
+from recon.default.model import DefaultModelConfig, DefaultWindowModel
+from recon.default.sfm import SfmConfig
 from stream4d.contracts import Frame
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
 
@@ -113,3 +114,59 @@ def test_windows_that_say_next_to_nothing_make_no_estimate():
     assert report["focal_rel"] is None and "focal_px" not in report and not report["windows"][0]["used"]
     assert est.add(1, (W, H), np.log(TRUE_REL * W), 0.03, 0.3)  # an informative window starts the estimate
     assert np.exp(est.log_rel) == pytest.approx(TRUE_REL)
+
+
+def test_principal_point_estimates_combine_and_reach_the_stream_K():
+    est = StreamFocal()
+    centre = np.array([(W - 1) / 2, (H - 1) / 2])
+    # a window that pinned x down and left y at its start, then one that pinned both
+    est.add(0, (W, H), np.log(200.0), 0.01, 0.3, (centre + [4.0, 9.0], np.array([1.0, 6.0])),
+            np.array([True, False]), centre + [4.0, 0.0])
+    K = est.intrinsics((W, H))
+    assert K[0, 2] == pytest.approx(centre[0] + 4.0) and K[1, 2] == pytest.approx(centre[1])
+    assert est.report()["windows"][0]["principal_offset_rel"] == pytest.approx([4.0 / W, 9.0 / W])
+    est.add(1, (W, H), np.log(200.0), 0.01, 0.3, (centre + [1.0, -2.0], np.array([1.0, 0.5])),
+            np.array([True, True]), centre + [1.0, -2.0])
+    K = est.intrinsics((W, H))
+    assert K[0, 2] == pytest.approx(centre[0] + 2.5) and K[1, 2] == pytest.approx(centre[1] - 2.0)
+    report = est.report((W, H))
+    assert report["principal_point"] == "estimated"
+    assert report["principal_offset_rel"] == pytest.approx([2.5 / W, -2.0 / W])
+    est.add(2, (W, H), np.log(200.0), 0.01, 0.3)  # a window that moved none leaves it
+    est.add(3, (W, H), np.log(200.0), 0.01, 0.3, (centre + [30.0, 30.0], np.array([0.1, 0.1])),
+            np.array([False, False]), centre)  # ... even when its observations say otherwise
+    assert est.intrinsics((W, H))[:2, 2] == pytest.approx(centre + [2.5, -2.0])
+    est.reset()
+    est.add(0, (W, H), np.log(200.0), 0.01, 0.3)
+    assert np.allclose(est.intrinsics((W, H))[:2, 2], centre) and est.report()["principal_point"] == "image centre"
+
+
+def test_model_estimates_an_off_centre_principal_point_where_the_window_pins_it():
+    scene = make_scene("room", seed=0)
+    K = intrinsics_for(W, H)
+    true_pp = K[:2, 2] + [5.0, 3.0]  # 2 % and 1 % of the longest side off centre
+    K[:2, 2] = true_pp
+    c2w = make_trajectory("orbit", 10, seed=0, scene=scene)
+    frames = [Frame(index=i, timestamp=i / 10, image=render_view(scene, c, K, W, H).rgb, source=f"{i:03d}.png")
+              for i, c in enumerate(c2w)]
+    model = DefaultWindowModel()
+    model.reset()
+    pred = model.predict(frames)
+    # by default the principal point stays at the centre; the window's evidence is reported
+    report = model.intrinsics_report()
+    assert report["principal_point"] == "image centre" and np.allclose(pred.K[0, :2, 2], [(W - 1) / 2, (H - 1) / 2])
+    evidence = np.array(report["windows"][0]["principal_offset_rel"]) * W
+    assert abs(evidence[0] - 5.0) < max(3 * report["windows"][0]["principal_sigma_rel"][0] * W, 1.5)
+    model = DefaultWindowModel(DefaultModelConfig(sfm=SfmConfig(principal_point_gate=0.25)))
+    model.reset()
+    pred = model.predict(frames)
+    report = model.intrinsics_report()
+    assert report["principal_point"] == "estimated", report
+    stream_K = np.asarray(pred.info["stream_K"])
+    sigma = np.array([np.nan if s is None else s for s in report["principal_sigma_rel"]]) * W
+    estimated = np.isfinite(sigma)
+    assert estimated[0]  # the orbit turns about the vertical: x is pinned down
+    # where estimated, within 3 sigma (and 1.5 px) of the truth, and the window's K says the same
+    assert np.all(np.abs(stream_K[:2, 2] - true_pp)[estimated] < np.maximum(3 * sigma[estimated], 1.5))
+    assert np.allclose(pred.K[0, :2, 2], stream_K[:2, 2])
+    assert abs(stream_K[0, 0] / K[0, 0] - 1) < 0.01

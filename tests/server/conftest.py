@@ -31,8 +31,10 @@ class ServerProcess:
     """``python -m stream4d.cli serve`` as a child process; its JSON log goes to ``log_path``."""
 
     def __init__(self, data_dir: Path, workers: int = 2, max_upload_mb: float = 2.0, live_queue: int = 8,
-                 viewer: str = "serve", extra_args: tuple[str, ...] = ("--allow-private-sources",)) -> None:
+                 viewer: str = "serve", extra_args: tuple[str, ...] = ("--allow-private-sources",),
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = env or {}  # on top of this process's environment
         self.live_queue = live_queue
         # Tests pull from a loopback HTTP server, which the service refuses by default.
         self.args = ["--data-dir", str(data_dir), "--workers", str(workers), "--max-upload-mb", str(max_upload_mb),
@@ -45,7 +47,7 @@ class ServerProcess:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         log = open(self.log_path, "ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stream4d.cli", "serve", "--port", str(port), *self.args],
             stdout=log, stderr=subprocess.STDOUT, env=env,

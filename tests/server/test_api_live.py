@@ -6,7 +6,8 @@ import threading
 import cv2
 import psutil
 import websockets.sync.client as ws_client
-from conftest import DATA, FAST_OPTIONS, Sess
+from conftest import DATA, FAST_OPTIONS, VIDEOS, Sess
+from test_api_upload_e2e import _events
 
 from server.frames import encode_frame
 
@@ -96,9 +97,6 @@ def _video_jpegs(path, limit: int) -> list[bytes]:
 
 def test_live_frames_pushed_in_real_time_are_tracked_and_latency_is_in_progress_events(client, server):
     import time
-
-    from conftest import VIDEOS
-    from test_api_upload_e2e import _events
 
     s = Sess(client, FAST_OPTIONS)
     jpegs = _video_jpegs(VIDEOS / "great_wall.mp4", 288)  # 640x360, 24 fps: 12 s

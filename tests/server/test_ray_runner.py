@@ -50,8 +50,10 @@ def ray_server(cluster, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("local-serve") / "data", workers=1, viewer="none",
-                        live_queue=LIVE_QUEUE).start()
+    # Threads as in a 1-CPU Ray job (OMP_NUM_THREADS=1, one torch thread): sums differ in their last
+    # bits with the thread count, and a self-calibrated focal length carries that up (docs/deploy.md).
+    srv = ServerProcess(tmp_path_factory.mktemp("local-serve") / "data", workers=2, viewer="none",
+                        live_queue=LIVE_QUEUE, env={"OMP_NUM_THREADS": "1"}).start()
     yield srv
     srv.stop()
 
