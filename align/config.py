@@ -68,6 +68,11 @@ class LoopClosureConfig:
     sigma_translation: float = 0.05
     sigma_scale: float = 0.03
     loop_weight: float = 1.0
+    # Floors of a loop edge's own noise (a loop is whitened by its PnP covariance and depth-ratio spread,
+    # align.loops.verify; see align.posegraph): rad, fraction of the median window step, log scale.
+    min_sigma_rotation: float = 1e-4
+    min_sigma_translation: float = 1e-3
+    min_sigma_scale: float = 1e-3
     chi_limit: float = 5.0
     optimise_above: float = 3.0
     weak_frame_fraction: float = 0.3

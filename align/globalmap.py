@@ -54,7 +54,8 @@ class GlobalMap:
             ransac_iterations=cfg.ransac_iterations, max_reprojection_px=cfg.max_reprojection_px,
             max_scale_change=cfg.max_scale_change, scale_agreement=cfg.scale_agreement,
             relocate_min_deg=cfg.relocate_min_deg, relocate_min_shift=cfg.relocate_min_shift, seed=cfg.seed)
-        self.graph = PoseGraph(cfg.sigma_rotation, cfg.sigma_translation, cfg.sigma_scale, cfg.chi_limit)
+        self.graph = PoseGraph(cfg.sigma_rotation, cfg.sigma_translation, cfg.sigma_scale, cfg.chi_limit,
+                               min_sigma=(cfg.min_sigma_rotation, cfg.min_sigma_translation, cfg.min_sigma_scale))
         self._segment_of: dict[int, int] = {}  # window -> segment
         self._last_of_segment: dict[int, int] = {}  # segment -> its latest window
         self.loops: list[dict] = []  # accepted loops (run.json)
@@ -113,7 +114,7 @@ class GlobalMap:
         edges = []
         for m in matches:
             Z = relative(self.graph.poses[m.match_window], m.sim3.compose(T_b))
-            edge = Edge(m.match_window, window, Z, self.config.loop_weight, "loop")
+            edge = Edge(m.match_window, window, Z, self.config.loop_weight, "loop", _loop_sigma(m, T_b))
             self.graph.add_edge(edge)
             edges.append((edge, m))
         step = self.graph.step()
@@ -170,6 +171,16 @@ class GlobalMap:
                 "seconds": round(self.seconds, 4), "lift_seconds": round(self.lift_seconds, 4),
                 "seconds_per_keyframe": round((self.seconds + self.lift_seconds) / max(1, self.keyframes_added), 5),
                 "optimisations": self.optimisations, "loops": self.loops}
+
+
+def _loop_sigma(m: LoopMatch, anchor: Sim3) -> tuple[float, float, float] | None:
+    """A loop edge's noise at the window's anchor: the query camera's PnP sigmas, its rotation's
+    lever arm to the anchor added to the translation (the window moves rigidly with that camera)."""
+    if m.sigma is None:
+        return None
+    rotation, centre, log_scale = m.sigma
+    lever = 0.0 if m.query_centre is None else float(np.linalg.norm(anchor.t - m.query_centre))
+    return rotation, centre + rotation * lever, log_scale
 
 
 def _is_identity(c: Sim3, tol: float = 1e-9) -> bool:

@@ -52,13 +52,21 @@ class LoopMatch:
     matches: int  # verified 2D matches
     reprojection_px: float  # median, of the inliers, in the query image
     similarity: float  # retrieval score
+    # The measurement's noise: rotation (rad) and centre (world units) of the query camera from the PnP
+    # covariance, log scale from the spread of the depth ratios; and the query camera's centre [3].
+    sigma: tuple[float, float, float] | None = None  # None: unknown (the graph's sequential sigmas)
+    query_centre: np.ndarray | None = None
 
     def summary(self) -> dict:
-        return {"query_window": self.query_window, "query_frame": self.query_frame,
-                "match_window": self.match_window, "match_frame": self.match_frame,
-                "inliers": self.inliers, "matches": self.matches,
-                "reprojection_px": round(self.reprojection_px, 3), "scale": round(float(self.sim3.s), 5),
-                "shift": round(float(np.linalg.norm(self.sim3.t)), 5), "similarity": round(self.similarity, 4)}
+        out = {"query_window": self.query_window, "query_frame": self.query_frame,
+               "match_window": self.match_window, "match_frame": self.match_frame,
+               "inliers": self.inliers, "matches": self.matches,
+               "reprojection_px": round(self.reprojection_px, 3), "scale": round(float(self.sim3.s), 5),
+               "shift": round(float(np.linalg.norm(self.sim3.t)), 5), "similarity": round(self.similarity, 4)}
+        if self.sigma is not None:
+            out.update(sigma_deg=round(float(np.degrees(self.sigma[0])), 5), sigma_centre=round(float(self.sigma[1]), 6),
+                       sigma_log_scale=round(float(self.sigma[2]), 6))
+        return out
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,36 @@ def pnp_pose(keypoints: np.ndarray, world: np.ndarray, K: np.ndarray, max_px: fl
     return c2w, mask, float(np.median(err[mask]))
 
 
+def pnp_sigma(c2w: np.ndarray, keypoints: np.ndarray, world: np.ndarray, K: np.ndarray) -> tuple[float, float]:
+    """Standard deviations of a PnP pose ``c2w [4, 4]`` fitted to ``keypoints [N, 2]`` seeing ``world [N, 3]``
+    (its inliers): (rotation in rad, camera centre in world units), each along its worst direction, from
+    the Gauss-Newton covariance ``s^2 (J^T J)^-1`` with ``s`` the RMS reprojection residual. Few points,
+    points bunched in the image, or large residuals give a large sigma: how much such a loop may pull."""
+    from scipy.spatial.transform import Rotation
+
+    if len(world) < 4:
+        return float("inf"), float("inf")
+    base, _ = project_points(world, K, c2w)
+    residual = (base - keypoints).ravel()
+    J = np.empty((residual.size, 6))
+    eps = 1e-6
+    for d in range(6):  # perturbations: world-frame rotation about the camera centre, then the centre
+        moved = np.array(c2w, np.float64, copy=True)
+        if d < 3:
+            moved[:3, :3] = Rotation.from_rotvec(eps * np.eye(3)[d]).as_matrix() @ moved[:3, :3]
+        else:
+            moved[d - 3, 3] += eps
+        uv, _ = project_points(world, K, moved)
+        J[:, d] = ((uv - base) / eps).ravel()
+    var = float(residual @ residual) / max(1, residual.size - 6)
+    try:
+        cov = var * np.linalg.inv(J.T @ J)
+    except np.linalg.LinAlgError:
+        return float("inf"), float("inf")
+    worst = lambda c: float(np.sqrt(max(np.linalg.eigvalsh(c)[-1], 0.0)))  # noqa: E731
+    return worst(cov[:3, :3]), worst(cov[3:, 3:])
+
+
 def pose_change(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """(rotation in degrees, centre distance) between two camera-to-world poses ``[4, 4]``."""
     R = a[:3, :3].T @ b[:3, :3]
@@ -133,6 +171,7 @@ class Verified:
     pnp_c2w: np.ndarray | None = None  # the query frame's pose by PnP on the stored world points
     pnp_inliers: int = 0
     pnp_px: float = float("inf")
+    sigma: tuple[float, float, float] | None = None  # of the loop measurement (LoopMatch.sigma)
     reason: str = ""  # why the similarity failed ("" when it passed)
 
 
@@ -155,6 +194,7 @@ def verify(query: Keyframe, query_c2w: np.ndarray, query_K: np.ndarray, stored: 
     if pnp is not None:
         out.pnp_c2w, mask, out.pnp_px = pnp
         out.pnp_inliers = int(mask.sum())
+        pnp_keypoints, pnp_world = query.features.keypoints[m.idx_i[use]][mask], kf.points[m.idx_j[use]][mask]
     m_all, on_tracks_all = m, on_tracks
     both = on_tracks & (query.precise[m.idx_i] if query.precise is not None else False)
     if both.sum() >= min_inliers:  # the scale from tracks on both sides, when they share enough
@@ -178,25 +218,28 @@ def verify(query: Keyframe, query_c2w: np.ndarray, query_K: np.ndarray, stored: 
     # ratio of the stored points' depths in the PnP camera to the query's own depths at the same
     # keypoints (as the sequential alignment measures scale: a robust depth ratio); a least-squares
     # 3D-3D scale drifted by a few percent with noisy far points.
-    scale = depth_ratio(out.pnp_c2w, kf.points[m_all.idx_j], query.depth[m_all.idx_i],
+    ratio = depth_ratio(out.pnp_c2w, kf.points[m_all.idx_j], query.depth[m_all.idx_i],
                         None if query.precise is None else query.precise[m_all.idx_i] & on_tracks_all)
-    if scale is None:
+    if ratio is None:
         out.reason = "no depth ratio for the loop's scale"
         return out
+    scale, scale_sigma = ratio
     anchored = anchor_on_pose(scale, query_c2w, out.pnp_c2w)
     angle, shift = pose_change(S.apply_c2w(query_c2w), out.pnp_c2w)
     if angle > 5.0 or shift > 0.1 * float(np.median(kf.depth[m.idx_j][inl])):
         out.reason = f"3D-3D and PnP disagree by {angle:.1f} deg, {shift:.3g} units"
         return out
     out.sim3, out.inliers, out.reprojection_px = anchored, n, out.pnp_px
+    out.sigma = (*pnp_sigma(out.pnp_c2w, pnp_keypoints, pnp_world, query_K), scale_sigma)
     return out
 
 
 def depth_ratio(c2w: np.ndarray, world: np.ndarray, query_depth: np.ndarray, prefer: np.ndarray | None,
-                min_samples: int = 10) -> float | None:
+                min_samples: int = 10) -> tuple[float, float] | None:
     """Median of (depth of ``world [N, 3]`` in the camera ``c2w``) / ``query_depth [N]`` over the pairs that
     project in front and agree within 20 % of that median (``prefer``: use only these when there are
-    enough, e.g. triangulated tracks on both sides)."""
+    enough, e.g. triangulated tracks on both sides), and the standard error of its log (robust spread
+    of the log ratios over the square root of their count)."""
     w2c = np.linalg.inv(c2w)
     z = world @ w2c[2, :3] + w2c[2, 3]
     ok = (z > 0) & (query_depth > 0)
@@ -207,7 +250,10 @@ def depth_ratio(c2w: np.ndarray, world: np.ndarray, query_depth: np.ndarray, pre
     ratio = z[ok] / query_depth[ok]
     med = float(np.median(ratio))
     close = np.abs(ratio / med - 1.0) < 0.2
-    return float(np.median(ratio[close])) if close.sum() >= min_samples else med
+    used = ratio[close] if close.sum() >= min_samples else ratio
+    logs = np.log(used)
+    spread = 1.4826 * float(np.median(np.abs(logs - np.median(logs))))
+    return float(np.median(used)), spread / np.sqrt(len(used))
 
 
 def anchor_on_pose(scale: float, c2w_from: np.ndarray, c2w_to: np.ndarray) -> Sim3:
@@ -276,7 +322,8 @@ class LoopDetector:
                     rejected.append(Rejection(kf.frame_index, stored.frame_index, reason))
                     continue
                 accepted.append(LoopMatch(window, kf.frame_index, stored.window, stored.frame_index, v.sim3,
-                                          v.inliers, v.matches, v.reprojection_px, score))
+                                          v.inliers, v.matches, v.reprojection_px, score, v.sigma,
+                                          np.asarray(c2w[:3, 3], np.float64).copy()))
         moved = set(relocations)
         accepted = [m for m in accepted if m.query_frame not in moved]  # its own geometry was the problem
         best: dict[int, LoopMatch] = {}  # one edge per pair of windows: the same loop seen twice is not twice

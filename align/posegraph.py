@@ -11,7 +11,10 @@ about a far-away origin costs what it costs locally:
 
 ``step`` is the median length of the sequential edges (translation in units of the usual
 distance between windows); the sigmas are the noise of one sequential alignment, so a
-whitened residual above ``chi_limit`` is an edge the rest of the graph contradicts. After a
+whitened residual above ``chi_limit`` is an edge the rest of the graph contradicts. An edge
+that carries its own noise (``Edge.sigma``: measured where it was made) is whitened by that
+instead, each part at least the graph's floor (``min_sigma``): a loop is then weighed against
+the chain by how well each was actually measured, not by one fixed ratio. After a
 solve, the loop edge with the largest whitened residual is dropped while any edge is above
 that limit (a wrong loop strains its own edge or the chain it bends), and the graph is solved
 again from where it was. The first node of the graph is held fixed (the gauge of a
@@ -42,6 +45,9 @@ class Edge:
     Z: Sim3  # measured T_i^-1 T_j
     weight: float = 1.0
     kind: str = "sequential"  # or "loop"
+    # The edge's own noise (rotation rad, translation world units, log scale), measured where the edge was
+    # made (a loop: its PnP covariance and depth-ratio spread); None: the graph's sigmas.
+    sigma: tuple[float, float, float] | None = None
 
 
 @dataclass
@@ -104,7 +110,8 @@ class PoseGraph:
     """Nodes (window anchor poses) and edges; :meth:`optimise` moves the nodes and reports corrections."""
 
     def __init__(self, sigma_rotation: float = 0.02, sigma_translation: float = 0.05, sigma_scale: float = 0.03,
-                 chi_limit: float = 5.0, max_iterations: int = 100):
+                 chi_limit: float = 5.0, max_iterations: int = 100,
+                 min_sigma: tuple[float, float, float] = (1e-4, 1e-3, 1e-3)):
         self.poses: dict[int, Sim3] = {}
         self.edges: list[Edge] = []
         self.sigma_rotation = sigma_rotation  # rad
@@ -112,6 +119,7 @@ class PoseGraph:
         self.sigma_scale = sigma_scale  # log scale
         self.chi_limit = chi_limit
         self.max_iterations = max_iterations
+        self.min_sigma = min_sigma  # floor of an edge's own sigmas (rad, fraction of the step, log scale)
 
     def __len__(self) -> int:
         return len(self.poses)
@@ -146,11 +154,19 @@ class PoseGraph:
     def whitened_norm(self, edge: Edge, step: float | None = None) -> float:
         """Norm of an edge's whitened residual at the current poses (how surprising it is)."""
         E = edge_error(self.poses[edge.i], self.poses[edge.j], edge.Z)
-        r = _pack(E)
-        r[:3] /= self.sigma_rotation
-        r[3:6] /= (self.step() if step is None else step) * self.sigma_translation
-        r[6] /= self.sigma_scale
-        return float(edge.weight * np.linalg.norm(r))
+        return float(np.linalg.norm(self._whiten(_pack(E), edge, self.step() if step is None else step)))
+
+    def _whiten(self, r: np.ndarray, edge: Edge, step: float) -> np.ndarray:
+        """An edge's residual ``[7]`` divided by its noise, times its weight."""
+        if edge.sigma is None:
+            r[:3] /= self.sigma_rotation
+            r[3:6] /= step * self.sigma_translation
+            r[6] /= self.sigma_scale
+        else:
+            r[:3] /= max(edge.sigma[0], self.min_sigma[0])
+            r[3:6] /= max(edge.sigma[1], step * self.min_sigma[1])
+            r[6] /= max(edge.sigma[2], self.min_sigma[2])
+        return edge.weight * r
 
     def _residuals(self, x: np.ndarray, order: list[int], fixed: int, edges: list[Edge], step: float) -> np.ndarray:
         poses = {n: self.poses[n] for n in order}
@@ -158,12 +174,7 @@ class PoseGraph:
             poses[n] = _unpack(x[7 * k: 7 * k + 7])
         out = np.empty(7 * len(edges))
         for m, e in enumerate(edges):
-            E = edge_error(poses[e.i], poses[e.j], e.Z)
-            r = _pack(E)
-            r[:3] /= self.sigma_rotation
-            r[3:6] /= step * self.sigma_translation
-            r[6] /= self.sigma_scale
-            out[7 * m: 7 * m + 7] = e.weight * r
+            out[7 * m: 7 * m + 7] = self._whiten(_pack(edge_error(poses[e.i], poses[e.j], e.Z)), e, step)
         return out
 
     def optimise(self, nodes: list[int] | None = None) -> GraphResult:

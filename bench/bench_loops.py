@@ -10,6 +10,16 @@ keyframe, the mean pose-graph solve time and the wall time.
     python bench/bench_loops.py DATASET [DATASET ...] [--head 10] [--out DIR]
     python bench/bench_loops.py /tmp/orbit250 /work/shared/data/strecha_castle_p30
 
+Per-loop errors without re-running the window model: ``--record DIR`` runs one dataset once with
+``--no-loop-closure`` and pickles every window prediction the aligner received (and its config);
+``--replay DIR`` feeds them to a fresh aligner with loop closure on and prints, for every loop edge
+the pose graph was given, its error against the ground truth (the measured ``Z = T_a^-1 T_b``
+against the ground-truth relative pose of the two windows' anchor frames, the last new frame of
+each), its own sigmas, and whether the graph kept it; then the ATE with and without loop closure.
+
+    python bench/bench_loops.py /tmp/orbit250 --record /tmp/orbit250_preds
+    python bench/bench_loops.py /tmp/orbit250 --replay /tmp/orbit250_preds
+
 Make a double orbit with exact cameras:
     stream4d synth --trajectory orbit --frames 1000 --traj-kw arc_deg=720 --noise 2 --out /tmp/orbit1000
 """
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -59,12 +70,117 @@ def score(out: Path, reference: Path, head: int) -> dict:
             "wall_s": run["timings_s"]["total"]}
 
 
+def record(data: Path, folder: Path) -> None:
+    """Reconstruct ``data`` once without loop closure, pickling each window prediction the aligner gets."""
+    from align.aligner import StreamAligner
+    from stream4d.pipeline import ReconstructConfig
+    from stream4d.pipeline.run import reconstruct
+
+    folder.mkdir(parents=True, exist_ok=True)
+    add = StreamAligner.add
+    count = [0]
+
+    def recording_add(aligner, pred):
+        if count[0] == 0:
+            (folder / "align_config.pkl").write_bytes(pickle.dumps(aligner.config))
+        (folder / f"window_{count[0]:04d}.pkl").write_bytes(pickle.dumps(pred))
+        count[0] += 1
+        return add(aligner, pred)
+
+    StreamAligner.add = recording_add  # this process only runs this one reconstruction
+    try:
+        config = ReconstructConfig(rrd=False, gaussians=False).override({"align.loop_closure.enabled": False})
+        reconstruct(str(data), str(folder / "run"), config, observers=[], progress=False)
+    finally:
+        StreamAligner.add = add
+    print(f"{count[0]} windows recorded in {folder}")
+
+
+def _replay_poses(folder: Path, loop_closure: bool, on_edge=None) -> tuple[dict[int, np.ndarray], dict, object]:
+    """Frame -> c2w after replaying the recorded windows; window -> anchor frame; the aligner."""
+    from dataclasses import replace
+
+    from align.aligner import StreamAligner
+
+    config = pickle.loads((folder / "align_config.pkl").read_bytes())
+    aligner = StreamAligner(replace(config, loop_closure=replace(config.loop_closure, enabled=loop_closure)))
+    if on_edge is not None and aligner.global_map is not None:
+        graph = aligner.global_map.graph
+        add_edge = graph.add_edge
+
+        def recording_add_edge(edge):
+            add_edge(edge)
+            on_edge(edge)
+        graph.add_edge = recording_add_edge
+    frames: dict[int, list[int]] = {}
+    poses: dict[int, np.ndarray] = {}
+    anchor: dict[int, int] = {}
+    for path in sorted(folder.glob("window_*.pkl")):
+        out = aligner.add(pickle.loads(path.read_bytes()))
+        for w, c in out.moved.items():
+            for i in frames[w]:
+                poses[i] = c.apply_c2w(poses[i])
+        new = np.flatnonzero(out.is_new)
+        frames[out.window_index] = [int(out.prediction.frame_indices[k]) for k in new]
+        for k in new:
+            poses[int(out.prediction.frame_indices[k])] = out.prediction.c2w[k].astype(np.float64)
+        if len(new):
+            anchor[out.window_index] = int(out.prediction.frame_indices[new[-1]])
+    return poses, anchor, aligner
+
+
+def replay(data: Path, folder: Path) -> None:
+    """Per-loop errors against ``data/cameras.json`` and the ATE with / without loop closure (module docstring)."""
+    from align.posegraph import relative, sim3_from_pose
+
+    ref = read_cameras_json(data / "cameras.json")
+    truth = [f.c2w for f in ref]
+    all_ref = np.array([c[:3, 3] for c in truth])
+    path = float(np.linalg.norm(np.diff(all_ref, axis=0), axis=1).sum())
+    edges = []
+    results = {}
+    for on in (False, True):
+        poses, anchor, aligner = _replay_poses(folder, on, edges.append if on else None)
+        idx = sorted(poses)
+        E = np.array([poses[i][:3, 3] for i in idx])
+        G = np.array([truth[i][:3, 3] for i in idx])
+        fit = umeyama(E, G)
+        results[on] = (100 * float(np.sqrt(((fit.apply(E) - G) ** 2).sum(1).mean())) / path, fit.s, anchor, aligner)
+    ate_on, scale, anchor, aligner = results[True]
+    kept = {id(e) for e in aligner.global_map.graph.edges}
+    rows = []
+    for e in edges:
+        if e.kind != "loop":
+            continue
+        Zt = relative(sim3_from_pose(truth[anchor[e.i]]), sim3_from_pose(truth[anchor[e.j]]))
+        err_R = e.Z.R.T @ Zt.R
+        deg = float(np.degrees(np.arccos(np.clip((np.trace(err_R) - 1) / 2, -1, 1))))
+        metres = float(np.linalg.norm(e.Z.t * scale - Zt.t))  # node scales ~1: the replay's world -> metres
+        sigma = "-" if e.sigma is None else f"{np.degrees(e.sigma[0]):.4f} / {1000 * e.sigma[1] * scale:.2f}"
+        rows.append([f"{e.i} -> {e.j}", f"{anchor[e.i]} -> {anchor[e.j]}", f"{deg:.3f}", f"{1000 * metres:.1f}",
+                     f"{np.log(e.Z.s):+.4f}", sigma, "kept" if id(e) in kept else "dropped"])
+    print(markdown_table(["windows", "anchor frames", "rotation error deg", "translation error mm", "log scale",
+                          "sigma deg / mm", "graph"], rows))
+    print(f"\nATE % path: {results[False][0]:.4f} without loop closure, {ate_on:.4f} with "
+          f"({len(rows)} loop edges given to the graph)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="+", type=Path)
     parser.add_argument("--head", type=int, default=10, help="frames the drift's similarity is fitted on")
     parser.add_argument("--out", type=Path, default=None, help="keep the run folders here")
+    parser.add_argument("--record", type=Path, default=None, help="pickle one dataset's window predictions here")
+    parser.add_argument("--replay", type=Path, default=None, help="replay recorded windows: per-loop errors")
     args = parser.parse_args()
+    if args.record or args.replay:
+        if len(args.datasets) != 1:
+            parser.error("--record / --replay take exactly one dataset")
+        if args.record:
+            record(args.datasets[0], args.record)
+        if args.replay:
+            replay(args.datasets[0], args.replay)
+        return
     work = args.out or Path(tempfile.mkdtemp(prefix="bench_loops_"))
     rows = []
     for data in args.datasets:

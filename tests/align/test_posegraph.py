@@ -73,3 +73,39 @@ def test_contradicting_loop_is_rejected():
     assert wrong not in graph.edges and good in graph.edges
     for k in range(20):  # the consistent loop leaves the exact chain where it was
         assert np.allclose(result.corrections[k].compose(truth[k]).t, truth[k].t, atol=1e-6)
+
+
+def _rotation_deg(a: Sim3, b: Sim3) -> float:
+    return float(np.degrees(Rotation.from_matrix(a.R.T @ b.R).magnitude()))
+
+
+def test_loops_are_weighed_by_their_own_noise():
+    """An exact double orbit: precise correct loops tie the second turn to the first, and one imprecise
+    loop 2 degrees / 0.3 m off (a wide-baseline PnP on few bunched points) ties node 0 to node 2. Each
+    whitened by its own sigma, the precise loops contradict the imprecise one, which is dropped, and the
+    chain stays exact. Weighed alike (no sigma: the configured sequential sigmas for every edge, the
+    behaviour before) the imprecise loop is kept and bends the exact chain."""
+    truth = _circle(8) * 2  # two turns over the same ring: node k + 8 sees what node k saw
+    off = Sim3(1.0, Rotation.from_rotvec([0.0, np.radians(2.0), 0.0]).as_matrix(), np.array([0.3, 0.0, 0.0]))
+
+    def solve(sigmas: bool):
+        graph = PoseGraph()
+        for k, T in enumerate(truth):
+            graph.add_node(k, T)
+        for k in range(1, len(truth)):
+            graph.add_sequential(k - 1, k)
+        for i, j in ((0, 8), (0, 9), (1, 9), (1, 10), (2, 10), (2, 11)):
+            graph.add_edge(Edge(i, j, relative(truth[i], truth[j]), kind="loop",
+                                sigma=(1e-4, 2e-3, 1e-3) if sigmas else None))
+        wrong = Edge(0, 2, relative(truth[0], truth[2]).compose(off), kind="loop",
+                     sigma=(np.radians(0.4), 0.05, 0.01) if sigmas else None)
+        graph.add_edge(wrong)
+        result = graph.optimise()
+        return [result.corrections[k].compose(truth[k]) for k in range(len(truth))], wrong in result.rejected
+
+    (weighed, dropped), (alike, dropped_alike) = solve(True), solve(False)
+    worst = max(_rotation_deg(T, truth[k]) for k, T in enumerate(weighed))
+    worst_alike = max(_rotation_deg(T, truth[k]) for k, T in enumerate(alike))
+    assert not dropped_alike and worst_alike > 0.2  # weighed alike, the wrong loop bends the exact chain
+    assert dropped and worst < 1e-3
+    assert max(np.linalg.norm(T.t - truth[k].t) for k, T in enumerate(weighed)) < 1e-3
