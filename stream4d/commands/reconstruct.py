@@ -143,6 +143,7 @@ def _print_map(summary) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from align.bundle import BundleAdjustmentUnavailable
     from recon.ingest import IngestError
     from stream4d.pipeline import reconstruct
     from stream4d.pipeline.report import pose_summary
@@ -160,7 +161,11 @@ def run(args: argparse.Namespace) -> int:
             from stream4d.pipeline.maps import read_map
 
             read_map(config.map_from)  # a bad map folder is bad input, before anything runs
-    except (ValueError, IngestError) as exc:
+        if config.final_ba:
+            from align.bundle import require_pycolmap
+
+            require_pycolmap()  # said now, not after the whole stream
+    except (ValueError, IngestError, BundleAdjustmentUnavailable) as exc:
         print(f"stream4d reconstruct: {exc}", file=sys.stderr)
         return 2
     try:
