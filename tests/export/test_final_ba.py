@@ -121,3 +121,24 @@ def test_final_ba_without_pycolmap_is_refused_before_the_run(synthetic_clip, tmp
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "--final-ba needs pycolmap" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_live_input_ignores_final_ba(synthetic_clip, tmp_path, caplog):
+    import cv2
+
+    from recon.ingest.options import IngestOptions
+    from recon.ingest.push import PushSource
+    from stream4d.pipeline import ReconstructConfig, reconstruct
+
+    src = PushSource("live", capacity=64, options=IngestOptions(resize=None))
+    for i, path in enumerate(sorted((synthetic_clip / "images").iterdir())[:12]):
+        src.push(cv2.imread(str(path))[..., ::-1].copy(), i / 10.0)
+    src.close()
+    config = ReconstructConfig(rrd=False, gaussians=False, final_ba=True).override(
+        {"align.window": 6, "align.overlap": 2, "ingest.resize": None})
+    with caplog.at_level("INFO", logger="stream4d.pipeline"):
+        reconstruct(src, tmp_path / "out", config, progress=False)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["final_ba"] == {"applied": False, "skipped": "live input"}
+    assert "final_ba ignored" in caplog.text
+    assert run["stats"]["frames_posed"] > 0
