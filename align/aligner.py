@@ -242,9 +242,10 @@ class StreamAligner:
             layer_thresholds=thresholds)
 
         rotation_only = pred.rotation_only
-        if not (usable & (pred.depth_conf > 0)).any():
-            # Not one confident depth pixel: nothing was triangulated, so whatever the model says
-            # about its poses, it saw no parallax it could use; only orientations are worth anything.
+        if not (usable & (pred.depth_conf > 0)).any() and (pred.sparse is None or not len(pred.sparse.points)):
+            # Not one confident depth pixel and no triangulated track: whatever the model says about its
+            # poses, it saw no parallax it could use; only orientations are worth anything. (Tracks
+            # without dense depth are wide baselines that optical flow cannot follow: those poses stand.)
             rotation_only = np.ones(S, bool)
             info["no_parallax"] = True
         if link is not None:

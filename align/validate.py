@@ -9,7 +9,8 @@ goes on with the next window (see ``align.worker``).
 A window without any usable depth is not refused: its poses are still the
 model's, only nothing could be triangulated. The model may flag it
 (``WindowPrediction.rotation_only``); the aligner also marks every view of a
-window without a single usable depth pixel rotation-only (``info["no_parallax"]``).
+window without a single usable depth pixel and without triangulated sparse
+tracks rotation-only (``info["no_parallax"]``).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from align_scenes import plane_windows
 from align.aligner import AlignConfig, AlignmentError, StreamAligner, UnusableWindowError
 from align.validate import unusable_reason
 from align.worker import AlignmentWorker
+from stream4d.contracts import SparseTracks
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,17 @@ def test_a_window_without_any_depth_is_kept_with_its_views_marked_rotation_only(
     assert out.prediction.rotation_only.tolist() == [True, True, False, False, False, False]
     assert "no_parallax" not in out.info
     assert StreamAligner(AlignConfig(window=6, overlap=2)).add(p).prediction.rotation_only is None
+
+
+def test_a_window_with_triangulated_tracks_but_no_dense_depth_keeps_its_poses_as_posed(windows):
+    """Wide baselines: the model's tracks were triangulated, optical flow gave no dense depth."""
+    p = windows[0]
+    points = np.array([[0.0, 0.0, 4.0], [0.5, 0.2, 5.0]])
+    tracks = SparseTracks(points=points, colors=np.zeros((2, 3), np.uint8), obs_point=np.array([0, 0, 1, 1]),
+                          obs_view=np.array([0, 1, 0, 1]), obs_xy=np.zeros((4, 2)), K=p.K.astype(np.float64))
+    out = StreamAligner(AlignConfig(window=6, overlap=2)).add(
+        replace(p, depth_conf=np.zeros_like(p.depth_conf), sparse=tracks))
+    assert out.prediction.rotation_only is None and "no_parallax" not in out.info
 
 
 def test_depth_that_is_non_finite_wherever_confident_is_unusable(windows):
