@@ -335,6 +335,24 @@ class OutputWriter:
                 self._save_npz(path, arrays)
         return moved
 
+    def posed_frames(self) -> list[PosedFrame]:
+        """The frames recorded so far, in the order they were added (copies)."""
+        rec = self._records[: len(self._images)]
+        return [PosedFrame(int(r["index"]), float(r["timestamp"]), self._images[k], r["c2w"].copy(), r["K"].copy(),
+                           int(r["width"]), int(r["height"]), int(r["segment"]), POSE_KINDS[int(r["pose_kind"])])
+                for k, r in enumerate(rec)]
+
+    def set_sparse_points(self, window: int, points: np.ndarray) -> Path:
+        """Replace the points [P, 3] of ``sparse/<window>.npz`` (a global bundle adjustment moved them)."""
+        self._check_open()
+        path = self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz"
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        if np.shape(points) != arrays["points"].shape:
+            raise ValueError(f"sparse window {window}: {np.shape(points)} points for {arrays['points'].shape}")
+        arrays["points"] = np.asarray(points, np.float64)
+        return self._save_npz(path, arrays)
+
     def write_frame_image(self, index: int, image: np.ndarray, pixel_map: np.ndarray) -> Path:
         """Write ``frames/<index:06d>.jpg`` (the model-resolution frame, uint8 RGB [H, W, 3]) and append
         its record (``index``, ``file``, ``width``, ``height``, ``pixel_map``: input pixels -> these
@@ -610,6 +628,7 @@ class SparseMap:
     obs_frame: np.ndarray  # int64 [O], Frame.index of the observing frame
     obs_xy: np.ndarray  # float64 [O, 2], model pixels, centres at integers
     K: dict[int, np.ndarray]  # frame index -> [3, 3] intrinsics the observations were measured with
+    point_window: np.ndarray | None = None  # int64 [P], the window (sparse/<window>.npz) of each point
 
     @property
     def num_points(self) -> int:
@@ -620,7 +639,7 @@ def read_sparse(out_dir: str | Path, segment: int | None = None) -> SparseMap:
     """The sparse points of ``out_dir`` (of ``segment`` only when given); empty when the run wrote none
     (a backend without feature tracks). A frame seen by several windows keeps the first window's K."""
     files = sorted((Path(out_dir) / SPARSE_DIR).glob("*.npz"))
-    parts, K = [], {}
+    parts, K, windows = [], {}, []
     offset = 0
     for path in files:
         try:
@@ -632,13 +651,14 @@ def read_sparse(out_dir: str | Path, segment: int | None = None) -> SparseMap:
             continue
         parts.append((d["points"], d["colors"], d["obs_point"] + offset, d["obs_frame"], d["obs_xy"]))
         offset += len(d["points"])
+        windows.append(np.full(len(d["points"]), int(path.stem), np.int64))
         for f, k in zip(d["frame_indices"].tolist(), d["K"]):
             K.setdefault(int(f), k)
     if not parts:
         return SparseMap(np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0, np.int64),
-                         np.zeros(0, np.int64), np.zeros((0, 2)), {})
+                         np.zeros(0, np.int64), np.zeros((0, 2)), {}, np.zeros(0, np.int64))
     cols = list(zip(*parts))
-    return SparseMap(*(np.concatenate(c) for c in cols), K)
+    return SparseMap(*(np.concatenate(c) for c in cols), K, np.concatenate(windows))
 
 
 __all__ = [

@@ -53,6 +53,7 @@ FLAG_KEYS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "no_save_frames": ("save_frames", _not),
     "map_from": ("map_from", str),
     "save_map": ("save_map", str),
+    "final_ba": ("final_ba", None),
 }
 
 
@@ -110,6 +111,9 @@ def add_parser(sub) -> str:
                    help="a saved map folder (--save-map of an earlier run): relocalise INPUT in it and extend it")
     p.add_argument("--save-map", type=Path,
                    help="write a map folder a later run can continue (--map) or merge (stream4d merge)")
+    p.add_argument("--final-ba", action="store_true",
+                   help="after a finite input, one bundle adjustment of all keyframes and sparse tracks "
+                        "(needs pycolmap: pip install 'stream4d[ba]'); every output follows it")
     p.add_argument("--export", default=None, metavar="FORMATS",
                    help="after the run, export to OUT/<format>: colmap, nerfstudio or both comma-separated")
     p.add_argument("--gt", type=Path, default=None, help="cameras.json ground truth: print ATE at the end")
@@ -139,6 +143,7 @@ def _print_map(summary) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from align.bundle import BundleAdjustmentUnavailable
     from recon.ingest import IngestError
     from stream4d.pipeline import reconstruct
     from stream4d.pipeline.report import pose_summary
@@ -156,7 +161,11 @@ def run(args: argparse.Namespace) -> int:
             from stream4d.pipeline.maps import read_map
 
             read_map(config.map_from)  # a bad map folder is bad input, before anything runs
-    except (ValueError, IngestError) as exc:
+        if config.final_ba:
+            from align.bundle import require_pycolmap
+
+            require_pycolmap()  # said now, not after the whole stream
+    except (ValueError, IngestError, BundleAdjustmentUnavailable) as exc:
         print(f"stream4d reconstruct: {exc}", file=sys.stderr)
         return 2
     try:

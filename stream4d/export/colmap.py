@@ -191,7 +191,14 @@ def write_colmap(scene: ExportScene, dst: str | Path, text: bool = False) -> Pat
     """Write the COLMAP model of ``scene`` to ``dst/sparse/0`` and its images to ``dst/images``;
     returns the model folder."""
     dst = Path(dst)
-    model_dir = dst / "sparse" / "0"
+    model_dir = write_model(scene, dst / "sparse" / "0", text)
+    copy_images(scene, dst / "images")
+    return model_dir
+
+
+def write_model(scene: ExportScene, model_dir: str | Path, text: bool = False) -> Path:
+    """Write only the COLMAP model files (cameras, images, points3D) of ``scene`` to ``model_dir``."""
+    model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     cameras, images, points = build_model(scene)
     ext = "txt" if text else "bin"
@@ -201,5 +208,4 @@ def write_colmap(scene: ExportScene, dst: str | Path, text: bool = False) -> Pat
                else (_write_cameras_bin, _write_images_bin, _write_points_bin))
     for write, name, records in zip(writers, ("cameras", "images", "points3D"), (cameras, images, points)):
         write(model_dir / f"{name}.{ext}", records)
-    copy_images(scene, dst / "images")
     return model_dir

@@ -133,6 +133,14 @@ def load_scene(out_dir: str | Path, segment: int | None = None, max_reproj_px: f
     for v in views:
         if v.index in sparse.K:
             v.K = np.asarray(sparse.K[v.index], np.float64)
+    return scene_from_tracks(views, sparse, segment, out_dir, max_reproj_px)[0]
+
+
+def scene_from_tracks(views: list[ExportView], sparse, segment: int, out_dir: Path,
+                      max_reproj_px: float = 4.0) -> tuple[ExportScene, np.ndarray]:
+    """The scene of ``views`` and the sparse tracks (``outputs.SparseMap``) seen in them: observations in
+    other frames or reprojecting farther than ``max_reproj_px`` are dropped, then points seen fewer than
+    twice. Returns the scene and, per scene point, its row in ``sparse.points`` (int64 [P])."""
     row = {v.index: k for k, v in enumerate(views)}
     obs_view = np.array([row.get(int(i), -1) for i in sparse.obs_frame], np.int64)
     keep = obs_view >= 0
@@ -145,8 +153,9 @@ def load_scene(out_dir: str | Path, segment: int | None = None, max_reproj_px: f
     renumber = np.full(sparse.num_points, -1, np.int64)
     renumber[kept] = np.arange(len(kept))
     rows = renumber[obs_point] >= 0
-    return ExportScene(views, sparse.points[kept], sparse.colors[kept], renumber[obs_point[rows]],
-                       obs_view[rows], obs_xy[rows], segment, out_dir)
+    scene = ExportScene(views, sparse.points[kept], sparse.colors[kept], renumber[obs_point[rows]],
+                        obs_view[rows], obs_xy[rows], segment, out_dir)
+    return scene, kept
 
 
 def has_sparse(out_dir: str | Path) -> bool:

@@ -84,6 +84,9 @@ class ReconstructConfig:
         relocalised into the map's world and extends it (stream4d/pipeline/maps.py).
     save_map: write a map folder here at the end (with ``map_from``, the union of both once the
         stream was relocalised).
+    final_ba: after a finite input ends, one bundle adjustment (pycolmap, the ``ba`` extra) of every
+        keyframe and sparse track of the final segment; every output follows the adjusted poses
+        (stream4d/pipeline/final_ba.py). Live inputs ignore it.
 
     Stage configs: ``ingest`` (frame selection and resize), ``keyframes`` (which frames the window
         model sees, by parallax; the others are tracked: recon/keyframes.py), ``live`` (tracking each frame as
@@ -105,6 +108,7 @@ class ReconstructConfig:
     save_frames: bool = True
     map_from: str | None = None
     save_map: str | None = None
+    final_ba: bool = False
     ingest: IngestOptions = field(default_factory=_run_ingest)
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     live: LiveConfig = field(default_factory=LiveConfig)

@@ -78,6 +78,7 @@ class _Run:
     live: LiveFrames | None = None  # arrivals stamped, frames tracked live (live sources)
     maps: MapRun = field(default_factory=MapRun)
     map_record: dict = field(default_factory=dict)  # run.json "map"
+    final_ba: dict | None = None  # run.json "final_ba" (pipeline/final_ba.py)
 
 
 def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | None = None,
@@ -91,6 +92,7 @@ def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | No
     """
     run = _open(source, Path(out_dir), config or ReconstructConfig(), observers, model)
     error = _stream(run, stop or threading.Event(), progress, on_stats)
+    _final_ba(run, error)
     outputs = _close(run)
     error = _save_map(run, outputs) or error
     outputs["run.json"] = _record(run, error)
@@ -109,6 +111,10 @@ def _open(source: Any, out_dir: Path, config: ReconstructConfig, observers: Sequ
     stats = StreamStats()
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    if config.final_ba:  # a missing pycolmap is said now, not after the whole stream
+        from align.bundle import require_pycolmap
+
+        require_pycolmap()
     src = open_input(source, config)
     model = model or build_model(config)
     model.reset()
@@ -262,6 +268,29 @@ def _usable(frames: Iterator[Frame], run: _Run, bar, ingest_error: list[BaseExce
 
 # ---- phase 3: closing -------------------------------------------------------------------------
 
+def _final_ba(run: _Run, error: BaseException | None) -> None:
+    """``final_ba``: the finished stream's keyframes and tracks adjusted together, the outputs moved."""
+    if not run.config.final_ba:
+        return
+    if getattr(run.src.info, "kind", "") in ("camera", "push"):
+        log.info("final_ba ignored: a live input has no end to adjust at")
+        run.final_ba = {"applied": False, "skipped": "live input"}
+        return
+    if error is not None:
+        run.final_ba = {"applied": False, "skipped": "the stream ended with an error"}
+        return
+    from stream4d.pipeline.final_ba import final_bundle_adjustment
+
+    sink = run.sink
+    try:
+        run.final_ba = final_bundle_adjustment(run.writer, run.stats.segment, sink.frame_window, sink.cache,
+                                               sink.fallback_points if sink.cache is None else None)
+    except Exception as exc:  # noqa: BLE001 - the outputs as the stream left them are still written
+        log.warning("final bundle adjustment failed: %s: %s", type(exc).__name__, exc)
+        run.final_ba = {"applied": False, "skipped": f"failed: {type(exc).__name__}: {exc}"}
+    run.timings["final_ba"] = run.final_ba.get("seconds", 0.0)
+
+
 def _close(run: _Run) -> dict[str, Path]:
     """The sink's last state into the folder, then the writer and every observer closed."""
     outputs: dict[str, Path] = {}
@@ -325,6 +354,7 @@ def _record(run: _Run, error: BaseException | None) -> Path:
         "live_tracking": run.live is not None and run.live.tracking,
         "latency_s": run.latency.summary(),
         "map": run.map_record or None,
+        "final_ba": run.final_ba,
         "error": None if error is None else f"{type(error).__name__}: {error}",
         "platform": {"python": platform.python_version(), "machine": platform.machine()},
     }

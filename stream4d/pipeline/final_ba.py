@@ -1,0 +1,201 @@
+"""``final_ba``: one global bundle adjustment of a finished (finite) run, and every output following it.
+
+After the stream ends, the keyframes of the final world segment and the sparse tracks the windows
+wrote (``sparse/*.npz``, what the COLMAP export holds) are adjusted together (``align.bundle``).
+Then the outputs follow the adjusted poses, as they follow a loop closure:
+
+- keyframes take their adjusted pose; the frames between them (tracked, interpolated, keyframes
+  without tracks) move by the correction of their neighbouring keyframes, interpolated by index;
+- splats.ply / points.ply: each window's Gaussians (or points) move by one Sim(3), fitted to how
+  the scene in front of its frames moved;
+- sparse/*.npz: the adjusted points take their adjusted place, the others follow their window.
+
+Nothing moves when the adjustment fails or leaves the mean reprojection error worse.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stream4d.contracts import POSE_POSED, POSE_ROTATION_ONLY
+from stream4d.export.scene import ExportView, scene_from_tracks
+from stream4d.geometry import Sim3, quat_wxyz, rotation_angle_deg, rotation_from_quat_wxyz, umeyama
+from stream4d.outputs import OutputWriter, PosedFrame, read_sparse
+
+log = logging.getLogger("stream4d.pipeline")
+
+MIN_KEYFRAMES = 3
+MIN_VIEW_OBSERVATIONS = 10  # a keyframe seeing fewer tracks is left out (its pose would float)
+
+
+def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: dict[int, int],
+                            cache=None, fallback_points=None) -> dict:
+    """Adjust the run in ``writer``'s folder (segment ``segment``) and move its outputs; returns the
+    run.json record. ``frame_window``: frame index -> window it was posed in; ``cache`` (a
+    ``memory.gaussians.GaussianCache``) or ``fallback_points`` (the sink's ``VoxelCloud``) follow."""
+    from align.bundle import bundle_adjust
+
+    started = time.perf_counter()
+    record: dict = {"applied": False, "segment": int(segment)}
+    frames = [f for f in writer.posed_frames() if f.segment == segment]
+    sparse = read_sparse(writer.out_dir, segment)
+    if sparse.num_points == 0:
+        return _skip(record, started, "no sparse tracks (the window model wrote none)")
+    scene, kept = _scene(frames, sparse, segment, writer.out_dir)
+    if scene is None or len(scene.views) < MIN_KEYFRAMES:
+        n = 0 if scene is None else len(scene.views)
+        return _skip(record, started, f"{n} keyframes with tracks (at least {MIN_KEYFRAMES} needed)")
+    record.update(images=len(scene.views), points=scene.num_points, observations=int(len(scene.obs_point)))
+    try:
+        adjusted = bundle_adjust(scene)
+    except Exception as exc:  # noqa: BLE001 - the run's outputs stay as they were
+        return _skip(record, started, f"the adjustment failed: {type(exc).__name__}: {exc}")
+    record.update(reprojection_before_px=round(adjusted.reprojection_before_px, 4),
+                  reprojection_after_px=round(adjusted.reprojection_after_px, 4))
+    if not np.isfinite(adjusted.c2w).all() or not adjusted.reprojection_after_px <= adjusted.reprojection_before_px:
+        return _skip(record, started, "the adjustment left the reprojection error worse")
+    old = {v.index: v.c2w for v in scene.views}
+    new = {v.index: adjusted.c2w[k] for k, v in enumerate(scene.views)}
+    moves = frame_corrections(frames, old, new)
+    depth = float(np.median(_track_depths(scene)))
+    windows = window_corrections(frames, moves, frame_window, depth)
+    writer.move_frames(moves)
+    _move_sparse(writer, sparse, kept, adjusted.points, windows)
+    if cache is not None:
+        cache.move_windows(windows)
+    elif fallback_points is not None:
+        fallback_points.move_windows(windows)
+    record.update(_pose_change(frames, moves), windows=len(windows), applied=True)
+    record["seconds"] = round(time.perf_counter() - started, 4)
+    log.info("final bundle adjustment: %d keyframes, %d points, reprojection %.3f -> %.3f px in %.1f s",
+             len(scene.views), scene.num_points, adjusted.reprojection_before_px,
+             adjusted.reprojection_after_px, record["seconds"])
+    return record
+
+
+def _skip(record: dict, started: float, reason: str) -> dict:
+    log.warning("final bundle adjustment skipped: %s", reason)
+    record.update(skipped=reason, seconds=round(time.perf_counter() - started, 4))
+    return record
+
+
+def _scene(frames: list[PosedFrame], sparse, segment: int, out_dir: Path):
+    """The keyframes (posed by a window, with tracks) and the tracks they see, as an export scene."""
+    keys = [f for f in frames if f.pose_kind in (POSE_POSED, POSE_ROTATION_ONLY) and f.index in sparse.K]
+    views = [_view(f, sparse.K[f.index]) for f in keys]
+    for _ in range(3):  # leaving a view out can leave another with too few tracks
+        if not views:
+            return None, None
+        scene, kept = scene_from_tracks(views, sparse, segment, out_dir)
+        seen = np.bincount(scene.obs_view, minlength=len(views))
+        if (seen >= MIN_VIEW_OBSERVATIONS).all():
+            return scene, kept
+        views = [v for v, n in zip(views, seen) if n >= MIN_VIEW_OBSERVATIONS]
+    return scene_from_tracks(views, sparse, segment, out_dir) if views else (None, None)
+
+
+def _view(f: PosedFrame, K: np.ndarray) -> ExportView:
+    K = np.asarray(K, np.float64)
+    # The model image's size is not in the sparse files; COLMAP's camera needs one, the adjustment
+    # does not use it.
+    width, height = int(np.ceil(2 * K[0, 2] + 1)), int(np.ceil(2 * K[1, 2] + 1))
+    return ExportView(f.index, f"{f.index:06d}.jpg", Path(), f.image, f.c2w, K, width, height)
+
+
+def _track_depths(scene) -> np.ndarray:
+    w2c = np.linalg.inv(np.stack([v.c2w for v in scene.views]))[scene.obs_view]
+    z = np.einsum("nj,nj->n", w2c[:, 2, :3], scene.points[scene.obs_point]) + w2c[:, 2, 3]
+    return z[z > 0] if (z > 0).any() else np.ones(1)
+
+
+def frame_corrections(frames: list[PosedFrame], old: dict[int, np.ndarray],
+                      new: dict[int, np.ndarray]) -> dict[int, Sim3]:
+    """Per frame index, the rigid world-frame motion taking its pose to the adjusted one: exact for
+    the adjusted keyframes (``old``/``new``: index -> c2w [4, 4]), and for the others interpolated by
+    index between the corrections of the adjusted keyframes before and after it (the nearest at the ends)."""
+    keys = np.array(sorted(new), np.int64)
+    delta = {i: _rigid(new[i] @ np.linalg.inv(old[i])) for i in keys.tolist()}
+    moves = {}
+    for f in frames:
+        if f.index in delta:
+            moves[f.index] = delta[f.index]
+            continue
+        j = int(np.searchsorted(keys, f.index))
+        if j == 0 or j == len(keys):
+            moves[f.index] = delta[int(keys[min(j, len(keys) - 1)])]
+            continue
+        a, b = int(keys[j - 1]), int(keys[j])
+        moves[f.index] = _interpolate(delta[a], delta[b], (f.index - a) / (b - a))
+    return moves
+
+
+def _rigid(T: np.ndarray) -> Sim3:
+    U, _, Vt = np.linalg.svd(T[:3, :3])  # round-off of the inverse product, back onto SO(3)
+    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    return Sim3(1.0, R, T[:3, 3].copy())
+
+
+def _interpolate(a: Sim3, b: Sim3, u: float) -> Sim3:
+    qa, qb = quat_wxyz(a.R), quat_wxyz(b.R)
+    if qa @ qb < 0:
+        qb = -qb
+    angle = np.arccos(np.clip(qa @ qb, -1.0, 1.0))
+    if angle < 1e-9:
+        q = qa
+    else:
+        q = (np.sin((1 - u) * angle) * qa + np.sin(u * angle) * qb) / np.sin(angle)
+    return Sim3(1.0, rotation_from_quat_wxyz(q / np.linalg.norm(q)), (1 - u) * a.t + u * b.t)
+
+
+def window_corrections(frames: list[PosedFrame], moves: dict[int, Sim3], frame_window: dict[int, int],
+                       depth: float) -> dict[int, Sim3]:
+    """Per window, the Sim(3) that best moves the scene its frames see: fitted to probe points in
+    front of each of its frames (the camera centre and points ``depth`` ahead and beside), each moved
+    by that frame's correction."""
+    probe = depth * np.array([[0, 0, 0], [0, 0, 1], [0.5, 0, 1], [-0.5, 0, 1], [0, 0.5, 1], [0, -0.5, 1]], float)
+    src: dict[int, list] = {}
+    dst: dict[int, list] = {}
+    for f in frames:
+        w = frame_window.get(f.index)
+        if w is None or f.index not in moves:
+            continue
+        pts = probe @ f.c2w[:3, :3].T + f.c2w[:3, 3]
+        src.setdefault(w, []).append(pts)
+        dst.setdefault(w, []).append(moves[f.index].apply(pts))
+    return {w: umeyama(np.concatenate(src[w]), np.concatenate(dst[w])) for w in src}
+
+
+def _move_sparse(writer: OutputWriter, sparse, kept: np.ndarray, adjusted: np.ndarray,
+                 windows: dict[int, Sim3]) -> None:
+    points = np.array(sparse.points, np.float64, copy=True)
+    for w in np.unique(sparse.point_window).tolist():
+        rows = sparse.point_window == w
+        if w in windows:
+            points[rows] = windows[w].apply(points[rows])
+    points[kept] = adjusted
+    for w in np.unique(sparse.point_window).tolist():
+        writer.set_sparse_points(w, points[sparse.point_window == w])
+
+
+def _pose_change(frames: list[PosedFrame], moves: dict[int, Sim3]) -> dict:
+    """How far the frames moved: camera centre shift (world units and share of the trajectory's
+    extent) and rotation change (degrees), median and max."""
+    moved = [f for f in frames if f.index in moves]
+    if not moved:
+        return {"frames_moved": 0}
+    before = np.stack([f.c2w for f in moved])
+    after = np.stack([moves[f.index].apply_c2w(f.c2w) for f in moved])
+    shift = np.linalg.norm(after[:, :3, 3] - before[:, :3, 3], axis=1)
+    turn = rotation_angle_deg(np.einsum("nij,nkj->nik", after[:, :3, :3], before[:, :3, :3]))
+    centres = before[:, :3, 3]
+    extent = float(np.linalg.norm(centres.max(0) - centres.min(0))) or 1.0
+    return {"frames_moved": len(moved),
+            "shift_median": round(float(np.median(shift)), 6), "shift_max": round(float(shift.max()), 6),
+            "shift_median_of_extent": round(float(np.median(shift)) / extent, 6),
+            "shift_max_of_extent": round(float(shift.max()) / extent, 6),
+            "rotation_median_deg": round(float(np.median(turn)), 4),
+            "rotation_max_deg": round(float(turn.max()), 4)}

@@ -1,0 +1,144 @@
+"""``final_ba``: the finished run's keyframes and tracks adjusted together, every output following them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from export_fixtures import exact_run
+
+from memory.gaussians import read_splats_ply
+from stream4d.geometry import Sim3, rotation_from_quat_wxyz
+from stream4d.outputs import OutputWriter, PosedFrame, read_sparse, read_trajectory_json
+from stream4d.pipeline.final_ba import final_bundle_adjustment, frame_corrections, window_corrections
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def runs(synthetic_clip, tmp_path_factory) -> dict[str, Path]:
+    """The clip reconstructed twice, the same way, without and with ``final_ba`` (runs are deterministic)."""
+    from stream4d.pipeline import ReconstructConfig, reconstruct
+
+    outs = {}
+    for name, final_ba in (("base", False), ("ba", True)):
+        outs[name] = tmp_path_factory.mktemp(name)
+        config = ReconstructConfig(rrd=False, final_ba=final_ba).override({"align.window": 10, "align.overlap": 3})
+        reconstruct(synthetic_clip, outs[name], config, progress=False)
+    return outs
+
+
+def test_final_ba_writes_the_adjusted_trajectory_and_the_splats_follow_it(runs):
+    record = json.loads((runs["ba"] / "run.json").read_text())["final_ba"]
+    assert record["applied"], record
+    assert record["images"] >= 3 and record["points"] > 0 and record["observations"] > 0
+    assert record["reprojection_after_px"] <= record["reprojection_before_px"]
+    base = read_trajectory_json(runs["base"] / "trajectory.json")
+    ba = read_trajectory_json(runs["ba"] / "trajectory.json")
+    assert [f.index for f in ba] == [f.index for f in base] and record["frames_moved"] == len(ba)
+    assert [f.pose_kind for f in ba] == [f.pose_kind for f in base]
+    moved = max(np.abs(a.c2w - b.c2w).max() for a, b in zip(ba, base))
+    assert moved > 1e-6  # the adjusted poses are what was written
+    # trajectory.tum agrees with trajectory.json
+    tum = np.loadtxt(runs["ba"] / "trajectory.tum")
+    np.testing.assert_allclose(tum[:, 1:4], np.stack([f.c2w[:3, 3] for f in ba]), atol=1e-5)
+    # The splats moved with the frames of their window: each splat moved as (nearly) the correction
+    # of some frame, trajectory.json after against before, moves it.
+    means_base = read_splats_ply(runs["base"] / "splats.ply").means.astype(np.float64)
+    means_ba = read_splats_ply(runs["ba"] / "splats.ply").means.astype(np.float64)
+    assert means_base.shape == means_ba.shape
+    corrections = [b.c2w @ np.linalg.inv(a.c2w) for a, b in zip(base, ba)]
+    residual = np.min([np.linalg.norm(means_base @ T[:3, :3].T + T[:3, 3] - means_ba, axis=1)
+                       for T in corrections], axis=0)
+    shift = np.linalg.norm(means_ba - means_base, axis=1)
+    assert np.median(residual) < 0.1 * np.median(shift), (np.median(residual), np.median(shift))
+    # The adjusted sparse points reproject through the written poses as well as the adjustment said.
+    sparse = read_sparse(runs["ba"])
+    by_index = {f.index: f for f in ba}
+    errs = []
+    for p, i, xy in zip(sparse.obs_point, sparse.obs_frame, sparse.obs_xy):
+        w2c = np.linalg.inv(by_index[int(i)].c2w)
+        x = sparse.K[int(i)] @ (w2c[:3, :3] @ sparse.points[p] + w2c[:3, 3])
+        errs.append(np.linalg.norm(x[:2] / x[2] - xy))
+    assert np.median(errs) < 1.0
+
+
+def test_frame_and_window_corrections_recover_a_known_motion():
+    rng = np.random.default_rng(0)
+    frames, new = [], {}
+    motion = Sim3(1.0, rotation_from_quat_wxyz(np.array([0.99, 0.05, -0.08, 0.02])), np.array([0.3, -0.1, 0.2]))
+    for i in range(6):
+        c2w = np.eye(4)
+        c2w[:3, :3] = rotation_from_quat_wxyz(np.r_[1.0, rng.normal(0, 0.1, 3)])
+        c2w[:3, 3] = [0.5 * i, 0.0, 0.1 * i]
+        frames.append(PosedFrame(i, 0.1 * i, f"{i}.png", c2w, np.eye(3), 10, 10))
+        if i % 2 == 0:  # keyframes 0, 2, 4 adjusted; 1, 3 between them, 5 after the last
+            new[i] = motion.apply_c2w(c2w)
+    old = {i: frames[i].c2w for i in new}
+    moves = frame_corrections(frames, old, new)
+    for f in frames:  # one rigid motion for all: the frames between keyframes take it too
+        np.testing.assert_allclose(moves[f.index].apply_c2w(f.c2w), motion.apply_c2w(f.c2w), atol=1e-9)
+    windows = window_corrections(frames, moves, {i: i // 3 for i in range(6)}, depth=2.0)
+    for sim3 in windows.values():
+        np.testing.assert_allclose(sim3.matrix(), motion.matrix(), atol=1e-9)
+
+
+def test_final_ba_without_tracks_or_keyframes_is_skipped_and_moves_nothing(tmp_path):
+    with OutputWriter(tmp_path / "no_tracks") as writer:
+        for v in range(4):
+            writer.add_frame(PosedFrame(v, 0.1 * v, f"{v}.png", np.eye(4), np.eye(3), 10, 10))
+        record = final_bundle_adjustment(writer, 0, {v: 0 for v in range(4)})
+        assert not record["applied"] and "no sparse tracks" in record["skipped"]
+        assert all(np.array_equal(f.c2w, np.eye(4)) for f in writer.posed_frames())
+    exact_run(tmp_path / "few")  # four keyframes seeing exact tracks; two are kept as keyframes
+    frames = read_trajectory_json(tmp_path / "few" / "trajectory.json")
+    with OutputWriter(tmp_path / "two") as writer:
+        for f in frames:
+            writer.add_frame(PosedFrame(f.index, f.timestamp, f.image, f.c2w, f.K, f.width, f.height,
+                                        pose_kind="posed" if f.index < 2 else "tracked"))
+        sparse = read_sparse(tmp_path / "few")
+        from stream4d.contracts import SparseTracks
+
+        writer.write_sparse(0, 0, np.arange(4), SparseTracks(sparse.points, sparse.colors, sparse.obs_point,
+                                                             sparse.obs_frame, sparse.obs_xy,
+                                                             np.stack([sparse.K[i] for i in range(4)])))
+        record = final_bundle_adjustment(writer, 0, {v: 0 for v in range(4)})
+        assert not record["applied"] and "2 keyframes" in record["skipped"]
+
+
+def test_final_ba_without_pycolmap_is_refused_before_the_run(synthetic_clip, tmp_path):
+    hide = tmp_path / "no_pycolmap"  # a pycolmap that cannot be imported shadows the installed one
+    hide.mkdir()
+    (hide / "pycolmap.py").write_text("raise ImportError('pycolmap hidden by the test')\n")
+    env_path = f"{hide}:{REPO}"
+    proc = subprocess.run([sys.executable, "-m", "stream4d.cli", "reconstruct", str(synthetic_clip), "--out",
+                           str(tmp_path / "run"), "--final-ba", "--quiet"], capture_output=True, text=True,
+                          timeout=300, cwd=REPO, env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "--final-ba needs pycolmap" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_live_input_ignores_final_ba(synthetic_clip, tmp_path, caplog):
+    import cv2
+
+    from recon.ingest.options import IngestOptions
+    from recon.ingest.push import PushSource
+    from stream4d.pipeline import ReconstructConfig, reconstruct
+
+    src = PushSource("live", capacity=64, options=IngestOptions(resize=None))
+    for i, path in enumerate(sorted((synthetic_clip / "images").iterdir())[:12]):
+        src.push(cv2.imread(str(path))[..., ::-1].copy(), i / 10.0)
+    src.close()
+    config = ReconstructConfig(rrd=False, gaussians=False, final_ba=True).override(
+        {"align.window": 6, "align.overlap": 2, "ingest.resize": None})
+    with caplog.at_level("INFO", logger="stream4d.pipeline"):
+        reconstruct(src, tmp_path / "out", config, progress=False)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["final_ba"] == {"applied": False, "skipped": "live input"}
+    assert "final_ba ignored" in caplog.text
+    assert run["stats"]["frames_posed"] > 0
