@@ -361,7 +361,9 @@ class StreamObserver(Protocol):
 
     Implementations must not block: the pipeline calls them inline. An observer may also define
     ``on_pose(pose: FramePose)``: frames posed outside windows (live tracking, frames between
-    keyframes), called from the tracking and the alignment threads.
+    keyframes), called from the tracking and the alignment threads; and ``on_final(frames:
+    list[stream4d.outputs.PosedFrame])``: every frame's final pose once the stream has ended (after loop closures and
+    a final bundle adjustment moved what was shown live), called once, just before ``close``.
     """
 
     def on_window(self, window: AlignedWindow) -> None: ...

@@ -97,6 +97,11 @@ def log_trajectory(rec: rr.RecordingStream, strips: list[np.ndarray]) -> None:
     rec.log(paths.TRAJECTORY, rr.LineStrips3D(strips, colors=[255, 140, 0]))
 
 
+def log_final_trajectory(rec: rr.RecordingStream, strips: list[np.ndarray]) -> None:
+    """Every frame's final camera path once the stream has ended: one polyline ``[N_k, 3]`` per segment."""
+    rec.log(paths.FINAL_TRAJECTORY, rr.LineStrips3D(strips, colors=[60, 200, 90]))
+
+
 def _rgba(colors: np.ndarray, opacities: np.ndarray) -> np.ndarray:
     """float RGB [N, 3] in [0, 1] + opacity [N] -> uint8 RGBA [N, 4]."""
     rgba = np.concatenate([colors, opacities[:, None]], axis=1)

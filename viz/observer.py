@@ -14,6 +14,7 @@ import threading
 from dataclasses import replace
 
 from stream4d.contracts import AlignedWindow, FramePose, GaussianSnapshot, StreamStats
+from stream4d.outputs import PosedFrame
 from viz import work_queue as wq
 from viz.blueprint import build_blueprint
 from viz.config import VizConfig
@@ -79,6 +80,11 @@ class RerunObserver:
         """A frame tracked live or posed between keyframes: its frustum, marked as tracked."""
         if self._accepting():
             self._queue.put(wq.POSE, pose)
+
+    def on_final(self, frames: list[PosedFrame]) -> None:
+        """The stream's final poses: drawn as the final path at the last frame time."""
+        if self._accepting():
+            self._queue.put(wq.FINAL, (frames, *self._last_frame))
 
     def on_stats(self, stats: StreamStats) -> None:
         if not self._accepting():
@@ -153,6 +159,8 @@ class RerunObserver:
             self._recorder.record_pose(item.payload)
         elif item.kind == wq.GAUSSIANS:
             self._recorder.record_gaussians(*item.payload)
+        elif item.kind == wq.FINAL:
+            self._recorder.record_final(*item.payload)
         elif item.kind == wq.STATS:
             stats, frame, t = item.payload
             self._recorder.record_stats(stats, frame, t, viewer_dropped=sum(self._queue.dropped.values()))

@@ -23,6 +23,7 @@ TRACKED = "world/tracked"  # Transform3D: camera-to-world of the newest tracked 
 TRACKED_PINHOLE = "world/tracked/frustum"  # Pinhole, coloured by how the pose was made
 TRACKED_PATH = "world/tracked/path"  # LineStrips3D: the tracked camera centres so far
 TRAJECTORY = "world/trajectory"  # LineStrips3D: camera centres so far, one strip per segment
+FINAL_TRAJECTORY = "world/final_trajectory"  # LineStrips3D: every frame's final centre, logged once at the end
 GAUSSIANS = "world/gaussians"
 STATIC_GAUSSIANS = "world/gaussians/static"  # the accumulated cache, refreshed every few windows
 DYNAMIC_GAUSSIANS = "world/gaussians/dynamic"  # Gaussians of one timestamp, logged at that time

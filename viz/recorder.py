@@ -10,7 +10,15 @@ from __future__ import annotations
 import numpy as np
 import rerun as rr
 
-from stream4d.contracts import POSE_TRACKED, AlignedWindow, FramePose, GaussianSnapshot, StreamStats, WindowPrediction
+from stream4d.contracts import (
+    POSE_TRACKED,
+    AlignedWindow,
+    FramePose,
+    GaussianSnapshot,
+    StreamStats,
+    WindowPrediction,
+)
+from stream4d.outputs import PosedFrame
 from viz import logging as vlog
 from viz import paths
 from viz.camera_batch import CameraBatch
@@ -126,6 +134,18 @@ class StreamRecorder:
         if self._tracked_centres:
             centres = np.stack([self._tracked_centres[i] for i in sorted(self._tracked_centres)])
             vlog.log_tracked_path(self.rec, thin_polyline(centres, self.config.trajectory_budget))
+
+    def record_final(self, frames: list[PosedFrame], frame: int, timestamp: float) -> None:
+        """Every frame's final camera centre, one path per segment, at the stream's last frame time: what
+        loop closures and a final bundle adjustment made of the path drawn live."""
+        by_segment: dict[int, list[np.ndarray]] = {}
+        for f in sorted(frames, key=lambda f: f.index):
+            by_segment.setdefault(f.segment, []).append(f.c2w[:3, 3].astype(np.float32))
+        if not by_segment:
+            return
+        budget = max(2, self.config.trajectory_budget // len(by_segment))
+        vlog.set_frame_time(self.rec, frame, timestamp)
+        vlog.log_final_trajectory(self.rec, [thin_polyline(np.stack(c), budget) for c in by_segment.values()])
 
     # --- Gaussian cache ------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ POSE = "pose"  # one tracked frame's pose (FramePose); beyond MAX_POSES pending,
 MAX_POSES = 256
 GAUSSIANS = "gaussians"
 STATS = "stats"
+FINAL = "final"  # every frame's final pose (a list of PosedFrame), once, before STOP
 STOP = "stop"
 _LATEST_ONLY = (GAUSSIANS, STATS)
 

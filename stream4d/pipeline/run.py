@@ -296,6 +296,7 @@ def _close(run: _Run) -> dict[str, Path]:
     outputs: dict[str, Path] = {}
     try:
         outputs = run.sink.finish()
+        _publish_final(run)
     finally:
         run.writer.close()
         for obs in run.observers:
@@ -305,6 +306,15 @@ def _close(run: _Run) -> dict[str, Path]:
     if run.config.rrd:
         outputs["recording.rrd"] = rrd_path(run.config, run.out_dir)
     return outputs
+
+
+def _publish_final(run: _Run) -> None:
+    """The frames' final poses to the observers that take them (``StreamObserver.on_final``)."""
+    takers = [obs for obs in run.observers if callable(getattr(obs, "on_final", None))]
+    if takers:
+        frames = run.writer.posed_frames()
+        for obs in takers:
+            obs.on_final(frames)
 
 
 def _save_map(run: _Run, outputs: dict[str, Path]) -> BaseException | None:

@@ -44,3 +44,9 @@ def test_reconstruct_records_one_camera_per_posed_frame_with_model_sized_images(
     # The cache the run kept is drawn.
     assert summary.stats.gaussians > 0
     assert f"/{paths.STATIC_GAUSSIANS}" in rec.entities()
+    # Once the stream has ended, the final path: every frame's centre as trajectory.json has it.
+    assert rec.frames(f"/{paths.FINAL_TRAJECTORY}") == [max(f["index"] for f in frames)]
+    strips = rec.values(f"/{paths.FINAL_TRAJECTORY}", "LineStrips3D:strips")[-1]
+    centres = np.array([np.asarray(f["c2w"])[:3, 3] for f in sorted(frames, key=lambda f: f["index"])])
+    drawn = np.concatenate([np.asarray(s, np.float64).reshape(-1, 3) for s in strips])
+    np.testing.assert_allclose(drawn, centres, atol=1e-5)
