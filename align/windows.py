@@ -19,9 +19,12 @@ def default_tail_merge(window: int, overlap: int) -> int:
     return min(overlap, window - overlap - 1)
 
 
-def sliding_windows(frames: Iterable[T], window: int, overlap: int, tail_merge: int = 0) -> Iterator[list[T]]:
+def sliding_windows(frames: Iterable[T], window: int, overlap: int, tail_merge: int = 0,
+                    first_window: int | None = None) -> Iterator[list[T]]:
     """Windows of ``window`` frames, consecutive ones sharing exactly ``overlap`` (the aligner keeps
     only that much of the previous window); the stream's tail becomes one shorter last window.
+    ``first_window`` (``overlap`` < it < ``window``): the first window is that short, so a live stream
+    has its first map sooner; it never takes a merged tail.
 
     With ``tail_merge`` > 0 a full window first reads up to ``tail_merge + 1`` further frames: if
     the stream ends among them they join it (one last window of at most ``window + tail_merge``
@@ -30,19 +33,24 @@ def sliding_windows(frames: Iterable[T], window: int, overlap: int, tail_merge: 
     """
     if not 0 <= tail_merge < window - overlap:
         raise ValueError(f"tail_merge must be in [0, {window - overlap}), got {tail_merge}")
+    if first_window is not None and not overlap < first_window <= window:
+        raise ValueError(f"first_window must be in ({overlap}, {window}], got {first_window}")
+    size = first_window or window  # of the window being filled
     it = iter(frames)
     buf: list[T] = []
     fresh = 0  # frames in buf that no window has covered yet
     for f in it:
         buf.append(f)
         fresh += 1
-        while len(buf) == window and fresh >= window - overlap:
-            extra = list(islice(it, tail_merge + 1)) if tail_merge else []
-            if tail_merge and len(extra) <= tail_merge:
+        while len(buf) == size and fresh >= size - overlap:
+            merge = tail_merge if size == window else 0
+            extra = list(islice(it, merge + 1)) if merge else []
+            if merge and len(extra) <= merge:
                 yield buf + extra  # the stream ended: its last frames join this window
                 return
             yield list(buf)
             buf = buf[-overlap:] + extra
             fresh = len(extra)
+            size = window
     if fresh and len(buf) >= 2:
         yield buf

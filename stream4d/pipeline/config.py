@@ -46,12 +46,22 @@ class LiveConfig:
     mapping_nice: a live run's mapping threads (window model, preparation, alignment) run this much
         nicer than tracking (Linux thread priorities; 0: the same), so that on a busy machine frames
         are dropped only when tracking itself cannot keep up.
+    first_window: keyframes in a live stream's first window (0: ``align.window``), so that tracking
+        has a map a few keyframes into the stream rather than a whole window in; later windows have
+        ``align.window``. At most ``align.overlap`` + 1 is useless, so such values mean ``align.window``.
     """
 
     tracking: str = "auto"
     map_queue: int = 256
     repose_points: int = 300
     mapping_nice: int = 10
+    first_window: int = 8
+
+    def first_window_for(self, align) -> int | None:
+        """The first window's size for ``align`` (an AlignConfig), None when it is ``align.window``."""
+        if self.first_window and align.overlap + 1 < self.first_window < align.window:
+            return self.first_window
+        return None
 
     def __post_init__(self) -> None:
         if self.tracking not in LIVE_TRACKING:
@@ -62,6 +72,8 @@ class LiveConfig:
             raise ValueError(f"live.repose_points must be an integer >= 20, got {self.repose_points!r}")
         if not isinstance(self.mapping_nice, int) or not 0 <= self.mapping_nice <= 19:
             raise ValueError(f"live.mapping_nice must be an integer in [0, 19], got {self.mapping_nice!r}")
+        if not isinstance(self.first_window, int) or self.first_window < 0:
+            raise ValueError(f"live.first_window must be an integer >= 0, got {self.first_window!r}")
 
 
 @dataclass

@@ -10,8 +10,9 @@ from stream4d.contracts import Frame
 
 
 def grouped_windows(frames: Iterator[Frame], groups: Callable[[], dict[int, int]], window: int, overlap: int,
-                    tail_merge: int = 0) -> Iterator[list[Frame]]:
-    """``sliding_windows`` over each run of consecutive frames of one group.
+                    tail_merge: int = 0, first_window: int | None = None) -> Iterator[list[Frame]]:
+    """``sliding_windows`` over each run of consecutive frames of one group (``first_window``: the
+    stream's very first window only, a live stream's; photo collections in groups never have one).
 
     ``groups()`` maps ``Frame.index`` to a group id; it is asked once the first frame has arrived
     (recon.ordering fills it in before yielding any frame). Empty: one group, streamed as is.
@@ -23,7 +24,7 @@ def grouped_windows(frames: Iterator[Frame], groups: Callable[[], dict[int, int]
         return
     group_of = groups()
     if not group_of:
-        yield from sliding_windows(chain([first], it), window, overlap, tail_merge)
+        yield from sliding_windows(chain([first], it), window, overlap, tail_merge, first_window)
         return
     run, current = [first], group_of.get(first.index)
     for f in it:

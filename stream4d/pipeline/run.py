@@ -199,7 +199,8 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
             live = kind in ("camera", "push")
             tail_merge = 0 if live else config.tail_merge
             for window in grouped_windows(frames, lambda: run.order.groups, config.align.window,
-                                          config.align.overlap, tail_merge):
+                                          config.align.overlap, tail_merge,
+                                          config.live.first_window_for(config.align) if live else None):
                 if stop.is_set():
                     break
                 t = time.perf_counter()

@@ -42,6 +42,20 @@ def test_sliding_windows_share_exactly_the_overlap_and_cover_every_frame():
             assert len(b) <= 20
 
 
+def test_a_short_first_window_then_full_windows_sharing_the_overlap():
+    windows = list(sliding_windows(iter(range(50)), 20, 5, tail_merge=0, first_window=8))
+    assert windows[0] == list(range(8)) and windows[1] == list(range(3, 23))
+    assert all(len(w) == 20 for w in windows[1:-1])
+    assert all(len(set(a) & set(b)) == 5 for a, b in zip(windows, windows[1:]))
+    assert sorted(set(f for w in windows for f in w)) == list(range(50))
+    assert list(sliding_windows(iter(range(6)), 20, 5, first_window=8)) == [list(range(6))]  # ended before it
+    with pytest.raises(ValueError, match="first_window"):
+        list(sliding_windows(iter(range(30)), 20, 5, first_window=5))
+    live = ReconstructConfig().live
+    assert live.first_window_for(AlignConfig(window=20, overlap=5)) == 8
+    assert live.first_window_for(AlignConfig(window=8, overlap=3)) is None  # not shorter: the plain window
+
+
 def test_config_rejects_an_overlap_as_large_as_the_window():
     with pytest.raises(ValueError, match="overlap"):
         ReconstructConfig(align=AlignConfig(window=5, overlap=5))
