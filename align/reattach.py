@@ -287,11 +287,11 @@ class SegmentLinker:
         queries' keypoints with the queries' own poses mapped by the similarity. One view cannot see
         a wrong scale (its points slide along their rays); several views at their poses can.
 
-        Candidates: the 3D-3D fit of ``link`` and the fit of the queries' poses onto their PnP poses
+        Candidates: the 3D-3D fit of ``link``, the same refitted on every query's pairs, and the fit of the queries' poses onto their PnP poses
         in the target world (``similarity_from_poses``); the one with the smaller median reprojection
         wins and must be within ``max_reprojection_px``, else None. Returns the link and the factor
-        its depth needs on top of ``link.sim3.s`` (the 3D-3D scale over the pose scale: the window's
-        depth may disagree with its own poses, and the world needs both right); 1.0 for the 3D-3D fit."""
+        its depth needs on top of ``link.sim3.s`` (the 3D-3D scale over the pose scale when the pose fit wins: the window's
+        depth may disagree with its own poses, and the world needs both right), else 1.0."""
         cfg = self.config
         obs = []  # (query, its keypoint indices, the target world points they matched)
         for kf in self._keyframes.get(link.to_segment, ()):
@@ -311,16 +311,27 @@ class SegmentLinker:
                                   np.concatenate([q.features.keypoints[i] for i, _ in mine]), q.K, cfg.min_inliers)
                 if c2w is not None:
                     located.append((q.c2w, c2w))
-        depth = float(np.median(np.concatenate([z for *_, z in obs])))
+        src = np.concatenate([q.points[idx] for q, idx, _, _ in obs])  # the window's world
+        dst = np.concatenate([pts for _, _, pts, _ in obs])  # the target world
+        z = np.concatenate([z for *_, z in obs])
         from_poses = None if len(located) < MIN_LOCATED_VIEWS else similarity_from_poses(
-            [a for a, _ in located], [b for _, b in located], BRIDGE_MIN_SPREAD * depth)
+            [a for a, _ in located], [b for _, b in located], BRIDGE_MIN_SPREAD * float(np.median(z)))
 
         def error(S: Sim3) -> float:
             return float(np.median(np.concatenate([reprojection_px(S, q, idx, pts) for q, idx, pts, _ in obs])))
 
+        # The 3D-3D fit again on every query's pairs (not one pair's), weighted by 1 / depth^2 as refine_link.
+        joint = link.sim3
+        for _ in range(3):
+            inl = np.linalg.norm(joint.apply(src) - dst, axis=1) < cfg.inlier_rel * z
+            if inl.sum() < max(cfg.min_inliers, 3):
+                break
+            joint = umeyama(src[inl], dst[inl], weights=1.0 / z[inl] ** 2)
         best, factor, err = link.sim3, 1.0, error(link.sim3)
+        if (joint_err := error(joint)) < err:
+            best, err = joint, joint_err
         if from_poses is not None and (pose_err := error(from_poses)) < err:
-            best, factor, err = from_poses, link.sim3.s / from_poses.s, pose_err
+            best, factor, err = from_poses, best.s / from_poses.s, pose_err
         if not err <= cfg.max_reprojection_px:
             return None
         return Reattachment(link.from_segment, link.to_segment, best, link.inliers, link.keyframe_index,
