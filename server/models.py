@@ -36,6 +36,9 @@ class SessionOptions(BaseModel):
     drop_duplicates: bool = Field(False, description="drop near-duplicate frames before anything else; "
                                                      "dropped frames get no pose")
     gaussians: bool = Field(True, description="keep the Gaussian-splat cache and write splats.ply")
+    final_ba: bool = Field(False, description="after an upload or a pulled file ends, one bundle adjustment of "
+                                              "every keyframe and track (400 unless the server has pycolmap); "
+                                              "live streams ignore it")
     viewer: bool = Field(True, description="serve a live rerun web viewer for this session (when the server "
                                            "has viewers enabled: stream4d serve --viewer serve)")
     map_from: str | None = Field(

@@ -185,6 +185,15 @@ class SessionManager:
         if options.backend == "vggt" and self.settings.vggt_weights is None:
             raise ApiError(400, "backend_unavailable",
                            "backend 'vggt' needs weights and none are configured on this server; use 'default'")
+        if options.final_ba:
+            from align.bundle import BundleAdjustmentUnavailable, require_pycolmap
+
+            try:
+                require_pycolmap()
+            except BundleAdjustmentUnavailable:
+                raise ApiError(400, "final_ba_unavailable",
+                               "final_ba needs pycolmap, which this server does not have "
+                               "(pip install 'stream4d[ba]')") from None
         with self._lock:
             open_sessions = self.store.count(["created", "queued", "running"])
             if open_sessions >= self.settings.max_sessions:

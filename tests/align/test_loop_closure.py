@@ -43,12 +43,14 @@ def _bent(c2w: np.ndarray) -> np.ndarray:
     return out
 
 
-def _run(orbit, loop_closure: bool):
+def _run(orbit, loop_closure: bool, record_map: bool = False):
     images, depth, c2w, K = orbit
     rng = np.random.default_rng(2)
     config = AlignConfig(window=WINDOW, overlap=OVERLAP, new_segment_on_gap=True, fix_intrinsics=False,
                          layerwise=False, loop_closure=LoopClosureConfig(enabled=loop_closure, keyframe_stride=3))
     aligner = StreamAligner(config)
+    if record_map:
+        aligner.record_map()
     poses: dict[int, np.ndarray] = {}
     frame_window: dict[int, int] = {}
     to_world = None
@@ -65,6 +67,8 @@ def _run(orbit, loop_closure: bool):
         assert out.segment == 0
     truth = to_world.apply_c2w(c2w)
     err = [np.linalg.norm(poses[i][:3, 3] - truth[i, :3, 3]) for i in range(FRAMES)]
+    if record_map:
+        return np.array(err), aligner, poses
     return np.array(err), aligner
 
 
@@ -112,3 +116,13 @@ def test_keyframe_database_memory_is_capped(orbit):
     # Distinct places stay: the kept keyframes still span the orbit.
     kept = sorted(e.frame_index for e in db.entries)
     assert kept[-1] - kept[0] >= FRAMES // 2
+
+
+def test_recorded_map_keyframes_follow_the_windows_a_loop_moves(orbit):
+    """A saved map must hold the corrected world: its keyframes sit where the outputs put their frames."""
+    _, aligner, poses = _run(orbit, loop_closure=True, record_map=True)
+    assert aligner.global_map.summary()["optimisations"]  # a solve moved earlier windows
+    keyframes = aligner.map_keyframes()
+    assert len(keyframes) >= 5
+    for m in keyframes:
+        np.testing.assert_allclose(m.c2w, poses[m.frame_index], atol=1e-6)

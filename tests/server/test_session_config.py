@@ -17,7 +17,7 @@ def test_default_session_options_are_the_pipelines_defaults():
 def test_every_session_option_lands_in_the_tree():
     options = SessionOptions(backend="vggt", window=10, overlap=4, target_fps=5.0, resolution=256, stride=2,
                              max_frames=40, keyframes="parallax", min_parallax=0.01, drop_duplicates=True,
-                             gaussians=False, viewer=False)
+                             gaussians=False, viewer=False, final_ba=True)
     config = reconstruct_config(options, Path("/weights/model.pt"))
     assert (config.backend, config.weights) == ("vggt", "/weights/model.pt")
     assert (config.align.window, config.align.overlap, config.tail_merge) == (10, 4, 4)
@@ -26,6 +26,7 @@ def test_every_session_option_lands_in_the_tree():
         ("vggt", 2, 5.0, 40, True)  # vggt always takes its own preprocessing
     assert (config.keyframes.policy, config.keyframes.min_parallax) == ("parallax", 0.01)
     assert not config.gaussians and config.rrd and config.viz.mode == "none"
+    assert config.final_ba
     assert reconstruct_config(SessionOptions(resolution=256), None).ingest.resize == 256
 
 
