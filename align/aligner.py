@@ -94,6 +94,10 @@ class StreamAligner:
         self._segment = 0
         self._next_segment = 1
         self._detached: set[int] = set()  # segments started by a gap and not yet found in an earlier world
+        self._last_scale: float | None = None  # window-to-world scale of the last window emitted
+        # The segment a gap just left and the scale of its last window, while the window that started the
+        # new segment is being placed (a bridge: see _reattach); None otherwise.
+        self._bridge_from: tuple[int, float] | None = None
         self._linker = SegmentLinker(self.config.reattach)
         self.global_map = GlobalMap(self.config.loop_closure) if self.config.loop_closure.enabled else None
         # The last window's keyframe, lifted (SIFT) only when the next window arrives: a stream's
@@ -197,15 +201,19 @@ class StreamAligner:
         if not np.all(np.isfinite(c2w)):  # a degenerate overlap fit; nothing kept of this window yet
             self._refuse(pred, f"was registered by a non-finite similarity (scale {sim3.s!r})")
         cam_points *= np.float32(sim3.s)
-        link = self._reattach(pred, depth, K_used, c2w, is_new)
+        link, depth_factor = self._reattach(pred, depth, K_used, c2w, is_new, info)
+        self._bridge_from = None
         if link is not None:
             c2w = link.sim3.apply_c2w(c2w)
-            cam_points *= np.float32(link.sim3.s)
-            depth *= np.float32(link.sim3.s)
+            depth_scale = np.float32(link.sim3.s * depth_factor)
+            cam_points *= depth_scale
+            depth *= depth_scale
             if registration_depth is not None:
-                registration_depth *= np.float32(link.sim3.s)
+                registration_depth *= depth_scale
             info["reattached"] = {"from_segment": link.from_segment, "to_segment": link.to_segment,
                                   "inliers": link.inliers, "scale": float(link.sim3.s)}
+            if depth_factor != 1.0:
+                info["reattached"]["depth_factor"] = depth_factor
         moved, own_correction = {}, None
         update = self._global_step(pred, depth, K_used, c2w, is_new, state is not None, link, info,
                                    sim3 if link is None else link.sim3.compose(sim3))
@@ -256,6 +264,7 @@ class StreamAligner:
         aligned = replace(pred, depth=depth, c2w=c2w, K=K_used, points=world_points, info=dict(pred.info),
                           rotation_only=rotation_only, sparse=sparse)
         info["time_s"] = time.perf_counter() - start
+        self._last_scale = float(sim3.s)
         out = AlignedWindow(prediction=aligned, sim3_scale=float(sim3.s), sim3_R=sim3.R.copy(),
                             sim3_t=np.asarray(sim3.t, np.float64).copy(), is_new=is_new,
                             window_index=self._count, segment=self._segment, info=info, reattached=link,
@@ -328,17 +337,26 @@ class StreamAligner:
         return (pred.images[k], depth[k], usable, K[k], c2w[k], int(pred.frame_indices[k]),
                 self.config.reattach.max_features)
 
-    def _reattach(self, pred, depth, K, c2w, is_new) -> Reattachment | None:
+    def _reattach(self, pred, depth, K, c2w, is_new, info: dict) -> tuple[Reattachment | None, float]:
         """While the current segment is detached: find it in an earlier world; on success it becomes
-        that segment (its keyframes move along) and the caller maps this window by ``link.sim3``."""
+        that segment (its keyframes move along) and the caller maps this window by ``link.sim3`` (its
+        depth by the returned factor on top of that scale).
+
+        A bridge (this window started the segment, right after a window of the world it links to)
+        is checked harder: on all its query views at their poses (``SegmentLinker.bridge``), and its
+        scale against the scale of the window before the gap (``ReattachConfig.bridge_max_scale_change``)."""
+        none = None, 1.0
         if not self._linking() or self._segment not in self._detached:
-            return None
+            return none
         new = np.flatnonzero(is_new)
         if len(new) == 0:
-            return None
+            return none
+        bridge = self._bridge_from
         # A saved map is searched with more frames: a new stream may start anywhere in it, and the
-        # relocalisation sets the new stream's whole world (refine_link locates each of them).
-        tries = max(self.config.reattach.frames_per_try, MAP_FRAMES_PER_TRY if self._from_map else 0)
+        # relocalisation sets the new stream's whole world (refine_link locates each of them). A bridge
+        # needs several views to judge the scale by.
+        tries = max(self.config.reattach.frames_per_try,
+                    MAP_FRAMES_PER_TRY if self._from_map or bridge is not None else 0)
         picks = np.unique(new[np.linspace(0, len(new) - 1, tries).round().astype(int)])
         queries = [lift_keyframe(*self._keyframe_inputs(pred, depth, K, c2w, int(k))) for k in picks]
         candidates = None
@@ -349,9 +367,23 @@ class StreamAligner:
                 for q in queries]
         link = self._linker.try_link(self._segment, queries, candidates)
         if link is None:
-            return None
+            return none
+        factor = 1.0
         if self._from_map and link.to_segment == 0:
             link = self._linker.refine_link(link, queries, [(c2w[k], K[k]) for k in picks])
+        elif bridge is not None and link.to_segment == bridge[0]:
+            checked = self._linker.bridge(link, queries)
+            if checked is None:
+                info["bridge_rejected"] = "reprojection"
+                return none
+            link, factor = checked
+            # This window's own-frame scale is 1 (it started the segment); the window before the gap
+            # sets what a neighbour's scale looks like.
+            change = abs(np.log(link.sim3.s / bridge[1]))
+            if not change <= np.log(self.config.reattach.bridge_max_scale_change):
+                info["bridge_rejected"] = f"scale {link.sim3.s:.3g} against {bridge[1]:.3g} before the gap"
+                return none
+            info["bridged"] = True
         self._linker.merge(link)
         if self._map is not None:
             moved = [m.transformed(link.sim3) for m in self._map.pop(link.from_segment, [])]
@@ -362,7 +394,7 @@ class StreamAligner:
         if self._from_map and link.to_segment == 0 and self.map_link is None:
             self.map_link = link
         self._segment = link.to_segment
-        return link
+        return link, factor
 
     def _global_step(self, pred, depth, K, c2w, is_new, registered: bool, link: Reattachment | None,
                      info: dict, to_world: Sim3):
@@ -482,6 +514,8 @@ class StreamAligner:
                 f"window {self._count} (frames {pred.frame_indices.tolist()}) shares no frame with the previous "
                 f"window's last {len(state.frame_indices)} frames ({state.frame_indices.tolist()}): consecutive "
                 "windows must overlap by >= 1 frame; set AlignConfig.new_segment_on_gap=True to start a new segment")
+        if self._last_scale is not None:
+            self._bridge_from = (self._segment, self._last_scale)
         self._segment = self._next_segment
         self._next_segment += 1
         self._detached.add(self._segment)

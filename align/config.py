@@ -22,6 +22,11 @@ class ReattachConfig:
     ransac_iterations: int = 300
     max_reprojection_px: float = 3.0  # median reprojection (model px) of the inliers into the query frame;
     # 0 turns the check off
+    bridge_max_scale_change: float = 3.0  # a bridge (re-attachment of the window right after a gap to the
+    # world before it) whose scale differs more than this (either way) from the last window's is refused: a
+    # guard against gross jumps only, since a window model's own scale may legitimately change between
+    # windows (recon.default sets it by one view's median depth); the multi-view reprojection check of
+    # SegmentLinker.bridge is what catches a wrong scale
     seed: int = 0
 
 

@@ -117,6 +117,8 @@ def ransac_sim3(src: np.ndarray, dst: np.ndarray, tol: np.ndarray, iterations: i
 
 
 MIN_LOCATED_VIEWS = 3  # query views located by PnP before their poses may set a similarity
+BRIDGE_MIN_SPREAD = 0.01  # x the scene depth: camera centres a bridge's pose fit needs (the multi-view
+# reprojection check, not this bound, decides between it and the 3D-3D fit)
 
 
 def locate_view(world_points: np.ndarray, pixels: np.ndarray, K: np.ndarray, min_inliers: int,
@@ -278,6 +280,62 @@ class SegmentLinker:
                 if kept >= 0.9 * inliers:
                     sim3 = from_poses
         return Reattachment(link.from_segment, link.to_segment, sim3, inliers, link.keyframe_index, link.frame_index)
+
+    def bridge(self, link: Reattachment, queries: list[Keyframe]) -> tuple[Reattachment, float] | None:
+        """``link`` checked on every query view at once, for a window that lost its overlap with the
+        window just before it (a bridge): the target segment's keyframe points must reproject onto the
+        queries' keypoints with the queries' own poses mapped by the similarity. One view cannot see
+        a wrong scale (its points slide along their rays); several views at their poses can.
+
+        Candidates: the 3D-3D fit of ``link``, the same refitted on every query's pairs, and the fit of the queries' poses onto their PnP poses
+        in the target world (``similarity_from_poses``); the one with the smaller median reprojection
+        wins and must be within ``max_reprojection_px``, else None. Returns the link and the factor
+        its depth needs on top of ``link.sim3.s`` (the 3D-3D scale over the pose scale when the pose fit wins: the window's
+        depth may disagree with its own poses, and the world needs both right), else 1.0."""
+        cfg = self.config
+        obs = []  # (query, its keypoint indices, the target world points they matched)
+        for kf in self._keyframes.get(link.to_segment, ()):
+            for q in queries:
+                if q.c2w is None or q.K is None:
+                    continue
+                m = verified_matches(q.features, kf.features, 0, 1)
+                if m is not None and len(m.idx_i) >= cfg.min_inliers:
+                    obs.append((q, m.idx_i, kf.points[m.idx_j], kf.depth[m.idx_j]))
+        if len({q.frame_index for q, *_ in obs}) < 2:
+            return link, 1.0  # one view: the pair's own reprojection check is all there is
+        located = []
+        for q in queries:
+            mine = [(idx, pts) for qq, idx, pts, _ in obs if qq is q]
+            if mine:
+                c2w = locate_view(np.concatenate([p for _, p in mine]),
+                                  np.concatenate([q.features.keypoints[i] for i, _ in mine]), q.K, cfg.min_inliers)
+                if c2w is not None:
+                    located.append((q.c2w, c2w))
+        src = np.concatenate([q.points[idx] for q, idx, _, _ in obs])  # the window's world
+        dst = np.concatenate([pts for _, _, pts, _ in obs])  # the target world
+        z = np.concatenate([z for *_, z in obs])
+        from_poses = None if len(located) < MIN_LOCATED_VIEWS else similarity_from_poses(
+            [a for a, _ in located], [b for _, b in located], BRIDGE_MIN_SPREAD * float(np.median(z)))
+
+        def error(S: Sim3) -> float:
+            return float(np.median(np.concatenate([reprojection_px(S, q, idx, pts) for q, idx, pts, _ in obs])))
+
+        # The 3D-3D fit again on every query's pairs (not one pair's), weighted by 1 / depth^2 as refine_link.
+        joint = link.sim3
+        for _ in range(3):
+            inl = np.linalg.norm(joint.apply(src) - dst, axis=1) < cfg.inlier_rel * z
+            if inl.sum() < max(cfg.min_inliers, 3):
+                break
+            joint = umeyama(src[inl], dst[inl], weights=1.0 / z[inl] ** 2)
+        best, factor, err = link.sim3, 1.0, error(link.sim3)
+        if (joint_err := error(joint)) < err:
+            best, err = joint, joint_err
+        if from_poses is not None and (pose_err := error(from_poses)) < err:
+            best, factor, err = from_poses, best.s / from_poses.s, pose_err
+        if not err <= cfg.max_reprojection_px:
+            return None
+        return Reattachment(link.from_segment, link.to_segment, best, link.inliers, link.keyframe_index,
+                            link.frame_index), float(factor)
 
     def merge(self, link: Reattachment) -> None:
         """Move the linked segment's keyframes into the target world."""

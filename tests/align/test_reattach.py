@@ -100,3 +100,43 @@ def test_a_detached_window_with_no_new_frame_is_aligned_without_a_reattach_attem
     again = aligner.add(window_from_geometry(np.arange(34, 36), rgb[4:], depth[4:], c2w[4:], room.K,
                                              random_sim3(rng)))
     assert not again.is_new.any() and again.segment == 1 and again.reattached is None
+
+
+def _gap_stream(room, depth_bias: float, config: AlignConfig):
+    """Frames 0-7, then 10-17 whose depth is ``depth_bias`` x what its own poses say (the window lost
+    its overlap frames 8-9 and its depth disagrees with its poses), then 16-19. Returns the outputs and
+    the RMS camera-centre error (after one similarity on all frames) over the path's extent."""
+    from stream4d.geometry import umeyama
+
+    rng = np.random.default_rng(1)
+    aligner = StreamAligner(config)
+    span = np.arange(10, 18)
+    outs = [aligner.add(room_window(room, range(0, 8), random_sim3(rng))),
+            aligner.add(window_from_geometry(span, room.images[span], room.depth[span] * depth_bias,
+                                             room.c2w[span], room.K, random_sim3(rng))),
+            aligner.add(room_window(room, range(16, 20), random_sim3(rng)))]
+    idx = np.concatenate([o.prediction.frame_indices[o.is_new] for o in outs])
+    est = np.concatenate([o.prediction.c2w[o.is_new][:, :3, 3] for o in outs])
+    truth = room.c2w[idx][:, :3, 3]
+    err = np.linalg.norm(umeyama(est, truth).apply(est) - truth, axis=1)
+    return outs, float(np.sqrt((err ** 2).mean()) / np.ptp(truth, axis=0).max())
+
+
+def test_a_window_that_lost_its_overlap_is_bridged_at_its_poses_scale_not_its_depths(room):
+    """The lifted 3D-3D fit takes the scale of the window's depth (here half what its poses say); only
+    the reprojection into all its views at their poses tells, and the pose fit wins the bridge."""
+    outs, ate = _gap_stream(room, 0.5, AlignConfig(window=8, overlap=2, new_segment_on_gap=True,
+                                                    fix_intrinsics=False))
+    bridged = outs[1]
+    assert [o.segment for o in outs] == [0, 0, 0] and bridged.info.get("bridged") is True
+    assert bridged.info["reattached"]["depth_factor"] == pytest.approx(2.0, rel=0.05)
+    assert bridged.sim3_scale == pytest.approx(outs[0].sim3_scale, rel=0.1)  # no scale jump
+    # The depth is put right too: the next window registers on it at the poses' scale.
+    assert outs[2].info["placement"] == "registered" and ate < 0.005
+
+
+def test_a_bridge_whose_scale_jumps_from_the_window_before_the_gap_is_refused(room):
+    config = AlignConfig(window=8, overlap=2, new_segment_on_gap=True, fix_intrinsics=False,
+                         reattach=ReattachConfig(bridge_max_scale_change=1.02))
+    outs, _ = _gap_stream(room, 1.0, config)  # the random frames differ in scale by much more than 2 %
+    assert outs[1].segment == 1 and outs[1].reattached is None and "scale" in outs[1].info["bridge_rejected"]
