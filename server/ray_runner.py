@@ -31,6 +31,7 @@ from typing import Any, Callable
 from server.jobs import LocalJobRunner
 from server.ray_live import LiveSessionActor, RayLiveSource
 from server.storage import JobStorage, SharedDirectory
+from stream4d.contracts import StreamObserver
 
 INSTALL_HINT = "the ray runner needs Ray: pip install 'stream4d[ray]'"
 
@@ -54,26 +55,18 @@ class RayOptions:
     stop_grace: float = 60.0
 
 
-class _FileProgress:
+class _FileProgress(StreamObserver):  # the protocol's other methods do nothing
     """A pipeline observer on the worker node: each window's stats into the shared storage."""
 
     def __init__(self, storage: JobStorage, out_dir: str) -> None:
         self._storage = storage
         self._out_dir = out_dir
 
-    def on_window(self, window: Any) -> None:
-        pass
-
-    def on_gaussians(self, snapshot: Any) -> None:
-        pass
-
     def on_stats(self, stats: Any) -> None:
         progress = asdict(stats)
         progress["errors"] = list(progress["errors"])[-20:]
         self._storage.write_progress(self._out_dir, progress)
 
-    def close(self) -> None:
-        pass
 
 
 def run_on_node(job: Any, storage: JobStorage, num_threads: int) -> Any:

@@ -20,6 +20,7 @@ to the first pose of it that reached the observers, live or from its window.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -32,7 +33,6 @@ from stream4d.contracts import (
     AlignedWindow,
     Frame,
     FramePose,
-    GaussianSnapshot,
     StreamObserver,
     StreamStats,
 )
@@ -46,11 +46,9 @@ def lower_this_thread(by: int) -> None:
     machine the tracking thread gets the CPU first."""
     if by <= 0 or not hasattr(os, "setpriority"):
         return
-    try:
+    with contextlib.suppress(OSError):
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
-    except OSError:
-        pass
 
 
 def live_tracking_active(setting: str, source_kind: str) -> bool:
@@ -60,7 +58,7 @@ def live_tracking_active(setting: str, source_kind: str) -> bool:
     return setting == "on"
 
 
-class LatencyLog:
+class LatencyLog(StreamObserver):
     """Arrival-to-first-pose times per frame (thread-safe); an observer, first in the run's list."""
 
     def __init__(self) -> None:
@@ -113,14 +111,9 @@ class LatencyLog:
     def on_pose(self, pose: FramePose) -> None:
         self.posed(pose.index, live=not pose.final)
 
-    def on_gaussians(self, snapshot: GaussianSnapshot) -> None:
-        pass
-
     def on_stats(self, stats: StreamStats) -> None:
         self.refresh(stats)
 
-    def close(self) -> None:
-        pass
 
 
 class LivePoses:

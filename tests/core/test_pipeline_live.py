@@ -11,6 +11,7 @@ import pytest
 
 from recon.ingest.options import IngestOptions
 from recon.ingest.push import PushSource
+from stream4d.contracts import StreamObserver
 from stream4d.pipeline import ReconstructConfig, reconstruct
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_sequence
 
@@ -26,7 +27,7 @@ def walk():
     return [v.rgb for v in render_sequence(scene, c2w, intrinsics_for(W, H), W, H, fps=FPS)]
 
 
-class Events:
+class Events(StreamObserver):
     """What the observers saw, in order, with the time: live poses, final poses, aligned windows."""
 
     def __init__(self) -> None:
@@ -40,14 +41,8 @@ class Events:
     def on_pose(self, pose) -> None:
         self.log.append(("pose", time.monotonic(), pose.index, pose.final, pose.kind))
 
-    def on_gaussians(self, snapshot) -> None:
-        pass
 
-    def on_stats(self, stats) -> None:
-        pass
 
-    def close(self) -> None:
-        pass
 
 
 def test_pushed_frames_are_posed_live_before_their_window_and_latency_is_recorded(walk, tmp_path):
