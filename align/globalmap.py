@@ -73,6 +73,7 @@ class GlobalMap:
         self.lift_seconds = 0.0  # the caller's lifting of the keyframes it hands in (SIFT), reported with it
         self.keyframes_added = 0
         self.keyframes_covered = 0  # lifted and looked up, not stored: their place was stored already
+        self.stored_frames: list[int] = []  # frame index of every keyframe stored, in order (run.json)
 
     @property
     def nbytes(self) -> int:
@@ -114,6 +115,7 @@ class GlobalMap:
             if c is not None:
                 stored.transform(c)
             self.keyframes_added += 1
+            self.stored_frames.append(int(kf.frame_index))
         self.rejected += update.rejected + update.dropped
         update.seconds = time.perf_counter() - start
         self.seconds += update.seconds
@@ -188,7 +190,7 @@ class GlobalMap:
         return {"loops_found": self.found, "loops_accepted": self.accepted, "loops_rejected": self.rejected,
                 "loops_consistent": self.consistent,
                 "keyframes": len(self.database), "keyframes_added": self.keyframes_added,
-                "keyframes_covered": self.keyframes_covered,
+                "keyframes_covered": self.keyframes_covered, "stored_frames": self.stored_frames,
                 "keyframes_evicted": self.database.evicted, "database_bytes": self.database.nbytes,
                 "frames_relocated": self.relocated, "graph_nodes": len(self.graph), "graph_edges": len(self.graph.edges),
                 "seconds": round(self.seconds, 4), "lift_seconds": round(self.lift_seconds, 4),

@@ -73,6 +73,7 @@ def score(out: Path, reference: Path, head: int) -> dict:
             "s_per_keyframe": loops.get("seconds_per_keyframe"),
             "solve_s": float(np.mean([s["seconds"] for s in solves])) if solves else None,
             "keyframes": loops.get("keyframes"), "database_mb": loops.get("database_bytes", 0) / 1e6 or None,
+            "stored_frames": loops.get("stored_frames"),
             "wall_s": run["timings_s"]["total"]}
 
 
@@ -129,6 +130,14 @@ def memory(samples: list[dict], lap_end: int) -> dict:
     after = [x["rss_bytes"] for x in samples if x["frames"] > lap_end]
     mb = lambda v: round(max(v) / 1e6) if v else None  # noqa: E731
     return {"rss_first_loop_mb": mb(first), "rss_end_mb": mb(after)}
+
+
+def _keyframes(r: dict, lap_end: int) -> str:
+    """Keyframes in the database at the end, how many were stored after frame ``lap_end``, its MB."""
+    if r["keyframes"] is None:
+        return "-"
+    after = "?" if r["stored_frames"] is None else str(sum(f > lap_end for f in r["stored_frames"]))
+    return f"{r['keyframes']} ({after}), {r['database_mb']:.0f} MB"
 
 
 def record(data: Path, folder: Path) -> None:
@@ -265,10 +274,11 @@ def main() -> None:
                          f"{r['ate_pct_extent']:.3f}", str(r["segments"]), r["loops"], str(r["relocated"]),
                          "-" if r["s_per_keyframe"] is None else f"{r['s_per_keyframe']:.3f}",
                          "-" if r["solve_s"] is None else f"{r['solve_s']:.3f}",
-                         "-" if r["keyframes"] is None else f"{r['keyframes']} ({r['database_mb']:.0f} MB)",
+                         _keyframes(r, lap_end),
                          f"{m['rss_first_loop_mb']} (frame {lap_end})", str(m["rss_end_mb"]), f"{r['wall_s']:.0f}"])
     print(markdown_table(["input", "run", "posed", "end drift % path", "ATE % path", "ATE % extent", "segments",
-                          "loops acc./rej.", "relocated", "s / keyframe", "solve s", "keyframes (DB)",
+                          "loops acc./rej.", "relocated", "s / keyframe", "solve s",
+                          "keyframes stored (after first loop), DB",
                           "RSS MB to first loop", "RSS MB after", "wall s"], rows))
 
 if __name__ == "__main__":
