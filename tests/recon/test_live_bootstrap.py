@@ -1,6 +1,7 @@
 """The two-view bootstrap of a live stream's first map (recon/live_bootstrap.py) on rendered frames with
 exact geometry: it recovers the relative pose, poses the frames held since the reference, refuses a
-camera that only rotates, and the Sim(3) between two worlds is found from cameras posed in both."""
+camera that only rotates, the Sim(3) between two worlds is found from cameras posed in both, and the live
+tracker (recon/live_tracking.py) goes on from the bootstrap map into the first window's world."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from recon.live_bootstrap import BootstrapConfig, TwoViewBootstrap, pose_sim3, two_view
+from recon.live_tracking import MapTracker
+from stream4d.contracts import WindowPrediction
 from stream4d.geometry import Sim3, rotation_angle_deg
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
 
@@ -124,3 +127,60 @@ def test_the_similarity_between_two_worlds_comes_from_cameras_posed_in_both():
     bad[0, :3, :3] = bad[0, :3, :3] @ Rotation.from_euler("y", 20, degrees=True).as_matrix()
     assert pose_sim3(src, bad) is None  # the worlds disagree on a camera
     assert pose_sim3(src[:1], dst[:1]) is None
+
+
+def exact_window(views, keep: list[int]) -> WindowPrediction:
+    """An aligned window of the rendered views ``keep``: exact poses, depth and point maps (world = the
+    renderer's), no sparse tracks."""
+    S = len(keep)
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=-1)
+    points = np.stack([(rays * views[i].depth[..., None]) @ views[i].c2w[:3, :3].T + views[i].c2w[:3, 3]
+                       for i in keep]).astype(np.float32)
+    depth = np.stack([views[i].depth for i in keep]).astype(np.float32)
+    return WindowPrediction(
+        frame_indices=np.array(keep, np.int64), timestamps=np.array(keep, np.float64) / 30.0,
+        sources=tuple(f"live#{i}" for i in keep), images=np.stack([views[i].rgb for i in keep]),
+        depth=depth, depth_conf=(depth > 0).astype(np.float32), c2w=np.stack([views[i].c2w for i in keep]),
+        K=np.repeat(K[None], S, axis=0), points=points, points_conf=(depth > 0).astype(np.float32),
+        pixel_maps=np.repeat(np.eye(3)[None], S, axis=0), input_sizes=np.repeat(np.array([[W, H]]), S, axis=0))
+
+
+def test_the_tracker_goes_on_from_the_bootstrap_map_into_the_first_windows_world_without_a_jump(scene):
+    c2w = make_trajectory("orbit", 60, seed=0, scene=scene, arc_deg=30)
+    views = [render_view(scene, pose, K, W, H) for pose in c2w]
+    boot, m = run(scene, c2w, K, [v.rgb for v in views])
+    assert m is not None and m.index < 20
+    tracker = MapTracker()
+    assert tracker.needs_bootstrap
+    tracker.set_bootstrap(m, np.eye(3), 0)
+    assert not tracker.needs_bootstrap
+    # Frames after the init frame: tracked on the bootstrap map, provisionally, in its world.
+    provisional = {}
+    for i in range(m.index + 1, 40):
+        tracked = tracker.track(views[i].rgb, np.eye(3), i)
+        assert tracked is not None and tracked.provisional, i
+        provisional[i] = tracked.c2w
+    # The first window (keyframes up to frame 30, in the renderer's world) arrives.
+    tracker.set_map(exact_window(views, [0, 6, 12, 18, 24, 30]), 0)
+    tracked = tracker.track(views[40].rgb, np.eye(3), 40)
+    hand = tracker.handover
+    assert hand["applied"] and hand["frames_in_both"] == 6, hand
+    # The bootstrap world's median depth of 1 against the scene's metres: the scale is the distance ratio.
+    ratio = np.linalg.norm(c2w[30, :3, 3] - c2w[0, :3, 3]) / np.linalg.norm(provisional[30][:3, 3])
+    assert hand["scale"] == pytest.approx(ratio, rel=0.02)
+    path = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
+    # Frames 31-39 were shown in the bootstrap world: handed over in the window's, where they belong.
+    handed, K_handed, size = tracker.take_handover()
+    assert sorted(handed) == list(range(31, 40)) and size == (W, H) and np.allclose(K_handed, K)
+    for i, pose in handed.items():
+        assert np.linalg.norm(pose[:3, 3] - c2w[i, :3, 3]) < 0.03 * path, i
+        assert rotation_angle_deg(pose[:3, :3] @ c2w[i, :3, :3].T) < 0.6, i  # a small-baseline map's
+    assert tracker.take_handover()[0] == {}
+    # And tracking goes on in the window's world: no jump from frame 39 to 40 and on.
+    assert tracked is not None
+    for i in range(41, 60):
+        got = tracker.track(views[i].rgb, np.eye(3), i)
+        assert got is not None, i
+        assert np.linalg.norm(got.c2w[:3, 3] - c2w[i, :3, 3]) < 0.01 * path, i
+    assert not got.provisional  # on the window's points by now
