@@ -15,7 +15,9 @@ the keyframes the keyframer picks at each (no reconstruction).
 their own size: the keyframer's decision and the live tracker's pose against
 the clip's first aligned window. ``--live CLIP`` pushes the clip in real time
 (its own frame rate, JPEG frames) over the WebSocket of a ``stream4d serve``
-on loopback and reports arrival-to-pose latency and drops from its run.json.
+on loopback and reports arrival-to-pose latency and drops from its run.json: over every frame,
+over the frames posed live, and over those first posed on the two-view bootstrap map before the
+first window (``recon/live_bootstrap.py``), with the load average sampled every second of the run.
 
     python bench/bench_video.py CLIP[:GT] ... [--synth DIR] [--policies parallax,all] [--write-docs]
     python bench/bench_video.py --fps-sweep orbit --fps 10,30,60
@@ -152,6 +154,8 @@ def tracking_alone(clip: str) -> dict:
 
 def live_push(clip: str, options: dict) -> dict:
     """The clip pushed in real time over a real service's WebSocket; latency and drops from its run."""
+    import threading
+
     import cv2
     import httpx
     import websockets.sync.client as ws_client
@@ -188,10 +192,11 @@ def live_push(clip: str, options: dict) -> dict:
                 body = c.post("/sessions", json={"viewer": False, **options}).json()
                 headers = {"Authorization": f"Bearer {body['token']}"}
                 t_start = time.monotonic()
+                loads, sampling = [], threading.Event()
+                sampler = threading.Thread(target=_sample_load, args=(loads, sampling), daemon=True)
+                sampler.start()
                 with ws_client.connect(url.replace("http", "ws") + f"/sessions/{body['id']}/live",
                                        additional_headers=headers, max_size=None) as ws:
-                    import threading
-
                     acks = threading.Thread(target=lambda: [ws.recv(timeout=120) for _ in jpegs])
                     acks.start()
                     t0 = time.monotonic()
@@ -206,17 +211,34 @@ def live_push(clip: str, options: dict) -> dict:
                         ("completed", "failed", "cancelled"):
                     time.sleep(0.5)
                 done = time.monotonic() - t_start
+                sampling.set()
                 run = json.loads(c.get(f"/sessions/{body['id']}/results/run.json", headers=headers).content)
         finally:
             server.terminate()
             server.wait(60)
     lat, st = run["latency_s"], run["stats"]
+    boot = run.get("live_bootstrap") or {}
+    boot_lat = lat.get("bootstrap") or {}
+    handover = boot.get("handover") or {}
+
+    def r3(v):
+        return None if v is None else round(v, 3)
+
     return {"clip": Path(clip).name, "fps": round(fps, 2), "frames sent": len(jpegs), "push s": round(pushed, 1),
             "dropped": closed.get("dropped"), "posed": st["frames_posed"], "posed live": st["frames_posed_live"],
             "keyframes": st["frames_keyframes"], "latency p50 s": round(lat["p50"], 3), "p95 s": round(lat["p95"], 3),
-            "live p50 s": lat["live"]["p50"] and round(lat["live"]["p50"], 3),
-            "live p95 s": lat["live"]["p95"] and round(lat["live"]["p95"], 3),
-            "run done after s": round(done, 1), "load average": os.getloadavg()[0]}
+            "live p50 s": r3(lat["live"]["p50"]), "live p95 s": r3(lat["live"]["p95"]),
+            "posed on bootstrap": boot_lat.get("frames"), "bootstrap p50 s": r3(boot_lat.get("p50")),
+            "bootstrap p95 s": r3(boot_lat.get("p95")), "held frames posed at init": boot.get("frames_posed_at_init"),
+            "bootstrap refused": boot.get("refused"), "handover": handover.get("applied"),
+            "never posed": lat.get("never_posed"), "run done after s": round(done, 1),
+            "load average min/max": [min(loads, default=None), max(loads, default=None)]}
+
+
+def _sample_load(loads: list[float], stop) -> None:
+    """The 1-minute load average every second until ``stop`` is set (what ``uptime`` prints first)."""
+    while not stop.wait(1.0):
+        loads.append(round(os.getloadavg()[0], 1))
 
 
 def _ply_vertices(path: Path) -> int:
