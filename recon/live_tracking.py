@@ -253,7 +253,7 @@ class MapTracker:
         if len(xy) < self._cfg.min_inliers:
             return False
         if self._map is not None and self._map.provisional:
-            self._hand_over(pred)
+            self._hand_over(pred, np.asarray(pred.pixel_maps[k]), pred.model_size)
         elif self._map is not None and self._map.segment != segment:
             self._chain, self._pose = None, None  # a new world: the old chain's points are elsewhere
         self._map = _Map(grey, xy, X, pred.c2w[k].copy(), pred.K[k].copy(), np.asarray(pred.pixel_maps[k]),
@@ -261,10 +261,11 @@ class MapTracker:
         self.maps += 1
         return True
 
-    def _hand_over(self, pred: WindowPrediction) -> None:
+    def _hand_over(self, pred: WindowPrediction, pixel_map: np.ndarray, size: tuple[int, int]) -> None:
         """The first window's map replaces the bootstrap map: the chain, the last pose and the
         provisional poses after the window move into the window's world by the similarity of the
-        window's frames posed in both worlds; without one, the chain starts again from the window."""
+        window's frames posed in both worlds; without one, the chain starts again from the window
+        (so it does too when the window's pixels, ``pixel_map`` and ``size``, are not the chain's)."""
         shared = [k for k, i in enumerate(pred.frame_indices) if int(i) in self._provisional]
         src = np.stack([self._provisional[int(pred.frame_indices[k])] for k in shared]) if shared else None
         sim3 = pose_sim3(src, pred.c2w[shared]) if len(shared) >= 2 else None
@@ -272,9 +273,12 @@ class MapTracker:
         if sim3 is None:
             self._chain, self._pose = None, None
         else:
-            if self._chain is not None:
+            same_pixels = tuple(size) == tuple(self._map.size) and np.allclose(pixel_map, self._map.pixel_map)
+            if self._chain is not None and same_pixels:
                 grey, xy, X = self._chain
                 self._chain = (grey, xy, sim3.apply(X))
+            else:
+                self._chain = None
             if self._pose is not None:
                 self._pose = sim3.apply_c2w(self._pose)
             last = int(np.max(pred.frame_indices))
