@@ -232,12 +232,11 @@ class LiveFrames:
         if tracked is None and self.bootstrap is not None and self.tracker.needs_bootstrap:
             self._bootstrap(f)
         handed, K, size = self.tracker.take_handover()
-        if handed or self.tracker.handover is not None:
-            for index, c2w in sorted(handed.items()):  # shown again in the first window's world: no jump
-                if index <= self._aligned_upto:
-                    continue  # its window came first: its final pose is the sink's (or on its way)
+        for index, c2w in sorted(handed.items()):  # shown again in the first window's world: no jump
+            if index > self._aligned_upto:  # else its window came first: its final pose is the sink's
                 self._publish(FramePose(index, self._provisional_times.get(index, f.timestamp), c2w, K, size,
                                         POSE_TRACKED, self.stats.segment, final=False))
+        if self.tracker.handover is not None and self._provisional_times:
             self._provisional_times.clear()
         if tracked is not None:
             if tracked.provisional:
