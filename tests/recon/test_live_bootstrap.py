@@ -184,3 +184,17 @@ def test_the_tracker_goes_on_from_the_bootstrap_map_into_the_first_windows_world
         assert got is not None, i
         assert np.linalg.norm(got.c2w[:3, 3] - c2w[i, :3, 3]) < 0.01 * path, i
     assert not got.provisional  # on the window's points by now
+
+
+def test_a_bootstrap_map_that_loses_the_camera_is_let_go(scene):
+    c2w = make_trajectory("orbit", 20, seed=0, scene=scene, arc_deg=10)
+    boot, m = run(scene, c2w, K)
+    assert m is not None
+    tracker = MapTracker()
+    tracker.set_bootstrap(m, np.eye(3), 0)
+    rng = np.random.default_rng(0)
+    lost = tracker.config.bootstrap_lost_frames
+    for i in range(lost):  # another view altogether: nothing of the map is found
+        assert not tracker.needs_bootstrap
+        assert tracker.track(rng.integers(0, 255, (H, W, 3), dtype=np.uint8), np.eye(3), 100 + i) is None
+    assert tracker.needs_bootstrap and tracker.bootstrap_lost == 1
