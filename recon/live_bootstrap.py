@@ -174,6 +174,7 @@ class TwoViewBootstrap:
                             self._pose_held(tracks, X, Kf, c2w), angle, n_e, h_share)
 
     def report(self) -> dict:
+        """References taken, maps made and two-view refusals by reason (run.json ``live_bootstrap``)."""
         return {"references": self.references, "maps": self.maps, "refused": dict(self.refusals.counts)}
 
     def _start(self, grey: np.ndarray, index: int, timestamp: float) -> None:
