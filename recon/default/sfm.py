@@ -32,6 +32,17 @@ class SfmConfig:
     min_tri_angle_deg: float = 1.0  # new points need this much parallax
     max_reproj_px: float = 4.0
     min_pnp_inliers: int = 20
+    # A view that sees too few triangulated tracks for PnP is registered from its pair with a
+    # registered view: rotation and direction of travel from their essential matrix (at least
+    # min_relative_inliers inliers), the length of travel from the triangulated tracks it sees (one
+    # parameter: min_scale_points of them must agree) or from a second registered view's pair. Wide baselines need it: a view can overlap
+    # the map through its own pairs and still see almost none of the map's points
+    # (docs/default_backend.md, "Registration from a pair").
+    relative_registration: bool = True
+    min_relative_inliers: int = 30
+    min_scale_points: int = 5
+    scale_agreement: float = 0.15  # relative spread of the lengths those points agree on
+    min_centre_angle_deg: float = 10.0  # two directions of travel that place a view's centre differ this much
     ba_every: int = 3  # bundle-adjust after this many new registrations
     intermediate_ba_iterations: int = 5  # the final adjustment runs to convergence
     max_ba_points: int = 2500  # points in an adjustment (longest tracks first) ...
@@ -205,6 +216,112 @@ class WindowSfm:
         self.w2c[v] = _pose(cv2.Rodrigues(rvec)[0], tvec)
         return True
 
+    # ---- registration from a pair ------------------------------------------------
+    def _relative_pose(self, r: int, v: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Motion from registered view ``r`` to view ``v`` by the essential matrix of their shared
+        tracks: (R [3, 3], t [3] unit) with x_v = R x_r + s t in camera coordinates, s unknown."""
+        _, ur, uv = self._track_pairs(r, v)
+        if len(ur) < self.cfg.min_relative_inliers:
+            return None
+        try:
+            E, mask = cv2.findEssentialMat(ur, uv, self.K, cv2.RANSAC, 0.999, 1.0)
+        except cv2.error:  # degenerate configurations (all tracks on a line, no motion at all)
+            return None
+        if E is None or E.shape != (3, 3):
+            return None
+        inliers, R, t, _ = cv2.recoverPose(E, ur, uv, self.K, mask=mask.copy())
+        if inliers < self.cfg.min_relative_inliers:
+            return None
+        return R, t.ravel()
+
+    def _travel_from_points(self, v: int, r: int, R: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray] | None:
+        """Length s of the travel ``t`` from view ``r`` to ``v`` from the triangulated tracks ``v``
+        sees: each point alone gives s (where its pixel's ray meets the line the point moves on as s
+        varies); the length most points agree with (within ``scale_agreement`` of it) is their
+        median. Returns (s, the agreeing tracks), or None unless ``min_scale_points`` agree on a
+        positive length. Lengths, not pixels, are compared: the pair's rotation, fitted with the
+        focal length as it stands, may still be off by a few pixels that the adjustment fixes."""
+        rows = self._obs_of_view[v]
+        tv = self.tracks.track[rows]
+        has = np.isfinite(self.X[tv, 0])
+        if has.sum() < self.cfg.min_scale_points:
+            return None
+        Tr = self.w2c[r]
+        a = (self.X[tv[has]] @ Tr[:3, :3].T + Tr[:3, 3]) @ R.T  # [N, 3] in v's frame at s = 0
+        y = np.c_[self.tracks.uv[rows[has]], np.ones(int(has.sum()))] @ np.linalg.inv(self.K).T
+        ya, yt = np.cross(y, a), np.cross(y, t)
+        norm2 = (yt ** 2).sum(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lengths = -(ya * yt).sum(1) / norm2
+        ok = np.isfinite(lengths) & (lengths > 0)
+        if ok.sum() < self.cfg.min_scale_points:
+            return None
+        log_len = np.log(lengths[ok])
+        votes = (np.abs(log_len[:, None] - log_len[None]) <= np.log1p(self.cfg.scale_agreement)).sum(1)
+        centre = log_len[int(np.argmax(votes))]
+        agree = np.abs(log_len - centre) <= np.log1p(self.cfg.scale_agreement)
+        if agree.sum() < self.cfg.min_scale_points:
+            return None
+        return float(np.exp(np.median(log_len[agree]))), tv[has][ok][agree]
+
+    def _travel_from_second_pair(self, v: int, r: int, R: np.ndarray, t: np.ndarray,
+                                 others: list[tuple[int, tuple[np.ndarray, np.ndarray]]]) -> tuple[float, np.ndarray] | None:
+        """Length of the travel ``t`` from view ``r`` to ``v`` where it meets the direction of travel
+        from another registered view whose pair with ``v`` has its own essential matrix (``others``:
+        (view, (R, t)) as ``_relative_pose`` gives them): the centre of ``v`` is where the two lines
+        from the registered centres cross. The lines must differ by ``min_centre_angle_deg`` (else
+        the crossing is ill-conditioned) and both lengths must be positive. Returns (length, the
+        tracks ``v`` shares with that other view) or None."""
+        c_r = _centre(self.w2c[r])
+        d_r = -(R @ self.w2c[r][:3, :3]).T @ t  # world direction of travel from r to v
+        for r2, (R2, t2) in others:
+            d_2 = -(R2 @ self.w2c[r2][:3, :3]).T @ t2
+            if _ray_angle_deg(d_r, np.zeros(3), d_2) < self.cfg.min_centre_angle_deg:
+                continue
+            lengths = np.linalg.lstsq(np.stack([d_r, -d_2], axis=1), _centre(self.w2c[r2]) - c_r, rcond=None)[0]
+            if (lengths > 0).all():
+                return float(lengths[0]), self._track_pairs(r2, v)[0]
+        return None
+
+    def register_from_pair(self, v: int, fixed_view: int) -> bool:
+        """Register ``v`` from its pair with a registered view (most shared tracks first) when it
+        sees too few triangulated tracks for PnP (``SfmConfig.relative_registration``): rotation and
+        direction of travel from the pair, length of travel from the map's points ``v`` sees or,
+        when it sees too few, from a second registered view's pair. The view is kept only if, after
+        triangulating its pairs' tracks and adjusting, at least ``min_scale_points`` of the tracks
+        that set the length still reproject within ``max_reproj_px`` in it."""
+        shared = sorted(((len(self._track_pairs(r, v)[0]), r) for r in self.w2c), reverse=True)
+        motions = [(r, m) for n, r in shared
+                   if n >= self.cfg.min_relative_inliers and (m := self._relative_pose(r, v)) is not None]
+        for r, (R, t) in motions:
+            travel = (self._travel_from_points(v, r, R, t)
+                      or self._travel_from_second_pair(v, r, R, t, [(r2, m) for r2, m in motions if r2 != r]))
+            if travel is None:
+                continue
+            length, placed_by = travel
+            before = (dict(self.w2c), self.X.copy(), self.K.copy())
+            Tr = self.w2c[r]
+            self.w2c[v] = _pose(R @ Tr[:3, :3], R @ Tr[:3, 3] + length * t)
+            self.triangulate_new()
+            self.adjust(refine_focal=self.refine_focal and len(self.w2c) >= 4, fixed_view=fixed_view,
+                        max_iterations=self.cfg.intermediate_ba_iterations)
+            if self._reprojecting(v, placed_by) >= self.cfg.min_scale_points:
+                return True
+            self.w2c, self.X, self.K = before
+        return False
+
+    def _reprojecting(self, v: int, tids: np.ndarray) -> int:
+        """How many of the tracks ``tids`` have a point that reprojects within ``max_reproj_px`` in
+        registered view ``v``."""
+        rows = self._obs_of_view[v]
+        sel = rows[np.isin(self.tracks.track[rows], tids)]
+        X = self.X[self.tracks.track[sel]]
+        pc = X @ self.w2c[v][:3, :3].T + self.w2c[v][:3, 3]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            proj = pc @ self.K.T
+            err = np.linalg.norm(proj[:, :2] / proj[:, 2:3] - self.tracks.uv[sel], axis=1)
+        return int(((pc[:, 2] > 0) & (err <= self.cfg.max_reproj_px)).sum())
+
     def triangulate_new(self) -> int:
         """Triangulate tracks seen by >= 2 registered views that have no point yet."""
         reg = np.array(sorted(self.w2c))
@@ -332,6 +449,14 @@ class WindowSfm:
                 if self.register_view(pending[k]):
                     registered = True
                     break
+            if not registered and self.cfg.relative_registration:
+                # No view sees enough of the map for PnP: one that overlaps a registered view
+                # through its own pair can still be placed (most triangulated tracks first).
+                for k in np.argsort(counts, kind="stable")[::-1]:
+                    if self.register_from_pair(pending[k], fixed_view):
+                        registered = True
+                        self.info["registered_from_pair"] = self.info.get("registered_from_pair", 0) + 1
+                        break
             if not registered:
                 return added
             added += 1
