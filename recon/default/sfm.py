@@ -28,6 +28,7 @@ class SfmConfig:
     min_init_inliers: int = 40
     good_init_angle_deg: float = 3.0  # an initial pair with this much parallax is as good as any
     init_candidates: int = 8  # pairs given an essential-matrix fit when choosing the initial pair
+    init_attempts: int = 3  # initial pairs tried, best first, while views stay unregistered
     init_motion_px: float = 30.0  # median keypoint motion at which a pair ranks by its track count alone
     min_tri_angle_deg: float = 1.0  # new points need this much parallax
     max_reproj_px: float = 4.0
@@ -35,14 +36,15 @@ class SfmConfig:
     # A view that sees too few triangulated tracks for PnP is registered from its pair with a
     # registered view: rotation and direction of travel from their essential matrix (at least
     # min_relative_inliers inliers), the length of travel from the triangulated tracks it sees (one
-    # parameter: min_scale_points of them must agree) or from a second registered view's pair. Wide baselines need it: a view can overlap
-    # the map through its own pairs and still see almost none of the map's points
-    # (docs/default_backend.md, "Registration from a pair").
+    # parameter: min_scale_points of them must agree) or from a second registered view's pair.
+    # Wide baselines need it: a view can overlap the map through its own pairs and still see almost
+    # none of the map's points (docs/default_backend.md, "Registration from a pair").
     relative_registration: bool = True
     min_relative_inliers: int = 30
     min_scale_points: int = 5
     scale_agreement: float = 0.15  # relative spread of the lengths those points agree on
     min_centre_angle_deg: float = 10.0  # two directions of travel that place a view's centre differ this much
+    max_rotation_disagreement_deg: float = 5.0  # and the two pairs' rotations of the view agree this well
     ba_every: int = 3  # bundle-adjust after this many new registrations
     intermediate_ba_iterations: int = 5  # the final adjustment runs to convergence
     max_ba_points: int = 2500  # points in an adjustment (longest tracks first) ...
@@ -83,6 +85,10 @@ def _ray_angle_deg(X: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
     b = X - c2
     cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
     return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
+def _rotation_deg(R: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))
 
 
 def _centre(w2c: np.ndarray) -> np.ndarray:
@@ -159,22 +165,40 @@ class WindowSfm:
         scored.sort(reverse=True)
         return [(i, j) for _, i, j in scored[: self.cfg.init_candidates]]
 
-    def initialise(self) -> tuple[int, int, float] | None:
-        best = None
+    def _initial_pairs(self) -> list[tuple]:
+        """Candidate initial pairs with an essential-matrix fit, best score first:
+        (score, median angle deg, T1 [4, 4], track ids, points [N, 3], i, j)."""
+        evaluated = []
         for i, j in self._candidate_pairs():
             res = self._evaluate_pair(i, j)
-            if res is not None and (best is None or res[0] > best[0][0]):
-                best = (res, i, j)
-        if best is None:
-            return None
-        (score, med, T1, tid, X), i, j = best
+            if res is not None:
+                evaluated.append((*res, i, j))
+        evaluated.sort(key=lambda e: -e[0])  # stable: the first of equal scores stays first
+        return evaluated
+
+    def _start(self, pair: tuple) -> tuple[int, int, float]:
+        """Register the initial pair (an entry of ``_initial_pairs``) and its points."""
+        score, med, T1, tid, X, i, j = pair
         self.w2c[i] = np.eye(4)
         self.w2c[j] = T1
-        if med < self.cfg.degenerate_angle_deg:
-            return i, j, med
-        ok = self._accept_points(tid, X, _centre(self.w2c[i]), _centre(T1))
-        self.X[tid[ok]] = X[ok]
+        if med >= self.cfg.degenerate_angle_deg:
+            ok = self._accept_points(tid, X, _centre(self.w2c[i]), _centre(T1))
+            self.X[tid[ok]] = X[ok]
         return i, j, med
+
+    def initialise(self) -> tuple[int, int, float] | None:
+        """Start from the best initial pair: (i, j, its median triangulation angle), or None."""
+        pairs = self._initial_pairs()
+        return self._start(pairs[0]) if pairs else None
+
+    def _snapshot(self) -> tuple:
+        return (dict(self.w2c), self.X.copy(), self.K.copy(), dict(self.info), self.focal_evidence,
+                self.principal_evidence, self.principal_applied.copy())
+
+    def _restore(self, state: tuple) -> None:
+        w2c, X, K, info, focal, principal, applied = state
+        self.w2c, self.X, self.K, self.info = dict(w2c), X.copy(), K.copy(), dict(info)
+        self.focal_evidence, self.principal_evidence, self.principal_applied = focal, principal, applied.copy()
 
     # ---- registration -----------------------------------------------------------
     def _accept_points(self, tid: np.ndarray, X: np.ndarray, ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
@@ -269,8 +293,8 @@ class WindowSfm:
         """Length of the travel ``t`` from view ``r`` to ``v`` where it meets the direction of travel
         from another registered view whose pair with ``v`` has its own essential matrix (``others``:
         (view, (R, t)) as ``_relative_pose`` gives them): the centre of ``v`` is where the two lines
-        from the registered centres cross. The lines must differ by ``min_centre_angle_deg`` (else
-        the crossing is ill-conditioned) and both lengths must be positive. Returns (length, the
+        from the registered centres cross. The lines must differ by ``min_centre_angle_deg`` (else the
+        crossing is ill-conditioned) and both lengths must be positive. Returns (length, the
         tracks ``v`` shares with that other view) or None."""
         c_r = _centre(self.w2c[r])
         d_r = -(R @ self.w2c[r][:3, :3]).T @ t  # world direction of travel from r to v
@@ -284,30 +308,44 @@ class WindowSfm:
         return None
 
     def register_from_pair(self, v: int, fixed_view: int) -> bool:
-        """Register ``v`` from its pair with a registered view (most shared tracks first) when it
-        sees too few triangulated tracks for PnP (``SfmConfig.relative_registration``): rotation and
-        direction of travel from the pair, length of travel from the map's points ``v`` sees or,
-        when it sees too few, from a second registered view's pair. The view is kept only if, after
-        triangulating its pairs' tracks and adjusting, at least ``min_scale_points`` of the tracks
-        that set the length still reproject within ``max_reproj_px`` in it."""
-        shared = sorted(((len(self._track_pairs(r, v)[0]), r) for r in self.w2c), reverse=True)
-        motions = [(r, m) for n, r in shared
-                   if n >= self.cfg.min_relative_inliers and (m := self._relative_pose(r, v)) is not None]
-        for r, (R, t) in motions:
-            travel = (self._travel_from_points(v, r, R, t)
-                      or self._travel_from_second_pair(v, r, R, t, [(r2, m) for r2, m in motions if r2 != r]))
-            if travel is None:
+        """Register ``v`` when it sees too few triangulated tracks for PnP
+        (``SfmConfig.relative_registration``). Rotation and direction of travel come from its
+        strongest pair in the window, which must be with a registered view: a weaker pair waits
+        until the strong partner is placed (a repeated texture can verify a few dozen false matches,
+        rarely hundreds). The length of travel comes from the map's points ``v`` sees or, when too
+        few agree, from a second registered view's pair that puts ``v`` at the same rotation. The
+        view is kept only if, after triangulating its pairs' tracks and adjusting, at least
+        ``min_scale_points`` of the tracks that set the length still reproject within
+        ``max_reproj_px`` in it."""
+        shared = {r: len(self._track_pairs(r, v)[0]) for r in range(self.num_views) if r != v}
+        r = max(shared, key=shared.get)
+        if r not in self.w2c or shared[r] < self.cfg.min_relative_inliers:
+            return False
+        motion = self._relative_pose(r, v)
+        if motion is None:
+            return False
+        R, t = motion
+        R_v = R @ self.w2c[r][:3, :3]
+        agreeing = []  # other registered views whose pair with v gives v the same rotation
+        for r2 in sorted(self.w2c, key=lambda k: -shared[k]):
+            if r2 == r or shared[r2] < self.cfg.min_relative_inliers:
                 continue
-            length, placed_by = travel
-            before = (dict(self.w2c), self.X.copy(), self.K.copy())
-            Tr = self.w2c[r]
-            self.w2c[v] = _pose(R @ Tr[:3, :3], R @ Tr[:3, 3] + length * t)
-            self.triangulate_new()
-            self.adjust(refine_focal=self.refine_focal and len(self.w2c) >= 4, fixed_view=fixed_view,
-                        max_iterations=self.cfg.intermediate_ba_iterations)
-            if self._reprojecting(v, placed_by) >= self.cfg.min_scale_points:
-                return True
-            self.w2c, self.X, self.K = before
+            m = self._relative_pose(r2, v)
+            if m is not None and _rotation_deg(m[0] @ self.w2c[r2][:3, :3] @ R_v.T) <= self.cfg.max_rotation_disagreement_deg:
+                agreeing.append((r2, m))
+        travel = self._travel_from_points(v, r, R, t) or self._travel_from_second_pair(v, r, R, t, agreeing)
+        if travel is None:
+            return False
+        length, placed_by = travel
+        before = self._snapshot()
+        Tr = self.w2c[r]
+        self.w2c[v] = _pose(R_v, R @ Tr[:3, 3] + length * t)
+        self.triangulate_new()
+        self.adjust(refine_focal=self.refine_focal and len(self.w2c) >= 4, fixed_view=fixed_view,
+                    max_iterations=self.cfg.intermediate_ba_iterations)
+        if self._reprojecting(v, placed_by) >= self.cfg.min_scale_points:
+            return True
+        self._restore(before)
         return False
 
     def _reprojecting(self, v: int, tids: np.ndarray) -> int:
@@ -338,6 +376,8 @@ class WindowSfm:
         tids, a_rows, b_rows = tr[first], sel[first], sel[last]
         keep = a_rows != b_rows
         tids, a_rows, b_rows = tids[keep], a_rows[keep], b_rows[keep]
+        if len(tids) == 0:  # every such track has one registered view so far
+            return 0
         va, vb = self.tracks.view[a_rows], self.tracks.view[b_rows]
         X = np.full((len(tids), 3), np.nan)
         for pa, pb in set(zip(va.tolist(), vb.tolist())):
@@ -451,8 +491,11 @@ class WindowSfm:
                     break
             if not registered and self.cfg.relative_registration:
                 # No view sees enough of the map for PnP: one that overlaps a registered view
-                # through its own pair can still be placed (most triangulated tracks first).
-                for k in np.argsort(counts, kind="stable")[::-1]:
+                # through its own pair can still be placed, the one with the strongest pair first.
+                strongest = [max(len(self._track_pairs(r, v)[0]) for r in self.w2c) for v in pending]
+                for k in np.argsort(strongest, kind="stable")[::-1]:
+                    if strongest[k] < self.cfg.min_relative_inliers:
+                        break
                     if self.register_from_pair(pending[k], fixed_view):
                         registered = True
                         self.info["registered_from_pair"] = self.info.get("registered_from_pair", 0) + 1
@@ -476,17 +519,40 @@ class WindowSfm:
 
     def run(self) -> SfmResult | None:
         """The window's structure, or None when it has no usable baseline (the caller falls back to
-        rotation-only poses; ``self.info`` says why)."""
+        rotation-only poses; ``self.info`` says why). A structure that leaves views unregistered is
+        grown again from the next initial pairs (``init_attempts`` in all), and the one that
+        registers the most views is kept: with wide baselines, which pair the map starts from
+        decides which views can join it."""
         if not self.has_parallax():
             return None
-        init = self.initialise()
-        if init is None:
+        pairs = self._initial_pairs()
+        if not pairs:
             return None
-        i, j, med = init
-        self.info.update({"init_pair": [int(i), int(j)], "init_median_angle_deg": med})
-        if med < self.cfg.degenerate_angle_deg:
+        if pairs[0][1] < self.cfg.degenerate_angle_deg:  # the best pair has no baseline: none has
+            i, j, med = self._start(pairs[0])
+            self.info.update({"init_pair": [int(i), int(j)], "init_median_angle_deg": med})
             return None
+        usable = [p for p in pairs if p[1] >= self.cfg.degenerate_angle_deg][: self.cfg.init_attempts]
+        fresh = self._snapshot()
+        best: tuple[SfmResult, tuple] | None = None
+        for attempt, pair in enumerate(usable):
+            if attempt:
+                self._restore(fresh)
+            result = self._grow(pair)
+            if best is None or len(result.w2c) > len(best[0].w2c):
+                best = (result, self._snapshot())
+            if len(result.w2c) == self.num_views:
+                break
+        result, state = best
+        self._restore(state)
+        result.info["init_attempts"] = self.info["init_attempts"] = attempt + 1
+        return result
+
+    def _grow(self, pair: tuple) -> SfmResult:
+        """Structure from the initial ``pair``: register, triangulate and adjust until no view joins."""
+        i, j, med = self._start(pair)
         info = self.info
+        info.update({"init_pair": [int(i), int(j)], "init_median_angle_deg": med})
         since_ba = 0
         for _attempt in range(3):  # after a full adjustment more points exist: retry the stragglers
             added = self._register_all(i, since_ba)
