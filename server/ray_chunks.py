@@ -156,10 +156,10 @@ def run_chunked_job(options: Any, storage: JobStorage, job: Any, stop: threading
         Path(d).mkdir(parents=True)
     storage.reset(job.out_dir)
     threads = max(1, int(options.num_cpus))
-    task = ray.remote(run_part_task).options(num_cpus=options.num_cpus, num_gpus=options.num_gpus,
-                                             max_retries=options.max_retries, scheduling_strategy="SPREAD")
+    task = ray.remote(run_part_task)
     started = time.perf_counter()
-    refs = [task.options(name=f"stream4d-chunk-{job.session_id[:8]}-{p.name}").remote(
+    refs = [task.options(num_cpus=options.num_cpus, num_gpus=options.num_gpus, max_retries=options.max_retries,
+                         scheduling_strategy="SPREAD", name=f"stream4d-chunk-{job.session_id[:8]}-{p.name}").remote(
         job.source, p, dirs[p.name], job.config, job.out_dir, storage, threads) for p in parts]
     follower = _PartsFollower(storage, dirs, on_progress, on_attempt)
     results: dict[int, dict] = {}

@@ -230,6 +230,7 @@ class SessionManager:
 
     # ----- sessions ------------------------------------------------------------------------
     def create(self, options: SessionOptions) -> tuple[SessionRecord, str]:
+        check_chunk_options(options)
         if options.backend == "vggt" and self.settings.vggt_weights is None:
             raise ApiError(400, "backend_unavailable",
                            "backend 'vggt' needs weights and none are configured on this server; use 'default'")
@@ -242,7 +243,6 @@ class SessionManager:
                 raise ApiError(400, "final_ba_unavailable",
                                "final_ba needs pycolmap, which this server does not have "
                                "(pip install 'stream4d[ba]')") from None
-        check_chunk_options(options)
         with self._lock:
             open_sessions = self.store.count(["created", "queued", "running"])
             if open_sessions >= self.settings.max_sessions:
