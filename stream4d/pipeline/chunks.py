@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from recon.ingest import FrameSource, IngestOptions, RawFrame, SourceInfo, open_source
-from stream4d.contracts import StreamStats
 from stream4d import __version__
+from stream4d.contracts import StreamStats
 from stream4d.outputs import FORMAT_VERSION, RUN_JSON, json_default
 from stream4d.pipeline.chunk_join import MIN_OVERLAP, JoinReport, join_chunks
 
 __all__ = ["MIN_OVERLAP", "Chunk", "ChunkedRun", "FrameRange", "JoinReport", "Part", "anchor_config",
-           "check_chunkable", "finish_chunked", "join_chunks", "part_config", "plan_chunks", "plan_parts",
+           "check_chunkable", "finish_chunked", "join_chunks", "part_config", "part_dir", "part_result", "plan_chunks",
+           "plan_parts",
            "reconstruct_chunk", "reconstruct_in_chunks", "run_part"]
 
 
