@@ -33,9 +33,8 @@ from stream4d.outputs import FORMAT_VERSION, RUN_JSON, json_default
 from stream4d.pipeline.chunk_join import MIN_OVERLAP, JoinReport, join_chunks
 
 __all__ = ["MIN_OVERLAP", "Chunk", "ChunkedRun", "FrameRange", "JoinReport", "Part", "anchor_config",
-           "check_chunkable", "finish_chunked", "join_chunks", "part_config", "part_dir", "part_result", "plan_chunks",
-           "plan_parts",
-           "reconstruct_chunk", "reconstruct_in_chunks", "run_part"]
+           "check_chunkable", "finish_chunked", "join_chunks", "part_config", "part_dir", "part_result",
+           "plan_chunks", "plan_parts", "reconstruct_chunk", "reconstruct_in_chunks", "run_part"]
 
 
 
