@@ -186,6 +186,8 @@ def run_chunked_job(options: Any, storage: JobStorage, job: Any, stop: threading
         raise
     chunks_s = time.perf_counter() - started
     kept = [k for k in sorted(results) if parts[k].is_anchor or results[k]["stats"]["frames_posed"] > 0]
+    if not any(not parts[k].is_anchor for k in kept):
+        raise RuntimeError("no chunk posed a frame (stopped before the chunks got far enough?): nothing to join")
     join = ray.remote(join_task).options(num_cpus=options.num_cpus, num_gpus=options.num_gpus,
                                          max_retries=options.max_retries,
                                          name=f"stream4d-join-{job.session_id[:8]}")
