@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 
 from recon.ingest import FrameSource, IngestOptions, RawFrame, SourceInfo, open_source
 from stream4d import __version__
-from stream4d.contracts import StreamStats
+from stream4d.contracts import StreamObserver, StreamStats
 from stream4d.outputs import FORMAT_VERSION, RUN_JSON, json_default
 from stream4d.pipeline.chunk_join import MIN_OVERLAP, JoinReport, join_chunks
 
@@ -229,7 +229,7 @@ def part_dir(work_dir: str | Path, part: Part) -> Path:
     return Path(work_dir) / part.name / "out"
 
 
-class _Counted:
+class _Counted(StreamObserver):  # the protocol's other methods do nothing
     """Passes a part's progress on to the run's observers as the whole run's: the chunks done
     so far added to the current one's counters."""
 
@@ -239,21 +239,12 @@ class _Counted:
         self._observers = [o for o in observers if callable(getattr(o, "on_stats", None))]
         self._done = done
 
-    def on_window(self, window: Any) -> None:
-        pass
-
-    def on_gaussians(self, snapshot: Any) -> None:
-        pass
-
     def on_stats(self, stats: StreamStats) -> None:
         total = replace(stats, errors=list(stats.errors), warnings=list(stats.warnings))
         for name in self._SUMMED:
             setattr(total, name, getattr(stats, name) + getattr(self._done, name))
         for obs in self._observers:
             obs.on_stats(total)
-
-    def close(self) -> None:
-        pass
 
 
 def reconstruct_in_chunks(path: str | Path, out_dir: str | Path, work_dir: str | Path, config: Any,
