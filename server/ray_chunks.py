@@ -71,7 +71,7 @@ def run_part_task(source: str, part: Any, out_dir: str, config: dict[str, Any], 
 
 
 def join_task(source: str, out_dir: str, work_dir: str, parts: list[Any], results: list[dict[str, Any]],
-              config: dict[str, Any], chunks_s: float, storage: JobStorage) -> Any:
+              config: dict[str, Any], chunks_s: float, storage: JobStorage, stopped: bool = False) -> Any:
     """The Ray task joining the parts' folders into ``out_dir``; the joined run's ``StreamStats``."""
     from stream4d.pipeline import ReconstructConfig
     from stream4d.pipeline.chunks import finish_chunked
@@ -79,7 +79,7 @@ def join_task(source: str, out_dir: str, work_dir: str, parts: list[Any], result
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     try:
         run = finish_chunked(storage.input_path(source), out_dir, work_dir, parts, results,
-                             ReconstructConfig.from_dict(config), chunks_s, "ray")
+                             ReconstructConfig.from_dict(config), chunks_s, "ray", stopped=stopped)
     finally:
         storage.publish(out_dir)
     return run.stats
@@ -140,7 +140,8 @@ def run_chunked_job(options: Any, storage: JobStorage, job: Any, stop: threading
     and returns the joined run's ``StreamStats``. ``options``: the runner's ``RayOptions``.
 
     A stop is passed to every part through the session's stop file; each writes what it has,
-    and the chunks that posed frames are joined. A part that raises fails the job (the others
+    and the chunks that posed frames are joined by their overlaps (the anchor run was cut short
+    too), those that cannot be placed left out. A part that raises fails the job (the others
     are cancelled); one Ray lost on every retry fails it saying so.
     """
     import ray
@@ -185,14 +186,16 @@ def run_chunked_job(options: Any, storage: JobStorage, job: Any, stop: threading
             ray.cancel(ref)
         raise
     chunks_s = time.perf_counter() - started
-    kept = [k for k in sorted(results) if parts[k].is_anchor or results[k]["stats"]["frames_posed"] > 0]
+    stopped = stop_sent is not None  # the parts were cut short: the anchor too, so the chunks are chained
+    kept = [k for k in sorted(results) if (parts[k].is_anchor and not stopped)
+            or (not parts[k].is_anchor and results[k]["stats"]["frames_posed"] > 0)]
     if not any(not parts[k].is_anchor for k in kept):
         raise RuntimeError("no chunk posed a frame (stopped before the chunks got far enough?): nothing to join")
     join = ray.remote(join_task).options(num_cpus=options.num_cpus, num_gpus=options.num_gpus,
                                          max_retries=options.max_retries,
                                          name=f"stream4d-join-{job.session_id[:8]}")
     ref = join.remote(job.source, job.out_dir, str(work), [parts[k] for k in kept], [results[k] for k in kept],
-                      job.config, chunks_s, storage)
+                      job.config, chunks_s, storage, stopped)
     ray.wait([ref])
     return _raise_for(ref, follower.attempts, options.max_retries, options.stop_grace)
 

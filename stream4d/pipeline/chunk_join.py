@@ -59,6 +59,7 @@ class JoinReport:
     frames: int = 0
     gaussians: int = 0
     points: int = 0
+    left_out: list[dict[str, Any]] = field(default_factory=list)  # chunks a stopped run could not place
 
 
 @dataclass(frozen=True)
@@ -149,14 +150,15 @@ def _optimise(fits: list[_Fit], place: dict[int, Sim3], anchor: bool) -> tuple[d
 
 def join_chunks(chunk_dirs: list[str | Path], chunks: list[Any], out_dir: str | Path,
                 anchor_dir: str | Path | None = None, method: str = "pose_graph",
-                rrd: str | Path | None = None) -> JoinReport:
+                rrd: str | Path | None = None, leave_out_unplaceable: bool = False) -> JoinReport:
     """Join the chunk outputs in ``out_dir`` (see the module doc); ``chunks[k]`` has ``start``/``stop``.
 
     With ``anchor_dir`` (a sparse run over the whole input: ``chunks.anchor_config``) every chunk is
     also measured against the anchor's world, which becomes the joined world. ``rrd``: write a
     recording of the joined outputs there. A chunk that cannot be placed (fewer than
     ``MIN_OVERLAP`` posed frames shared with the anchor, or without one with the chunk before):
-    ``ValueError``.
+    ``ValueError``, or with ``leave_out_unplaceable`` (a stopped run: chunks cut short) it is left
+    out, and without an anchor every chunk after it too (``JoinReport.left_out``).
     """
     if method not in JOIN_METHODS:
         raise ValueError(f"join method must be one of {JOIN_METHODS}, got {method!r}")
@@ -164,6 +166,15 @@ def join_chunks(chunk_dirs: list[str | Path], chunks: list[Any], out_dir: str | 
         raise ValueError(f"{len(chunk_dirs)} chunk outputs for {len(chunks)} chunks")
     has_anchor = anchor_dir is not None
     runs = [read_trajectory_json(Path(d) / TRAJECTORY_JSON) for d in chunk_dirs]
+    if leave_out_unplaceable:
+        kept = _placeable(runs, None if anchor_dir is None else read_trajectory_json(Path(anchor_dir) / TRAJECTORY_JSON))
+        if not kept:
+            raise ValueError("no chunk posed enough frames to be joined")
+        if len(kept) < len(chunks):
+            report = join_chunks([chunk_dirs[k] for k in kept], [chunks[k] for k in kept], out_dir, anchor_dir,
+                                 method, rrd)
+            report.left_out = [{"start": c.start, "stop": c.stop} for k, c in enumerate(chunks) if k not in kept]
+            return report
     main = [_main_segment(frames) for frames in runs]  # fitted on each run's main world segment
     first = int(has_anchor)  # node of chunk 0
     nodes = list(range(first + len(chunks)))
@@ -205,6 +216,20 @@ def join_chunks(chunk_dirs: list[str | Path], chunks: list[Any], out_dir: str | 
     if rrd is not None:
         record_joined(Path(rrd), joined, snapshot)
     return report
+
+
+def _placeable(runs: list[list[PosedFrame]], anchor: list[PosedFrame] | None) -> list[int]:
+    """The chunks a join can place: sharing ``MIN_OVERLAP`` posed frames with the anchor, or without
+    one, the first chunk that posed a frame and each next one sharing them with the one before."""
+    main = [_main_segment(frames) for frames in runs]
+    if anchor is not None:
+        target = _main_segment(anchor)
+        return [k for k, m in enumerate(main) if sum(n in target for n in m) >= MIN_OVERLAP]
+    kept = [0] if main and main[0] else []
+    for k in range(1, len(main)):
+        if kept and kept[-1] == k - 1 and sum(n in main[k - 1] for n in main[k]) >= MIN_OVERLAP:
+            kept.append(k)
+    return kept
 
 
 def _run_name(node: int, has_anchor: bool) -> str:

@@ -194,17 +194,20 @@ def joined_stats(parts: list[dict[str, Any]], report: JoinReport) -> StreamStats
 
 def finish_chunked(path: str | Path, out_dir: str | Path, work_dir: str | Path, parts: list[Part],
                    results: list[dict[str, Any]], config: Any, chunks_s: float, runner: str,
-                   method: str = "pose_graph") -> ChunkedRun:
+                   method: str = "pose_graph", stopped: bool = False) -> ChunkedRun:
     """Join the parts' folders (``work_dir/<part>/out``) into ``out_dir`` and write its run.json:
     the config, ``chunked`` (the plan, each part's seconds / node / attempts / counters, the join)
-    and the joined counters. ``results``: ``part_result`` of each part, in ``parts`` order."""
+    and the joined counters. ``results``: ``part_result`` of each part, in ``parts`` order.
+    ``stopped``: the run was stopped early, so its chunks may be cut short: those that cannot be
+    placed are left out of the join (run.json ``chunked.join.left_out``) instead of failing it."""
     started = time.perf_counter()
     out = Path(out_dir)
     chunk_parts = [p for p in parts if not p.is_anchor]
     anchor = next((p for p in parts if p.is_anchor), None)
     rrd = out / "recording.rrd" if config.rrd else None
     report = join_chunks([part_dir(work_dir, p) for p in chunk_parts], [p.chunk for p in chunk_parts], out,
-                         None if anchor is None else part_dir(work_dir, anchor), method=method, rrd=rrd)
+                         None if anchor is None else part_dir(work_dir, anchor), method=method, rrd=rrd,
+                         leave_out_unplaceable=stopped)
     join_s = time.perf_counter() - started
     stats = joined_stats(results, report)
     stats.fps = stats.frames_received / max(chunks_s + join_s, 1e-9)
@@ -213,7 +216,7 @@ def finish_chunked(path: str | Path, out_dir: str | Path, work_dir: str | Path, 
         "input": str(path),
         "chunked": {"chunks": len(chunk_parts), "overlap": chunk_parts[0].chunk.stop - chunk_parts[1].chunk.start
                     if len(chunk_parts) > 1 else 0, "anchor_stride": None if anchor is None else anchor.stride,
-                    "runner": runner, "parts": results, "join": asdict(report)},
+                    "runner": runner, "stopped": stopped, "parts": results, "join": asdict(report)},
         "stats": asdict(stats),
         "timings_s": {"chunks": round(chunks_s, 3), "join": round(join_s, 3), "total": round(chunks_s + join_s, 3)},
         "error": None,
@@ -253,9 +256,10 @@ def reconstruct_in_chunks(path: str | Path, out_dir: str | Path, work_dir: str |
                           method: str = "pose_graph") -> ChunkedRun:
     """A chunked run in this process, one part after the other (the executor without Ray): the
     same parts, folders, join and outputs as on Ray, so the same result as there, not faster
-    than the whole video in one run. ``observers`` get each part's progress as the whole run's
-    (``on_stats``). ``stop``: the current part writes what it has, later parts do not start,
-    and the parts done are joined."""
+    than the whole video in one run. ``observers`` get each chunk's progress as the whole run's
+    (``on_stats``). The anchor runs last: on ``stop`` the current chunk writes what it has, later
+    parts do not start, and the chunks done are joined by their overlaps (as a stopped upload
+    keeps the frames it reconstructed)."""
     check_chunkable(config.ingest)
     parts = plan_parts(frame_count, chunks, overlap, anchor_stride)
     work = Path(work_dir)
@@ -263,19 +267,21 @@ def reconstruct_in_chunks(path: str | Path, out_dir: str | Path, work_dir: str |
         shutil.rmtree(work)
     stop = stop or threading.Event()
     done = StreamStats()
-    results = []
+    results: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
-    for part in parts:
+    for part in sorted(parts, key=lambda p: p.is_anchor):
         if stop.is_set():
             break
         t, cpu = time.perf_counter(), time.process_time()
         summary = run_part(path, part, part_dir(work, part), config, stop,
                            observers=[] if part.is_anchor else [_Counted(observers, done)])
-        results.append(part_result(part, summary, time.perf_counter() - t, time.process_time() - cpu))
+        results[part.name] = part_result(part, summary, time.perf_counter() - t, time.process_time() - cpu)
         if not part.is_anchor:
             for name in _Counted._SUMMED:
                 setattr(done, name, getattr(done, name) + getattr(summary.stats, name))
-    ran = [p for p in parts if p.name in {r["part"] for r in results}]
+    stopped = stop.is_set()
+    ran = [p for p in parts if p.name in results and not (stopped and p.is_anchor)]
     if not any(not p.is_anchor for p in ran):
         raise RuntimeError("the chunked run was stopped before any chunk ran: nothing to join")
-    return finish_chunked(path, out_dir, work, ran, results, config, time.perf_counter() - started, "local", method)
+    return finish_chunked(path, out_dir, work, ran, [results[p.name] for p in ran], config,
+                          time.perf_counter() - started, "local", method, stopped)

@@ -106,6 +106,10 @@ def test_a_chunk_sharing_too_few_posed_frames_is_refused(tmp_path):
     _write_chunk(tmp_path / "b", b, c2w, Sim3.identity(), np.zeros((1, 3)))
     with pytest.raises(ValueError, match="shares 2 posed frames"):
         join_chunks([tmp_path / "a", tmp_path / "b"], [a, b], tmp_path / "joined")
+    # a stopped run's join leaves the chunk out instead
+    report = join_chunks([tmp_path / "a", tmp_path / "b"], [a, b], tmp_path / "joined", leave_out_unplaceable=True)
+    assert report.frames == 22 and report.left_out == [{"start": 20, "stop": 40}]
+    assert [f.index for f in read_trajectory_json(tmp_path / "joined" / "trajectory.json")] == list(range(22))
 
 
 def _splats(means: np.ndarray, scale: float) -> GaussianSnapshot:

@@ -68,6 +68,22 @@ def test_a_chunked_upload_on_the_local_runner_gives_every_result_file(client, tm
     run = json.loads(s.download("run.json", tmp_path).read_text())
     chunked = run["chunked"]
     assert (chunked["chunks"], chunked["overlap"], chunked["anchor_stride"], chunked["runner"]) == (2, 8, 4, "local")
-    assert [p["part"] for p in chunked["parts"]] == ["anchor", "000", "001"]
+    assert [p["part"] for p in chunked["parts"]] == ["anchor", "000", "001"]  # in plan order
     assert all(p["seconds"] > 0 for p in chunked["parts"])
     assert chunked["join"]["method"] == "pose_graph" and chunked["join"]["frames"] == 48
+
+
+def test_a_stopped_chunked_upload_completes_with_the_chunks_it_reconstructed(client, tmp_path):
+    s = Sess(client, CHUNKED)
+    assert s.upload(DEMO, filename="demo.mp4").status_code == 202
+    s.wait_until(lambda st: st["state"] == "running" and st["progress"]["frames_processed"] > 0, timeout=120,
+                 what="the first chunk's progress")
+    assert client.post(f"/sessions/{s.id}/stop", headers=s.headers).status_code == 202
+    final = s.wait(timeout=240)
+    assert final["state"] == "completed", final
+    assert any("stopped early" in note for note in final["notes"]), final["notes"]
+    frames = read_trajectory_json(s.download("trajectory.json", tmp_path))
+    assert 0 < len(frames) < 48
+    run = json.loads(s.download("run.json", tmp_path).read_text())
+    assert run["chunked"]["stopped"] is True
+    assert "anchor" not in [p["part"] for p in run["chunked"]["parts"]]  # the anchor runs last locally
