@@ -68,3 +68,17 @@ def test_bad_chunk_options_are_a_400_on_the_ray_runner_too(ray_server):
         assert_error(client.post("/sessions", json={**CHUNKED, "final_ba": True}), 400, "bad_chunk_options")
         s = Sess(client, {**CHUNKED, "chunks": 4, "chunk_overlap": 16})
         assert_error(s.upload(DEMO), 400, "video_too_short_for_chunks")
+
+
+def test_a_stopped_chunked_upload_on_ray_completes_with_what_its_chunks_reconstructed(ray_server, tmp_path):
+    with httpx.Client(base_url=ray_server.url, timeout=60) as client:
+        s = Sess(client, CHUNKED)
+        assert s.upload(DEMO, filename="demo.mp4").status_code == 202
+        s.wait_until(lambda st: st["progress"]["frames_processed"] > 0, timeout=120, what="the chunks' progress")
+        assert client.post(f"/sessions/{s.id}/stop", headers=s.headers).status_code == 202
+        final = s.wait(timeout=240)
+        assert final["state"] == "completed", final
+        frames = read_trajectory_json(s.download("trajectory.json", tmp_path))
+        run = json.loads(s.download("run.json", tmp_path).read_text())
+    assert 0 < len(frames) <= 48
+    assert run["chunked"]["stopped"] is True and "anchor" not in [p["part"] for p in run["chunked"]["parts"]]
