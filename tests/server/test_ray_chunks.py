@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import FAST_OPTIONS, ServerProcess, Sess, assert_error, free_port
-from ray_cluster import RayCluster
+from ray_cluster import RayCluster, wait_for
 
+from server.storage import SharedDirectory
 from stream4d.evaluation.trajectory import evaluate_trajectory
 from stream4d.outputs import read_cameras_json, read_trajectory_json
 
@@ -24,17 +25,18 @@ RESULTS = {"trajectory.json", "trajectory.tum", "points.ply", "splats.ply", "rec
 
 
 @pytest.fixture(scope="module")
-def ray_server(tmp_path_factory):
-    cluster = RayCluster(free_port(), nodes=2, cpus_per_node=1).start()
-    try:
-        srv = ServerProcess(tmp_path_factory.mktemp("ray-chunks") / "data", workers=2, viewer="none",
-                            extra_args=("--runner", "ray", "--ray-address", cluster.address)).start()
-        try:
-            yield srv
-        finally:
-            srv.stop()
-    finally:
-        cluster.stop()
+def cluster():
+    c = RayCluster(free_port(), nodes=2, cpus_per_node=1).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_server(cluster, tmp_path_factory):
+    srv = ServerProcess(tmp_path_factory.mktemp("ray-chunks") / "data", workers=2, viewer="none",
+                        extra_args=("--runner", "ray", "--ray-address", cluster.address)).start()
+    yield srv
+    srv.stop()
 
 
 def test_a_chunked_upload_runs_its_parts_on_both_nodes_and_gives_every_result_file(ray_server, tmp_path):
@@ -82,3 +84,24 @@ def test_a_stopped_chunked_upload_on_ray_completes_with_what_its_chunks_reconstr
         run = json.loads(s.download("run.json", tmp_path).read_text())
     assert 0 < len(frames) <= 48
     assert run["chunked"]["stopped"] is True and "anchor" not in [p["part"] for p in run["chunked"]["parts"]]
+
+
+def test_a_chunk_whose_node_is_killed_is_retried_and_the_upload_completes(cluster, ray_server, tmp_path):
+    """Last in the module: it kills one of the two nodes (and adds a fresh one after)."""
+    with httpx.Client(base_url=ray_server.url, timeout=60) as client:
+        s = Sess(client, CHUNKED)
+        assert s.upload(DEMO, filename="demo.mp4").status_code == 202
+        part = str(ray_server.data_dir / "sessions" / s.id / "chunks" / "000" / "out")
+        first = wait_for(lambda: SharedDirectory().attempts(part), 120, "the first chunk's attempt")[0]
+        cluster.kill_node(first["raylet_pid"])
+        final = s.wait(timeout=240)
+        assert final["state"] == "completed", final
+        assert final["attempts"] == 2 and any("another node" in note for note in final["notes"]), final
+        frames = read_trajectory_json(s.download("trajectory.json", tmp_path))
+        run = json.loads(s.download("run.json", tmp_path).read_text())
+    assert [f.index for f in frames] == list(range(48))
+    retried = next(p for p in run["chunked"]["parts"] if p["part"] == "000")
+    assert retried["attempts"] == 2
+    lines = SharedDirectory().attempts(part)
+    assert len(lines) == 2 and lines[0]["node"] != lines[1]["node"]
+    cluster.add_node()
