@@ -198,7 +198,7 @@ def join_chunks(chunk_dirs: list[str | Path], chunks: list[Any], out_dir: str | 
                      "sigma_rot_deg": float(np.degrees(f.sigma[0])), "sigma_log_scale": f.sigma[2],
                      "rms_centre": f.rms[0], "rms_rot_deg": f.rms[1]} for f in fits]
     sims = [place[first + k] for k in range(len(chunks))]
-    joined = _joined_frames(runs, main, chunks, sims, has_anchor)
+    joined = _joined_frames(runs, main, chunks, sims)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with OutputWriter(out) as writer:
@@ -237,7 +237,7 @@ def _run_name(node: int, has_anchor: bool) -> str:
 
 
 def _joined_frames(runs: list[list[PosedFrame]], main: list[dict[str, PosedFrame]], chunks: list[Any],
-                   sims: list[Sim3], has_anchor: bool) -> list[PosedFrame]:
+                   sims: list[Sim3]) -> list[PosedFrame]:
     """Every chunk's frames in the joined world, by decode position; a frame two chunks posed keeps
     the earlier one's pose. Each chunk's main segment is the joined segment 0; its other segments
     (tracking lost inside the chunk) get new ids, still moved by the chunk's Sim(3)."""
