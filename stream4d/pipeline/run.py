@@ -289,7 +289,8 @@ def _final_ba(run: _Run, error: BaseException | None) -> None:
     sink = run.sink
     try:
         run.final_ba = final_bundle_adjustment(run.writer, run.stats.segment, sink.frame_window, sink.cache,
-                                               sink.fallback_points if sink.cache is None else None)
+                                               sink.fallback_points if sink.cache is None else None,
+                                               refine_focal=_intrinsics_report(run.model) is not None)
     except Exception as exc:  # noqa: BLE001 - the outputs as the stream left them are still written
         log.warning("final bundle adjustment failed: %s: %s", type(exc).__name__, exc)
         run.final_ba = {"applied": False, "skipped": f"failed: {type(exc).__name__}: {exc}"}
