@@ -68,9 +68,8 @@ def run_clip(clip: str, gt_path: str | None, policy: str, out_root: Path, extra:
     summary = reconstruct(clip, out, config, progress=False)
     wall = time.perf_counter() - t
     s = summary.stats
-    between = s.frames_tracked + s.frames_interpolated
     row = {"clip": name, "policy": policy, "frames": s.frames_received, "keyframes": s.frames_keyframes,
-           "windows": s.windows, "with depth": s.frames_posed - s.frames_rotation_only - between,
+           "windows": s.windows, "with depth": s.keyframes_posed_from_parallax() - s.frames_without_depth,
            "tracked": s.frames_tracked, "interpolated": s.frames_interpolated, "rotation-only": s.frames_rotation_only,
            "not posed": s.frames_processed - s.frames_posed, "map points": summary.stats.gaussians,
            "time s": round(wall, 1), "frames/s": round(s.frames_received / wall, 2)}

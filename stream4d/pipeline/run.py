@@ -347,6 +347,8 @@ def _record(run: _Run, error: BaseException | None) -> Path:
     """run.json: the whole config tree, the input, counters, timings and how the run ended."""
     timings, stats = run.timings, run.stats
     timings["total"] = time.perf_counter() - run.started
+    if run.sink.map_points == 0:  # nothing any keyframe saw reached the map: none was posed "with depth"
+        stats.frames_without_depth = stats.keyframes_posed_from_parallax()
     stats.warnings.extend(run_warnings(stats, run.sink.map_points, run.config.gaussians))
     for warning in stats.warnings:
         log.warning(warning)
