@@ -131,14 +131,18 @@ def _open(source: Any, out_dir: Path, config: ReconstructConfig, observers: Sequ
         keyframer = ParallaxKeyframer(config.keyframes)
     # The latency log first: a pose's time is taken as the observers get it.
     latency = LatencyLog()
-    tracker = None
+    tracker = bootstrap = None
     if live_tracking_active(config.live.tracking, getattr(src.info, "kind", "")):
         from recon.live_tracking import MapTracker
 
         tracker = MapTracker()
+        if config.live.bootstrap:
+            from recon.live_bootstrap import TwoViewBootstrap
+
+            bootstrap = TwoViewBootstrap(focal_prior=config.model.focal_prior)
     all_observers = [latency, *all_observers]
     live = LiveFrames(latency, all_observers, stats, timings, tracker, getattr(src, "stats", None),
-                      mapping_nice=config.live.mapping_nice)
+                      mapping_nice=config.live.mapping_nice, bootstrap=bootstrap)
     sink = Sink(writer, config, all_observers, stats, timings, HeldFrames() if keyframer else None)
     if tracker is not None:  # live: the frames between keyframes are re-posed on a CPU budget
         from recon.tracking import TrackingConfig
@@ -367,6 +371,7 @@ def _record(run: _Run, error: BaseException | None) -> Path:
         "intrinsics": _intrinsics_report(run.model),
         "live_tracking": run.live is not None and run.live.tracking,
         "latency_s": run.latency.summary(),
+        "live_bootstrap": run.live.bootstrap_report() if run.live is not None else None,
         "map": run.map_record or None,
         "final_ba": run.final_ba,
         "error": None if error is None else f"{type(error).__name__}: {error}",
