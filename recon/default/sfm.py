@@ -284,14 +284,17 @@ class WindowSfm:
         # Forget points that stay far off after adjustment: they are mismatches.
         bad_rows = rows[res.residuals_px > self.cfg.max_reproj_px]
         bad_tracks = np.unique(self.tracks.track[bad_rows])
-        self._follow_adjustment(res, vslot, pslot)
+        if max_iterations > self.cfg.intermediate_ba_iterations:  # the window's output: all consistent
+            self._follow_adjustment(res, vslot, pslot)
         self.X[bad_tracks] = np.nan
         return float(np.median(res.residuals_px))
 
     def _follow_adjustment(self, res: BundleResult, vslot: np.ndarray, pslot: np.ndarray) -> None:
-        """Re-fits the triangulated points the adjustment held out (``pslot`` -1: beyond its point
+        """Re-fits the triangulated points a full adjustment held out (``pslot`` -1: beyond its point
         budget) to the cameras and K it moved, and forgets those that stay far off in some view: left
-        where they were triangulated they would no longer agree with the window's poses and focal."""
+        where they were triangulated they would no longer agree with the window's poses and focal
+        (the sparse tracks it hands out, against which frames between keyframes are posed).
+        Intermediate adjustments skip this: registration works with the points as triangulated."""
         held = np.nonzero(np.isfinite(self.X[:, 0]) & (pslot < 0))[0]
         if not len(held):
             return
