@@ -15,12 +15,19 @@ the keyframes the keyframer picks at each (no reconstruction).
 their own size: the keyframer's decision and the live tracker's pose against
 the clip's first aligned window. ``--live CLIP`` pushes the clip in real time
 (its own frame rate, JPEG frames) over the WebSocket of a ``stream4d serve``
-on loopback and reports arrival-to-pose latency and drops from its run.json.
+on loopback and reports arrival-to-pose latency and drops from its run.json: over every frame,
+over the frames posed live, and over those first posed on the two-view bootstrap map before the
+first window (``recon/live_bootstrap.py``), with the load average sampled every second of the run.
+``--handover CLIP`` checks that hand-over without timing: the clip's frames through the two-view
+bootstrap and the live tracker, the first window of a file run of the same clip given to the
+tracker 15 frames after its last keyframe; the provisional poses (after the best Sim(3)) and the
+live poses after the hand-over against that run's trajectory.json, as a share of its path.
 
     python bench/bench_video.py CLIP[:GT] ... [--synth DIR] [--policies parallax,all] [--write-docs]
     python bench/bench_video.py --fps-sweep orbit --fps 10,30,60
     python bench/bench_video.py --tracking CLIP
     python bench/bench_video.py --live CLIP [--live-options JSON]
+    python bench/bench_video.py --handover CLIP
 """
 
 from __future__ import annotations
@@ -61,9 +68,8 @@ def run_clip(clip: str, gt_path: str | None, policy: str, out_root: Path, extra:
     summary = reconstruct(clip, out, config, progress=False)
     wall = time.perf_counter() - t
     s = summary.stats
-    between = s.frames_tracked + s.frames_interpolated
     row = {"clip": name, "policy": policy, "frames": s.frames_received, "keyframes": s.frames_keyframes,
-           "windows": s.windows, "with depth": s.frames_posed - s.frames_rotation_only - between,
+           "windows": s.windows, "with depth": s.keyframes_posed_from_parallax() - s.frames_without_depth,
            "tracked": s.frames_tracked, "interpolated": s.frames_interpolated, "rotation-only": s.frames_rotation_only,
            "not posed": s.frames_processed - s.frames_posed, "map points": summary.stats.gaussians,
            "time s": round(wall, 1), "frames/s": round(s.frames_received / wall, 2)}
@@ -152,6 +158,8 @@ def tracking_alone(clip: str) -> dict:
 
 def live_push(clip: str, options: dict) -> dict:
     """The clip pushed in real time over a real service's WebSocket; latency and drops from its run."""
+    import threading
+
     import cv2
     import httpx
     import websockets.sync.client as ws_client
@@ -188,10 +196,11 @@ def live_push(clip: str, options: dict) -> dict:
                 body = c.post("/sessions", json={"viewer": False, **options}).json()
                 headers = {"Authorization": f"Bearer {body['token']}"}
                 t_start = time.monotonic()
+                loads, sampling = [], threading.Event()
+                sampler = threading.Thread(target=_sample_load, args=(loads, sampling), daemon=True)
+                sampler.start()
                 with ws_client.connect(url.replace("http", "ws") + f"/sessions/{body['id']}/live",
                                        additional_headers=headers, max_size=None) as ws:
-                    import threading
-
                     acks = threading.Thread(target=lambda: [ws.recv(timeout=120) for _ in jpegs])
                     acks.start()
                     t0 = time.monotonic()
@@ -206,17 +215,84 @@ def live_push(clip: str, options: dict) -> dict:
                         ("completed", "failed", "cancelled"):
                     time.sleep(0.5)
                 done = time.monotonic() - t_start
+                sampling.set()
                 run = json.loads(c.get(f"/sessions/{body['id']}/results/run.json", headers=headers).content)
         finally:
             server.terminate()
             server.wait(60)
     lat, st = run["latency_s"], run["stats"]
+    boot = run.get("live_bootstrap") or {}
+    boot_lat = lat.get("bootstrap") or {}
+    handover = boot.get("handover") or {}
+
+    def r3(v):
+        return None if v is None else round(v, 3)
+
     return {"clip": Path(clip).name, "fps": round(fps, 2), "frames sent": len(jpegs), "push s": round(pushed, 1),
             "dropped": closed.get("dropped"), "posed": st["frames_posed"], "posed live": st["frames_posed_live"],
             "keyframes": st["frames_keyframes"], "latency p50 s": round(lat["p50"], 3), "p95 s": round(lat["p95"], 3),
-            "live p50 s": lat["live"]["p50"] and round(lat["live"]["p50"], 3),
-            "live p95 s": lat["live"]["p95"] and round(lat["live"]["p95"], 3),
-            "run done after s": round(done, 1), "load average": os.getloadavg()[0]}
+            "live p50 s": r3(lat["live"]["p50"]), "live p95 s": r3(lat["live"]["p95"]),
+            "posed on bootstrap": boot_lat.get("frames"), "bootstrap p50 s": r3(boot_lat.get("p50")),
+            "bootstrap p95 s": r3(boot_lat.get("p95")), "held frames posed at init": boot.get("frames_posed_at_init"),
+            "bootstrap refused": boot.get("refused"), "handover": handover.get("applied"),
+            "never posed": lat.get("never_posed"), "run done after s": round(done, 1),
+            "load average min/max": [min(loads, default=None), max(loads, default=None)]}
+
+
+def _sample_load(loads: list[float], stop) -> None:
+    """The 1-minute load average every second until ``stop`` is set (what ``uptime`` prints first)."""
+    while not stop.wait(1.0):
+        loads.append(round(os.getloadavg()[0], 1))
+
+
+def bootstrap_handover(clip: str, out: Path) -> dict:
+    """See the module doc (``--handover``)."""
+    from recon.ingest import open_source
+    from recon.live_bootstrap import TwoViewBootstrap, pose_sim3
+    from recon.live_tracking import MapTracker
+
+    first: list = []
+
+    class FirstWindow(StreamObserver):
+        def on_window(self, window):
+            if not first:
+                first.append(window)
+
+    config = ReconstructConfig().override({"rrd": False, "gaussians": False})
+    reconstruct(clip, out, config, observers=[FirstWindow()], progress=False)
+    final = {p.index: p.c2w for p in read_trajectory(out)}
+    window = first[0]
+    arrives = int(max(window.prediction.frame_indices)) + 15
+    boot, tracker = TwoViewBootstrap(focal_prior=config.model.focal_prior), MapTracker()
+    provisional, live, init = {}, {}, None
+    with open_source(clip, config.ingest) as src:
+        for f in src:
+            if f.index == arrives:
+                tracker.set_map(window.prediction, window.segment)
+            tracked = tracker.track(f.image, f.pixel_map, f.index)
+            if tracked is None and tracker.needs_bootstrap:
+                m = boot.add(f.image, f.index, f.timestamp, f.K)
+                if m is not None:
+                    tracker.set_bootstrap(m, f.pixel_map, 0)
+                    boot.reset()
+                    init = init if init is not None else m.index
+                    provisional.update({i: c2w for i, (_, c2w) in m.poses.items()})
+            elif tracked is not None:
+                (provisional if tracker.handover is None else live)[f.index] = tracked.c2w
+    centres = np.array([final[i][:3, 3] for i in sorted(final)])
+    path = float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum())
+    both = sorted(set(provisional) & set(final))
+    best = pose_sim3(np.stack([provisional[i] for i in both]), np.stack([final[i] for i in both]), 180.0, 1e9)
+    err_p = [np.linalg.norm(best.apply_c2w(provisional[i])[:3, 3] - final[i][:3, 3]) / path for i in both]
+    after = sorted(set(live) & set(final))
+    err_l = [np.linalg.norm(live[i][:3, 3] - final[i][:3, 3]) / path for i in after]
+    return {"clip": Path(clip).name, "bootstrap init frame": init, "provisional poses": len(both),
+            "window keyframes": len(window.prediction.frame_indices), "map arrives at frame": arrives,
+            "handover": tracker.handover,
+            "provisional error % path median / max": [round(100 * float(np.median(err_p)), 2), round(100 * max(err_p), 2)],
+            "live after handover": len(after), "first live error % path": round(100 * err_l[0], 2) if after else None,
+            "live error % path median / max": [round(100 * float(np.median(err_l)), 2), round(100 * max(err_l), 2)] if after else None,
+            "load average": os.getloadavg()[0]}
 
 
 def _ply_vertices(path: Path) -> int:
@@ -277,6 +353,7 @@ def main() -> None:
     ap.add_argument("--tracking", default=None, metavar="CLIP")
     ap.add_argument("--live", default=None, metavar="CLIP")
     ap.add_argument("--live-options", default="{}", help="session options (JSON) of the --live run")
+    ap.add_argument("--handover", default=None, metavar="CLIP")
     args = ap.parse_args()
     rows = []
     if args.tracking:
@@ -284,6 +361,10 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     if args.live:
         rows.append(live_push(args.live, json.loads(args.live_options)))
+        print(json.dumps(rows[-1]), flush=True)
+    if args.handover:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows.append(bootstrap_handover(args.handover, Path(tmp) / "out"))
         print(json.dumps(rows[-1]), flush=True)
     if args.synth:
         args.clips = synth_clips(args.synth) + args.clips

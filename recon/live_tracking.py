@@ -14,6 +14,18 @@ the frame being tracked: its points are carried to the present through the
 recent frames the tracker kept (a few a second, grey), one short
 Lucas-Kanade step at a time, before the frame's PnP.
 
+Before the first window, the map can be a two-view bootstrap
+(``recon.live_bootstrap``, ``set_bootstrap``): its poses are provisional
+(``LiveTrackedPose.provisional``), in the bootstrap's own world. When the first
+window's map arrives, the similarity from the bootstrap world to the window's
+is estimated from the window's keyframes the tracker posed on the bootstrap map
+(``live_bootstrap.pose_sim3``); the chain of points and the last pose move into
+the window's world with it, so the live poses go on without a jump
+(``take_handover``: the provisional poses after the window's last keyframe, moved
+too). Without such a similarity the chain starts again from the window's map.
+A bootstrap map that loses the camera for ``bootstrap_lost_frames`` frames is let
+go (``needs_bootstrap``: a new bootstrap starts from the current frame).
+
 A frame it cannot pose (no map yet, the camera has left the map's view) gets
 no live pose; its window poses it later. Poses are in the world of the map's
 window; the pipeline re-poses every frame when the window around it is aligned.
@@ -28,6 +40,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from recon.live_bootstrap import BootstrapMap, pose_sim3
 from recon.tracking import TrackingConfig, anchor_points, follow_points, solve_pnp, to_model_pixels
 from stream4d.contracts import WindowPrediction
 
@@ -48,6 +61,7 @@ class LiveTrackingConfig:
     lk_window: int = 15  # Lucas-Kanade window side, px (frame to frame motion is small at camera rate)
     bridge_every: int = 4  # every this many frames is kept to carry a new map's points to the present
     bridge_frames: int = 150  # at most this many kept (frames older than that cannot be bridged)
+    bootstrap_lost_frames: int = 5  # a bootstrap map that poses none of this many frames in a row is let go
 
     def tracking(self) -> TrackingConfig:
         return replace(TrackingConfig(), max_points=self.max_points, reprojection_px=self.reprojection_px,
@@ -62,6 +76,7 @@ class LiveTrackedPose:
     size: tuple[int, int]  # (W, H) model pixels
     segment: int
     inliers: int
+    provisional: bool = False  # solved on a bootstrap map's points (recon.live_bootstrap), in its world
 
 
 @dataclass
@@ -75,6 +90,7 @@ class _Map:
     size: tuple[int, int]
     segment: int
     index: int  # Frame.index of the keyframe
+    provisional: bool = False  # a two-view bootstrap map, not an aligned window's
 
 
 class MapTracker:
@@ -88,15 +104,47 @@ class MapTracker:
         self._map: _Map | None = None
         self._chain: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (grey, xy [N, 2], X [N, 3])
         self._chain_start = 0  # points the chain started with
+        self._chain_provisional = False  # the chain's points are a bootstrap map's
         self._pose: np.ndarray | None = None  # c2w of the last posed frame
         self._recent: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=self.config.bridge_frames)
         self._seen = 0
         self._bridge = None  # (map, frame index, grey, xy, X): where _bridged left the map's points
-        self.maps = 0  # maps taken
+        self.maps = 0  # window maps taken
+        self._provisional: dict[int, np.ndarray] = {}  # frame index -> c2w in the bootstrap map's world
+        self._handed: dict[int, np.ndarray] = {}  # provisional poses moved into the first window's world
+        self._handed_camera: tuple = (None, None)  # (K, size) of the bootstrap map they were solved on
+        self._misses = 0  # frames in a row the bootstrap map did not pose
+        self.bootstrap_lost = 0  # bootstrap maps let go
+        self.handover: dict | None = None  # how the first window's map took over from the bootstrap map
 
     @property
     def has_map(self) -> bool:
         return self._map is not None or self._incoming is not None
+
+    @property
+    def needs_bootstrap(self) -> bool:
+        """No map of any kind yet (nor a window's on its way): a two-view bootstrap may give one."""
+        return self._map is None and self._incoming is None and self.maps == 0
+
+    def set_bootstrap(self, boot: BootstrapMap, pixel_map: np.ndarray, segment: int) -> None:
+        """A two-view bootstrap map (tracking thread; frames in the pixels of ``pixel_map``, input ->
+        image): tracked against until the first window's map arrives. Ignored once a window's came."""
+        if self.maps:
+            return
+        H, W = boot.grey.shape
+        c2w = boot.poses[boot.index][1].copy()
+        self._map = _Map(boot.grey, boot.xy, boot.X, c2w, boot.K, np.asarray(pixel_map), (W, H), segment,
+                         boot.index, provisional=True)
+        self._chain, self._chain_start, self._chain_provisional = (boot.grey, boot.xy, boot.X), len(boot.X), True
+        self._pose = c2w
+        self._provisional = {i: p for i, (_, p) in boot.poses.items()}
+        self._misses = 0
+
+    def take_handover(self) -> tuple[dict[int, np.ndarray], np.ndarray, tuple[int, int]]:
+        """Provisional poses moved into the first window's world (frame index -> c2w [4, 4]) that no
+        window has posed yet, with the bootstrap map's K and size; empty once taken."""
+        handed, self._handed = self._handed, {}
+        return handed, *self._handed_camera
 
     def set_map(self, pred: WindowPrediction, segment: int) -> None:
         """The newest aligned window (world poses); cheap: taken up by the next ``track``."""
@@ -117,30 +165,47 @@ class MapTracker:
         grey = cv2.cvtColor(to_model_pixels(image, pixel_map, m.pixel_map, m.size), cv2.COLOR_RGB2GRAY)
         guess = self._pose if self._pose is not None else m.c2w
         solved = None
+        provisional = self._chain_provisional
         if self._chain is not None and not renewed:
             # The chain's points are PnP inliers of the frame before: one forward step, no backward check
             # (RANSAC drops what went astray), halves the tracker's Lucas-Kanade cost.
             solved = self._solve(*self._chain, grey, guess, checked=False)
-            if solved is not None and len(solved[2]) < self.config.renew_share * self._chain_start:
+            # A chain still on bootstrap points tries the window's map every few frames.
+            leave_bootstrap = provisional and not m.provisional and self._seen % self.config.bridge_every == 0
+            if solved is not None and (leave_bootstrap or len(solved[2]) < self.config.renew_share * self._chain_start):
                 renew = self._solve(*self._bridged(m), grey, solved[0])
                 if renew is None:  # the map cannot be reached from here: tried again once the chain halves
                     self._chain_start = len(solved[2])
                 else:
-                    solved = renew
+                    solved, provisional = renew, m.provisional
                     self._chain_start = len(renew[2])
         if solved is None:  # a new map, a chain that lost its points: from the map's keyframe
-            solved = self._solve(*self._bridged(m), grey, guess)
+            solved, provisional = self._solve(*self._bridged(m), grey, guess), m.provisional
             if solved is None and renewed and self._chain is not None:  # the old map still sees it
-                solved = self._solve(*self._chain, grey, guess)
+                solved, provisional = self._solve(*self._chain, grey, guess), self._chain_provisional
             if solved is not None:
                 self._chain_start = len(solved[2])
         if solved is None:
             self._chain = None
+            self._lost_bootstrap(m)
             return None
         c2w, uv, X = solved
-        self._chain = (grey, uv.astype(np.float32), X)
+        self._chain, self._chain_provisional = (grey, uv.astype(np.float32), X), provisional
         self._pose = c2w
-        return LiveTrackedPose(c2w, m.K, m.size, m.segment, len(X))
+        self._misses = 0
+        if m.provisional:
+            self._provisional[index] = c2w
+        return LiveTrackedPose(c2w, m.K, m.size, m.segment, len(X), provisional)
+
+    def _lost_bootstrap(self, m: _Map) -> None:
+        """A bootstrap map that has not posed ``bootstrap_lost_frames`` frames in a row is let go."""
+        if not m.provisional:
+            return
+        self._misses += 1
+        if self._misses >= self.config.bootstrap_lost_frames:
+            self._map, self._pose, self._provisional, self._misses = None, None, {}, 0
+            self._bridge = None
+            self.bootstrap_lost += 1
 
     def _solve(self, grey0: np.ndarray, xy: np.ndarray, X: np.ndarray, grey: np.ndarray,
                guess: np.ndarray, checked: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -187,9 +252,39 @@ class MapTracker:
         xy, X = anchor_points(pred, k, grey, self._cfg)
         if len(xy) < self._cfg.min_inliers:
             return False
-        if self._map is not None and self._map.segment != segment:
+        if self._map is not None and self._map.provisional:
+            self._hand_over(pred, np.asarray(pred.pixel_maps[k]), pred.model_size)
+        elif self._map is not None and self._map.segment != segment:
             self._chain, self._pose = None, None  # a new world: the old chain's points are elsewhere
         self._map = _Map(grey, xy, X, pred.c2w[k].copy(), pred.K[k].copy(), np.asarray(pred.pixel_maps[k]),
                          pred.model_size, segment, int(pred.frame_indices[k]))
         self.maps += 1
         return True
+
+    def _hand_over(self, pred: WindowPrediction, pixel_map: np.ndarray, size: tuple[int, int]) -> None:
+        """The first window's map replaces the bootstrap map: the chain, the last pose and the
+        provisional poses after the window move into the window's world by the similarity of the
+        window's frames posed in both worlds; without one, the chain starts again from the window
+        (so it does too when the window's pixels, ``pixel_map`` and ``size``, are not the chain's)."""
+        shared = [k for k, i in enumerate(pred.frame_indices) if int(i) in self._provisional]
+        src = np.stack([self._provisional[int(pred.frame_indices[k])] for k in shared]) if shared else None
+        sim3 = pose_sim3(src, pred.c2w[shared]) if len(shared) >= 2 else None
+        self.handover = {"frames_in_both": len(shared), "applied": sim3 is not None}
+        if sim3 is None:
+            self._chain, self._pose = None, None
+        else:
+            same_pixels = tuple(size) == tuple(self._map.size) and np.allclose(pixel_map, self._map.pixel_map)
+            if self._chain is not None and same_pixels:
+                grey, xy, X = self._chain
+                self._chain = (grey, xy, sim3.apply(X))
+            else:
+                self._chain = None
+            if self._pose is not None:
+                self._pose = sim3.apply_c2w(self._pose)
+            last = int(np.max(pred.frame_indices))
+            self._handed_camera = (self._map.K, self._map.size)
+            self._handed = {i: sim3.apply_c2w(p) for i, p in self._provisional.items() if i > last}
+            moved = sim3.apply_c2w(src)
+            self.handover.update(scale=float(sim3.s), centre_rms=float(np.sqrt(np.mean(np.sum(
+                (moved[:, :3, 3] - pred.c2w[shared][:, :3, 3]) ** 2, axis=1)))))
+        self._provisional = {}

@@ -47,6 +47,18 @@ class SessionOptions(BaseModel):
                     "its world and extends it. The request must carry that session's token (Authorization: "
                     "Bearer <token>), the proof that both sessions belong to the same client")
 
+    chunks: int | None = Field(
+        None, ge=2, le=64,
+        description="an upload only: reconstruct the video as this many overlapping chunks, run in parallel on "
+                    "the Ray runner's nodes (one after another with the local runner), then joined into one "
+                    "world. Needs every frame: 400 with stride, target_fps, max_frames, drop_duplicates, "
+                    "final_ba or map_from; 400 at the upload when the video is too short for the chunks")
+    chunk_overlap: int = Field(16, ge=3, le=10_000, description="frames shared by consecutive chunks (with chunks)")
+    chunk_anchor_stride: int | None = Field(
+        10, ge=2, le=10_000,
+        description="with chunks: one more run reconstructs every n-th frame of the whole video and ties every "
+                    "chunk to its world; None: chunks are tied by their overlaps alone (less accurate)")
+
     @model_validator(mode="after")
     def _overlap_below_window(self) -> "SessionOptions":
         if self.overlap >= self.window:

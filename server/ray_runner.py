@@ -157,6 +157,10 @@ class RayJobRunner(LocalJobRunner):
         import ray
         from ray.exceptions import RayTaskError, TaskCancelledError
 
+        if getattr(job, "chunks", None) is not None:  # a chunked upload: its parts as tasks (server.ray_chunks)
+            from server.ray_chunks import run_chunked_job
+
+            return run_chunked_job(self.options, self.storage, job, stop, on_progress, on_attempt)
         opts = self.options
         self.storage.reset(job.out_dir)
         ref = self._task.options(num_cpus=opts.num_cpus, num_gpus=opts.num_gpus, max_retries=opts.max_retries,

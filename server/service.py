@@ -33,6 +33,7 @@ from server.store import SessionRecord, SessionStore
 from server.uploads import PART_NAME
 
 OUT_DIR = "out"
+CHUNKS_DIR = "chunks"  # next to OUT_DIR: the parts of a chunked upload (never listed as results)
 MAP_DIR = "map"  # inside OUT_DIR: the session's saved map
 _SESSION_DIR = re.compile(r"^[0-9a-f]{32}$")
 _PULL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https")
@@ -54,6 +55,13 @@ class ReconstructionJob:
     source: str | None  # stored upload path or pulled URL; None for live (frames come through the server)
     out_dir: str
     config: dict[str, Any]  # the run's config tree (stream4d.pipeline.ReconstructConfig.to_dict)
+    # A chunked upload: {"frame_count", "chunks", "overlap", "anchor_stride"} (options.chunks); None: one run.
+    chunks: dict[str, Any] | None = None
+
+    @property
+    def work_dir(self) -> str:
+        """Where a chunked job's parts run (``<part>/out``, control files next to each)."""
+        return str(Path(self.out_dir).parent / CHUNKS_DIR)
 
 
 @dataclass
@@ -133,6 +141,46 @@ def check_public_host(host: str, port: int | None) -> None:
                            "--allow-private-sources".format(address))
 
 
+def check_chunk_options(options: SessionOptions) -> None:
+    """400 for chunk options that cannot go together (each chunk numbers frames by decode position)."""
+    if options.chunks is None:
+        return
+    clashes = [name for name, on in (("stride", options.stride != 1), ("target_fps", options.target_fps is not None),
+                                     ("max_frames", options.max_frames is not None),
+                                     ("drop_duplicates", options.drop_duplicates), ("final_ba", options.final_ba),
+                                     ("map_from", options.map_from is not None)) if on]
+    if clashes:
+        raise ApiError(400, "bad_chunk_options",
+                       f"chunks cannot be combined with {', '.join(clashes)}: a chunked upload reconstructs every "
+                       "frame of the video in chunks joined after the fact (no final bundle adjustment over "
+                       "them, no map to start from)")
+
+
+def chunk_plan(options: SessionOptions, frame_count: int) -> dict[str, Any] | None:
+    """A chunked upload's plan for a video of ``frame_count`` frames (None without ``chunks``);
+    400 when the video is too short for it."""
+    if options.chunks is None:
+        return None
+    from stream4d.pipeline.chunks import plan_parts
+
+    plan = {"frame_count": int(frame_count), "chunks": options.chunks, "overlap": options.chunk_overlap,
+            "anchor_stride": options.chunk_anchor_stride}
+    try:
+        plan_parts(**plan)
+    except ValueError as exc:
+        raise ApiError(400, "video_too_short_for_chunks",
+                       f"the video cannot be cut as asked: {exc}; ask for fewer chunks or a smaller chunk_overlap "
+                       "(or no chunks)") from None
+    return plan
+
+
+def refuse_chunks(options: SessionOptions, kind: str) -> None:
+    if options.chunks is not None:
+        raise ApiError(400, "chunks_need_upload",
+                       f"this session asks for chunks, which apply to an uploaded video only, not to a {kind} "
+                       "stream; create a session without chunks")
+
+
 def make_runner(settings: Settings, execute) -> JobRunner:
     """The runner ``settings.runner`` names: threads in this process, or tasks on a Ray cluster."""
     if settings.runner == "ray":
@@ -182,6 +230,7 @@ class SessionManager:
 
     # ----- sessions ------------------------------------------------------------------------
     def create(self, options: SessionOptions) -> tuple[SessionRecord, str]:
+        check_chunk_options(options)
         if options.backend == "vggt" and self.settings.vggt_weights is None:
             raise ApiError(400, "backend_unavailable",
                            "backend 'vggt' needs weights and none are configured on this server; use 'default'")
@@ -243,7 +292,16 @@ class SessionManager:
         config = reconstruct_config(options, self.settings.vggt_weights, self.settings.max_pixels,
                                     save_map=self.map_dir(rec.id),
                                     map_from=self.map_dir(options.map_from) if options.map_from else None)
-        return ReconstructionJob(rec.id, kind, source, str(self.out_dir(rec.id)), config.to_dict())
+        chunks = None
+        if kind == "upload" and options.chunks is not None:
+            chunks = chunk_plan(options, (rec.upload or {}).get("probe", {}).get("frames", 0))
+        return ReconstructionJob(rec.id, kind, source, str(self.out_dir(rec.id)), config.to_dict(), chunks)
+
+    def check_upload(self, session_id: str, frame_count: int) -> None:
+        """Before an upload is kept: 400 when the session's chunks do not fit the video."""
+        rec = self.store.get(session_id)
+        if rec is not None:
+            chunk_plan(SessionOptions(**rec.options), frame_count)
 
     def accept_upload(self, session_id: str, stored: str, nbytes: int, filename: str | None,
                       probe: dict[str, Any]) -> SessionRecord:
@@ -259,6 +317,9 @@ class SessionManager:
 
     def start_pull(self, session_id: str, url: str) -> SessionRecord:
         url = check_pull_url(url, self.settings.allow_devices, self.settings.allow_private_sources)
+        current = self.store.get(session_id)
+        if current is not None:
+            refuse_chunks(SessionOptions(**current.options), "pulled")
         rec = self.store.transition(session_id, ["created"], kind="pull", state="queued", source=url)
         if rec is None:
             raise ApiError(404, "session_not_found", f"session {session_id} does not exist")
@@ -272,6 +333,9 @@ class SessionManager:
         from stream4d.pipeline import ReconstructConfig
 
         limit = self.settings.max_live_sessions
+        current = self.store.get(session_id)
+        if current is not None:
+            refuse_chunks(SessionOptions(**current.options), "live")
         with self._lock:  # count and register at once: two handshakes cannot both take the last slot
             if len(self._live) >= limit:
                 raise ApiError(503, "too_many_live_sessions",
@@ -464,6 +528,8 @@ class SessionManager:
         run_remote = getattr(self.runner, "run_remote", None)
         if job.kind != "live" and run_remote is not None:
             return self._reconstruct_remote(run_remote, job, progress, stop)
+        if job.chunks is not None:
+            return self._reconstruct_chunks(job, out_dir, progress, stop)
         source: Any = job.source
         if job.kind == "live":
             feed = self._live.get(job.session_id)
@@ -483,6 +549,17 @@ class SessionManager:
         finally:
             if viewer is not None:
                 self._retire_viewer(job.session_id)
+
+    @staticmethod
+    def _reconstruct_chunks(job: ReconstructionJob, out_dir: Path, progress: ProgressObserver,
+                            stop: threading.Event) -> Any:
+        """A chunked upload on the local runner: its parts one after another in this job's worker
+        (the same parts, join and outputs as on Ray; no live viewer: recording.rrd is written)."""
+        from stream4d.pipeline import ReconstructConfig
+        from stream4d.pipeline.chunks import reconstruct_in_chunks
+
+        return reconstruct_in_chunks(job.source, out_dir, job.work_dir, ReconstructConfig.from_dict(job.config),
+                                     stop=stop, observers=[progress], **job.chunks)
 
     def _reconstruct_remote(self, run_remote, job: ReconstructionJob, progress: ProgressObserver,
                             stop: threading.Event) -> Any:

@@ -319,6 +319,8 @@ class StreamStats:
     frames_processed: int = 0  # frames that went through a window model or, between keyframes, tracking
     frames_posed: int = 0
     frames_rotation_only: int = 0  # of frames_posed: rotation-only poses (no parallax, depth unknown)
+    frames_without_depth: int = 0  # of frames_posed: keyframes posed from tracks whose window gave no
+    # confident depth pixel (wide baselines optical flow cannot follow), all of them when the map is empty
     frames_keyframes: int = 0  # of frames_processed: the ones the window model saw
     frames_tracked: int = 0  # of frames_posed: between keyframes, posed by PnP on the window's points
     frames_interpolated: int = 0  # of frames_posed: between keyframes, pose interpolated (PnP failed)
@@ -338,6 +340,10 @@ class StreamStats:
     loops_rejected: int = 0  # candidates refused by verification, scale check or the pose graph
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the run finished but is not what it seems (empty map)
+
+    def keyframes_posed_from_parallax(self) -> int:
+        """Posed frames that are neither rotation-only nor between keyframes (tracked, interpolated)."""
+        return self.frames_posed - self.frames_rotation_only - self.frames_tracked - self.frames_interpolated
 
 
 @dataclass

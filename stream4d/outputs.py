@@ -335,6 +335,30 @@ class OutputWriter:
                 self._save_npz(path, arrays)
         return moved
 
+    def scale_focal(self, segment: int, factor: float) -> int:
+        """Multiply fx and fy of every frame of ``segment`` by ``factor`` (a global adjustment refined the
+        stream's focal length): the records, depth/<index>.npz and sparse/<window>.npz follow.
+        Returns how many frames changed."""
+        self._check_open()
+        rec = self._records[: len(self._images)]
+        rows = np.flatnonzero(rec["segment"] == int(segment))
+        for k in rows.tolist():
+            rec["K"][k] = _focal_scaled(rec["K"][k], factor)
+            depth_file = self.out_dir / DEPTH_DIR / f"{int(rec['index'][k]):06d}.npz"
+            if depth_file.exists():
+                with np.load(depth_file) as data:
+                    arrays = {name: data[name] for name in data.files}
+                arrays["K"] = _focal_scaled(arrays["K"], factor)
+                self._save_npz(depth_file, arrays)
+        for window, seg in self._sparse_segment.items():
+            path = self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz"
+            if seg == int(segment) and path.exists():
+                with np.load(path) as data:
+                    arrays = {k: data[k] for k in data.files}
+                arrays["K"] = _focal_scaled(arrays["K"], factor)
+                self._save_npz(path, arrays)
+        return len(rows)
+
     def posed_frames(self) -> list[PosedFrame]:
         """The frames recorded so far, in the order they were added (copies)."""
         rec = self._records[: len(self._images)]
@@ -633,6 +657,14 @@ class SparseMap:
     @property
     def num_points(self) -> int:
         return int(len(self.points))
+
+
+def _focal_scaled(K: np.ndarray, factor: float) -> np.ndarray:
+    """``K`` [..., 3, 3] with fx, fy (and skew) multiplied by ``factor``; the principal point kept."""
+    out = np.array(K, copy=True)
+    out[..., 0, :2] *= factor
+    out[..., 1, 1] *= factor
+    return out
 
 
 def read_sparse(out_dir: str | Path, segment: int | None = None) -> SparseMap:

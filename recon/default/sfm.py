@@ -28,10 +28,23 @@ class SfmConfig:
     min_init_inliers: int = 40
     good_init_angle_deg: float = 3.0  # an initial pair with this much parallax is as good as any
     init_candidates: int = 8  # pairs given an essential-matrix fit when choosing the initial pair
+    init_attempts: int = 3  # initial pairs tried, best first, while views stay unregistered
     init_motion_px: float = 30.0  # median keypoint motion at which a pair ranks by its track count alone
     min_tri_angle_deg: float = 1.0  # new points need this much parallax
     max_reproj_px: float = 4.0
     min_pnp_inliers: int = 20
+    # A view that sees too few triangulated tracks for PnP is registered from its pair with a
+    # registered view: rotation and direction of travel from their essential matrix (at least
+    # min_relative_inliers inliers), the length of travel from the triangulated tracks it sees (one
+    # parameter: min_scale_points of them must agree) or from a second registered view's pair.
+    # Wide baselines need it: a view can overlap the map through its own pairs and still see almost
+    # none of the map's points (docs/default_backend.md, "Registration from a pair").
+    relative_registration: bool = True
+    min_relative_inliers: int = 30
+    min_scale_points: int = 5
+    scale_agreement: float = 0.15  # relative spread of the lengths those points agree on
+    min_centre_angle_deg: float = 10.0  # two directions of travel that place a view's centre differ this much
+    max_rotation_disagreement_deg: float = 5.0  # and the two pairs' rotations of the view agree this well
     ba_every: int = 3  # bundle-adjust after this many new registrations
     intermediate_ba_iterations: int = 5  # the final adjustment runs to convergence
     max_ba_points: int = 2500  # points in an adjustment (longest tracks first) ...
@@ -72,6 +85,10 @@ def _ray_angle_deg(X: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
     b = X - c2
     cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
     return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
+def _rotation_deg(R: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))
 
 
 def _centre(w2c: np.ndarray) -> np.ndarray:
@@ -148,22 +165,40 @@ class WindowSfm:
         scored.sort(reverse=True)
         return [(i, j) for _, i, j in scored[: self.cfg.init_candidates]]
 
-    def initialise(self) -> tuple[int, int, float] | None:
-        best = None
+    def _initial_pairs(self) -> list[tuple]:
+        """Candidate initial pairs with an essential-matrix fit, best score first:
+        (score, median angle deg, T1 [4, 4], track ids, points [N, 3], i, j)."""
+        evaluated = []
         for i, j in self._candidate_pairs():
             res = self._evaluate_pair(i, j)
-            if res is not None and (best is None or res[0] > best[0][0]):
-                best = (res, i, j)
-        if best is None:
-            return None
-        (score, med, T1, tid, X), i, j = best
+            if res is not None:
+                evaluated.append((*res, i, j))
+        evaluated.sort(key=lambda e: -e[0])  # stable: the first of equal scores stays first
+        return evaluated
+
+    def _start(self, pair: tuple) -> tuple[int, int, float]:
+        """Register the initial pair (an entry of ``_initial_pairs``) and its points."""
+        score, med, T1, tid, X, i, j = pair
         self.w2c[i] = np.eye(4)
         self.w2c[j] = T1
-        if med < self.cfg.degenerate_angle_deg:
-            return i, j, med
-        ok = self._accept_points(tid, X, _centre(self.w2c[i]), _centre(T1))
-        self.X[tid[ok]] = X[ok]
+        if med >= self.cfg.degenerate_angle_deg:
+            ok = self._accept_points(tid, X, _centre(self.w2c[i]), _centre(T1))
+            self.X[tid[ok]] = X[ok]
         return i, j, med
+
+    def initialise(self) -> tuple[int, int, float] | None:
+        """Start from the best initial pair: (i, j, its median triangulation angle), or None."""
+        pairs = self._initial_pairs()
+        return self._start(pairs[0]) if pairs else None
+
+    def _snapshot(self) -> tuple:
+        return (dict(self.w2c), self.X.copy(), self.K.copy(), dict(self.info), self.focal_evidence,
+                self.principal_evidence, self.principal_applied.copy())
+
+    def _restore(self, state: tuple) -> None:
+        w2c, X, K, info, focal, principal, applied = state
+        self.w2c, self.X, self.K, self.info = dict(w2c), X.copy(), K.copy(), dict(info)
+        self.focal_evidence, self.principal_evidence, self.principal_applied = focal, principal, applied.copy()
 
     # ---- registration -----------------------------------------------------------
     def _accept_points(self, tid: np.ndarray, X: np.ndarray, ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
@@ -205,6 +240,126 @@ class WindowSfm:
         self.w2c[v] = _pose(cv2.Rodrigues(rvec)[0], tvec)
         return True
 
+    # ---- registration from a pair ------------------------------------------------
+    def _relative_pose(self, r: int, v: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Motion from registered view ``r`` to view ``v`` by the essential matrix of their shared
+        tracks: (R [3, 3], t [3] unit) with x_v = R x_r + s t in camera coordinates, s unknown."""
+        _, ur, uv = self._track_pairs(r, v)
+        if len(ur) < self.cfg.min_relative_inliers:
+            return None
+        try:
+            E, mask = cv2.findEssentialMat(ur, uv, self.K, cv2.RANSAC, 0.999, 1.0)
+        except cv2.error:  # degenerate configurations (all tracks on a line, no motion at all)
+            return None
+        if E is None or E.shape != (3, 3):
+            return None
+        inliers, R, t, _ = cv2.recoverPose(E, ur, uv, self.K, mask=mask.copy())
+        if inliers < self.cfg.min_relative_inliers:
+            return None
+        return R, t.ravel()
+
+    def _travel_from_points(self, v: int, r: int, R: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray] | None:
+        """Length s of the travel ``t`` from view ``r`` to ``v`` from the triangulated tracks ``v``
+        sees: each point alone gives s (where its pixel's ray meets the line the point moves on as s
+        varies); the length most points agree with (within ``scale_agreement`` of it) is their
+        median. Returns (s, the agreeing tracks), or None unless ``min_scale_points`` agree on a
+        positive length. Lengths, not pixels, are compared: the pair's rotation, fitted with the
+        focal length as it stands, may still be off by a few pixels that the adjustment fixes."""
+        rows = self._obs_of_view[v]
+        tv = self.tracks.track[rows]
+        has = np.isfinite(self.X[tv, 0])
+        if has.sum() < self.cfg.min_scale_points:
+            return None
+        Tr = self.w2c[r]
+        a = (self.X[tv[has]] @ Tr[:3, :3].T + Tr[:3, 3]) @ R.T  # [N, 3] in v's frame at s = 0
+        y = np.c_[self.tracks.uv[rows[has]], np.ones(int(has.sum()))] @ np.linalg.inv(self.K).T
+        ya, yt = np.cross(y, a), np.cross(y, t)
+        norm2 = (yt ** 2).sum(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lengths = -(ya * yt).sum(1) / norm2
+        ok = np.isfinite(lengths) & (lengths > 0)
+        if ok.sum() < self.cfg.min_scale_points:
+            return None
+        log_len = np.log(lengths[ok])
+        votes = (np.abs(log_len[:, None] - log_len[None]) <= np.log1p(self.cfg.scale_agreement)).sum(1)
+        centre = log_len[int(np.argmax(votes))]
+        agree = np.abs(log_len - centre) <= np.log1p(self.cfg.scale_agreement)
+        if agree.sum() < self.cfg.min_scale_points:
+            return None
+        return float(np.exp(np.median(log_len[agree]))), tv[has][ok][agree]
+
+    def _travel_from_second_pair(self, v: int, r: int, R: np.ndarray, t: np.ndarray,
+                                 others: list[tuple[int, tuple[np.ndarray, np.ndarray]]]) -> tuple[float, np.ndarray] | None:
+        """Length of the travel ``t`` from view ``r`` to ``v`` where it meets the direction of travel
+        from another registered view whose pair with ``v`` has its own essential matrix (``others``:
+        (view, (R, t)) as ``_relative_pose`` gives them): the centre of ``v`` is where the two lines
+        from the registered centres cross. The lines must differ by ``min_centre_angle_deg`` (else the
+        crossing is ill-conditioned) and both lengths must be positive. Returns (length, the
+        tracks ``v`` shares with that other view) or None."""
+        c_r = _centre(self.w2c[r])
+        d_r = -(R @ self.w2c[r][:3, :3]).T @ t  # world direction of travel from r to v
+        for r2, (R2, t2) in others:
+            d_2 = -(R2 @ self.w2c[r2][:3, :3]).T @ t2
+            if _ray_angle_deg(d_r, np.zeros(3), d_2) < self.cfg.min_centre_angle_deg:
+                continue
+            lengths = np.linalg.lstsq(np.stack([d_r, -d_2], axis=1), _centre(self.w2c[r2]) - c_r, rcond=None)[0]
+            if (lengths > 0).all():
+                return float(lengths[0]), self._track_pairs(r2, v)[0]
+        return None
+
+    def register_from_pair(self, v: int, fixed_view: int) -> bool:
+        """Register ``v`` when it sees too few triangulated tracks for PnP
+        (``SfmConfig.relative_registration``). Rotation and direction of travel come from its
+        strongest pair in the window, which must be with a registered view: a weaker pair waits
+        until the strong partner is placed (a repeated texture can verify a few dozen false matches,
+        rarely hundreds). The length of travel comes from the map's points ``v`` sees or, when too
+        few agree, from a second registered view's pair that puts ``v`` at the same rotation. The
+        view is kept only if, after triangulating its pairs' tracks and adjusting, at least
+        ``min_scale_points`` of the tracks that set the length still reproject within
+        ``max_reproj_px`` in it."""
+        shared = {r: len(self._track_pairs(r, v)[0]) for r in range(self.num_views) if r != v}
+        r = max(shared, key=shared.get)
+        if r not in self.w2c or shared[r] < self.cfg.min_relative_inliers:
+            return False
+        motion = self._relative_pose(r, v)
+        if motion is None:
+            return False
+        R, t = motion
+        R_v = R @ self.w2c[r][:3, :3]
+        agreeing = []  # other registered views whose pair with v gives v the same rotation
+        for r2 in sorted(self.w2c, key=lambda k: -shared[k]):
+            if r2 == r or shared[r2] < self.cfg.min_relative_inliers:
+                continue
+            m = self._relative_pose(r2, v)
+            if m is not None and _rotation_deg(m[0] @ self.w2c[r2][:3, :3] @ R_v.T) <= self.cfg.max_rotation_disagreement_deg:
+                agreeing.append((r2, m))
+        travel = self._travel_from_points(v, r, R, t) or self._travel_from_second_pair(v, r, R, t, agreeing)
+        if travel is None:
+            return False
+        length, placed_by = travel
+        before = self._snapshot()
+        Tr = self.w2c[r]
+        self.w2c[v] = _pose(R_v, R @ Tr[:3, 3] + length * t)
+        self.triangulate_new()
+        self.adjust(refine_focal=self.refine_focal and len(self.w2c) >= 4, fixed_view=fixed_view,
+                    max_iterations=self.cfg.intermediate_ba_iterations)
+        if self._reprojecting(v, placed_by) >= self.cfg.min_scale_points:
+            return True
+        self._restore(before)
+        return False
+
+    def _reprojecting(self, v: int, tids: np.ndarray) -> int:
+        """How many of the tracks ``tids`` have a point that reprojects within ``max_reproj_px`` in
+        registered view ``v``."""
+        rows = self._obs_of_view[v]
+        sel = rows[np.isin(self.tracks.track[rows], tids)]
+        X = self.X[self.tracks.track[sel]]
+        pc = X @ self.w2c[v][:3, :3].T + self.w2c[v][:3, 3]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            proj = pc @ self.K.T
+            err = np.linalg.norm(proj[:, :2] / proj[:, 2:3] - self.tracks.uv[sel], axis=1)
+        return int(((pc[:, 2] > 0) & (err <= self.cfg.max_reproj_px)).sum())
+
     def triangulate_new(self) -> int:
         """Triangulate tracks seen by >= 2 registered views that have no point yet."""
         reg = np.array(sorted(self.w2c))
@@ -221,6 +376,8 @@ class WindowSfm:
         tids, a_rows, b_rows = tr[first], sel[first], sel[last]
         keep = a_rows != b_rows
         tids, a_rows, b_rows = tids[keep], a_rows[keep], b_rows[keep]
+        if len(tids) == 0:  # every such track has one registered view so far
+            return 0
         va, vb = self.tracks.view[a_rows], self.tracks.view[b_rows]
         X = np.full((len(tids), 3), np.nan)
         for pa, pb in set(zip(va.tolist(), vb.tolist())):
@@ -354,6 +511,17 @@ class WindowSfm:
                 if self.register_view(pending[k]):
                     registered = True
                     break
+            if not registered and self.cfg.relative_registration:
+                # No view sees enough of the map for PnP: one that overlaps a registered view
+                # through its own pair can still be placed, the one with the strongest pair first.
+                strongest = [max(len(self._track_pairs(r, v)[0]) for r in self.w2c) for v in pending]
+                for k in np.argsort(strongest, kind="stable")[::-1]:
+                    if strongest[k] < self.cfg.min_relative_inliers:
+                        break
+                    if self.register_from_pair(pending[k], fixed_view):
+                        registered = True
+                        self.info["registered_from_pair"] = self.info.get("registered_from_pair", 0) + 1
+                        break
             if not registered:
                 return added
             added += 1
@@ -373,17 +541,40 @@ class WindowSfm:
 
     def run(self) -> SfmResult | None:
         """The window's structure, or None when it has no usable baseline (the caller falls back to
-        rotation-only poses; ``self.info`` says why)."""
+        rotation-only poses; ``self.info`` says why). A structure that leaves views unregistered is
+        grown again from the next initial pairs (``init_attempts`` in all), and the one that
+        registers the most views is kept: with wide baselines, which pair the map starts from
+        decides which views can join it."""
         if not self.has_parallax():
             return None
-        init = self.initialise()
-        if init is None:
+        pairs = self._initial_pairs()
+        if not pairs:
             return None
-        i, j, med = init
-        self.info.update({"init_pair": [int(i), int(j)], "init_median_angle_deg": med})
-        if med < self.cfg.degenerate_angle_deg:
+        if pairs[0][1] < self.cfg.degenerate_angle_deg:  # the best pair has no baseline: none has
+            i, j, med = self._start(pairs[0])
+            self.info.update({"init_pair": [int(i), int(j)], "init_median_angle_deg": med})
             return None
+        usable = [p for p in pairs if p[1] >= self.cfg.degenerate_angle_deg][: self.cfg.init_attempts]
+        fresh = self._snapshot()
+        best: tuple[SfmResult, tuple] | None = None
+        for attempt, pair in enumerate(usable):
+            if attempt:
+                self._restore(fresh)
+            result = self._grow(pair)
+            if best is None or len(result.w2c) > len(best[0].w2c):
+                best = (result, self._snapshot())
+            if len(result.w2c) == self.num_views:
+                break
+        result, state = best
+        self._restore(state)
+        result.info["init_attempts"] = self.info["init_attempts"] = attempt + 1
+        return result
+
+    def _grow(self, pair: tuple) -> SfmResult:
+        """Structure from the initial ``pair``: register, triangulate and adjust until no view joins."""
+        i, j, med = self._start(pair)
         info = self.info
+        info.update({"init_pair": [int(i), int(j)], "init_median_angle_deg": med})
         since_ba = 0
         for _attempt in range(3):  # after a full adjustment more points exist: retry the stragglers
             added = self._register_all(i, since_ba)

@@ -57,6 +57,7 @@ async def upload_video(
         if await run_in_threadpool(manager.get, session.id) is None:
             raise ApiError(404, "session_not_found", f"session {session.id} was deleted during the upload")
         probe = await run_in_threadpool(probe_video, part, settings.max_pixels)
+        await run_in_threadpool(manager.check_upload, session.id, probe.frames)  # chunks that fit the video
         final = manager.session_dir(session.id) / stored_name(probe)
         try:
             await run_in_threadpool(commit, part, final)

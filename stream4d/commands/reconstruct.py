@@ -222,12 +222,17 @@ def _focal_line(run_json) -> str | None:
     import json
 
     try:
-        cal = json.loads(Path(run_json).read_text()).get("intrinsics") if run_json else None
+        run = json.loads(Path(run_json).read_text()) if run_json else {}
     except (OSError, ValueError):
         return None
+    cal = run.get("intrinsics")
     if not cal or "focal_px" not in cal:
         return None
     W, H = cal["model_size"]
     fixed = f"fixed after window {cal['fixed_at_window']}" if cal["fixed"] else "not fixed"
-    return (f"focal length (self-calibrated): {cal['focal_px']:.1f} px at {W}x{H}, "
+    line = (f"focal length (self-calibrated): {cal['focal_px']:.1f} px at {W}x{H}, "
             f"+- {100 * cal['focal_sigma_rel']:.1f} %, {fixed}")
+    refined = ((run.get("final_ba") or {}).get("focal") or {})
+    if refined.get("refined"):
+        line += f"; {refined['focal_px_after']:.1f} px after the final bundle adjustment"
+    return line

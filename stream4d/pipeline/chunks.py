@@ -1,44 +1,42 @@
 """One long video in overlapping chunks: each chunk reconstructed on its own (on different
-machines: ``server.ray_chunks`` runs them as Ray tasks), then joined into one trajectory and
-one point cloud.
+machines: ``server.ray_chunks`` runs them as Ray tasks; ``reconstruct_in_chunks`` one after
+the other in this process), then joined into one world (``stream4d.pipeline.chunk_join``).
 
 A chunk is the frames ``[start, stop)`` of the video (decode order); consecutive chunks share
 ``overlap`` frames. Each chunk is a whole run of the pipeline, with its own windows, alignment
-and world. ``join_chunks`` maps each chunk into one world by a Sim(3) fitted on frames it
-shares: with an anchor run (the whole video at a stride, e.g. every 10th frame: a short run
-that can go alongside the chunks), onto the anchor's poses of the anchor frames inside the
-chunk, spread over its whole length; without one, onto chunk k-1's joined poses of the
-``overlap`` frames, which carries each join's error into the next and, on a lever arm of a
-chunk's length, amplifies it. The Sim(3): scale from the spread of the camera centres,
-rotation and translation from the centres plus points along each camera's axes (as ATE
-evaluation maps a trajectory onto its reference). A frame in two chunks keeps the earlier
-chunk's pose. This is a pose-level join after the fact, not the aligner's layer-wise
-point-map alignment.
+and world. With ``anchor_stride`` one more run, the anchor, reconstructs every n-th frame of
+the whole video (a ``1/n`` share of the work, alongside the chunks): it ties every chunk to
+one world over the chunk's whole length, where the overlaps alone tie a chunk to the one
+before only over a short stretch. The join is a Sim(3) pose graph over the runs' worlds; it
+works on poses after the fact, not the aligner's layer-wise point-map alignment.
+
+The parts of a chunked run (``plan_parts``) are plain data so that any executor can run them:
+``run_part`` runs one into its folder, ``finish_chunked`` joins the folders into the run's
+output folder and writes its run.json.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+import platform
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
-
-import numpy as np
+from typing import Any, Iterator, Sequence
 
 from recon.ingest import FrameSource, IngestOptions, RawFrame, SourceInfo, open_source
-from stream4d.evaluation.trajectory import pose_sim3
-from stream4d.geometry import Sim3, camera_centres, umeyama
-from stream4d.outputs import (
-    POINTS_PLY,
-    RUN_JSON,
-    TRAJECTORY_JSON,
-    OutputWriter,
-    PosedFrame,
-    read_points_ply,
-    read_trajectory_json,
-)
+from stream4d import __version__
+from stream4d.contracts import StreamObserver, StreamStats
+from stream4d.outputs import FORMAT_VERSION, RUN_JSON, json_default
+from stream4d.pipeline.chunk_join import MIN_OVERLAP, JoinReport, join_chunks
 
-MIN_OVERLAP = 3  # a Sim(3) needs three shared posed frames
+__all__ = ["MIN_OVERLAP", "Chunk", "ChunkedRun", "FrameRange", "JoinReport", "Part", "anchor_config",
+           "check_chunkable", "finish_chunked", "join_chunks", "part_config", "part_dir", "part_result",
+           "plan_chunks", "plan_parts", "reconstruct_chunk", "reconstruct_in_chunks", "run_part"]
+
+
 
 
 @dataclass(frozen=True)
@@ -105,92 +103,185 @@ def reconstruct_chunk(path: str | Path, chunk: Chunk, out_dir: str | Path, confi
     return reconstruct(FrameRange(path, chunk, config.ingest), out_dir, config, stop=stop, progress=False)
 
 
-@dataclass
-class JoinReport:
-    """How the chunks were joined (``run.json`` ``chunks`` of the joined output)."""
-
-    chunks: list[dict[str, Any]] = field(default_factory=list)  # per chunk: range, frames, shared, scale
-    frames: int = 0
-
-
-def _main_segment(frames: list[PosedFrame]) -> dict[str, PosedFrame]:
-    """The frames of the segment holding most of them, by name, in segment 0."""
-    if not frames:
-        return {}
-    main = np.bincount([f.segment for f in frames]).argmax()
-    return {f.image: replace(f, segment=0) for f in frames if f.segment == main}
-
-
 def anchor_config(config: Any, stride: int) -> Any:
     """The config of the anchor run: ``config`` on every ``stride``-th frame of the whole input."""
     return replace(config, ingest=replace(config.ingest, stride=stride))
 
 
-def _sim3_onto(prev: np.ndarray, cur: np.ndarray) -> Sim3:
-    """Sim(3) taking poses ``cur [M, 4, 4]`` onto ``prev [M, 4, 4]`` (the same frames)."""
-    centres = umeyama(camera_centres(cur), camera_centres(prev))
-    return pose_sim3(cur, prev, centres)
+@dataclass(frozen=True)
+class Part:
+    """One run of a chunked run: a chunk (``chunk``) or the anchor (every ``stride``-th frame of the
+    whole video); ``name`` is its folder name ("anchor", "000", "001", ...)."""
+
+    name: str
+    chunk: Chunk | None = None
+    stride: int | None = None
+
+    @property
+    def is_anchor(self) -> bool:
+        return self.chunk is None
 
 
-def join_chunks(chunk_dirs: list[str | Path], chunks: list[Chunk], out_dir: str | Path,
-                anchor_dir: str | Path | None = None) -> JoinReport:
-    """Join the chunk outputs (trajectory.json, points.ply) in ``out_dir`` (see the module doc).
+def plan_parts(frame_count: int, chunks: int, overlap: int, anchor_stride: int | None) -> list[Part]:
+    """The runs of a chunked run: the anchor first (it is the shortest and every join needs it),
+    then the chunks. ``ValueError`` for a plan that cannot work (see ``plan_chunks``)."""
+    if anchor_stride is not None and not 2 <= anchor_stride <= frame_count // MIN_OVERLAP:
+        raise ValueError(f"the anchor stride must be 2..{frame_count // MIN_OVERLAP} for {frame_count} frames "
+                         f"(the anchor run needs {MIN_OVERLAP} frames), got {anchor_stride}")
+    parts = [Part("anchor", stride=anchor_stride)] if anchor_stride else []
+    return parts + [Part(f"{k:03d}", chunk=c) for k, c in enumerate(plan_chunks(frame_count, chunks, overlap))]
 
-    With ``anchor_dir`` (the output of a sparse run over the whole input, e.g. every 10th frame:
-    ``anchor_config``), every chunk is mapped onto the anchor's poses of the frames it shares
-    with it, spread over the whole chunk, instead of onto the previous chunk's poses of the
-    overlap: errors of one join do not carry into the next, and the lever arm is the chunk's
-    length. Frame indices in the joined trajectory are decode positions in the whole input
-    (``chunk.start`` + the chunk's own index). A chunk sharing fewer than ``MIN_OVERLAP`` posed
-    frames with what it is fitted to cannot be joined: ``ValueError``.
-    """
-    if len(chunk_dirs) != len(chunks) or not chunks:
-        raise ValueError(f"{len(chunk_dirs)} chunk outputs for {len(chunks)} chunks")
+
+def part_config(config: Any) -> Any:
+    """A part's config: the run's, without what belongs to the joined run alone (its recording,
+    a viewer, a saved map) or cannot apply to a part (a map to start from)."""
+    return replace(config, rrd=False, save_map=None, map_from=None, viz=replace(config.viz, mode="none"))
+
+
+def run_part(path: str | Path, part: Part, out_dir: str | Path, config: Any, stop: threading.Event | None = None,
+             observers: Sequence[Any] = ()) -> Any:
+    """Reconstruct one part of the video at ``path`` into ``out_dir`` (with ``part_config``); its ``RunSummary``."""
+    from stream4d.pipeline.run import reconstruct
+
+    config = part_config(config)
+    if part.is_anchor:
+        return reconstruct(str(path), out_dir, anchor_config(config, part.stride), observers=observers, stop=stop,
+                           progress=False)
+    check_chunkable(config.ingest)
+    return reconstruct(FrameRange(path, part.chunk, config.ingest), out_dir, config, observers=observers, stop=stop,
+                       progress=False)
+
+
+def part_result(part: Part, summary: Any, seconds: float, cpu_seconds: float, node: str | None = None,
+                attempts: int = 1) -> dict[str, Any]:
+    """What one part's run reports for the joined run.json (JSON-able)."""
+    return {"part": part.name, "start": None if part.chunk is None else part.chunk.start,
+            "stop": None if part.chunk is None else part.chunk.stop, "stride": part.stride,
+            "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3), "node": node, "attempts": attempts,
+            "stats": asdict(summary.stats)}
+
+
+@dataclass
+class ChunkedRun:
+    """A finished chunked run (what ``reconstruct`` returns for one run): the joined run's
+    ``stats``, the join report and the wall seconds of the parts and of the join."""
+
+    out_dir: Path
+    stats: StreamStats
+    report: JoinReport
+    parts: list[dict[str, Any]]
+    chunks_s: float
+    join_s: float
+
+
+def joined_stats(parts: list[dict[str, Any]], report: JoinReport) -> StreamStats:
+    """The joined run's counters: frames as the chunks saw them (each frame of the video once),
+    posed frames and Gaussians of the joined outputs, windows and problems of every chunk."""
+    chunks = [p for p in parts if p["start"] is not None]
+    stats = StreamStats()
+    stats.frames_received = max((p["start"] + p["stats"]["frames_received"] for p in chunks), default=0)
+    for name in ("frames_skipped", "frames_dropped", "frames_rotation_only", "frames_without_depth", "frames_tracked",
+                 "frames_interpolated", "frames_keyframes", "windows", "windows_skipped", "reattachments"):
+        setattr(stats, name, sum(p["stats"].get(name, 0) for p in chunks))
+    stats.frames_processed = max(0, stats.frames_received - stats.frames_skipped)
+    stats.frames_posed = report.frames
+    stats.gaussians = report.gaussians
+    for p in parts:
+        stats.errors += [f"{p['part']}: {e}" for e in p["stats"].get("errors", [])]
+        stats.warnings += [f"{p['part']}: {w}" for w in p["stats"].get("warnings", [])]
+    return stats
+
+
+def finish_chunked(path: str | Path, out_dir: str | Path, work_dir: str | Path, parts: list[Part],
+                   results: list[dict[str, Any]], config: Any, chunks_s: float, runner: str,
+                   method: str = "pose_graph", stopped: bool = False) -> ChunkedRun:
+    """Join the parts' folders (``work_dir/<part>/out``) into ``out_dir`` and write its run.json:
+    the config, ``chunked`` (the plan, each part's seconds / node / attempts / counters, the join)
+    and the joined counters. ``results``: ``part_result`` of each part, in ``parts`` order.
+    ``stopped``: the run was stopped early, so its chunks may be cut short: those that cannot be
+    placed are left out of the join (run.json ``chunked.join.left_out``) instead of failing it."""
+    started = time.perf_counter()
     out = Path(out_dir)
-    report = JoinReport()
-    joined: dict[str, PosedFrame] = {}  # frame name -> pose in the joined world
-    anchor = {} if anchor_dir is None else _main_segment(read_trajectory_json(Path(anchor_dir) / TRAJECTORY_JSON))
-    points, colors = [], []
-    next_segment = 1 if anchor else 0  # with an anchor, its world is segment 0
-    for k, (chunk_dir, chunk) in enumerate(zip(chunk_dirs, chunks)):
-        frames = read_trajectory_json(Path(chunk_dir) / TRAJECTORY_JSON)
-        shared = [f for f in frames if f.image in joined]
-        target = anchor or joined
-        fitted = [f for f in frames if f.image in target]
-        seg_map: dict[int, int] = {}  # the chunk's segments -> joined segments
-        if k == 0 and not anchor:
-            sim3 = Sim3.identity()
-        else:
-            if len(fitted) < MIN_OVERLAP:
-                what = "the anchor run" if anchor else "the chunks before it"
-                raise ValueError(f"chunk {k} ({chunk.start}:{chunk.stop}) shares {len(fitted)} posed frames with "
-                                 f"{what}; joining needs {MIN_OVERLAP}")
-            main = np.bincount([f.segment for f in fitted]).argmax()  # fitted on one world segment
-            fitted = [f for f in fitted if f.segment == main]
-            sim3 = _sim3_onto(np.stack([target[f.image].c2w for f in fitted]), np.stack([f.c2w for f in fitted]))
-            seg_map[int(main)] = target[fitted[0].image].segment  # the other segments get new ids
-        for f in frames:
-            if f.segment not in seg_map:
-                seg_map[f.segment] = next_segment
-                next_segment += 1
-        for f in frames:
-            if f.image in joined:
-                continue
-            joined[f.image] = PosedFrame(chunk.start + f.index, f.timestamp, f.image, sim3.apply_c2w(f.c2w), f.K,
-                                         f.width, f.height, seg_map[f.segment], f.pose_kind)
-        ply = Path(chunk_dir) / POINTS_PLY
-        if ply.is_file():
-            p, c = read_points_ply(ply)
-            points.append(sim3.apply(p))
-            colors.append(c)
-        report.chunks.append({"start": chunk.start, "stop": chunk.stop, "posed": len(frames), "shared": len(shared),
-                              "fitted_on": len(fitted) if k or anchor else 0, "sim3_scale": sim3.s})
-    out.mkdir(parents=True, exist_ok=True)
-    with OutputWriter(out) as writer:
-        for f in sorted(joined.values(), key=lambda f: f.index):
-            writer.add_frame(f)
-        if points:
-            writer.write_points(np.concatenate(points), np.concatenate(colors))
-    report.frames = len(joined)
-    (out / RUN_JSON).write_text(json.dumps({"chunked": asdict(report)}, indent=1), encoding="utf-8")
-    return report
+    chunk_parts = [p for p in parts if not p.is_anchor]
+    anchor = next((p for p in parts if p.is_anchor), None)
+    rrd = out / "recording.rrd" if config.rrd else None
+    report = join_chunks([part_dir(work_dir, p) for p in chunk_parts], [p.chunk for p in chunk_parts], out,
+                         None if anchor is None else part_dir(work_dir, anchor), method=method, rrd=rrd,
+                         leave_out_unplaceable=stopped)
+    join_s = time.perf_counter() - started
+    stats = joined_stats(results, report)
+    stats.fps = stats.frames_received / max(chunks_s + join_s, 1e-9)
+    record = {
+        "config": config.to_dict(),
+        "input": str(path),
+        "chunked": {"chunks": len(chunk_parts), "overlap": chunk_parts[0].chunk.stop - chunk_parts[1].chunk.start
+                    if len(chunk_parts) > 1 else 0, "anchor_stride": None if anchor is None else anchor.stride,
+                    "runner": runner, "stopped": stopped, "parts": results, "join": asdict(report)},
+        "stats": asdict(stats),
+        "timings_s": {"chunks": round(chunks_s, 3), "join": round(join_s, 3), "total": round(chunks_s + join_s, 3)},
+        "error": None,
+        "platform": {"python": platform.python_version(), "machine": platform.machine()},
+    }
+    body = {"stream4d_version": __version__, "format_version": FORMAT_VERSION, "version": __version__, **record}
+    (out / RUN_JSON).write_text(json.dumps(body, indent=1, default=json_default), encoding="utf-8")
+    return ChunkedRun(out, stats, report, results, chunks_s, join_s)
+
+
+def part_dir(work_dir: str | Path, part: Part) -> Path:
+    """A part's output folder; its control files (stop, attempts, progress) go next to it."""
+    return Path(work_dir) / part.name / "out"
+
+
+class _Counted(StreamObserver):  # the protocol's other methods do nothing
+    """Passes a part's progress on to the run's observers as the whole run's: the chunks done
+    so far added to the current one's counters."""
+
+    _SUMMED = ("frames_received", "frames_processed", "frames_posed", "frames_skipped", "windows")
+
+    def __init__(self, observers: Sequence[Any], done: StreamStats) -> None:
+        self._observers = [o for o in observers if callable(getattr(o, "on_stats", None))]
+        self._done = done
+
+    def on_stats(self, stats: StreamStats) -> None:
+        total = replace(stats, errors=list(stats.errors), warnings=list(stats.warnings))
+        for name in self._SUMMED:
+            setattr(total, name, getattr(stats, name) + getattr(self._done, name))
+        for obs in self._observers:
+            obs.on_stats(total)
+
+
+def reconstruct_in_chunks(path: str | Path, out_dir: str | Path, work_dir: str | Path, config: Any,
+                          frame_count: int, chunks: int, overlap: int, anchor_stride: int | None = 10,
+                          stop: threading.Event | None = None, observers: Sequence[Any] = (),
+                          method: str = "pose_graph") -> ChunkedRun:
+    """A chunked run in this process, one part after the other (the executor without Ray): the
+    same parts, folders, join and outputs as on Ray, so the same result as there, not faster
+    than the whole video in one run. ``observers`` get each chunk's progress as the whole run's
+    (``on_stats``). The anchor runs last: on ``stop`` the current chunk writes what it has, later
+    parts do not start, and the chunks done are joined by their overlaps (as a stopped upload
+    keeps the frames it reconstructed)."""
+    check_chunkable(config.ingest)
+    parts = plan_parts(frame_count, chunks, overlap, anchor_stride)
+    work = Path(work_dir)
+    if work.exists():  # a resumed job starts over
+        shutil.rmtree(work)
+    stop = stop or threading.Event()
+    done = StreamStats()
+    results: dict[str, dict[str, Any]] = {}
+    started = time.perf_counter()
+    for part in sorted(parts, key=lambda p: p.is_anchor):
+        if stop.is_set():
+            break
+        t, cpu = time.perf_counter(), time.process_time()
+        summary = run_part(path, part, part_dir(work, part), config, stop,
+                           observers=[] if part.is_anchor else [_Counted(observers, done)])
+        results[part.name] = part_result(part, summary, time.perf_counter() - t, time.process_time() - cpu)
+        if not part.is_anchor:
+            for name in _Counted._SUMMED:
+                setattr(done, name, getattr(done, name) + getattr(summary.stats, name))
+    stopped = stop.is_set()
+    ran = [p for p in parts if p.name in results and not (stopped and p.is_anchor)]
+    if not any(not p.is_anchor for p in ran):
+        raise RuntimeError("the chunked run was stopped before any chunk ran: nothing to join")
+    return finish_chunked(path, out_dir, work, ran, [results[p.name] for p in ran], config,
+                          time.perf_counter() - started, "local", method, stopped)

@@ -49,6 +49,8 @@ class LiveConfig:
     first_window: keyframes in a live stream's first window (0: ``align.window``), so that tracking
         has a map a few keyframes into the stream rather than a whole window in; later windows have
         ``align.window``. At most ``align.overlap`` + 1 is useless, so such values mean ``align.window``.
+    bootstrap: before the first window's map, a two-view map from the stream's first frames
+        (recon/live_bootstrap.py) that tracking poses frames on, provisionally, once they have parallax.
     """
 
     tracking: str = "auto"
@@ -56,6 +58,7 @@ class LiveConfig:
     repose_points: int = 300
     mapping_nice: int = 10
     first_window: int = 8
+    bootstrap: bool = True
 
     def first_window_for(self, align) -> int | None:
         """The first window's size for ``align`` (an AlignConfig), None when it is ``align.window``."""
@@ -74,6 +77,8 @@ class LiveConfig:
             raise ValueError(f"live.mapping_nice must be an integer in [0, 19], got {self.mapping_nice!r}")
         if not isinstance(self.first_window, int) or self.first_window < 0:
             raise ValueError(f"live.first_window must be an integer >= 0, got {self.first_window!r}")
+        if not isinstance(self.bootstrap, bool):
+            raise ValueError(f"live.bootstrap must be true or false, got {self.bootstrap!r}")
 
 
 @dataclass

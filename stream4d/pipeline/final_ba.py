@@ -8,7 +8,9 @@ Then the outputs follow the adjusted poses, as they follow a loop closure:
   without tracks) move by the correction of their neighbouring keyframes, interpolated by index;
 - splats.ply / points.ply: each window's Gaussians (or points) move by one Sim(3), fitted to how
   the scene in front of its frames moved;
-- sparse/*.npz: the adjusted points take their adjusted place, the others follow their window.
+- sparse/*.npz: the adjusted points take their adjusted place, the others follow their window;
+- with ``refine_focal`` (a self-calibrated stream), the keyframes share one camera whose focal
+  length is adjusted too, and every frame's K (trajectory, depth/, sparse/) takes its change.
 
 Nothing moves when the adjustment fails or leaves the mean reprojection error worse.
 """
@@ -33,10 +35,11 @@ MIN_VIEW_OBSERVATIONS = 10  # a keyframe seeing fewer tracks is left out (its po
 
 
 def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: dict[int, int],
-                            cache=None, fallback_points=None) -> dict:
+                            cache=None, fallback_points=None, refine_focal: bool = False) -> dict:
     """Adjust the run in ``writer``'s folder (segment ``segment``) and move its outputs; returns the
     run.json record. ``frame_window``: frame index -> window it was posed in; ``cache`` (a
-    ``memory.gaussians.GaussianCache``) or ``fallback_points`` (the sink's ``VoxelCloud``) follow."""
+    ``memory.gaussians.GaussianCache``) or ``fallback_points`` (the sink's ``VoxelCloud``) follow;
+    ``refine_focal``: the intrinsics were self-calibrated, so the focal length is adjusted too."""
     from align.bundle import bundle_adjust
 
     started = time.perf_counter()
@@ -45,13 +48,18 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     sparse = read_sparse(writer.out_dir, segment)
     if sparse.num_points == 0:
         return _skip(record, started, "no sparse tracks (the window model wrote none)")
-    scene, kept = _scene(frames, sparse, segment, writer.out_dir)
+    K_of = _shared_camera(sparse.K) if refine_focal else sparse.K
+    if K_of is None:
+        record["focal"] = {"refined": False, "why": "the keyframes' principal points differ (not one camera)"}
+        K_of = sparse.K
+    scene, kept = _scene(frames, K_of, sparse, segment, writer.out_dir)
     if scene is None or len(scene.views) < MIN_KEYFRAMES:
         n = 0 if scene is None else len(scene.views)
         return _skip(record, started, f"{n} keyframes with tracks (at least {MIN_KEYFRAMES} needed)")
     record.update(images=len(scene.views), points=scene.num_points, observations=int(len(scene.obs_point)))
+    refine = K_of is not sparse.K
     try:
-        adjusted = bundle_adjust(scene)
+        adjusted = bundle_adjust(scene, refine_focal=refine)
     except Exception as exc:  # noqa: BLE001 - the run's outputs stay as they were
         return _skip(record, started, f"the adjustment failed: {type(exc).__name__}: {exc}")
     record.update(reprojection_before_px=round(adjusted.reprojection_before_px, 4),
@@ -65,6 +73,11 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     windows = window_corrections(frames, moves, frame_window, depth)
     writer.move_frames(moves)
     _move_sparse(writer, sparse, kept, adjusted.points, windows)
+    if refine:
+        focal = float(scene.views[0].K[0, 0])
+        writer.scale_focal(segment, adjusted.focal_scale)
+        record["focal"] = {"refined": True, "scale": round(adjusted.focal_scale, 6),
+                           "focal_px_before": round(focal, 3), "focal_px_after": round(focal * adjusted.focal_scale, 3)}
     if cache is not None:
         cache.move_windows(windows)
     elif fallback_points is not None:
@@ -83,10 +96,25 @@ def _skip(record: dict, started: float, reason: str) -> dict:
     return record
 
 
-def _scene(frames: list[PosedFrame], sparse, segment: int, out_dir: Path):
-    """The keyframes (posed by a window, with tracks) and the tracks they see, as an export scene."""
-    keys = [f for f in frames if f.pose_kind in (POSE_POSED, POSE_ROTATION_ONLY) and f.index in sparse.K]
-    views = [_view(f, sparse.K[f.index]) for f in keys]
+def _shared_camera(K_of: dict[int, np.ndarray]) -> dict[int, np.ndarray] | None:
+    """Every keyframe's K (model pixels) replaced by one: the median focal length, the common principal
+    point; None when the principal points differ (images of several sizes are not one camera)."""
+    if not K_of:
+        return None
+    Ks = np.stack([np.asarray(K, np.float64) for K in K_of.values()])
+    if np.ptp(Ks[:, 0, 2]) > 0.5 or np.ptp(Ks[:, 1, 2]) > 0.5:
+        return None
+    shared = Ks[0].copy()
+    shared[0, 0] = shared[1, 1] = float(np.median(np.concatenate([Ks[:, 0, 0], Ks[:, 1, 1]])))
+    shared[0, 1] = 0.0
+    return {index: shared for index in K_of}
+
+
+def _scene(frames: list[PosedFrame], K_of: dict[int, np.ndarray], sparse, segment: int, out_dir: Path):
+    """The keyframes (posed by a window, with tracks; ``K_of``: index -> K [3, 3]) and the tracks they
+    see, as an export scene."""
+    keys = [f for f in frames if f.pose_kind in (POSE_POSED, POSE_ROTATION_ONLY) and f.index in K_of]
+    views = [_view(f, K_of[f.index]) for f in keys]
     for _ in range(3):  # leaving a view out can leave another with too few tracks
         if not views:
             return None, None

@@ -13,6 +13,14 @@ sink then moves it by the correction the window made to the keyframes around
 it (their aligned poses against their own live poses, interpolated in time)
 instead of tracking the frame again: on two cores the CPU goes to tracking.
 
+Before the first window's map, ``bootstrap`` (``recon.live_bootstrap.TwoViewBootstrap``)
+follows the frames from the stream's first one until their parallax suffices for a two-view map;
+the frames held since then are posed at that moment and the tracker tracks the next ones on that
+map. Those poses are provisional (their own world, the prior's intrinsics when none are given):
+they reach the observers (and count for latency), never ``LivePoses`` nor the output folder; the
+first window's map takes over by a similarity (``recon.live_tracking``), and the window poses
+the frames again.
+
 ``LatencyLog`` is an observer too: a frame's latency is the time from its
 arrival (``Frame.arrived``: received by a live source, or decoded from a file)
 to the first pose of it that reached the observers, live or from its window.
@@ -66,20 +74,31 @@ class LatencyLog(StreamObserver):
         self._arrived: dict[int, float] = {}  # frame index -> arrival, until its first pose
         self._latencies: list[float] = []
         self._live: list[float] = []  # of those, first posed by live tracking
+        self._provisional: set[int] = set()  # frames whose live pose is a bootstrap map's
+        self._bootstrap: list[float] = []  # of the live ones, first posed on a bootstrap map
 
     def arrived(self, frame: Frame) -> None:
         with self._lock:
             self._arrived[frame.index] = frame.arrived if frame.arrived is not None else time.monotonic()
 
+    def provisional(self, index: int) -> None:
+        """Frame ``index``'s coming live pose is a bootstrap map's (counted apart too)."""
+        with self._lock:
+            self._provisional.add(int(index))
+
     def posed(self, index: int, live: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
             t = self._arrived.pop(int(index), None)
+            provisional = int(index) in self._provisional
+            self._provisional.discard(int(index))
             if t is None:
                 return  # posed before (live, or by an earlier window)
             self._latencies.append(now - t)
             if live:
                 self._live.append(now - t)
+                if provisional:
+                    self._bootstrap.append(now - t)
 
     def refresh(self, stats: StreamStats) -> None:
         """``stats.latency_p50_s`` / ``latency_p95_s`` from the frames posed so far."""
@@ -92,6 +111,7 @@ class LatencyLog(StreamObserver):
         """run.json ``latency_s``: over every posed frame and over the frames posed live."""
         with self._lock:
             lat, live, unposed = np.asarray(self._latencies), np.asarray(self._live), len(self._arrived)
+            boot = np.asarray(self._bootstrap)
 
         def stats(a: np.ndarray) -> dict:
             if not a.size:
@@ -101,7 +121,7 @@ class LatencyLog(StreamObserver):
 
         return {"definition": "arrival (received by a live source, or decoded) to the first pose reaching "
                               "the observers, seconds",
-                **stats(lat), "live": stats(live), "never_posed": unposed}
+                **stats(lat), "live": stats(live), "bootstrap": stats(boot), "never_posed": unposed}
 
     # --- StreamObserver ---
     def on_window(self, window: AlignedWindow) -> None:
@@ -173,11 +193,12 @@ class LiveCorrection:
 
 class LiveFrames:
     """The run's first stage (reader thread): arrivals stamped, frames tracked live when ``tracker``
-    is given (a ``recon.live_tracking.MapTracker``)."""
+    is given (a ``recon.live_tracking.MapTracker``), on a two-view map before the first window's when
+    ``bootstrap`` is given too (a ``recon.live_bootstrap.TwoViewBootstrap``)."""
 
     def __init__(self, latency: LatencyLog, observers: Sequence[StreamObserver], stats: StreamStats,
                  timings: dict[str, float], tracker=None, source_stats=None, stats_every_s: float = 0.5,
-                 mapping_nice: int = 0) -> None:
+                 mapping_nice: int = 0, bootstrap=None) -> None:
         self.latency = latency
         self.mapping_nice = mapping_nice
         self.poses = LivePoses()
@@ -185,6 +206,10 @@ class LiveFrames:
         self.stats = stats
         self.timings = timings
         self.tracker = tracker
+        self.bootstrap = bootstrap if tracker is not None else None
+        self.bootstrap_posed = 0  # frames posed at a bootstrap's init (the held ones)
+        self._provisional_times: dict[int, float] = {}  # frame index -> timestamp, provisional poses shown
+        self._aligned_upto = -1  # the last frame of the windows the sink has been given
         self.source_stats = source_stats
         self.stats_every_s = stats_every_s
         self._last_stats = time.monotonic()
@@ -204,14 +229,24 @@ class LiveFrames:
         t = time.perf_counter()
         tracked = self.tracker.track(f.image, f.pixel_map, f.index)
         self.timings["live_tracking"] = self.timings.get("live_tracking", 0.0) + time.perf_counter() - t
+        if tracked is None and self.bootstrap is not None and self.tracker.needs_bootstrap:
+            self._bootstrap(f)
+        handed, K, size = self.tracker.take_handover()
+        for index, c2w in sorted(handed.items()):  # shown again in the first window's world: no jump
+            if index > self._aligned_upto:  # else its window came first: its final pose is the sink's
+                self._publish(FramePose(index, self._provisional_times.get(index, f.timestamp), c2w, K, size,
+                                        POSE_TRACKED, self.stats.segment, final=False))
+        if self.tracker.handover is not None and self._provisional_times:
+            self._provisional_times.clear()
         if tracked is not None:
-            pose = FramePose(f.index, f.timestamp, tracked.c2w, tracked.K, tracked.size, POSE_TRACKED,
-                             tracked.segment, final=False)
-            for obs in self.observers:
-                on_pose = getattr(obs, "on_pose", None)
-                if on_pose is not None:
-                    on_pose(pose)
-            self.poses.add(f.index, tracked.c2w, tracked.segment)
+            if tracked.provisional:
+                self.latency.provisional(f.index)
+                if self.tracker.handover is None:
+                    self._provisional_times[f.index] = f.timestamp
+            self._publish(FramePose(f.index, f.timestamp, tracked.c2w, tracked.K, tracked.size, POSE_TRACKED,
+                                    tracked.segment, final=False))
+            if not tracked.provisional:  # bootstrap poses never reach the sink's corrections
+                self.poses.add(f.index, tracked.c2w, tracked.segment)
             self.stats.frames_posed_live += 1
         now = time.monotonic()
         if now - self._last_stats >= self.stats_every_s:  # progress between windows, for live latency
@@ -220,6 +255,38 @@ class LiveFrames:
                 self.stats.frames_dropped = getattr(self.source_stats, "dropped", 0)
             for obs in self.observers:
                 obs.on_stats(self.stats)
+
+    def _bootstrap(self, f: Frame) -> None:
+        """Frame ``f`` to the two-view bootstrap; once it makes a map, the tracker takes it and the frames
+        held since its reference are posed (provisionally)."""
+        t = time.perf_counter()
+        boot = self.bootstrap.add(f.image, f.index, f.timestamp, f.K)
+        if boot is not None:
+            self.tracker.set_bootstrap(boot, f.pixel_map, self.stats.segment)
+            self.bootstrap.reset()  # ready to start again should this map be lost
+            H, W = boot.grey.shape
+            for index, (timestamp, c2w) in sorted(boot.poses.items()):
+                self.latency.provisional(index)
+                self._provisional_times[index] = timestamp
+                self._publish(FramePose(index, timestamp, c2w, boot.K, (W, H), POSE_TRACKED, self.stats.segment,
+                                        final=False))
+                self.stats.frames_posed_live += 1
+                self.bootstrap_posed += 1
+        self.timings["live_bootstrap"] = self.timings.get("live_bootstrap", 0.0) + time.perf_counter() - t
+
+    def _publish(self, pose: FramePose) -> None:
+        for obs in self.observers:
+            on_pose = getattr(obs, "on_pose", None)
+            if on_pose is not None:
+                on_pose(pose)
+
+    def bootstrap_report(self) -> dict | None:
+        """run.json ``live_bootstrap``: references taken, maps made, refusals by reason, maps lost, frames
+        posed at init, and how the first window's map took over; None without a bootstrap."""
+        if self.bootstrap is None:
+            return None
+        return {**self.bootstrap.report(), "frames_posed_at_init": self.bootstrap_posed,
+                "lost": self.tracker.bootstrap_lost, "handover": self.tracker.handover}
 
     def map_first(self, sink: Callable[[AlignedWindow], None]) -> Callable[[AlignedWindow], None]:
         """``sink`` (the alignment worker's ``on_aligned``), with each aligned window made the
@@ -234,6 +301,7 @@ class LiveFrames:
                 lower_this_thread(self.mapping_nice)
                 lowered.append(True)
             self.tracker.set_map(window.prediction, window.segment)
+            self._aligned_upto = max(self._aligned_upto, int(np.max(window.prediction.frame_indices)))
             sink(window)
 
         return aligned

@@ -37,10 +37,12 @@ def pose_summary(stats: StreamStats) -> str:
     """``"567 frames: 540 posed with depth, 27 rotation-only, 0 not posed"`` (+ skipped frames/windows);
     with keyframes, ``"567 frames, 80 keyframes: 78 posed with depth, 2 rotation-only, 480 tracked,
     7 interpolated, 0 not posed"``."""
-    between = stats.frames_tracked + stats.frames_interpolated
-    with_depth = stats.frames_posed - stats.frames_rotation_only - between
+    with_depth = stats.keyframes_posed_from_parallax() - stats.frames_without_depth
     unposed = max(0, stats.frames_processed - stats.frames_posed)
-    parts = [f"{with_depth} posed with depth", f"{stats.frames_rotation_only} rotation-only"]
+    parts = [f"{with_depth} posed with depth"]
+    if stats.frames_without_depth:
+        parts.append(f"{stats.frames_without_depth} posed without confident depth")
+    parts.append(f"{stats.frames_rotation_only} rotation-only")
     if stats.frames_keyframes < stats.frames_processed:  # some frames were not keyframes
         parts += [f"{stats.frames_tracked} tracked", f"{stats.frames_interpolated} interpolated"]
     parts.append(f"{unposed} not posed")

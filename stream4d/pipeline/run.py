@@ -131,14 +131,18 @@ def _open(source: Any, out_dir: Path, config: ReconstructConfig, observers: Sequ
         keyframer = ParallaxKeyframer(config.keyframes)
     # The latency log first: a pose's time is taken as the observers get it.
     latency = LatencyLog()
-    tracker = None
+    tracker = bootstrap = None
     if live_tracking_active(config.live.tracking, getattr(src.info, "kind", "")):
         from recon.live_tracking import MapTracker
 
         tracker = MapTracker()
+        if config.live.bootstrap:
+            from recon.live_bootstrap import TwoViewBootstrap
+
+            bootstrap = TwoViewBootstrap(focal_prior=config.model.focal_prior)
     all_observers = [latency, *all_observers]
     live = LiveFrames(latency, all_observers, stats, timings, tracker, getattr(src, "stats", None),
-                      mapping_nice=config.live.mapping_nice)
+                      mapping_nice=config.live.mapping_nice, bootstrap=bootstrap)
     sink = Sink(writer, config, all_observers, stats, timings, HeldFrames() if keyframer else None)
     if tracker is not None:  # live: the frames between keyframes are re-posed on a CPU budget
         from recon.tracking import TrackingConfig
@@ -285,7 +289,8 @@ def _final_ba(run: _Run, error: BaseException | None) -> None:
     sink = run.sink
     try:
         run.final_ba = final_bundle_adjustment(run.writer, run.stats.segment, sink.frame_window, sink.cache,
-                                               sink.fallback_points if sink.cache is None else None)
+                                               sink.fallback_points if sink.cache is None else None,
+                                               refine_focal=_intrinsics_report(run.model) is not None)
     except Exception as exc:  # noqa: BLE001 - the outputs as the stream left them are still written
         log.warning("final bundle adjustment failed: %s: %s", type(exc).__name__, exc)
         run.final_ba = {"applied": False, "skipped": f"failed: {type(exc).__name__}: {exc}"}
@@ -342,6 +347,8 @@ def _record(run: _Run, error: BaseException | None) -> Path:
     """run.json: the whole config tree, the input, counters, timings and how the run ended."""
     timings, stats = run.timings, run.stats
     timings["total"] = time.perf_counter() - run.started
+    if run.sink.map_points == 0:  # nothing any keyframe saw reached the map: none was posed "with depth"
+        stats.frames_without_depth = stats.keyframes_posed_from_parallax()
     stats.warnings.extend(run_warnings(stats, run.sink.map_points, run.config.gaussians))
     for warning in stats.warnings:
         log.warning(warning)
@@ -364,6 +371,7 @@ def _record(run: _Run, error: BaseException | None) -> Path:
         "intrinsics": _intrinsics_report(run.model),
         "live_tracking": run.live is not None and run.live.tracking,
         "latency_s": run.latency.summary(),
+        "live_bootstrap": run.live.bootstrap_report() if run.live is not None else None,
         "map": run.map_record or None,
         "final_ba": run.final_ba,
         "error": None if error is None else f"{type(error).__name__}: {error}",

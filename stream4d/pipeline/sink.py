@@ -87,6 +87,8 @@ class Sink:
             self.writer.write_sparse(window.window_index, window.segment, pred.frame_indices, pred.sparse)
         self.stats.frames_posed += int(window.is_new.sum())
         self.stats.frames_rotation_only += int((window.is_new & pred.rotation_only_views).sum())
+        no_depth = ~(pred.depth_conf > 0).reshape(pred.num_frames, -1).any(axis=1)
+        self.stats.frames_without_depth += int((window.is_new & ~pred.rotation_only_views & no_depth).sum())
         self.stats.windows += 1
         self.stats.segment = window.segment
         self.window_scales.append(float(window.sim3_scale))

@@ -116,3 +116,24 @@ def test_a_window_whose_model_raises_is_skipped_and_reported_too(tmp_path):
                                         "reason": "the window model failed: RuntimeError: bundle adjustment diverged"}]
     assert summary.stats.windows_skipped == 1 and summary.stats.windows == 2
     assert {f.index for f in read_trajectory(tmp_path / "out")} == set(range(8)) | set(range(10, 18))
+
+
+def test_keyframes_posed_from_tracks_without_confident_depth_are_counted_apart(tmp_path):
+    """room.mp4: eight views a second apart; the window SfM poses some from their tracks, but optical flow
+    gives no confident depth across such baselines: those frames are not called "posed with depth"."""
+    from stream4d.pipeline.report import pose_summary
+    from stream4d.testdata import SHARED_DATA
+
+    video = SHARED_DATA / "videos" / "room.mp4"
+    if not video.is_file():
+        pytest.skip(f"shared data not found: {video}")
+    summary = reconstruct(video, tmp_path / "out", light_config(gaussians=True), progress=False)
+    s = summary.stats
+    posed_from_tracks = [f for f in read_trajectory_json(tmp_path / "out" / "trajectory.json")
+                         if f.pose_kind == POSE_POSED]
+    assert posed_from_tracks and s.frames_without_depth == len(posed_from_tracks)
+    line = pose_summary(s)
+    assert "0 posed with depth" in line and f"{len(posed_from_tracks)} posed without confident depth" in line
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["stats"]["frames_without_depth"] == len(posed_from_tracks)
+    assert any(w.startswith("map is empty: no window gave confident depth") for w in run["stats"]["warnings"])

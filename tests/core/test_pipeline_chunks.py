@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from memory.gaussians.export import read_splats_ply, write_splats_ply
 from recon.ingest import IngestOptions, open_source
+from stream4d.contracts import GaussianSnapshot
 from stream4d.geometry import Sim3
 from stream4d.outputs import OutputWriter, PosedFrame, read_points_ply, read_trajectory_json
 from stream4d.pipeline.chunks import Chunk, FrameRange, join_chunks, plan_chunks
@@ -104,3 +106,63 @@ def test_a_chunk_sharing_too_few_posed_frames_is_refused(tmp_path):
     _write_chunk(tmp_path / "b", b, c2w, Sim3.identity(), np.zeros((1, 3)))
     with pytest.raises(ValueError, match="shares 2 posed frames"):
         join_chunks([tmp_path / "a", tmp_path / "b"], [a, b], tmp_path / "joined")
+    # a stopped run's join leaves the chunk out instead
+    report = join_chunks([tmp_path / "a", tmp_path / "b"], [a, b], tmp_path / "joined", leave_out_unplaceable=True)
+    assert report.frames == 22 and report.left_out == [{"start": 20, "stop": 40}]
+    assert [f.index for f in read_trajectory_json(tmp_path / "joined" / "trajectory.json")] == list(range(22))
+
+
+def _splats(means: np.ndarray, scale: float) -> GaussianSnapshot:
+    n = len(means)
+    quats = np.zeros((n, 4), np.float32)
+    quats[:, 0] = 1.0
+    return GaussianSnapshot(means.astype(np.float32), np.full((n, 3), 0.5, np.float32), np.full(n, 0.5, np.float32),
+                            np.full((n, 3), scale, np.float32), quats, np.full(n, np.nan))
+
+
+def test_join_moves_each_chunks_splats_into_the_joined_world_and_records_it(tmp_path):
+    c2w = make_trajectory("orbit", 60, seed=2, scene=make_scene("room", seed=0), arc_deg=60)
+    plan = plan_chunks(60, 2, 8)
+    rng = np.random.default_rng(2)
+    truth = rng.normal(size=(40, 3))
+    dirs, worlds = [], []
+    for k, chunk in enumerate(plan):
+        world = Sim3.identity() if k == 0 else Sim3(2.5, Rotation.random(random_state=3).as_matrix(), rng.normal(size=3))
+        dirs.append(tmp_path / f"c{k}")
+        _write_chunk(dirs[-1], chunk, c2w, world, truth[k::2])
+        write_splats_ply(dirs[-1] / "splats.ply", _splats(world.apply(truth[k::2]), 0.01 * world.s))
+        worlds.append(world)
+    report = join_chunks(dirs, plan, tmp_path / "joined", rrd=tmp_path / "joined" / "recording.rrd")
+    joined = read_splats_ply(tmp_path / "joined" / "splats.ply")
+    assert report.gaussians == joined.num == 40
+    np.testing.assert_allclose(np.sort(joined.means, axis=0), np.sort(truth, axis=0), atol=1e-4)
+    np.testing.assert_allclose(joined.scales, 0.01, rtol=1e-4)  # 2.5x larger in chunk 1's world
+    assert (tmp_path / "joined" / "recording.rrd").stat().st_size > 1000
+
+
+def test_the_pose_graph_keeps_consecutive_chunks_together_where_a_noisy_anchor_would_not(tmp_path):
+    """Anchor poses with noise, chunks exact in their own worlds: onto the anchor alone each chunk takes
+    its own error, so the path jumps where one chunk hands over to the next; the pose graph weighs the
+    overlap (exact) against the anchor edges (noisy) by their measured noise and keeps the path whole."""
+    c2w = make_trajectory("orbit", 120, seed=3, scene=make_scene("room", seed=0), arc_deg=120)
+    plan = plan_chunks(120, 2, 16)
+    rng = np.random.default_rng(3)
+    with OutputWriter(tmp_path / "anchor") as writer:
+        for n, i in enumerate(range(0, 120, 10)):
+            noisy = c2w[i].copy()
+            noisy[:3, 3] += rng.normal(scale=0.05, size=3)
+            writer.add_frame(PosedFrame(n, i / 10, f"clip.mp4#{i}", noisy, np.eye(3), 128, 96))
+    dirs = []
+    for k, chunk in enumerate(plan):
+        dirs.append(tmp_path / f"c{k}")
+        _write_chunk(dirs[-1], chunk, c2w, Sim3(1.0 + k, np.eye(3), np.full(3, float(k))), np.zeros((1, 3)))
+    b = plan[0].stop  # the first frame only chunk 1 posed; frame b - 1 is chunk 0's
+    true_step = c2w[b, :3, 3] - c2w[b - 1, :3, 3]
+    jumps = {}
+    for method in ("anchor", "pose_graph"):
+        report = join_chunks(dirs, plan, tmp_path / f"joined-{method}", anchor_dir=tmp_path / "anchor", method=method)
+        joined = np.stack([f.c2w for f in read_trajectory_json(tmp_path / f"joined-{method}" / "trajectory.json")])
+        step = joined[b, :3, 3] - joined[b - 1, :3, 3]
+        jumps[method] = float(np.linalg.norm(step - true_step) / np.linalg.norm(true_step))
+    assert jumps["pose_graph"] < 0.2 * jumps["anchor"], jumps
+    assert report.pose_graph is not None and not report.pose_graph["dropped"], report.pose_graph

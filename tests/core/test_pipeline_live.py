@@ -7,6 +7,7 @@ import json
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from recon.ingest.options import IngestOptions
@@ -105,3 +106,72 @@ def test_a_video_file_is_not_tracked_live_but_its_latency_is_recorded(walk, tmp_
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["live_tracking"] is False and summary.stats.frames_posed_live == 0
     assert run["latency_s"]["frames"] == 40 and run["latency_s"]["p50"] > 0 and run["latency_s"]["live"]["frames"] == 0
+
+
+class Poses(Events):
+    """Events, with every pose's c2w kept: (index, final) -> c2w."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c2w: dict[tuple[int, bool], object] = {}
+        self.window_c2w: dict[int, object] = {}
+
+    def on_window(self, window) -> None:
+        for k in np.nonzero(window.is_new)[0]:
+            self.window_c2w[int(window.prediction.frame_indices[k])] = window.prediction.c2w[k]
+        super().on_window(window)
+
+    def on_pose(self, pose) -> None:
+        self.c2w[(pose.index, pose.final)] = pose.c2w
+        super().on_pose(pose)
+
+
+def test_a_two_view_bootstrap_poses_frames_before_the_first_window(walk, tmp_path):
+    """From the stream's first frames, before any window: a two-view map, the frames held since its
+    reference posed at once, the next ones tracked on it; provisional poses that never reach
+    trajectory.json (the handover to the first window's map: tests/recon/test_live_bootstrap.py)."""
+    frames = walk[:90]
+    events = Poses()
+    src = PushSource("live", capacity=64, options=IngestOptions(resize=None))
+
+    def push():
+        t0 = time.monotonic()
+        try:
+            for i, image in enumerate(frames):
+                time.sleep(max(0.0, t0 + i / FPS - time.monotonic()))
+                src.push(image, i / FPS)
+        finally:
+            src.close()
+
+    pusher = threading.Thread(target=push)
+    pusher.start()
+    config = ReconstructConfig().override({"gaussians": False, "rrd": False, "align.window": 5,
+                                           "align.overlap": 2, "ingest.resize": None})
+    summary = reconstruct(src, tmp_path / "out", config, observers=[events], progress=False)
+    pusher.join()
+    s = summary.stats
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    boot = run["live_bootstrap"]
+    assert boot["maps"] == 1 and boot["frames_posed_at_init"] > 1 and boot["lost"] == 0, boot
+
+    first_window = next(i for i, e in enumerate(events.log) if e[0] == "window")
+    before = {e[2] for e in events.log[:first_window] if e[0] == "pose" and not e[3]}
+    # The reference (the stream's first frame) and most frames before the first window are posed live.
+    arrived_before = max(before) + 1
+    assert 0 in before and len(before) >= 0.8 * arrived_before and arrived_before > 30, (len(before), arrived_before)
+
+    latency = run["latency_s"]
+    assert latency["bootstrap"]["frames"] >= len(before) and latency["bootstrap"]["p50"] > 0
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["max"] and latency["live"]["p95"] > 0
+    assert latency["frames"] == s.frames_posed == s.frames_received
+
+    # trajectory.json holds the windows' poses only: each frame's is its final pose, not a provisional one.
+    from stream4d.outputs import read_trajectory
+
+    written = {p.index: p for p in read_trajectory(tmp_path / "out")}
+    assert len(written) == s.frames_posed
+    for i, p in written.items():
+        final = events.c2w.get((i, True), events.window_c2w.get(i))
+        assert final is not None and np.allclose(p.c2w, final, atol=1e-6), i
+        if (i, False) in events.c2w and i in before and i > 0:  # both worlds have the first camera at the origin
+            assert not np.allclose(p.c2w, events.c2w[(i, False)], atol=1e-3), i  # the provisional world

@@ -67,6 +67,51 @@ def test_final_ba_writes_the_adjusted_trajectory_and_the_splats_follow_it(runs):
     assert np.median(errs) < 1.0
 
 
+def test_final_ba_refines_a_self_calibrated_focal_and_every_k_follows(synthetic_clip, tmp_path):
+    """Intrinsics hidden (the images alone): the adjustment refines the stream's one focal length, which
+    moves towards the rendered one, and trajectory.json, depth/ and sparse/ all carry the refined K."""
+    from stream4d.pipeline import ReconstructConfig, reconstruct
+
+    out = tmp_path / "hidden"
+    config = ReconstructConfig(rrd=False, gaussians=False, final_ba=True).override(
+        {"align.window": 10, "align.overlap": 3})
+    reconstruct(synthetic_clip / "images", out, config, progress=False)
+    run = json.loads((out / "run.json").read_text())
+    record, calib = run["final_ba"], run["intrinsics"]
+    assert record["applied"] and record["focal"]["refined"], record
+    before, after = record["focal"]["focal_px_before"], record["focal"]["focal_px_after"]
+    truth = json.loads((synthetic_clip / "cameras.json").read_text())["frames"][0]["K"][0][0]
+    truth_model = truth * calib["model_size"][0] / json.loads((synthetic_clip / "cameras.json").read_text())[
+        "frames"][0]["width"]
+    assert abs(after - truth_model) <= abs(before - truth_model) + 1e-3 * truth_model, (before, after, truth_model)
+    scale = record["focal"]["scale"]
+    frames = read_trajectory_json(out / "trajectory.json")
+    model_to_input = frames[0].width / calib["model_size"][0]
+    for f in frames:  # every frame of the (single) segment took the refined focal; principal points kept
+        np.testing.assert_allclose(f.K[0, 0] / model_to_input, after, rtol=5e-3)
+        np.testing.assert_allclose(f.K[:2, 2], [(f.width - 1) / 2, (f.height - 1) / 2], atol=1.0)
+    sparse = read_sparse(out)
+    np.testing.assert_allclose([K[0, 0] for K in sparse.K.values()], after, rtol=5e-3)
+    assert scale != 1.0
+
+
+def test_scale_focal_keeps_principal_points_and_depth_follows(tmp_path):
+    from stream4d.outputs import read_depth
+
+    K = np.array([[400.0, 0.0, 159.5], [0.0, 410.0, 119.5], [0.0, 0.0, 1.0]])
+    scaled = [[440.0, 0.0, 159.5], [0.0, 451.0, 119.5], [0.0, 0.0, 1.0]]
+    with OutputWriter(tmp_path / "run") as writer:
+        writer.add_frame(PosedFrame(0, 0.0, "0.png", np.eye(4), K, 320, 240))
+        writer.add_frame(PosedFrame(1, 0.1, "1.png", np.eye(4), K, 320, 240, segment=1))
+        writer.write_depth(0, np.ones((24, 32), np.float32), np.ones((24, 32), np.float32), K / [[10], [10], [1]],
+                           np.eye(4))
+        assert writer.scale_focal(0, 1.1) == 1
+        first, second = writer.posed_frames()
+    np.testing.assert_allclose(first.K, scaled)
+    np.testing.assert_allclose(second.K, K)  # another segment is another camera solve
+    np.testing.assert_allclose(read_depth(tmp_path / "run", 0)["K"], np.array(scaled) / [[10], [10], [1]], rtol=1e-6)
+
+
 def test_frame_and_window_corrections_recover_a_known_motion():
     rng = np.random.default_rng(0)
     frames, new = [], {}

@@ -1,0 +1,200 @@
+"""The two-view bootstrap of a live stream's first map (recon/live_bootstrap.py) on rendered frames with
+exact geometry: it recovers the relative pose, poses the frames held since the reference, refuses a
+camera that only rotates, the Sim(3) between two worlds is found from cameras posed in both, and the live
+tracker (recon/live_tracking.py) goes on from the bootstrap map into the first window's world."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from recon.live_bootstrap import BootstrapConfig, TwoViewBootstrap, pose_sim3, two_view
+from recon.live_tracking import MapTracker
+from stream4d.contracts import WindowPrediction
+from stream4d.geometry import Sim3, rotation_angle_deg
+from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
+
+W, H = 320, 240
+K = intrinsics_for(W, H)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene("room", seed=0)
+
+
+def run(scene, c2w, K_given, images=None):
+    boot = TwoViewBootstrap()
+    for i, pose in enumerate(c2w):
+        image = render_view(scene, pose, K, W, H).rgb if images is None else images[i]
+        m = boot.add(image, i, i / 30.0, K_given)
+        if m is not None:
+            return boot, m
+    return boot, None
+
+
+def relative(c2w, a, b):
+    return np.linalg.inv(c2w[a]) @ c2w[b]
+
+
+def direction_error_deg(t, t_true):
+    cos = t @ t_true / (np.linalg.norm(t) * np.linalg.norm(t_true))
+    return float(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+
+
+@pytest.mark.parametrize("kind,frames,kw", [("orbit", 60, {"arc_deg": 30}), ("sideways", 40, {"step": 0.02}),
+                                            ("forward", 40, {})])
+def test_the_relative_pose_is_recovered_and_the_held_frames_are_posed(scene, kind, frames, kw):
+    c2w = make_trajectory(kind, frames, seed=0, scene=scene, **kw)
+    boot, m = run(scene, c2w, K)
+    assert m is not None, boot.report()
+    assert m.reference == 0 and m.index < frames - 1 and m.median_angle_deg >= boot.config.min_angle_deg
+    truth = relative(c2w, 0, m.index)
+    got = m.poses[m.index][1]
+    # Within a quarter degree of rotation and 2 degrees of translation direction on exact renders.
+    assert rotation_angle_deg(got[:3, :3] @ truth[:3, :3].T) < 0.25
+    assert direction_error_deg(got[:3, 3], truth[:3, 3]) < 2.0
+    # The scale is the points' median depth in the reference: 1.
+    assert np.median(m.X[:, 2]) == pytest.approx(1.0, rel=1e-6)
+    # Every frame from the reference to the init frame has a pose, in the same world up to that scale.
+    assert sorted(m.poses) == list(range(m.index + 1))
+    scale = np.linalg.norm(truth[:3, 3]) / np.linalg.norm(got[:3, 3])
+    for i, (_, pose) in m.poses.items():
+        true_i = relative(c2w, 0, i)
+        assert rotation_angle_deg(pose[:3, :3] @ true_i[:3, :3].T) < 0.3, i
+        assert np.linalg.norm(scale * pose[:3, 3] - true_i[:3, 3]) < 0.1 * np.linalg.norm(truth[:3, 3]) + 1e-3, i
+    # The map's points are where the init frame sees them.
+    w2c = np.linalg.inv(got)
+    cam = m.X @ w2c[:3, :3].T + w2c[:3, 3]
+    uv = cam[:, :2] / cam[:, 2:] * [K[0, 0], K[1, 1]] + K[:2, 2]
+    assert np.median(np.linalg.norm(uv - m.xy, axis=1)) < 0.5
+
+
+def test_without_intrinsics_the_default_backends_prior_is_used(scene):
+    c2w = make_trajectory("orbit", 60, seed=0, scene=scene, arc_deg=30)
+    boot, m = run(scene, c2w, None)
+    assert m is not None, boot.report()
+    assert m.K[0, 0] == pytest.approx(1.0 * max(W, H))  # DefaultModelConfig.focal_prior x longest side
+    truth = relative(c2w, 0, m.index)
+    got = m.poses[m.index][1]
+    # A 15 % wrong focal length: the pose is provisional, but still roughly right.
+    assert rotation_angle_deg(got[:3, :3] @ truth[:3, :3].T) < 1.5
+    assert direction_error_deg(got[:3, 3], truth[:3, 3]) < 10.0
+
+
+def test_a_camera_that_only_rotates_is_refused(scene):
+    centre = make_trajectory("orbit", 1, seed=0, scene=scene)[0]
+    pan = [np.r_[np.c_[centre[:3, :3] @ Rotation.from_euler("yx", [0.25 * i, 0.08 * i], degrees=True).as_matrix(),
+                       centre[:3, 3]], [[0, 0, 0, 1]]] for i in range(60)]  # 15 degrees of pan, 5 of tilt
+    images = [render_view(scene, pose, K, W, H).rgb for pose in pan]
+    for K_given in (K, None):
+        boot, m = run(scene, np.stack(pan), K_given, images)
+        assert m is None, (m and m.median_angle_deg, boot.report())
+        assert boot.references == 1  # the tracks survived: refused for the geometry, not lost
+
+
+def test_the_two_view_checks_refuse_rotation_and_too_little_translation():
+    """Past the parallax gate, the geometry itself refuses: points projected into two views from one
+    centre (a rotation: the homography explains them all) or from centres too close for their depth."""
+    rng = np.random.default_rng(1)
+    X = np.c_[rng.uniform(-2, 2, (300, 2)), rng.uniform(3, 8, 300)]
+
+    def project(R, c):
+        cam = (X - c) @ R  # rows: R^T (X - c)
+        return cam[:, :2] / cam[:, 2:] * [K[0, 0], K[1, 1]] + K[:2, 2] + rng.normal(0, 0.2, (len(X), 2))
+
+    a = project(np.eye(3), np.zeros(3))
+    R = Rotation.from_euler("yx", [8, 3], degrees=True).as_matrix()
+    cfg = BootstrapConfig()
+    assert two_view(a, project(R, np.zeros(3)), K, cfg) in ("homography", "angle")
+    assert two_view(a, project(R, np.array([0.02, 0, 0])), K, cfg) in ("homography", "angle")
+    moved = two_view(a, project(R, np.array([0.3, 0.05, 0])), K, cfg)
+    assert not isinstance(moved, str) and rotation_angle_deg(moved[0][:3, :3] @ R.T) < 0.2
+
+
+def test_the_similarity_between_two_worlds_comes_from_cameras_posed_in_both():
+    rng = np.random.default_rng(0)
+    src = np.stack([np.r_[np.c_[Rotation.random(random_state=i).as_matrix(), rng.normal(size=3)], [[0, 0, 0, 1]]]
+                    for i in range(5)])
+    truth = Sim3(2.5, Rotation.from_euler("xyz", [10, -20, 30], degrees=True).as_matrix(), np.array([1.0, 2, 3]))
+    dst = truth.apply_c2w(src)
+    got = pose_sim3(src, dst)
+    assert got is not None and got.s == pytest.approx(2.5) and np.allclose(got.R, truth.R) and np.allclose(got.t, truth.t)
+    # Two cameras on a line are enough: the rotations fix what the centres leave free.
+    assert pose_sim3(src[:2], dst[:2]) is not None
+    bad = dst.copy()
+    bad[0, :3, :3] = bad[0, :3, :3] @ Rotation.from_euler("y", 20, degrees=True).as_matrix()
+    assert pose_sim3(src, bad) is None  # the worlds disagree on a camera
+    assert pose_sim3(src[:1], dst[:1]) is None
+
+
+def exact_window(views, keep: list[int]) -> WindowPrediction:
+    """An aligned window of the rendered views ``keep``: exact poses, depth and point maps (world = the
+    renderer's), no sparse tracks."""
+    S = len(keep)
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=-1)
+    points = np.stack([(rays * views[i].depth[..., None]) @ views[i].c2w[:3, :3].T + views[i].c2w[:3, 3]
+                       for i in keep]).astype(np.float32)
+    depth = np.stack([views[i].depth for i in keep]).astype(np.float32)
+    return WindowPrediction(
+        frame_indices=np.array(keep, np.int64), timestamps=np.array(keep, np.float64) / 30.0,
+        sources=tuple(f"live#{i}" for i in keep), images=np.stack([views[i].rgb for i in keep]),
+        depth=depth, depth_conf=(depth > 0).astype(np.float32), c2w=np.stack([views[i].c2w for i in keep]),
+        K=np.repeat(K[None], S, axis=0), points=points, points_conf=(depth > 0).astype(np.float32),
+        pixel_maps=np.repeat(np.eye(3)[None], S, axis=0), input_sizes=np.repeat(np.array([[W, H]]), S, axis=0))
+
+
+def test_the_tracker_goes_on_from_the_bootstrap_map_into_the_first_windows_world_without_a_jump(scene):
+    c2w = make_trajectory("orbit", 60, seed=0, scene=scene, arc_deg=30)
+    views = [render_view(scene, pose, K, W, H) for pose in c2w]
+    boot, m = run(scene, c2w, K, [v.rgb for v in views])
+    assert m is not None and m.index < 20
+    tracker = MapTracker()
+    assert tracker.needs_bootstrap
+    tracker.set_bootstrap(m, np.eye(3), 0)
+    assert not tracker.needs_bootstrap
+    # Frames after the init frame: tracked on the bootstrap map, provisionally, in its world.
+    provisional = {}
+    for i in range(m.index + 1, 40):
+        tracked = tracker.track(views[i].rgb, np.eye(3), i)
+        assert tracked is not None and tracked.provisional, i
+        provisional[i] = tracked.c2w
+    # The first window (keyframes up to frame 30, in the renderer's world) arrives.
+    tracker.set_map(exact_window(views, [0, 6, 12, 18, 24, 30]), 0)
+    tracked = tracker.track(views[40].rgb, np.eye(3), 40)
+    hand = tracker.handover
+    assert hand["applied"] and hand["frames_in_both"] == 6, hand
+    # The bootstrap world's median depth of 1 against the scene's metres: the scale is the distance ratio.
+    ratio = np.linalg.norm(c2w[30, :3, 3] - c2w[0, :3, 3]) / np.linalg.norm(provisional[30][:3, 3])
+    assert hand["scale"] == pytest.approx(ratio, rel=0.02)
+    path = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
+    # Frames 31-39 were shown in the bootstrap world: handed over in the window's, where they belong.
+    handed, K_handed, size = tracker.take_handover()
+    assert sorted(handed) == list(range(31, 40)) and size == (W, H) and np.allclose(K_handed, K)
+    for i, pose in handed.items():
+        assert np.linalg.norm(pose[:3, 3] - c2w[i, :3, 3]) < 0.03 * path, i
+        assert rotation_angle_deg(pose[:3, :3] @ c2w[i, :3, :3].T) < 0.6, i  # a small-baseline map's
+    assert tracker.take_handover()[0] == {}
+    # And tracking goes on in the window's world: no jump from frame 39 to 40 and on.
+    assert tracked is not None
+    for i in range(41, 60):
+        got = tracker.track(views[i].rgb, np.eye(3), i)
+        assert got is not None, i
+        assert np.linalg.norm(got.c2w[:3, 3] - c2w[i, :3, 3]) < 0.01 * path, i
+    assert not got.provisional  # on the window's points by now
+
+
+def test_a_bootstrap_map_that_loses_the_camera_is_let_go(scene):
+    c2w = make_trajectory("orbit", 20, seed=0, scene=scene, arc_deg=10)
+    boot, m = run(scene, c2w, K)
+    assert m is not None
+    tracker = MapTracker()
+    tracker.set_bootstrap(m, np.eye(3), 0)
+    rng = np.random.default_rng(0)
+    lost = tracker.config.bootstrap_lost_frames
+    for i in range(lost):  # another view altogether: nothing of the map is found
+        assert not tracker.needs_bootstrap
+        assert tracker.track(rng.integers(0, 255, (H, W, 3), dtype=np.uint8), np.eye(3), 100 + i) is None
+    assert tracker.needs_bootstrap and tracker.bootstrap_lost == 1
