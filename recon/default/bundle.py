@@ -396,3 +396,59 @@ def _marginal_information(S: np.ndarray, k: int) -> float:
     others = np.r_[0:k, k + 1:len(S)]
     s_ok = S[others, k]
     return float(S[k, k] - s_ok @ np.linalg.pinv(S[np.ix_(others, others)], rcond=1e-10, hermitian=True) @ s_ok)
+
+
+def refine_points(rvecs: np.ndarray, tvecs: np.ndarray, points: np.ndarray, K: np.ndarray, obs_view: np.ndarray,
+                  obs_point: np.ndarray, obs_uv: np.ndarray, loss_scale_px: float = 1.5, iterations: int = 10,
+                  rel_tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Points re-fitted to fixed cameras: ``points [P, 3]`` (world) moved to minimise the Huber
+    reprojection cost of their observations in views ``rvecs/tvecs [V, 3]`` (world-to-camera) with
+    ``K [3, 3]``; every point is independent, so each step solves one damped 3x3 system per point and
+    keeps it only where that point's cost fell, until the total gains less than ``rel_tol``. For the
+    points an adjustment held out: they must follow the cameras and focal it moved. Returns the
+    points and each observation's reprojection error [O] (px) at them; points without observations
+    stay where they were."""
+    R = Rotation.from_rotvec(rvecs).as_matrix()
+    R_obs = R[obs_view]
+    X = points.astype(np.float64).copy()
+    P = len(X)
+    lam = np.full(P, 1e-3)
+    upper = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
+
+    def per_point(values: np.ndarray) -> np.ndarray:
+        return np.bincount(obs_point, weights=values, minlength=P)
+
+    def residuals(X):
+        uv, _, pc, z = _project(R, tvecs, X, K, obs_view, obs_point)
+        r = uv - obs_uv
+        err = np.linalg.norm(r, axis=1)
+        hub = np.where(err <= loss_scale_px, 0.5 * err ** 2, loss_scale_px * (err - 0.5 * loss_scale_px))
+        return r, err, pc, z, per_point(hub)
+
+    r, err, pc, z, cost = residuals(X)
+    observed = per_point(np.ones(len(obs_point))) > 0
+    for _ in range(iterations):
+        w = _huber_weights(err, loss_scale_px)
+        iz = 1.0 / z
+        Ju = (K[0, 0] * iz)[:, None] * (R_obs[:, 0] - (pc[:, 0] * iz)[:, None] * R_obs[:, 2])  # d u / d X
+        Jv = (K[1, 1] * iz)[:, None] * (R_obs[:, 1] - (pc[:, 1] * iz)[:, None] * R_obs[:, 2])
+        H = np.zeros((P, 3, 3))
+        for a, b in upper:
+            H[:, a, b] = H[:, b, a] = per_point(w * (Ju[:, a] * Ju[:, b] + Jv[:, a] * Jv[:, b]))
+        g = np.stack([per_point(w * (Ju[:, a] * r[:, 0] + Jv[:, a] * r[:, 1])) for a in range(3)], axis=1)
+        H[:, range(3), range(3)] *= 1.0 + lam[:, None]
+        H[:, range(3), range(3)] += 1e-9
+        dp = np.zeros_like(X)
+        dp[observed] = -np.linalg.solve(H[observed], g[observed][:, :, None])[:, :, 0]
+        cand = residuals(X + dp)
+        better = cand[4] < cost
+        gain = float((cost - cand[4])[better].sum())
+        X[better] += dp[better]
+        lam = np.where(better, np.maximum(lam / 3, 1e-9), lam * 4)
+        if better.all():
+            r, err, pc, z, cost = cand
+        elif better.any():
+            r, err, pc, z, cost = residuals(X)
+        if gain <= rel_tol * max(float(cost.sum()), 1e-12):
+            break
+    return X, err

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from recon.default.bundle import PRINCIPAL_POINT_SIGMA, BundleProblem, BundleResult, bundle_adjust
+from recon.default.bundle import PRINCIPAL_POINT_SIGMA, BundleProblem, BundleResult, bundle_adjust, refine_points
 from recon.default.focal_profile import profile_focal
 from recon.default.parallax import ParallaxConfig, judge_parallax
 from recon.default.tracks import Tracks
@@ -441,8 +441,30 @@ class WindowSfm:
         # Forget points that stay far off after adjustment: they are mismatches.
         bad_rows = rows[res.residuals_px > self.cfg.max_reproj_px]
         bad_tracks = np.unique(self.tracks.track[bad_rows])
+        if max_iterations > self.cfg.intermediate_ba_iterations:  # the window's output: all consistent
+            self._follow_adjustment(res, vslot, pslot)
         self.X[bad_tracks] = np.nan
         return float(np.median(res.residuals_px))
+
+    def _follow_adjustment(self, res: BundleResult, vslot: np.ndarray, pslot: np.ndarray) -> None:
+        """Re-fits the triangulated points a full adjustment held out (``pslot`` -1: beyond its point
+        budget) to the cameras and K it moved, and forgets those that stay far off in some view: left
+        where they were triangulated they would no longer agree with the window's poses and focal
+        (the sparse tracks it hands out, against which frames between keyframes are posed).
+        Intermediate adjustments skip this: registration works with the points as triangulated."""
+        held = np.nonzero(np.isfinite(self.X[:, 0]) & (pslot < 0))[0]
+        if not len(held):
+            return
+        hslot = np.full(self.tracks.num_tracks, -1)
+        hslot[held] = np.arange(len(held))
+        rows = np.nonzero((vslot[self.tracks.view] >= 0) & (hslot[self.tracks.track] >= 0))[0]
+        obs_view, obs_point = vslot[self.tracks.view[rows]], hslot[self.tracks.track[rows]]
+        X, err = refine_points(res.rvecs, res.tvecs, self.X[held], res.K, obs_view, obs_point, self.tracks.uv[rows])
+        self.X[held] = X
+        R = Rotation.from_rotvec(res.rvecs).as_matrix()
+        depth = np.einsum("oj,oj->o", R[obs_view][:, 2], X[obs_point]) + res.tvecs[obs_view, 2]
+        bad = ~(err <= self.cfg.max_reproj_px) | (depth <= 0)
+        self.X[np.unique(self.tracks.track[rows[bad]])] = np.nan
 
     def _refine_principal_point(self, problem: BundleProblem, res: BundleResult) -> BundleResult:
         """Records what the final self-calibrating adjustment's observations say about the principal

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from recon.default.bundle import BundleProblem, bundle_adjust, project
+from recon.default.bundle import BundleProblem, bundle_adjust, project, refine_points
 
 
 def _scene(seed: int = 0, views: int = 8, points: int = 400):
@@ -76,3 +76,23 @@ def test_bundle_adjust_refuses_a_point_seen_twice_in_one_view():
     problem.obs_point[1] = problem.obs_point[0]
     with pytest.raises(ValueError, match="observed twice"):
         bundle_adjust(problem)
+
+
+def test_refine_points_fits_points_to_fixed_cameras_in_the_callers_order():
+    """Points triangulated under another focal are moved onto the given cameras and K; an outlier
+    observation keeps its large error, the others come back at the noise level."""
+    rvecs, tvecs, X, K, rng = _scene(seed=3, points=300)
+    V, P = len(rvecs), len(X)
+    view, point = (a.ravel() for a in np.meshgrid(np.arange(V), np.arange(P), indexing="ij"))
+    order = rng.permutation(len(view))
+    view, point = view[order], point[order]
+    uv = project(rvecs, tvecs, X, K, view, point) + rng.normal(0, 0.2, (len(view), 2))
+    uv[0] += 30.0
+    start = X * 1.08 + rng.normal(0, 0.05, X.shape)  # depths of a 8 % longer focal, and noise
+    before = np.linalg.norm(project(rvecs, tvecs, start, K, view, point) - uv, axis=1)
+    points, err = refine_points(rvecs, tvecs, start, K, view, point, uv)
+    assert np.median(before) > 5
+    assert err[0] > 20
+    assert np.percentile(err[1:], 95) < 0.6
+    np.testing.assert_allclose(err, np.linalg.norm(project(rvecs, tvecs, points, K, view, point) - uv, axis=1))
+    assert np.median(np.linalg.norm(points - X, axis=1)) < 0.02
