@@ -52,6 +52,9 @@ class LoopClosureConfig:
     median count of triangulated points (the window model's sparse tracks) whose PnP pose on a
     stored keyframe differs from its placed pose by ``relocate_min_deg`` degrees or
     ``relocate_min_shift`` x the keyframe's median depth is re-posed there.
+    Database admission: a keyframe whose place is already stored (a verified match, on a loop the
+    pose graph kept, with at least ``cover_fraction`` of its features) is not stored, so the
+    database grows with the area explored, not with time (0 stores every keyframe).
     """
 
     enabled: bool = True
@@ -83,6 +86,7 @@ class LoopClosureConfig:
     weak_frame_fraction: float = 0.3
     relocate_min_deg: float = 5.0
     relocate_min_shift: float = 0.1
+    cover_fraction: float = 0.3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -93,6 +97,8 @@ class LoopClosureConfig:
         if self.min_window_gap < 1 or self.max_scale_change <= 1.0:
             raise ValueError(f"LoopClosureConfig needs min_window_gap >= 1 and max_scale_change > 1, got "
                              f"{self.min_window_gap}, {self.max_scale_change}")
+        if not 0.0 <= self.cover_fraction <= 1.0:
+            raise ValueError(f"LoopClosureConfig.cover_fraction must be within [0, 1], got {self.cover_fraction}")
 
 
 @dataclass

@@ -9,7 +9,11 @@ The aligner hands each placed window's lifted keyframes to :meth:`GlobalMap.add_
    windows at least ``min_window_gap`` older;
 3. when a loop is accepted the segment's graph is optimised (:mod:`align.posegraph`) and every
    window gets a world-frame correction ``C_i``; the keyframes in the database follow;
-4. the window's keyframes are stored (after the lookup, so a window never finds itself).
+4. the window's keyframes are stored (after the lookup, so a window never finds itself), except
+   those whose place the database already holds: a keyframe that matched a stored one with at
+   least ``cover_fraction`` of its features, on a loop the pose graph kept, is "covered" and not
+   stored. The stored keyframe stays the place's view for later lookups, so the database grows
+   with the area explored and stops growing when the stream goes over mapped ground again.
 
 The caller applies the corrections to what was emitted (trajectory, points, splat cache) and to
 its own state. Work happens once per window (a few keyframes), in the alignment thread.
@@ -68,6 +72,8 @@ class GlobalMap:
         self.seconds = 0.0  # global-map work in add_window (lookups, verification, pose graph)
         self.lift_seconds = 0.0  # the caller's lifting of the keyframes it hands in (SIFT), reported with it
         self.keyframes_added = 0
+        self.keyframes_covered = 0  # lifted and looked up, not stored: their place was stored already
+        self.stored_frames: list[int] = []  # frame index of every keyframe stored, in order (run.json)
 
     @property
     def nbytes(self) -> int:
@@ -89,25 +95,43 @@ class GlobalMap:
             self.graph.add_sequential(linked_to, window, self.config.loop_weight)
         self._segment_of[window] = segment
         self._last_of_segment[segment] = window
-        matches, refusals, update.relocations = self.detector.detect(window, segment, keyframes, weak_frames)
+        matches, refusals, update.relocations, verified = self.detector.detect(window, segment, keyframes,
+                                                                               weak_frames)
         self.relocated.extend(r.summary() for r in update.relocations)
         relocated = {r.frame_index for r in update.relocations}
         self.found += len(matches)
         update.rejected = len(refusals)
         if matches:
             update = self._close(window, segment, matches, update)
+        covered = self._covered(keyframes, verified, {m.match_window for m in update.accepted})
         for kf, c2w, K in keyframes:
             if kf.frame_index in relocated:  # its lifted points came from the broken geometry
+                continue
+            if kf.frame_index in covered:
+                self.keyframes_covered += 1
                 continue
             c = update.corrections.get(window)
             stored = self.database.add(window, segment, kf, c2w, K)
             if c is not None:
                 stored.transform(c)
             self.keyframes_added += 1
+            self.stored_frames.append(int(kf.frame_index))
         self.rejected += update.rejected + update.dropped
         update.seconds = time.perf_counter() - start
         self.seconds += update.seconds
         return update
+
+    def _covered(self, keyframes: list[tuple[Keyframe, np.ndarray, np.ndarray]], verified: list[LoopMatch],
+                 kept_windows: set[int]) -> set[int]:
+        """Frames of ``keyframes`` whose place is stored already: a verified match with at least
+        ``cover_fraction`` of the keyframe's features into a window whose loop the graph kept (a match
+        on a loop the graph dropped may be a look-alike place, and does not count)."""
+        fraction = self.config.cover_fraction
+        if fraction <= 0:
+            return set()
+        features = {kf.frame_index: len(kf.features.keypoints) for kf, _, _ in keyframes}
+        return {m.query_frame for m in verified
+                if m.match_window in kept_windows and m.matches >= fraction * features.get(m.query_frame, 0) > 0}
 
     def _close(self, window: int, segment: int, matches: list[LoopMatch], update: GlobalMapUpdate) -> GlobalMapUpdate:
         T_b = self.graph.poses[window]
@@ -166,10 +190,12 @@ class GlobalMap:
         return {"loops_found": self.found, "loops_accepted": self.accepted, "loops_rejected": self.rejected,
                 "loops_consistent": self.consistent,
                 "keyframes": len(self.database), "keyframes_added": self.keyframes_added,
+                "keyframes_covered": self.keyframes_covered, "stored_frames": self.stored_frames,
                 "keyframes_evicted": self.database.evicted, "database_bytes": self.database.nbytes,
                 "frames_relocated": self.relocated, "graph_nodes": len(self.graph), "graph_edges": len(self.graph.edges),
                 "seconds": round(self.seconds, 4), "lift_seconds": round(self.lift_seconds, 4),
-                "seconds_per_keyframe": round((self.seconds + self.lift_seconds) / max(1, self.keyframes_added), 5),
+                "seconds_per_keyframe": round((self.seconds + self.lift_seconds) /
+                                              max(1, self.keyframes_added + self.keyframes_covered), 5),
                 "optimisations": self.optimisations, "loops": self.loops}
 
 

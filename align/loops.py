@@ -289,10 +289,12 @@ class LoopDetector:
 
     def detect(self, window: int, segment: int, queries: list[tuple[Keyframe, np.ndarray, np.ndarray]],
                weak_frames: frozenset[int] = frozenset()
-               ) -> tuple[list[LoopMatch], list[Rejection], list[Relocation]]:
-        """Verified loop matches of a window's ``queries`` ((keyframe, c2w [4, 4], K [3, 3]) each), the
-        refusals, and relocations of ``weak_frames`` (frames its window model placed on little evidence)
-        whose PnP pose on an old keyframe contradicts where the window put them."""
+               ) -> tuple[list[LoopMatch], list[Rejection], list[Relocation], list[LoopMatch]]:
+        """Verified loop matches of a window's ``queries`` ((keyframe, c2w [4, 4], K [3, 3]) each; one per
+        pair of windows), the refusals, relocations of ``weak_frames`` (frames its window model placed on
+        little evidence) whose PnP pose on an old keyframe contradicts where the window put them, and
+        every keyframe-level match that passed (several per pair of windows: which query keyframes
+        found their place already stored)."""
         accepted: list[LoopMatch] = []
         rejected: list[Rejection] = []
         relocations: dict[int, Relocation] = {}
@@ -330,7 +332,7 @@ class LoopDetector:
         for m in accepted:  # the evidence
             if m.match_window not in best or m.inliers > best[m.match_window].inliers:
                 best[m.match_window] = m
-        return list(best.values()), rejected, list(relocations.values())
+        return list(best.values()), rejected, list(relocations.values()), accepted
 
     def _maybe_relocate(self, window: int, kf: Keyframe, c2w: np.ndarray, stored: StoredKeyframe, v: Verified,
                         relocations: dict[int, Relocation]) -> None:

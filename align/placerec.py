@@ -17,6 +17,10 @@ Memory: ``bytes_per_keyframe = N x (8 + 128 + 12 + 4 + 1) + 2 x vocabulary_size 
 features (2000: 306 kB + 8 kB). The database holds at most ``max_keyframes``; over the cap the
 most redundant keyframe goes (the one whose global descriptor is closest to another kept one of
 the same segment), so distinct places stay and a place seen many times keeps a few views.
+What comes in is decided by the global map (:mod:`align.globalmap`): a keyframe whose place a
+stored keyframe already covers (a verified loop match with at least ``cover_fraction`` of its
+features) is not added, so over mapped ground the database does not grow and the cap is reached
+only by new ground.
 """
 
 from __future__ import annotations

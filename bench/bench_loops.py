@@ -5,9 +5,13 @@ loop closure and once with ``--no-loop-closure`` and reports: frames posed, end-
 (a similarity fitted on the first ``--head`` frames, then the last frame's centre error, % of
 the ground-truth path), ATE after one similarity over all frames (% of the path and of the
 extent), segments, loops accepted / rejected, relocated frames, global-map seconds per
-keyframe, the mean pose-graph solve time and the wall time.
+keyframe, the mean pose-graph solve time, the wall time, and memory: the resident size of the
+reconstruct process sampled every ``--sample-s`` seconds together with the frames it has posed
+(lines of ``trajectory.tum``), reported as the peak until the ground truth's first return to its
+start frame has been posed ("first loop") and the peak after it ("end"), with the keyframes the
+database holds at the end. The samples are kept in ``<out>/<run>/rss.json``.
 
-    python bench/bench_loops.py DATASET [DATASET ...] [--head 10] [--out DIR]
+    python bench/bench_loops.py DATASET [DATASET ...] [--head 10] [--out DIR] [--runs on off]
     python bench/bench_loops.py /tmp/orbit250 /work/shared/data/strecha_castle_p30
 
 Per-loop errors without re-running the window model: ``--record DIR`` runs one dataset once with
@@ -32,6 +36,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +72,72 @@ def score(out: Path, reference: Path, head: int) -> dict:
             "relocated": len(loops.get("frames_relocated", [])),
             "s_per_keyframe": loops.get("seconds_per_keyframe"),
             "solve_s": float(np.mean([s["seconds"] for s in solves])) if solves else None,
+            "keyframes": loops.get("keyframes"), "database_mb": loops.get("database_bytes", 0) / 1e6 or None,
+            "stored_frames": loops.get("stored_frames"),
             "wall_s": run["timings_s"]["total"]}
+
+
+def first_return(reference: Path) -> int:
+    """Index of the first frame that comes back to the start (within 2 % of the extent of frame 0's
+    centre and 20 degrees of its viewing direction, after the path went farther than a quarter of the
+    extent): the end of the first loop (a figure-eight's crossing at half a lap looks elsewhere)."""
+    c2w = np.array([f.c2w for f in read_cameras_json(reference)])
+    centres = c2w[:, :3, 3]
+    extent = float(np.linalg.norm(np.ptp(centres, axis=0)))
+    away = np.linalg.norm(centres - centres[0], axis=1)
+    same_view = c2w[:, :3, 2] @ c2w[0, :3, 2] >= np.cos(np.radians(20))
+    left = np.flatnonzero(away > 0.25 * extent)
+    if not len(left):
+        return len(centres) - 1
+    back = np.flatnonzero((away <= 0.02 * extent) & same_view & (np.arange(len(centres)) > left[0]))
+    return int(back[0]) if len(back) else len(centres) - 1
+
+
+def _frames_posed(out: Path) -> int:
+    try:
+        with open(out / "trajectory.tum", encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip() and not line.startswith("#"))
+    except OSError:
+        return 0
+
+
+def run_sampled(cmd: list[str], out: Path, every_s: float) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """Run ``cmd``; every ``every_s`` seconds record its resident size (bytes, from /proc) and the
+    frames it has posed so far."""
+    samples = []
+    start = time.perf_counter()
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        status = Path(f"/proc/{proc.pid}/status")
+        while True:
+            try:
+                stdout, stderr = proc.communicate(timeout=every_s)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                rss_kb = next(int(line.split()[1]) for line in status.read_text().splitlines()
+                              if line.startswith("VmRSS:"))
+            except (OSError, StopIteration):
+                continue
+            samples.append({"s": round(time.perf_counter() - start, 1), "rss_bytes": rss_kb * 1024,
+                            "frames": _frames_posed(out)})
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), samples
+
+
+def memory(samples: list[dict], lap_end: int) -> dict:
+    """Peak resident size (MB) until frame ``lap_end`` was posed and after it."""
+    first = [x["rss_bytes"] for x in samples if x["frames"] <= lap_end]
+    after = [x["rss_bytes"] for x in samples if x["frames"] > lap_end]
+    mb = lambda v: round(max(v) / 1e6) if v else None  # noqa: E731
+    return {"rss_first_loop_mb": mb(first), "rss_end_mb": mb(after)}
+
+
+def _keyframes(r: dict, lap_end: int) -> str:
+    """Keyframes in the database at the end, how many were stored after frame ``lap_end``, its MB."""
+    if r["keyframes"] is None:
+        return "-"
+    after = "?" if r["stored_frames"] is None else str(sum(f > lap_end for f in r["stored_frames"]))
+    return f"{r['keyframes']} ({after}), {r['database_mb']:.0f} MB"
 
 
 def record(data: Path, folder: Path) -> None:
@@ -172,6 +242,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="keep the run folders here")
     parser.add_argument("--record", type=Path, default=None, help="pickle one dataset's window predictions here")
     parser.add_argument("--replay", type=Path, default=None, help="replay recorded windows: per-loop errors")
+    parser.add_argument("--runs", nargs="+", choices=("on", "off"), default=["on", "off"],
+                        help="which runs: loop closure on, off (default both)")
+    parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between resident-size samples")
     args = parser.parse_args()
     if args.record or args.replay:
         if len(args.datasets) != 1:
@@ -184,22 +257,29 @@ def main() -> None:
     work = args.out or Path(tempfile.mkdtemp(prefix="bench_loops_"))
     rows = []
     for data in args.datasets:
-        for mode, flags in (("loop closure", []), ("--no-loop-closure", ["--no-loop-closure"])):
-            out = work / f"{data.name}_{'on' if not flags else 'off'}"
+        lap_end = first_return(data / "cameras.json")
+        for run in args.runs:
+            mode, flags = ("loop closure", []) if run == "on" else ("--no-loop-closure", ["--no-loop-closure"])
+            out = work / f"{data.name}_{run}"
             cmd = [sys.executable, "-m", "stream4d.cli", "reconstruct", str(data), "--out", str(out), "--quiet",
                    "--no-rrd", *flags]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc, samples = run_sampled(cmd, out, args.sample_s)
             if proc.returncode != 0:
                 print(f"{data.name} {mode}: failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
                 continue
             r = score(out, data / "cameras.json", args.head)
+            m = memory(samples, lap_end)
+            (out / "rss.json").write_text(json.dumps({"first_loop_frame": lap_end, **m, "samples": samples}))
             rows.append([data.name, mode, r["posed"], f"{r['end_drift_pct_path']:.3f}", f"{r['ate_pct_path']:.3f}",
                          f"{r['ate_pct_extent']:.3f}", str(r["segments"]), r["loops"], str(r["relocated"]),
                          "-" if r["s_per_keyframe"] is None else f"{r['s_per_keyframe']:.3f}",
-                         "-" if r["solve_s"] is None else f"{r['solve_s']:.3f}", f"{r['wall_s']:.0f}"])
+                         "-" if r["solve_s"] is None else f"{r['solve_s']:.3f}",
+                         _keyframes(r, lap_end),
+                         f"{m['rss_first_loop_mb']} (frame {lap_end})", str(m["rss_end_mb"]), f"{r['wall_s']:.0f}"])
     print(markdown_table(["input", "run", "posed", "end drift % path", "ATE % path", "ATE % extent", "segments",
-                          "loops acc./rej.", "relocated", "s / keyframe", "solve s", "wall s"], rows))
-
+                          "loops acc./rej.", "relocated", "s / keyframe", "solve s",
+                          "keyframes stored (after first loop), DB",
+                          "RSS MB to first loop", "RSS MB after", "wall s"], rows))
 
 if __name__ == "__main__":
     main()

@@ -37,7 +37,10 @@ def add_parser(subparsers) -> str:
                     "Exit code 2 on bad input.",
     )
     p.add_argument("--scene", choices=SCENE_KINDS, default="room")
-    p.add_argument("--trajectory", choices=TRAJECTORY_KINDS, default="orbit")
+    p.add_argument("--trajectory", choices=TRAJECTORY_KINDS, default="orbit",
+                   help="camera path: forward (drive), orbit (circle looking in), sideways (walk along a wall), "
+                        "handheld (hover), figure8 (walk a figure-eight looking ahead; laps=2 by default, "
+                        "the last frame ends the last lap) (default orbit)")
     p.add_argument("--frames", type=int, default=60, help="number of frames (default 60)")
     p.add_argument("--size", type=_size, default=(512, 384), help="WxH in pixels (default 512x384)")
     p.add_argument("--fov", type=float, default=60.0, help="horizontal field of view in degrees (default 60)")
@@ -46,7 +49,8 @@ def add_parser(subparsers) -> str:
     p.add_argument("--noise", type=float, default=0.0, help="gaussian pixel noise std, 0..255 units (default 0)")
     p.add_argument("--moving-object", action="store_true", help="add an object moving on a known path")
     p.add_argument("--traj-kw", type=_option, action="append", default=[], metavar="KEY=VALUE",
-                   help="trajectory option, repeatable (e.g. arc_deg=60, step=0.2; see make_trajectory)")
+                   help="trajectory option, repeatable (e.g. arc_deg=60, step=0.2, laps=3; "
+                        "see stream4d.synthetic.make_trajectory)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--video", default=None, metavar="NAME.mp4", help="write an H.264 video instead of PNGs")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")

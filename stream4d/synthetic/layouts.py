@@ -31,14 +31,14 @@ STAGES = {
         drive_start=np.array([-2.0, -1.5, -4.0]), drive_length=6.5, drive_step=0.1,
         walk_start=np.array([-2.2, -1.5, -3.0]), walk_end=np.array([2.2, -1.5, -3.0]),
         walk_look=np.array([0.0, 0.0, 1.0]), walk_step=0.05,
-        handheld_eye=np.array([0.4, -1.5, -3.0]),
+        handheld_eye=np.array([0.4, -1.5, -3.0]), free_half_extent=np.array([2.8, 3.6]),
     ),
     "street": Stage(
         center=np.array([0.0, -1.5, 25.0]), orbit_radius=2.0, eye_y=-1.6,
         drive_start=np.array([1.2, -1.6, -10.0]), drive_length=210.0, drive_step=0.6,
         walk_start=np.array([-2.0, -1.6, 10.0]), walk_end=np.array([-2.0, -1.6, 70.0]),
         walk_look=np.array([1.0, 0.0, 0.0]), walk_step=0.15,
-        handheld_eye=np.array([1.2, -1.6, 10.0]),
+        handheld_eye=np.array([1.2, -1.6, 10.0]), free_half_extent=np.array([2.8, 20.0]),
     ),
 }
 

@@ -6,7 +6,7 @@ along +z has identity rotation), floors at y = 0 and "up" is -y.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -215,6 +215,9 @@ class Stage:
     walk_look: np.ndarray  # [3] viewing direction while walking
     walk_step: float  # default metres per frame when walking
     handheld_eye: np.ndarray  # [3] "handheld" hovers around here, looking at ``center``
+    # [2] half extents (x, z) m around ``center`` of the floor free of tall furniture at eye height,
+    # with half a metre to spare ("figure8" stays inside; low things and the room's column may stand in it)
+    free_half_extent: np.ndarray = field(default_factory=lambda: np.array([2.0, 2.0]))
 
 
 __all__ = ["WORLD_DOWN", "Material", "Rect", "Box", "Sphere", "MovingObject", "Stage"]

@@ -14,13 +14,14 @@ from stream4d.synthetic.layouts import SCENE_KINDS, STAGES
 from stream4d.synthetic.primitives import WORLD_DOWN, Stage
 from stream4d.synthetic.scene import Scene
 
-TRAJECTORY_KINDS = ("forward", "orbit", "sideways", "handheld")
+TRAJECTORY_KINDS = ("forward", "orbit", "sideways", "handheld", "figure8")
 
 _OPTIONS = {
     "forward": {"step", "sway", "pitch_deg"},
     "orbit": {"radius", "step_deg", "arc_deg", "start_deg", "height", "target"},
     "sideways": {"step", "bob"},
     "handheld": {"drift", "jitter", "jitter_deg"},
+    "figure8": {"length", "width", "laps", "step", "yaw_deg", "pitch_deg", "height", "bob"},
 }
 
 
@@ -141,6 +142,65 @@ def _handheld(stage: Stage, n: int, rng: np.random.Generator, drift=0.3, jitter=
     return c2w
 
 
+def _lemniscate(t: np.ndarray, length: float, width: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gerono's lemniscate in the figure's own frame: points ``[.., 2]`` (x, z) and their derivative
+    d/dt. Lobes along z with tips at ``z = +-length``, each ``2 * width`` wide; the crossing at t = 0."""
+    s, c = np.sin(t), np.cos(t)
+    point = np.stack([2 * width * s * c, length * s], axis=-1)
+    tangent = np.stack([2 * width * (c * c - s * s), length * c], axis=-1)
+    return point, tangent
+
+
+def _arc_to_parameter(length: float, width: float, samples: int = 20001) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative arc length ``[samples]`` (m) over one lap and the curve parameter at each, for walking
+    the lemniscate at constant speed (the parameter alone runs fast through the crossing)."""
+    t = np.linspace(0.0, 2 * np.pi, samples)
+    speed = np.linalg.norm(_lemniscate(t, length, width)[1], axis=1)
+    arc = np.concatenate([[0.0], np.cumsum((speed[1:] + speed[:-1]) / 2 * np.diff(t))])
+    return arc, t
+
+
+def _figure8(stage: Stage, n: int, rng: np.random.Generator, length=None, width=None, laps=2.0, step=None,
+             yaw_deg=-20.0, pitch_deg=15.0, height=None, bob=0.02):
+    length = 1.25 * stage.orbit_radius if length is None else float(length)
+    width = 0.4 * stage.orbit_radius if width is None else float(width)
+    for name, value in (("length", length), ("width", width)):
+        if not value > 0:
+            raise ValueError(f"figure8 {name} must be > 0 m, got {value}")
+    if not -60.0 <= float(pitch_deg) <= 60.0:
+        raise ValueError(f"figure8 pitch_deg must be within [-60, 60], got {pitch_deg}")
+    if not float(bob) >= 0:
+        raise ValueError(f"figure8 bob must be >= 0 m, got {bob}")
+    arc, t_of_arc = _arc_to_parameter(length, width)
+    lap = float(arc[-1])
+    if step is None:
+        if not float(laps) > 0:
+            raise ValueError(f"figure8 laps must be > 0, got {laps}")
+        step = float(laps) * lap / max(n - 1, 1)  # the last frame ends the last lap
+    elif not float(step) > 0:
+        raise ValueError(f"figure8 step must be > 0 m/frame, got {step}")
+    s = np.arange(n) * float(step)
+    t = np.interp(np.mod(s, lap), arc, t_of_arc)
+    local, tangent = _lemniscate(t, length, width)
+    yaw = np.radians(float(yaw_deg))
+    turn = np.array([[np.cos(yaw), np.sin(yaw)], [-np.sin(yaw), np.cos(yaw)]])  # (x, z) about the vertical
+    ground = local @ turn.T
+    heading = tangent @ turn.T
+    heading /= np.linalg.norm(heading, axis=1, keepdims=True)
+    corners = np.abs(_lemniscate(np.linspace(0, 2 * np.pi, 721), length, width)[0] @ turn.T).max(axis=0)
+    if np.any(corners > stage.free_half_extent):
+        raise ValueError(f"figure8 of length {length} m, width {width} m, yaw {float(yaw_deg)} deg reaches "
+                         f"|x|, |z| = {corners.round(2).tolist()} m from the centre: leaves the free floor of "
+                         f"this scene ({stage.free_half_extent.tolist()} m)")
+    # Walking bob: about two steps per metre, a whole number per lap so every lap closes.
+    cycles = max(1, round(2.0 * lap))
+    y = float(bob) * np.sin(2 * np.pi * cycles * np.mod(s, lap) / lap + rng.uniform(0, 2 * np.pi))
+    eye_y = stage.eye_y if height is None else float(height)
+    eye = np.stack([stage.center[0] + ground[:, 0], eye_y + y, stage.center[2] + ground[:, 1]], axis=1)
+    ahead = np.stack([heading[:, 0], np.full(n, np.tan(np.radians(float(pitch_deg)))), heading[:, 1]], axis=1)
+    return look_at(eye, eye + ahead)
+
+
 def make_trajectory(kind: str, num_frames: int, seed: int = 0, scene: Scene | str | None = None,
                     **kw) -> np.ndarray:
     """Camera-to-world poses float64 [N, 4, 4] (OpenCV axes) of a seeded path.
@@ -156,6 +216,14 @@ def make_trajectory(kind: str, num_frames: int, seed: int = 0, scene: Scene | st
     - "sideways": walk parallel to a wall. ``step`` m/frame [layout's], ``bob`` m [0.02].
     - "handheld": hover near one spot looking at the centre. ``drift`` m [0.3], ``jitter`` m [0.01],
       ``jitter_deg`` [0.4].
+    - "figure8": walk a figure-eight (Gerono's lemniscate) around the centre at eye height and constant
+      speed, looking where the walker goes (the path's tangent) and ``pitch_deg`` down [15], as a user
+      filming while walking does; every lap passes the same places with the same heading, so laps after
+      the first revisit the first one's views (and the two branches cross at the centre at about 90
+      degrees). ``length`` m centre to tip [1.25 x the layout's orbit radius], ``width`` m half-width of
+      a lobe [0.4 x orbit radius], ``laps`` [2] (the last frame ends the last lap), ``step`` m/frame
+      (overrides laps), ``yaw_deg`` turn of the figure about the vertical [-20: the room's column
+      stands between the branches], ``height`` (world y), ``bob`` walking bob m [0.02].
     """
     if kind not in TRAJECTORY_KINDS:
         raise ValueError(f"trajectory kind must be one of {TRAJECTORY_KINDS}, got {kind!r}")
@@ -167,7 +235,8 @@ def make_trajectory(kind: str, num_frames: int, seed: int = 0, scene: Scene | st
                          f"known: {sorted(_OPTIONS[kind])}")
     stage = _stage_of(scene)
     rng = np.random.default_rng([int(seed), TRAJECTORY_KINDS.index(kind)])
-    build = {"forward": _forward, "orbit": _orbit, "sideways": _sideways, "handheld": _handheld}[kind]
+    build = {"forward": _forward, "orbit": _orbit, "sideways": _sideways, "handheld": _handheld,
+             "figure8": _figure8}[kind]
     return build(stage, int(num_frames), rng, **kw)
 
 

@@ -126,3 +126,53 @@ def test_recorded_map_keyframes_follow_the_windows_a_loop_moves(orbit):
     assert len(keyframes) >= 5
     for m in keyframes:
         np.testing.assert_allclose(m.c2w, poses[m.frame_index], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def double_orbit():
+    """Two laps of the layered room's orbit (720 degrees): the second lap sees again what the first saw."""
+    from stream4d.synthetic import intrinsics_for, make_trajectory, render_view
+
+    frames = 64
+    scene, _ = layered_room(5)
+    c2w = make_trajectory("orbit", frames, seed=5, scene=scene, arc_deg=720 * (frames - 1) / frames)
+    K = intrinsics_for(W, H, fov_deg=60)
+    views = [render_view(scene, c2w[i], K, W, H, index=i) for i in range(frames)]
+    return np.stack([v.rgb for v in views]), np.stack([v.depth for v in views]), c2w, K
+
+
+def _database_sizes(orbit, cover_fraction: float) -> tuple[list[tuple[int, int]], StreamAligner]:
+    """(last frame of the window, keyframes in the database) after each window of a bent-window run."""
+    images, depth, c2w, K = orbit
+    rng = np.random.default_rng(2)
+    config = AlignConfig(window=WINDOW, overlap=OVERLAP, new_segment_on_gap=True, fix_intrinsics=False,
+                         layerwise=False, loop_closure=LoopClosureConfig(keyframe_stride=3,
+                                                                         cover_fraction=cover_fraction))
+    aligner = StreamAligner(config)
+    sizes = []
+    for span in window_spans(len(images), WINDOW, OVERLAP):
+        aligner.add(window_from_geometry(span, images[span], depth[span], _bent(c2w[span]), K, random_sim3(rng)))
+        sizes.append((int(span[-1]), len(aligner.global_map.database)))
+    return sizes, aligner
+
+
+def test_the_database_stops_growing_when_the_stream_goes_over_mapped_ground(double_orbit):
+    lap = len(double_orbit[0]) // 2
+    sizes, aligner = _database_sizes(double_orbit, cover_fraction=0.3)
+    summary = aligner.global_map.summary()
+    first_lap = max(n for last, n in sizes if last < lap)
+    second_lap = [n for last, n in sizes if last >= lap + WINDOW]  # once a loop could be accepted
+    assert summary["loops_accepted"] >= 2 and summary["keyframes_covered"] >= 4
+    assert summary["keyframes"] == summary["keyframes_added"]
+    assert max(second_lap) - first_lap <= 2  # the second lap stores (almost) nothing new
+    # Storing every keyframe (the rule off) grows with time instead.
+    sizes_all, aligner_all = _database_sizes(double_orbit, cover_fraction=0.0)
+    assert aligner_all.global_map.summary()["keyframes_covered"] == 0
+    assert sizes_all[-1][1] >= sizes[-1][1] + summary["keyframes_covered"] - 1
+    assert aligner_all.global_map.summary()["loops_accepted"] >= 2
+
+
+def test_cover_fraction_is_checked():
+    with pytest.raises(ValueError, match="cover_fraction"):
+        LoopClosureConfig(cover_fraction=1.5)
+

@@ -147,6 +147,66 @@ def test_long_paths_slow_down_instead_of_leaving_the_scene(room):
     assert np.linalg.norm(c2w[-1, :3, 3] - c2w[0, :3, 3]) <= np.linalg.norm(stage.walk_end - stage.walk_start) + 0.05
 
 
+@pytest.mark.parametrize("scene_kind", ["room", "street"])
+def test_figure8_closes_every_lap_walks_evenly_and_looks_where_it_goes(scene_kind, room, street):
+    scene = room if scene_kind == "room" else street
+    stage = scene.stage
+    c2w = make_trajectory("figure8", 201, seed=4, scene=scene, laps=2)  # 100 steps a lap
+    assert c2w.shape == (201, 4, 4) and c2w.dtype == np.float64
+    R = c2w[:, :3, :3]
+    np.testing.assert_allclose(R @ np.swapaxes(R, 1, 2), np.broadcast_to(np.eye(3), R.shape), atol=1e-9)
+    # Closed after each lap, and the second lap retraces the first pose for pose (same places, same heading).
+    np.testing.assert_allclose(c2w[100], c2w[0], atol=1e-9)
+    np.testing.assert_allclose(c2w[200], c2w[0], atol=1e-9)
+    np.testing.assert_allclose(c2w[100:], c2w[:101], atol=1e-9)
+    # A figure-eight: the path crosses itself at the start half way round a lap, looking about 90 deg apart.
+    eye = c2w[:, :3, 3]
+    np.testing.assert_allclose(eye[50, [0, 2]], eye[0, [0, 2]], atol=1e-6)
+    assert 45 < np.degrees(np.arccos(R[50, :, 2] @ R[0, :, 2])) < 135
+    # Constant walking speed (the bob adds a little), a few centimetres a frame.
+    steps = np.linalg.norm(np.diff(eye[:, [0, 2]], axis=0), axis=1)
+    assert steps.std() / steps.mean() < 0.02 and 0.1 < steps.mean() < 0.3
+    # Looking along the direction of travel, 15 degrees down.
+    forward = R[:, :, 2]
+    travel = np.gradient(eye[:, [0, 2]], axis=0)
+    travel /= np.linalg.norm(travel, axis=1, keepdims=True)
+    level = forward[:, [0, 2]] / np.linalg.norm(forward[:, [0, 2]], axis=1, keepdims=True)
+    assert np.min(np.sum(level * travel, axis=1)) > np.cos(np.radians(5))
+    np.testing.assert_allclose(np.degrees(np.arcsin(forward[:, 1])), 15.0, atol=1e-6)
+    # On the free floor, and clear of everything that rises to eye height (the room's column included).
+    offset = np.abs(eye[:, [0, 2]] - stage.center[[0, 2]])
+    assert np.all(offset <= stage.free_half_extent)
+    assert np.all(np.abs(eye[:, 1] - stage.eye_y) <= 0.02 + 1e-9)
+    ground = eye[:, [0, 2]]
+    for rect in scene.rects:
+        c = rect.corners()
+        if abs(rect.normal[1]) > 0.5 or c[:, 1].min() > stage.eye_y + 0.3 or c[:, 1].max() < stage.eye_y - 0.3:
+            continue  # floors, tops and anything well below (or above) the eye
+        along = np.array([-rect.normal[2], rect.normal[0]])  # the wall's horizontal direction in (x, z)
+        a, b = c[np.argmin(c[:, [0, 2]] @ along), [0, 2]], c[np.argmax(c[:, [0, 2]] @ along), [0, 2]]
+        t = np.clip((ground - a) @ (b - a) / max((b - a) @ (b - a), 1e-12), 0, 1)
+        assert np.linalg.norm(ground - (a + t[:, None] * (b - a)), axis=1).min() > 0.4, c
+    for sphere in scene.spheres:
+        assert np.linalg.norm(eye - sphere.center, axis=1).min() > sphere.radius + 0.2
+    K = intrinsics_for(48, 36)
+    for c in c2w[:100:4]:
+        view = render_view(scene, c, K, 48, 36)
+        assert view.valid.mean() >= 0.95 and view.depth[view.valid].min() > 0.3
+
+
+def test_figure8_options_are_checked(room):
+    lap = make_trajectory("figure8", 101, scene=room, laps=1)
+    np.testing.assert_allclose(lap[-1], lap[0], atol=1e-9)
+    by_step = make_trajectory("figure8", 101, scene=room, step=0.05)
+    assert np.linalg.norm(np.diff(by_step[:, [0, 2], 3], axis=0), axis=1).mean() == pytest.approx(0.05, rel=0.02)
+    for kw, message in (({"laps": 0}, "laps must be > 0"), ({"step": -0.1}, "step must be > 0"),
+                        ({"width": 0}, "width must be > 0"), ({"length": -1}, "length must be > 0"),
+                        ({"pitch_deg": 80}, "pitch_deg must be within"), ({"bob": -0.1}, "bob must be >= 0"),
+                        ({"length": 4.5}, "leaves the free floor"), ({"width": 2.0, "yaw_deg": 90}, "free floor")):
+        with pytest.raises(ValueError, match=message):
+            make_trajectory("figure8", 20, scene=room, **kw)
+
+
 def test_moving_object_moves_over_time_and_the_mask_covers_exactly_it(moving_room, room):
     K = intrinsics_for(W, H)
     eye = moving_room.stage.handheld_eye
@@ -332,3 +392,12 @@ def test_synth_command_writes_a_data_folder(tmp_path, capsys):
     assert np.diff(z) == pytest.approx([0.5, 0.5], abs=0.01)
     assert cli_main(["synth", "--traj-kw", "bogus=1", "--frames", "2", "--out", str(tmp_path / "x")]) == 2
     assert "bogus" in capsys.readouterr().err
+    assert cli_main(["synth", "--trajectory", "figure8", "--traj-kw", "laps=0", "--frames", "2",
+                     "--out", str(tmp_path / "y")]) == 2
+    assert "laps must be > 0" in capsys.readouterr().err
+    out = tmp_path / "eight"
+    assert cli_main(["synth", "--trajectory", "figure8", "--frames", "5", "--size", "32x24", "--traj-kw", "laps=1",
+                     "--out", str(out)]) == 0
+    doc = json.loads((out / "cameras.json").read_text())
+    assert doc["trajectory"] == {"kind": "figure8", "frames": 5, "laps": 1.0}
+    np.testing.assert_allclose(doc["frames"][4]["c2w"], doc["frames"][0]["c2w"], atol=1e-9)
