@@ -43,18 +43,16 @@ class Events(StreamObserver):
         self.log.append(("pose", time.monotonic(), pose.index, pose.final, pose.kind))
 
 
-
-
-
-def test_pushed_frames_are_posed_live_before_their_window_and_latency_is_recorded(walk, tmp_path):
-    events = Events()
+def push_in_real_time(frames, events: Events, out, wait_for_a_map_at: int | None = None):
+    """Push ``frames`` at 30 fps into a live run (windows of 5 sharing 2) and return its summary; from
+    frame ``wait_for_a_map_at`` on, a slow machine waits for the first map so that some frames meet one."""
     src = PushSource("live", capacity=64, options=IngestOptions(resize=None))
-    def push():  # in real time, 30 fps
+
+    def push():
         t0 = time.monotonic()
         try:
-            for i, image in enumerate(walk):
-                if i == len(walk) - 60 and not events.first_window.is_set():
-                    # A slow machine: the last 2 s wait for the first map, so that some frames meet one.
+            for i, image in enumerate(frames):
+                if i == wait_for_a_map_at and not events.first_window.is_set():
                     events.first_window.wait(120)
                     t0 = time.monotonic() - i / FPS
                 time.sleep(max(0.0, t0 + i / FPS - time.monotonic()))
@@ -66,8 +64,14 @@ def test_pushed_frames_are_posed_live_before_their_window_and_latency_is_recorde
     pusher.start()
     config = ReconstructConfig().override({"gaussians": False, "rrd": False, "align.window": 5,
                                            "align.overlap": 2, "ingest.resize": None})
-    summary = reconstruct(src, tmp_path / "out", config, observers=[events], progress=False)
+    summary = reconstruct(src, out, config, observers=[events], progress=False)
     pusher.join()
+    return summary
+
+
+def test_pushed_frames_are_posed_live_before_their_window_and_latency_is_recorded(walk, tmp_path):
+    events = Events()
+    summary = push_in_real_time(walk, events, tmp_path / "out", wait_for_a_map_at=len(walk) - 60)
     s = summary.stats
     assert s.frames_received + s.frames_dropped == len(walk) and s.frames_posed == s.frames_received
 
@@ -132,23 +136,7 @@ def test_a_two_view_bootstrap_poses_frames_before_the_first_window(walk, tmp_pat
     trajectory.json (the handover to the first window's map: tests/recon/test_live_bootstrap.py)."""
     frames = walk[:90]
     events = Poses()
-    src = PushSource("live", capacity=64, options=IngestOptions(resize=None))
-
-    def push():
-        t0 = time.monotonic()
-        try:
-            for i, image in enumerate(frames):
-                time.sleep(max(0.0, t0 + i / FPS - time.monotonic()))
-                src.push(image, i / FPS)
-        finally:
-            src.close()
-
-    pusher = threading.Thread(target=push)
-    pusher.start()
-    config = ReconstructConfig().override({"gaussians": False, "rrd": False, "align.window": 5,
-                                           "align.overlap": 2, "ingest.resize": None})
-    summary = reconstruct(src, tmp_path / "out", config, observers=[events], progress=False)
-    pusher.join()
+    summary = push_in_real_time(frames, events, tmp_path / "out")
     s = summary.stats
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     boot = run["live_bootstrap"]
