@@ -24,6 +24,7 @@ from align.config import ReattachConfig
 from recon.features import Features, detect_features, verified_matches
 from stream4d.contracts import Reattachment
 from stream4d.geometry import Sim3, invert_se3, project_points, umeyama
+from stream4d.geometry import similarity_from_poses as poses_similarity
 
 
 @dataclass
@@ -140,23 +141,15 @@ def locate_view(world_points: np.ndarray, pixels: np.ndarray, K: np.ndarray, min
 
 
 def similarity_from_poses(own: list[np.ndarray], target: list[np.ndarray], min_spread: float) -> Sim3 | None:
-    """The similarity taking camera poses ``own`` (c2w [4, 4] each) onto the same cameras' ``target``
-    poses: rotation the chordal mean of ``R_target R_own^T``, scale and shift by least squares on
-    the centres with that rotation. None with fewer than two poses or target centres whose RMS spread
-    is below ``min_spread`` (the scale would rest on noise)."""
+    """``stream4d.geometry.similarity_from_poses`` of camera poses ``own`` (c2w [4, 4] each) onto the
+    same cameras' ``target`` poses; None also when the target centres' RMS spread is below
+    ``min_spread`` (the scale would rest on noise)."""
     if len(own) < 2:
         return None
-    A, B = np.array(own), np.array(target)
-    U, _, Vt = np.linalg.svd(np.einsum("nij,nkj->ik", B[:, :3, :3], A[:, :3, :3]))
-    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
-    a, b = A[:, :3, 3] @ R.T, B[:, :3, 3]
-    ac, bc = a - a.mean(0), b - b.mean(0)
-    if np.sqrt((bc ** 2).sum(1).mean()) < min_spread or not (ac ** 2).sum() > 0:
+    B = np.array(target)
+    if np.sqrt(((B[:, :3, 3] - B[:, :3, 3].mean(0)) ** 2).sum(1).mean()) < min_spread:
         return None
-    s = float((ac * bc).sum() / (ac ** 2).sum())
-    if not np.isfinite(s) or s <= 0:
-        return None
-    return Sim3(s, R, b.mean(0) - s * a.mean(0))
+    return poses_similarity(np.array(own), B)
 
 
 class SegmentLinker:

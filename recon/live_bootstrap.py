@@ -43,7 +43,7 @@ import numpy as np
 from recon.default.model import DefaultModelConfig, prior_intrinsics
 from recon.default.parallax import ParallaxConfig, rotation_residual_px
 from recon.tracking import TrackingConfig, follow_points, interpolate_pose, solve_pnp
-from stream4d.geometry import Sim3
+from stream4d.geometry import Sim3, similarity_from_poses
 
 
 @dataclass(frozen=True)
@@ -266,23 +266,16 @@ def pose_sim3(src: np.ndarray, dst: np.ndarray, max_rotation_deg: float = 5.0,
     squares on the centres. None when fewer than 2 cameras or their centres do not spread, when
     a camera's rotation disagrees by more than ``max_rotation_deg``, or when the centres' RMS residual
     exceeds ``max_residual`` of their spread (the two worlds do not agree on these cameras)."""
-    if len(src) < 2 or len(src) != len(dst):
+    sim = similarity_from_poses(src, dst)
+    if sim is None:
         return None
     rel = dst[:, :3, :3] @ np.transpose(src[:, :3, :3], (0, 2, 1))
-    U, _, Vt = np.linalg.svd(rel.sum(axis=0))
-    R = U @ np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))]) @ Vt
-    off = np.einsum("nij,ij->n", rel, R)  # trace(rel^T R) = 1 + 2 cos(angle between rel and R)
+    off = np.einsum("nij,ij->n", rel, sim.R)  # trace(rel^T R) = 1 + 2 cos(angle between rel and R)
     if np.degrees(np.arccos(np.clip((off - 1) / 2, -1, 1))).max() > max_rotation_deg:
         return None
-    cs, cd = src[:, :3, 3], dst[:, :3, 3]
-    a, b = (cs - cs.mean(axis=0)) @ R.T, cd - cd.mean(axis=0)
-    spread_src, spread_dst = float((a ** 2).sum()), float(np.sqrt((b ** 2).sum(axis=1).mean()))
-    if spread_src <= 1e-12 or spread_dst <= 1e-12:
+    cd = dst[:, :3, 3]
+    spread_dst = float(np.sqrt(((cd - cd.mean(axis=0)) ** 2).sum(axis=1).mean()))
+    residual = float(np.sqrt(((sim.apply(src[:, :3, 3]) - cd) ** 2).sum(axis=1).mean()))
+    if spread_dst <= 1e-12 or residual > max_residual * spread_dst:
         return None
-    s = float((a * b).sum()) / spread_src
-    if s <= 0:
-        return None
-    residual = float(np.sqrt(((s * a - b) ** 2).sum(axis=1).mean()))
-    if residual > max_residual * spread_dst:
-        return None
-    return Sim3(s, R, cd.mean(axis=0) - s * R @ cs.mean(axis=0))
+    return sim

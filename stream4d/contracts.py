@@ -379,3 +379,11 @@ class StreamObserver(Protocol):
     def on_stats(self, stats: StreamStats) -> None: ...
 
     def close(self) -> None: ...
+
+
+def publish_pose(observers, pose: FramePose) -> None:
+    """``pose`` to every observer that defines the optional ``on_pose``."""
+    for obs in observers:
+        on_pose = getattr(obs, "on_pose", None)
+        if on_pose is not None:
+            on_pose(pose)

@@ -73,6 +73,26 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True,
     return Sim3(s, R, t)
 
 
+def similarity_from_poses(src: np.ndarray, dst: np.ndarray) -> Sim3 | None:
+    """The similarity taking cameras ``src`` (c2w [N, 4, 4]) onto the same cameras ``dst`` in another
+    world: rotation the chordal mean of ``R_dst R_src^T``, then scale and shift by least squares on
+    the centres with that rotation. None with fewer than two cameras, source centres that do not
+    spread, or a scale that is not positive."""
+    A, B = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    if len(A) < 2 or len(A) != len(B):
+        return None
+    U, _, Vt = np.linalg.svd(np.einsum("nij,nkj->ik", B[:, :3, :3], A[:, :3, :3]))
+    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    a, b = A[:, :3, 3] @ R.T, B[:, :3, 3]
+    ac, bc = a - a.mean(0), b - b.mean(0)
+    if not (ac ** 2).sum() > 1e-24:
+        return None
+    s = float((ac * bc).sum() / (ac ** 2).sum())
+    if not np.isfinite(s) or s <= 0:
+        return None
+    return Sim3(s, R, b.mean(0) - s * a.mean(0))
+
+
 def invert_se3(T: np.ndarray) -> np.ndarray:
     """Inverse of rigid transforms ``[..., 4, 4]``."""
     R = T[..., :3, :3]

@@ -43,6 +43,7 @@ from stream4d.contracts import (
     FramePose,
     StreamObserver,
     StreamStats,
+    publish_pose,
 )
 
 LIVE_KINDS = ("camera", "push")
@@ -275,10 +276,7 @@ class LiveFrames:
         self.timings["live_bootstrap"] = self.timings.get("live_bootstrap", 0.0) + time.perf_counter() - t
 
     def _publish(self, pose: FramePose) -> None:
-        for obs in self.observers:
-            on_pose = getattr(obs, "on_pose", None)
-            if on_pose is not None:
-                on_pose(pose)
+        publish_pose(self.observers, pose)
 
     def bootstrap_report(self) -> dict | None:
         """run.json ``live_bootstrap``: references taken, maps made, refusals by reason, maps lost, frames

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream4d.contracts import POSE_TRACKED, AlignedWindow, FramePose, StreamObserver, StreamStats
+from stream4d.contracts import POSE_TRACKED, AlignedWindow, FramePose, StreamObserver, StreamStats, publish_pose
 from stream4d.outputs import OutputWriter, PosedFrame
 from stream4d.pipeline.config import ReconstructConfig
 
@@ -167,10 +167,7 @@ class Sink:
 
     def _publish(self, pose: FramePose) -> None:
         """A frame posed between keyframes, to the observers that show such poses (the viewer)."""
-        for obs in self.observers:
-            on_pose = getattr(obs, "on_pose", None)
-            if on_pose is not None:
-                on_pose(pose)
+        publish_pose(self.observers, pose)
 
     def finish(self) -> dict[str, Path]:
         out: dict[str, Path] = {}

@@ -83,6 +83,16 @@ class ServerProcess:
                 self.proc.wait(10)
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """A real local Ray cluster of two 1-CPU nodes (``ray start`` processes), one per test module."""
+    from ray_cluster import RayCluster
+
+    c = RayCluster(free_port(), nodes=2, cpus_per_node=1).start()
+    yield c
+    c.stop()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> ServerProcess:
     """One shared service (2 workers, 2 MB upload limit) for the API tests."""

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FAST_OPTIONS, ServerProcess, Sess, assert_error, free_port
-from ray_cluster import RayCluster, wait_for
+from conftest import FAST_OPTIONS, ServerProcess, Sess, assert_error
+from ray_cluster import wait_for
 
 from server.storage import SharedDirectory
 from stream4d.evaluation.trajectory import evaluate_trajectory
@@ -22,13 +22,6 @@ pytestmark = pytest.mark.ray
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo" / "demo.mp4"  # 48 frames
 CHUNKED = {**FAST_OPTIONS, "chunks": 2, "chunk_overlap": 8, "chunk_anchor_stride": 4}
 RESULTS = {"trajectory.json", "trajectory.tum", "points.ply", "splats.ply", "recording.rrd", "run.json"}
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = RayCluster(free_port(), nodes=2, cpus_per_node=1).start()
-    yield c
-    c.stop()
 
 
 @pytest.fixture(scope="module")

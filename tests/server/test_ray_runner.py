@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import pytest
 import websockets.sync.client as ws_client
-from conftest import FAST_OPTIONS, ServerProcess, Sess, free_port
-from ray_cluster import RayCluster, wait_for
+from conftest import FAST_OPTIONS, ServerProcess, Sess
+from ray_cluster import wait_for
 
 from server.frames import encode_frame
 from server.storage import SharedDirectory
@@ -30,13 +30,6 @@ OPTIONS = {**FAST_OPTIONS, "max_frames": 12, "viewer": False}
 LONGER = {**OPTIONS, "max_frames": 24}  # long enough to kill its node while it runs
 LIVE = {**OPTIONS, "max_frames": None}  # a live run takes every frame sent
 LIVE_QUEUE = 64  # more than a test sends while waiting for each ack: no frame is dropped by chance
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = RayCluster(free_port(), nodes=2, cpus_per_node=1).start()
-    yield c
-    c.stop()
 
 
 @pytest.fixture(scope="module")
