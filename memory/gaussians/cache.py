@@ -217,9 +217,9 @@ class GaussianCache:
 
     def move_windows(self, corrections: dict) -> int:
         """A loop closure moved earlier windows (``window_index -> geometry.Sim3``, world frame): their
-        static Gaussians follow, and so does the voxel index, in place (only the moved Gaussians are
-        re-keyed: a correction of a few millimetres leaves most in their voxel, and a long stream closes a
-        loop nearly every window, so rebuilding the whole index each time only churned the allocator).
+        static Gaussians follow, and so does the voxel index, in place: only the moved Gaussians are
+        re-keyed, and a correction of a few millimetres leaves most of them in their voxel (a long stream
+        over mapped ground corrects nearly every window; a new index each time was all transients).
         The dynamic layer holds the last frames only and follows the most recent moved window. Returns how
         many Gaussians moved."""
         if not corrections or not len(self._static):
