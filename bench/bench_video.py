@@ -22,12 +22,16 @@ first window (``recon/live_bootstrap.py``), with the load average sampled every 
 bootstrap and the live tracker, the first window of a file run of the same clip given to the
 tracker 15 frames after its last keyframe; the provisional poses (after the best Sim(3)) and the
 live poses after the hand-over against that run's trajectory.json, as a share of its path.
+``--tracked-depth`` runs each clip with and without the tracked frames' depth maps
+(recon/tracked_depth.py), back to back, and scores both kinds of depth file against the clip's exact
+depth (``stream4d synth --depth``; ``--synth`` renders with it).
 
     python bench/bench_video.py CLIP[:GT] ... [--synth DIR] [--policies parallax,all] [--write-docs]
     python bench/bench_video.py --fps-sweep orbit --fps 10,30,60
     python bench/bench_video.py --tracking CLIP
     python bench/bench_video.py --live CLIP [--live-options JSON]
     python bench/bench_video.py --handover CLIP
+    python bench/bench_video.py --tracked-depth CLIP:GT ... [--synth DIR]
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def run_clip(clip: str, gt_path: str | None, policy: str, out_root: Path, extra:
     wall = time.perf_counter() - t
     s = summary.stats
     row = {"clip": name, "policy": policy, "frames": s.frames_received, "keyframes": s.frames_keyframes,
-           "windows": s.windows, "with depth": s.keyframes_posed_from_parallax() - s.frames_without_depth,
+           "windows": s.windows, "with depth": s.frames_with_depth(),
            "tracked": s.frames_tracked, "interpolated": s.frames_interpolated, "rotation-only": s.frames_rotation_only,
            "not posed": s.frames_processed - s.frames_posed, "map points": summary.stats.gaussians,
            "time s": round(wall, 1), "frames/s": round(s.frames_received / wall, 2)}
@@ -101,7 +105,7 @@ def synth_clips(root: Path) -> list[str]:
         if not (out / "clip.mp4").exists():
             subprocess.run([sys.executable, "-m", "stream4d.cli", "synth", "--scene", "room", "--trajectory", kind,
                             *kw, "--frames", "300", "--fps", "30", "--size", "512x384", "--out", str(out),
-                            "--video", "clip.mp4"], check=True)
+                            "--video", "clip.mp4", "--depth"], check=True)
         specs.append(f"{out / 'clip.mp4'}:{out / 'cameras.json'}")
     return specs
 
@@ -295,6 +299,62 @@ def bootstrap_handover(clip: str, out: Path) -> dict:
             "load average": os.getloadavg()[0]}
 
 
+def tracked_depth(clip: str, gt_path: str, out_root: Path, extra: dict) -> list[dict]:
+    """Tracked frames' depth maps (recon/tracked_depth.py) on a clip with exact depth (``stream4d synth
+    --depth``): the run with them and the run without, back to back (both ``save_depth``); frames posed
+    with depth, ms a tracked frame (the map; its file), bytes a file, and the relative depth error after
+    the run's Sim(3) scale, of the tracked frames' maps and of the keyframes' own (model) maps."""
+    from stream4d.outputs import read_depth
+
+    gt = load_reference(gt_path)
+    gt_depth_dir = Path(gt_path).parent / "depth"
+    rows = []
+    for enabled in (True, False):
+        name = f"{Path(clip).parent.name}_{'with' if enabled else 'without'}_tracked_depth"
+        config = ReconstructConfig().override({"save_depth": True, "tracked_depth.enabled": enabled, **extra})
+        load = os.getloadavg()[0]
+        t = time.perf_counter()
+        summary = reconstruct(clip, out_root / name, config, progress=False)
+        wall = time.perf_counter() - t
+        s = summary.stats
+        run = json.loads((out_root / name / "run.json").read_text())
+        timings = run["timings_s"]
+        row = {"clip": Path(clip).parent.name, "tracked depth": "on" if enabled else "off",
+               "frames": s.frames_received, "keyframes": s.frames_keyframes, "tracked": s.frames_tracked,
+               "with depth": s.frames_with_depth(),
+               "with depth %": round(100.0 * s.frames_with_depth() / max(s.frames_received, 1), 1),
+               "time s": round(wall, 1), "frames/s": round(s.frames_received / wall, 2), "load": round(load, 1)}
+        if enabled and s.frames_tracked:
+            row["ms a tracked frame"] = round(1e3 * timings.get("tracked_depth", 0.0) / s.frames_tracked, 2)
+            row["ms its file"] = round(1e3 * timings.get("tracked_depth_write", 0.0) / s.frames_tracked, 2)
+        pred = read_trajectory(out_root / name)
+        scale = evaluate_trajectory(pred, gt).sim3.s
+        errors: dict[str, list[np.ndarray]] = {"model": [], "keyframes": []}
+        sizes: dict[str, list[int]] = {"model": [], "keyframes": []}
+        for p in pred:
+            path = out_root / name / "depth" / f"{p.index:06d}.npz"
+            if not path.exists():
+                continue
+            d = read_depth(out_root / name, p.index)
+            source = str(d.get("source", "model"))
+            sizes[source].append(path.stat().st_size)
+            truth = np.load(gt_depth_dir / f"{p.index:06d}.npy")
+            if truth.shape != d["depth"].shape:
+                continue
+            ok = (d["depth"] > 0) & (d["conf"] > 0) & (truth > 0)
+            errors[source].append(np.abs(scale * d["depth"][ok] - truth[ok]) / truth[ok])
+        for source, label in (("keyframes", "tracked"), ("model", "keyframes")):
+            if errors[source]:
+                e = np.concatenate(errors[source])
+                row[f"{label} AbsRel"] = round(float(e.mean()), 4)
+                row[f"{label} median rel"] = round(float(np.median(e)), 4)
+            if sizes[source]:
+                row[f"{label} KB a file"] = round(float(np.mean(sizes[source])) / 1e3, 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def _ply_vertices(path: Path) -> int:
     with open(path, "rb") as f:
         for line in f:
@@ -354,6 +414,9 @@ def main() -> None:
     ap.add_argument("--live", default=None, metavar="CLIP")
     ap.add_argument("--live-options", default="{}", help="session options (JSON) of the --live run")
     ap.add_argument("--handover", default=None, metavar="CLIP")
+    ap.add_argument("--tracked-depth", action="store_true",
+                    help="the clips (CLIP:GT, GT beside a depth/ folder of stream4d synth --depth) with and "
+                         "without tracked frames' depth maps, instead of the keyframe policies")
     args = ap.parse_args()
     rows = []
     if args.tracking:
@@ -372,7 +435,10 @@ def main() -> None:
         rows = fps_sweep(args.fps_sweep, [float(r) for r in args.fps.split(",")], args.seconds, (512, 384))
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     out_root = args.out or Path(tempfile.mkdtemp(prefix="bench_video_"))
-    for spec in args.clips:
+    for spec in args.clips if args.tracked_depth else []:
+        clip, _, gt = spec.partition(":")
+        rows += tracked_depth(clip, gt, out_root, extra)
+    for spec in [] if args.tracked_depth else args.clips:
         clip, _, gt = spec.partition(":")
         for policy in args.policies.split(","):
             rows.append({**run_clip(clip, gt or None, policy, out_root, extra), "load average": os.getloadavg()[0]})
