@@ -22,9 +22,9 @@ first window (``recon/live_bootstrap.py``), with the load average sampled every 
 bootstrap and the live tracker, the first window of a file run of the same clip given to the
 tracker 15 frames after its last keyframe; the provisional poses (after the best Sim(3)) and the
 live poses after the hand-over against that run's trajectory.json, as a share of its path.
-``--tracked-depth`` runs each clip with and without the tracked frames' depth maps
-(recon/tracked_depth.py), back to back, and scores both kinds of depth file against the clip's exact
-depth (``stream4d synth --depth``; ``--synth`` renders with it).
+``--tracked-depth`` scores the depth files of tracked frames (recon/tracked_depth.py) and of keyframes
+against each clip's exact depth (``stream4d synth --depth``; ``--synth`` renders with it) and times
+the run with and without the tracked frames' maps, back to back.
 
     python bench/bench_video.py CLIP[:GT] ... [--synth DIR] [--policies parallax,all] [--write-docs]
     python bench/bench_video.py --fps-sweep orbit --fps 10,30,60
@@ -299,60 +299,69 @@ def bootstrap_handover(clip: str, out: Path) -> dict:
             "load average": os.getloadavg()[0]}
 
 
-def tracked_depth(clip: str, gt_path: str, out_root: Path, extra: dict) -> list[dict]:
+def tracked_depth(clip: str, gt_path: str, out_root: Path, extra: dict) -> dict:
     """Tracked frames' depth maps (recon/tracked_depth.py) on a clip with exact depth (``stream4d synth
-    --depth``): the run with them and the run without, back to back (both ``save_depth``); frames posed
-    with depth, ms a tracked frame (the map; its file), bytes a file, and the relative depth error after
-    the run's Sim(3) scale, of the tracked frames' maps and of the keyframes' own (model) maps."""
+    --depth``). One run writes every depth file (``save_depth``): frames posed with depth, ms a tracked
+    frame (its map; its file), bytes a file, and the relative depth error after the run's Sim(3) scale,
+    of the tracked frames' maps and of the keyframes' own (model) maps. Then the default run (no depth
+    files) with and without the tracked maps, back to back: frames/s and the process's CPU seconds."""
     from stream4d.outputs import read_depth
 
     gt = load_reference(gt_path)
     gt_depth_dir = Path(gt_path).parent / "depth"
-    rows = []
-    for enabled in (True, False):
-        name = f"{Path(clip).parent.name}_{'with' if enabled else 'without'}_tracked_depth"
-        config = ReconstructConfig().override({"save_depth": True, "tracked_depth.enabled": enabled, **extra})
+    name = Path(clip).parent.name
+    row: dict = {"clip": name}
+
+    def run(tag: str, overrides: dict):
+        config = ReconstructConfig().override({**overrides, **extra})
         load = os.getloadavg()[0]
-        t = time.perf_counter()
-        summary = reconstruct(clip, out_root / name, config, progress=False)
-        wall = time.perf_counter() - t
-        s = summary.stats
-        run = json.loads((out_root / name / "run.json").read_text())
-        timings = run["timings_s"]
-        row = {"clip": Path(clip).parent.name, "tracked depth": "on" if enabled else "off",
-               "frames": s.frames_received, "keyframes": s.frames_keyframes, "tracked": s.frames_tracked,
-               "with depth": s.frames_with_depth(),
-               "with depth %": round(100.0 * s.frames_with_depth() / max(s.frames_received, 1), 1),
-               "time s": round(wall, 1), "frames/s": round(s.frames_received / wall, 2), "load": round(load, 1)}
-        if enabled and s.frames_tracked:
-            row["ms a tracked frame"] = round(1e3 * timings.get("tracked_depth", 0.0) / s.frames_tracked, 2)
-            row["ms its file"] = round(1e3 * timings.get("tracked_depth_write", 0.0) / s.frames_tracked, 2)
-        pred = read_trajectory(out_root / name)
-        scale = evaluate_trajectory(pred, gt).sim3.s
-        errors: dict[str, list[np.ndarray]] = {"model": [], "keyframes": []}
-        sizes: dict[str, list[int]] = {"model": [], "keyframes": []}
-        for p in pred:
-            path = out_root / name / "depth" / f"{p.index:06d}.npz"
-            if not path.exists():
-                continue
-            d = read_depth(out_root / name, p.index)
-            source = str(d.get("source", "model"))
-            sizes[source].append(path.stat().st_size)
-            truth = np.load(gt_depth_dir / f"{p.index:06d}.npy")
-            if truth.shape != d["depth"].shape:
-                continue
+        t, c = time.perf_counter(), time.process_time()
+        summary = reconstruct(clip, out_root / f"{name}_{tag}", config, progress=False)
+        return summary.stats, time.perf_counter() - t, time.process_time() - c, load
+
+    s, wall, cpu, load = run("files", {"save_depth": True})
+    timings = json.loads((out_root / f"{name}_files" / "run.json").read_text())["timings_s"]
+    row.update({"frames": s.frames_received, "keyframes": s.frames_keyframes, "tracked": s.frames_tracked,
+                "with depth": s.frames_with_depth(),
+                "with depth %": round(100.0 * s.frames_with_depth() / max(s.frames_received, 1), 1)})
+    if s.frames_tracked:
+        row["ms a tracked map"] = round(1e3 * timings.get("tracked_depth", 0.0) / s.frames_tracked, 2)
+        row["ms its file"] = round(1e3 * timings.get("tracked_depth_write", 0.0) / s.frames_tracked, 2)
+    pred = read_trajectory(out_root / f"{name}_files")
+    scale = evaluate_trajectory(pred, gt).sim3.s
+    errors: dict[str, list[np.ndarray]] = {"model": [], "keyframes": []}
+    sizes: dict[str, list[int]] = {"model": [], "keyframes": []}
+    for p in pred:
+        path = out_root / f"{name}_files" / "depth" / f"{p.index:06d}.npz"
+        if not path.exists():
+            continue
+        d = read_depth(out_root / f"{name}_files", p.index)
+        source = str(d.get("source", "model"))
+        sizes[source].append(path.stat().st_size)
+        truth = np.load(gt_depth_dir / f"{p.index:06d}.npy")
+        if truth.shape == d["depth"].shape:
             ok = (d["depth"] > 0) & (d["conf"] > 0) & (truth > 0)
-            errors[source].append(np.abs(scale * d["depth"][ok] - truth[ok]) / truth[ok])
-        for source, label in (("keyframes", "tracked"), ("model", "keyframes")):
-            if errors[source]:
-                e = np.concatenate(errors[source])
-                row[f"{label} AbsRel"] = round(float(e.mean()), 4)
-                row[f"{label} median rel"] = round(float(np.median(e)), 4)
-            if sizes[source]:
-                row[f"{label} KB a file"] = round(float(np.mean(sizes[source])) / 1e3, 1)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    return rows
+            errors[source].append(truth[ok] / d["depth"][ok])  # true / written depth, per pixel
+    # Two scales: the run's Sim(3) (poses), and the median of the keyframes' own depth ratios, which
+    # also takes out a wrong self-calibrated focal length (depth scales with it, the path does not).
+    keyframe_scale = float(np.median(np.concatenate(errors["model"]))) if errors["model"] else scale
+    for source, label in (("keyframes", "tracked"), ("model", "keyframe")):
+        if errors[source]:
+            ratio = np.concatenate(errors[source])
+            for tag, sc in (("Sim3", scale), ("kf scale", keyframe_scale)):
+                e = np.abs(sc / ratio - 1.0)
+                row[f"{label} AbsRel ({tag})"] = round(float(e.mean()), 4)
+                row[f"{label} median rel ({tag})"] = round(float(np.median(e)), 4)
+        if sizes[source]:
+            row[f"{label} KB a file"] = round(float(np.mean(sizes[source])) / 1e3, 1)
+    loads = [load]
+    for tag, enabled in (("on", True), ("off", False)):
+        s, wall, cpu, load = run(tag, {"tracked_depth.enabled": enabled})
+        row[f"frames/s {tag}"] = round(s.frames_received / wall, 2)
+        row[f"CPU s {tag}"] = round(cpu, 1)
+        loads.append(load)
+    row["load"] = f"{min(loads):.0f}-{max(loads):.0f}"
+    return row
 
 
 def _ply_vertices(path: Path) -> int:
@@ -437,7 +446,8 @@ def main() -> None:
     out_root = args.out or Path(tempfile.mkdtemp(prefix="bench_video_"))
     for spec in args.clips if args.tracked_depth else []:
         clip, _, gt = spec.partition(":")
-        rows += tracked_depth(clip, gt, out_root, extra)
+        rows.append(tracked_depth(clip, gt, out_root, extra))
+        print(json.dumps(rows[-1]), flush=True)
     for spec in [] if args.tracked_depth else args.clips:
         clip, _, gt = spec.partition(":")
         for policy in args.policies.split(","):
