@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from stream4d.outputs import OutputWriter, PosedFrame
 from stream4d.pipeline.config import ReconstructConfig
 
 log = logging.getLogger("stream4d.pipeline")
+
+COUNT_SCALE = 0.25  # working scale of tracked frames' depth maps that are counted but not written
 
 
 class Sink:
@@ -174,7 +177,7 @@ class Sink:
         from recon.tracked_depth import depth_from_keyframes, enough_depth
 
         t = time.perf_counter()
-        pred, cfg = window.prediction, self.config.tracked_depth
+        pred, cfg = window.prediction, self._tracked_depth_config()
         clouds = [self._keyframe_cloud(window, v) for v in (k - 1, k)]
         result = depth_from_keyframes(clouds, pred.K[k - 1], c2w, pred.model_size, cfg)
         if enough_depth(result, clouds, cfg):
@@ -197,8 +200,14 @@ class Sink:
             if len(self._clouds) >= 2:
                 self._clouds.pop(next(iter(self._clouds)))
             self._clouds[key] = lift_keyframe(int(pred.frame_indices[v]), pred.depth[v], conf, pred.K[v],
-                                              pred.c2w[v], self.config.tracked_depth.step)
+                                              pred.c2w[v], self._tracked_depth_config().step)
         return self._clouds[key]
+
+    def _tracked_depth_config(self):
+        """``config.tracked_depth``; without depth files the maps are only counted, which a quarter of
+        the model resolution does as well, at a third of the cost."""
+        cfg = self.config.tracked_depth
+        return cfg if self.config.save_depth else replace(cfg, scale=min(cfg.scale, COUNT_SCALE))
 
     def _publish(self, pose: FramePose) -> None:
         """A frame posed between keyframes, to the observers that show such poses (the viewer)."""
