@@ -32,6 +32,7 @@ the run with and without the tracked frames' maps, back to back.
     python bench/bench_video.py --live CLIP [--live-options JSON]
     python bench/bench_video.py --handover CLIP
     python bench/bench_video.py --tracked-depth CLIP:GT ... [--synth DIR]
+    python bench/bench_video.py --tracked-depth-scales 1,0.5,0.25
 """
 
 from __future__ import annotations
@@ -364,6 +365,47 @@ def tracked_depth(clip: str, gt_path: str, out_root: Path, extra: dict) -> dict:
     return row
 
 
+def tracked_depth_scales(scales: list[float]) -> list[dict]:
+    """``depth_from_keyframes`` alone at 512x384 by working scale: CPU ms a frame (and a keyframe's lift)
+    and the error against exact depth, keyframes 0 and 12 given their exact depth, frames 3, 6 and 9
+    between them, on three 90-frame paths through the room (orbit 20 deg, forward and sideways walks)."""
+    from recon.tracked_depth import TrackedDepthConfig, depth_from_keyframes, lift_keyframe
+    from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
+
+    W, H = 512, 384
+    scene, K = make_scene("room", seed=0), intrinsics_for(W, H)
+    paths = {"orbit": {"arc_deg": 20.0}, "forward": {"step": 0.01}, "sideways": {"step": 0.008}}
+    views = {}
+    for kind, kw in paths.items():
+        c2w = make_trajectory(kind, 90, seed=0, scene=scene, **kw)
+        views[kind] = (c2w, {i: render_view(scene, c2w[i], K, W, H) for i in (0, 3, 6, 9, 12)})
+    rows = []
+    for scale in scales:
+        cfg = TrackedDepthConfig(scale=scale)
+        lift_cpu = map_cpu = 0.0
+        errors, valid = [], []
+        for c2w, v in views.values():
+            c = time.thread_time()
+            clouds = [lift_keyframe(i, v[i].depth, (v[i].depth > 0).astype(np.float32), K, c2w[i], cfg.step)
+                      for i in (0, 12)]
+            lift_cpu += time.thread_time() - c
+            for i in (3, 6, 9):
+                c = time.thread_time()
+                for _ in range(3):
+                    got = depth_from_keyframes(clouds, K, c2w[i], (W, H), cfg)
+                map_cpu += (time.thread_time() - c) / 3
+                ok = (got.depth > 0) & (v[i].depth > 0)
+                errors.append(np.abs(got.depth[ok] - v[i].depth[ok]) / v[i].depth[ok])
+                valid.append(got.valid_share)
+        e = np.concatenate(errors)
+        rows.append({"scale": scale, "CPU ms a frame": round(1e3 * map_cpu / 9, 1),
+                     "CPU ms a keyframe lift": round(1e3 * lift_cpu / 6, 1), "valid %": round(100 * np.mean(valid), 1),
+                     "AbsRel": round(float(e.mean()), 4), "median rel": round(float(np.median(e)), 4),
+                     "> 5 % off, %": round(100 * float((e > 0.05).mean()), 2)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def _ply_vertices(path: Path) -> int:
     with open(path, "rb") as f:
         for line in f:
@@ -426,8 +468,12 @@ def main() -> None:
     ap.add_argument("--tracked-depth", action="store_true",
                     help="the clips (CLIP:GT, GT beside a depth/ folder of stream4d synth --depth) with and "
                          "without tracked frames' depth maps, instead of the keyframe policies")
+    ap.add_argument("--tracked-depth-scales", default=None, metavar="S,S,...",
+                    help="time and score the tracked frames' depth maps alone at these working scales")
     args = ap.parse_args()
     rows = []
+    if args.tracked_depth_scales:
+        rows += tracked_depth_scales([float(v) for v in args.tracked_depth_scales.split(",")])
     if args.tracking:
         rows.append(tracking_alone(args.tracking))
         print(json.dumps(rows[-1]), flush=True)
