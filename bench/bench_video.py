@@ -22,12 +22,17 @@ first window (``recon/live_bootstrap.py``), with the load average sampled every 
 bootstrap and the live tracker, the first window of a file run of the same clip given to the
 tracker 15 frames after its last keyframe; the provisional poses (after the best Sim(3)) and the
 live poses after the hand-over against that run's trajectory.json, as a share of its path.
+``--tracked-depth`` scores the depth files of tracked frames (recon/tracked_depth.py) and of keyframes
+against each clip's exact depth (``stream4d synth --depth``; ``--synth`` renders with it) and times
+the run with and without the tracked frames' maps, back to back.
 
     python bench/bench_video.py CLIP[:GT] ... [--synth DIR] [--policies parallax,all] [--write-docs]
     python bench/bench_video.py --fps-sweep orbit --fps 10,30,60
     python bench/bench_video.py --tracking CLIP
     python bench/bench_video.py --live CLIP [--live-options JSON]
     python bench/bench_video.py --handover CLIP
+    python bench/bench_video.py --tracked-depth CLIP:GT ... [--synth DIR]
+    python bench/bench_video.py --tracked-depth-scales 1,0.5,0.25
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ def run_clip(clip: str, gt_path: str | None, policy: str, out_root: Path, extra:
     wall = time.perf_counter() - t
     s = summary.stats
     row = {"clip": name, "policy": policy, "frames": s.frames_received, "keyframes": s.frames_keyframes,
-           "windows": s.windows, "with depth": s.keyframes_posed_from_parallax() - s.frames_without_depth,
+           "windows": s.windows, "with depth": s.frames_with_depth(),
            "tracked": s.frames_tracked, "interpolated": s.frames_interpolated, "rotation-only": s.frames_rotation_only,
            "not posed": s.frames_processed - s.frames_posed, "map points": summary.stats.gaussians,
            "time s": round(wall, 1), "frames/s": round(s.frames_received / wall, 2)}
@@ -101,7 +106,7 @@ def synth_clips(root: Path) -> list[str]:
         if not (out / "clip.mp4").exists():
             subprocess.run([sys.executable, "-m", "stream4d.cli", "synth", "--scene", "room", "--trajectory", kind,
                             *kw, "--frames", "300", "--fps", "30", "--size", "512x384", "--out", str(out),
-                            "--video", "clip.mp4"], check=True)
+                            "--video", "clip.mp4", "--depth"], check=True)
         specs.append(f"{out / 'clip.mp4'}:{out / 'cameras.json'}")
     return specs
 
@@ -295,6 +300,112 @@ def bootstrap_handover(clip: str, out: Path) -> dict:
             "load average": os.getloadavg()[0]}
 
 
+def tracked_depth(clip: str, gt_path: str, out_root: Path, extra: dict) -> dict:
+    """Tracked frames' depth maps (recon/tracked_depth.py) on a clip with exact depth (``stream4d synth
+    --depth``). One run writes every depth file (``save_depth``): frames posed with depth, ms a tracked
+    frame (its map; its file), bytes a file, and the relative depth error after the run's Sim(3) scale,
+    of the tracked frames' maps and of the keyframes' own (model) maps. Then the default run (no depth
+    files) with and without the tracked maps, back to back: frames/s and the process's CPU seconds."""
+    from stream4d.outputs import read_depth
+
+    gt = load_reference(gt_path)
+    gt_depth_dir = Path(gt_path).parent / "depth"
+    name = Path(clip).parent.name
+    row: dict = {"clip": name}
+
+    def run(tag: str, overrides: dict):
+        config = ReconstructConfig().override({**overrides, **extra})
+        load = os.getloadavg()[0]
+        t, c = time.perf_counter(), time.process_time()
+        summary = reconstruct(clip, out_root / f"{name}_{tag}", config, progress=False)
+        return summary.stats, time.perf_counter() - t, time.process_time() - c, load
+
+    s, wall, cpu, load = run("files", {"save_depth": True})
+    timings = json.loads((out_root / f"{name}_files" / "run.json").read_text())["timings_s"]
+    row.update({"frames": s.frames_received, "keyframes": s.frames_keyframes, "tracked": s.frames_tracked,
+                "with depth": s.frames_with_depth(),
+                "with depth %": round(100.0 * s.frames_with_depth() / max(s.frames_received, 1), 1)})
+    if s.frames_tracked:
+        row["ms a tracked map"] = round(1e3 * timings.get("tracked_depth", 0.0) / s.frames_tracked, 2)
+        row["ms its file"] = round(1e3 * timings.get("tracked_depth_write", 0.0) / s.frames_tracked, 2)
+    pred = read_trajectory(out_root / f"{name}_files")
+    scale = evaluate_trajectory(pred, gt).sim3.s
+    errors: dict[str, list[np.ndarray]] = {"model": [], "keyframes": []}
+    sizes: dict[str, list[int]] = {"model": [], "keyframes": []}
+    for p in pred:
+        path = out_root / f"{name}_files" / "depth" / f"{p.index:06d}.npz"
+        if not path.exists():
+            continue
+        d = read_depth(out_root / f"{name}_files", p.index)
+        source = str(d.get("source", "model"))
+        sizes[source].append(path.stat().st_size)
+        truth = np.load(gt_depth_dir / f"{p.index:06d}.npy")
+        if truth.shape == d["depth"].shape:
+            ok = (d["depth"] > 0) & (d["conf"] > 0) & (truth > 0)
+            errors[source].append(truth[ok] / d["depth"][ok])  # true / written depth, per pixel
+    # Two scales: the run's Sim(3) (poses), and the median of the keyframes' own depth ratios, which
+    # also takes out a wrong self-calibrated focal length (depth scales with it, the path does not).
+    keyframe_scale = float(np.median(np.concatenate(errors["model"]))) if errors["model"] else scale
+    for source, label in (("keyframes", "tracked"), ("model", "keyframe")):
+        if errors[source]:
+            ratio = np.concatenate(errors[source])
+            for tag, sc in (("Sim3", scale), ("kf scale", keyframe_scale)):
+                e = np.abs(sc / ratio - 1.0)
+                row[f"{label} AbsRel ({tag})"] = round(float(e.mean()), 4)
+                row[f"{label} median rel ({tag})"] = round(float(np.median(e)), 4)
+        if sizes[source]:
+            row[f"{label} KB a file"] = round(float(np.mean(sizes[source])) / 1e3, 1)
+    loads = [load]
+    for tag, enabled in (("on", True), ("off", False)):
+        s, wall, cpu, load = run(tag, {"tracked_depth.enabled": enabled})
+        row[f"frames/s {tag}"] = round(s.frames_received / wall, 2)
+        row[f"CPU s {tag}"] = round(cpu, 1)
+        loads.append(load)
+    row["load"] = f"{min(loads):.0f}-{max(loads):.0f}"
+    return row
+
+
+def tracked_depth_scales(scales: list[float]) -> list[dict]:
+    """``depth_from_keyframes`` alone at 512x384 by working scale: CPU ms a frame (and a keyframe's lift)
+    and the error against exact depth, keyframes 0 and 12 given their exact depth, frames 3, 6 and 9
+    between them, on three 90-frame paths through the room (orbit 20 deg, forward and sideways walks)."""
+    from recon.tracked_depth import TrackedDepthConfig, depth_from_keyframes, lift_keyframe
+    from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
+
+    W, H = 512, 384
+    scene, K = make_scene("room", seed=0), intrinsics_for(W, H)
+    paths = {"orbit": {"arc_deg": 20.0}, "forward": {"step": 0.01}, "sideways": {"step": 0.008}}
+    views = {}
+    for kind, kw in paths.items():
+        c2w = make_trajectory(kind, 90, seed=0, scene=scene, **kw)
+        views[kind] = (c2w, {i: render_view(scene, c2w[i], K, W, H) for i in (0, 3, 6, 9, 12)})
+    rows = []
+    for scale in scales:
+        cfg = TrackedDepthConfig(scale=scale)
+        lift_cpu = map_cpu = 0.0
+        errors, valid = [], []
+        for c2w, v in views.values():
+            c = time.thread_time()
+            clouds = [lift_keyframe(i, v[i].depth, (v[i].depth > 0).astype(np.float32), K, c2w[i], cfg.step)
+                      for i in (0, 12)]
+            lift_cpu += time.thread_time() - c
+            for i in (3, 6, 9):
+                c = time.thread_time()
+                for _ in range(3):
+                    got = depth_from_keyframes(clouds, K, c2w[i], (W, H), cfg)
+                map_cpu += (time.thread_time() - c) / 3
+                ok = (got.depth > 0) & (v[i].depth > 0)
+                errors.append(np.abs(got.depth[ok] - v[i].depth[ok]) / v[i].depth[ok])
+                valid.append(got.valid_share)
+        e = np.concatenate(errors)
+        rows.append({"scale": scale, "CPU ms a frame": round(1e3 * map_cpu / 9, 1),
+                     "CPU ms a keyframe lift": round(1e3 * lift_cpu / 6, 1), "valid %": round(100 * np.mean(valid), 1),
+                     "AbsRel": round(float(e.mean()), 4), "median rel": round(float(np.median(e)), 4),
+                     "> 5 % off, %": round(100 * float((e > 0.05).mean()), 2)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def _ply_vertices(path: Path) -> int:
     with open(path, "rb") as f:
         for line in f:
@@ -354,8 +465,15 @@ def main() -> None:
     ap.add_argument("--live", default=None, metavar="CLIP")
     ap.add_argument("--live-options", default="{}", help="session options (JSON) of the --live run")
     ap.add_argument("--handover", default=None, metavar="CLIP")
+    ap.add_argument("--tracked-depth", action="store_true",
+                    help="the clips (CLIP:GT, GT beside a depth/ folder of stream4d synth --depth) with and "
+                         "without tracked frames' depth maps, instead of the keyframe policies")
+    ap.add_argument("--tracked-depth-scales", default=None, metavar="S,S,...",
+                    help="time and score the tracked frames' depth maps alone at these working scales")
     args = ap.parse_args()
     rows = []
+    if args.tracked_depth_scales:
+        rows += tracked_depth_scales([float(v) for v in args.tracked_depth_scales.split(",")])
     if args.tracking:
         rows.append(tracking_alone(args.tracking))
         print(json.dumps(rows[-1]), flush=True)
@@ -372,7 +490,11 @@ def main() -> None:
         rows = fps_sweep(args.fps_sweep, [float(r) for r in args.fps.split(",")], args.seconds, (512, 384))
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     out_root = args.out or Path(tempfile.mkdtemp(prefix="bench_video_"))
-    for spec in args.clips:
+    for spec in args.clips if args.tracked_depth else []:
+        clip, _, gt = spec.partition(":")
+        rows.append(tracked_depth(clip, gt, out_root, extra))
+        print(json.dumps(rows[-1]), flush=True)
+    for spec in [] if args.tracked_depth else args.clips:
         clip, _, gt = spec.partition(":")
         for policy in args.policies.split(","):
             rows.append({**run_clip(clip, gt or None, policy, out_root, extra), "load average": os.getloadavg()[0]})

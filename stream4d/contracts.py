@@ -324,6 +324,8 @@ class StreamStats:
     frames_keyframes: int = 0  # of frames_processed: the ones the window model saw
     frames_tracked: int = 0  # of frames_posed: between keyframes, posed by PnP on the window's points
     frames_interpolated: int = 0  # of frames_posed: between keyframes, pose interpolated (PnP failed)
+    frames_tracked_with_depth: int = 0  # of frames_tracked: a depth map projected from their keyframes'
+    # depth covers enough of them (recon.tracked_depth.enough_depth)
     frames_skipped: int = 0  # black / blurred / undecodable
     frames_dropped: int = 0  # live sources dropping under load
     windows: int = 0
@@ -344,6 +346,10 @@ class StreamStats:
     def keyframes_posed_from_parallax(self) -> int:
         """Posed frames that are neither rotation-only nor between keyframes (tracked, interpolated)."""
         return self.frames_posed - self.frames_rotation_only - self.frames_tracked - self.frames_interpolated
+
+    def frames_with_depth(self) -> int:
+        """Posed frames with a depth map: keyframes with confident depth and tracked frames given one."""
+        return self.keyframes_posed_from_parallax() - self.frames_without_depth + self.frames_tracked_with_depth
 
 
 @dataclass

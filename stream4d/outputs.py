@@ -9,7 +9,8 @@ Layout (documented in docs/output_format.md)::
       splats.ply        Gaussian cache export (written by memory/, not here)
       recording.rrd     rerun recording (written by viz/, not here)
       run.json          configuration, versions, timings, counts
-      depth/000042.npz  optional per-frame depth at model resolution
+      depth/000042.npz  optional per-frame depth at model resolution (keyframes': the model's; tracked
+                        frames': projected from their keyframes', compact)
       frames/000042.jpg the frames the model saw (model resolution), frames/frames.jsonl their pixel maps
       sparse/000003.npz one window's sparse points and their 2D observations (world frame)
 
@@ -24,6 +25,8 @@ import io
 import json
 import os
 import tempfile
+import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,9 @@ DEPTH_DIR = "depth"
 FRAMES_DIR = "frames"
 FRAMES_JSONL = "frames.jsonl"
 SPARSE_DIR = "sparse"
+DEPTH_FROM_MODEL = "model"  # depth/<index>.npz "source": the window model's depth of a keyframe
+DEPTH_FROM_KEYFRAMES = "keyframes"  # ... a tracked frame's depth projected from its keyframes' depth
+DERIVED_DEPTH_BITS = 12  # significant bits kept in maps derived from keyframes (relative step 2.4e-4)
 # 3DGS stores colour as the degree-0 spherical-harmonic coefficient: rgb = 0.5 + SH_C0 * f_dc.
 SH_C0 = 0.28209479177387814
 
@@ -277,7 +283,8 @@ class OutputWriter:
 
     def remap_segment(self, from_segment: int, to_segment: int, sim3) -> int:
         """Frames recorded in ``from_segment`` move into ``to_segment``'s world by ``sim3``
-        (a ``stream4d.geometry.Sim3``; see ``contracts.Reattachment``); trajectory.tum is rewritten.
+        (a ``stream4d.geometry.Sim3``; see ``contracts.Reattachment``); trajectory.tum is rewritten,
+        depth/<index>.npz follow.
         Returns how many frames moved."""
         self._check_open()
         rec = self._records[: len(self._images)]
@@ -285,6 +292,8 @@ class OutputWriter:
         if moved.any():
             rec["c2w"][moved] = sim3.apply_c2w(rec["c2w"][moved])
             rec["segment"][moved] = to_segment
+            for index in rec["index"][moved].tolist():  # depth files follow, as after a loop closure
+                self._move_depth(index, sim3)
             self._tum.close()
             lines = "".join(_tum_line(float(r["timestamp"]), r["c2w"]) for r in rec)
             _atomic_write(self.out_dir / TRAJECTORY_TUM, lambda f: f.write((TUM_HEADER + lines).encode()))
@@ -314,13 +323,7 @@ class OutputWriter:
                 continue
             rec["c2w"][k] = sim3.apply_c2w(rec["c2w"][k])
             moved += 1
-            depth_file = self.out_dir / DEPTH_DIR / f"{int(rec['index'][k]):06d}.npz"
-            if depth_file.exists():
-                with np.load(depth_file) as data:
-                    arrays = {name: data[name] for name in data.files}
-                arrays["c2w"] = sim3.apply_c2w(arrays["c2w"])
-                arrays["depth"] = (arrays["depth"] * np.float32(sim3.s)).astype(np.float32)
-                self._save_npz(depth_file, arrays)
+            self._move_depth(int(rec["index"][k]), sim3)
         if moved:
             self._tum.close()
             lines = "".join(_tum_line(float(r["timestamp"]), r["c2w"]) for r in rec)
@@ -349,7 +352,7 @@ class OutputWriter:
                 with np.load(depth_file) as data:
                     arrays = {name: data[name] for name in data.files}
                 arrays["K"] = _focal_scaled(arrays["K"], factor)
-                self._save_npz(depth_file, arrays)
+                self._save_depth(depth_file, arrays)
         for window, seg in self._sparse_segment.items():
             path = self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz"
             if seg == int(segment) and path.exists():
@@ -425,8 +428,11 @@ class OutputWriter:
         return _atomic_write(path, lambda f: f.write(buf.getvalue()))
 
     def write_depth(self, index: int, depth: np.ndarray, conf: np.ndarray, K: np.ndarray,
-                    c2w: np.ndarray) -> Path:
-        """Write ``depth/<index:06d>.npz``: depth, conf float32 [H, W]; K [3, 3] model pixels; c2w [4, 4]."""
+                    c2w: np.ndarray, keyframes: Sequence[int] | None = None) -> Path:
+        """Write ``depth/<index:06d>.npz``: depth, conf float32 [H, W]; K [3, 3] model pixels; c2w [4, 4];
+        ``source`` "model" (the window model's own depth). With ``keyframes`` (Frame.index of the keyframes
+        it was derived from: a tracked frame's map, ``recon.tracked_depth``), ``source`` is "keyframes",
+        ``keyframes`` int64 [n], and the file is compact (see ``_save_depth``)."""
         self._check_open()
         depth = np.asarray(depth, np.float32)
         conf = np.asarray(conf, np.float32)
@@ -440,9 +446,37 @@ class OutputWriter:
             raise ValueError(f"frame {index}: K must be [3, 3] and c2w [4, 4], got {K.shape} and {c2w.shape}")
         folder = self.out_dir / DEPTH_DIR
         folder.mkdir(exist_ok=True)
+        arrays = {"depth": depth, "conf": conf, "K": K, "c2w": c2w}
+        if keyframes is None:
+            arrays["source"] = np.array(DEPTH_FROM_MODEL)
+        else:
+            arrays["source"] = np.array(DEPTH_FROM_KEYFRAMES)
+            arrays["keyframes"] = np.asarray(keyframes, np.int64)
+        return self._save_depth(folder / f"{int(index):06d}.npz", arrays)
+
+    def _save_depth(self, path: Path, arrays: dict) -> Path:
+        """A depth file; one derived from keyframes is stored compact: depth and conf rounded to
+        ``DERIVED_DEPTH_BITS`` significant bits (far below the map's own error) in a deflated zip."""
+        if str(arrays.get("source", "")) != DEPTH_FROM_KEYFRAMES:
+            return self._save_npz(path, arrays)
+        arrays = {**arrays, "depth": _round_mantissa(arrays["depth"], DERIVED_DEPTH_BITS),
+                  "conf": _round_mantissa(arrays["conf"], DERIVED_DEPTH_BITS)}
         buf = io.BytesIO()
-        np.savez(buf, depth=depth, conf=conf, K=K, c2w=c2w)
-        return _atomic_write(folder / f"{int(index):06d}.npz", lambda f: f.write(buf.getvalue()))
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+            for name, value in arrays.items():
+                with z.open(f"{name}.npy", "w") as f:
+                    np.lib.format.write_array(f, np.asanyarray(value))
+        return _atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+    def _move_depth(self, index: int, sim3) -> None:
+        """depth/<index>.npz (if written) follows its frame moved by ``sim3``: pose and depth scale."""
+        depth_file = self.out_dir / DEPTH_DIR / f"{int(index):06d}.npz"
+        if depth_file.exists():
+            with np.load(depth_file) as data:
+                arrays = {name: data[name] for name in data.files}
+            arrays["c2w"] = sim3.apply_c2w(arrays["c2w"])
+            arrays["depth"] = (arrays["depth"] * np.float32(sim3.s)).astype(np.float32)
+            self._save_depth(depth_file, arrays)
 
     def write_points(self, points: np.ndarray, colors: np.ndarray) -> Path:
         """Write ``points.ply``; points [N, 3] float, colors [N, 3] uint8 or float in [0, 1]."""
@@ -597,7 +631,9 @@ def read_cameras_json(path: str | Path) -> list[PosedFrame]:
 
 
 def read_depth(out_dir: str | Path, index: int) -> dict[str, np.ndarray]:
-    """``depth/<index:06d>.npz`` of an output folder: depth, conf [H, W], K [3, 3], c2w [4, 4]."""
+    """``depth/<index:06d>.npz`` of an output folder: depth, conf float32 [H, W], K [3, 3], c2w [4, 4];
+    ``source`` (0-d str array: "model", or "keyframes" with ``keyframes`` int64 [n]; absent in files
+    from before it existed)."""
     path = Path(out_dir) / DEPTH_DIR / f"{int(index):06d}.npz"
     if not path.is_file():
         raise FileNotFoundError(f"no depth for frame {index}: {path} does not exist")
@@ -657,6 +693,15 @@ class SparseMap:
     @property
     def num_points(self) -> int:
         return int(len(self.points))
+
+
+def _round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
+    """float32 ``values`` rounded to ``bits`` significant bits (zeros stay zero): the low mantissa bits
+    are noise for a derived map and cost most of its compressed size."""
+    v = np.ascontiguousarray(values, np.float32).view(np.uint32)
+    drop = 23 - bits
+    rounded = (v + np.uint32(1 << (drop - 1))) & np.uint32((0xFFFFFFFF << drop) & 0xFFFFFFFF)
+    return rounded.view(np.float32)
 
 
 def _focal_scaled(K: np.ndarray, factor: float) -> np.ndarray:

@@ -42,6 +42,7 @@ FLAG_KEYS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "order": ("ingest.order", None),
     "keyframes": ("keyframes.policy", None),
     "min_parallax": ("keyframes.min_parallax", None),
+    "no_tracked_depth": ("tracked_depth.enabled", _not),
     "drop_duplicates": ("ingest.keyframes", None),
     "viewer": ("viz.mode", None),
     "rrd": ("viz.rrd_path", str),
@@ -93,6 +94,9 @@ def add_parser(sub) -> str:
     p.add_argument("--min-parallax", type=float,
                    help="parallax (rotation-unexplained motion, share of the image's longest side) that "
                         f"makes a keyframe (default {d.keyframes.min_parallax})")
+    p.add_argument("--no-tracked-depth", action="store_true",
+                   help="give tracked frames no depth map (by default their keyframes' depth is projected "
+                        "into them: depth/<index>.npz with --save-depth, and counted as posed with depth)")
     p.add_argument("--drop-duplicates", action="store_true",
                    help="drop near-duplicate frames at ingest by thumbnail difference (they get no pose)")
     p.add_argument("--viewer", choices=["none", "spawn", "serve"], help=f"live viewer (default {d.viz.mode})")

@@ -181,7 +181,8 @@ def joined_stats(parts: list[dict[str, Any]], report: JoinReport) -> StreamStats
     stats = StreamStats()
     stats.frames_received = max((p["start"] + p["stats"]["frames_received"] for p in chunks), default=0)
     for name in ("frames_skipped", "frames_dropped", "frames_rotation_only", "frames_without_depth", "frames_tracked",
-                 "frames_interpolated", "frames_keyframes", "windows", "windows_skipped", "reattachments"):
+                 "frames_tracked_with_depth", "frames_interpolated", "frames_keyframes", "windows", "windows_skipped",
+                 "reattachments"):
         setattr(stats, name, sum(p["stats"].get(name, 0) for p in chunks))
     stats.frames_processed = max(0, stats.frames_received - stats.frames_skipped)
     stats.frames_posed = report.frames

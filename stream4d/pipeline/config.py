@@ -19,6 +19,7 @@ from memory.gaussians.config import GaussianCacheConfig
 from recon.default.model import DefaultModelConfig
 from recon.ingest.options import IngestOptions
 from recon.keyframes import KeyframeConfig
+from recon.tracked_depth import TrackedDepthConfig
 from viz.config import VizConfig
 
 BACKENDS = ("default", "vggt")
@@ -106,7 +107,8 @@ class ReconstructConfig:
         (stream4d/pipeline/final_ba.py). Live inputs ignore it.
 
     Stage configs: ``ingest`` (frame selection and resize), ``keyframes`` (which frames the window
-        model sees, by parallax; the others are tracked: recon/keyframes.py), ``live`` (tracking each frame as
+        model sees, by parallax; the others are tracked: recon/keyframes.py), ``tracked_depth`` (the
+        tracked frames' depth maps, projected from their keyframes' depth: recon/tracked_depth.py), ``live`` (tracking each frame as
         it arrives), ``model`` (the default backend's
     knobs), ``align`` (windowing: ``align.window`` frames per window sharing ``align.overlap``;
     Sim(3) and layer-wise alignment), ``cache`` (the splat cache), ``viz`` (viewer mode and
@@ -128,6 +130,7 @@ class ReconstructConfig:
     final_ba: bool = False
     ingest: IngestOptions = field(default_factory=_run_ingest)
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    tracked_depth: TrackedDepthConfig = field(default_factory=TrackedDepthConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     model: DefaultModelConfig = field(default_factory=DefaultModelConfig)
     align: AlignConfig = field(default_factory=AlignConfig)

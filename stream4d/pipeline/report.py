@@ -35,11 +35,12 @@ def run_warnings(stats: StreamStats, map_points: int, map_kept: bool = True) -> 
 
 def pose_summary(stats: StreamStats) -> str:
     """``"567 frames: 540 posed with depth, 27 rotation-only, 0 not posed"`` (+ skipped frames/windows);
-    with keyframes, ``"567 frames, 80 keyframes: 78 posed with depth, 2 rotation-only, 480 tracked,
-    7 interpolated, 0 not posed"``."""
-    with_depth = stats.keyframes_posed_from_parallax() - stats.frames_without_depth
+    with keyframes, ``"567 frames, 80 keyframes: 556 posed with depth (478 from keyframes' depth),
+    2 rotation-only, 480 tracked, 7 interpolated, 0 not posed"``: tracked frames are counted with
+    depth when their keyframes' depth projected into them covers enough of them (``recon.tracked_depth``)."""
     unposed = max(0, stats.frames_processed - stats.frames_posed)
-    parts = [f"{with_depth} posed with depth"]
+    derived = f" ({stats.frames_tracked_with_depth} from keyframes' depth)" if stats.frames_tracked_with_depth else ""
+    parts = [f"{stats.frames_with_depth()} posed with depth{derived}"]
     if stats.frames_without_depth:
         parts.append(f"{stats.frames_without_depth} posed without confident depth")
     parts.append(f"{stats.frames_rotation_only} rotation-only")

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from stream4d.pipeline.config import ReconstructConfig
 from stream4d.pipeline.heap import release_free_heap
 
 log = logging.getLogger("stream4d.pipeline")
+
+COUNT_SCALE = 0.25  # working scale of tracked frames' depth maps that are counted but not written
 
 
 class Sink:
@@ -41,6 +44,7 @@ class Sink:
         self.skipped_windows: list[dict] = []  # {"window", "frames", "reason"}
         self.map_points = 0  # points in points.ply, known after finish()
         self.frame_window: dict[int, int] = {}  # posed frame index -> aligned window (a loop closure moves windows)
+        self._clouds: dict = {}  # (window, view) -> recon.tracked_depth.KeyframeCloud, the last two lifted
         self._skip_lock = threading.Lock()  # skips come from the model thread and the alignment thread
         self.started = time.perf_counter()
 
@@ -165,9 +169,49 @@ class Sink:
             self.stats.frames_posed += 1
             if tracked.kind == POSE_TRACKED:
                 self.stats.frames_tracked += 1
+                if self.config.tracked_depth.enabled:
+                    self._tracked_depth(window, k, f.index, tracked.c2w)
             else:
                 self.stats.frames_interpolated += 1
         self.timings["tracking"] = self.timings.get("tracking", 0.0) + time.perf_counter() - t
+
+    def _tracked_depth(self, window: AlignedWindow, k: int, index: int, c2w: np.ndarray) -> None:
+        """A tracked frame's depth map from views k-1 and k's depth (recon.tracked_depth): counted when it
+        covers enough of the frame, written to depth/ with the keyframes' maps (``save_depth``)."""
+        from recon.tracked_depth import depth_from_keyframes, enough_depth
+
+        t = time.perf_counter()
+        pred, cfg = window.prediction, self._tracked_depth_config()
+        clouds = [self._keyframe_cloud(window, v) for v in (k - 1, k)]
+        result = depth_from_keyframes(clouds, pred.K[k - 1], c2w, pred.model_size, cfg)
+        if enough_depth(result, clouds, cfg):
+            self.stats.frames_tracked_with_depth += 1
+        self.timings["tracked_depth"] = self.timings.get("tracked_depth", 0.0) + time.perf_counter() - t
+        if self.config.save_depth and result.valid_share > 0:
+            t = time.perf_counter()
+            self.writer.write_depth(index, result.depth, result.conf, pred.K[k - 1], c2w, keyframes=result.sources)
+            self.timings["tracked_depth_write"] = self.timings.get("tracked_depth_write", 0.0) + time.perf_counter() - t
+
+    def _keyframe_cloud(self, window: AlignedWindow, v: int):
+        """View v's confident depth as world points, lifted once (a keyframe brackets two groups)."""
+        from recon.tracked_depth import lift_keyframe
+
+        key = (window.window_index, v)
+        if key not in self._clouds:
+            pred = window.prediction
+            flat = pred.rotation_only_views[v]  # no parallax: its depth is unknown
+            conf = np.zeros_like(pred.depth_conf[v]) if flat else pred.depth_conf[v]
+            if len(self._clouds) >= 2:
+                self._clouds.pop(next(iter(self._clouds)))
+            self._clouds[key] = lift_keyframe(int(pred.frame_indices[v]), pred.depth[v], conf, pred.K[v],
+                                              pred.c2w[v], self._tracked_depth_config().step)
+        return self._clouds[key]
+
+    def _tracked_depth_config(self):
+        """``config.tracked_depth``; without depth files the maps are only counted, which a quarter of
+        the model resolution does as well, at a third of the cost."""
+        cfg = self.config.tracked_depth
+        return cfg if self.config.save_depth else replace(cfg, scale=min(cfg.scale, COUNT_SCALE))
 
     def _publish(self, pose: FramePose) -> None:
         """A frame posed between keyframes, to the observers that show such poses (the viewer)."""

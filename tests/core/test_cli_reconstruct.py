@@ -27,8 +27,10 @@ def test_reconstruct_of_the_demo_clip_prints_its_error_against_ground_truth(tmp_
                     "--max-frames", "24", "--no-rrd", "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     # A video: parallax keyframes go to the window model, the frames between them are tracked.
-    assert re.search(r"24 frames, (\d+) keyframes: \1 posed with depth, 0 rotation-only, (\d+) tracked, "
-                     r"0 interpolated, 0 not posed; 1 window;", proc.stdout), proc.stdout[-2000:]
+    # Tracked frames get depth projected from their keyframes' depth: every frame is posed with depth.
+    assert re.search(r"24 frames, (\d+) keyframes: 24 posed with depth \((\d+) from keyframes' depth\), "
+                     r"0 rotation-only, \2 tracked, 0 interpolated, 0 not posed; 1 window;", proc.stdout), \
+        proc.stdout[-2000:]
     assert "warning" not in proc.stdout
     assert "ATE RMSE" in proc.stdout
     run = json.loads((out / "run.json").read_text())
@@ -142,3 +144,14 @@ def test_no_loop_closure_turns_the_global_map_off():
     on = config_from_args(parser.parse_args(["reconstruct", "in.mp4", "--out", "o"]))
     assert on.align.loop_closure.enabled and not off.align.loop_closure.enabled
     assert StreamAligner(off.align).global_map is None and StreamAligner(on.align).global_map is not None
+
+
+def test_no_tracked_depth_turns_the_tracked_frames_depth_maps_off():
+    from stream4d.cli import build_parser
+    from stream4d.commands.reconstruct import config_from_args
+
+    parser, _ = build_parser()
+    off = config_from_args(parser.parse_args(["reconstruct", "in.mp4", "--out", "o", "--no-tracked-depth"]))
+    on = config_from_args(parser.parse_args(["reconstruct", "in.mp4", "--out", "o"]))
+    assert on.tracked_depth.enabled and not off.tracked_depth.enabled
+    assert off.to_dict()["tracked_depth"]["enabled"] is False

@@ -297,3 +297,51 @@ def test_moved_frames_are_rewritten_in_both_trajectory_files(tmp_path):
             want = correction.apply_c2w(poses[i]) if i >= 2 else poses[i]
             np.testing.assert_allclose(got[i], want, atol=1e-6)
     np.testing.assert_allclose(tum_before_close[3][:3, 3], [0.0, 7.0, 0.0], atol=1e-6)
+
+
+def _smooth_depth(h: int = 96, w: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """A slanted plane with a hole (depth 0, conf 0), as a tracked frame's map looks."""
+    v, u = np.mgrid[0:h, 0:w]
+    depth = (2.0 + 0.01 * u + 0.003 * v).astype(np.float32)
+    conf = (0.5 + 0.5 * np.sin(0.1 * u) ** 2).astype(np.float32)
+    depth[:10, :20] = 0.0
+    conf[:10, :20] = 0.0
+    return depth, conf
+
+
+def test_depth_of_a_tracked_frame_is_marked_with_its_keyframes_and_stored_compact(tmp_path):
+    depth, conf = _smooth_depth()
+    K = np.array([[100.0, 0, 64], [0, 100, 48], [0, 0, 1]])
+    with OutputWriter(tmp_path) as writer:
+        model = writer.write_depth(0, depth, conf, K, np.eye(4))
+        derived = writer.write_depth(3, depth, conf, K, np.eye(4), keyframes=[0, 8])
+    assert str(read_depth(tmp_path, 0)["source"]) == "model"
+    np.testing.assert_array_equal(read_depth(tmp_path, 0)["depth"], depth)  # the model's maps stay exact
+    back = read_depth(tmp_path, 3)
+    assert str(back["source"]) == "keyframes" and back["keyframes"].tolist() == [0, 8]
+    assert back["depth"].dtype == np.float32 and back["conf"].dtype == np.float32
+    np.testing.assert_allclose(back["depth"], depth, rtol=2.5e-4, atol=0)
+    np.testing.assert_allclose(back["conf"], conf, rtol=2.5e-4, atol=0)
+    assert (back["depth"][:10, :20] == 0).all() and (back["conf"][:10, :20] == 0).all()
+    assert derived.stat().st_size < 0.5 * model.stat().st_size
+
+
+def test_depth_files_follow_loop_closures_reattachments_and_focal_changes_and_stay_compact(tmp_path):
+    depth, conf = _smooth_depth()
+    K = np.array([[100.0, 0, 64], [0, 100, 48], [0, 0, 1]])
+    move = Sim3(2.0, rot_z(30), np.array([1.0, 0.0, 0.0]))
+    with OutputWriter(tmp_path) as writer:
+        for i in range(4):
+            writer.add_frame(posed(i, np.eye(4), segment=int(i >= 2)))
+            writer.write_depth(i, depth, conf, K, np.eye(4), keyframes=None if i % 2 == 0 else [i - 1, i + 1])
+        compact = (tmp_path / "depth" / "000001.npz").stat().st_size
+        writer.move_frames({0: move, 1: move})  # a loop closure moved frames 0 and 1
+        writer.remap_segment(1, 0, move)  # segment 1 (frames 2, 3) re-attached
+        writer.scale_focal(0, 1.1)
+    for i in range(4):
+        back = read_depth(tmp_path, i)
+        np.testing.assert_allclose(back["c2w"], move.apply_c2w(np.eye(4)), atol=1e-9)
+        np.testing.assert_allclose(back["depth"], 2.0 * depth, rtol=5e-4)
+        assert back["K"][0, 0] == pytest.approx(110.0) and back["K"][0, 2] == pytest.approx(64.0)
+        assert str(back["source"]) == ("model" if i % 2 == 0 else "keyframes")
+    assert (tmp_path / "depth" / "000001.npz").stat().st_size < 1.2 * compact

@@ -10,7 +10,7 @@ import pytest
 
 from stream4d.evaluation.report import load_reference
 from stream4d.evaluation.trajectory import evaluate_trajectory
-from stream4d.outputs import read_trajectory
+from stream4d.outputs import read_depth, read_trajectory
 from stream4d.pipeline import ReconstructConfig, reconstruct
 from stream4d.pipeline.report import pose_summary
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_sequence, write_sequence
@@ -24,7 +24,8 @@ def slow_walk(tmp_path_factory):
     out = tmp_path_factory.mktemp("walk30")
     scene = make_scene("room", seed=0)
     c2w = make_trajectory("sideways", 60, seed=0, scene=scene, step=0.01)
-    write_sequence(out, render_sequence(scene, c2w, intrinsics_for(W, H), W, H, fps=30.0), video="clip.mp4", fps=30.0)
+    write_sequence(out, render_sequence(scene, c2w, intrinsics_for(W, H), W, H, fps=30.0), video="clip.mp4", fps=30.0,
+                   depth=True)
     return out
 
 
@@ -67,3 +68,76 @@ def test_every_frame_as_a_keyframe_leaves_windows_of_a_slow_video_without_parall
     pred = read_trajectory(tmp_path / "out")
     assert len(pred) == 12 and {p.pose_kind for p in pred} == {"rotation_only"}
     assert np.isfinite([p.c2w for p in pred]).all()
+
+
+def _relative_errors(out, frames, truth_dir, scale: float) -> np.ndarray:
+    """(truth - scale * depth) / truth over the pixels of ``frames``' depth files that have depth."""
+    errors = []
+    for f in frames:
+        d = read_depth(out, f.index)
+        truth = np.load(truth_dir / "depth" / f"{f.index:06d}.npy")
+        ok = (d["depth"] > 0) & (truth > 0)
+        errors.append((truth[ok] - scale * d["depth"][ok]) / truth[ok])
+    return np.concatenate(errors)
+
+
+def test_tracked_frames_get_depth_maps_from_their_keyframes_that_agree_with_the_scene(slow_walk, tmp_path):
+    out = tmp_path / "out"
+    summary = reconstruct(slow_walk / "clip.mp4", out, _config(save_depth=True), progress=False)
+    s = summary.stats
+    pred = read_trajectory(out)
+    keys = sorted(f.index for f in pred if f.pose_kind == "posed")
+    tracked = [f for f in pred if f.pose_kind == "tracked"]
+    assert len(tracked) == s.frames_tracked >= 40
+    assert s.frames_tracked_with_depth == s.frames_tracked and s.frames_with_depth() == 60
+    assert f"60 frames, {s.frames_keyframes} keyframes: 60 posed with depth ({s.frames_tracked} from keyframes' " \
+           f"depth), 0 rotation-only, {s.frames_tracked} tracked" in pose_summary(s)
+    run = json.loads((out / "run.json").read_text())
+    assert run["stats"]["frames_tracked_with_depth"] == s.frames_tracked
+    assert run["config"]["tracked_depth"]["enabled"] is True and run["timings_s"]["tracked_depth"] > 0
+
+    for f in tracked:  # marked with the keyframes around it, in the frame's pose and the model's pixels
+        d = read_depth(out, f.index)
+        a, b = d["keyframes"].tolist()
+        assert str(d["source"]) == "keyframes" and a in keys and b in keys and a < f.index < b
+        np.testing.assert_allclose(d["c2w"], f.c2w, atol=1e-9)
+        assert d["depth"].shape == (H, W) and (d["depth"] > 0).mean() > 0.9
+        assert ((d["depth"] > 0) == (d["conf"] > 0)).all()
+    # One scale for the run's depth, fitted on the keyframes' own maps (on this short straight walk the
+    # trajectory's Sim(3) fixes the scale of the path, not that of the self-calibrated depth).
+    keyframes = [f for f in pred if f.pose_kind == "posed"]
+    scale = 1.0 / (1.0 - np.median(_relative_errors(out, keyframes, slow_walk, 1.0)))
+    err_keys = np.abs(_relative_errors(out, keyframes, slow_walk, scale))
+    err_tracked = np.abs(_relative_errors(out, tracked, slow_walk, scale))
+    assert np.median(err_tracked) < 0.02 and np.median(err_tracked) < 1.5 * np.median(err_keys) + 0.003
+
+
+def test_no_tracked_depth_leaves_tracked_frames_without_depth_and_says_so(slow_walk, tmp_path):
+    out = tmp_path / "out"
+    config = _config(save_depth=True, **{"tracked_depth.enabled": False, "ingest.max_frames": 30})
+    s = reconstruct(slow_walk / "clip.mp4", out, config, progress=False).stats
+    assert s.frames_tracked > 0 and s.frames_tracked_with_depth == 0
+    assert f": {s.frames_keyframes} posed with depth, 0 rotation-only, {s.frames_tracked} tracked" in pose_summary(s)
+    written = sorted(int(p.stem) for p in (out / "depth").glob("*.npz"))
+    assert written == sorted(f.index for f in read_trajectory(out) if f.pose_kind == "posed")
+    assert json.loads((out / "run.json").read_text())["config"]["tracked_depth"]["enabled"] is False
+
+
+def test_frames_between_rotation_only_keyframes_get_no_depth(tmp_path):
+    """A camera turning on the spot at 30 fps: its windows have no parallax, so neither its keyframes nor
+    the frames between them (interpolated) are posed with depth."""
+    scene = make_scene("room", seed=0)
+    start = make_trajectory("sideways", 1, seed=0, scene=scene)[0]
+    turn = [start.copy() for _ in range(45)]
+    for i, c2w in enumerate(turn):
+        a = np.radians(0.6 * i)
+        c2w[:3, :3] = start[:3, :3] @ np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    write_sequence(tmp_path / "clip", render_sequence(scene, np.stack(turn), intrinsics_for(W, H), W, H, fps=30.0),
+                   video="clip.mp4", fps=30.0)
+    out = tmp_path / "out"
+    s = reconstruct(tmp_path / "clip" / "clip.mp4", out, _config(save_depth=True), progress=False).stats
+    assert s.frames_posed == 45 and s.frames_keyframes < 45
+    assert s.frames_tracked_with_depth == 0 and s.frames_with_depth() == 0
+    assert "0 posed with depth" in pose_summary(s)
+    between = [f.index for f in read_trajectory(out) if f.pose_kind in ("tracked", "interpolated")]
+    assert between and not any((out / "depth" / f"{i:06d}.npz").exists() for i in between)
