@@ -16,7 +16,7 @@ taken to the next one asked for); ``waiting for frames`` is its time in the sour
 queue wait of a frame (arrival to taken by tracking) is the bulk of its latency when the front end
 falls behind. ``--profile`` adds a cProfile of the tracking thread.
 
-    python bench/bench_live_stages.py CLIP [--profile] [--switch-interval S]
+    python bench/bench_live_stages.py CLIP [--profile] [--switch-interval S] [--cv-threads N]
 """
 
 from __future__ import annotations
@@ -88,8 +88,9 @@ class StageClock:
         return run
 
 
-def _tracking_thread(clock: StageClock, taken: list, profile: cProfile.Profile | None):
-    """``LiveFrames.__call__`` timed as a whole and per wait for the source's next frame."""
+def _tracking_thread(clock: StageClock, taken: list, profile: cProfile.Profile | None, start: dict):
+    """``LiveFrames.__call__`` timed as a whole and per wait for the source's next frame; ``start``
+    gets the time the first frame was taken and the frames the source had dropped by then."""
     call = LiveFrames.__call__
 
     def timed_call(self, frames):
@@ -103,6 +104,8 @@ def _tracking_thread(clock: StageClock, taken: list, profile: cProfile.Profile |
             clock.add("waiting for frames", 0, time.thread_time() - c, time.perf_counter() - t, _runqueue_s() - q)
             if f is None:
                 break
+            if not taken:
+                start.update(taken_at=time.monotonic(), dropped=start["source"].stats.dropped)
             taken.append(time.monotonic() - f.arrived)
             yield from call(self, iter([f]))
         clock.add("tracking thread", len(taken), time.thread_time() - c0, time.perf_counter() - t0,
@@ -119,7 +122,8 @@ def run(clip: str, profile: bool) -> dict:
         setattr(cls, name, clock.timed(label, getattr(cls, name)))
     taken: list[float] = []
     prof = cProfile.Profile() if profile else None
-    LiveFrames.__call__ = _tracking_thread(clock, taken, prof)
+    start: dict = {}
+    LiveFrames.__call__ = _tracking_thread(clock, taken, prof, start)
 
     cap = cv2.VideoCapture(clip)
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
@@ -134,11 +138,12 @@ def run(clip: str, profile: bool) -> dict:
     settings = Settings()
     src = PushSource(name="live", capacity=settings.live_queue, options=config.ingest,
                      idle_timeout=settings.live_idle_timeout, max_bytes=settings.live_queue_bytes)
+    start["source"] = src
     loads = []
     with tempfile.TemporaryDirectory() as out:
         worker = threading.Thread(target=reconstruct, args=(src, out, config), kwargs={"progress": False})
         worker.start()
-        t0 = time.monotonic()
+        t0 = start["pushed_at"] = time.monotonic()
         for i, jpeg in enumerate(jpegs):
             time.sleep(max(0.0, t0 + i / fps - time.monotonic()))
             bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -155,6 +160,8 @@ def run(clip: str, profile: bool) -> dict:
                      "other ms/frame": round(1000 * (s[2] - s[1] - s[3]) / n, 2)}
               for name, s in clock.sums.items()}
     result = {"clip": Path(clip).name, "fps": round(fps, 2), "sent": len(jpegs), "dropped": src.stats.dropped,
+              "first frame taken after s": round(start["taken_at"] - start["pushed_at"], 2) if taken else None,
+              "dropped by then": start.get("dropped"),
               "taken": len(taken), "keyframes": record["stats"]["frames_keyframes"],
               "unjudged": record["keyframes"].get("unjudged", 0),
               "latency p50 / p95 s": [round(lat["p50"], 3), round(lat["p95"], 3)],
@@ -172,7 +179,10 @@ def main() -> None:
     ap.add_argument("clip")
     ap.add_argument("--profile", action="store_true", help="cProfile the tracking thread")
     ap.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval (s) for the run")
+    ap.add_argument("--cv-threads", type=int, default=None, help="cv2.setNumThreads for the run")
     args = ap.parse_args()
+    if args.cv_threads is not None:
+        cv2.setNumThreads(args.cv_threads)
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
     result = run(args.clip, args.profile)
