@@ -14,7 +14,8 @@ between keyframes) is timed around its real method, on whichever thread runs it:
 ``tracking thread`` is the whole of the thread that takes frames from the source (from each frame
 taken to the next one asked for); ``waiting for frames`` is its time in the source's queue. The
 queue wait of a frame (arrival to taken by tracking) is the bulk of its latency when the front end
-falls behind. ``--profile`` adds a cProfile of the tracking thread.
+falls behind. ``--profile`` adds a cProfile of the tracking thread. The modules a job imports are
+imported first, as ``stream4d serve`` does at startup.
 
     python bench/bench_live_stages.py CLIP [--profile] [--switch-interval S] [--cv-threads N]
 """
@@ -43,6 +44,7 @@ from recon.live_bootstrap import TwoViewBootstrap
 from recon.live_tracking import MapTracker
 from recon.quality import FrameQualityFilter
 from server.models import SessionOptions
+from server.service import JOB_MODULES
 from server.session_config import reconstruct_config
 from server.settings import Settings
 from stream4d.pipeline import reconstruct
@@ -117,6 +119,10 @@ def _tracking_thread(clock: StageClock, taken: list, profile: cProfile.Profile |
 
 
 def run(clip: str, profile: bool) -> dict:
+    import importlib
+
+    for name in JOB_MODULES:  # as the service does at startup: the run does not wait for imports
+        importlib.import_module(name)
     clock = StageClock()
     for cls, name, label in STAGES:
         setattr(cls, name, clock.timed(label, getattr(cls, name)))
@@ -139,7 +145,7 @@ def run(clip: str, profile: bool) -> dict:
     src = PushSource(name="live", capacity=settings.live_queue, options=config.ingest,
                      idle_timeout=settings.live_idle_timeout, max_bytes=settings.live_queue_bytes)
     start["source"] = src
-    loads = []
+    loads, drops = [], []  # each second of the push
     with tempfile.TemporaryDirectory() as out:
         worker = threading.Thread(target=reconstruct, args=(src, out, config), kwargs={"progress": False})
         worker.start()
@@ -150,6 +156,7 @@ def run(clip: str, profile: bool) -> dict:
             src.push(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr), i / fps)
             if i % round(fps) == 0:
                 loads.append(round(os.getloadavg()[0], 1))
+                drops.append(src.stats.dropped)
         src.close()
         worker.join()
         record = json.loads((Path(out) / "run.json").read_text())
@@ -166,7 +173,8 @@ def run(clip: str, profile: bool) -> dict:
               "unjudged": record["keyframes"].get("unjudged", 0),
               "latency p50 / p95 s": [round(lat["p50"], 3), round(lat["p95"], 3)],
               "queue wait p50 / p95 s": [round(float(v), 3) for v in np.percentile(taken, [50, 95])] if taken else None,
-              "load average min/max": [min(loads), max(loads)], "stages (per frame taken)": stages}
+              "dropped by second of the push": drops, "load average min/max": [min(loads), max(loads)],
+              "stages (per frame taken)": stages}
     if prof is not None:
         text = io.StringIO()
         pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(20)
