@@ -29,7 +29,7 @@ the run with and without the tracked frames' maps, back to back.
     python bench/bench_video.py CLIP[:GT] ... [--synth DIR] [--policies parallax,all] [--write-docs]
     python bench/bench_video.py --fps-sweep orbit --fps 10,30,60
     python bench/bench_video.py --tracking CLIP
-    python bench/bench_video.py --live CLIP [--live-options JSON]
+    python bench/bench_video.py --live CLIP [--live-options JSON] [--live-after S]
     python bench/bench_video.py --handover CLIP
     python bench/bench_video.py --tracked-depth CLIP:GT ... [--synth DIR]
     python bench/bench_video.py --tracked-depth-scales 1,0.5,0.25
@@ -161,8 +161,9 @@ def tracking_alone(clip: str) -> dict:
             "front end frames/s of one core": round(n / sum(cpu.values()), 1), "load average": os.getloadavg()[0]}
 
 
-def live_push(clip: str, options: dict) -> dict:
-    """The clip pushed in real time over a real service's WebSocket; latency and drops from its run."""
+def live_push(clip: str, options: dict, after_s: float = 0.0) -> dict:
+    """The clip pushed in real time over a real service's WebSocket; latency and drops from its run.
+    ``after_s``: seconds the service runs before the session opens (a served process, warmed up)."""
     import threading
 
     import cv2
@@ -197,6 +198,7 @@ def live_push(clip: str, options: dict) -> dict:
                         break
                 except httpx.TransportError:
                     time.sleep(0.2)
+            time.sleep(after_s)
             with httpx.Client(base_url=url, timeout=60) as c:
                 body = c.post("/sessions", json={"viewer": False, **options}).json()
                 headers = {"Authorization": f"Bearer {body['token']}"}
@@ -464,6 +466,8 @@ def main() -> None:
     ap.add_argument("--tracking", default=None, metavar="CLIP")
     ap.add_argument("--live", default=None, metavar="CLIP")
     ap.add_argument("--live-options", default="{}", help="session options (JSON) of the --live run")
+    ap.add_argument("--live-after", type=float, default=0.0,
+                    help="seconds the --live run's service runs before its session opens")
     ap.add_argument("--handover", default=None, metavar="CLIP")
     ap.add_argument("--tracked-depth", action="store_true",
                     help="the clips (CLIP:GT, GT beside a depth/ folder of stream4d synth --depth) with and "
@@ -478,7 +482,7 @@ def main() -> None:
         rows.append(tracking_alone(args.tracking))
         print(json.dumps(rows[-1]), flush=True)
     if args.live:
-        rows.append(live_push(args.live, json.loads(args.live_options)))
+        rows.append(live_push(args.live, json.loads(args.live_options), args.live_after))
         print(json.dumps(rows[-1]), flush=True)
     if args.handover:
         with tempfile.TemporaryDirectory() as tmp:

@@ -133,6 +133,11 @@ class ParallaxKeyframer:
         self._previous = (grey, timestamp, d)
         return d
 
+    def skip(self) -> None:
+        """A frame passed without a decision (never a keyframe): the next frame's is not weighed
+        against the one before it, which was not this one."""
+        self._previous = None
+
     def _judge(self, d: KeyframeDecision) -> KeyframeDecision:
         cfg = self.config
         scores = {"tracks": (1.0 - d.track_share) / (1.0 - cfg.min_track_share) if cfg.min_track_share < 1 else 0.0,

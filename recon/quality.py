@@ -23,6 +23,15 @@ def sharpness(image: np.ndarray) -> float:
     return float(cv2.Laplacian(g, cv2.CV_32F).var())
 
 
+def channel_mean_stats(image: np.ndarray) -> tuple[float, float]:
+    """(mean, std) over the pixels of the channels' mean of uint8 ``image`` [H, W, 3]: those of
+    ``image.mean(axis=2)``, from the exact integer channel sums (a tenth of its time: it runs on
+    every frame of a live stream)."""
+    total = np.add(np.add(image[..., 0], image[..., 1], dtype=np.uint16), image[..., 2], dtype=np.uint16)
+    mean, std = cv2.meanStdDev(total)
+    return float(mean[0, 0]) / 3.0, float(std[0, 0]) / 3.0
+
+
 class FrameQualityFilter:
     """Decides per frame whether to keep it; returns the reason when not."""
 
@@ -35,10 +44,10 @@ class FrameQualityFilter:
 
     def check(self, frame: Frame) -> str | None:
         """None when the frame is usable, else "black", "blank" or "blurred"."""
-        g = frame.image.mean(axis=2)
-        if g.mean() < self.black_level:
+        mean, std = channel_mean_stats(frame.image)
+        if mean < self.black_level:
             return "black"
-        if g.std() < self.min_contrast:
+        if std < self.min_contrast:
             return "blank"
         s = sharpness(frame.image)
         blurred = len(self._recent) >= 5 and s < self.blur_ratio * float(np.median(self._recent))

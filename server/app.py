@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
@@ -55,6 +56,16 @@ class RequestLog:
                       ms=round((time.monotonic() - start) * 1000, 1))
 
 
+def _warm_up(manager: SessionManager) -> None:
+    try:
+        seconds = manager.warm_up()
+    except Exception as exc:  # noqa: BLE001 - a job would meet the same error and report it
+        log_event("service.warm_up_failed", error=f"{type(exc).__name__}: {exc}")
+        return
+    if seconds is not None:
+        log_event("service.warmed", seconds=round(seconds, 2))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The service on ``settings.data_dir``; recovers interrupted sessions at startup."""
     settings = settings or Settings()
@@ -64,6 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         counts = await run_in_threadpool(manager.recover)
         log_event("service.started", data_dir=str(settings.data_dir), workers=settings.workers, **counts)
+        # In the background: requests are served meanwhile; a first live session no longer drops the
+        # frames that arrive while its run imports torch and the rest.
+        threading.Thread(target=_warm_up, args=(manager,), name="stream4d-warm-up", daemon=True).start()
         yield
         await run_in_threadpool(manager.shutdown)
         log_event("service.stopped")

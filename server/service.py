@@ -192,6 +192,11 @@ def make_runner(settings: Settings, execute) -> JobRunner:
     return LocalJobRunner(execute, settings.workers)
 
 
+# What a local job imports on its first run (stream4d.pipeline.run's lazy imports included).
+JOB_MODULES = ("stream4d.pipeline.run", "memory.gaussians.cache", "viz.observer", "recon.keyframes",
+               "recon.quality", "recon.live_tracking", "recon.live_bootstrap", "align")
+
+
 class SessionManager:
     def __init__(self, settings: Settings, runner: JobRunner | None = None) -> None:
         self.settings = settings
@@ -661,6 +666,19 @@ class SessionManager:
         if kept:
             error += f" (partial outputs kept: {', '.join(kept)})"
         self.store.transition(sid, ["running"], state="failed", stats=stats, finished_at=time.time(), error=error)
+
+    def warm_up(self) -> float | None:
+        """Import what a job runs in this process (the pipeline, torch through the Gaussian cache,
+        rerun): seconds a first live session would otherwise spend importing while its frame queue
+        overflows. None when jobs run elsewhere (Ray)."""
+        if getattr(self.runner, "run_remote", None) is not None:
+            return None
+        import importlib
+
+        started = time.monotonic()
+        for name in JOB_MODULES:
+            importlib.import_module(name)
+        return time.monotonic() - started
 
     # ----- restart safety ------------------------------------------------------------------
     def recover(self) -> dict[str, int]:

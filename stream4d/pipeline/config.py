@@ -52,6 +52,13 @@ class LiveConfig:
         ``align.window``. At most ``align.overlap`` + 1 is useless, so such values mean ``align.window``.
     bootstrap: before the first window's map, a two-view map from the stream's first frames
         (recon/live_bootstrap.py) that tracking poses frames on, provisionally, once they have parallax.
+    keyframe_queue: frames tracked live that may wait for the keyframer, the quality check and the
+        holding of frames between keyframes, which then run on a thread of their own (when it is
+        full, tracking waits and a live source drops its oldest frames); 0: they run on the
+        tracking thread, after each frame's live pose.
+    keyframer_lag_s: with ``keyframe_queue``, once frames reach the keyframer this long (s) after
+        their arrival, it judges only every third frame (the others are held as frames between
+        keyframes) until it has caught up: run.json ``keyframes.unjudged`` counts them.
     """
 
     tracking: str = "auto"
@@ -60,6 +67,8 @@ class LiveConfig:
     mapping_nice: int = 10
     first_window: int = 8
     bootstrap: bool = True
+    keyframe_queue: int = 64
+    keyframer_lag_s: float = 0.5
 
     def first_window_for(self, align) -> int | None:
         """The first window's size for ``align`` (an AlignConfig), None when it is ``align.window``."""
@@ -76,6 +85,10 @@ class LiveConfig:
             raise ValueError(f"live.repose_points must be an integer >= 20, got {self.repose_points!r}")
         if not isinstance(self.mapping_nice, int) or not 0 <= self.mapping_nice <= 19:
             raise ValueError(f"live.mapping_nice must be an integer in [0, 19], got {self.mapping_nice!r}")
+        if not isinstance(self.keyframe_queue, int) or self.keyframe_queue < 0:
+            raise ValueError(f"live.keyframe_queue must be an integer >= 0, got {self.keyframe_queue!r}")
+        if not isinstance(self.keyframer_lag_s, (int, float)) or self.keyframer_lag_s < 0:
+            raise ValueError(f"live.keyframer_lag_s must be a number of seconds >= 0, got {self.keyframer_lag_s!r}")
         if not isinstance(self.first_window, int) or self.first_window < 0:
             raise ValueError(f"live.first_window must be an integer >= 0, got {self.first_window!r}")
         if not isinstance(self.bootstrap, bool):

@@ -11,13 +11,15 @@ a window's worth of 60 fps video stays a few tens of megabytes.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from recon.keyframes import KeyframeDecision
 from stream4d.contracts import Frame
 
 
@@ -39,12 +41,18 @@ class KeyframeMarks:
         self._keys.discard(index)
 
 
-def mark_keyframes(frames: Iterator[Frame], keyframer, marks: KeyframeMarks) -> Iterator[Frame]:
+def mark_keyframes(frames: Iterator[Frame], keyframer, marks: KeyframeMarks,
+                   judge: Callable[[Frame], bool] | None = None) -> Iterator[Frame]:
     """``frames`` unchanged, each marked (or not) in ``marks`` before it is yielded. One frame is held
-    back so the stream's last frame can always be made a keyframe: no frame trails the last window."""
+    back so the stream's last frame can always be made a keyframe: no frame trails the last window.
+    ``judge`` (live runs: ``LagJudge``) may let frames pass unjudged: never keyframes."""
     previous: tuple[Frame, bool, str] | None = None
     for f in frames:
-        d = keyframer.decide(f.image, f.timestamp)
+        if judge is None or judge(f):
+            d = keyframer.decide(f.image, f.timestamp)
+        else:
+            keyframer.skip()
+            d = KeyframeDecision(False, "")
         if d.previous and previous is not None:  # the frame before was closer to the threshold
             previous = (previous[0], True, d.previous_reason)
         if previous is not None:
@@ -57,6 +65,27 @@ def mark_keyframes(frames: Iterator[Frame], keyframer, marks: KeyframeMarks) -> 
         frame, key, reason = previous
         marks.add(frame.index, reason if key else "last")
         yield frame
+
+
+class LagJudge:
+    """Which frames a live run's keyframer judges: every frame while it keeps up; once a frame
+    reaches it more than ``lag_s`` after its arrival (the keyframer thread is behind the stream),
+    only every ``every``-th frame, the others passing as frames between keyframes, so that the
+    front end catches up instead of filling its queue and making the source drop frames."""
+
+    def __init__(self, lag_s: float, every: int = 3) -> None:
+        self.lag_s, self.every = lag_s, every
+        self._since = every - 1  # frames passed unjudged since the last judged one (the first is judged:
+        self.unjudged = 0  # frames before the first keyframe have no window to be posed in)
+
+    def __call__(self, frame: Frame) -> bool:
+        behind = frame.arrived is not None and time.monotonic() - frame.arrived > self.lag_s
+        if behind and self._since + 1 < self.every:
+            self._since += 1
+            self.unjudged += 1
+            return False
+        self._since = 0
+        return True
 
 
 @dataclass

@@ -29,7 +29,7 @@ from stream4d.contracts import Frame, StreamObserver, StreamStats, WindowModel
 from stream4d.outputs import OutputWriter
 from stream4d.pipeline.config import ReconstructConfig
 from stream4d.pipeline.grouping import grouped_windows
-from stream4d.pipeline.keyframing import HeldFrames, KeyframeMarks, mark_keyframes
+from stream4d.pipeline.keyframing import HeldFrames, KeyframeMarks, LagJudge, mark_keyframes
 from stream4d.pipeline.live import LatencyLog, LiveFrames, live_tracking_active, lower_this_thread
 from stream4d.pipeline.maps import MapRun, finish_run, relocalisation, start_run
 from stream4d.pipeline.reading import read_ahead
@@ -79,6 +79,7 @@ class _Run:
     maps: MapRun = field(default_factory=MapRun)
     map_record: dict = field(default_factory=dict)  # run.json "map"
     final_ba: dict | None = None  # run.json "final_ba" (pipeline/final_ba.py)
+    lag_judge: LagJudge | None = None  # a live run's keyframer on a thread of its own
 
 
 def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | None = None,
@@ -184,8 +185,14 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
             run.order = OrderReport(config.ingest.order)
             frames = run.live(order_frames(iter(run.src), kind, config.ingest.order, report=run.order))
             prepare = getattr(run.model, "prepare", None)
+            judge = None
+            if run.live.tracking and config.live.keyframe_queue:
+                # Tracking on a thread of its own: the keyframer, quality check and holding (most of
+                # the front end's CPU) follow it through this queue and never hold up a live pose.
+                frames = read_ahead(frames, config.live.keyframe_queue, reader_stop)
+                judge = run.lag_judge = LagJudge(config.live.keyframer_lag_s)
             if run.keyframer is not None:
-                frames = mark_keyframes(frames, run.keyframer, run.marks)
+                frames = mark_keyframes(frames, run.keyframer, run.marks, judge)
             if run.live.tracking:
                 # Tracking must never wait for mapping: the reader thread tracks, picks keyframes and
                 # holds the frames between them; only keyframes queue up for the model.
@@ -368,7 +375,8 @@ def _record(run: _Run, error: BaseException | None) -> Path:
         "alignment_scales": run.sink.window_scales,
         "loop_closure": _loop_record(run),
         "frame_order": _jsonable(run.order),
-        "keyframes": {"policy": "parallax" if run.keyframer is not None else "all", "reasons": run.marks.reasons},
+        "keyframes": {"policy": "parallax" if run.keyframer is not None else "all", "reasons": run.marks.reasons,
+                      "unjudged": run.lag_judge.unjudged if run.lag_judge is not None else 0},
         "intrinsics": _intrinsics_report(run.model),
         "live_tracking": run.live is not None and run.live.tracking,
         "latency_s": run.latency.summary(),

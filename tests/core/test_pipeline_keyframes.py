@@ -141,3 +141,34 @@ def test_frames_between_rotation_only_keyframes_get_no_depth(tmp_path):
     assert "0 posed with depth" in pose_summary(s)
     between = [f.index for f in read_trajectory(out) if f.pose_kind in ("tracked", "interpolated")]
     assert between and not any((out / "depth" / f"{i:06d}.npz").exists() for i in between)
+
+
+def test_a_keyframer_behind_the_stream_judges_every_third_frame_and_catches_up():
+    """``LagJudge``: frames that reach the keyframer late pass unjudged (never keyframes), two of
+    every three; frames on time are all judged, as for a file."""
+    import time
+
+    from recon.keyframes import ParallaxKeyframer
+    from stream4d.contracts import Frame
+    from stream4d.pipeline.keyframing import KeyframeMarks, LagJudge, mark_keyframes
+
+    scene = make_scene("room", seed=0)
+    c2w = make_trajectory("sideways", 60, seed=0, scene=scene, step=0.02)
+    images = [v.rgb for v in render_sequence(scene, c2w, intrinsics_for(W, H), W, H, fps=30.0)]
+
+    def frames(late: range):  # arrived now, or 10 s ago
+        for i, image in enumerate(images):
+            yield Frame(i, i / 30.0, image, f"f{i}", arrived=time.monotonic() - (10.0 if i in late else 0.0))
+
+    on_time, plain = KeyframeMarks(), KeyframeMarks()
+    list(mark_keyframes(frames(range(0)), ParallaxKeyframer(), on_time, LagJudge(1.0)))
+    list(mark_keyframes(frames(range(0)), ParallaxKeyframer(), plain))
+    assert on_time._keys == plain._keys and len(plain._keys) > 3  # on time: the same keyframes as without
+
+    judge, marks = LagJudge(1.0), KeyframeMarks()
+    out = list(mark_keyframes(frames(range(20, 50)), ParallaxKeyframer(), marks, judge))
+    assert [f.index for f in out] == list(range(60))
+    assert judge.unjudged == 20  # of the 30 late frames, every third is judged
+    unjudged = {i for i in range(20, 50) if (i - 20) % 3 != 2}
+    assert not (marks._keys - {59}) & unjudged
+    assert any(20 <= k < 50 for k in marks._keys)  # the judged ones still make keyframes while behind

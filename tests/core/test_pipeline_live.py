@@ -43,9 +43,10 @@ class Events(StreamObserver):
         self.log.append(("pose", time.monotonic(), pose.index, pose.final, pose.kind))
 
 
-def push_in_real_time(frames, events: Events, out, wait_for_a_map_at: int | None = None):
-    """Push ``frames`` at 30 fps into a live run (windows of 5 sharing 2) and return its summary; from
-    frame ``wait_for_a_map_at`` on, a slow machine waits for the first map so that some frames meet one."""
+def push_in_real_time(frames, events: Events, out, wait_for_a_map_at: int | None = None, **settings):
+    """Push ``frames`` at 30 fps into a live run (windows of 5 sharing 2; ``settings``: more config
+    overrides) and return its summary; from frame ``wait_for_a_map_at`` on, a slow machine waits for
+    the first map so that some frames meet one."""
     src = PushSource("live", capacity=64, options=IngestOptions(resize=None))
 
     def push():
@@ -63,7 +64,7 @@ def push_in_real_time(frames, events: Events, out, wait_for_a_map_at: int | None
     pusher = threading.Thread(target=push)
     pusher.start()
     config = ReconstructConfig().override({"gaussians": False, "rrd": False, "align.window": 5,
-                                           "align.overlap": 2, "ingest.resize": None})
+                                           "align.overlap": 2, "ingest.resize": None, **settings})
     summary = reconstruct(src, out, config, observers=[events], progress=False)
     pusher.join()
     return summary
@@ -163,3 +164,19 @@ def test_a_two_view_bootstrap_poses_frames_before_the_first_window(walk, tmp_pat
         assert final is not None and np.allclose(p.c2w, final, atol=1e-6), i
         if (i, False) in events.c2w and i in before and i > 0:  # both worlds have the first camera at the origin
             assert not np.allclose(p.c2w, events.c2w[(i, False)], atol=1e-3), i  # the provisional world
+
+
+def test_a_keyframer_behind_the_stream_lets_frames_pass_unjudged_and_every_frame_is_still_posed(walk, tmp_path):
+    """The keyframer on its own thread behind tracking (``live.keyframe_queue``); with
+    ``live.keyframer_lag_s`` 0 it is always behind and judges every third frame: the others are held
+    between keyframes, posed live and then by their window like any frame."""
+    frames = walk[:120]
+    events = Events()
+    summary = push_in_real_time(frames, events, tmp_path / "out", **{"live.keyframer_lag_s": 0.0})
+    s = summary.stats
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    judged = s.frames_received - run["keyframes"]["unjudged"]
+    assert abs(judged - s.frames_received / 3) <= 1, (judged, s.frames_received)  # the first one and every third
+    assert s.frames_received + s.frames_dropped == len(frames) and s.frames_posed == s.frames_received
+    assert s.frames_keyframes >= 4 and s.frames_posed_live > 0.5 * s.frames_received
+    assert run["latency_s"]["frames"] == s.frames_posed
