@@ -38,6 +38,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import clip_as_jpegs  # noqa: E402
+
 from recon.ingest.push import PushSource
 from recon.keyframes import ParallaxKeyframer
 from recon.live_bootstrap import TwoViewBootstrap
@@ -131,15 +134,7 @@ def run(clip: str, profile: bool) -> dict:
     start: dict = {}
     LiveFrames.__call__ = _tracking_thread(clock, taken, prof, start)
 
-    cap = cv2.VideoCapture(clip)
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    jpegs = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        jpegs.append(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
-    cap.release()
+    fps, jpegs = clip_as_jpegs(clip)
     config = reconstruct_config(SessionOptions(), None)
     settings = Settings()
     src = PushSource(name="live", capacity=settings.live_queue, options=config.ingest,

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_docs_section  # noqa: E402
+from common import clip_as_jpegs, markdown_table, write_docs_section  # noqa: E402
 
 from stream4d.contracts import StreamObserver  # noqa: E402
 from stream4d.evaluation.report import load_reference  # noqa: E402
@@ -166,21 +166,12 @@ def live_push(clip: str, options: dict, after_s: float = 0.0) -> dict:
     ``after_s``: seconds the service runs before the session opens (a served process, warmed up)."""
     import threading
 
-    import cv2
     import httpx
     import websockets.sync.client as ws_client
 
     from server.frames import encode_frame
 
-    cap = cv2.VideoCapture(clip)
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    jpegs = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        jpegs.append(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
-    cap.release()
+    fps, jpegs = clip_as_jpegs(clip)
     with tempfile.TemporaryDirectory() as tmp:
         import socket
 

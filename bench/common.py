@@ -198,6 +198,20 @@ class measure:
 
 # ---- the machine ----------------------------------------------------------------------
 
+def clip_as_jpegs(clip: str | Path, quality: int = 90) -> tuple[float, list[bytes]]:
+    """A video's frame rate and every frame as JPEG bytes (what a live push sends)."""
+    cap = cv2.VideoCapture(str(clip))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    jpegs = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        jpegs.append(cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes())
+    cap.release()
+    return fps, jpegs
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -83,6 +83,8 @@ class StreamFocal:
         self.fixed_at: int | None = None  # the window whose evidence fixed it (windows after it use it)
         self.principal_rel = np.zeros(2)  # combined principal point offset from the centre / longest side
         self.principal_sigma = np.full(2, np.nan)  # its sigma per axis; NaN: no window estimated it
+        self.held_rel: float | None = None  # the focal / longest side windows were held at, their own
+        # evidence leaving it free (model.DefaultWindowModel), while the stream had no estimate
 
     @property
     def fixed(self) -> bool:
@@ -225,7 +227,12 @@ class StreamFocal:
                          "principal_applied": None if w.principal_applied is None else w.principal_applied.tolist()}
                         for w in self.windows],
         }
+        if self.log_rel is None and self.held_rel is not None:
+            out["held_focal_rel"] = self.held_rel  # not estimated: the starting guess, kept
         if size is not None and self.log_rel is not None:
             out["focal_px"] = float(np.exp(self.log_rel)) * max(size)
+            out["model_size"] = list(size)
+        elif size is not None and self.held_rel is not None:
+            out["held_focal_px"] = self.held_rel * max(size)
             out["model_size"] = list(size)
         return out

@@ -244,6 +244,24 @@ class DefaultWindowModel:
         principal, principal_applied = evidence.pop("principal_point", (None, None))
         if sfm is None:
             return self._rotation_only(frames, K, feats, matches, timings, evidence)
+        if refine_focal and not self._focal_determined(focal):
+            # The observations leave the focal free (a sideways slide past a flat scene): whatever
+            # the adjustment ended on is arbitrary and bends the window's depth, so the window is
+            # solved again with the focal it started from (the stream's so far, or the prior's).
+            if focal is not None and np.isfinite(focal.log_focal):  # run.json lists it, unused
+                self._focal.add(window, (W, H), focal.log_focal, focal.sigma_log, focal.noise_px2)
+            held = self._structure(frames, K, known_K, scale, timings, None, False)
+            if held[0] is not None:
+                if self._focal.log_rel is None:
+                    self._focal.held_rel = float(K[0, 0]) / max(W, H)
+                sfm, feats, matches, tracks, evidence = held
+                evidence.pop("focal_evidence", None)
+                principal, principal_applied = evidence.pop("principal_point", (None, None))
+                evidence["focal_held"] = {"focal_px": float(K[0, 0]), "free_estimate_px": float(np.exp(focal.log_focal))
+                                          if focal is not None else None,
+                                          "free_sigma_rel": None if focal is None else focal.sigma_log}
+                sfm.info.update(evidence)
+                focal = None
         if focal is not None and refine_focal:
             used = self._focal.add(window, (W, H), focal.log_focal, focal.sigma_log, focal.noise_px2,
                                    principal, principal_applied, sfm.K[:2, 2])
@@ -300,6 +318,12 @@ class DefaultWindowModel:
                                [frames[v].image for v in posed], self.cfg.sfm.max_reproj_px)
         info["sparse_points"] = sparse.num_points
         return self._prediction(frames, posed, w2c_list, K, depth, conf, info, sparse)
+
+    def _focal_determined(self, focal) -> bool:
+        """Whether a self-calibrating window's focal evidence (``bundle.FocalEvidence`` or None) pins
+        its focal down well enough for the stream to use it (``StreamFocalConfig.max_prior_sigma``)."""
+        return (focal is not None and bool(np.isfinite(focal.sigma_log))
+                and focal.sigma_log <= self.cfg.stream_focal.max_prior_sigma)
 
     def _stream_intrinsics(self, info: dict, size: tuple[int, int]) -> None:
         """The stream's K so far, for the aligner's reference (``info["stream_K"]``, [3, 3] list)."""

@@ -32,6 +32,14 @@ class SfmConfig:
     init_motion_px: float = 30.0  # median keypoint motion at which a pair ranks by its track count alone
     min_tri_angle_deg: float = 1.0  # new points need this much parallax
     max_reproj_px: float = 4.0
+    # A window's final adjustment leaves out observations that a short adjustment (of
+    # intermediate_ba_iterations) leaves farther off their points than this, or than
+    # final_ba_gate_ratio x its median: mismatches (a repeated texture verifies some), whose pull
+    # under the Huber loss does not fade with the error and can drag a view held by few points far
+    # off. (Before any adjustment a view registered last can be tens of pixels off a coarse
+    # structure without a single mismatch.)
+    final_ba_gate_px: float = 12.0
+    final_ba_gate_ratio: float = 10.0
     min_pnp_inliers: int = 20
     # A view that sees too few triangulated tracks for PnP is registered from its pair with a
     # registered view: rotation and direction of travel from their essential matrix (at least
@@ -422,6 +430,8 @@ class WindowSfm:
             focal_prior=self.focal_prior,
             image_size=self.image_size,
         )
+        if max_iterations > self.cfg.intermediate_ba_iterations:
+            problem, rows = self._without_mismatches(problem, rows)
         res = bundle_adjust(problem, max_iterations=max_iterations)
         if refine_focal:
             self.focal_evidence = res.focal_evidence
@@ -445,6 +455,16 @@ class WindowSfm:
             self._follow_adjustment(res, vslot, pslot)
         self.X[bad_tracks] = np.nan
         return float(np.median(res.residuals_px))
+
+    def _without_mismatches(self, problem: BundleProblem, rows: np.ndarray) -> tuple[BundleProblem, np.ndarray]:
+        """``problem`` and its observation ``rows`` without the observations a short adjustment leaves
+        beyond ``final_ba_gate_px`` / ``final_ba_gate_ratio`` x its median error (from the same start)."""
+        err = bundle_adjust(problem, max_iterations=self.cfg.intermediate_ba_iterations).residuals_px
+        keep = err <= max(self.cfg.final_ba_gate_px, self.cfg.final_ba_gate_ratio * float(np.median(err)))
+        if keep.all():
+            return problem, rows
+        return replace(problem, obs_view=problem.obs_view[keep], obs_point=problem.obs_point[keep],
+                       obs_uv=problem.obs_uv[keep]), rows[keep]
 
     def _follow_adjustment(self, res: BundleResult, vslot: np.ndarray, pslot: np.ndarray) -> None:
         """Re-fits the triangulated points a full adjustment held out (``pslot`` -1: beyond its point

@@ -230,6 +230,11 @@ def _focal_line(run_json) -> str | None:
     except (OSError, ValueError):
         return None
     cal = run.get("intrinsics")
+    if cal and "held_focal_px" in cal:
+        W, H = cal["model_size"]
+        return (f"focal length: NOT determined by the input (no window's motion constrained it); "
+                f"held at the starting guess {cal['held_focal_px']:.1f} px at {W}x{H}: depth and points "
+                "are only as right as that guess (give cameras.json when you know it)")
     if not cal or "focal_px" not in cal:
         return None
     W, H = cal["model_size"]

@@ -170,3 +170,21 @@ def test_model_estimates_an_off_centre_principal_point_where_the_window_pins_it(
     assert np.all(np.abs(stream_K[:2, 2] - true_pp)[estimated] < np.maximum(3 * sigma[estimated], 1.5))
     assert np.allclose(pred.K[0, :2, 2], stream_K[:2, 2])
     assert abs(stream_K[0, 0] / K[0, 0] - 1) < 0.01
+
+
+def test_a_window_that_leaves_the_focal_free_keeps_the_one_it_started_from():
+    """A slide past a wall constrains the focal little (here a sigma of about 25 %, beyond a
+    ``max_prior_sigma`` of 10 %; on the 300-frame synthetic slide, 500 %). Whatever the
+    self-calibrating adjustment ended on would bend the window's depth; the window is solved again
+    with the starting guess, and run.json says so."""
+    model = DefaultWindowModel(DefaultModelConfig(stream_focal=StreamFocalConfig(max_prior_sigma=0.1)))
+    model.reset()
+    pred = model.predict(_clip("sideways", 10))
+    held = pred.info["focal_held"]
+    assert held["free_sigma_rel"] > model.cfg.stream_focal.max_prior_sigma
+    start = model.cfg.focal_prior * W
+    assert held["focal_px"] == pytest.approx(start)
+    assert np.allclose(pred.K[:, 0, 0], start)
+    report = model.intrinsics_report()
+    assert report["focal_rel"] is None and report["held_focal_px"] == pytest.approx(start)
+    assert not report["windows"][0]["used"]
