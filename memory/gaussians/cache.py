@@ -217,12 +217,15 @@ class GaussianCache:
 
     def move_windows(self, corrections: dict) -> int:
         """A loop closure moved earlier windows (``window_index -> geometry.Sim3``, world frame): their
-        static Gaussians follow, the voxel index is rebuilt. The dynamic layer holds the last frames only and
-        follows the most recent moved window. Returns how many Gaussians moved."""
+        static Gaussians follow, and so does the voxel index, in place: only the moved Gaussians are
+        re-keyed, and a correction of a few millimetres leaves most of them in their voxel (a long stream
+        over mapped ground corrects nearly every window; a new index each time was all transients).
+        The dynamic layer holds the last frames only and follows the most recent moved window. Returns how
+        many Gaussians moved."""
         if not corrections or not len(self._static):
             return 0
         windows = self._static["window"]
-        moved = 0
+        moved = []
         for w, sim3 in corrections.items():
             sel = np.flatnonzero(windows == w)
             if not sel.size:
@@ -231,13 +234,14 @@ class GaussianCache:
             transform_columns(cols, sim3)
             for k, v in cols.items():
                 self._static[k][sel] = v
-            moved += sel.size
+            moved.append(sel)
         self._dynamic.transform(corrections[max(corrections)])
         self._history.clear()  # recent depth maps are in the old frame; free-space tests restart
-        index = VoxelHashIndex(self._index.voxel_size)
-        index.set(np.arange(len(self._static)), self._static["means"])
-        self._index = index
-        return moved
+        if not moved:
+            return 0
+        ids = np.concatenate(moved)
+        self._index.set(ids, self._static["means"][ids])
+        return int(ids.size)
 
     # --- input ------------------------------------------------------------------------
     def add_window(self, window: AlignedWindow) -> dict:

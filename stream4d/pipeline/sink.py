@@ -14,6 +14,7 @@ import numpy as np
 from stream4d.contracts import POSE_TRACKED, AlignedWindow, FramePose, StreamObserver, StreamStats, publish_pose
 from stream4d.outputs import OutputWriter, PosedFrame
 from stream4d.pipeline.config import ReconstructConfig
+from stream4d.pipeline.heap import release_free_heap
 
 log = logging.getLogger("stream4d.pipeline")
 
@@ -112,6 +113,9 @@ class Sink:
             snap = self.cache.snapshot()
             for obs in self.observers:
                 obs.on_gaussians(snap)
+        t = time.perf_counter()
+        release_free_heap()  # the window's freed arrays back to the system, not left in malloc's arenas
+        self.timings["heap_trim"] = self.timings.get("heap_trim", 0.0) + time.perf_counter() - t
 
     def _follow_loop(self, window: AlignedWindow) -> None:
         """Earlier windows a loop closure moved: their frames (tracked ones too) and points follow."""

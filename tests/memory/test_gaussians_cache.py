@@ -254,7 +254,10 @@ def test_a_loop_closure_moves_the_gaussians_of_the_windows_it_corrected(sweep):
     np.testing.assert_allclose(after[windows == 0], before[windows == 0])  # window 0 stays
     np.testing.assert_allclose(after[windows == 1], correction.apply(before[windows == 1].astype(np.float64)),
                                atol=1e-4)
-    assert len(cache._index) == len(cache._static)  # the voxel index was rebuilt on the moved means
+    assert len(cache._index) == len(cache._static)
+    # The voxel index followed in place: every Gaussian is found in the voxel of its moved mean.
+    found = cache._index.query_voxels(cache._index.keys(after))
+    assert sorted(found.tolist()) == list(range(len(cache._static)))
     # Through add_window: the next window carries the corrections of the windows a loop moved.
     counts = cache.add_window(replace(window_of(sweep[6:7], [True]), window_index=2, moved={0: correction}))
     assert counts["moved"] == int((windows == 0).sum())
