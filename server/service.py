@@ -296,7 +296,8 @@ class SessionManager:
         options = SessionOptions(**rec.options)
         config = reconstruct_config(options, self.settings.vggt_weights, self.settings.max_pixels,
                                     save_map=self.map_dir(rec.id),
-                                    map_from=self.map_dir(options.map_from) if options.map_from else None)
+                                    map_from=self.map_dir(options.map_from) if options.map_from else None,
+                                    keyframer_lag_s=self.settings.live_keyframer_lag)
         chunks = None
         if kind == "upload" and options.chunks is not None:
             chunks = chunk_plan(options, (rec.upload or {}).get("probe", {}).get("frames", 0))

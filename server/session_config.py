@@ -13,9 +13,10 @@ if TYPE_CHECKING:
 
 def reconstruct_config(options: SessionOptions, vggt_weights: Path | None,
                        max_pixels: int | None = None, save_map: Path | None = None,
-                       map_from: Path | None = None) -> ReconstructConfig:
+                       map_from: Path | None = None, keyframer_lag_s: float | None = None) -> ReconstructConfig:
     """The pipeline's defaults with the session's choices on top, and the server's pixel limit
-    (``--max-pixels``) for whatever the run decodes itself (pulled streams, uploads). ``save_map``:
+    (``--max-pixels``) for whatever the run decodes itself (pulled streams, uploads), and its
+    ``--live-keyframer-lag`` (``live.keyframer_lag_s``) when given. ``save_map``:
     where the session keeps its map; ``map_from``: the map folder of ``options.map_from``'s session.
 
     The service never opens a viewer through the config: a served viewer is the service's own
@@ -25,6 +26,8 @@ def reconstruct_config(options: SessionOptions, vggt_weights: Path | None,
     from stream4d.pipeline import ReconstructConfig
 
     limits = {} if max_pixels is None else {"ingest.max_pixels": max_pixels}
+    if keyframer_lag_s is not None:
+        limits["live.keyframer_lag_s"] = float(keyframer_lag_s)
     return ReconstructConfig().override({
         **limits,
         "backend": options.backend,

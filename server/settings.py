@@ -37,6 +37,10 @@ class Settings:
     live_queue:        frames a live session buffers before dropping the oldest.
     live_idle_timeout: seconds a live session waits for its next frame before
                        its job fails as stalled (frees the worker).
+    live_keyframer_lag: seconds a live frame may wait for the keyframer (behind live
+                       tracking) before it judges only every third frame to catch up; a
+                       long time (3600) never skips, which makes a live run's keyframes
+                       independent of the machine's load (reproducible runs).
     max_attempts:      runs of one job across server restarts before it is
                        marked failed (a job interrupted by a crash is resumed).
     allow_devices:     whether ``camera:N`` (a device on the server) may be pulled (default off).
@@ -81,6 +85,7 @@ class Settings:
     live_queue: int = 32
     live_queue_bytes: int = 64 * 1024**2
     live_idle_timeout: float = 30.0
+    live_keyframer_lag: float = 0.5
     max_live_sessions: int = 2
     max_sessions: int = 1000
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -118,6 +123,8 @@ class Settings:
         for name in ("live_idle_timeout", "request_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Settings.{name} must be > 0 seconds, got {getattr(self, name)}")
+        if not 0 <= self.live_keyframer_lag < float("inf"):
+            raise ValueError(f"Settings.live_keyframer_lag must be >= 0 seconds (finite), got {self.live_keyframer_lag}")
         if self.max_header_bytes < 1024:
             raise ValueError(f"Settings.max_header_bytes must be >= 1024, got {self.max_header_bytes}")
         if self.trusted_hosts is None:

@@ -54,6 +54,9 @@ def add_parser(subparsers) -> str:
                         help="largest WebSocket message, i.e. one live frame as sent (default: 16)")
     limits.add_argument("--live-idle-timeout", type=float, default=30.0,
                         help="seconds a live session waits for a frame before it fails as stalled (default: 30)")
+    limits.add_argument("--live-keyframer-lag", type=float, default=0.5,
+                        help="seconds a live frame may wait for the keyframer before it judges only every third "
+                             "frame to catch up; 3600 never skips (reproducible live runs) (default: 0.5)")
 
     ray = p.add_argument_group("ray (pip install 'stream4d[ray]'; docs/deploy.md)")
     ray.add_argument("--runner", choices=("local", "ray"), default="local",
@@ -90,7 +93,7 @@ def build_settings(args: argparse.Namespace):
         max_headers=args.max_headers, request_timeout=args.request_timeout, max_connections=args.max_connections,
         max_pixels=args.max_pixels, max_sessions=args.max_sessions, max_live_sessions=args.max_live_sessions,
         live_queue=args.live_queue, live_queue_bytes=int(args.live_queue_mb * 1024 * 1024),
-        live_idle_timeout=args.live_idle_timeout, trusted_hosts=hosts,
+        live_idle_timeout=args.live_idle_timeout, live_keyframer_lag=args.live_keyframer_lag, trusted_hosts=hosts,
         allow_devices=args.allow_devices, allow_private_sources=args.allow_private_sources,
         runner=args.runner, ray_address=args.ray_address, ray_num_cpus=args.ray_num_cpus,
         ray_num_gpus=args.ray_num_gpus, ray_max_retries=args.ray_max_retries,

