@@ -245,22 +245,9 @@ class DefaultWindowModel:
         if sfm is None:
             return self._rotation_only(frames, K, feats, matches, timings, evidence)
         if refine_focal and not self._focal_determined(focal):
-            # The observations leave the focal free (a sideways slide past a flat scene): whatever
-            # the adjustment ended on is arbitrary and bends the window's depth, so the window is
-            # solved again with the focal it started from (the stream's so far, or the prior's).
-            if focal is not None and np.isfinite(focal.log_focal):  # run.json lists it, unused
-                self._focal.add(window, (W, H), focal.log_focal, focal.sigma_log, focal.noise_px2)
-            held = self._structure(frames, K, known_K, scale, timings, None, False)
-            if held[0] is not None:
-                if self._focal.log_rel is None:
-                    self._focal.held_rel = float(K[0, 0]) / max(W, H)
-                sfm, feats, matches, tracks, evidence = held
-                evidence.pop("focal_evidence", None)
-                principal, principal_applied = evidence.pop("principal_point", (None, None))
-                evidence["focal_held"] = {"focal_px": float(K[0, 0]), "free_estimate_px": float(np.exp(focal.log_focal))
-                                          if focal is not None else None,
-                                          "free_sigma_rel": None if focal is None else focal.sigma_log}
-                sfm.info.update(evidence)
+            held = self._solve_with_focal_held(frames, K, known_K, scale, timings, window, focal)
+            if held is not None:
+                sfm, feats, matches, tracks = held
                 focal = None
         if focal is not None and refine_focal:
             used = self._focal.add(window, (W, H), focal.log_focal, focal.sigma_log, focal.noise_px2,
@@ -318,6 +305,30 @@ class DefaultWindowModel:
                                [frames[v].image for v in posed], self.cfg.sfm.max_reproj_px)
         info["sparse_points"] = sparse.num_points
         return self._prediction(frames, posed, w2c_list, K, depth, conf, info, sparse)
+
+    def _solve_with_focal_held(self, frames, K: np.ndarray, known_K: bool, scale: float, timings: dict,
+                               window: int, focal):
+        """A window whose observations leave the focal free (a sideways slide past a flat scene):
+        whatever its adjustment ended on is arbitrary and bends its depth, so it is solved again with
+        the focal ``K`` it started from (the stream's so far, or the prior's). The free evidence is
+        listed (unused) in the stream's report, and the structure's ``info`` says ``focal_held``.
+        Returns (sfm, feats, matches, tracks), or None when the held solve finds no structure."""
+        W, H = frames[0].size
+        sfm, feats, matches, tracks, evidence = self._structure(frames, K, known_K, scale, timings, None, False)
+        if sfm is None:  # the caller keeps the free solve, and reports its evidence once
+            return None
+        free = focal is not None and bool(np.isfinite(focal.log_focal))
+        if free:
+            self._focal.add(window, (W, H), focal.log_focal, focal.sigma_log, focal.noise_px2)
+        if self._focal.log_rel is None:
+            self._focal.held_rel = float(K[0, 0]) / max(W, H)
+        evidence.pop("focal_evidence", None)
+        evidence.pop("principal_point", None)
+        evidence["focal_held"] = {"focal_px": float(K[0, 0]),
+                                  "free_estimate_px": float(np.exp(focal.log_focal)) if free else None,
+                                  "free_sigma_rel": focal.sigma_log if focal is not None else None}
+        sfm.info.update(evidence)
+        return sfm, feats, matches, tracks
 
     def _focal_determined(self, focal) -> bool:
         """Whether a self-calibrating window's focal evidence (``bundle.FocalEvidence`` or None) pins
