@@ -11,6 +11,16 @@ def test_serve_refuses_bad_settings_with_a_clear_message(tmp_path):
     assert "workers must be >= 1" in result.stderr
 
 
+def test_serve_refuses_a_negative_or_endless_keyframer_lag(tmp_path):
+    for value in ("-1", "inf"):
+        result = subprocess.run(
+            [sys.executable, "-m", "stream4d.cli", "serve", "--data-dir", str(tmp_path), "--live-keyframer-lag", value],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "live_keyframer_lag must be >= 0 seconds (finite)" in result.stderr
+
+
 def test_serve_refuses_ray_settings_without_the_ray_runner_or_with_bad_resources(tmp_path):
     for flags, message in ((["--ray-address", "127.0.0.1:6379"], "ray_address needs runner 'ray'"),
                            (["--runner", "ray", "--ray-num-cpus", "0"], "num_cpus > 0")):
