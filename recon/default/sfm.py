@@ -141,9 +141,10 @@ class WindowSfm:
         tid, ui, uj = self._track_pairs(i, j)
         if len(tid) < self.cfg.min_init_inliers:
             return None
-        E, mask = cv2.findEssentialMat(ui, uj, self.K, cv2.RANSAC, 0.999, 1.0)
-        if E is None or E.shape != (3, 3):
+        found = self._essential(ui, uj)
+        if found is None:
             return None
+        E, mask = found
         n, R, t, mask2 = cv2.recoverPose(E, ui, uj, self.K, mask=mask.copy())
         inl = mask2.ravel().astype(bool)
         if inl.sum() < self.cfg.min_init_inliers:
@@ -154,6 +155,18 @@ class WindowSfm:
         med = float(np.median(ang))
         score = inl.sum() * min(med / self.cfg.good_init_angle_deg, 1.0)
         return score, med, T1, tid[inl], X
+
+    def _essential(self, ua: np.ndarray, ub: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Essential matrix [3, 3] of pixels ``ua`` -> ``ub`` ([N, 2]) and its RANSAC inlier mask, or None
+        when the pair has none: OpenCV's solver raises on degenerate pairs (a repeated image, no motion
+        at all; tracks on a line), which must cost the pair, not the window."""
+        try:
+            E, mask = cv2.findEssentialMat(ua, ub, self.K, cv2.RANSAC, 0.999, 1.0)
+        except cv2.error:
+            return None
+        if E is None or E.shape != (3, 3):
+            return None
+        return E, mask
 
     def _triangulate_pair(self, Ta, Tb, ua, ub) -> np.ndarray:
         Pa = self.K @ Ta[:3]
@@ -255,12 +268,10 @@ class WindowSfm:
         _, ur, uv = self._track_pairs(r, v)
         if len(ur) < self.cfg.min_relative_inliers:
             return None
-        try:
-            E, mask = cv2.findEssentialMat(ur, uv, self.K, cv2.RANSAC, 0.999, 1.0)
-        except cv2.error:  # degenerate configurations (all tracks on a line, no motion at all)
+        found = self._essential(ur, uv)
+        if found is None:
             return None
-        if E is None or E.shape != (3, 3):
-            return None
+        E, mask = found
         inliers, R, t, _ = cv2.recoverPose(E, ur, uv, self.K, mask=mask.copy())
         if inliers < self.cfg.min_relative_inliers:
             return None

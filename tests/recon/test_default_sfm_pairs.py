@@ -167,3 +167,19 @@ def test_views_the_best_initial_pair_cannot_reach_are_grown_from_the_next_pair()
     assert centre < 0.02
     single, _ = solve(c2w, spec, SfmConfig(init_attempts=1))
     assert sorted(single.w2c) == [0, 1]
+
+
+def test_a_repeated_image_costs_its_pair_not_the_window():
+    # A live stream that loops, or a camera at rest: a window holds the same image twice. Their
+    # matches have no motion at all, on which OpenCV's essential-matrix solver raises.
+    feats, matches = window(SWEEP[:3], [((0, 1), 150), ((1, 2), 150), ((0, 1, 2), 30)])
+    feats.append(Features(feats[1].keypoints.copy(), feats[1].descriptors.copy()))
+    every = np.arange(len(feats[1].keypoints))
+    repeated = [PairMatches(1, 3, every, every.copy(), None)]
+    repeated += [PairMatches(m.i, 3, m.idx_i, m.idx_j, None) for m in matches if m.j == 1]
+    repeated += [PairMatches(m.j, 3, m.idx_j, m.idx_i, None) for m in matches if m.i == 1]
+    sfm = WindowSfm(build_tracks(feats, matches + repeated), matches + repeated, 4, K, True, SfmConfig(),
+                    image_size=(W, H))
+    result = sfm.run()
+    assert {0, 1, 2} <= set(result.w2c)
+    assert errors(result, SWEEP[:3] + [SWEEP[1]])[1] < 0.05

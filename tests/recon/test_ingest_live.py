@@ -7,6 +7,7 @@ import http.server
 import socket
 import threading
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -25,6 +26,20 @@ def test_push_drops_the_oldest_frames_when_full():
     assert [f.source for f in frames] == [f"live#{i}" for i in range(90, 100)]
     assert [f.index for f in frames] == list(range(10))
     np.testing.assert_allclose([f.timestamp for f in frames], np.arange(90, 100) / 30)  # relative to first push
+
+
+def test_dropped_frames_are_freed_at_once():
+    push = PushSource(name="live", capacity=4)
+    alive = []
+    for i in range(12):
+        image = textured_frame(i % 5, 32, 24)
+        alive.append(weakref.ref(image))
+        push.push(image, timestamp=i / 30)
+        del image
+    # The 8 oldest were dropped: nothing holds their pixels (no cycle waiting for the GC either).
+    assert [ref() is None for ref in alive] == [True] * 8 + [False] * 4
+    push.close()
+    assert len(list(push)) == 4
 
 
 def test_fast_producer_never_blocks_and_every_frame_is_yielded_or_counted_dropped():

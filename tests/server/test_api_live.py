@@ -54,14 +54,17 @@ def test_live_frames_faster_than_real_time_complete_and_report_drops_in_bounded_
     assert closed["dropped"] > sent // 8
     assert [a["dropped"] for a in acks] == sorted(a["dropped"] for a in acks)
     assert max(a["pending"] for a in acks) <= server.live_queue
-    # Dropped frames are freed. Once the job has warmed up (model, allocator arenas: the first
-    # half of the push), the server stays flat while hundreds more frames are dropped; had the
-    # 640x480 RGB frames (0.9 MB each) piled up, it would grow by hundreds of MB.
+    # Frames are freed once decoded, dropped or not (the drop queue alone, with its shrunk frames:
+    # tests/recon/test_ingest_live.py). Once the job has warmed up (model, lazily imported stages,
+    # allocator arenas: the first half of the push), had the server kept each decoded 640x480 RGB
+    # frame (0.9 MB) of the second half, RSS would have grown by that much for good. It does grow a
+    # little with what the job maps, and a window being solved lifts it for a moment, so the end of
+    # the push is read as the lowest of its last samples (a leak cannot go down again).
     half = len(rss) // 2
-    dropped_late = acks[-1]["dropped"] - acks[(half + 1) * len(jpegs) - 1]["dropped"]  # since rss[half]
-    kept_if_leaked = dropped_late * 640 * 480 * 3
-    assert dropped_late > sent // 8
-    assert max(rss[half:]) - rss[half] < kept_if_leaked / 5, ([r >> 20 for r in rss], kept_if_leaked >> 20)
+    decoded_late = sent - (half + 1) * len(jpegs)  # since rss[half]
+    kept_if_leaked = decoded_late * 640 * 480 * 3
+    grown = min(rss[-3:]) - rss[half]
+    assert grown < kept_if_leaked / 4, ([r >> 20 for r in rss], kept_if_leaked >> 20)
 
     status = s.wait(timeout=240)
     assert status["state"] == "completed", status
