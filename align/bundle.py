@@ -38,16 +38,22 @@ def require_pycolmap() -> None:
 @dataclass
 class AdjustedScene:
     c2w: np.ndarray  # float64 [N, 4, 4] camera-to-world of scene.views, after the adjustment
-    points: np.ndarray  # float64 [P, 3] scene.points after the adjustment
-    reprojection_before_px: float  # mean reprojection error over every observation
+    points: np.ndarray  # float64 [P, 3] scene.points after the adjustment; NaN rows: lost (below)
+    reprojection_before_px: float  # mean reprojection error over the observations of the points kept
     reprojection_after_px: float
     focal_scale: float = 1.0  # adjusted / given focal length of the one camera (1.0 when held fixed)
+    points_lost: int = 0  # points the adjustment sent off (beyond ``max_point_error_px``)
 
 
-def bundle_adjust(scene: ExportScene, loss_scale_px: float = 1.5, refine_focal: bool = False) -> AdjustedScene:
+def bundle_adjust(scene: ExportScene, loss_scale_px: float = 1.5, refine_focal: bool = False,
+                  max_point_error_px: float = 4.0) -> AdjustedScene:
     """Adjust every pose and point of ``scene`` (Huber loss at ``loss_scale_px``; intrinsics fixed, or
     the focal length too when ``refine_focal``: every view must then share one K).
-    The gauge (world frame and scale) is pycolmap's choice; the caller maps its outputs along."""
+    The gauge (world frame and scale) is pycolmap's choice; the caller maps its outputs along.
+
+    A point seen with little parallax can run off towards infinity (or behind a camera) while the
+    rest converges; its mean error beyond ``max_point_error_px`` marks it lost (a NaN row in
+    ``points``), and the errors before and after are compared over the points kept."""
     require_pycolmap()
     import pycolmap
 
@@ -56,7 +62,8 @@ def bundle_adjust(scene: ExportScene, loss_scale_px: float = 1.5, refine_focal: 
     if refine_focal and rec.num_cameras() != 1:
         raise ValueError(f"refine_focal needs one shared camera, the scene has {rec.num_cameras()}")
     focal_before = _focal(rec)
-    before = float(rec.compute_mean_reprojection_error())
+    rec.update_point_3d_errors()
+    error_before = {pid: (p.error, p.track.length()) for pid, p in rec.points3D.items()}
     options = pycolmap.BundleAdjustmentOptions()
     options.print_summary = False
     options.refine_focal_length = bool(refine_focal)
@@ -66,7 +73,10 @@ def bundle_adjust(scene: ExportScene, loss_scale_px: float = 1.5, refine_focal: 
     options.ceres.loss_function_scale = loss_scale_px
     pycolmap.bundle_adjustment(rec, options)
     rec.update_point_3d_errors()
-    after = float(rec.compute_mean_reprojection_error())
+    error_after = {pid: (p.error, p.track.length()) for pid, p in rec.points3D.items()}
+    lost = {pid for pid, (e, _) in error_after.items() if not e <= max_point_error_px}
+    kept = [pid for pid in error_after if pid not in lost]
+    before, after = (_mean_error([errors[pid] for pid in kept]) for errors in (error_before, error_after))
     c2w = np.tile(np.eye(4), (len(scene.views), 1, 1))
     for k in range(len(scene.views)):  # image ids are 1..N in view order (export.colmap.build_model)
         w2c = np.eye(4)
@@ -74,9 +84,19 @@ def bundle_adjust(scene: ExportScene, loss_scale_px: float = 1.5, refine_focal: 
         c2w[k] = np.linalg.inv(w2c)
     points = np.array(scene.points, np.float64, copy=True)
     for p in range(scene.num_points):  # point ids are 1..P in point order
-        if rec.exists_point3D(p + 1):
+        if p + 1 in lost:
+            points[p] = np.nan
+        elif rec.exists_point3D(p + 1):
             points[p] = rec.points3D[p + 1].xyz
-    return AdjustedScene(c2w, points, before, after, _focal(rec) / focal_before)
+    return AdjustedScene(c2w, points, before, after, _focal(rec) / focal_before, len(lost))
+
+
+def _mean_error(errors: list[tuple[float, int]]) -> float:
+    """Mean reprojection error over observations from (point mean error, track length) pairs; NaN if none."""
+    if not errors:
+        return float("nan")
+    e, n = np.array(errors, np.float64).T
+    return float((e * n).sum() / n.sum())
 
 
 def _focal(rec) -> float:

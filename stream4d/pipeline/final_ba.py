@@ -12,7 +12,10 @@ Then the outputs follow the adjusted poses, as they follow a loop closure:
 - with ``refine_focal`` (a self-calibrated stream), the keyframes share one camera whose focal
   length is adjusted too, and every frame's K (trajectory, depth/, sparse/) takes its change.
 
-Nothing moves when the adjustment fails or leaves the mean reprojection error worse.
+Nothing moves when the adjustment fails, leaves the mean reprojection error worse (over the points
+it kept), or sends more than 5 % of the points off (``align.bundle.bundle_adjust``: a few
+low-parallax points may run off towards infinity while the rest converges; they keep their
+window's move).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ log = logging.getLogger("stream4d.pipeline")
 
 MIN_KEYFRAMES = 3
 MIN_VIEW_OBSERVATIONS = 10  # a keyframe seeing fewer tracks is left out (its pose would float)
+MAX_LOST_SHARE = 0.05  # more points sent off than this and the adjustment is not trusted
 
 
 def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: dict[int, int],
@@ -63,7 +67,9 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     except Exception as exc:  # noqa: BLE001 - the run's outputs stay as they were
         return _skip(record, started, f"the adjustment failed: {type(exc).__name__}: {exc}")
     record.update(reprojection_before_px=round(adjusted.reprojection_before_px, 4),
-                  reprojection_after_px=round(adjusted.reprojection_after_px, 4))
+                  reprojection_after_px=round(adjusted.reprojection_after_px, 4), points_lost=adjusted.points_lost)
+    if adjusted.points_lost > MAX_LOST_SHARE * scene.num_points:
+        return _skip(record, started, f"the adjustment sent {adjusted.points_lost} of {scene.num_points} points off")
     if not np.isfinite(adjusted.c2w).all() or not adjusted.reprojection_after_px <= adjusted.reprojection_before_px:
         return _skip(record, started, "the adjustment left the reprojection error worse")
     old = {v.index: v.c2w for v in scene.views}
@@ -204,7 +210,8 @@ def _move_sparse(writer: OutputWriter, sparse, kept: np.ndarray, adjusted: np.nd
         rows = sparse.point_window == w
         if w in windows:
             points[rows] = windows[w].apply(points[rows])
-    points[kept] = adjusted
+    adjusted_ok = np.isfinite(adjusted).all(axis=1)  # a point the adjustment lost keeps its window's move
+    points[kept[adjusted_ok]] = adjusted[adjusted_ok]
     for w in np.unique(sparse.point_window).tolist():
         writer.set_sparse_points(w, points[sparse.point_window == w])
 

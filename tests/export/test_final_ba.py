@@ -187,3 +187,25 @@ def test_a_live_input_ignores_final_ba(synthetic_clip, tmp_path, caplog):
     assert run["final_ba"] == {"applied": False, "skipped": "live input"}
     assert "final_ba ignored" in caplog.text
     assert run["stats"]["frames_posed"] > 0
+
+
+def test_a_point_the_adjustment_cannot_fit_is_lost_not_counted_against_the_rest(tmp_path):
+    """A false track (its two views see different points) stays far off whatever the adjustment does:
+    it is marked lost (a NaN row) and the errors before and after are those of the other points."""
+    from dataclasses import replace
+
+    from align.bundle import bundle_adjust
+    from stream4d.export import load_scene
+
+    exact_run(tmp_path / "run")
+    scene = load_scene(tmp_path / "run")
+    obs_xy = scene.obs_xy.copy()
+    first = np.nonzero(scene.obs_point == 0)[0]
+    obs_xy[first[0]] += [25.0, -18.0]  # point 0 seen where it is not, in one view
+    adjusted = bundle_adjust(replace(scene, obs_xy=obs_xy))
+    assert adjusted.points_lost == 1 and np.isnan(adjusted.points[0]).all()
+    assert np.isfinite(adjusted.points[1:]).all()
+    # the others: exact before, and after barely pulled by the false observation (Huber loss)
+    assert adjusted.reprojection_before_px < 1e-6 and adjusted.reprojection_after_px < 0.05
+    exact = bundle_adjust(scene)
+    assert exact.points_lost == 0 and np.isfinite(exact.points).all()
