@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 import urllib.request
 
@@ -43,6 +44,10 @@ def test_serve_prints_a_loopback_viewer_url_and_binds_only_loopback(tmp_path, fe
         assert listening_addresses(grpc_port_of(url)) == {"127.0.0.1"}
     finally:
         obs.shutdown()
+    # rerun stops its gRPC server on a thread of its own: the port closes shortly after shutdown()
+    deadline = time.monotonic() + 15
+    while listening_addresses(grpc_port_of(url)) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert listening_addresses(grpc_port_of(url)) == set()
 
 
