@@ -200,8 +200,8 @@ class DefaultWindowModel:
         t0 = time.perf_counter()
         near = self.cfg.match_neighbours
         pairs = [(i, j) for i in range(len(frames)) for j in range(i + 1, min(i + 1 + self._reach, len(frames)))]
-        # Whatever prepare() did not do ahead (a feature-scale change, frames it skipped, far pairs) runs
-        # here, on both cores: SIFT and the matcher release the GIL.
+        # Whatever prepare() did not do ahead (a feature-scale change, frames it skipped: keyframes of a
+        # video are not consecutive) runs here, on both cores: SIFT and the matcher release the GIL.
         with ThreadPoolExecutor(self.cfg.threads) as pool:
             feats = list(pool.map(lambda f: self._features_of(f, scale), frames))
             found = [m for m in pool.map(lambda ij: self._match(frames, feats, ij[0], ij[1], scale), pairs)
