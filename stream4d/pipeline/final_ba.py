@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,11 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     if K_of is None:
         record["focal"] = {"refined": False, "why": "the keyframes' principal points differ (not one camera)"}
         K_of = sparse.K
-    scene, kept = _scene(frames, K_of, sparse, segment, writer.out_dir)
+    # Tracks are checked with the K each keyframe was solved with (its observations agree with that
+    # one); the adjustment then starts every view from the shared camera.
+    scene, kept = _scene(frames, sparse.K, sparse, segment, writer.out_dir)
+    if scene is not None and K_of is not sparse.K:
+        scene = replace(scene, views=[replace(v, K=K_of[v.index]) for v in scene.views])
     if scene is None or len(scene.views) < MIN_KEYFRAMES:
         n = 0 if scene is None else len(scene.views)
         return _skip(record, started, f"{n} keyframes with tracks (at least {MIN_KEYFRAMES} needed)")

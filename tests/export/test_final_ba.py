@@ -209,3 +209,35 @@ def test_a_point_the_adjustment_cannot_fit_is_lost_not_counted_against_the_rest(
     assert adjusted.reprojection_before_px < 1e-6 and adjusted.reprojection_after_px < 0.05
     exact = bundle_adjust(scene)
     assert exact.points_lost == 0 and np.isfinite(exact.points).all()
+
+
+def test_windows_solved_with_different_focals_keep_their_tracks_in_a_focal_refining_adjustment(tmp_path):
+    """Self-calibrated windows each solve their own focal (here 150 and 180 px); every observation
+    agrees with its own window's K. The adjustment gives all keyframes one camera to refine, and must
+    not first throw away the tracks that disagree with that shared starting focal."""
+    from stream4d.contracts import SparseTracks
+
+    rng = np.random.default_rng(5)
+    points = rng.uniform([-1, -1, 4], [1, 1, 6], (200, 3))
+    with OutputWriter(tmp_path / "run") as writer:
+        for window, focal in enumerate((150.0, 180.0)):
+            K = np.array([[focal, 0, 79.5], [0, focal, 59.5], [0, 0, 1]])
+            obs_point, obs_view, obs_xy, views = [], [], [], range(3 * window, 3 * window + 3)
+            for k, v in enumerate(views):
+                c2w = np.eye(4)
+                c2w[:3, 3] = [0.15 * v, 0.02 * v, 0.0]
+                writer.add_frame(PosedFrame(v, 0.1 * v, f"{v}.png", c2w, K, 160, 120))
+                pc = points - c2w[:3, 3]
+                uv = pc @ K.T
+                uv = uv[:, :2] / uv[:, 2:]
+                seen = np.nonzero((uv[:, 0] >= 0) & (uv[:, 0] < 159) & (uv[:, 1] >= 0) & (uv[:, 1] < 119))[0]
+                obs_point.append(seen)
+                obs_view.append(np.full(len(seen), k))
+                obs_xy.append(uv[seen])
+            tracks = SparseTracks(points, np.zeros((len(points), 3), np.uint8), np.concatenate(obs_point),
+                                  np.concatenate(obs_view), np.concatenate(obs_xy), np.repeat(K[None], 3, axis=0))
+            writer.write_sparse(window, 0, np.array(views), tracks)
+        observations = len(read_sparse(tmp_path / "run").obs_point)
+        record = final_bundle_adjustment(writer, 0, {v: v // 3 for v in range(6)}, refine_focal=True)
+    assert record["applied"] and record["focal"]["refined"], record
+    assert record["observations"] == observations, record  # none dropped against the shared focal
