@@ -53,20 +53,19 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     sparse = read_sparse(writer.out_dir, segment)
     if sparse.num_points == 0:
         return _skip(record, started, "no sparse tracks (the window model wrote none)")
-    K_of = _shared_camera(sparse.K) if refine_focal else sparse.K
-    if K_of is None:
+    shared = _shared_camera(sparse.K) if refine_focal else None
+    if refine_focal and shared is None:
         record["focal"] = {"refined": False, "why": "the keyframes' principal points differ (not one camera)"}
-        K_of = sparse.K
+    refine = shared is not None
     # Tracks are checked with the K each keyframe was solved with (its observations agree with that
-    # one); the adjustment then starts every view from the shared camera.
-    scene, kept = _scene(frames, sparse.K, sparse, segment, writer.out_dir)
-    if scene is not None and K_of is not sparse.K:
-        scene = replace(scene, views=[replace(v, K=K_of[v.index]) for v in scene.views])
+    # one); a focal-refining adjustment then starts every view from the shared camera.
+    scene, kept = _scene(frames, sparse, segment, writer.out_dir)
     if scene is None or len(scene.views) < MIN_KEYFRAMES:
         n = 0 if scene is None else len(scene.views)
         return _skip(record, started, f"{n} keyframes with tracks (at least {MIN_KEYFRAMES} needed)")
+    if refine:
+        scene = replace(scene, views=[replace(v, K=shared[v.index]) for v in scene.views])
     record.update(images=len(scene.views), points=scene.num_points, observations=int(len(scene.obs_point)))
-    refine = K_of is not sparse.K
     try:
         adjusted = bundle_adjust(scene, refine_focal=refine)
     except Exception as exc:  # noqa: BLE001 - the run's outputs stay as they were
@@ -121,11 +120,11 @@ def _shared_camera(K_of: dict[int, np.ndarray]) -> dict[int, np.ndarray] | None:
     return {index: shared for index in K_of}
 
 
-def _scene(frames: list[PosedFrame], K_of: dict[int, np.ndarray], sparse, segment: int, out_dir: Path):
-    """The keyframes (posed by a window, with tracks; ``K_of``: index -> K [3, 3]) and the tracks they
+def _scene(frames: list[PosedFrame], sparse, segment: int, out_dir: Path):
+    """The keyframes (posed by a window, with tracks; each with the K it was solved with) and the tracks they
     see, as an export scene."""
-    keys = [f for f in frames if f.pose_kind in (POSE_POSED, POSE_ROTATION_ONLY) and f.index in K_of]
-    views = [_view(f, K_of[f.index]) for f in keys]
+    keys = [f for f in frames if f.pose_kind in (POSE_POSED, POSE_ROTATION_ONLY) and f.index in sparse.K]
+    views = [_view(f, sparse.K[f.index]) for f in keys]
     for _ in range(3):  # leaving a view out can leave another with too few tracks
         if not views:
             return None, None
