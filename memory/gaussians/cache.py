@@ -158,6 +158,22 @@ class GaussianCache:
         """Earlier segments whose static maps are kept for a re-attachment."""
         return list(self._shelf)
 
+    @property
+    def segment(self) -> int | None:
+        """The world segment whose map is being built (None before the first window)."""
+        return self._segment
+
+    def largest_segment(self) -> int | None:
+        """The segment with the most static Gaussians, the current one on a tie (None: no map at all):
+        the world a finished stream's map files should show when tracking was lost along the way."""
+        sizes = {seg: len(store) for seg, (store, _) in self._shelf.items()}
+        if self._segment is not None:
+            sizes[self._segment] = len(self._static)
+        best = max(sizes.values(), default=0)
+        if best == 0:
+            return self._segment
+        return self._segment if sizes.get(self._segment) == best else next(s for s, n in sizes.items() if n == best)
+
     def _start_segment(self, segment: int) -> None:
         """A new world begins: shelve this one's static map, start empty (the worlds are not comparable)."""
         if self._segment is not None and len(self._static):
@@ -503,13 +519,20 @@ class GaussianCache:
         return int(k)
 
     # --- output -----------------------------------------------------------------------
-    def snapshot(self, max_points: int | None = None, timestamp: float | None = None) -> GaussianSnapshot:
+    def snapshot(self, max_points: int | None = None, timestamp: float | None = None,
+                 segment: int | None = None) -> GaussianSnapshot:
         """Static Gaussians plus the dynamic ones of the kept timestamp nearest ``timestamp``
-        (all kept timestamps when None). ``max_points`` keeps an evenly spaced subset."""
-        s = self._static
+        (all kept timestamps when None). ``max_points`` keeps an evenly spaced subset. ``segment``:
+        a shelved segment's static map instead (it has no dynamic layer); None: the current one."""
+        shelved = segment is not None and segment != self._segment
+        if shelved and segment not in self._shelf:
+            raise KeyError(f"segment {segment} has no map in the cache (kept: {self.shelved_segments})")
+        s = self._shelf[segment][0] if shelved else self._static
         cols = [s.take(slice(None), fields=["means", "colors", "opacities", "scales", "quats"])]
         times = [np.full(len(s), np.nan)]
-        if timestamp is None:
+        if shelved:
+            dyn_cols, dyn_times = [], []
+        elif timestamp is None:
             dyn_cols, dyn_times = self._dynamic.frames()
         else:
             nearest = self._dynamic.nearest(float(timestamp))

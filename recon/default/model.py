@@ -15,6 +15,7 @@ import numpy as np
 from recon.default.calibration import StreamFocal, StreamFocalConfig
 from recon.default.dense import DenseConfig, FlowCache, choose_neighbours, dense_depth, dense_inputs, upsample_depth
 from recon.default.sfm import SfmConfig, WindowSfm
+from recon.default.sparse_depth import SparseDepthConfig, fill_sparse_depth
 from recon.default.tracks import Tracks, build_tracks
 from recon.features import Features, PairMatches, detect_features, verified_matches
 from stream4d.contracts import Frame, SparseTracks, WindowPrediction
@@ -43,6 +44,8 @@ class DefaultModelConfig:
     stream_focal: StreamFocalConfig = field(default_factory=StreamFocalConfig)
     sfm: SfmConfig = field(default_factory=SfmConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
+    # views flow could not follow (wide baselines) take their depth from the triangulated tracks
+    sparse_depth: SparseDepthConfig = field(default_factory=SparseDepthConfig)
     cache_frames: int = 64  # features / matches kept for reuse by overlapping windows
     threads: int = 2  # for features and matches a window computes itself
     scale_vote_pairs: int = 4  # consecutive pairs prepare() looks at before choosing the feature size
@@ -311,6 +314,9 @@ class DefaultWindowModel:
         with ThreadPoolExecutor(self.cfg.threads) as pool:  # numpy releases the GIL on these arrays
             list(pool.map(fuse, range(len(plans))))
         depth, conf = upsample_depth(depth, conf, W, H)
+        sparse = sparse_tracks(tracks, sfm.point_track, points, posed, w2c_list, K,
+                               [frames[v].image for v in posed], self.cfg.sfm.max_reproj_px)
+        from_tracks = fill_sparse_depth(depth, conf, sparse, w2c_list, self.cfg.sparse_depth)
         timings["dense"] = time.perf_counter() - t2
 
         info = dict(sfm.info)
@@ -320,9 +326,8 @@ class DefaultWindowModel:
         if not known_K:
             info["focal_fixed"] = not refine_focal  # solved with the stream's fixed focal length
             self._stream_intrinsics(info, (W, H))
-        sparse = sparse_tracks(tracks, sfm.point_track, points, posed, w2c_list, K,
-                               [frames[v].image for v in posed], self.cfg.sfm.max_reproj_px)
         info["sparse_points"] = sparse.num_points
+        info["depth_from_tracks"] = len(from_tracks)  # views whose depth is only their tracks' points
         return self._prediction(frames, posed, w2c_list, K, depth, conf, info, sparse)
 
     def _solve_with_focal_held(self, frames, K: np.ndarray, known_K: bool, scale: float, timings: dict,
@@ -385,7 +390,8 @@ class DefaultWindowModel:
         )
 
     def _rotation_only(self, frames, K, feats, matches, timings, evidence: dict) -> WindowPrediction:
-        """No parallax (static camera or pure rotation): chain rotations from homographies.
+        """No parallax (static camera or pure rotation), or parallax on too few matches or too short
+        a baseline to triangulate: chain rotations from homographies.
 
         Depth cannot be known; it is set to a nominal 1 with zero confidence so
         nothing downstream trusts it, and poses keep the camera at one place.
@@ -413,7 +419,8 @@ class DefaultWindowModel:
         W, H = frames[0].size
         depth = np.ones((n, H, W), np.float32)
         conf = np.zeros((n, H, W), np.float32)
-        info = {**evidence, "degenerate": "no parallax: rotation-only poses, depth unconfident", "timings": timings,
+        why = evidence.pop("no_structure", None) or "no parallax"
+        info = {**evidence, "degenerate": f"{why}: rotation-only poses, depth unconfident", "timings": timings,
                 "unposed_sources": [], "self_calibrated": not all(f.K is not None for f in frames)}
         if info["self_calibrated"]:
             self._stream_intrinsics(info, (W, H))

@@ -579,11 +579,13 @@ class WindowSfm:
         if not self.has_parallax():
             return None
         pairs = self._initial_pairs()
-        if not pairs:
+        if not pairs:  # parallax, but seen on too few matches to start a structure from
+            self.info["no_structure"] = f"no pair of views has {self.cfg.min_init_inliers} inlier matches to start from"
             return None
         if pairs[0][1] < self.cfg.degenerate_angle_deg:  # the best pair has no baseline: none has
             i, j, med = self._start(pairs[0])
             self.info.update({"init_pair": [int(i), int(j)], "init_median_angle_deg": med})
+            self.info["no_structure"] = f"the widest pair triangulates at {med:.2f} degrees"
             return None
         usable = [p for p in pairs if p[1] >= self.cfg.degenerate_angle_deg][: self.cfg.init_attempts]
         fresh = self._snapshot()

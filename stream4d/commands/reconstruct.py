@@ -141,6 +141,9 @@ def _print_map(summary) -> None:
               f"{loaded['map_keyframe']} with {loaded['inliers']} inliers): outputs are in the map's world")
     elif loaded:
         print(f"NOT relocalised in the map {loaded['map']}: outputs are in the input's own world")
+    if record.get("segment") is not None:
+        print(f"the frames are posed in more than one world (trajectory.json \"segment\"); "
+              f"points.ply and splats.ply show world segment {record['segment']}, the largest")
     if saved:
         what = "the loaded map extended by this run" if saved["includes_loaded_map"] else "this run"
         print(f"map saved to {saved['path']} ({what}: {saved['keyframes']} keyframes, {saved['frames']} frames)")

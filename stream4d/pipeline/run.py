@@ -309,6 +309,8 @@ def _close(run: _Run) -> dict[str, Path]:
     outputs: dict[str, Path] = {}
     try:
         outputs = run.sink.finish()
+        if run.sink.map_segment is not None and run.sink.map_segment != run.stats.segment:
+            run.map_record["segment"] = run.sink.map_segment  # points.ply / splats.ply: not the last world
         _publish_final(run)
     finally:
         run.writer.close()

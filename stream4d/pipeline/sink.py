@@ -43,6 +43,7 @@ class Sink:
         self.window_scales: list[float] = []
         self.skipped_windows: list[dict] = []  # {"window", "frames", "reason"}
         self.map_points = 0  # points in points.ply, known after finish()
+        self.map_segment: int | None = None  # the world segment points.ply / splats.ply show, after finish()
         self.frame_window: dict[int, int] = {}  # posed frame index -> aligned window (a loop closure moves windows)
         self._clouds: dict = {}  # (window, view) -> recon.tracked_depth.KeyframeCloud, the last two lifted
         self._skip_lock = threading.Lock()  # skips come from the model thread and the alignment thread
@@ -222,7 +223,10 @@ class Sink:
         if self.cache is not None:  # written even when empty: the folder always has the same files
             from memory.gaussians import write_splats_ply
 
-            snap = self.cache.snapshot()
+            # Tracking lost late in a stream leaves a small last world: the files show the largest.
+            self.map_segment = self.cache.largest_segment()
+            snap = self.cache.snapshot(segment=self.map_segment)
+            self.stats.gaussians = snap.num  # the map written, not the cache's current world
             for obs in self.observers:
                 obs.on_gaussians(snap)
             out["splats.ply"] = write_splats_ply(self.writer.out_dir / "splats.ply", snap)
@@ -230,16 +234,20 @@ class Sink:
             out["points.ply"] = self.writer.write_points(snap.means[~snap.is_dynamic], colors[~snap.is_dynamic])
             self.map_points = int((~snap.is_dynamic).sum())
         else:
-            pts, cols = self.fallback_points.points()
+            self.map_segment = self.fallback_points.largest_segment()
+            pts, cols = self.fallback_points.points(self.map_segment)
             out["points.ply"] = self.writer.write_points(pts, cols)
             self.map_points = len(pts)
+        if self.map_segment is not None and self.map_segment != self.stats.segment:
+            log.info("the map files show world segment %d, the largest; the stream ended in segment %d",
+                     self.map_segment, self.stats.segment)
         return out
 
 
 class VoxelCloud:
     """Confident points fused on a voxel grid (used when the Gaussian cache is off): bounded by the scene.
 
-    Points are kept per world segment; points.ply gets the current segment's, as splats.ply does.
+    Points are kept per world segment; points.ply gets the largest segment's, as splats.ply does.
     """
 
     def __init__(self, max_points: int = 2_000_000):
@@ -291,6 +299,12 @@ class VoxelCloud:
             sel = self._win == w
             self._pts[sel] = sim3.apply(self._pts[sel].astype(np.float64)).astype(np.float32)
 
-    def points(self) -> tuple[np.ndarray, np.ndarray]:
-        mine = self._seg == self.segment
+    def largest_segment(self) -> int:
+        """The segment with the most points, the current one on a tie."""
+        counts = np.bincount(self._seg, minlength=self.segment + 1)
+        return self.segment if counts[self.segment] == counts.max() else int(np.argmax(counts))
+
+    def points(self, segment: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Points [N, 3] and colours [N, 3] uint8 of ``segment`` (None: the current one)."""
+        mine = self._seg == (self.segment if segment is None else segment)
         return self._pts[mine], self._cols[mine]

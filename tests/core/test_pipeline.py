@@ -132,6 +132,26 @@ def test_wide_baseline_views_that_cannot_be_posed_still_give_a_complete_folder(t
     assert len(read_trajectory(out)) == summary.stats.frames_posed
 
 
+def test_views_too_far_apart_for_flow_map_their_tracks_and_the_files_show_the_largest_world(tmp_path):
+    # room.mp4 at its own 512 px: one group of views posed from tracks whose flow fails between them,
+    # and a group no other view overlaps, reconstructed last (its own world, rotation-only).
+    out = tmp_path / "room"
+    summary = reconstruct(DATA / "videos" / "room.mp4", out, ReconstructConfig(rrd=False), progress=False)
+    assert summary.stats.frames_with_depth() >= 4
+    assert not any("map is empty" in w for w in summary.stats.warnings)
+    frames = read_trajectory(out)
+    with_parallax = [f.segment for f in frames if f.pose_kind == "posed"]
+    biggest = max(set(with_parallax), key=with_parallax.count)
+    run = json.loads((out / "run.json").read_text())
+    assert summary.stats.segment != biggest and run["map"]["segment"] == biggest
+    pts, _ = read_points_ply(out / "points.ply")
+    assert len(pts) == summary.stats.gaussians > 500
+    for f in frames:
+        if f.segment == biggest and f.pose_kind == "posed":  # the points are in this world: in front
+            z = (pts - f.c2w[:3, 3]) @ f.c2w[:3, 2]
+            assert (z > 0).mean() > 0.9
+
+
 def test_a_stream_ending_just_after_a_full_window_ends_in_it():
     # 23 frames: one window of 23, not 0-19 and a last window 15-22 that is mostly overlap.
     assert [len(w) for w in sliding_windows(iter(range(23)), 20, 5, tail_merge=5)] == [23]

@@ -51,3 +51,12 @@ def test_a_revisited_voxel_keeps_its_first_point_and_reattachment_moves_a_segmen
     pts, _ = cloud.points()
     assert len(pts) == 2 * n  # both segments' points, now in one world
     assert np.abs(pts[:, 0]).max() < 1.0 + 1e-6  # the moved ones landed on top of the first ones
+
+
+def test_the_largest_segment_is_the_one_with_the_most_points():
+    cloud = VoxelCloud()
+    cloud.add(_window(0, index=0))
+    cloud.add(_window(0, offset=5.0, index=1))  # segment 0 grows past what segment 1 will hold
+    cloud.add(_window(1, index=2))
+    assert cloud.segment == 1 and cloud.largest_segment() == 0
+    assert len(cloud.points(0)[0]) > len(cloud.points()[0]) > 0

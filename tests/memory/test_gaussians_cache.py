@@ -125,6 +125,22 @@ def test_a_window_of_a_new_segment_starts_the_cache_over(sweep):
     assert counts["reset"] and len(cache) == counts["added"] + counts["dynamic"]
 
 
+def test_the_largest_world_is_found_and_a_shelved_one_can_be_read(sweep):
+    cache = GaussianCache()
+    cache.add_window(window_of(sweep[0:6], [True] * 6))
+    first = cache.num_static
+    small = window_of(sweep[10:11], [True])
+    small.segment = 1
+    cache.add_window(small)  # tracking lost: a second, smaller world
+    assert cache.segment == 1 and 0 < cache.num_static < first
+    assert cache.largest_segment() == 0
+    shelved = cache.snapshot(segment=0)
+    assert shelved.num == first and not shelved.is_dynamic.any()
+    assert cache.snapshot(segment=1).num == len(cache)  # the current world, as snapshot() gives it
+    with pytest.raises(KeyError, match="segment 7"):
+        cache.snapshot(segment=7)
+
+
 def in_world(window: AlignedWindow, sim3: Sim3) -> AlignedWindow:
     """The same window expressed in another world: ``sim3`` maps its world to that one."""
     p = window.prediction
