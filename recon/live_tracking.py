@@ -61,6 +61,9 @@ class LiveTrackingConfig:
     lk_window: int = 15  # Lucas-Kanade window side, px (frame to frame motion is small at camera rate)
     bridge_every: int = 4  # every this many frames is kept to carry a new map's points to the present
     bridge_frames: int = 150  # at most this many kept (frames older than that cannot be bridged)
+    # kept frames a new map's points are carried through per tracked frame while the chain still poses
+    # the frames: a map seconds old would otherwise cost one frame the whole bridge (see ``track``)
+    bridge_steps: int = 3
     bootstrap_lost_frames: int = 5  # a bootstrap map that poses none of this many frames in a row is let go
 
     def tracking(self) -> TrackingConfig:
@@ -100,7 +103,7 @@ class MapTracker:
         self.config = config or LiveTrackingConfig()
         self._cfg = self.config.tracking()
         self._lock = threading.Lock()
-        self._incoming: tuple[WindowPrediction, int] | None = None
+        self._incoming: tuple | None = None  # (prediction, segment, _Map, its bridge) from set_map
         self._map: _Map | None = None
         self._chain: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (grey, xy [N, 2], X [N, 3])
         self._chain_start = 0  # points the chain started with
@@ -109,6 +112,7 @@ class MapTracker:
         self._recent: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=self.config.bridge_frames)
         self._seen = 0
         self._bridge = None  # (map, frame index, grey, xy, X): where _bridged left the map's points
+        self._renew = False  # a new map came while the chain poses the frames: renew from it once bridged
         self.maps = 0  # window maps taken
         self._provisional: dict[int, np.ndarray] = {}  # frame index -> c2w in the bootstrap map's world
         self._handed: dict[int, np.ndarray] = {}  # provisional poses moved into the first window's world
@@ -147,10 +151,22 @@ class MapTracker:
         return handed, *self._handed_camera
 
     def set_map(self, pred: WindowPrediction, segment: int) -> None:
-        """The newest aligned window (world poses); cheap: taken up by the next ``track``."""
-        if pred.num_frames and not pred.rotation_only_views[-1]:
-            with self._lock:
-                self._incoming = (pred, segment)
+        """The newest aligned window (world poses), taken up by a coming ``track``. Its points are
+        carried here, on the caller's (alignment) thread, through the frames kept since its
+        keyframe: a map is seconds old when it arrives, and that bridge would cost the tracking
+        thread a frame time many times over; what is kept meanwhile is bridged by ``track``."""
+        if not pred.num_frames or pred.rotation_only_views[-1]:
+            return
+        k = pred.num_frames - 1
+        grey = cv2.cvtColor(pred.images[k], cv2.COLOR_RGB2GRAY)
+        xy, X = anchor_points(pred, k, grey, self._cfg)
+        if len(xy) < self._cfg.min_inliers:
+            return
+        m = _Map(grey, xy, X, pred.c2w[k].copy(), pred.K[k].copy(), np.asarray(pred.pixel_maps[k]),
+                 pred.model_size, segment, int(pred.frame_indices[k]))
+        bridge, _ = self._carry((m, m.index, m.grey, m.xy, m.X), list(self._recent))
+        with self._lock:
+            self._incoming = (pred, segment, m, bridge)
 
     def track(self, image: np.ndarray, pixel_map: np.ndarray, index: int) -> LiveTrackedPose | None:
         """The pose of frame ``index`` (``image`` uint8 [H, W, 3], ``pixel_map`` input -> image pixels)
@@ -166,23 +182,28 @@ class MapTracker:
         guess = self._pose if self._pose is not None else m.c2w
         solved = None
         provisional = self._chain_provisional
-        if self._chain is not None and not renewed:
+        self._renew |= renewed and self._chain is not None
+        if self._chain is not None:
             # The chain's points are PnP inliers of the frame before: one forward step, no backward check
             # (RANSAC drops what went astray), halves the tracker's Lucas-Kanade cost.
             solved = self._solve(*self._chain, grey, guess, checked=False)
             # A chain still on bootstrap points tries the window's map every few frames.
             leave_bootstrap = provisional and not m.provisional and self._seen % self.config.bridge_every == 0
-            if solved is not None and (leave_bootstrap or len(solved[2]) < self.config.renew_share * self._chain_start):
-                renew = self._solve(*self._bridged(m), grey, solved[0])
-                if renew is None:  # the map cannot be reached from here: tried again once the chain halves
-                    self._chain_start = len(solved[2])
-                else:
-                    solved, provisional = renew, m.provisional
-                    self._chain_start = len(renew[2])
-        if solved is None:  # a new map, a chain that lost its points: from the map's keyframe
-            solved, provisional = self._solve(*self._bridged(m), grey, guess), m.provisional
-            if solved is None and renewed and self._chain is not None:  # the old map still sees it
-                solved, provisional = self._solve(*self._chain, grey, guess), self._chain_provisional
+            fading = solved is not None and len(solved[2]) < self.config.renew_share * self._chain_start
+            if solved is not None and (self._renew or leave_bootstrap or fading):
+                # A few bridge steps a frame: the chain poses the frames until the map's points are here.
+                *bridged, here = self._bridged(m, self.config.bridge_steps)
+                if here:
+                    self._renew = False
+                    renew = self._solve(*bridged, grey, solved[0])
+                    if renew is None:  # the map cannot be reached from here: tried again once the chain halves
+                        self._chain_start = len(solved[2])
+                    else:
+                        solved, provisional = renew, m.provisional
+                        self._chain_start = len(renew[2])
+        if solved is None:  # no chain, or it lost its points: from the map's keyframe, bridged all the way
+            self._renew = False
+            solved, provisional = self._solve(*self._bridged(m)[:3], grey, guess), m.provisional
             if solved is not None:
                 self._chain_start = len(solved[2])
         if solved is None:
@@ -221,16 +242,30 @@ class MapTracker:
         c2w, inl = solved
         return c2w, uv[inl], X[inl]
 
-    def _bridged(self, m: _Map) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(grey, xy, X): the map's points carried from its keyframe through the kept frames after it,
-        as far as they can be followed (the keyframe itself when none can). Carried on from where the
-        last call for this map stopped, so each kept frame costs one step per map."""
+    def _bridged(self, m: _Map, max_steps: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """(grey, xy, X, here): the map's points carried from its keyframe through the kept frames after
+        it, as far as they can be followed (the keyframe itself when none can), at most ``max_steps``
+        kept frames this call; ``here`` False while kept frames are left to carry them through.
+        Carried on from where the last call for this map stopped, so each kept frame costs one step
+        per map."""
         if self._bridge is None or self._bridge[0] is not m:
             self._bridge = (m, m.index, m.grey, m.xy, m.X)
-        _, last, grey0, xy, X = self._bridge
-        for index, g, pixel_map in list(self._recent):
+        self._bridge, here = self._carry(self._bridge, list(self._recent), max_steps)
+        return (*self._bridge[2:], here)
+
+    def _carry(self, bridge: tuple, recent: list, max_steps: int | None = None) -> tuple[tuple, bool]:
+        """One bridge ``(map, frame index, grey, xy, X)`` carried on through the kept frames ``recent``
+        after its frame (at most ``max_steps`` of them); (the bridge, whether none is left)."""
+        m, last, grey0, xy, X = bridge
+        here, steps = True, 0
+        for index, g, pixel_map in recent:
             if index <= last:
                 continue
+            if max_steps is not None and steps >= max_steps:
+                here = False
+                break
+            steps += 1
             g = to_model_pixels(g, pixel_map, m.pixel_map, m.size)
             if g.shape != grey0.shape:
                 continue
@@ -238,26 +273,19 @@ class MapTracker:
             if ok.sum() < self._cfg.min_inliers:
                 break
             last, grey0, xy, X = index, g, uv[ok].astype(np.float32), X[ok]
-        self._bridge = (m, last, grey0, xy, X)
-        return grey0, xy, X
+        return (m, last, grey0, xy, X), here
 
     def _take_map(self) -> bool:
         with self._lock:
             incoming, self._incoming = self._incoming, None
         if incoming is None:
             return False
-        pred, segment = incoming
-        k = pred.num_frames - 1
-        grey = cv2.cvtColor(pred.images[k], cv2.COLOR_RGB2GRAY)
-        xy, X = anchor_points(pred, k, grey, self._cfg)
-        if len(xy) < self._cfg.min_inliers:
-            return False
+        pred, segment, m, bridge = incoming
         if self._map is not None and self._map.provisional:
-            self._hand_over(pred, np.asarray(pred.pixel_maps[k]), pred.model_size)
+            self._hand_over(pred, m.pixel_map, m.size)
         elif self._map is not None and self._map.segment != segment:
             self._chain, self._pose = None, None  # a new world: the old chain's points are elsewhere
-        self._map = _Map(grey, xy, X, pred.c2w[k].copy(), pred.K[k].copy(), np.asarray(pred.pixel_maps[k]),
-                         pred.model_size, segment, int(pred.frame_indices[k]))
+        self._map, self._bridge = m, bridge
         self.maps += 1
         return True
 

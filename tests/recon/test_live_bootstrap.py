@@ -186,6 +186,34 @@ def test_the_tracker_goes_on_from_the_bootstrap_map_into_the_first_windows_world
     assert not got.provisional  # on the window's points by now
 
 
+def test_a_map_seconds_old_is_carried_to_the_present_by_the_thread_that_sets_it(scene, monkeypatch):
+    import recon.live_tracking as live_tracking
+
+    c2w = make_trajectory("orbit", 60, seed=0, scene=scene, arc_deg=30)
+    views = [render_view(scene, pose, K, W, H) for pose in c2w]
+    boot, m = run(scene, c2w, K, [v.rgb for v in views])
+    tracker = MapTracker()
+    tracker.set_bootstrap(m, np.eye(3), 0)
+    for i in range(m.index + 1, 50):
+        assert tracker.track(views[i].rgb, np.eye(3), i) is not None, i
+    steps = []  # Lucas-Kanade follows, each with the thread it ran on
+    follow = live_tracking.follow_points
+    monkeypatch.setattr(live_tracking, "follow_points", lambda *a, **k: steps.append(1) or follow(*a, **k))
+    # The window's last keyframe is frame 12: its points must be carried through the frames kept since.
+    kept_since = sum(1 for i in range(13, 50) if (i - m.index) % tracker.config.bridge_every == 0)
+    assert kept_since >= 8
+    tracker.set_map(exact_window(views, [0, 6, 12]), 0)
+    assert len(steps) >= kept_since - 1  # on this (the aligning) thread, before any frame is tracked
+    path = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
+    for i in range(50, 60):
+        steps.clear()
+        got = tracker.track(views[i].rgb, np.eye(3), i)
+        assert got is not None and np.linalg.norm(got.c2w[:3, 3] - c2w[i, :3, 3]) < 0.01 * path, i
+        # the chain's step, the few kept frames since set_map, the present frame from the last of them
+        assert len(steps) <= 2 + tracker.config.bridge_steps, (i, len(steps))
+    assert not got.provisional
+
+
 def test_a_bootstrap_map_that_loses_the_camera_is_let_go(scene):
     c2w = make_trajectory("orbit", 20, seed=0, scene=scene, arc_deg=10)
     boot, m = run(scene, c2w, K)
