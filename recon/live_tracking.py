@@ -12,7 +12,10 @@ points stay those of the map, so the pose does not drift with the chain.
 Mapping lags behind the stream, so a new map's keyframe is seconds older than
 the frame being tracked: its points are carried to the present through the
 recent frames the tracker kept (a few a second, grey), one short
-Lucas-Kanade step at a time, before the frame's PnP.
+Lucas-Kanade step at a time. ``set_map`` does most of that on the thread that
+aligned the window; the tracking thread keeps posing frames on its chain and
+does the rest a few kept frames per frame (``bridge_steps``), then renews the
+chain from the map's points.
 
 Before the first window, the map can be a two-view bootstrap
 (``recon.live_bootstrap``, ``set_bootstrap``): its poses are provisional
