@@ -62,7 +62,7 @@ class LoopClosureConfig:
     max_keyframes: int = 512
     vocabulary_size: int = 32
     top_k: int = 3
-    min_window_gap: int = 2
+    min_window_gap: int = 3  # 2 lets a short clip with no loop close one across a single window (benchmarks)
     min_frame_gap: int = 20
     min_similarity: float = 0.0
     min_inliers: int = 30

@@ -266,7 +266,7 @@ def anchor_on_pose(scale: float, c2w_from: np.ndarray, c2w_to: np.ndarray) -> Si
 class LoopDetector:
     """Finds and verifies loops for the keyframes of each new window (see the module docstring)."""
 
-    def __init__(self, database: KeyframeDatabase, top_k: int = 3, min_window_gap: int = 2, min_frame_gap: int = 20,
+    def __init__(self, database: KeyframeDatabase, top_k: int = 3, min_window_gap: int = 3, min_frame_gap: int = 20,
                  min_similarity: float = 0.0, min_inliers: int = 30, min_inlier_fraction: float = 0.3,
                  inlier_rel: float = 0.1, ransac_iterations: int = 300, max_reprojection_px: float = 3.0,
                  max_scale_change: float = 1.5, scale_agreement: float = 0.1, relocate_min_deg: float = 5.0,
