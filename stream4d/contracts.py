@@ -324,6 +324,8 @@ class StreamStats:
     frames_keyframes: int = 0  # of frames_processed: the ones the window model saw
     frames_tracked: int = 0  # of frames_posed: between keyframes, posed by PnP on the window's points
     frames_interpolated: int = 0  # of frames_posed: between keyframes, pose interpolated (PnP failed)
+    frames_depth_from_tracks: int = 0  # of the keyframes posed with depth: depth only from their window's
+    # triangulated tracks, where optical flow failed (wide baselines; window info "depth_from_tracks")
     frames_tracked_with_depth: int = 0  # of frames_tracked: a depth map projected from their keyframes'
     # depth covers enough of them (recon.tracked_depth.enough_depth)
     frames_skipped: int = 0  # black / blurred / undecodable

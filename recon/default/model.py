@@ -327,7 +327,7 @@ class DefaultWindowModel:
             info["focal_fixed"] = not refine_focal  # solved with the stream's fixed focal length
             self._stream_intrinsics(info, (W, H))
         info["sparse_points"] = sparse.num_points
-        info["depth_from_tracks"] = len(from_tracks)  # views whose depth is only their tracks' points
+        info["depth_from_tracks"] = from_tracks  # views (of the prediction) whose depth is only their tracks' points
         return self._prediction(frames, posed, w2c_list, K, depth, conf, info, sparse)
 
     def _solve_with_focal_held(self, frames, K: np.ndarray, known_K: bool, scale: float, timings: dict,

@@ -180,7 +180,8 @@ def joined_stats(parts: list[dict[str, Any]], report: JoinReport) -> StreamStats
     chunks = [p for p in parts if p["start"] is not None]
     stats = StreamStats()
     stats.frames_received = max((p["start"] + p["stats"]["frames_received"] for p in chunks), default=0)
-    for name in ("frames_skipped", "frames_dropped", "frames_rotation_only", "frames_without_depth", "frames_tracked",
+    for name in ("frames_skipped", "frames_dropped", "frames_rotation_only", "frames_without_depth",
+                 "frames_depth_from_tracks", "frames_tracked",
                  "frames_tracked_with_depth", "frames_interpolated", "frames_keyframes", "windows", "windows_skipped",
                  "reattachments"):
         setattr(stats, name, sum(p["stats"].get(name, 0) for p in chunks))

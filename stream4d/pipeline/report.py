@@ -37,9 +37,16 @@ def pose_summary(stats: StreamStats) -> str:
     """``"567 frames: 540 posed with depth, 27 rotation-only, 0 not posed"`` (+ skipped frames/windows);
     with keyframes, ``"567 frames, 80 keyframes: 556 posed with depth (478 from keyframes' depth),
     2 rotation-only, 480 tracked, 7 interpolated, 0 not posed"``: tracked frames are counted with
-    depth when their keyframes' depth projected into them covers enough of them (``recon.tracked_depth``)."""
+    depth when their keyframes' depth projected into them covers enough of them (``recon.tracked_depth``);
+    keyframes whose depth is only their window's triangulated points (views too far apart for optical
+    flow) are said apart the same way."""
     unposed = max(0, stats.frames_processed - stats.frames_posed)
-    derived = f" ({stats.frames_tracked_with_depth} from keyframes' depth)" if stats.frames_tracked_with_depth else ""
+    notes = []
+    if stats.frames_tracked_with_depth:
+        notes.append(f"{stats.frames_tracked_with_depth} from keyframes' depth")
+    if stats.frames_depth_from_tracks:
+        notes.append(f"{stats.frames_depth_from_tracks} only at their tracked points: too far apart for flow")
+    derived = f" ({'; '.join(notes)})" if notes else ""
     parts = [f"{stats.frames_with_depth()} posed with depth{derived}"]
     if stats.frames_without_depth:
         parts.append(f"{stats.frames_without_depth} posed without confident depth")

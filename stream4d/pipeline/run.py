@@ -359,6 +359,7 @@ def _record(run: _Run, error: BaseException | None) -> Path:
     if run.sink.map_points == 0:  # nothing any keyframe saw reached the map: none was posed "with depth"
         stats.frames_without_depth = stats.keyframes_posed_from_parallax()
         stats.frames_tracked_with_depth = 0
+        stats.frames_depth_from_tracks = 0
     stats.warnings.extend(run_warnings(stats, run.sink.map_points, run.config.gaussians))
     for warning in stats.warnings:
         log.warning(warning)

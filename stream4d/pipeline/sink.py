@@ -95,6 +95,9 @@ class Sink:
         self.stats.frames_rotation_only += int((window.is_new & pred.rotation_only_views).sum())
         no_depth = ~(pred.depth_conf > 0).reshape(pred.num_frames, -1).any(axis=1)
         self.stats.frames_without_depth += int((window.is_new & ~pred.rotation_only_views & no_depth).sum())
+        from_tracks = np.zeros(pred.num_frames, bool)
+        from_tracks[list(pred.info.get("depth_from_tracks") or [])] = True
+        self.stats.frames_depth_from_tracks += int((window.is_new & from_tracks & ~no_depth).sum())
         self.stats.windows += 1
         self.stats.segment = window.segment
         self.window_scales.append(float(window.sim3_scale))

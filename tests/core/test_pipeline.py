@@ -138,6 +138,9 @@ def test_views_too_far_apart_for_flow_map_their_tracks_and_the_files_show_the_la
     out = tmp_path / "room"
     summary = reconstruct(DATA / "videos" / "room.mp4", out, ReconstructConfig(rrd=False), progress=False)
     assert summary.stats.frames_with_depth() >= 4
+    assert 0 < summary.stats.frames_depth_from_tracks <= summary.stats.frames_with_depth()  # and said so
+    from stream4d.pipeline.report import pose_summary
+    assert f"({summary.stats.frames_depth_from_tracks} only at their tracked points" in pose_summary(summary.stats)
     assert not any("map is empty" in w for w in summary.stats.warnings)
     frames = read_trajectory(out)
     with_parallax = [f.segment for f in frames if f.pose_kind == "posed"]
