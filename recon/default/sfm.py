@@ -20,6 +20,7 @@ from recon.default.bundle import PRINCIPAL_POINT_SIGMA, BundleProblem, BundleRes
 from recon.default.focal_profile import profile_focal
 from recon.default.parallax import ParallaxConfig, judge_parallax
 from recon.default.tracks import Tracks
+from recon.default.two_view import TwoViewConfig, essential_matrix
 from recon.features import PairMatches
 
 
@@ -28,6 +29,7 @@ class SfmConfig:
     min_init_inliers: int = 40
     good_init_angle_deg: float = 3.0  # an initial pair with this much parallax is as good as any
     init_candidates: int = 8  # pairs given an essential-matrix fit when choosing the initial pair
+    init_wide_candidates: int = 4  # and pairs with the most image motion (WindowSfm._candidate_pairs)
     init_attempts: int = 3  # initial pairs tried, best first, while views stay unregistered
     init_motion_px: float = 30.0  # median keypoint motion at which a pair ranks by its track count alone
     min_tri_angle_deg: float = 1.0  # new points need this much parallax
@@ -61,6 +63,7 @@ class SfmConfig:
     degenerate_angle_deg: float = 0.4  # an initial pair triangulating below this median angle has no
     # usable baseline
     parallax: ParallaxConfig = field(default_factory=ParallaxConfig)  # decides first whether there is any
+    two_view: TwoViewConfig = field(default_factory=TwoViewConfig)  # essential matrices of pairs
     profile_focal: bool = True  # a self-calibrating final adjustment that does not converge searches the
     # focal length along its profile cost instead (recon/default/focal_profile.py)
     # The final self-calibrating adjustment moves the principal point to where the window's
@@ -157,16 +160,9 @@ class WindowSfm:
         return score, med, T1, tid[inl], X
 
     def _essential(self, ua: np.ndarray, ub: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """Essential matrix [3, 3] of pixels ``ua`` -> ``ub`` ([N, 2]) and its RANSAC inlier mask, or None
-        when the pair has none: OpenCV's solver raises on degenerate pairs (a repeated image, no motion
-        at all; tracks on a line), which must cost the pair, not the window."""
-        try:
-            E, mask = cv2.findEssentialMat(ua, ub, self.K, cv2.RANSAC, 0.999, 1.0)
-        except cv2.error:
-            return None
-        if E is None or E.shape != (3, 3):
-            return None
-        return E, mask
+        """Essential matrix [3, 3] of pixels ``ua`` -> ``ub`` ([N, 2]) and its inlier mask, or None
+        (recon/default/two_view.py)."""
+        return essential_matrix(ua, ub, self.K, self.cfg.two_view)
 
     def _triangulate_pair(self, Ta, Tb, ua, ub) -> np.ndarray:
         Pa = self.K @ Ta[:3]
@@ -175,16 +171,22 @@ class WindowSfm:
         return (Xh[:3] / Xh[3]).T
 
     def _candidate_pairs(self) -> list[tuple[int, int]]:
-        """Pairs worth an essential-matrix fit, best first: many shared tracks that moved far
-        (image motion is a cheap stand-in for parallax; the fit measures the real angle)."""
-        scored = []
+        """Pairs worth an essential-matrix fit: the ``init_candidates`` with most shared tracks that
+        moved far (image motion is a cheap stand-in for parallax; the fit measures the real angle),
+        then the ``init_wide_candidates`` that moved farthest. Track counts favour neighbours, whose
+        baseline can be too short for the points to pass ``min_tri_angle_deg``."""
+        scored, moved = [], []
         for m in self.matches:
             _, ui, uj = self._track_pairs(m.i, m.j)
             if len(ui) >= self.cfg.min_init_inliers:
                 motion = float(np.median(np.linalg.norm(ui - uj, axis=1)))
                 scored.append((len(ui) * min(motion / self.cfg.init_motion_px, 1.0), m.i, m.j))
+                moved.append((motion, m.i, m.j))
         scored.sort(reverse=True)
-        return [(i, j) for _, i, j in scored[: self.cfg.init_candidates]]
+        moved.sort(reverse=True)
+        chosen = [(i, j) for _, i, j in scored[: self.cfg.init_candidates]]
+        wide = [(i, j) for _, i, j in moved if (i, j) not in chosen]
+        return chosen + wide[: self.cfg.init_wide_candidates]
 
     def _initial_pairs(self) -> list[tuple]:
         """Candidate initial pairs with an essential-matrix fit, best score first:
