@@ -169,10 +169,9 @@ class GaussianCache:
         sizes = {seg: len(store) for seg, (store, _) in self._shelf.items()}
         if self._segment is not None:
             sizes[self._segment] = len(self._static)
-        best = max(sizes.values(), default=0)
-        if best == 0:
+        if not any(sizes.values()):
             return self._segment
-        return self._segment if sizes.get(self._segment) == best else next(s for s, n in sizes.items() if n == best)
+        return max(sizes, key=lambda seg: (sizes[seg], seg == self._segment))
 
     def _start_segment(self, segment: int) -> None:
         """A new world begins: shelve this one's static map, start empty (the worlds are not comparable)."""
