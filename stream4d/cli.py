@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
-from stream4d import __version__, commands
+# Before numpy loads: a run's stages already keep every core busy on threads of their own, and
+# OpenBLAS's threads on top of them spin waiting for each other (docs/benchmarks.md, "Stop 26").
+# An explicit setting in the environment wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from stream4d import __version__, commands  # noqa: E402
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:

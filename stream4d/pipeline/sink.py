@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +31,8 @@ class Sink:
         self.writer = writer
         self.held = held  # pipeline.keyframing.HeldFrames: frames between keyframes, or None
         self.tracking_config = None  # recon.tracking.TrackingConfig of the frames between keyframes (None: default)
+        self.tracking_threads = 2  # threads that track the frames between keyframes
+        self._pool: ThreadPoolExecutor | None = None
         self.live_poses = None  # pipeline.live.LivePoses: a live run's poses, corrected instead of tracked again
         self.config = config
         self.observers = list(observers)
@@ -76,10 +80,13 @@ class Sink:
         if window.moved:
             self._follow_loop(window)
         self._count_loops(window)
-        for k in np.nonzero(window.is_new)[0]:
+        new = [int(k) for k in np.nonzero(window.is_new)[0]]
+        groups = self._held_groups(window, new)
+        posed = self._track_held(window, groups)
+        for k in new:
             self.frame_window[int(pred.frame_indices[k])] = window.window_index
-            if self.held is not None:  # the frames before this keyframe first: trajectory stays in order
-                self._pose_held(window, int(k))
+            if k in groups:  # the frames before this keyframe first: trajectory stays in order
+                self._write_held(window, k, posed, len(groups[k]))
             W, H = (int(v) for v in pred.input_sizes[k])
             self.writer.add_frame(PosedFrame(
                 index=int(pred.frame_indices[k]), timestamp=float(pred.timestamps[k]), image=pred.sources[k],
@@ -139,28 +146,54 @@ class Sink:
             self.stats.loops_accepted += len(g["loops"])
             self.stats.loops_rejected += g["rejected"] + g["dropped"]
 
-    def _pose_held(self, window: AlignedWindow, k: int) -> None:
-        """Pose the frames held between views k-1 and k of the window (recon.tracking); frames before
-        a window's first view (after a gap) have no keyframe before them here and stay unposed."""
-        frames = self.held.take(int(window.prediction.frame_indices[k]))
-        if not frames or k == 0:
-            return
+    def _held_groups(self, window: AlignedWindow, new: list[int]) -> dict[int, list]:
+        """The frames held before each new view k > 0 of the window (taken in order); frames before a
+        window's first view (after a gap) have no keyframe before them here and stay unposed."""
+        if self.held is None:
+            return {}
+        groups = {k: self.held.take(int(window.prediction.frame_indices[k])) for k in new}
+        return {k: frames for k, frames in groups.items() if frames and k > 0}
+
+    def _track_held(self, window: AlignedWindow, groups: dict[int, list]) -> Iterator[tuple]:
+        """(frame, image at model pixels, recon.tracking.TrackedPose) of every frame in ``groups``, in
+        order. Frames are tracked on ``tracking_threads`` threads (Lucas-Kanade and PnP release the
+        GIL), a few frames ahead of the caller: the last window's frames no longer wait for one core."""
         from recon.tracking import BetweenKeyframes, TrackedPose, to_model_pixels
 
+        pred = window.prediction
+        size = pred.model_size
+        jobs = []
+        for k, frames in groups.items():
+            live = None if self.live_poses is None else self.live_poses.corrections(pred, k - 1, k, window.segment)
+            between = None  # built only for a frame without a live pose
+            for f in frames:
+                corrected = None if live is None else live.pose(f.index, f.timestamp)
+                if corrected is None:
+                    between = between or BetweenKeyframes(pred, k - 1, k, self.tracking_config)
+                jobs.append((k, f, corrected, between))
+
+        def track(job):
+            k, f, corrected, between = job
+            image = to_model_pixels(f.image(), f.pixel_map, pred.pixel_maps[k - 1], size)
+            if corrected is not None:
+                return f, image, TrackedPose(corrected, POSE_TRACKED, image)
+            return f, image, between.pose(image, f.timestamp)
+
+        if self._pool is None and self.tracking_threads > 1:
+            self._pool = ThreadPoolExecutor(self.tracking_threads, thread_name_prefix="stream4d-track")
+        if self._pool is None:
+            return map(track, jobs)
+        return in_order(self._pool, track, jobs, ahead=2 * self.tracking_threads)
+
+    def _write_held(self, window: AlignedWindow, k: int, posed: Iterator[tuple], count: int) -> None:
+        """Write and publish the ``count`` frames held between views k-1 and k, the next ones of
+        ``posed`` (``_track_held``)."""
         t = time.perf_counter()
         pred = window.prediction
-        between = None  # built only for a frame without a live pose
-        live = None if self.live_poses is None else self.live_poses.corrections(pred, k - 1, k, window.segment)
         W, H = pred.model_size
         K_input = pred.K_input(k - 1)
-        for f in frames:
-            image = to_model_pixels(f.image(), f.pixel_map, pred.pixel_maps[k - 1], (W, H))
-            corrected = None if live is None else live.pose(f.index, f.timestamp)
-            if corrected is not None:
-                tracked = TrackedPose(corrected, POSE_TRACKED, image)
-            else:
-                between = between or BetweenKeyframes(pred, k - 1, k, self.tracking_config)
-                tracked = between.pose(image, f.timestamp)
+        for _ in range(count):
+            f, image, tracked = next(posed)
             self.frame_window[f.index] = window.window_index
             self.writer.add_frame(PosedFrame(
                 index=f.index, timestamp=f.timestamp, image=f.source, c2w=tracked.c2w, K=K_input,
@@ -222,6 +255,9 @@ class Sink:
         publish_pose(self.observers, pose)
 
     def finish(self) -> dict[str, Path]:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         out: dict[str, Path] = {}
         if self.cache is not None:  # written even when empty: the folder always has the same files
             from memory.gaussians import write_splats_ply
@@ -245,6 +281,18 @@ class Sink:
             log.info("the map files show world segment %d, the largest; the stream ended in segment %d",
                      self.map_segment, self.stats.segment)
         return out
+
+
+def in_order(pool: Executor, fn: Callable, items: Iterable, ahead: int) -> Iterator:
+    """``map(fn, items)`` computed on ``pool`` at most ``ahead`` items in advance of the consumer,
+    so that results (images) do not pile up when the consumer is slower."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 class VoxelCloud:
