@@ -12,7 +12,10 @@ views, and so does ``TwoViewBootstrap``:
 2. **Parallax gate.** Every ``check_every`` frames, the motion of the tracks since the reference
    that no camera rotation explains (``recon.default.parallax.rotation_residual_px``, the measure
    the keyframer uses; focal length free when the intrinsics are the prior) must reach
-   ``min_parallax`` of the image's longest side before the two-view geometry is tried.
+   ``min_parallax`` of the image's longest side before the two-view geometry is tried. The gate
+   only spares the geometry frames that plainly have no parallax: the geometry's own checks
+   (step 3) decide, since that residual, with the focal length free, stays small long after the
+   views triangulate well (docs/benchmarks.md, "Live first map").
 3. **Two-view geometry.** Essential matrix (RANSAC) and, on the same tracks, a homography
    (RANSAC). Refused (the next frames bring more parallax) when: fewer than ``min_points``
    inliers; the homography explains at least ``max_homography_share`` as many tracks as the
@@ -56,7 +59,7 @@ class BootstrapConfig:
     min_tracks: int = 60
     fb_error_px: float = 1.0
     lk_window: int = 15
-    min_parallax: float = 0.005
+    min_parallax: float = 0.002
     check_every: int = 2
     ransac_px: float = 1.0
     min_points: int = 50

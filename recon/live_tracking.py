@@ -29,6 +29,14 @@ too). Without such a similarity the chain starts again from the window's map.
 A bootstrap map that loses the camera for ``bootstrap_lost_frames`` frames is let
 go (``needs_bootstrap``: a new bootstrap starts from the current frame).
 
+A map's points leave the view as the camera moves on, and on two cores mapping
+falls behind a 30 fps stream, so a bootstrap map can be the only map for many
+seconds, and a window's map can be too old to reach. The chain then grows its
+own points (``_extend``), as visual odometry does: corners found away from its
+points in a posed frame are followed, and triangulated into the chain's world
+once the camera has moved far enough. They carry the chain's drift; the next
+window's map replaces them.
+
 A frame it cannot pose (no map yet, the camera has left the map's view) gets
 no live pose; its window poses it later. Poses are in the world of the map's
 window; the pipeline re-poses every frame when the window around it is aligned.
@@ -44,7 +52,7 @@ import cv2
 import numpy as np
 
 from recon.live_bootstrap import BootstrapMap, pose_sim3
-from recon.tracking import TrackingConfig, anchor_points, follow_points, solve_pnp, to_model_pixels
+from recon.tracking import TrackingConfig, anchor_points, follow_points, solve_pnp, to_model_pixels, triangulate_views
 from stream4d.contracts import WindowPrediction
 
 
@@ -60,6 +68,7 @@ class LiveTrackingConfig:
     min_inliers: int = 15
     min_inlier_share: float = 0.4
     renew_share: float = 0.5
+    renew_min_points: int = 60  # a renewal from the map that keeps fewer points than this and the chain is refused
     ransac_iterations: int = 50
     lk_window: int = 15  # Lucas-Kanade window side, px (frame to frame motion is small at camera rate)
     bridge_every: int = 4  # every this many frames is kept to carry a new map's points to the present
@@ -68,6 +77,19 @@ class LiveTrackingConfig:
     # the frames: a map seconds old would otherwise cost one frame the whole bridge (see ``track``)
     bridge_steps: int = 3
     bootstrap_lost_frames: int = 5  # a bootstrap map that poses none of this many frames in a row is let go
+    chain_patience: int = 5  # frames in a row the chain may fail to pose before it is let go
+    # the chain grows its own points (see ``_extend``) once it keeps under this share of its points
+    extend_share: float = 0.7
+    extend_angle_deg: float = 1.0  # a corner becomes a point once its two rays meet at this angle
+    extend_restart_frames: int = 20  # corners older than this make way for new ones when the chain is short
+    extend_corners: int = 200  # corners followed at a time (each costs the tracking thread a Lucas-Kanade step)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.extend_share < 1 or not self.extend_angle_deg > 0 or self.extend_restart_frames < 1 \
+                or self.extend_corners < self.min_inliers or self.chain_patience < 1:
+            raise ValueError("live tracking needs 0 <= extend_share < 1 (0: the chain never grows), "
+                             "extend_angle_deg > 0, extend_restart_frames >= 1, extend_corners >= min_inliers "
+                             "and chain_patience >= 1")
 
     def tracking(self) -> TrackingConfig:
         return replace(TrackingConfig(), max_points=self.max_points, reprojection_px=self.reprojection_px,
@@ -83,6 +105,7 @@ class LiveTrackedPose:
     segment: int
     inliers: int
     provisional: bool = False  # solved on a bootstrap map's points (recon.live_bootstrap), in its world
+    grown: bool = False  # solved on a chain with points the tracker triangulated itself (``_extend``)
 
 
 @dataclass
@@ -99,6 +122,20 @@ class _Map:
     provisional: bool = False  # a two-view bootstrap map, not an aligned window's
 
 
+@dataclass
+class _Candidates:
+    """Corners followed from a posed frame of the chain until the camera has moved enough to
+    triangulate them; in the world of the chain that posed that frame (``provisional``, ``segment``)."""
+
+    c2w0: np.ndarray  # [4, 4] pose of the frame they were found in
+    xy0: np.ndarray  # float64 [N, 2] their positions there
+    grey: np.ndarray  # uint8 [H, W] the last frame they were followed into
+    xy: np.ndarray  # float32 [N, 2] their positions in it
+    provisional: bool
+    segment: int
+    frames: int = 0  # frames followed
+
+
 class MapTracker:
     """``set_map`` from the alignment thread, ``track`` from the tracking thread (see the module doc)."""
 
@@ -110,6 +147,7 @@ class MapTracker:
         self._map: _Map | None = None
         self._chain: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (grey, xy [N, 2], X [N, 3])
         self._chain_start = 0  # points the chain started with
+        self._grown_to = 0  # points the chain had when it last started or grew (``_extend``)
         self._chain_provisional = False  # the chain's points are a bootstrap map's
         self._pose: np.ndarray | None = None  # c2w of the last posed frame
         self._recent: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=self.config.bridge_frames)
@@ -121,8 +159,13 @@ class MapTracker:
         self._handed: dict[int, np.ndarray] = {}  # provisional poses moved into the first window's world
         self._handed_camera: tuple = (None, None)  # (K, size) of the bootstrap map they were solved on
         self._misses = 0  # frames in a row the bootstrap map did not pose
+        self._chain_misses = 0  # frames in a row the chain did not pose
+        self._chain_grown = False  # the chain holds points the tracker triangulated itself
         self.bootstrap_lost = 0  # bootstrap maps let go
         self.handover: dict | None = None  # how the first window's map took over from the bootstrap map
+        self._candidates: _Candidates | None = None  # corners on their way to become chain points
+        self._unreachable = False  # the map's points could not be carried to the chain: it grows its own
+        self.points_added = 0  # chain points triangulated by the tracker (``_extend``)
 
     @property
     def has_map(self) -> bool:
@@ -143,6 +186,7 @@ class MapTracker:
         self._map = _Map(boot.grey, boot.xy, boot.X, c2w, boot.K, np.asarray(pixel_map), (W, H), segment,
                          boot.index, provisional=True)
         self._chain, self._chain_start, self._chain_provisional = (boot.grey, boot.xy, boot.X), len(boot.X), True
+        self._grown_to, self._chain_grown, self._chain_misses, self._candidates = len(boot.X), False, 0, None
         self._pose = c2w
         self._provisional = {i: p for i, (_, p) in boot.poses.items()}
         self._misses = 0
@@ -199,27 +243,92 @@ class MapTracker:
                 if here:
                     self._renew = False
                     renew = self._solve(*bridged, grey, solved[0])
+                    if renew is not None and len(renew[2]) < min(len(solved[2]), self.config.renew_min_points):
+                        renew = None  # a handful of the map's points would end the chain sooner than its own
                     if renew is None:  # the map cannot be reached from here: tried again once the chain halves
                         self._chain_start = len(solved[2])
+                        self._unreachable = True
                     else:
                         solved, provisional = renew, m.provisional
-                        self._chain_start = len(renew[2])
+                        self._chain_start = self._grown_to = len(renew[2])
+                        self._candidates, self._unreachable, self._chain_grown = None, False, False
         if solved is None:  # no chain, or it lost its points: from the map's keyframe, bridged all the way
             self._renew = False
-            solved, provisional = self._solve(*self._bridged(m)[:3], grey, guess), m.provisional
-            if solved is not None:
-                self._chain_start = len(solved[2])
+            restart = self._solve(*self._bridged(m)[:3], grey, guess)
+            if restart is not None:
+                solved, provisional = restart, m.provisional
+                self._chain_start = self._grown_to = len(restart[2])
+                self._candidates, self._chain_grown = None, False
         if solved is None:
-            self._chain = None
+            # One frame the chain cannot pose (blur, a passing occluder) does not end it: the next frames
+            # are tried against its last posed frame, for ``chain_patience`` frames.
+            self._chain_misses += 1
+            if self._chain_misses >= self.config.chain_patience:
+                self._chain, self._candidates = None, None
             self._lost_bootstrap(m)
             return None
+        self._chain_misses = 0
         c2w, uv, X = solved
+        if provisional or self._unreachable:
+            uv, X = self._extend(grey, c2w, uv, X, m, provisional)
         self._chain, self._chain_provisional = (grey, uv.astype(np.float32), X), provisional
         self._pose = c2w
         self._misses = 0
         if m.provisional:
             self._provisional[index] = c2w
-        return LiveTrackedPose(c2w, m.K, m.size, m.segment, len(X), provisional)
+        return LiveTrackedPose(c2w, m.K, m.size, m.segment, len(X), provisional, self._chain_grown)
+
+    def _extend(self, grey: np.ndarray, c2w: np.ndarray, uv: np.ndarray, X: np.ndarray, m: _Map,
+                provisional: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The chain's points ``uv`` [N, 2] / ``X`` [N, 3] in frame ``grey`` (pose ``c2w``), with the
+        corners followed since an earlier posed frame that can now be triangulated added.
+
+        A map's points leave the view as the camera moves on. The tracker renews the chain from the
+        map when it can; a bootstrap map, or a map it can no longer reach (mapping lags the stream),
+        would lose the camera instead, so the chain grows like visual odometry: once it keeps under
+        ``extend_share`` of its points, corners away from them are found, followed frame to frame,
+        and each is triangulated into the chain's world from its first frame and the present as soon
+        as its two rays meet at ``extend_angle_deg``. Their drift is the chain's; the next window's
+        map replaces them. Corners that have not got there in ``extend_restart_frames`` frames (far
+        away, or along the motion) make way for new ones when the chain is short again."""
+        cfg = self.config
+        cand = self._candidates
+        if cand is not None and (cand.provisional != provisional or cand.segment != m.segment
+                                 or cand.grey.shape != grey.shape):
+            cand = None
+        if cand is not None:
+            # Forward-backward checked: triangulation cannot see a point that slid along its epipolar line.
+            nxt, ok = follow_points(cand.grey, grey, cand.xy, cfg.fb_error_px, cfg.lk_window)
+            xy0, xy = cand.xy0[ok], nxt[ok]
+            Xn, good = triangulate_views(m.K, cand.c2w0, c2w, xy0, xy, cfg.reprojection_px, cfg.extend_angle_deg)
+            if good.any():
+                uv, X = np.concatenate([uv, xy[good]]), np.concatenate([X, Xn[good]])
+                self.points_added += int(good.sum())
+                self._chain_grown = True
+                self._chain_start = max(len(X), self._chain_start)
+                self._grown_to = max(len(X), self._grown_to)
+            rest = ~good
+            cand = replace(cand, xy0=xy0[rest], grey=grey, xy=xy[rest].astype(np.float32), frames=cand.frames + 1) \
+                if rest.sum() >= self._cfg.min_inliers else None
+        if len(X) < cfg.extend_share * self._grown_to and (cand is None or cand.frames >= cfg.extend_restart_frames):
+            cand = self._corners(grey, c2w, uv, min(cfg.extend_corners, cfg.max_points - len(X)), provisional,
+                                 m.segment)
+            self._grown_to = len(X)  # the bar for the next corners: under this share of the present
+        self._candidates = cand
+        return uv, X
+
+    def _corners(self, grey: np.ndarray, c2w: np.ndarray, uv: np.ndarray, n: int, provisional: bool,
+                 segment: int) -> _Candidates | None:
+        """Up to ``n`` corners of ``grey`` away from the chain's points ``uv`` [N, 2]."""
+        spacing = max(4, max(grey.shape) // 50)
+        mask = np.full(grey.shape, 255, np.uint8)
+        for x, y in np.round(uv).astype(int):
+            cv2.circle(mask, (int(x), int(y)), spacing, 0, -1)
+        corners = cv2.goodFeaturesToTrack(grey, n, 0.01, spacing, mask=mask) if n > 0 else None
+        if corners is None or len(corners) < self._cfg.min_inliers:
+            return None
+        xy = corners[:, 0].astype(np.float32)
+        return _Candidates(c2w.copy(), xy.astype(np.float64), grey, xy, provisional, segment)
 
     def _lost_bootstrap(self, m: _Map) -> None:
         """A bootstrap map that has not posed ``bootstrap_lost_frames`` frames in a row is let go."""
@@ -289,6 +398,7 @@ class MapTracker:
         elif self._map is not None and self._map.segment != segment:
             self._chain, self._pose = None, None  # a new world: the old chain's points are elsewhere
         self._map, self._bridge = m, bridge
+        self._unreachable = False
         self.maps += 1
         return True
 
@@ -301,6 +411,7 @@ class MapTracker:
         src = np.stack([self._provisional[int(pred.frame_indices[k])] for k in shared]) if shared else None
         sim3 = pose_sim3(src, pred.c2w[shared]) if len(shared) >= 2 else None
         self.handover = {"frames_in_both": len(shared), "applied": sim3 is not None}
+        self._candidates = None  # found in the bootstrap world
         if sim3 is None:
             self._chain, self._pose = None, None
         else:

@@ -246,7 +246,9 @@ class LiveFrames:
                     self._provisional_times[f.index] = f.timestamp
             self._publish(FramePose(f.index, f.timestamp, tracked.c2w, tracked.K, tracked.size, POSE_TRACKED,
                                     tracked.segment, final=False))
-            if not tracked.provisional:  # bootstrap poses never reach the sink's corrections
+            # Bootstrap poses, and poses on points the tracker triangulated itself (they drift with it),
+            # never reach the sink's corrections: the sink tracks those frames against the window.
+            if not tracked.provisional and not tracked.grown:
                 self.poses.add(f.index, tracked.c2w, tracked.segment)
             self.stats.frames_posed_live += 1
         now = time.monotonic()

@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from recon.keyframes import KeyframeConfig, ParallaxKeyframer
-from recon.tracking import BetweenKeyframes, interpolate_pose
+from recon.tracking import BetweenKeyframes, interpolate_pose, triangulate_views
 from stream4d.contracts import POSE_INTERPOLATED, POSE_TRACKED, WindowPrediction
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
 
@@ -119,3 +119,27 @@ def test_interpolation_is_slerp_and_linear():
     mid = interpolate_pose(a, b, 0.25)
     np.testing.assert_allclose(mid[:3, 3], [0.5, 0, 0])
     np.testing.assert_allclose(Rotation.from_matrix(mid[:3, :3]).as_euler("xyz", degrees=True), [0, 10, 0], atol=1e-9)
+
+
+def test_two_posed_views_triangulate_the_points_both_see_and_refuse_the_rest():
+    K = intrinsics_for(320, 240)
+    rng = np.random.default_rng(0)
+    X = rng.uniform([-1, -1, 3], [1, 1, 5], (50, 3))
+    a = np.eye(4)
+    b = np.eye(4)
+    b[:3, :3] = Rotation.from_euler("y", 4, degrees=True).as_matrix()
+    b[:3, 3] = [0.4, 0.05, 0.0]
+
+    def project(c2w, P):
+        w2c = np.linalg.inv(c2w)
+        cam = P @ w2c[:3, :3].T + w2c[:3, 3]
+        return cam[:, :2] / cam[:, 2:] * [K[0, 0], K[1, 1]] + K[:2, 2]
+
+    far = np.array([[0.2, 0.1, 400.0]])  # rays from the two cameras meet at under 0.1 degrees
+    xa, xb = project(a, np.vstack([X, far])), project(b, np.vstack([X, far]))
+    xb = np.vstack([xb, xb[0] + [0.0, 6.0]])  # a point followed astray: 6 px off its epipolar line
+    xa = np.vstack([xa, xa[0]])
+    got, ok = triangulate_views(K, a, b, xa, xb, max_px=1.0, min_angle_deg=1.0)
+    assert ok[:50].all() and not ok[50] and not ok[51]
+    assert np.abs(got[:50] - X).max() < 1e-6
+    assert triangulate_views(K, a, b, np.zeros((0, 2)), np.zeros((0, 2)), 1.0, 1.0)[0].shape == (0, 3)

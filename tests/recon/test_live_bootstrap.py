@@ -10,7 +10,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from recon.live_bootstrap import BootstrapConfig, TwoViewBootstrap, pose_sim3, two_view
-from recon.live_tracking import MapTracker
+from recon.live_tracking import LiveTrackingConfig, MapTracker
 from stream4d.contracts import WindowPrediction
 from stream4d.geometry import Sim3, rotation_angle_deg
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
@@ -226,3 +226,50 @@ def test_a_bootstrap_map_that_loses_the_camera_is_let_go(scene):
         assert not tracker.needs_bootstrap
         assert tracker.track(rng.integers(0, 255, (H, W, 3), dtype=np.uint8), np.eye(3), 100 + i) is None
     assert tracker.needs_bootstrap and tracker.bootstrap_lost == 1
+
+
+def track_from_the_start(views, config=None, noise_at=None):
+    """Every view through a bootstrap and a tracker, as the live front end does, with a frame of noise in
+    place of view ``noise_at``: (tracker, the bootstrap map, frame index -> provisional c2w, frame index ->
+    whether its pose used points the tracker triangulated)."""
+    boot, tracker, posed, grown, first = TwoViewBootstrap(), MapTracker(config), {}, {}, None
+    noise = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    for i, image in enumerate(views):
+        tracked = tracker.track(noise if i == noise_at else image, np.eye(3), i)
+        if tracked is not None:
+            assert tracked.provisional, i
+            posed[i], grown[i] = tracked.c2w, tracked.grown
+        elif tracker.needs_bootstrap:
+            m = boot.add(image, i, i / 30.0, K)
+            if m is not None:
+                tracker.set_bootstrap(m, np.eye(3), 0)
+                boot.reset()
+                first = first or m
+                posed.update({j: c2w for j, (_, c2w) in m.poses.items()})
+    return tracker, first, posed, grown
+
+
+def test_the_chain_grows_its_own_points_when_the_bootstrap_maps_leave_the_view(scene):
+    # A quarter turn around the room: the two-view map's points leave the view long before the end.
+    c2w = make_trajectory("orbit", 100, seed=0, scene=scene, arc_deg=90)
+    views = [render_view(scene, pose, K, W, H).rgb for pose in c2w]
+    tracker, m, posed, grown = track_from_the_start(views)
+    assert m is not None and m.index < 20
+    assert tracker.bootstrap_lost == 0 and sorted(posed) == list(range(100))
+    assert tracker.points_added > len(m.X)  # more points triangulated on the way than the map began with
+    assert grown[99] and not grown[m.index + 1]  # and said so: such poses never correct the sink's
+    # One world: the provisional poses are the true ones up to a single similarity.
+    P = np.stack([posed[i] for i in range(100)])
+    sim = pose_sim3(P, c2w)
+    assert sim is not None
+    path = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
+    assert np.linalg.norm(sim.apply(P[:, :3, 3]) - c2w[:, :3, 3], axis=1).max() < 0.04 * path
+    # Without the growth the same turn loses the map and starts a second, unrelated world.
+    tracker, _, _, _ = track_from_the_start(views, LiveTrackingConfig(extend_share=0.0))
+    assert tracker.bootstrap_lost >= 1
+    # A frame of noise late in the turn (the map's own points long gone) costs that frame only: the
+    # next is tracked from the last posed frame's chain.
+    tracker, _, posed, _ = track_from_the_start(views, noise_at=80)
+    assert tracker.bootstrap_lost == 0 and sorted(posed) == [i for i in range(100) if i != 80]
+    tracker, _, posed, _ = track_from_the_start(views, LiveTrackingConfig(chain_patience=1), noise_at=80)
+    assert tracker.bootstrap_lost == 1  # let go at once, the chain cannot be found again from the map
