@@ -25,7 +25,10 @@ is estimated from the window's keyframes the tracker posed on the bootstrap map
 (``live_bootstrap.pose_sim3``); the chain of points and the last pose move into
 the window's world with it, so the live poses go on without a jump
 (``take_handover``: the provisional poses after the window's last keyframe, moved
-too). Without such a similarity the chain starts again from the window's map.
+too). Without such a similarity the chain starts again from the window's map; a
+window none of whose frames was posed on the bootstrap map (the bootstrap started
+again after them) is passed over instead, and the bootstrap goes on until a window
+that shares frames with it arrives.
 A bootstrap map that loses the camera for ``bootstrap_lost_frames`` frames is let
 go (``needs_bootstrap``: a new bootstrap starts from the current frame).
 
@@ -166,6 +169,7 @@ class MapTracker:
         self._candidates: _Candidates | None = None  # corners on their way to become chain points
         self._unreachable = False  # the map's points could not be carried to the chain: it grows its own
         self.points_added = 0  # chain points triangulated by the tracker (``_extend``)
+        self.deferred_maps = 0  # window maps passed over while a bootstrap map that shares no frame with them tracks
 
     @property
     def has_map(self) -> bool:
@@ -393,6 +397,13 @@ class MapTracker:
         if incoming is None:
             return False
         pred, segment, m, bridge = incoming
+        if self._map is not None and self._map.provisional and self._chain is not None \
+                and not any(int(i) in self._provisional for i in pred.frame_indices):
+            # None of the window's frames was posed in this bootstrap's world (it started again after
+            # them): no similarity joins the two, and a map that old is seldom reachable. The bootstrap
+            # goes on; a later window, or one that shares frames with it, takes over.
+            self.deferred_maps += 1
+            return False
         if self._map is not None and self._map.provisional:
             self._hand_over(pred, m.pixel_map, m.size)
         elif self._map is not None and self._map.segment != segment:

@@ -273,3 +273,29 @@ def test_the_chain_grows_its_own_points_when_the_bootstrap_maps_leave_the_view(s
     assert tracker.bootstrap_lost == 0 and sorted(posed) == [i for i in range(100) if i != 80]
     tracker, _, posed, _ = track_from_the_start(views, LiveTrackingConfig(chain_patience=1), noise_at=80)
     assert tracker.bootstrap_lost == 1  # let go at once, the chain cannot be found again from the map
+
+
+def test_a_window_that_shares_no_frame_with_the_bootstrap_waits_for_one_that_does(scene):
+    c2w = make_trajectory("orbit", 70, seed=0, scene=scene, arc_deg=35)
+    views = [render_view(scene, pose, K, W, H) for pose in c2w]
+    # The bootstrap (started again, say) from frame 20 on: frames before it have no pose in its world.
+    boot, tracker, posed = TwoViewBootstrap(), MapTracker(), set()
+    for i in range(20, 50):
+        if tracker.track(views[i].rgb, np.eye(3), i) is not None:
+            posed.add(i)
+        elif tracker.needs_bootstrap:
+            m = boot.add(views[i].rgb, i, i / 30.0, K)
+            if m is not None:
+                tracker.set_bootstrap(m, np.eye(3), 0)
+                posed.update(m.poses)
+    assert posed == set(range(20, 50))
+    # A window of frames 0-12 arrives: no similarity joins it to the bootstrap world, which goes on.
+    tracker.set_map(exact_window(views, [0, 6, 12]), 0)
+    got = tracker.track(views[50].rgb, np.eye(3), 50)
+    assert got is not None and got.provisional and tracker.deferred_maps == 1 and tracker.handover is None
+    # The next window has keyframes posed in both worlds: it takes over, without a jump.
+    tracker.set_map(exact_window(views, [12, 24, 36, 48]), 0)
+    got = tracker.track(views[51].rgb, np.eye(3), 51)
+    assert tracker.handover["applied"] and tracker.handover["frames_in_both"] == 3, tracker.handover
+    path = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
+    assert got is not None and np.linalg.norm(got.c2w[:3, 3] - c2w[51, :3, 3]) < 0.03 * path
