@@ -15,7 +15,7 @@ views, and so does ``TwoViewBootstrap``:
    ``min_parallax`` of the image's longest side before the two-view geometry is tried. The gate
    only spares the geometry frames that plainly have no parallax: the geometry's own checks
    (step 3) decide, since that residual, with the focal length free, stays small long after the
-   views triangulate well (docs/benchmarks.md, "Live first map").
+   views triangulate well (docs/benchmarks.md, "Stop 27").
 3. **Two-view geometry.** Essential matrix (RANSAC) and, on the same tracks, a homography
    (RANSAC). Refused (the next frames bring more parallax) when: fewer than ``min_points``
    inliers; the homography explains at least ``max_homography_share`` as many tracks as the
@@ -45,7 +45,7 @@ import numpy as np
 
 from recon.default.model import DefaultModelConfig, prior_intrinsics
 from recon.default.parallax import ParallaxConfig, rotation_residual_px
-from recon.tracking import TrackingConfig, follow_points, interpolate_pose, solve_pnp
+from recon.tracking import TrackingConfig, follow_points, interpolate_pose, solve_pnp, triangulate_views
 from stream4d.geometry import Sim3, similarity_from_poses
 
 
@@ -237,19 +237,12 @@ def two_view(a: np.ndarray, b: np.ndarray, K: np.ndarray, cfg: BootstrapConfig
     rows = np.nonzero(inl)[0]
     _, R, t, _ = cv2.recoverPose(E, a[rows], b[rows], K)
     t = t.ravel()
-    P0 = K @ np.c_[np.eye(3), np.zeros(3)]
-    P1 = K @ np.c_[R, t]
-    Xh = cv2.triangulatePoints(P0, P1, a[rows].T, b[rows].T)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        X = (Xh[:3] / Xh[3]).T
-        X1 = X @ R.T + t
-        err0 = np.linalg.norm(X[:, :2] / X[:, 2:3] * [K[0, 0], K[1, 1]] + K[:2, 2] - a[rows], axis=1)
-        err1 = np.linalg.norm(X1[:, :2] / X1[:, 2:3] * [K[0, 0], K[1, 1]] + K[:2, 2] - b[rows], axis=1)
-    good = np.isfinite(X).all(axis=1) & (X[:, 2] > 0) & (X1[:, 2] > 0) & \
-        (err0 < cfg.max_reprojection_px) & (err1 < cfg.max_reprojection_px)
+    w2c1 = np.eye(4)
+    w2c1[:3, :3], w2c1[:3, 3] = R, t
+    X, good = triangulate_views(K, np.eye(4), np.linalg.inv(w2c1), a[rows], b[rows], cfg.max_reprojection_px, 0.0)
     if good.sum() < cfg.min_points:
         return "triangulated"
-    X, X1, rows = X[good], X1[good], rows[good]
+    X, rows = X[good], rows[good]
     centre1 = -R.T @ t
     r0, r1 = X, X - centre1
     cos = (r0 * r1).sum(axis=1) / (np.linalg.norm(r0, axis=1) * np.linalg.norm(r1, axis=1))
