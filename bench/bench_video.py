@@ -214,7 +214,11 @@ def live_push(clip: str, options: dict, after_s: float = 0.0) -> dict:
                     time.sleep(0.5)
                 done = time.monotonic() - t_start
                 sampling.set()
-                run = json.loads(c.get(f"/sessions/{body['id']}/results/run.json", headers=headers).content)
+                got = c.get(f"/sessions/{body['id']}/results/run.json", headers=headers)
+                if got.status_code != 200:  # the session failed: say how, not a KeyError further on
+                    session = c.get(f"/sessions/{body['id']}", headers=headers).json()
+                    raise SystemExit(f"live session {session['state']} without run.json: {session.get('error')}")
+                run = got.json()
         finally:
             server.terminate()
             server.wait(60)

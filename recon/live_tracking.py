@@ -8,6 +8,10 @@ frame with Lucas-Kanade (forward-backward checked), solving each frame's pose
 by PnP-RANSAC from the previous pose. The chain of 2D positions is renewed from
 the map's keyframe when a new map arrives or too few points survive; the 3D
 points stay those of the map, so the pose does not drift with the chain.
+Each point is searched for where it is expected (``predict_motion``): projected
+by the last two posed frames' motion carried on (a constant velocity), so a fast
+turn or a low frame rate moves the points farther than Lucas-Kanade would find
+them from where they were.
 
 Mapping lags behind the stream, so a new map's keyframe is seconds older than
 the frame being tracked: its points are carried to the present through the
@@ -55,7 +59,15 @@ import cv2
 import numpy as np
 
 from recon.live_bootstrap import BootstrapMap, pose_sim3
-from recon.tracking import TrackingConfig, anchor_points, follow_points, solve_pnp, to_model_pixels, triangulate_views
+from recon.tracking import (
+    TrackingConfig,
+    anchor_points,
+    follow_points,
+    project_points,
+    solve_pnp,
+    to_model_pixels,
+    triangulate_views,
+)
 from stream4d.contracts import WindowPrediction
 
 
@@ -86,6 +98,8 @@ class LiveTrackingConfig:
     extend_angle_deg: float = 1.0  # a corner becomes a point once its two rays meet at this angle
     extend_restart_frames: int = 20  # corners older than this make way for new ones when the chain is short
     extend_corners: int = 200  # corners followed at a time (each costs the tracking thread a Lucas-Kanade step)
+    # the chain's points are searched for where the last two posed frames' motion, carried on, puts them
+    predict_motion: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.extend_share < 1 or not self.extend_angle_deg > 0 or self.extend_restart_frames < 1 \
@@ -134,6 +148,7 @@ class _Candidates:
     xy0: np.ndarray  # float64 [N, 2] their positions there
     grey: np.ndarray  # uint8 [H, W] the last frame they were followed into
     xy: np.ndarray  # float32 [N, 2] their positions in it
+    c2w: np.ndarray  # [4, 4] its pose
     provisional: bool
     segment: int
     frames: int = 0  # frames followed
@@ -170,6 +185,8 @@ class MapTracker:
         self._unreachable = False  # the map's points could not be carried to the chain: it grows its own
         self.points_added = 0  # chain points triangulated by the tracker (``_extend``)
         self.deferred_maps = 0  # window maps passed over while a bootstrap map that shares no frame with them tracks
+        self._last: tuple | None = None  # (frame index, c2w, provisional, segment) of the last posed frame
+        self._step: np.ndarray | None = None  # [4, 4] motion from the frame before it to it, in its camera frame
 
     @property
     def has_map(self) -> bool:
@@ -237,7 +254,9 @@ class MapTracker:
         if self._chain is not None:
             # The chain's points are PnP inliers of the frame before: one forward step, no backward check
             # (RANSAC drops what went astray), halves the tracker's Lucas-Kanade cost.
-            solved = self._solve(*self._chain, grey, guess, checked=False)
+            predicted = self._predicted(index)
+            solved = self._solve(*self._chain, grey, guess if predicted is None else predicted, checked=False,
+                                 predicted=predicted is not None)
             # A chain still on bootstrap points tries the window's map every few frames.
             leave_bootstrap = provisional and not m.provisional and self._seen % self.config.bridge_every == 0
             fading = solved is not None and len(solved[2]) < self.config.renew_share * self._chain_start
@@ -273,6 +292,7 @@ class MapTracker:
             return None
         self._chain_misses = 0
         c2w, uv, X = solved
+        self._moved(index, c2w, provisional, m.segment)
         if provisional or self._unreachable:
             uv, X = self._extend(grey, c2w, uv, X, m, provisional)
         self._chain, self._chain_provisional = (grey, uv.astype(np.float32), X), provisional
@@ -302,7 +322,8 @@ class MapTracker:
             cand = None
         if cand is not None:
             # Forward-backward checked: triangulation cannot see a point that slid along its epipolar line.
-            nxt, ok = follow_points(cand.grey, grey, cand.xy, cfg.fb_error_px, cfg.lk_window)
+            start = self._neighbour_flow(cand, c2w, uv, X) if cfg.predict_motion else None
+            nxt, ok = follow_points(cand.grey, grey, cand.xy, cfg.fb_error_px, cfg.lk_window, start)
             xy0, xy = cand.xy0[ok], nxt[ok]
             Xn, good = triangulate_views(m.K, cand.c2w0, c2w, xy0, xy, cfg.reprojection_px, cfg.extend_angle_deg)
             if good.any():
@@ -312,7 +333,8 @@ class MapTracker:
                 self._chain_start = max(len(X), self._chain_start)
                 self._grown_to = max(len(X), self._grown_to)
             rest = ~good
-            cand = replace(cand, xy0=xy0[rest], grey=grey, xy=xy[rest].astype(np.float32), frames=cand.frames + 1) \
+            cand = replace(cand, xy0=xy0[rest], grey=grey, xy=xy[rest].astype(np.float32), c2w=c2w,
+                           frames=cand.frames + 1) \
                 if rest.sum() >= self._cfg.min_inliers else None
         if len(X) < cfg.extend_share * self._grown_to and (cand is None or cand.frames >= cfg.extend_restart_frames):
             cand = self._corners(grey, c2w, uv, min(cfg.extend_corners, cfg.max_points - len(X)), provisional,
@@ -332,7 +354,20 @@ class MapTracker:
         if corners is None or len(corners) < self._cfg.min_inliers:
             return None
         xy = corners[:, 0].astype(np.float32)
-        return _Candidates(c2w.copy(), xy.astype(np.float64), grey, xy, provisional, segment)
+        return _Candidates(c2w.copy(), xy.astype(np.float64), grey, xy, c2w, provisional, segment)
+
+    def _neighbour_flow(self, cand: _Candidates, c2w: np.ndarray, uv: np.ndarray, X: np.ndarray,
+                        neighbours: int = 4) -> np.ndarray | None:
+        """Where the corners ``cand`` should be searched for in the frame posed at ``c2w``: each moved
+        by the median motion of its nearest chain points (``uv`` [N, 2] there, world ``X`` [N, 3]) since
+        the corners' last frame. A corner has no depth yet; its neighbours' motion stands in for its own."""
+        before, seen = project_points(cand.c2w, self._map.K, X)
+        if seen.sum() < neighbours:
+            return None
+        flow = (uv - before)[seen]
+        d2 = ((cand.xy[:, None, :] - before[seen][None, :, :]) ** 2).sum(axis=2)
+        nearest = np.argpartition(d2, neighbours - 1, axis=1)[:, :neighbours]
+        return cand.xy + np.median(flow[nearest], axis=1)
 
     def _lost_bootstrap(self, m: _Map) -> None:
         """A bootstrap map that has not posed ``bootstrap_lost_frames`` frames in a row is let go."""
@@ -344,13 +379,39 @@ class MapTracker:
             self._bridge = None
             self.bootstrap_lost += 1
 
+    def _moved(self, index: int, c2w: np.ndarray, provisional: bool, segment: int) -> None:
+        """Frame ``index`` posed at ``c2w``: the motion from the frame posed before it, when that was the
+        frame just before, in the same world."""
+        last, self._last = self._last, (index, c2w, provisional, segment)
+        same_world = last is not None and last[2:] == (provisional, segment) and index - last[0] == 1
+        self._step = np.linalg.inv(last[1]) @ c2w if same_world else None
+
+    def _predicted(self, index: int) -> np.ndarray | None:
+        """c2w [4, 4] of frame ``index`` if the camera keeps the motion of the last two posed frames
+        (a constant velocity, over at most ``chain_patience`` frames), or None."""
+        if not self.config.predict_motion or self._step is None or self._last is None \
+                or self._pose is not self._last[1] or not 0 < index - self._last[0] <= self.config.chain_patience:
+            return None
+        c2w = self._last[1]
+        for _ in range(index - self._last[0]):
+            c2w = c2w @ self._step
+        return c2w
+
     def _solve(self, grey0: np.ndarray, xy: np.ndarray, X: np.ndarray, grey: np.ndarray,
-               guess: np.ndarray, checked: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(c2w, inlier positions in ``grey`` [M, 2], their world points [M, 3]) or None."""
+               guess: np.ndarray, checked: bool = True, predicted: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(c2w, inlier positions in ``grey`` [M, 2], their world points [M, 3]) or None; ``predicted``:
+        ``guess`` is a prediction of this frame's pose, so each point's search starts where it projects."""
         if grey0.shape != grey.shape:
             return None
+        start = None
+        if predicted:
+            uv0, seen = project_points(guess, self._map.K, X)
+            H, W = grey.shape
+            seen &= (uv0[:, 0] >= 0) & (uv0[:, 0] < W) & (uv0[:, 1] >= 0) & (uv0[:, 1] < H)
+            start = np.where(seen[:, None], uv0, xy)
         uv, ok = follow_points(grey0, grey, xy, self.config.fb_error_px if checked else None,
-                               self.config.lk_window)
+                               self.config.lk_window, start)
         uv, X = uv[ok], X[ok]
         solved = solve_pnp(X, uv, self._map.K, guess, self._cfg, self.config.ransac_iterations)
         if solved is None:

@@ -138,15 +138,21 @@ def anchor_points(pred: WindowPrediction, k: int, grey: np.ndarray,
     return xy.astype(np.float32), pred.points[k][v, u].astype(np.float64)
 
 
-def reprojection_px(c2w: np.ndarray, K: np.ndarray, X: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Distance (px) from ``xy`` [N, 2] of the world points ``X`` [N, 3] projected by the camera
-    ``c2w`` [4, 4], ``K`` [3, 3]; inf behind the camera."""
+def project_points(c2w: np.ndarray, K: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The world points ``X`` [N, 3] seen by the camera ``c2w`` [4, 4], ``K`` [3, 3]: (pixels float64
+    [N, 2], bool [N] which are in front of it with finite pixels)."""
     w2c = np.linalg.inv(c2w)
     cam = X @ w2c[:3, :3].T + w2c[:3, 3]
     with np.errstate(divide="ignore", invalid="ignore"):
         uv = cam[:, :2] / cam[:, 2:3] * [K[0, 0], K[1, 1]] + K[:2, 2]
-    err = np.linalg.norm(uv - xy, axis=1)
-    return np.where((cam[:, 2] > 0) & np.isfinite(err), err, np.inf)
+    return uv, (cam[:, 2] > 0) & np.isfinite(uv).all(axis=1)
+
+
+def reprojection_px(c2w: np.ndarray, K: np.ndarray, X: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Distance (px) from ``xy`` [N, 2] of the world points ``X`` [N, 3] projected by the camera
+    ``c2w`` [4, 4], ``K`` [3, 3]; inf behind the camera."""
+    uv, seen = project_points(c2w, K, X)
+    return np.where(seen, np.linalg.norm(uv - xy, axis=1), np.inf)
 
 
 def triangulate_views(K: np.ndarray, c2w_a: np.ndarray, c2w_b: np.ndarray, xa: np.ndarray, xb: np.ndarray,
@@ -169,18 +175,26 @@ def triangulate_views(K: np.ndarray, c2w_a: np.ndarray, c2w_b: np.ndarray, xa: n
 
 
 def follow_points(grey0: np.ndarray, grey1: np.ndarray, xy: np.ndarray, fb_error_px: float | None,
-                  win: int = 21) -> tuple[np.ndarray, np.ndarray]:
+                  win: int = 21, guess: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Points ``xy`` float32 [N, 2] of ``grey0`` followed into ``grey1`` (pyramidal Lucas-Kanade,
     forward-backward checked unless ``fb_error_px`` is None): (their positions float64 [N, 2], bool [N]
-    which were followed); ``win`` is the Lucas-Kanade window side (px)."""
+    which were followed); ``win`` is the Lucas-Kanade window side (px); ``guess`` [N, 2], where the
+    search in ``grey1`` starts (else at ``xy``)."""
     if len(xy) == 0:
         return np.zeros((0, 2)), np.zeros(0, bool)
     lk = _LK if win == 21 else {**_LK, "winSize": (win, win)}
     src = xy.reshape(-1, 1, 2).astype(np.float32)
-    fwd, st1, _ = cv2.calcOpticalFlowPyrLK(grey0, grey1, src, None, **lk)
+    if guess is None:
+        fwd, st1, _ = cv2.calcOpticalFlowPyrLK(grey0, grey1, src, None, **lk)
+    else:
+        start = np.ascontiguousarray(guess, np.float32).reshape(-1, 1, 2)
+        fwd, st1, _ = cv2.calcOpticalFlowPyrLK(grey0, grey1, src, start, flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **lk)
     if fb_error_px is None:
         return fwd[:, 0].astype(np.float64), st1.ravel().astype(bool)
-    back, st2, _ = cv2.calcOpticalFlowPyrLK(grey1, grey0, fwd, None, **lk)
+    if guess is None:
+        back, st2, _ = cv2.calcOpticalFlowPyrLK(grey1, grey0, fwd, None, **lk)
+    else:  # the way back is as long as the way there: it starts where the point came from
+        back, st2, _ = cv2.calcOpticalFlowPyrLK(grey1, grey0, fwd, src.copy(), flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **lk)
     ok = st1.ravel().astype(bool) & st2.ravel().astype(bool) & \
         (np.linalg.norm((back - src)[:, 0], axis=1) < fb_error_px)
     return fwd[:, 0].astype(np.float64), ok

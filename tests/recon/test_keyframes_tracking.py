@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import cv2
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
 from recon.keyframes import KeyframeConfig, ParallaxKeyframer
-from recon.tracking import BetweenKeyframes, interpolate_pose, triangulate_views
+from recon.tracking import BetweenKeyframes, follow_points, interpolate_pose, triangulate_views
 from stream4d.contracts import POSE_INTERPOLATED, POSE_TRACKED, WindowPrediction
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
 
@@ -143,3 +144,21 @@ def test_two_posed_views_triangulate_the_points_both_see_and_refuse_the_rest():
     assert ok[:50].all() and not ok[50] and not ok[51]
     assert np.abs(got[:50] - X).max() < 1e-6
     assert triangulate_views(K, a, b, np.zeros((0, 2)), np.zeros((0, 2)), 1.0, 1.0)[0].shape == (0, 3)
+
+
+def test_points_moved_far_are_followed_from_where_they_are_expected():
+    _, _, views = _orbit_views(4, 10.0)
+    grey = cv2.cvtColor(views[0].rgb, cv2.COLOR_RGB2GRAY)
+    shift = 80  # px: beyond what pyramidal Lucas-Kanade finds from the points' old positions
+    moved = cv2.warpAffine(grey, np.float32([[1, 0, shift], [0, 1, 0]]), (W, H))
+    xy = cv2.goodFeaturesToTrack(grey[:, :W - shift - 10], 100, 0.01, 5)[:, 0]
+    truth = xy + [shift, 0]
+
+    def followed(guess):
+        uv, ok = follow_points(grey, moved, xy, 1.0, 15, guess)
+        return int((ok & (np.linalg.norm(uv - truth, axis=1) < 0.5)).sum())
+
+    assert followed(None) <= 5
+    # Searched for a few pixels from where they are (a motion prediction), most are found and pass
+    # the forward-backward check, whose way back starts where each point came from.
+    assert followed(truth + [3.0, -2.0]) >= 0.5 * len(xy)

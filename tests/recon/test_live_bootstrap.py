@@ -299,3 +299,20 @@ def test_a_window_that_shares_no_frame_with_the_bootstrap_waits_for_one_that_doe
     assert tracker.handover["applied"] and tracker.handover["frames_in_both"] == 3, tracker.handover
     path = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
     assert got is not None and np.linalg.norm(got.c2w[:3, 3] - c2w[51, :3, 3]) < 0.03 * path
+
+
+def test_a_fast_turn_is_followed_where_the_last_motion_carries_the_points(scene):
+    # A quarter turn in 10 frames (10 degrees a frame): the points move too far between frames for
+    # Lucas-Kanade to find them from where they were.
+    c2w = make_trajectory("orbit", 10, seed=0, scene=scene, arc_deg=90)
+    views = [render_view(scene, pose, K, W, H).rgb for pose in c2w]
+    tracker, m, posed, _ = track_from_the_start(views)
+    assert sorted(posed) == list(range(10)) and tracker.bootstrap_lost == 0
+    P = np.stack([posed[i] for i in range(10)])
+    sim = pose_sim3(P, c2w)
+    path = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
+    assert sim is not None
+    assert np.linalg.norm(sim.apply(P[:, :3, 3]) - c2w[:, :3, 3], axis=1).max() < 0.02 * path
+    # Searched for where they were, the points are lost before the turn ends.
+    _, _, posed, _ = track_from_the_start(views, LiveTrackingConfig(predict_motion=False))
+    assert len(posed) < 10
