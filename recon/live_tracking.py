@@ -98,15 +98,18 @@ class LiveTrackingConfig:
     extend_angle_deg: float = 1.0  # a corner becomes a point once its two rays meet at this angle
     extend_restart_frames: int = 20  # corners older than this make way for new ones when the chain is short
     extend_corners: int = 200  # corners followed at a time (each costs the tracking thread a Lucas-Kanade step)
+    # ... and new ones are found, should the chain be short, once fewer than this share of them is left
+    extend_refill_share: float = 0.25
     # the chain's points are searched for where the last two posed frames' motion, carried on, puts them
     predict_motion: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.extend_share < 1 or not self.extend_angle_deg > 0 or self.extend_restart_frames < 1 \
-                or self.extend_corners < self.min_inliers or self.chain_patience < 1:
+                or self.extend_corners < self.min_inliers or self.chain_patience < 1 \
+                or not 0 <= self.extend_refill_share < 1:
             raise ValueError("live tracking needs 0 <= extend_share < 1 (0: the chain never grows), "
-                             "extend_angle_deg > 0, extend_restart_frames >= 1, extend_corners >= min_inliers "
-                             "and chain_patience >= 1")
+                             "extend_angle_deg > 0, extend_restart_frames >= 1, extend_corners >= min_inliers, "
+                             "chain_patience >= 1 and 0 <= extend_refill_share < 1")
 
     def tracking(self) -> TrackingConfig:
         return replace(TrackingConfig(), max_points=self.max_points, reprojection_px=self.reprojection_px,
@@ -164,6 +167,9 @@ class MapTracker:
         self._incoming: tuple | None = None  # (prediction, segment, _Map, its bridge) from set_map
         self._map: _Map | None = None
         self._chain: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (grey, xy [N, 2], X [N, 3])
+        # [3, 3] the K its points were triangulated and its poses are solved with: the bootstrap's prior
+        # stays with a chain moved into a window's world, whose self-calibrated K can differ by half
+        self._chain_K: np.ndarray | None = None
         self._chain_start = 0  # points the chain started with
         self._grown_to = 0  # points the chain had when it last started or grew (``_extend``)
         self._chain_provisional = False  # the chain's points are a bootstrap map's
@@ -207,6 +213,7 @@ class MapTracker:
         self._map = _Map(boot.grey, boot.xy, boot.X, c2w, boot.K, np.asarray(pixel_map), (W, H), segment,
                          boot.index, provisional=True)
         self._chain, self._chain_start, self._chain_provisional = (boot.grey, boot.xy, boot.X), len(boot.X), True
+        self._chain_K = boot.K
         self._grown_to, self._chain_grown, self._chain_misses, self._candidates = len(boot.X), False, 0, None
         self._pose = c2w
         self._provisional = {i: p for i, (_, p) in boot.poses.items()}
@@ -249,13 +256,13 @@ class MapTracker:
         grey = cv2.cvtColor(to_model_pixels(image, pixel_map, m.pixel_map, m.size), cv2.COLOR_RGB2GRAY)
         guess = self._pose if self._pose is not None else m.c2w
         solved = None
-        provisional = self._chain_provisional
+        provisional, K = self._chain_provisional, self._chain_K
         self._renew |= renewed and self._chain is not None
         if self._chain is not None:
             # The chain's points are PnP inliers of the frame before: one forward step, no backward check
             # (RANSAC drops what went astray), halves the tracker's Lucas-Kanade cost.
             predicted = self._predicted(index)
-            solved = self._solve(*self._chain, grey, guess if predicted is None else predicted, checked=False,
+            solved = self._solve(*self._chain, grey, guess if predicted is None else predicted, K, checked=False,
                                  predicted=predicted is not None)
             # A chain still on bootstrap points tries the window's map every few frames.
             leave_bootstrap = provisional and not m.provisional and self._seen % self.config.bridge_every == 0
@@ -265,21 +272,21 @@ class MapTracker:
                 *bridged, here = self._bridged(m, self.config.bridge_steps)
                 if here:
                     self._renew = False
-                    renew = self._solve(*bridged, grey, solved[0])
+                    renew = self._solve(*bridged, grey, solved[0], m.K)
                     if renew is not None and len(renew[2]) < min(len(solved[2]), self.config.renew_min_points):
                         renew = None  # a handful of the map's points would end the chain sooner than its own
                     if renew is None:  # the map cannot be reached from here: tried again once the chain halves
                         self._chain_start = len(solved[2])
                         self._unreachable = True
                     else:
-                        solved, provisional = renew, m.provisional
+                        solved, provisional, K = renew, m.provisional, m.K
                         self._chain_start = self._grown_to = len(renew[2])
                         self._candidates, self._unreachable, self._chain_grown = None, False, False
         if solved is None:  # no chain, or it lost its points: from the map's keyframe, bridged all the way
             self._renew = False
-            restart = self._solve(*self._bridged(m)[:3], grey, guess)
+            restart = self._solve(*self._bridged(m)[:3], grey, guess, m.K)
             if restart is not None:
-                solved, provisional = restart, m.provisional
+                solved, provisional, K = restart, m.provisional, m.K
                 self._chain_start = self._grown_to = len(restart[2])
                 self._candidates, self._chain_grown = None, False
         if solved is None:
@@ -294,18 +301,18 @@ class MapTracker:
         c2w, uv, X = solved
         self._moved(index, c2w, provisional, m.segment)
         if provisional or self._unreachable:
-            uv, X = self._extend(grey, c2w, uv, X, m, provisional)
-        self._chain, self._chain_provisional = (grey, uv.astype(np.float32), X), provisional
+            uv, X = self._extend(grey, c2w, K, uv, X, m, provisional)
+        self._chain, self._chain_provisional, self._chain_K = (grey, uv.astype(np.float32), X), provisional, K
         self._pose = c2w
         self._misses = 0
         if m.provisional:
             self._provisional[index] = c2w
-        return LiveTrackedPose(c2w, m.K, m.size, m.segment, len(X), provisional, self._chain_grown)
+        return LiveTrackedPose(c2w, K, m.size, m.segment, len(X), provisional, self._chain_grown)
 
-    def _extend(self, grey: np.ndarray, c2w: np.ndarray, uv: np.ndarray, X: np.ndarray, m: _Map,
+    def _extend(self, grey: np.ndarray, c2w: np.ndarray, K: np.ndarray, uv: np.ndarray, X: np.ndarray, m: _Map,
                 provisional: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The chain's points ``uv`` [N, 2] / ``X`` [N, 3] in frame ``grey`` (pose ``c2w``), with the
-        corners followed since an earlier posed frame that can now be triangulated added.
+        """The chain's points ``uv`` [N, 2] / ``X`` [N, 3] in frame ``grey`` (pose ``c2w``, the chain's
+        ``K``), with the corners followed since an earlier posed frame that can now be triangulated added.
 
         A map's points leave the view as the camera moves on. The tracker renews the chain from the
         map when it can; a bootstrap map, or a map it can no longer reach (mapping lags the stream),
@@ -314,7 +321,9 @@ class MapTracker:
         and each is triangulated into the chain's world from its first frame and the present as soon
         as its two rays meet at ``extend_angle_deg``. Their drift is the chain's; the next window's
         map replaces them. Corners that have not got there in ``extend_restart_frames`` frames (far
-        away, or along the motion) make way for new ones when the chain is short again."""
+        away, or along the motion) make way for new ones when the chain is short again, and so do
+        corners of which under ``extend_refill_share`` are left (fast forward motion carries most of a
+        set out of view, or past what Lucas-Kanade can follow, within a few frames)."""
         cfg = self.config
         cand = self._candidates
         if cand is not None and (cand.provisional != provisional or cand.segment != m.segment
@@ -322,10 +331,10 @@ class MapTracker:
             cand = None
         if cand is not None:
             # Forward-backward checked: triangulation cannot see a point that slid along its epipolar line.
-            start = self._neighbour_flow(cand, c2w, uv, X) if cfg.predict_motion else None
+            start = self._neighbour_flow(cand, K, uv, X) if cfg.predict_motion else None
             nxt, ok = follow_points(cand.grey, grey, cand.xy, cfg.fb_error_px, cfg.lk_window, start)
             xy0, xy = cand.xy0[ok], nxt[ok]
-            Xn, good = triangulate_views(m.K, cand.c2w0, c2w, xy0, xy, cfg.reprojection_px, cfg.extend_angle_deg)
+            Xn, good = triangulate_views(K, cand.c2w0, c2w, xy0, xy, cfg.reprojection_px, cfg.extend_angle_deg)
             if good.any():
                 uv, X = np.concatenate([uv, xy[good]]), np.concatenate([X, Xn[good]])
                 self.points_added += int(good.sum())
@@ -336,7 +345,8 @@ class MapTracker:
             cand = replace(cand, xy0=xy0[rest], grey=grey, xy=xy[rest].astype(np.float32), c2w=c2w,
                            frames=cand.frames + 1) \
                 if rest.sum() >= self._cfg.min_inliers else None
-        if len(X) < cfg.extend_share * self._grown_to and (cand is None or cand.frames >= cfg.extend_restart_frames):
+        if len(X) < cfg.extend_share * self._grown_to and (cand is None or cand.frames >= cfg.extend_restart_frames
+                                                             or len(cand.xy) < cfg.extend_refill_share * cfg.extend_corners):
             cand = self._corners(grey, c2w, uv, min(cfg.extend_corners, cfg.max_points - len(X)), provisional,
                                  m.segment)
             self._grown_to = len(X)  # the bar for the next corners: under this share of the present
@@ -356,12 +366,13 @@ class MapTracker:
         xy = corners[:, 0].astype(np.float32)
         return _Candidates(c2w.copy(), xy.astype(np.float64), grey, xy, c2w, provisional, segment)
 
-    def _neighbour_flow(self, cand: _Candidates, c2w: np.ndarray, uv: np.ndarray, X: np.ndarray,
+    @staticmethod
+    def _neighbour_flow(cand: _Candidates, K: np.ndarray, uv: np.ndarray, X: np.ndarray,
                         neighbours: int = 4) -> np.ndarray | None:
-        """Where the corners ``cand`` should be searched for in the frame posed at ``c2w``: each moved
-        by the median motion of its nearest chain points (``uv`` [N, 2] there, world ``X`` [N, 3]) since
-        the corners' last frame. A corner has no depth yet; its neighbours' motion stands in for its own."""
-        before, seen = project_points(cand.c2w, self._map.K, X)
+        """Where the corners ``cand`` should be searched for in the present frame: each moved by the
+        median motion of its nearest chain points (``uv`` [N, 2] there, world ``X`` [N, 3], camera ``K``)
+        since the corners' last frame. A corner has no depth yet; its neighbours' motion stands in."""
+        before, seen = project_points(cand.c2w, K, X)
         if seen.sum() < neighbours:
             return None
         flow = (uv - before)[seen]
@@ -398,22 +409,23 @@ class MapTracker:
         return c2w
 
     def _solve(self, grey0: np.ndarray, xy: np.ndarray, X: np.ndarray, grey: np.ndarray,
-               guess: np.ndarray, checked: bool = True, predicted: bool = False
+               guess: np.ndarray, K: np.ndarray, checked: bool = True, predicted: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(c2w, inlier positions in ``grey`` [M, 2], their world points [M, 3]) or None; ``predicted``:
-        ``guess`` is a prediction of this frame's pose, so each point's search starts where it projects."""
+        """(c2w, inlier positions in ``grey`` [M, 2], their world points [M, 3]) or None, seen with ``K``;
+        ``predicted``: ``guess`` is a prediction of this frame's pose, so each point's search starts
+        where it projects."""
         if grey0.shape != grey.shape:
             return None
         start = None
         if predicted:
-            uv0, seen = project_points(guess, self._map.K, X)
+            uv0, seen = project_points(guess, K, X)
             H, W = grey.shape
             seen &= (uv0[:, 0] >= 0) & (uv0[:, 0] < W) & (uv0[:, 1] >= 0) & (uv0[:, 1] < H)
             start = np.where(seen[:, None], uv0, xy)
         uv, ok = follow_points(grey0, grey, xy, self.config.fb_error_px if checked else None,
                                self.config.lk_window, start)
         uv, X = uv[ok], X[ok]
-        solved = solve_pnp(X, uv, self._map.K, guess, self._cfg, self.config.ransac_iterations)
+        solved = solve_pnp(X, uv, K, guess, self._cfg, self.config.ransac_iterations)
         if solved is None:
             return None
         c2w, inl = solved
@@ -483,18 +495,27 @@ class MapTracker:
         src = np.stack([self._provisional[int(pred.frame_indices[k])] for k in shared]) if shared else None
         sim3 = pose_sim3(src, pred.c2w[shared]) if len(shared) >= 2 else None
         self.handover = {"frames_in_both": len(shared), "applied": sim3 is not None}
-        self._candidates = None  # found in the bootstrap world
         if sim3 is None:
-            self._chain, self._pose = None, None
+            self._chain, self._pose, self._candidates = None, None, None
         else:
             same_pixels = tuple(size) == tuple(self._map.size) and np.allclose(pixel_map, self._map.pixel_map)
             if self._chain is not None and same_pixels:
+                # The chain goes on in the window's world as it was (its points, its corners on the way to
+                # becoming points, the camera's motion), with its own K, until the window's map is reached.
                 grey, xy, X = self._chain
                 self._chain = (grey, xy, sim3.apply(X))
+                cand = self._candidates
+                if cand is not None:
+                    self._candidates = replace(cand, c2w0=sim3.apply_c2w(cand.c2w0), c2w=sim3.apply_c2w(cand.c2w))
+                if self._step is not None:
+                    self._step = self._step.copy()
+                    self._step[:3, 3] *= sim3.s
             else:
-                self._chain = None
+                self._chain, self._candidates = None, None
             if self._pose is not None:
                 self._pose = sim3.apply_c2w(self._pose)
+                if self._last is not None and self._last[1] is not None:
+                    self._last = (self._last[0], self._pose, *self._last[2:])
             last = int(np.max(pred.frame_indices))
             self._handed_camera = (self._map.K, self._map.size)
             self._handed = {i: sim3.apply_c2w(p) for i, p in self._provisional.items() if i > last}
