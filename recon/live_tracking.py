@@ -29,7 +29,9 @@ is estimated from the window's keyframes the tracker posed on the bootstrap map
 (``live_bootstrap.pose_sim3``); the chain of points and the last pose move into
 the window's world with it, so the live poses go on without a jump
 (``take_handover``: the provisional poses after the window's last keyframe, moved
-too). Without such a similarity the chain starts again from the window's map; a
+too). The chain keeps the K its points were triangulated with (the prior, when
+the stream has no intrinsics) until it reaches the window's points: the window
+self-calibrates its own. Without such a similarity the chain starts again from the window's map; a
 window none of whose frames was posed on the bootstrap map (the bootstrap started
 again after them) is passed over instead, and the bootstrap goes on until a window
 that shares frames with it arrives.
