@@ -36,7 +36,12 @@ window none of whose frames was posed on the bootstrap map (the bootstrap starte
 again after them) is passed over instead, and the bootstrap goes on until a window
 that shares frames with it arrives.
 A bootstrap map that loses the camera for ``bootstrap_lost_frames`` frames is let
-go (``needs_bootstrap``: a new bootstrap starts from the current frame).
+go (``needs_bootstrap``: a new bootstrap starts from the current frame). So is a
+window's map, once the chain is gone and the map's points cannot be found for as
+many frames (the camera turned away, or was covered, and mapping lags too far for
+the next window to be reached): a new bootstrap gives the live poses a
+provisional world again, handed over to the first window that shares frames
+with it (``rebootstraps``).
 
 A map's points leave the view as the camera moves on, and on two cores mapping
 falls behind a 30 fps stream, so a bootstrap map can be the only map for many
@@ -93,7 +98,9 @@ class LiveTrackingConfig:
     # kept frames a new map's points are carried through per tracked frame while the chain still poses
     # the frames: a map seconds old would otherwise cost one frame the whole bridge (see ``track``)
     bridge_steps: int = 3
-    bootstrap_lost_frames: int = 5  # a bootstrap map that poses none of this many frames in a row is let go
+    # a bootstrap map that poses none of this many frames in a row is let go; so is a window's map once the
+    # chain is gone (a new bootstrap starts)
+    bootstrap_lost_frames: int = 5
     chain_patience: int = 5  # frames in a row the chain may fail to pose before it is let go
     # the chain grows its own points (see ``_extend``) once it keeps under this share of its points
     extend_share: float = 0.7
@@ -184,10 +191,12 @@ class MapTracker:
         self._provisional: dict[int, np.ndarray] = {}  # frame index -> c2w in the bootstrap map's world
         self._handed: dict[int, np.ndarray] = {}  # provisional poses moved into the first window's world
         self._handed_camera: tuple = (None, None)  # (K, size) of the bootstrap map they were solved on
-        self._misses = 0  # frames in a row the bootstrap map did not pose
+        self._misses = 0  # frames in a row the map did not pose
         self._chain_misses = 0  # frames in a row the chain did not pose
         self._chain_grown = False  # the chain holds points the tracker triangulated itself
         self.bootstrap_lost = 0  # bootstrap maps let go
+        self._lost_window = False  # a window's map lost the camera: a bootstrap may start again
+        self.rebootstraps = 0  # bootstrap maps taken after a window's map had lost the camera
         self.handover: dict | None = None  # how the first window's map took over from the bootstrap map
         self._candidates: _Candidates | None = None  # corners on their way to become chain points
         self._unreachable = False  # the map's points could not be carried to the chain: it grows its own
@@ -202,14 +211,24 @@ class MapTracker:
 
     @property
     def needs_bootstrap(self) -> bool:
-        """No map of any kind yet (nor a window's on its way): a two-view bootstrap may give one."""
-        return self._map is None and self._incoming is None and self.maps == 0
+        """No map of any kind yet, or the window's map lost the camera (nor a window's on its way): a
+        two-view bootstrap may give one."""
+        return self._incoming is None and ((self._map is None and self.maps == 0) or self._lost_window)
+
+    @property
+    def on_bootstrap_map(self) -> bool:
+        """The map tracked against is a two-view bootstrap's: its poses wait for a hand-over."""
+        return self._map is not None and self._map.provisional
 
     def set_bootstrap(self, boot: BootstrapMap, pixel_map: np.ndarray, segment: int) -> None:
         """A two-view bootstrap map (tracking thread; frames in the pixels of ``pixel_map``, input ->
-        image): tracked against until the first window's map arrives. Ignored once a window's came."""
-        if self.maps:
+        image): tracked against until a window's map that shares frames with it arrives. Ignored once
+        a window's came, unless that map has lost the camera."""
+        if self.maps and not self._lost_window:
             return
+        if self._lost_window:
+            self.rebootstraps += 1
+            self._lost_window, self._bridge, self._renew, self._unreachable = False, None, False, False
         H, W = boot.grey.shape
         c2w = boot.poses[boot.index][1].copy()
         self._map = _Map(boot.grey, boot.xy, boot.X, c2w, boot.K, np.asarray(pixel_map), (W, H), segment,
@@ -297,9 +316,9 @@ class MapTracker:
             self._chain_misses += 1
             if self._chain_misses >= self.config.chain_patience:
                 self._chain, self._candidates = None, None
-            self._lost_bootstrap(m)
+            self._lost(m)
             return None
-        self._chain_misses = 0
+        self._chain_misses, self._lost_window = 0, False
         c2w, uv, X = solved
         self._moved(index, c2w, provisional, m.segment)
         if provisional or self._unreachable:
@@ -382,15 +401,18 @@ class MapTracker:
         nearest = np.argpartition(d2, neighbours - 1, axis=1)[:, :neighbours]
         return cand.xy + np.median(flow[nearest], axis=1)
 
-    def _lost_bootstrap(self, m: _Map) -> None:
-        """A bootstrap map that has not posed ``bootstrap_lost_frames`` frames in a row is let go."""
-        if not m.provisional:
-            return
+    def _lost(self, m: _Map) -> None:
+        """A bootstrap map that has not posed ``bootstrap_lost_frames`` frames in a row is let go; a
+        window's map, with no chain left, asks for a new bootstrap (it is still tried meanwhile)."""
         self._misses += 1
-        if self._misses >= self.config.bootstrap_lost_frames:
+        if self._misses < self.config.bootstrap_lost_frames:
+            return
+        if m.provisional:
             self._map, self._pose, self._provisional, self._misses = None, None, {}, 0
             self._bridge = None
             self.bootstrap_lost += 1
+        elif self._chain is None:
+            self._lost_window = True
 
     def _moved(self, index: int, c2w: np.ndarray, provisional: bool, segment: int) -> None:
         """Frame ``index`` posed at ``c2w``: the motion from the frame posed before it, when that was the

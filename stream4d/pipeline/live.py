@@ -233,16 +233,16 @@ class LiveFrames:
         if tracked is None and self.bootstrap is not None and self.tracker.needs_bootstrap:
             self._bootstrap(f)
         handed, K, size = self.tracker.take_handover()
-        for index, c2w in sorted(handed.items()):  # shown again in the first window's world: no jump
+        for index, c2w in sorted(handed.items()):  # shown again in the window's world: no jump
             if index > self._aligned_upto:  # else its window came first: its final pose is the sink's
                 self._publish(FramePose(index, self._provisional_times.get(index, f.timestamp), c2w, K, size,
                                         POSE_TRACKED, self.stats.segment, final=False))
-        if self.tracker.handover is not None and self._provisional_times:
+        if not self.tracker.on_bootstrap_map:  # handed over (or let go): their times are not needed
             self._provisional_times.clear()
         if tracked is not None:
             if tracked.provisional:
                 self.latency.provisional(f.index)
-                if self.tracker.handover is None:
+                if self.tracker.on_bootstrap_map:
                     self._provisional_times[f.index] = f.timestamp
             self._publish(FramePose(f.index, f.timestamp, tracked.c2w, tracked.K, tracked.size, POSE_TRACKED,
                                     tracked.segment, final=False))
@@ -286,7 +286,8 @@ class LiveFrames:
         if self.bootstrap is None:
             return None
         return {**self.bootstrap.report(), "frames_posed_at_init": self.bootstrap_posed,
-                "lost": self.tracker.bootstrap_lost, "handover": self.tracker.handover}
+                "lost": self.tracker.bootstrap_lost, "rebootstraps": self.tracker.rebootstraps,
+                "handover": self.tracker.handover}
 
     def map_first(self, sink: Callable[[AlignedWindow], None]) -> Callable[[AlignedWindow], None]:
         """``sink`` (the alignment worker's ``on_aligned``), with each aligned window made the

@@ -260,6 +260,42 @@ def test_a_bootstrap_map_that_loses_the_camera_is_let_go(scene):
     assert tracker.needs_bootstrap and tracker.bootstrap_lost == 1
 
 
+def test_a_window_map_that_lost_the_camera_gives_way_to_a_new_bootstrap(scene):
+    c2w = make_trajectory("orbit", 120, seed=0, scene=scene, arc_deg=240)
+    views = [render_view(scene, pose, K, W, H) for pose in c2w]
+    covered = np.random.default_rng(2).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    boot, tracker, posed = TwoViewBootstrap(), MapTracker(), {}
+
+    def frame(i, image):
+        tracked = tracker.track(image, np.eye(3), i)
+        if tracked is not None:
+            posed[i] = tracked
+        elif tracker.needs_bootstrap and (m := boot.add(image, i, i / 30.0, K)) is not None:
+            tracker.set_bootstrap(m, np.eye(3), 0)
+            boot.reset()
+
+    for i in range(0, 36):
+        frame(i, views[i].rgb)
+    tracker.set_map(exact_window(views, [0, 6, 12, 18, 24, 30]), 0)
+    for i in range(36, 45):
+        frame(i, views[i].rgb)
+    assert tracker.handover["applied"] and not posed[44].provisional and tracker.rebootstraps == 0
+    # The lens is covered while the camera turns on 60 degrees: the window's points are behind it now.
+    for i in range(45, 75):
+        frame(i, covered)
+    assert tracker.needs_bootstrap and not any(i in posed for i in range(45, 75))
+    for i in range(75, 100):
+        frame(i, views[i].rgb)
+    assert tracker.rebootstraps == 1 and all(posed[i].provisional for i in range(85, 100))
+    # A window of the frames after the cover hands the new world over to the windows' world.
+    tracker.set_map(exact_window(views, [78, 82, 86, 90]), 0)
+    for i in range(100, 110):
+        frame(i, views[i].rgb)
+    assert tracker.handover["applied"] and tracker.handover["frames_in_both"] >= 3, tracker.handover
+    path = np.linalg.norm(np.diff(c2w[:, :3, 3], axis=0), axis=1).sum()
+    assert np.linalg.norm(posed[109].c2w[:3, 3] - c2w[109, :3, 3]) < 0.01 * path
+
+
 def track_from_the_start(views, config=None, noise_at=None):
     """Every view through a bootstrap and a tracker, as the live front end does, with a frame of noise in
     place of view ``noise_at``: (tracker, the bootstrap map, frame index -> provisional c2w, frame index ->
