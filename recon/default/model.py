@@ -394,35 +394,80 @@ class DefaultWindowModel:
         a baseline to triangulate: chain rotations from homographies.
 
         Depth cannot be known; it is set to a nominal 1 with zero confidence so
-        nothing downstream trusts it, and poses keep the camera at one place.
+        nothing downstream trusts it, and poses keep the camera at one place. A frame that shares
+        too few matches with every frame posed before it has no rotation either: it is left unposed
+        (``unposed_sources``), and a window none of whose frames relate to another is refused
+        (``WindowModelError``: covered, blank or noise frames).
         """
         n = len(frames)
-        R = [np.eye(3)]
-        Kinv = np.linalg.inv(K)
-        by_pair = {(m.i, m.j): m for m in matches}
-        for v in range(1, n):
-            m = by_pair.get((v - 1, v))
-            Rv = np.eye(3)
-            if m is not None and len(m.idx_i) >= 8:
-                Hm, _ = cv2.findHomography(feats[v - 1].keypoints[m.idx_i], feats[v].keypoints[m.idx_j], cv2.RANSAC, 2.0)
-                if Hm is not None:
-                    U, _, Vt = np.linalg.svd(Kinv @ Hm @ K)
-                    Rv = U @ Vt
-                    if np.linalg.det(Rv) < 0:
-                        Rv = -Rv
-            R.append(Rv @ R[-1])  # world-to-camera rotation of view v
+        rotations = _HomographyRotations(K, feats, matches)
+        posed: dict[int, np.ndarray] = {}
+        for anchor in range(n - 1):  # the first frame that relates to a later one anchors the chain
+            posed = _chain_rotations(anchor, n, rotations)
+            if len(posed) >= 2:
+                break
+        if len(posed) < 2:
+            raise WindowModelError("no two frames of the window share enough matched features to relate "
+                                   "them (covered, blank or noise frames?): nothing to pose")
+        order = sorted(posed)
         w2c = []
-        for Rv in R:
+        for v in order:
             T = np.eye(4)
-            T[:3, :3] = Rv
+            T[:3, :3] = posed[v]
             w2c.append(T)
         W, H = frames[0].size
-        depth = np.ones((n, H, W), np.float32)
-        conf = np.zeros((n, H, W), np.float32)
+        depth = np.ones((len(order), H, W), np.float32)
+        conf = np.zeros((len(order), H, W), np.float32)
         why = evidence.pop("no_structure", None) or "no parallax"
         info = {**evidence, "degenerate": f"{why}: rotation-only poses, depth unconfident", "timings": timings,
-                "unposed_sources": [], "self_calibrated": not all(f.K is not None for f in frames)}
+                "unposed_sources": [frames[v].source for v in range(n) if v not in posed],
+                "self_calibrated": not all(f.K is not None for f in frames)}
         if info["self_calibrated"]:
             self._stream_intrinsics(info, (W, H))
-        pred = self._prediction(frames, list(range(n)), w2c, K, depth, conf, info)
-        return replace(pred, rotation_only=np.ones(n, bool))  # carried to trajectory.json's pose_kind
+        pred = self._prediction(frames, order, w2c, K, depth, conf, info)
+        return replace(pred, rotation_only=np.ones(len(order), bool))  # carried to trajectory.json's pose_kind
+
+
+class _HomographyRotations:
+    """The rotation [3, 3] taking view i's world-to-camera rotation to view j's (i < j), from a
+    homography of their matches (a camera that only rotates); None for pairs with under 8 matches.
+    Computed when first asked for: a chain of consecutive views needs only its neighbours'."""
+
+    def __init__(self, K: np.ndarray, feats, matches) -> None:
+        self.K, self.Kinv, self.feats = K, np.linalg.inv(K), feats
+        self.by_pair = {(m.i, m.j): m for m in matches}
+        self._cache: dict[tuple[int, int], np.ndarray | None] = {}
+
+    def __call__(self, i: int, j: int) -> np.ndarray | None:
+        if (i, j) not in self._cache:
+            self._cache[(i, j)] = self._solve(self.by_pair.get((i, j)))
+        return self._cache[(i, j)]
+
+    def _solve(self, m) -> np.ndarray | None:
+        if m is None or len(m.idx_i) < 8:
+            return None
+        Hm, _ = cv2.findHomography(self.feats[m.i].keypoints[m.idx_i], self.feats[m.j].keypoints[m.idx_j],
+                                   cv2.RANSAC, 2.0)
+        if Hm is None:
+            return None
+        U, _, Vt = np.linalg.svd(self.Kinv @ Hm @ self.K)
+        R = U @ Vt
+        return -R if np.linalg.det(R) < 0 else R
+
+
+def _chain_rotations(anchor: int, n: int, rotation) -> dict[int, np.ndarray]:
+    """World-to-camera rotations of the views that relate, pair by pair, to view ``anchor`` (the
+    identity): each later view from the nearest posed view before it, each earlier one from the
+    nearest posed view after it; ``rotation(i, j)`` as ``_HomographyRotations``."""
+    posed = {anchor: np.eye(3)}
+    for v in range(anchor + 1, n):
+        for u in range(v - 1, -1, -1):
+            if u in posed and (R := rotation(u, v)) is not None:
+                posed[v] = R @ posed[u]
+                break
+    for v in range(anchor - 1, -1, -1):
+        for u in range(v + 1, n):
+            if u in posed and (R := rotation(v, u)) is not None:
+                posed[v] = R.T @ posed[u]
+                break
+    return posed

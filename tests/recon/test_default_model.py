@@ -148,6 +148,37 @@ def test_pure_rotation_is_recognised_and_its_rotation_recovered(model):
     assert rotation_angle_deg(rel_pred[:3, :3] @ rel_gt[:3, :3].T) < 0.5
 
 
+def test_frames_that_relate_to_no_other_get_no_rotation(model):
+    # A pan with the lens covered for two frames: those have no matches, so no rotation either.
+    scene = make_scene("room", seed=0)
+    base = make_trajectory("orbit", 1, seed=0, scene=scene)[0]
+    K = intrinsics_for(W, H)
+    rng = np.random.default_rng(0)
+    frames, truth = [], []
+    for i in range(6):
+        yaw = np.radians(1.5 * i)
+        c2w = base.copy()
+        c2w[:3, :3] = base[:3, :3] @ np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
+        truth.append(c2w)
+        image = render_view(scene, c2w, K, W, H).rgb if i not in (2, 3) else \
+            rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+        frames.append(Frame(index=i, timestamp=i / 10, image=image, source=f"pan/{i}", K=K))
+    model.reset()
+    pred = model.predict(frames)
+    assert pred.frame_indices.tolist() == [0, 1, 4, 5] and pred.rotation_only.all()
+    assert pred.info["unposed_sources"] == ["pan/2", "pan/3"]
+    # Frame 4 is related to frame 1 directly: the rotation across the covered frames is still right.
+    rel_pred = np.linalg.inv(pred.c2w[0]) @ pred.c2w[-1]
+    rel_gt = np.linalg.inv(truth[0]) @ truth[-1]
+    assert rotation_angle_deg(rel_pred[:3, :3] @ rel_gt[:3, :3].T) < 0.5
+    # Nothing but noise: no frame relates to another, and the window says so instead of posing them.
+    noise = [Frame(index=i, timestamp=i / 10, image=rng.integers(0, 255, (H, W, 3), dtype=np.uint8),
+                   source=f"covered/{i}", K=K) for i in range(6)]
+    model.reset()
+    with pytest.raises(WindowModelError, match="share enough matched features"):
+        model.predict(noise)
+
+
 def test_frames_of_different_sizes_are_a_clear_error(model):
     a = Frame(index=0, timestamp=0.0, image=np.zeros((20, 30, 3), np.uint8), source="a")
     b = Frame(index=1, timestamp=0.1, image=np.zeros((21, 30, 3), np.uint8), source="b")
