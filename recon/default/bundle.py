@@ -20,6 +20,11 @@ from scipy.spatial.transform import Rotation
 # A real camera's principal point lies within about this fraction of the longest image side of the
 # centre (one sigma); the focal's sigma allows for it (_focal_evidence).
 PRINCIPAL_POINT_SIGMA = 0.02
+# Tracks carry errors the reprojection noise cannot see because they do not average out over a
+# window (compression, unmodelled distortion, detector bias): about this many pixels, the same
+# for every observation. A focal length that moves the reprojections by less than that is not
+# known from them, however many there are (_focal_evidence).
+FOCAL_SYSTEMATIC_PX = 0.01
 
 
 @dataclass
@@ -39,6 +44,7 @@ class BundleProblem:
     # (W, H) of the image the observations are in: the principal point's prior is centred on it.
     # None: the image is taken to be centred on K's principal point.
     image_size: tuple[int, int] | None = None
+    focal_systematic_px: float = FOCAL_SYSTEMATIC_PX  # see the constant; 0: white noise alone
 
 
 @dataclass
@@ -60,7 +66,10 @@ class BundleResult:
 class FocalEvidence:
     log_focal: float  # log of the focal (px) the observations alone point to
     sigma_log: float  # its standard deviation (log units: relative error of the focal)
-    noise_px2: float  # weighted squared reprojection error per coordinate, the noise sigma_log assumes
+    # The noise sigma_log assumes, px^2: the weighted squared reprojection error per coordinate plus
+    # the systematic errors' share (see _focal_evidence), so that noise_px2 / sigma_log^2 is the
+    # information the adjustment's cost holds on log f: a prior of that weight counts as much.
+    noise_px2: float
     # The principal point (held where the problem's K puts it) as the observations and the prior of
     # PRINCIPAL_POINT_SIGMA around the image centre would have it: the Gauss-Newton step (cx, cy) in
     # px with every pose, point and the focal re-optimised, and its sigma (px) after that step.
@@ -303,14 +312,15 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
     evidence = None
     if n_f:
         evidence = _focal_evidence(lay, R, RX, pc, z, r, err, K_of(log_f), loss_scale_px, prior_w, prior_mu,
-                                   log_f, p.image_size)
+                                   log_f, p.image_size, p.focal_systematic_px)
         if evidence is not None:
             evidence.log_focal += float(np.log(p.K[0, 0]))
     return BundleResult(Rotation.from_matrix(R).as_rotvec(), t, X, K_of(log_f), residuals, cost, it, evidence)
 
 
 def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float, prior_w: float, prior_mu: float,
-                    log_f: float, image_size: tuple[int, int] | None = None) -> FocalEvidence | None:
+                    log_f: float, image_size: tuple[int, int] | None = None,
+                    systematic_px: float = 0.0) -> FocalEvidence | None:
     """The observations' information on log f at the solution: the focal entry of the Schur
     complement (points eliminated) with the poses eliminated too, from the undamped weighted normal
     equations without the prior. With it the prior's pull is taken out again: at a MAP solution
@@ -320,8 +330,16 @@ def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float,
 
     The sigma also eliminates the principal point, which the adjustment holds at the image centre:
     a real camera's lies within ``PRINCIPAL_POINT_SIGMA`` of the longest side of it (a Gaussian
-    prior), and on forward motion the focal trades against it. Returned relative to the problem's
-    starting K (the caller adds its log focal)."""
+    prior), and on forward motion the focal trades against it.
+
+    The white-noise sigma shrinks with every observation; errors common to the window's tracks
+    (``systematic_px`` per coordinate) do not. A focal error ``d`` moves the re-optimised
+    reprojections by ``g * d`` px (RMS over the ``n`` weighted coordinates, ``g^2 = info / n``), so
+    such errors leave the focal uncertain by ``systematic_px / g`` too, added in quadrature through
+    the noise the sigma assumes (``systematic_px^2 * n`` on top of the residuals'). A window that
+    only translates, where any focal fits save for what the residuals happen to prefer, is then not
+    believed to know it. Returned relative to the problem's starting K (the caller adds its log
+    focal)."""
     view, P, nC = lay.view, lay.P, lay.nC
     w = _huber_weights(err, loss_scale_px)
     dof = 2 * len(err) - nC - 3 * P
@@ -368,7 +386,8 @@ def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float,
     if not (np.isfinite(info) and np.isfinite(info_fixed_pp)) or info <= 0 or info_fixed_pp <= 0:
         return None
     lf_data = log_f + prior_w * (log_f - prior_mu) / info_fixed_pp
-    return FocalEvidence(lf_data, float(np.sqrt(noise / info)), noise, step, pp_sigma)
+    assumed = noise + systematic_px ** 2 * 2.0 * float(w.sum())  # over the weighted coordinates
+    return FocalEvidence(lf_data, float(np.sqrt(assumed / info)), assumed, step, pp_sigma)
 
 
 def _principal_point_step(S: np.ndarray, g: np.ndarray, noise: float) -> tuple[np.ndarray, np.ndarray]:

@@ -110,8 +110,8 @@ class StreamFocal:
     def prior(self, size: tuple[int, int]) -> tuple[float, float] | None:
         """``(focal px, weight)`` for a self-calibrating window's bundle adjustment (``BundleProblem.
         focal_prior``): the cost gains ``0.5 * weight * (log f - log focal)^2`` with weight the
-        windows' typical reprojection noise (px^2) over the prior's variance, so that the prior
-        counts like the windows' evidence did."""
+        noise the windows' sigmas assumed (px^2, ``bundle.FocalEvidence.noise_px2``) over the
+        prior's variance, so that the prior counts like the windows' evidence did."""
         K = self.intrinsics(size)
         if K is None or self.fixed:
             return None

@@ -16,7 +16,14 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from recon.default.bundle import PRINCIPAL_POINT_SIGMA, BundleProblem, BundleResult, bundle_adjust, refine_points
+from recon.default.bundle import (
+    FOCAL_SYSTEMATIC_PX,
+    PRINCIPAL_POINT_SIGMA,
+    BundleProblem,
+    BundleResult,
+    bundle_adjust,
+    refine_points,
+)
 from recon.default.focal_profile import profile_focal
 from recon.default.parallax import ParallaxConfig, judge_parallax
 from recon.default.tracks import Tracks
@@ -72,6 +79,9 @@ class SfmConfig:
     # too small and the estimate hurt as often as it helped (docs/benchmarks.md).
     principal_point_gate: float = 0.0
     principal_point_rounds: int = 2  # Gauss-Newton steps on it, each followed by an adjustment
+    # Errors common to a window's tracks (px per coordinate) that bound what it can know of the focal
+    # length (bundle.FOCAL_SYSTEMATIC_PX); 0 trusts the reprojection noise alone.
+    focal_systematic_px: float = FOCAL_SYSTEMATIC_PX
 
 
 @dataclass
@@ -442,6 +452,7 @@ class WindowSfm:
             refine_focal=refine_focal,
             focal_prior=self.focal_prior,
             image_size=self.image_size,
+            focal_systematic_px=self.cfg.focal_systematic_px,
         )
         if max_iterations > self.cfg.intermediate_ba_iterations:
             problem, rows = self._without_mismatches(problem, rows)

@@ -85,7 +85,9 @@ def orbit_windows():
 
 
 def test_model_estimates_the_focal_across_windows_fixes_it_and_reset_forgets(orbit_windows):
-    model = DefaultWindowModel()
+    # Rendered frames have no systematic track errors, and three windows bounded by them would not
+    # reach fix_sigma: white noise alone, to test the hand-on mechanics.
+    model = DefaultWindowModel(DefaultModelConfig(sfm=SfmConfig(focal_systematic_px=0.0)))
     model.reset()
     preds = [model.predict(w) for w in orbit_windows]
     report = model.intrinsics_report()
@@ -103,6 +105,42 @@ def test_model_estimates_the_focal_across_windows_fixes_it_and_reset_forgets(orb
     assert model.intrinsics_report() is None
     first = model.predict(orbit_windows[0])
     assert not first.info.get("focal_fixed")
+
+
+def test_the_default_sigma_covers_the_error_of_the_estimate(orbit_windows):
+    model = DefaultWindowModel()
+    model.reset()
+    for w in orbit_windows:
+        model.predict(w)
+    report = model.intrinsics_report()
+    assert report["focal_rel"] is not None
+    assert abs(np.log(report["focal_rel"] / TRUE_REL)) < 2 * report["focal_sigma_rel"], report
+
+
+def _street_drive(n: int) -> list[Frame]:
+    scene = make_scene("street", seed=0)
+    K = intrinsics_for(W, H)
+    c2w = make_trajectory("forward", n, seed=0, scene=scene)
+    return [Frame(index=i, timestamp=i / 10, image=render_view(scene, c, K, W, H).rgb, source=f"{i:03d}.png")
+            for i, c in enumerate(c2w)]
+
+
+def test_a_camera_that_only_translates_does_not_determine_the_focal():
+    """Down a straight street (no turn at all) any focal fits the tracks, save for what their
+    errors happen to prefer: the window must not claim one."""
+    frames = _street_drive(10)
+    model = DefaultWindowModel()
+    model.reset()
+    model.predict(frames)
+    report = model.intrinsics_report()
+    assert report["focal_rel"] is None and not report["windows"][0]["used"], report
+    assert report["held_focal_px"] == pytest.approx(W)  # the starting guess, said as such
+    # Trusting the reprojection noise alone, the same window claims a focal far from the truth.
+    trusting = DefaultWindowModel(DefaultModelConfig(sfm=SfmConfig(focal_systematic_px=0.0)))
+    trusting.reset()
+    trusting.predict(frames)
+    claimed = trusting.intrinsics_report()
+    assert claimed["windows"][0]["used"] and abs(np.log(claimed["focal_rel"] / TRUE_REL)) > 0.5, claimed
 
 
 def test_windows_that_say_next_to_nothing_make_no_estimate():
