@@ -70,8 +70,8 @@ def test_reset_forgets_and_a_new_aspect_ratio_starts_over():
     assert est.intrinsics((H, W)) is None  # portrait after landscape: another camera
 
 
-def _clip(kind: str, n: int, seed: int = 0) -> list[Frame]:
-    scene = make_scene("room", seed=seed)
+def _clip(kind: str, n: int, seed: int = 0, scene_name: str = "room") -> list[Frame]:
+    scene = make_scene(scene_name, seed=seed)
     K = intrinsics_for(W, H)
     c2w = make_trajectory(kind, n, seed=seed, scene=scene)
     return [Frame(index=i, timestamp=i / 10, image=render_view(scene, c, K, W, H).rgb, source=f"{i:03d}.png")
@@ -117,18 +117,10 @@ def test_the_default_sigma_covers_the_error_of_the_estimate(orbit_windows):
     assert abs(np.log(report["focal_rel"] / TRUE_REL)) < 2 * report["focal_sigma_rel"], report
 
 
-def _street_drive(n: int) -> list[Frame]:
-    scene = make_scene("street", seed=0)
-    K = intrinsics_for(W, H)
-    c2w = make_trajectory("forward", n, seed=0, scene=scene)
-    return [Frame(index=i, timestamp=i / 10, image=render_view(scene, c, K, W, H).rgb, source=f"{i:03d}.png")
-            for i, c in enumerate(c2w)]
-
-
 def test_a_camera_that_only_translates_does_not_determine_the_focal():
     """Down a straight street (no turn at all) any focal fits the tracks, save for what their
     errors happen to prefer: the window must not claim one."""
-    frames = _street_drive(10)
+    frames = _clip("forward", 10, scene_name="street")
     model = DefaultWindowModel()
     model.reset()
     model.predict(frames)
