@@ -56,6 +56,9 @@ class LiveConfig:
         holding of frames between keyframes, which then run on a thread of their own (when it is
         full, tracking waits and a live source drops its oldest frames); 0: they run on the
         tracking thread, after each frame's live pose.
+    model_process: a live run's default window model runs in a process of its own
+        (stream4d/pipeline/model_process.py), so that tracking has the GIL of the run's process
+        to itself; False: on a thread of the run's process.
     keyframer_lag_s: with ``keyframe_queue``, once frames reach the keyframer this long (s) after
         their arrival, it judges only every third frame (the others are held as frames between
         keyframes) until it has caught up: run.json ``keyframes.unjudged`` counts them.
@@ -69,6 +72,7 @@ class LiveConfig:
     bootstrap: bool = True
     keyframe_queue: int = 64
     keyframer_lag_s: float = 0.5
+    model_process: bool = True
 
     def first_window_for(self, align) -> int | None:
         """The first window's size for ``align`` (an AlignConfig), None when it is ``align.window``."""
@@ -91,6 +95,8 @@ class LiveConfig:
             raise ValueError(f"live.keyframer_lag_s must be a number of seconds >= 0, got {self.keyframer_lag_s!r}")
         if not isinstance(self.first_window, int) or self.first_window < 0:
             raise ValueError(f"live.first_window must be an integer >= 0, got {self.first_window!r}")
+        if not isinstance(self.model_process, bool):
+            raise ValueError(f"live.model_process must be true or false, got {self.model_process!r}")
         if not isinstance(self.bootstrap, bool):
             raise ValueError(f"live.bootstrap must be true or false, got {self.bootstrap!r}")
 

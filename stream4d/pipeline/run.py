@@ -92,11 +92,15 @@ def reconstruct(source: Any, out_dir: str | Path, config: ReconstructConfig | No
     reconstructed before is written, run.json records the error, and the error is raised.
     """
     run = _open(source, Path(out_dir), config or ReconstructConfig(), observers, model)
-    error = _stream(run, stop or threading.Event(), progress, on_stats)
-    _final_ba(run, error)
-    outputs = _close(run)
-    error = _save_map(run, outputs) or error
-    outputs["run.json"] = _record(run, error)
+    try:
+        error = _stream(run, stop or threading.Event(), progress, on_stats)
+        _final_ba(run, error)
+        outputs = _close(run)
+        error = _save_map(run, outputs) or error
+        outputs["run.json"] = _record(run, error)
+    finally:
+        if run.model is not model:  # the model this run started (a process of its own, live) ends with it
+            getattr(run.model, "close", lambda: None)()
     if error is not None:
         raise error
     return RunSummary(run.out_dir, run.stats, run.timings, outputs, run.viewer_url, run.skipped,
@@ -117,8 +121,12 @@ def _open(source: Any, out_dir: Path, config: ReconstructConfig, observers: Sequ
 
         require_pycolmap()
     src = open_input(source, config)
-    model = model or build_model(config)
-    model.reset()
+    live_on = live_tracking_active(config.live.tracking, getattr(src.info, "kind", ""))
+    # A live run's default model runs in a process of its own (pipeline/model_process.py), started last.
+    own_process = model is None and live_on and config.live.model_process and config.backend == "default"
+    if not own_process:
+        model = model or build_model(config)
+        model.reset()
     writer = OutputWriter(out_dir)
     own_observers = build_observers(config, out_dir)
     all_observers = list(observers) + own_observers
@@ -133,7 +141,7 @@ def _open(source: Any, out_dir: Path, config: ReconstructConfig, observers: Sequ
     # The latency log first: a pose's time is taken as the observers get it.
     latency = LatencyLog()
     tracker = bootstrap = None
-    if live_tracking_active(config.live.tracking, getattr(src.info, "kind", "")):
+    if live_on:
         from recon.live_tracking import MapTracker
 
         tracker = MapTracker()
@@ -152,6 +160,10 @@ def _open(source: Any, out_dir: Path, config: ReconstructConfig, observers: Sequ
         sink.live_poses = live.poses
     aligner = build_aligner(config, src)
     maps = start_run(config, aligner, sink.cache)
+    if own_process:
+        from stream4d.pipeline.model_process import ModelProcess
+
+        model = ModelProcess(config, nice=config.live.mapping_nice, idle=True, images_held=4 * config.align.window)
     return _Run(source, out_dir, config, src, model, writer, all_observers, sink, aligner,
                 FrameQualityFilter(), stats, timings, started, viewer_url, keyframer=keyframer,
                 latency=latency, live=live, maps=maps)
@@ -276,6 +288,8 @@ def _usable(frames: Iterator[Frame], run: _Run, bar, ingest_error: list[BaseExce
     except IngestError as exc:
         stats.errors.append(str(exc))
         ingest_error.append(exc)
+    finally:  # nothing left to track: a live run's model process gets its share of the CPU back
+        getattr(run.model, "input_ended", lambda: None)()
 
 
 # ---- phase 3: closing -------------------------------------------------------------------------
@@ -382,6 +396,7 @@ def _record(run: _Run, error: BaseException | None) -> Path:
                       "unjudged": run.lag_judge.unjudged if run.lag_judge is not None else 0},
         "intrinsics": _intrinsics_report(run.model),
         "live_tracking": run.live is not None and run.live.tracking,
+        "model_process": _model_process_record(run.model),
         "latency_s": run.latency.summary(),
         "live_bootstrap": run.live.bootstrap_report() if run.live is not None else None,
         "map": run.map_record or None,
@@ -396,6 +411,13 @@ def _intrinsics_report(model: WindowModel) -> dict | None:
     """The model's stream-wide self-calibration (focal estimate, sigma, when fixed), if it keeps one."""
     report = getattr(model, "intrinsics_report", None)
     return _jsonable_dict(report()) if callable(report) else None
+
+
+def _model_process_record(model: WindowModel) -> dict | None:
+    """A live run's model in a process of its own (pipeline/model_process.py), else None."""
+    from stream4d.pipeline.model_process import ModelProcess
+
+    return {"restarts": model.restarts} if isinstance(model, ModelProcess) else None
 
 
 def _jsonable_dict(d: dict | None) -> Any:

@@ -92,6 +92,7 @@ def test_pushed_frames_are_posed_live_before_their_window_and_latency_is_recorde
 
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["live_tracking"] is True
+    assert run["model_process"] == {"restarts": 0}  # the window model ran in a process of its own
     latency = run["latency_s"]
     assert latency["frames"] == s.frames_posed and 0 < latency["p50"] <= latency["p95"] <= latency["max"]
     assert latency["live"]["frames"] == s.frames_posed_live == len(live) and latency["live"]["p95"] > 0
@@ -109,7 +110,7 @@ def test_a_video_file_is_not_tracked_live_but_its_latency_is_recorded(walk, tmp_
                                            "align.overlap": 2, "ingest.resize": None})
     summary = reconstruct(tmp_path / "clip" / "clip.mp4", tmp_path / "out", config, progress=False)
     run = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert run["live_tracking"] is False and summary.stats.frames_posed_live == 0
+    assert run["live_tracking"] is False and summary.stats.frames_posed_live == 0 and run["model_process"] is None
     assert run["latency_s"]["frames"] == 40 and run["latency_s"]["p50"] > 0 and run["latency_s"]["live"]["frames"] == 0
 
 
