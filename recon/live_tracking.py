@@ -538,7 +538,7 @@ class MapTracker:
                 self._chain, self._candidates = None, None
             if self._pose is not None:
                 self._pose = sim3.apply_c2w(self._pose)
-                if self._last is not None and self._last[1] is not None:
+                if self._last is not None:
                     self._last = (self._last[0], self._pose, *self._last[2:])
             last = int(np.max(pred.frame_indices))
             self._handed_camera = (self._map.K, self._map.size)

@@ -312,15 +312,15 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
     evidence = None
     if n_f:
         evidence = _focal_evidence(lay, R, RX, pc, z, r, err, K_of(log_f), loss_scale_px, prior_w, prior_mu,
-                                   log_f, p.image_size, p.focal_systematic_px)
+                                   log_f, p.image_size, systematic_px=p.focal_systematic_px)
         if evidence is not None:
             evidence.log_focal += float(np.log(p.K[0, 0]))
     return BundleResult(Rotation.from_matrix(R).as_rotvec(), t, X, K_of(log_f), residuals, cost, it, evidence)
 
 
 def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float, prior_w: float, prior_mu: float,
-                    log_f: float, image_size: tuple[int, int] | None = None,
-                    systematic_px: float = 0.0) -> FocalEvidence | None:
+                    log_f: float, image_size: tuple[int, int] | None = None, *,
+                    systematic_px: float) -> FocalEvidence | None:
     """The observations' information on log f at the solution: the focal entry of the Schur
     complement (points eliminated) with the poses eliminated too, from the undamped weighted normal
     equations without the prior. With it the prior's pull is taken out again: at a MAP solution
