@@ -57,8 +57,9 @@ class LiveConfig:
         full, tracking waits and a live source drops its oldest frames); 0: they run on the
         tracking thread, after each frame's live pose.
     model_process: a live run's default window model runs in a process of its own
-        (stream4d/pipeline/model_process.py), so that tracking has the GIL of the run's process
-        to itself; False: on a thread of the run's process.
+        (stream4d/pipeline/model_process.py), on spare cores only (``SCHED_IDLE``) until the input
+        ends, so that tracking neither waits for its GIL nor for a core it holds; False: on a
+        thread of the run's process.
     keyframer_lag_s: with ``keyframe_queue``, once frames reach the keyframer this long (s) after
         their arrival, it judges only every third frame (the others are held as frames between
         keyframes) until it has caught up: run.json ``keyframes.unjudged`` counts them.

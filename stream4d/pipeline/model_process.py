@@ -16,6 +16,7 @@ descriptors are passed to the child).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -63,19 +64,16 @@ class ModelProcess:
     def prepare(self, frame: Any) -> None:
         """Send ``frame`` (with its image) for the child's ``model.prepare``; does not wait for it.
         A child that is gone is not an error here: the next ``predict`` says so."""
-        try:
-            with self._send_lock:
-                self._send(("prepare", frame))
+        with self._send_lock:
+            if self._post(("prepare", frame)):
                 self._hold(frame.index)
-        except ModelProcessError:
-            pass
 
     def predict(self, frames: Sequence[Any]) -> Any:
         if self._closed:
             raise ModelProcessError("the window model's process was closed")
         if self._proc is None or self._proc.poll() is not None:
             self._restart()
-        import numpy as np
+        import numpy as np  # not at the top: the child imports this module before it lowers its priority
 
         placeholder = np.zeros((1, 1, 3), np.uint8)  # a valid image for a frame sent without its own
 
@@ -87,20 +85,14 @@ class ModelProcess:
     def reset(self) -> None:
         """Forget the stream (does not wait: an error is said by the next call)."""
         with self._send_lock:
-            try:
-                self._send(("reset",))
-            except ModelProcessError:
-                pass
+            self._post(("reset",))
             self._held.clear()
 
     def input_ended(self) -> None:
         """No more frames will be tracked: the model gets its share of the CPU (``nice``) back."""
         with self._send_lock:
-            self._idle = False
-            try:
-                self._send(("idle", False))
-            except ModelProcessError:
-                pass
+            self._idle = False  # a child started again from now on starts at its nice value
+            self._post(("idle", False))
 
     def intrinsics_report(self) -> dict | None:
         """The model's stream-wide self-calibration; None when the process that held it is gone."""
@@ -118,11 +110,8 @@ class ModelProcess:
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
         if conn is not None:
-            try:
-                with self._send_lock:
-                    conn.send(("close",))
-            except OSError:
-                pass
+            with self._send_lock, contextlib.suppress(OSError):  # a child already gone needs no word
+                conn.send(("close",))
             conn.close()
         if proc is not None:
             try:
@@ -174,6 +163,15 @@ class ModelProcess:
         except OSError as exc:
             raise ModelProcessError(f"the window model's process is gone ({self._exit()}): {exc}") from exc
 
+    def _post(self, message: tuple) -> bool:
+        """Send a message that has no reply (under the send lock); False when the child is gone,
+        which the next call (``predict``) says."""
+        try:
+            self._send(message)
+        except ModelProcessError:
+            return False
+        return True
+
     def _call(self, message: Callable[[], tuple]) -> Any:
         with self._call_lock:
             with self._send_lock:
@@ -202,7 +200,7 @@ def _set_priority(nice: int, idle: bool) -> None:
     tids = [int(t) for t in os.listdir(tasks)] if tasks.is_dir() else [0]
     global _started_at
     for tid in tids:
-        try:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
             if _started_at is None:
                 _started_at = os.getpriority(os.PRIO_PROCESS, tid)
             if hasattr(os, "SCHED_IDLE"):
@@ -210,8 +208,6 @@ def _set_priority(nice: int, idle: bool) -> None:
                 os.sched_setscheduler(tid, os.SCHED_IDLE if idle else os.SCHED_OTHER, os.sched_param(0))
             else:
                 os.setpriority(os.PRIO_PROCESS, tid, 19 if idle else min(19, _started_at + nice))
-        except OSError:
-            pass
 
 
 _started_at: int | None = None  # this process's nice value when it started
