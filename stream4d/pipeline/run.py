@@ -28,7 +28,7 @@ from stream4d import __version__
 from stream4d.contracts import Frame, StreamObserver, StreamStats, WindowModel
 from stream4d.outputs import OutputWriter
 from stream4d.pipeline.config import ReconstructConfig
-from stream4d.pipeline.grouping import grouped_windows
+from stream4d.pipeline.grouping import DroppedTail, grouped_windows
 from stream4d.pipeline.keyframing import HeldFrames, KeyframeMarks, LagJudge, mark_keyframes
 from stream4d.pipeline.live import LatencyLog, LiveFrames, live_tracking_active, lower_this_thread
 from stream4d.pipeline.maps import MapRun, finish_run, relocalisation, start_run
@@ -221,9 +221,10 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
                 frames = _usable(ahead, run, bar, ingest_error)
             live = kind in ("camera", "push")
             tail_merge = 0 if live else config.tail_merge
-            for window in grouped_windows(frames, lambda: run.order.groups, config.align.window,
-                                          config.align.overlap, tail_merge,
-                                          config.live.first_window_for(config.align) if live else None):
+            retry = DroppedTail(config.align.window - config.align.overlap, last_window=kind in ("video", "camera", "push"))
+            for window in retry.windows(grouped_windows(frames, lambda: run.order.groups, config.align.window,
+                                                        config.align.overlap, tail_merge,
+                                                        config.live.first_window_for(config.align) if live else None)):
                 if stop.is_set():
                     break
                 t = time.perf_counter()
@@ -233,6 +234,7 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
                     run.sink.skip([f.index for f in window], f"the window model failed: {type(exc).__name__}: {exc}")
                     continue
                 timings["model"] = timings.get("model", 0.0) + time.perf_counter() - t
+                retry.after(window, pred.frame_indices)
                 stats.frames_dropped = getattr(run.src.stats, "dropped", 0)
                 worker.submit(pred)
                 bar.set_postfix(posed=stats.frames_posed, windows=stats.windows, gauss=stats.gaussians)

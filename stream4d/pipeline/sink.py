@@ -147,12 +147,19 @@ class Sink:
             self.stats.loops_rejected += g["rejected"] + g["dropped"]
 
     def _held_groups(self, window: AlignedWindow, new: list[int]) -> dict[int, list]:
-        """The frames held before each new view k > 0 of the window (taken in order); frames before a
-        window's first view (after a gap) have no keyframe before them here and stay unposed."""
+        """The frames held before each new view k of the window (taken in order). Those before a
+        new view 0 (a window after a gap or a cut) have no keyframe before them here: they are
+        tracked from views 0 and 1 and posed only where that tracking holds (``_bracket``)."""
         if self.held is None:
             return {}
         groups = {k: self.held.take(int(window.prediction.frame_indices[k])) for k in new}
-        return {k: frames for k, frames in groups.items() if frames and k > 0}
+        n = window.prediction.num_frames
+        return {k: frames for k, frames in groups.items() if frames and (k > 0 or n > 1)}
+
+    @staticmethod
+    def _bracket(k: int) -> tuple[int, int]:
+        """The two views that pose the frames held before view k: k-1 and k, or 0 and 1 for k = 0."""
+        return (k - 1, k) if k > 0 else (0, 1)
 
     def _track_held(self, window: AlignedWindow, groups: dict[int, list]) -> Iterator[tuple]:
         """(frame, image at model pixels, recon.tracking.TrackedPose) of every frame in ``groups``, in
@@ -164,17 +171,20 @@ class Sink:
         size = pred.model_size
         jobs = []
         for k, frames in groups.items():
-            live = None if self.live_poses is None else self.live_poses.corrections(pred, k - 1, k, window.segment)
+            a, b = self._bracket(k)
+            live = None
+            if self.live_poses is not None and k > 0:
+                live = self.live_poses.corrections(pred, a, b, window.segment)
             between = None  # built only for a frame without a live pose
             for f in frames:
                 corrected = None if live is None else live.pose(f.index, f.timestamp)
                 if corrected is None:
-                    between = between or BetweenKeyframes(pred, k - 1, k, self.tracking_config)
-                jobs.append((k, f, corrected, between))
+                    between = between or BetweenKeyframes(pred, a, b, self.tracking_config)
+                jobs.append((a, f, corrected, between))
 
         def track(job):
-            k, f, corrected, between = job
-            image = to_model_pixels(f.image(), f.pixel_map, pred.pixel_maps[k - 1], size)
+            a, f, corrected, between = job
+            image = to_model_pixels(f.image(), f.pixel_map, pred.pixel_maps[a], size)
             if corrected is not None:
                 return f, image, TrackedPose(corrected, POSE_TRACKED, image)
             return f, image, between.pose(image, f.timestamp)
@@ -186,47 +196,52 @@ class Sink:
         return in_order(self._pool, track, jobs, ahead=2 * self.tracking_threads)
 
     def _write_held(self, window: AlignedWindow, k: int, posed: Iterator[tuple], count: int) -> None:
-        """Write and publish the ``count`` frames held between views k-1 and k, the next ones of
-        ``posed`` (``_track_held``)."""
+        """Write and publish the ``count`` frames held before view k (between the views of
+        ``_bracket(k)``), the next ones of ``posed`` (``_track_held``). Before view 0 there is no
+        keyframe to interpolate from: a frame tracking cannot pose there stays unposed."""
         t = time.perf_counter()
         pred = window.prediction
         W, H = pred.model_size
-        K_input = pred.K_input(k - 1)
+        a, b = self._bracket(k)
+        K_input = pred.K_input(a)
         for _ in range(count):
             f, image, tracked = next(posed)
+            if k == 0 and tracked.kind != POSE_TRACKED:
+                continue
             self.frame_window[f.index] = window.window_index
             self.writer.add_frame(PosedFrame(
                 index=f.index, timestamp=f.timestamp, image=f.source, c2w=tracked.c2w, K=K_input,
                 width=int(f.input_size[0]), height=int(f.input_size[1]), segment=window.segment,
                 pose_kind=tracked.kind))
-            self._publish(FramePose(f.index, f.timestamp, tracked.c2w, pred.K[k - 1], (W, H), tracked.kind,
+            self._publish(FramePose(f.index, f.timestamp, tracked.c2w, pred.K[a], (W, H), tracked.kind,
                                     window.segment, final=True))
             if self.config.save_frames:
-                self.writer.write_frame_image(f.index, image, pred.pixel_maps[k - 1])
+                self.writer.write_frame_image(f.index, image, pred.pixel_maps[a])
             self.stats.frames_posed += 1
             if tracked.kind == POSE_TRACKED:
                 self.stats.frames_tracked += 1
                 if self.config.tracked_depth.enabled:
-                    self._tracked_depth(window, k, f.index, tracked.c2w)
+                    self._tracked_depth(window, (a, b), f.index, tracked.c2w)
             else:
                 self.stats.frames_interpolated += 1
         self.timings["tracking"] = self.timings.get("tracking", 0.0) + time.perf_counter() - t
 
-    def _tracked_depth(self, window: AlignedWindow, k: int, index: int, c2w: np.ndarray) -> None:
-        """A tracked frame's depth map from views k-1 and k's depth (recon.tracked_depth): counted when it
-        covers enough of the frame, written to depth/ with the keyframes' maps (``save_depth``)."""
+    def _tracked_depth(self, window: AlignedWindow, views: tuple[int, int], index: int, c2w: np.ndarray) -> None:
+        """A tracked frame's depth map from the depth of ``views`` (two view indices of the window;
+        recon.tracked_depth): counted when it covers enough of the frame, written to depth/ with the
+        keyframes' maps (``save_depth``)."""
         from recon.tracked_depth import depth_from_keyframes, enough_depth
 
         t = time.perf_counter()
         pred, cfg = window.prediction, self._tracked_depth_config()
-        clouds = [self._keyframe_cloud(window, v) for v in (k - 1, k)]
-        result = depth_from_keyframes(clouds, pred.K[k - 1], c2w, pred.model_size, cfg)
+        clouds = [self._keyframe_cloud(window, v) for v in views]
+        result = depth_from_keyframes(clouds, pred.K[views[0]], c2w, pred.model_size, cfg)
         if enough_depth(result, clouds, cfg):
             self.stats.frames_tracked_with_depth += 1
         self.timings["tracked_depth"] = self.timings.get("tracked_depth", 0.0) + time.perf_counter() - t
         if self.config.save_depth and result.valid_share > 0:
             t = time.perf_counter()
-            self.writer.write_depth(index, result.depth, result.conf, pred.K[k - 1], c2w, keyframes=result.sources)
+            self.writer.write_depth(index, result.depth, result.conf, pred.K[views[0]], c2w, keyframes=result.sources)
             self.timings["tracked_depth_write"] = self.timings.get("tracked_depth_write", 0.0) + time.perf_counter() - t
 
     def _keyframe_cloud(self, window: AlignedWindow, v: int):

@@ -4,6 +4,7 @@ frame is posed by tracking and written with ``pose_kind`` "tracked"."""
 from __future__ import annotations
 
 import json
+from itertools import chain
 
 import numpy as np
 import pytest
@@ -172,3 +173,24 @@ def test_a_keyframer_behind_the_stream_judges_every_third_frame_and_catches_up()
     unjudged = {i for i in range(20, 50) if (i - 20) % 3 != 2}
     assert not (marks._keys - {59}) & unjudged
     assert any(20 <= k < 50 for k in marks._keys)  # the judged ones still make keyframes while behind
+
+
+def test_a_hard_cut_to_another_scene_leaves_no_frame_unposed(tmp_path):
+    # A walk along the room, then without a transition a drive down a street: the window that
+    # spans the cut poses only the room, and the street's first keyframes (and the frames held
+    # before them) must still be reconstructed, in a world of their own.
+    K = intrinsics_for(W, H)
+    room, street = make_scene("room", seed=0), make_scene("street", seed=0)
+    views = chain(
+        render_sequence(room, make_trajectory("sideways", 45, seed=0, scene=room, step=0.02), K, W, H, fps=30.0),
+        render_sequence(street, make_trajectory("forward", 45, seed=0, scene=street, step=0.05), K, W, H, fps=30.0,
+                        start_time=1.5))
+    write_sequence(tmp_path / "cut", views, video="clip.mp4", fps=30.0)
+    summary = reconstruct(tmp_path / "cut" / "clip.mp4", tmp_path / "out", _config(), progress=False)
+    assert summary.stats.frames_posed == 90
+    pred = read_trajectory(tmp_path / "out")
+    assert [p.index for p in pred] == list(range(90))
+    assert {p.segment for p in pred[:45]} == {0} and {p.segment for p in pred[45:]} == {1}
+    gt = load_reference(tmp_path / "cut" / "cameras.json")
+    for part in (pred[:45], pred[45:]):
+        assert evaluate_trajectory(part, gt).ate_rmse_rel_path < 0.01

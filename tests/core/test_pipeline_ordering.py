@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from stream4d.contracts import Frame
-from stream4d.pipeline.grouping import grouped_windows
+from stream4d.pipeline.grouping import DroppedTail, grouped_windows
 
 
 def frames(indices):
@@ -39,6 +39,46 @@ def test_a_group_of_one_frame_makes_no_window():
 
 def test_empty_input_makes_no_window():
     assert windows([], {}) == []
+
+
+def retried(order, posed_by_window, window=4, overlap=1, limit=3, groups=None, last_window=True):
+    """Windows as the pipeline feeds them when the model poses ``posed_by_window[i]`` of window i
+    (None: the model failed on it)."""
+    retry, out = DroppedTail(limit, last_window), []
+    for i, w in enumerate(retry.windows(grouped_windows(iter(frames(order)), lambda: groups or {}, window, overlap))):
+        out.append([f.index for f in w])
+        posed = posed_by_window[i] if i < len(posed_by_window) else [f.index for f in w]
+        if posed is not None:
+            retry.after(w, posed)
+    return out
+
+
+def test_views_a_window_dropped_at_its_end_lead_the_next_window():
+    # Window 0 poses 0-2 of 0-4 (a cut after 2): 3 is not in the next window's overlap, so it
+    # comes back in front of it; 4, the overlap, is there already.
+    assert retried(range(9), [[0, 1, 2]], window=5) == [[0, 1, 2, 3, 4], [3, 4, 5, 6, 7, 8]]
+
+
+def test_nothing_is_carried_when_the_window_ends_posed_or_failed():
+    assert retried(range(9), [[0, 2, 4]], window=5) == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]
+    assert retried(range(9), [None], window=5) == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]
+
+
+def test_at_most_limit_views_are_carried_the_latest_ones():
+    assert retried(range(12), [[0]], window=8, overlap=1, limit=2) == [list(range(8)), [5, 6] + list(range(7, 12))]
+
+
+def test_the_last_window_s_dropped_views_make_one_more_window():
+    assert retried(range(9), [None, [4, 5]], window=5) == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8], [6, 7, 8]]
+    # Two views are too few to be worth a window of their own.
+    assert retried(range(9), [None, [4, 5, 6]], window=5) == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]
+    # A photo collection's input leaves them unposed.
+    assert retried(range(9), [None, [4, 5]], window=5, last_window=False) == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]
+
+
+def test_dropped_views_do_not_cross_into_another_group():
+    groups = {i: 0 if i < 5 else 1 for i in range(10)}
+    assert retried(range(10), [[0, 1]], window=5, groups=groups) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
 
 
 @pytest.mark.parametrize("flag", ["auto", "given", "retrieval"])
