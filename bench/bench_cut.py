@@ -1,13 +1,14 @@
-"""A hard cut: one video of two unrelated scenes, reconstructed as one stream.
+"""Hard cuts: one video of unrelated scenes, reconstructed as one stream.
 
-Renders two synthetic clips with exact cameras (``stream4d.synthetic``: by default a room orbit,
-then a drive down a street), joins them into one H.264 video with no transition, reconstructs it
-(``stream4d reconstruct``, default backend) and scores each scene on its own frames: how many of
-them are posed, in which world segments, and the ATE after one similarity per scene (% of that
-scene's path). The two scenes cannot share a world, so the best outcome is every frame posed and
-each scene in one segment of its own.
+Renders synthetic clips with exact cameras (``stream4d.synthetic``; ``--parts``, by default a
+room orbit, then a drive down a street), joins them into one H.264 video with no transition,
+reconstructs it (``stream4d reconstruct``, default backend) and scores each part on its own
+frames: how many of them are posed, in which world segments, and the ATE after one similarity
+per part (% of that part's path). Different scenes cannot share a world, so the best outcome is
+every frame posed and each scene in one segment; a part that returns to an earlier scene
+(``room,street,room``: the same orbit again) should rejoin that scene's segment.
 
-    python bench/bench_cut.py --out /tmp/cut [--frames 150,150] [--fps 30]
+    python bench/bench_cut.py --out /tmp/cut [--parts room,street] [--frames 150,150] [--fps 30]
 """
 
 from __future__ import annotations
@@ -27,23 +28,24 @@ from common import markdown_table  # noqa: E402
 from stream4d.geometry import umeyama  # noqa: E402
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_sequence, write_sequence  # noqa: E402
 
-PARTS = {  # scene, trajectory, trajectory options
-    "room orbit": ("room", "orbit", {"arc_deg": 60.0}),
-    "street drive": ("street", "forward", {"step": 0.04}),
+PARTS = {  # name -> (label, scene, trajectory, trajectory options)
+    "room": ("room orbit", "room", "orbit", {"arc_deg": 60.0}),
+    "street": ("street drive", "street", "forward", {"step": 0.04}),
 }
 
 
-def render_cut(out: Path, frames: tuple[int, int], fps: float, size: tuple[int, int]) -> Path:
-    """The joined clip ``out/clip.mp4`` and its ``cameras.json`` (each part's poses in its own world)."""
+def render_cut(out: Path, parts: list[str], frames: list[int], fps: float, size: tuple[int, int]) -> Path:
+    """The joined clip ``out/clip.mp4`` and its ``cameras.json`` (each scene's poses in its own world)."""
     W, H = size
     K = intrinsics_for(W, H)
-    parts, start = [], 0.0
-    for (scene_name, trajectory, kw), n in zip(PARTS.values(), frames):
+    views, start = [], 0.0
+    for name, n in zip(parts, frames):
+        _, scene_name, trajectory, kw = PARTS[name]
         scene = make_scene(scene_name, seed=0)
         c2w = make_trajectory(trajectory, n, seed=0, scene=scene, **kw)
-        parts.append(render_sequence(scene, c2w, K, W, H, fps=fps, start_time=start))
+        views.append(render_sequence(scene, c2w, K, W, H, fps=fps, start_time=start))
         start += n / fps
-    write_sequence(out, chain(*parts), video="clip.mp4", fps=fps)
+    write_sequence(out, chain(*views), video="clip.mp4", fps=fps)
     return out / "clip.mp4"
 
 
@@ -65,21 +67,27 @@ def score_part(posed: dict[int, dict], reference: list[dict], indices: range) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--frames", default="150,150", help="frames of the first and second scene")
+    ap.add_argument("--parts", default="room,street", help=f"scenes in order, of {sorted(PARTS)}")
+    ap.add_argument("--frames", default="150,150", help="frames of each part")
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--size", default="512x384")
     args = ap.parse_args()
-    frames = tuple(int(v) for v in args.frames.split(","))
+    parts = args.parts.split(",")
+    frames = [int(v) for v in args.frames.split(",")]
+    if len(frames) != len(parts) or any(p not in PARTS for p in parts):
+        ap.error(f"--frames needs one count per part and --parts names of {sorted(PARTS)}")
     size = tuple(int(v) for v in args.size.split("x"))
-    clip = render_cut(args.out / "cut", frames, args.fps, size)
+    clip = render_cut(args.out / "cut", parts, frames, args.fps, size)
     run = args.out / "run"
     exe = Path(sys.executable).with_name("stream4d")
     subprocess.run([str(exe), "reconstruct", str(clip), "--out", str(run), "--no-rrd", "--quiet"], check=True)
     posed = {f["index"]: f for f in json.loads((run / "trajectory.json").read_text())["frames"]}
     reference = json.loads((clip.parent / "cameras.json").read_text())["frames"]
-    rows, bounds = [], (range(0, frames[0]), range(frames[0], sum(frames)))
-    for name, indices in zip(PARTS, bounds):
+    rows, starts = [], np.cumsum([0] + frames)
+    for name, a, b in zip(parts, starts[:-1], starts[1:]):
+        indices = range(int(a), int(b))
         r = score_part(posed, reference, indices)
+        name = PARTS[name][0]
         ate = "-" if r["ate_pct_path"] is None else f"{r['ate_pct_path']:.4f} %"
         unposed = r["unposed"]
         gap = f"{len(unposed)} ({unposed[0]}-{unposed[-1]})" if unposed else "0"
