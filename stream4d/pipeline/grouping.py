@@ -36,41 +36,81 @@ def grouped_windows(frames: Iterator[Frame], groups: Callable[[], dict[int, int]
     yield from sliding_windows(iter(run), window, overlap, tail_merge)
 
 
-class DroppedTail:
-    """Views a window model left out at the end of a window, tried again.
+class DroppedViews:
+    """Views a window model left out, tried again.
 
     A model that cannot register a window's last views (a hard cut to another scene, a blurred
     stretch) drops them. The next window repeats only ``overlap`` of them, so the views before
     those would never be reconstructed, nor the frames held between them. Up to ``limit`` of
     the latest such views (the ones nearest the next window) are put in front of the window
-    that continues this one; a window of another group does not get them.
+    that continues this one.
 
-    With ``last_window``, the stream's last window's dropped views, ``min_views`` or more, make
-    one more window of their own: a video's frames after a cut near its end are a scene worth
-    its own world. A photo collection's views that would not register are left unposed rather
-    than posed in a world apart from the collection's.
+    With ``at_end`` (videos and live streams), dropped views that no later window holds are kept
+    (at most ``keep``, the latest): a tail that did not fit or that the next window dropped again,
+    and runs of ``min_views`` or more views dropped before a window's last posed one (a cut to
+    another scene and back, where the window spanning the second cut registered only the first
+    scene). Once the input ends they make windows of their own (``window`` views sharing
+    ``overlap``): a world of their own, or re-attached where their place is found again. Single
+    views dropped in mid-window are not kept. ``held`` (``HeldFrames`` or None) is told which
+    keyframes still wait, so the frames held before them are kept too. A photo collection's
+    views that would not register are left unposed rather than posed in a world apart.
     """
 
-    def __init__(self, limit: int, last_window: bool = True, min_views: int = 3) -> None:
-        self.limit, self.last_window, self.min_views = limit, last_window, min_views
+    def __init__(self, window: int, overlap: int, at_end: bool = True, keep: int | None = None,
+                 min_views: int = 3, held=None) -> None:
+        self.window, self.overlap, self.limit = window, overlap, window - overlap
+        self.at_end, self.keep, self.min_views, self.held = at_end, keep or 4 * window, min_views, held
         self._tail: list[Frame] = []
+        self._kept: dict[int, Frame] = {}  # frame index -> view, in the order they were dropped
+        self._posed: set[int] = set()
         self._last: set[int] = set()  # frame indices of the window last yielded
 
     def windows(self, windows: Iterator[list[Frame]]) -> Iterator[list[Frame]]:
         for window in windows:
             tail, self._tail = self._tail, []
+            inside = {f.index for f in window}
             if tail and window and window[0].index in self._last:
-                inside = {f.index for f in window}
-                window = [f for f in tail if f.index not in inside][-self.limit:] + window
-            self._last = {f.index for f in window}
+                carried = [f for f in tail if f.index not in inside][-self.limit:]
+                window = carried + window
+                inside |= {f.index for f in carried}
+            self._hold_back([f for f in tail if f.index not in inside])
+            self._last = inside
             yield window
-        tail, self._tail = self._tail, []  # part of one window: a size the model takes
-        if self.last_window and len(tail) >= self.min_views:
-            yield tail
+        self._hold_back(self._tail)
+        self._tail = []
+        views = [f for f in self._kept.values() if f.index not in self._posed]
+        self._kept = {}
+        if self.at_end and len(views) >= self.min_views:
+            yield from sliding_windows(iter(views), self.window, self.overlap)
 
     def after(self, window: list[Frame], posed: Iterable[int]) -> None:
         """The model posed the frames ``posed`` (indices) of ``window``: remember the views after the
-        last of them. Not called for a window that failed: its views are not tried again."""
+        last of them, and runs of ``min_views`` dropped views before it. Not called for a window
+        that failed: its views are not tried again. Called before the window goes to the aligner,
+        so ``held`` keeps the runs' frames before the sink could let them go."""
         posed = set(posed)
-        last = max((i for i, f in enumerate(window) if f.index in posed), default=None)
-        self._tail = [] if last is None else window[last + 1:]
+        self._posed |= posed
+        last = max((i for i, f in enumerate(window) if f.index in posed), default=-1)
+        self._tail = window[last + 1:]
+        run: list[Frame] = []
+        for f in window[:last + 1] + [None]:  # None ends the last run
+            if f is not None and f.index not in self._posed:
+                run.append(f)
+                continue
+            if len(run) >= self.min_views:
+                self._hold_back(run)
+            run = []
+
+    def _hold_back(self, views: list[Frame]) -> None:
+        if not self.at_end:
+            return
+        for f in views:
+            if f.index not in self._posed and f.index not in self._kept:
+                self._kept[f.index] = f
+                if self.held is not None:
+                    self.held.keep(f.index)
+        while len(self._kept) > self.keep:
+            index = next(iter(self._kept))
+            del self._kept[index]
+            if self.held is not None:
+                self.held.let_go(index)

@@ -110,6 +110,7 @@ class HeldFrames:
         self._pending: list[HeldFrame] = []  # since the last keyframe (main thread only)
         self._groups: OrderedDict[int, list[HeldFrame]] = OrderedDict()  # next keyframe index -> frames
         self._lock = threading.Lock()
+        self._kept: set[int] = set()  # keyframes to be tried again: their groups are not let go
         self.abandoned = 0  # frames whose keyframes no aligned window had
 
     def hold(self, frame: Frame) -> None:
@@ -129,11 +130,24 @@ class HeldFrames:
 
     def take(self, index: int) -> list[HeldFrame]:
         """The frames before keyframe ``index`` (which a window has just placed); groups of earlier
-        keyframes still waiting will never be taken (their windows were skipped) and are let go."""
+        keyframes still waiting will never be taken (their windows were skipped) and are let go,
+        unless ``keep`` asked for them."""
         with self._lock:
-            while self._groups and next(iter(self._groups)) < index:
-                self.abandoned += len(self._groups.popitem(last=False)[1])
+            for key in [k for k in self._groups if k < index and k not in self._kept]:
+                self.abandoned += len(self._groups.pop(key))
+            self._kept.discard(index)
             return self._groups.pop(index, [])
+
+    def keep(self, index: int) -> None:
+        """Keyframe ``index`` was dropped by its window and will be tried again later: its frames wait."""
+        with self._lock:
+            self._kept.add(index)
+
+    def let_go(self, index: int) -> None:
+        """Keyframe ``index`` will not be tried again after all: its frames are let go."""
+        with self._lock:
+            self._kept.discard(index)
+            self.abandoned += len(self._groups.pop(index, []))
 
     @property
     def waiting(self) -> int:

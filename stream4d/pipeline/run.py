@@ -28,7 +28,7 @@ from stream4d import __version__
 from stream4d.contracts import Frame, StreamObserver, StreamStats, WindowModel
 from stream4d.outputs import OutputWriter
 from stream4d.pipeline.config import ReconstructConfig
-from stream4d.pipeline.grouping import DroppedTail, grouped_windows
+from stream4d.pipeline.grouping import DroppedViews, grouped_windows
 from stream4d.pipeline.keyframing import HeldFrames, KeyframeMarks, LagJudge, mark_keyframes
 from stream4d.pipeline.live import LatencyLog, LiveFrames, live_tracking_active, lower_this_thread
 from stream4d.pipeline.maps import MapRun, finish_run, relocalisation, start_run
@@ -221,7 +221,8 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
                 frames = _usable(ahead, run, bar, ingest_error)
             live = kind in ("camera", "push")
             tail_merge = 0 if live else config.tail_merge
-            retry = DroppedTail(config.align.window - config.align.overlap, last_window=kind in ("video", "camera", "push"))
+            retry = DroppedViews(config.align.window, config.align.overlap, at_end=kind in ("video", "camera", "push"),
+                                held=run.sink.held)
             for window in retry.windows(grouped_windows(frames, lambda: run.order.groups, config.align.window,
                                                         config.align.overlap, tail_merge,
                                                         config.live.first_window_for(config.align) if live else None)):

@@ -175,22 +175,45 @@ def test_a_keyframer_behind_the_stream_judges_every_third_frame_and_catches_up()
     assert any(20 <= k < 50 for k in marks._keys)  # the judged ones still make keyframes while behind
 
 
-def test_a_hard_cut_to_another_scene_leaves_no_frame_unposed(tmp_path):
-    # A walk along the room, then without a transition a drive down a street: the window that
-    # spans the cut poses only the room, and the street's first keyframes (and the frames held
-    # before them) must still be reconstructed, in a world of their own.
+def _cut_clip(folder, parts):
+    """A video of 45-frame parts joined with no transition: "room" a walk along the room, "street"
+    a drive down a street (the same path each time a scene comes back)."""
     K = intrinsics_for(W, H)
-    room, street = make_scene("room", seed=0), make_scene("street", seed=0)
-    views = chain(
-        render_sequence(room, make_trajectory("sideways", 45, seed=0, scene=room, step=0.02), K, W, H, fps=30.0),
-        render_sequence(street, make_trajectory("forward", 45, seed=0, scene=street, step=0.05), K, W, H, fps=30.0,
-                        start_time=1.5))
-    write_sequence(tmp_path / "cut", views, video="clip.mp4", fps=30.0)
-    summary = reconstruct(tmp_path / "cut" / "clip.mp4", tmp_path / "out", _config(), progress=False)
+    scenes = {"room": ("sideways", 0.02), "street": ("forward", 0.05)}
+    views = []
+    for i, name in enumerate(parts):
+        scene = make_scene(name, seed=0)
+        path = make_trajectory(scenes[name][0], 45, seed=0, scene=scene, step=scenes[name][1])
+        views.append(render_sequence(scene, path, K, W, H, fps=30.0, start_time=1.5 * i))
+    write_sequence(folder, chain(*views), video="clip.mp4", fps=30.0)
+    return folder
+
+
+def test_a_hard_cut_to_another_scene_leaves_no_frame_unposed(tmp_path):
+    # A walk along the room, then a drive down a street: the window that spans the cut poses only
+    # the room, and the street's first keyframes (and the frames held before them) must still be
+    # reconstructed, in a world of their own.
+    clip = _cut_clip(tmp_path / "cut", ["room", "street"])
+    summary = reconstruct(clip / "clip.mp4", tmp_path / "out", _config(), progress=False)
     assert summary.stats.frames_posed == 90
     pred = read_trajectory(tmp_path / "out")
     assert [p.index for p in pred] == list(range(90))
     assert {p.segment for p in pred[:45]} == {0} and {p.segment for p in pred[45:]} == {1}
-    gt = load_reference(tmp_path / "cut" / "cameras.json")
+    gt = load_reference(clip / "cameras.json")
     for part in (pred[:45], pred[45:]):
         assert evaluate_trajectory(part, gt).ate_rmse_rel_path < 0.01
+
+
+def test_a_cut_away_and_back_poses_the_scene_in_between(tmp_path):
+    # Room, street, room: the window spanning the second cut registers the room again and drops
+    # the street's views at its head; they get a window once the input has ended.
+    clip = _cut_clip(tmp_path / "cut", ["room", "street", "room"])
+    summary = reconstruct(clip / "clip.mp4", tmp_path / "out", _config(), progress=False)
+    pred = read_trajectory(tmp_path / "out")
+    by_index = {p.index: p for p in pred}
+    street = [by_index[i] for i in range(45, 90) if i in by_index]
+    assert len(street) >= 40, summary.stats
+    assert len({p.segment for p in street}) == 1
+    assert {p.segment for p in street}.isdisjoint(p.segment for p in pred if p.index < 45)
+    gt = load_reference(clip / "cameras.json")
+    assert evaluate_trajectory(street, gt).ate_rmse_rel_path < 0.01

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from stream4d.contracts import Frame
-from stream4d.pipeline.grouping import DroppedTail, grouped_windows
+from stream4d.pipeline.grouping import DroppedViews, grouped_windows
+from stream4d.pipeline.keyframing import HeldFrames
 
 
 def frames(indices):
@@ -41,10 +42,10 @@ def test_empty_input_makes_no_window():
     assert windows([], {}) == []
 
 
-def retried(order, posed_by_window, window=4, overlap=1, limit=3, groups=None, last_window=True):
+def retried(order, posed_by_window, window=4, overlap=1, groups=None, at_end=True, held=None):
     """Windows as the pipeline feeds them when the model poses ``posed_by_window[i]`` of window i
-    (None: the model failed on it)."""
-    retry, out = DroppedTail(limit, last_window), []
+    (None: the model failed on it; past the list: every view)."""
+    retry, out = DroppedViews(window, overlap, at_end, held=held), []
     for i, w in enumerate(retry.windows(grouped_windows(iter(frames(order)), lambda: groups or {}, window, overlap))):
         out.append([f.index for f in w])
         posed = posed_by_window[i] if i < len(posed_by_window) else [f.index for f in w]
@@ -64,8 +65,11 @@ def test_nothing_is_carried_when_the_window_ends_posed_or_failed():
     assert retried(range(9), [None], window=5) == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]
 
 
-def test_at_most_limit_views_are_carried_the_latest_ones():
-    assert retried(range(12), [[0]], window=8, overlap=1, limit=2) == [list(range(8)), [5, 6] + list(range(7, 12))]
+def test_at_most_window_minus_overlap_views_are_carried_the_latest_ones():
+    # Window 1 (carried 1-3, then 4-8) poses only 1: 2-7 are dropped, 4-7 lead window 2 and
+    # 2-3, too few for a window of their own, wait for the end in vain.
+    assert retried(range(12), [[0], [1]], window=5) == [[0, 1, 2, 3, 4], [1, 2, 3, 4, 5, 6, 7, 8],
+                                                        [4, 5, 6, 7, 8, 9, 10, 11]]
 
 
 def test_the_last_window_s_dropped_views_make_one_more_window():
@@ -73,12 +77,37 @@ def test_the_last_window_s_dropped_views_make_one_more_window():
     # Two views are too few to be worth a window of their own.
     assert retried(range(9), [None, [4, 5, 6]], window=5) == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]
     # A photo collection's input leaves them unposed.
-    assert retried(range(9), [None, [4, 5]], window=5, last_window=False) == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]
+    assert retried(range(9), [None, [4, 5]], window=5, at_end=False) == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]
+
+
+def test_a_run_dropped_before_a_window_s_last_posed_view_gets_a_window_once_the_input_ends():
+    # A cut away and back: window 1 (5-7 carried from window 0's tail, then 8-12) holds views 6-8
+    # of the other scene, then the first scene again, and poses only the latter; a single view
+    # dropped mid-window (2) is not tried again.
+    held = HeldFrames()
+    for i in range(13):
+        if i in (6, 7, 8):
+            held.hold(frames([100 + i])[0])
+            held.keyframe(i)
+    out = retried(range(13), [[0, 1, 3, 4], [5, 9, 10, 11, 12]], window=9, at_end=True, held=held)
+    assert out == [list(range(9)), [5, 6, 7, 8, 9, 10, 11, 12], [6, 7, 8]]
+    # The sink placing keyframe 9 lets go of earlier groups, but not of the ones kept for later.
+    assert held.take(9) == [] and [f.index for f in held.take(7)] == [107] and held.abandoned == 0
+
+
+def test_kept_views_past_the_cap_let_their_held_frames_go():
+    held = HeldFrames()
+    retry = DroppedViews(4, 1, keep=2, held=held)
+    for i in range(3):
+        held.hold(frames([100 + i])[0])
+        held.keyframe(i)
+    retry._hold_back(frames([0, 1, 2]))
+    assert held.abandoned == 1 and held.take(2) != [] and held.take(1) != []
 
 
 def test_dropped_views_do_not_cross_into_another_group():
     groups = {i: 0 if i < 5 else 1 for i in range(10)}
-    assert retried(range(10), [[0, 1]], window=5, groups=groups) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert retried(range(10), [[0, 1]], window=5, groups=groups, at_end=False) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
 
 
 @pytest.mark.parametrize("flag", ["auto", "given", "retrieval"])
