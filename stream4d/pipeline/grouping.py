@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from itertools import chain
+from itertools import chain, groupby
 
 from align.windows import sliding_windows
 from stream4d.contracts import Frame
@@ -92,14 +92,10 @@ class DroppedViews:
         self._posed |= posed
         last = max((i for i, f in enumerate(window) if f.index in posed), default=-1)
         self._tail = window[last + 1:]
-        run: list[Frame] = []
-        for f in window[:last + 1] + [None]:  # None ends the last run
-            if f is not None and f.index not in self._posed:
-                run.append(f)
-                continue
-            if len(run) >= self.min_views:
+        for dropped, run in groupby(window[:last + 1], key=lambda f: f.index not in self._posed):
+            run = list(run)
+            if dropped and len(run) >= self.min_views:
                 self._hold_back(run)
-            run = []
 
     def _hold_back(self, views: list[Frame]) -> None:
         if not self.at_end:
