@@ -25,7 +25,13 @@ from recon.default.bundle import (
     refine_points,
 )
 from recon.default.focal_profile import profile_focal
-from recon.default.parallax import ParallaxConfig, judge_parallax
+from recon.default.parallax import (
+    ParallaxConfig,
+    beyond_rotation,
+    fit_rotation,
+    judge_parallax,
+    rotation_residual_px,
+)
 from recon.default.tracks import Tracks
 from recon.default.two_view import TwoViewConfig, essential_matrix
 from recon.features import PairMatches
@@ -133,6 +139,7 @@ class WindowSfm:
         # keypoint lookup: (view, track) -> observation row
         self._obs_of_view = [tracks.in_view(v) for v in range(num_views)]
         self.info: dict = {}  # evidence of the last run, kept when it finds no parallax
+        self._parallax_pair: tuple[int, int] | None = None  # the pair that showed it, once judged
         # (focal px, weight) for self-calibrating adjustments: the stream's estimate so far
         self.focal_prior = focal_prior
         self.focal_evidence = None  # bundle.FocalEvidence of the last self-calibrating adjustment
@@ -183,8 +190,10 @@ class WindowSfm:
     def _candidate_pairs(self) -> list[tuple[int, int]]:
         """Pairs worth an essential-matrix fit: the ``init_candidates`` with most shared tracks that
         moved far (image motion is a cheap stand-in for parallax; the fit measures the real angle),
-        then the ``init_wide_candidates`` that moved farthest. Track counts favour neighbours, whose
-        baseline can be too short for the points to pass ``min_tri_angle_deg``."""
+        then the ``init_wide_candidates`` that moved farthest, and the pair that showed the window's
+        parallax (``has_parallax``), whose motion no rotation explains. Track counts favour
+        neighbours, whose baseline can be too short for the points to pass ``min_tri_angle_deg``;
+        image motion favours a turn on the spot."""
         scored, moved = [], []
         for m in self.matches:
             _, ui, uj = self._track_pairs(m.i, m.j)
@@ -196,18 +205,35 @@ class WindowSfm:
         moved.sort(reverse=True)
         chosen = [(i, j) for _, i, j in scored[: self.cfg.init_candidates]]
         wide = [(i, j) for _, i, j in moved if (i, j) not in chosen]
-        return chosen + wide[: self.cfg.init_wide_candidates]
+        chosen += wide[: self.cfg.init_wide_candidates]
+        if self._parallax_pair is not None and self._parallax_pair not in chosen:
+            chosen.append(self._parallax_pair)
+        return chosen
 
     def _initial_pairs(self) -> list[tuple]:
         """Candidate initial pairs with an essential-matrix fit, best score first:
-        (score, median angle deg, T1 [4, 4], track ids, points [N, 3], i, j)."""
+        (score, median angle deg, T1 [4, 4], track ids, points [N, 3], i, j). Pairs a camera rotation
+        explains come after all others, whatever their score: with the focal length unknown (or
+        wrong), a turn on the spot fits an essential matrix with a made-up baseline and a wide
+        triangulation angle, and a structure started from it is wrong from its first two views."""
         evaluated = []
         for i, j in self._candidate_pairs():
             res = self._evaluate_pair(i, j)
             if res is not None:
-                evaluated.append((*res, i, j))
-        evaluated.sort(key=lambda e: -e[0])  # stable: the first of equal scores stays first
-        return evaluated
+                evaluated.append((not self._translated(i, j, res[3]), -res[0], len(evaluated), (*res, i, j)))
+        evaluated.sort()  # the first of equal scores stays first
+        return [e[-1] for e in evaluated]
+
+    def _translated(self, i: int, j: int, tids: np.ndarray) -> bool:
+        """Whether the inlier tracks ``tids`` of pair (i, j) moved by more than a rotation of the
+        camera explains (the window's parallax test, ``recon.default.parallax``, on this pair alone)."""
+        cfg = self.cfg.parallax
+        shared, ui, uj = self._track_pairs(i, j)
+        inlier = np.isin(shared, tids)
+        ui, uj = ui[inlier], uj[inlier]
+        if len(ui) < cfg.min_matches:
+            return True  # too few to judge: the score alone decides, as before the test
+        return beyond_rotation(rotation_residual_px(ui, uj, self.K, not self.known_K, cfg), ui, uj, cfg)
 
     def _start(self, pair: tuple) -> tuple[int, int, float]:
         """Register the initial pair (an entry of ``_initial_pairs``) and its points."""
@@ -378,6 +404,38 @@ class WindowSfm:
             return True
         self._restore(before)
         return False
+
+    def register_rotations(self) -> list[int]:
+        """Views the structure could not take that a turn of the camera at a registered view's place
+        explains: a turn on the spot past what the window's points cover, whose views see no point
+        triangulated from views elsewhere. Each such view, taken in the order of its strongest pair
+        with a registered (or so placed) view, gets that view's centre and the rotation that maps
+        their shared tracks (``parallax.fit_rotation`` with the window's K), when that rotation
+        leaves less motion than the window's parallax test asks for (``ParallaxConfig.min_ratio``
+        times the pair's matching noise). The caller gives them no depth. Returns them."""
+        cfg = self.cfg.parallax
+        placed: list[int] = []
+        refused: set[int] = set()
+        while True:
+            best = None
+            for v in range(self.num_views):
+                if v in self.w2c or v in refused:
+                    continue
+                for r in self.w2c:
+                    n = len(self._track_pairs(r, v)[0])
+                    if n >= self.cfg.min_relative_inliers and (best is None or n > best[0]):
+                        best = (n, r, v)
+            if best is None:
+                return placed
+            _, r, v = best
+            _, ur, uv = self._track_pairs(r, v)
+            R, residual = fit_rotation(ur, uv, self.K, False, cfg)
+            if beyond_rotation(residual, ur, uv, cfg):
+                refused.add(v)  # it moved: a view the structure should have taken, or a mismatch
+                continue
+            R_v = R @ self.w2c[r][:3, :3]
+            self.w2c[v] = _pose(R_v, -R_v @ _centre(self.w2c[r]))
+            placed.append(v)
 
     def _reprojecting(self, v: int, tids: np.ndarray) -> int:
         """How many of the tracks ``tids`` have a point that reprojects within ``max_reproj_px`` in
@@ -581,6 +639,7 @@ class WindowSfm:
         pairs = [(m.i, m.j, *self._track_pairs(m.i, m.j)[1:]) for m in self.matches]
         evidence = judge_parallax(pairs, self.K, not self.known_K, self.cfg.parallax)
         self.info.update(evidence.as_info())
+        self._parallax_pair = evidence.pair if evidence.has_parallax else None
         return evidence.has_parallax
 
     def run(self) -> SfmResult | None:
@@ -628,6 +687,7 @@ class WindowSfm:
             self.triangulate_new()
             if not added or len(self.w2c) == self.num_views:
                 break
+        info["rotation_only_views"] = self.register_rotations()
         info["unregistered"] = [v for v in range(self.num_views) if v not in self.w2c]
         tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
         info["num_points"] = int(len(tri))
