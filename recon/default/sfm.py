@@ -157,6 +157,8 @@ class WindowSfm:
         return common, self.tracks.uv[oi[ai]], self.tracks.uv[oj[aj]]
 
     def _evaluate_pair(self, i: int, j: int):
+        """(score, median angle deg, T1 [4, 4], inlier track ids, points [N, 3], translated) of the
+        pair's essential-matrix fit, or None."""
         tid, ui, uj = self._track_pairs(i, j)
         if len(tid) < self.cfg.min_init_inliers:
             return None
@@ -173,7 +175,7 @@ class WindowSfm:
         ang = _ray_angle_deg(X, _centre(T0), _centre(T1))
         med = float(np.median(ang))
         score = inl.sum() * min(med / self.cfg.good_init_angle_deg, 1.0)
-        return score, med, T1, tid[inl], X
+        return score, med, T1, tid[inl], X, self._translated(ui[inl], uj[inl])
 
     def _essential(self, ua: np.ndarray, ub: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Essential matrix [3, 3] of pixels ``ua`` -> ``ub`` ([N, 2]) and its inlier mask, or None
@@ -219,17 +221,15 @@ class WindowSfm:
         for i, j in self._candidate_pairs():
             res = self._evaluate_pair(i, j)
             if res is not None:
-                evaluated.append((not self._translated(i, j, res[3]), -res[0], len(evaluated), (*res, i, j)))
+                evaluated.append((not res[5], -res[0], len(evaluated), (*res[:5], i, j)))
         evaluated.sort()  # the first of equal scores stays first
         return [e[-1] for e in evaluated]
 
-    def _translated(self, i: int, j: int, tids: np.ndarray) -> bool:
-        """Whether the inlier tracks ``tids`` of pair (i, j) moved by more than a rotation of the
-        camera explains (the window's parallax test, ``recon.default.parallax``, on this pair alone)."""
+    def _translated(self, ui: np.ndarray, uj: np.ndarray) -> bool:
+        """Whether a pair's inlier matches ``ui`` -> ``uj`` (pixels [N, 2]) moved by more than a
+        rotation of the camera explains (the window's parallax test, ``recon.default.parallax``, on
+        this pair alone)."""
         cfg = self.cfg.parallax
-        shared, ui, uj = self._track_pairs(i, j)
-        inlier = np.isin(shared, tids)
-        ui, uj = ui[inlier], uj[inlier]
         if len(ui) < cfg.min_matches:
             return True  # too few to judge: the score alone decides, as before the test
         return beyond_rotation(rotation_residual_px(ui, uj, self.K, not self.known_K, cfg), ui, uj, cfg)

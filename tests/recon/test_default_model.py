@@ -94,22 +94,19 @@ def test_unknown_intrinsics_are_self_calibrated_near_the_truth(model):
     assert abs(pred.K[0, 0, 0] - true_f) / true_f < 0.15, (pred.K[0, 0, 0], true_f)
 
 
-def _street_walk_and_turn(items: list) -> tuple[list[Frame], list[np.ndarray]]:
-    """Frames (intrinsics unknown) of a walk down the synthetic street, 0.04 m a frame: an int is
-    the walk's frame, a float a turn of that many degrees about the vertical at its frame 179."""
+def _street_walk_then_turn(walk_frames: list[int], turn_deg: list[float]) -> list[Frame]:
+    """Frames (intrinsics unknown) of a walk down the synthetic street, 0.04 m a frame, then turns of
+    ``turn_deg`` about the vertical at the walk's frame 179."""
     scene = make_scene("street", seed=0)
     walk = make_trajectory("forward", 360, seed=0, scene=scene, step=0.04)
-    c2w = []
-    for item in items:
-        T = walk[179 if isinstance(item, float) else item].copy()
-        if isinstance(item, float):
-            a = np.radians(item)
-            T[:3, :3] = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]) @ T[:3, :3]
+    c2w = [walk[i] for i in walk_frames]
+    for a in np.radians(turn_deg):
+        T = walk[179].copy()
+        T[:3, :3] = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]) @ T[:3, :3]
         c2w.append(T)
     K = intrinsics_for(W, H)
-    frames = [Frame(index=k, timestamp=k / 10, image=render_view(scene, c, K, W, H).rgb, source=f"walk/{k}")
-              for k, c in enumerate(c2w)]
-    return frames, c2w
+    return [Frame(index=k, timestamp=k / 10, image=render_view(scene, c, K, W, H).rgb, source=f"walk/{k}")
+            for k, c in enumerate(c2w)]
 
 
 def test_a_walk_that_ends_turning_on_the_spot_is_self_calibrated_from_its_walk(model):
@@ -118,8 +115,8 @@ def test_a_walk_that_ends_turning_on_the_spot_is_self_calibrated_from_its_walk(m
     angle of the window; started from it, the structure was wrong from its first two views (focal
     26 % short at 512 px, or left undetermined here). The initial pair must be one whose motion no
     rotation explains."""
-    keyframes = [0, 8, 16, 27, 37, 48, 58, 69, 78, 89, 103, 113, 122, 133, 146, 155, 166, 175, 5.0, 10.0]
-    frames, _ = _street_walk_and_turn(keyframes)
+    walk = [0, 8, 16, 27, 37, 48, 58, 69, 78, 89, 103, 113, 122, 133, 146, 155, 166, 175]
+    frames = _street_walk_then_turn(walk, [5.0, 10.0])
     model.reset()
     pred = model.predict(frames)
     assert pred.num_frames == 20
