@@ -94,7 +94,7 @@ class StreamAligner:
         self._segment = 0
         self._next_segment = 1
         self._detached: set[int] = set()  # segments started by a gap and not yet found in an earlier world
-        self._last_scale: float | None = None  # window-to-world scale of the last window emitted
+        self._last_scale: float | None = None  # window-to-world scale of the last window emitted with parallax
         # The segment a gap just left and the scale of its last window, while the window that started the
         # new segment is being placed (a bridge: see _reattach); None otherwise.
         self._bridge_from: tuple[int, float] | None = None
@@ -264,7 +264,8 @@ class StreamAligner:
         aligned = replace(pred, depth=depth, c2w=c2w, K=K_used, points=world_points, info=dict(pred.info),
                           rotation_only=rotation_only, sparse=sparse)
         info["time_s"] = time.perf_counter() - start
-        self._last_scale = float(sim3.s)
+        if rotation_only is None or not np.all(rotation_only):  # a window without parallax has no scale
+            self._last_scale = float(sim3.s)
         out = AlignedWindow(prediction=aligned, sim3_scale=float(sim3.s), sim3_R=sim3.R.copy(),
                             sim3_t=np.asarray(sim3.t, np.float64).copy(), is_new=is_new,
                             window_index=self._count, segment=self._segment, info=info, reattached=link,
@@ -292,6 +293,14 @@ class StreamAligner:
             world_depth[shared_prev], depth[shared_new], state.mask[shared_prev] & mask[shared_new],
             state.c2w[shared_prev], pred.c2w[shared_new],
             iters=cfg.irls_iters, tol=cfg.irls_tol, min_pixels=cfg.min_overlap_pixels)
+        if (reg.scale_source == "unit" and self._linking() and self._linker.has_structure(self._segment)
+                and self._scale_matters(pred, shared_new, mask)):
+            # The shared frames fix where the window is but not its size, and the window has a size
+            # (parallax of its own): a new segment, bridged through the keyframes (see _reattach).
+            self._start_segment_or_raise(pred, state)
+            info.update(placement="new segment", shared_frames=int(len(shared_new)), unscaled_overlap=True,
+                        fallback_reason=reg.fallback_reason)
+            return None, none, shared_new, Sim3.identity()
         info.update(placement="registered", shared_frames=int(len(shared_new)), scale_source=reg.scale_source,
                     overlap_pixels=reg.overlap_pixels, degenerate_overlap=reg.scale_source != "depth")
         if reg.fallback_reason:
@@ -299,6 +308,14 @@ class StreamAligner:
         if reg.scale_fit is not None:
             info.update(irls_iterations=reg.scale_fit.iterations, scale_inlier_fraction=reg.scale_fit.inlier_fraction)
         return state, shared_prev, shared_new, reg.sim3
+
+    @staticmethod
+    def _scale_matters(pred: WindowPrediction, shared: np.ndarray, mask: np.ndarray) -> bool:
+        """Whether the window's frames beyond ``shared`` have depth or tracks, so a wrong scale would show."""
+        rest = np.setdiff1d(np.arange(pred.num_frames), shared)
+        if pred.rotation_only is not None and np.asarray(pred.rotation_only)[rest].all():
+            return False
+        return bool(mask[rest].any()) or (pred.sparse is not None and len(pred.sparse.points) > 0)
 
     def _layer_scales(self, state: _OverlapState, shared_prev: np.ndarray, shared_new: np.ndarray,
                       labels: np.ndarray, depth: np.ndarray, mask: np.ndarray, info: dict) -> np.ndarray:

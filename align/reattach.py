@@ -175,6 +175,10 @@ class SegmentLinker:
         while len(self._keyframes) > self.config.max_segments + 1:  # + the current one
             self._keyframes.popitem(last=False)
 
+    def has_structure(self, segment: int) -> bool:
+        """Whether ``segment`` keeps a keyframe with enough lifted points for a link to land on."""
+        return any(len(kf.points) >= self.config.min_inliers for kf in self._keyframes.get(segment, ()))
+
     def try_link(self, segment: int, queries: list[Keyframe],
                  candidates: list[list[tuple[int, Keyframe]]] | None = None) -> Reattachment | None:
         """Place ``segment`` in an earlier segment's world from its lifted ``queries``, or None.

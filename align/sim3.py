@@ -152,7 +152,8 @@ def register_overlap(
     With shared intrinsics the camera-frame points of a pixel are its depth
     times a fixed ray, so the point-map scale is the depth ratio. Too few
     confident pixels: the scale falls back to the camera-centre spread, then
-    to 1 (``scale_source`` says which).
+    to 1 (``scale_source`` says which), where the window stands on the last
+    shared frame.
     """
     pixels = int(mask.sum())
     if pixels >= min_pixels:
@@ -165,4 +166,8 @@ def register_overlap(
         return Registration(kabsch_on_anchors(window_c2w, world_c2w, centre_scale), "camera_centres", pixels,
                             None, reason)
     reason += "; the shared cameras do not spread either, so the scale is set to 1"
-    return Registration(kabsch_on_anchors(window_c2w, world_c2w, 1.0), "unit", pixels, None, reason)
+    unit = kabsch_on_anchors(window_c2w, world_c2w, 1.0)
+    # The window's shared cameras stand on one spot (no parallax) while the world's may not: the
+    # spot is where the last shared frame, the one next to the window's new frames, stands.
+    last = camera_centres(world_c2w[-1]) - unit.R @ camera_centres(window_c2w[-1])
+    return Registration(Sim3(1.0, unit.R, last), "unit", pixels, None, reason)

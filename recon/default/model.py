@@ -317,6 +317,9 @@ class DefaultWindowModel:
         sparse = sparse_tracks(tracks, sfm.point_track, points, posed, w2c_list, K,
                                [frames[v].image for v in posed], self.cfg.sfm.max_reproj_px)
         from_tracks = fill_sparse_depth(depth, conf, sparse, w2c_list, self.cfg.sparse_depth)
+        turned = np.isin(posed, sfm.info.get("rotation_only_views", []))  # a turn on the spot: no depth
+        depth[turned], conf[turned] = 0.0, 0.0
+        from_tracks = [k for k in from_tracks if not turned[k]]
         timings["dense"] = time.perf_counter() - t2
 
         info = dict(sfm.info)
@@ -328,7 +331,8 @@ class DefaultWindowModel:
             self._stream_intrinsics(info, (W, H))
         info["sparse_points"] = sparse.num_points
         info["depth_from_tracks"] = from_tracks  # views (of the prediction) whose depth is only their tracks' points
-        return self._prediction(frames, posed, w2c_list, K, depth, conf, info, sparse)
+        pred = self._prediction(frames, posed, w2c_list, K, depth, conf, info, sparse)
+        return replace(pred, rotation_only=turned) if turned.any() else pred
 
     def _solve_with_focal_held(self, frames, K: np.ndarray, known_K: bool, scale: float, timings: dict,
                                window: int, focal):

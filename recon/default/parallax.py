@@ -111,6 +111,13 @@ def rotation_residual_px(ui: np.ndarray, uj: np.ndarray, K: np.ndarray, fit_foca
                          config: ParallaxConfig | None = None) -> float:
     """Median motion (pixels) of matches ``ui`` -> ``uj`` (pixels ``[N, 2]``) that no rotation of
     a camera with intrinsics ``K`` (focal length free when ``fit_focal``) explains."""
+    return fit_rotation(ui, uj, K, fit_focal, config)[1]
+
+
+def fit_rotation(ui: np.ndarray, uj: np.ndarray, K: np.ndarray, fit_focal: bool,
+                 config: ParallaxConfig | None = None) -> tuple[np.ndarray, float]:
+    """The rotation [3, 3] of a camera (i to j: ``x_j ~ R x_i`` for rays ``x``) that best maps
+    matches ``ui`` -> ``uj``, and the median motion (pixels) it leaves unexplained."""
     cfg = config or ParallaxConfig()
     if len(ui) > cfg.max_matches:
         pick = np.linspace(0, len(ui) - 1, cfg.max_matches).astype(np.int64)
@@ -125,7 +132,8 @@ def rotation_residual_px(ui: np.ndarray, uj: np.ndarray, K: np.ndarray, fit_foca
     # soft_l1 with a one-pixel scale: a few mismatched pairs cannot pull the rotation away.
     fit = least_squares(model.residual, start, jac=model.jacobian, loss="soft_l1", f_scale=1.0 / model.f0,
                         bounds=bounds, max_nfev=50)
-    return float(np.median(np.linalg.norm(fit.fun.reshape(-1, 2), axis=1)) * model.f0)
+    residual = float(np.median(np.linalg.norm(fit.fun.reshape(-1, 2), axis=1)) * model.f0)
+    return Rotation.from_rotvec(fit.x[:3]).as_matrix(), residual
 
 
 def epipolar_noise_px(ui: np.ndarray, uj: np.ndarray) -> float:
@@ -180,13 +188,23 @@ def judge_parallax(pairs: list[tuple[int, int, np.ndarray, np.ndarray]], K: np.n
                    config: ParallaxConfig | None = None) -> ParallaxEvidence:
     """Whether any matched pair of a window moved in a way no camera rotation explains, by a
     clear margin over its own matching noise. ``pairs`` holds ``(i, j, uv_i, uv_j)`` (pixels
-    ``[N, 2]``) per pair of views; pairs far apart are judged first, and the first that passes
-    decides."""
+    ``[N, 2]``) per pair of views; the ``max_pairs`` widest apart are judged first, then each view's
+    widest pair and each pair of neighbours, and the first that passes decides."""
     cfg = config or ParallaxConfig()
     usable = [p for p in pairs if len(p[2]) >= cfg.min_matches]
     usable.sort(key=lambda p: (p[1] - p[0], len(p[2])), reverse=True)
+    # Then every view's widest pair, then neighbours (keyframes of a video are spaced by parallax):
+    # a window that turns on the spot and walks on has its widest pairs all in the turn, and its
+    # parallax only in pairs of the walk.
+    widest = list({p[0]: p for p in reversed(usable)}.values())
+    widest.sort(key=lambda p: (p[1] - p[0], len(p[2])), reverse=True)
+    neighbours = sorted((p for p in usable if p[1] - p[0] == 1), key=lambda p: -len(p[2]))
+    order = usable[: cfg.max_pairs]
+    for p in widest + neighbours:
+        if all(p is not q for q in order):
+            order.append(p)
     best = ParallaxEvidence(False, 0.0, 0.0, 0.0, 0)
-    for n, (i, j, ui, uj) in enumerate(usable[: cfg.max_pairs], start=1):
+    for n, (i, j, ui, uj) in enumerate(order, start=1):
         residual = rotation_residual_px(ui, uj, K, fit_focal, cfg)
         noise = matching_noise_px(ui, uj, cfg)
         if residual / noise > best.ratio:

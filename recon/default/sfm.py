@@ -28,6 +28,7 @@ from recon.default.focal_profile import profile_focal
 from recon.default.parallax import (
     ParallaxConfig,
     beyond_rotation,
+    fit_rotation,
     judge_parallax,
     rotation_residual_px,
 )
@@ -404,6 +405,38 @@ class WindowSfm:
         self._restore(before)
         return False
 
+    def register_rotations(self) -> list[int]:
+        """Views the structure could not take that a turn of the camera at a registered view's place
+        explains: a turn on the spot past what the window's points cover, whose views see no point
+        triangulated from views elsewhere. Each such view, taken in the order of its strongest pair
+        with a registered (or so placed) view, gets that view's centre and the rotation that maps
+        their shared tracks (``parallax.fit_rotation`` with the window's K), when that rotation
+        leaves less motion than the window's parallax test asks for (``ParallaxConfig.min_ratio``
+        times the pair's matching noise). The caller gives them no depth. Returns them."""
+        cfg = self.cfg.parallax
+        placed: list[int] = []
+        refused: set[int] = set()
+        while True:
+            best = None
+            for v in range(self.num_views):
+                if v in self.w2c or v in refused:
+                    continue
+                for r in self.w2c:
+                    n = len(self._track_pairs(r, v)[0])
+                    if n >= self.cfg.min_relative_inliers and (best is None or n > best[0]):
+                        best = (n, r, v)
+            if best is None:
+                return placed
+            _, r, v = best
+            _, ur, uv = self._track_pairs(r, v)
+            R, residual = fit_rotation(ur, uv, self.K, False, cfg)
+            if beyond_rotation(residual, ur, uv, cfg):
+                refused.add(v)  # it moved: a view the structure should have taken, or a mismatch
+                continue
+            R_v = R @ self.w2c[r][:3, :3]
+            self.w2c[v] = _pose(R_v, -R_v @ _centre(self.w2c[r]))
+            placed.append(v)
+
     def _reprojecting(self, v: int, tids: np.ndarray) -> int:
         """How many of the tracks ``tids`` have a point that reprojects within ``max_reproj_px`` in
         registered view ``v``."""
@@ -654,6 +687,7 @@ class WindowSfm:
             self.triangulate_new()
             if not added or len(self.w2c) == self.num_views:
                 break
+        info["rotation_only_views"] = self.register_rotations()
         info["unregistered"] = [v for v in range(self.num_views) if v not in self.w2c]
         tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
         info["num_points"] = int(len(tri))

@@ -87,3 +87,22 @@ def test_register_overlap_falls_back_to_camera_spread_then_to_unit_scale():
     single = register_overlap(depth[:1], depth[:1], no_pixels[:1], world[:1], window[:1])
     assert single.scale_source == "unit" and single.sim3.s == 1.0
     assert single.overlap_pixels == 0
+
+
+
+def test_a_unit_scale_registration_stands_the_window_on_the_last_shared_frame():
+    """A window without parallax has its shared cameras on one spot; the world has them a few
+    steps apart (the end of a walk before a turn). The window goes where the last of them, next
+    to its new frames, stands, not to their centroid."""
+    rng = np.random.default_rng(6)
+    world = np.repeat(random_cameras(rng, 1), 3, axis=0)
+    world[:2, :3, 3] -= np.array([[0.2, 0, 0.1], [0.1, 0, 0.05]])  # the last steps
+    truth = random_sim3(rng, (1.0, 1.0))
+    window = truth.inverse().apply_c2w(world)
+    window[:, :3, 3] = window[-1, :3, 3]  # the window saw no parallax: one spot
+    depth = np.ones((3, 8, 8))
+    reg = register_overlap(depth, depth, np.zeros((3, 8, 8), bool), world, window)
+    assert reg.scale_source == "unit" and reg.sim3.s == 1.0
+    placed = reg.sim3.apply_c2w(window)
+    np.testing.assert_allclose(placed[:, :3, 3], np.repeat(world[-1:, :3, 3], 3, axis=0), atol=1e-9)
+    np.testing.assert_allclose(placed[:, :3, :3], world[:, :3, :3], atol=0.05)

@@ -140,3 +140,62 @@ def test_a_bridge_whose_scale_jumps_from_the_window_before_the_gap_is_refused(ro
                          reattach=ReattachConfig(bridge_max_scale_change=1.02))
     outs, _ = _gap_stream(room, 1.0, config)  # the random frames differ in scale by much more than 2 %
     assert outs[1].segment == 1 and outs[1].reattached is None and "scale" in outs[1].info["bridge_rejected"]
+
+
+
+def _walk_turn_walk(room, walk_on_scene: str | None = None):
+    """A walk down the street (frames 0-7) that turns on the spot (8-12) and walks on (13-20); with
+    ``walk_on_scene`` the walk on films that scene instead. Three windows as a video's: the walk
+    with the turn's first views, the turn alone (no parallax, so no depth), the turn's end with the
+    walk on, each in a random frame. Returns the aligner's outputs and the true poses [21, 4, 4]."""
+    from align_scenes import yaw
+
+    street = make_scene("street", seed=2)
+    walk = make_trajectory("forward", 16, seed=2, scene=street, step=0.25)
+    spot = walk[7]
+    turn = np.repeat(spot[None], 5, axis=0)
+    for k, deg in enumerate((15, 30, 45, 30, 15)):
+        turn[k, :3, :3] = yaw(deg) @ spot[:3, :3]
+    c2w = np.concatenate([walk[:8], turn, walk[8:]])
+    scenes = [street] * 13 + [make_scene(walk_on_scene, seed=2) if walk_on_scene else street] * 8
+    views = [render_view(scene, c, room.K, W, H) for scene, c in zip(scenes, c2w)]
+    rgb, depth = np.stack([v.rgb for v in views]), np.stack([v.depth for v in views])
+    rng = np.random.default_rng(2)
+
+    def window(span, with_depth=True):
+        span = np.asarray(span)
+        d = depth[span] if with_depth else np.zeros_like(depth[span])
+        return window_from_geometry(span, rgb[span], d, c2w[span], room.K, random_sim3(rng))
+
+    aligner = StreamAligner(AlignConfig(window=10, overlap=2, new_segment_on_gap=True, fix_intrinsics=False))
+    outs = [aligner.add(window(range(0, 10))), aligner.add(window(range(8, 13), with_depth=False)),
+            aligner.add(window(range(11, 21)))]
+    return outs, c2w
+
+
+def test_a_window_whose_overlap_is_a_turn_on_the_spot_is_bridged_to_the_right_scale(room):
+    """The window of the turn saw no parallax, so the next window's shared frames fix its rotation
+    but not its scale, which is arbitrary. It is bridged through the walk's keyframes instead of
+    being taken at scale 1, and the turn's frames stand where the walk stopped."""
+    from stream4d.geometry import umeyama
+
+    outs, c2w = _walk_turn_walk(room)
+    assert outs[1].prediction.rotation_only.all() and outs[2].info["unscaled_overlap"]
+    assert [o.segment for o in outs] == [0, 0, 0] and outs[2].info.get("bridged") is True
+    idx = np.concatenate([o.prediction.frame_indices[o.is_new] for o in outs])
+    est = np.concatenate([o.prediction.c2w[o.is_new][:, :3, 3] for o in outs])
+    truth = c2w[idx, :3, 3]
+    err = np.linalg.norm(umeyama(est, truth).apply(est) - truth, axis=1)
+    assert np.sqrt((err ** 2).mean()) / np.ptp(truth, axis=0).max() < 0.01
+
+
+
+def test_a_window_after_a_turn_that_no_bridge_holds_starts_a_world_of_its_own(room):
+    """The walk on films what no keyframe saw: nothing to bridge to. Its scale is unknown, so it is
+    a segment of its own (relocalisation may find it later), not the old world at scale 1; the
+    frames it shares with the turn stay where the turn's window put them."""
+    outs, _ = _walk_turn_walk(room, walk_on_scene="room")
+    after = outs[2]
+    assert after.info["unscaled_overlap"] and after.reattached is None
+    assert after.segment == 1 and after.info["placement"] == "new segment"
+    assert not after.is_new[:2].any() and after.is_new[2:].all()

@@ -94,19 +94,23 @@ def test_unknown_intrinsics_are_self_calibrated_near_the_truth(model):
     assert abs(pred.K[0, 0, 0] - true_f) / true_f < 0.15, (pred.K[0, 0, 0], true_f)
 
 
-def _street_walk_then_turn(walk_frames: list[int], turn_deg: list[float]) -> list[Frame]:
-    """Frames (intrinsics unknown) of a walk down the synthetic street, 0.04 m a frame, then turns of
-    ``turn_deg`` about the vertical at the walk's frame 179."""
+def _street_walk_and_turn(items: list[int | float]) -> tuple[list[Frame], list[np.ndarray]]:
+    """Frames (intrinsics unknown) of a walk down the synthetic street, 0.04 m a frame, and their
+    camera-to-world poses: an int is the walk's frame, a float a turn of that many degrees about the
+    vertical at the walk's frame 179."""
     scene = make_scene("street", seed=0)
     walk = make_trajectory("forward", 360, seed=0, scene=scene, step=0.04)
-    c2w = [walk[i] for i in walk_frames]
-    for a in np.radians(turn_deg):
-        T = walk[179].copy()
-        T[:3, :3] = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]) @ T[:3, :3]
+    c2w = []
+    for item in items:
+        T = walk[179 if isinstance(item, float) else item].copy()
+        if isinstance(item, float):
+            a = np.radians(item)
+            T[:3, :3] = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]) @ T[:3, :3]
         c2w.append(T)
     K = intrinsics_for(W, H)
-    return [Frame(index=k, timestamp=k / 10, image=render_view(scene, c, K, W, H).rgb, source=f"walk/{k}")
-            for k, c in enumerate(c2w)]
+    frames = [Frame(index=k, timestamp=k / 10, image=render_view(scene, c, K, W, H).rgb, source=f"walk/{k}")
+              for k, c in enumerate(c2w)]
+    return frames, c2w
 
 
 def test_a_walk_that_ends_turning_on_the_spot_is_self_calibrated_from_its_walk(model):
@@ -116,13 +120,33 @@ def test_a_walk_that_ends_turning_on_the_spot_is_self_calibrated_from_its_walk(m
     26 % short at 512 px, or left undetermined here). The initial pair must be one whose motion no
     rotation explains."""
     walk = [0, 8, 16, 27, 37, 48, 58, 69, 78, 89, 103, 113, 122, 133, 146, 155, 166, 175]
-    frames = _street_walk_then_turn(walk, [5.0, 10.0])
+    frames, _ = _street_walk_and_turn(walk + [5.0, 10.0])
     model.reset()
     pred = model.predict(frames)
     assert pred.num_frames == 20
     assert set(pred.info["init_pair"]) != {18, 19}
     assert "focal_held" not in pred.info  # the window's own motion determines its focal
     assert abs(pred.K[0, 0, 0] / intrinsics_for(W, H)[0, 0] - 1) < 0.03
+
+
+def test_views_of_a_turn_past_the_structure_get_the_turn_at_its_place(model):
+    """A turn on the spot, coming back, then the walk on: the views turned furthest see nothing
+    the walk triangulated, so no structure takes them. They are posed by the rotation from the
+    turn's view they share most with, at its centre, and said to be rotation-only (no depth)."""
+    items = [61.7, 67.6, 62.7, 57.9, 53.2, 48.5, 43.7, 39.0, 34.2, 29.5, 24.7, 20.0, 15.3, 10.5, 5.8,
+             188, 196, 203, 213, 225, 236]
+    frames, c2w = _street_walk_and_turn(items)
+    model.reset()
+    pred = model.predict(frames)
+    assert pred.num_frames == 21
+    turned = np.flatnonzero(pred.rotation_only_views).tolist()
+    assert turned and set(turned) <= set(range(15)), turned
+    assert pred.depth_conf[turned].max() == 0.0
+    to_truth = c2w[14] @ np.linalg.inv(pred.c2w[14])  # a turn view the structure took
+    scale = np.linalg.norm(c2w[20][:3, 3] - c2w[14][:3, 3]) / np.linalg.norm(pred.c2w[20][:3, 3] - pred.c2w[14][:3, 3])
+    for k in turned:
+        assert rotation_angle_deg((to_truth @ pred.c2w[k])[:3, :3] @ c2w[k][:3, :3].T) < 0.5
+        assert scale * np.linalg.norm(pred.c2w[k][:3, 3] - pred.c2w[14][:3, 3]) < 0.02  # metres
 
 
 def test_self_calibrated_sparse_tracks_agree_with_the_windows_K_and_poses():

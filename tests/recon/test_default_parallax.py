@@ -9,6 +9,7 @@ from recon.default.parallax import (
     ParallaxConfig,
     RotationOnlyFit,
     epipolar_noise_px,
+    fit_rotation,
     judge_parallax,
     rotation_residual_px,
 )
@@ -79,6 +80,31 @@ def test_the_widest_pair_decides_first_and_too_few_matches_are_not_judged():
     assert ev.has_parallax and ev.pairs_judged == 1
     few = (moved[0][:5], moved[1][:5])
     assert not judge_parallax([(0, 3, *few)], K, fit_focal=False, config=ParallaxConfig()).has_parallax
+
+
+def test_a_window_that_turns_on_the_spot_then_moves_is_judged_on_its_neighbours_too():
+    """Fifteen views of a turn on the spot, then one step: every pair among the widest twelve is a
+    pure rotation, and only the last neighbours moved. They are judged too, and decide."""
+    rng = np.random.default_rng(5)
+    pairs = []
+    for i in range(15):
+        for j in range(i + 1, min(i + 4, 16)):
+            if j < 15:
+                R = Rotation.from_euler("y", 2.0 * (j - i), degrees=True).as_matrix()
+                pairs.append((i, j, *_pair(rng, R, np.zeros(3))))
+    pairs.append((15, 16, *_pair(rng, np.eye(3), np.array([0.1, 0, 0]))))
+    ev = judge_parallax(pairs, K, fit_focal=True)
+    assert ev.has_parallax and ev.pair == (15, 16), ev
+    assert ev.pairs_judged > ParallaxConfig().max_pairs
+
+
+def test_the_rotation_fit_returns_the_turn():
+    rng = np.random.default_rng(6)
+    R = Rotation.from_euler("yx", [25.0, 3.0], degrees=True).as_matrix()
+    ui, uj = _pair(rng, R, np.zeros(3))
+    found, residual = fit_rotation(ui, uj, K, fit_focal=False)
+    assert residual < 1.0
+    assert np.degrees(Rotation.from_matrix(found @ R.T).magnitude()) < 0.05
 
 
 @pytest.mark.parametrize("fit_focal", [True, False])
