@@ -87,6 +87,8 @@ def main() -> None:
     reference = json.loads((clip / "cameras.json").read_text())["frames"]
     whole = score_part(posed, reference, range(len(reference)))
     focal = json.loads((run / "run.json").read_text())["intrinsics"]
+    if focal.get("focal_px") is not None:  # run.json gives it in pixels of the model's image
+        focal["focal_px"] *= W / focal["model_size"][0]
     rows = []
     for name, a, b in parts:
         kinds = Counter(posed[i]["pose_kind"] for i in range(a, b) if i in posed)
