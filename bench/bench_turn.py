@@ -27,18 +27,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cut import score_part  # noqa: E402
 from common import markdown_table  # noqa: E402
 
-from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_sequence, write_sequence  # noqa: E402
+from stream4d.synthetic import (  # noqa: E402
+    intrinsics_for,
+    make_scene,
+    make_trajectory,
+    render_sequence,
+    write_sequence,
+    yaw_matrix,
+)
 
 WALK_SPEED = 1.2  # m/s
 
 
 def _turned(c2w: np.ndarray, degrees: np.ndarray) -> np.ndarray:
     """Copies of one pose [4, 4] turned about the world vertical by each of ``degrees`` [N]."""
-    a = np.radians(degrees)
-    R = np.zeros((len(a), 3, 3))
-    R[:, 0, 0], R[:, 0, 2], R[:, 1, 1], R[:, 2, 0], R[:, 2, 2] = np.cos(a), np.sin(a), 1, -np.sin(a), np.cos(a)
-    out = np.repeat(c2w[None], len(a), axis=0)
-    out[:, :3, :3] = R @ c2w[:3, :3]
+    out = np.repeat(c2w[None], len(degrees), axis=0)
+    out[:, :3, :3] = np.stack([yaw_matrix(d) for d in degrees]) @ c2w[:3, :3]
     return out
 
 

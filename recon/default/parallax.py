@@ -199,12 +199,11 @@ def judge_parallax(pairs: list[tuple[int, int, np.ndarray, np.ndarray]], K: np.n
     widest = list({p[0]: p for p in reversed(usable)}.values())
     widest.sort(key=lambda p: (p[1] - p[0], len(p[2])), reverse=True)
     neighbours = sorted((p for p in usable if p[1] - p[0] == 1), key=lambda p: -len(p[2]))
-    order = usable[: cfg.max_pairs]
+    order = {(p[0], p[1]): p for p in usable[: cfg.max_pairs]}
     for p in widest + neighbours:
-        if all(p is not q for q in order):
-            order.append(p)
+        order.setdefault((p[0], p[1]), p)
     best = ParallaxEvidence(False, 0.0, 0.0, 0.0, 0)
-    for n, (i, j, ui, uj) in enumerate(order, start=1):
+    for n, (i, j, ui, uj) in enumerate(order.values(), start=1):
         residual = rotation_residual_px(ui, uj, K, fit_focal, cfg)
         noise = matching_noise_px(ui, uj, cfg)
         if residual / noise > best.ratio:

@@ -416,13 +416,16 @@ class WindowSfm:
         cfg = self.cfg.parallax
         placed: list[int] = []
         refused: set[int] = set()
+        shared: dict[tuple[int, int], int] = {}  # (placed view, view) -> tracks they share
         while True:
             best = None
             for v in range(self.num_views):
                 if v in self.w2c or v in refused:
                     continue
                 for r in self.w2c:
-                    n = len(self._track_pairs(r, v)[0])
+                    if (r, v) not in shared:
+                        shared[(r, v)] = len(self._track_pairs(r, v)[0])
+                    n = shared[(r, v)]
                     if n >= self.cfg.min_relative_inliers and (best is None or n > best[0]):
                         best = (n, r, v)
             if best is None:

@@ -8,7 +8,7 @@
 """
 
 from stream4d.synthetic.layouts import SCENE_KINDS, STAGES, make_scene
-from stream4d.synthetic.primitives import Box, Material, MovingObject, Rect, Sphere, Stage
+from stream4d.synthetic.primitives import Box, Material, MovingObject, Rect, Sphere, Stage, yaw_matrix
 from stream4d.synthetic.raycast import Hits
 from stream4d.synthetic.render import SyntheticView, intrinsics_for, render_sequence, render_view
 from stream4d.synthetic.scene import Scene
@@ -18,5 +18,5 @@ from stream4d.synthetic.writer import write_sequence
 __all__ = [
     "SCENE_KINDS", "STAGES", "TRAJECTORY_KINDS", "make_scene", "make_trajectory", "look_at", "intrinsics_for",
     "render_view", "render_sequence", "write_sequence", "SyntheticView", "Scene", "Stage", "Hits", "Material",
-    "Rect", "Box", "Sphere", "MovingObject",
+    "Rect", "Box", "Sphere", "MovingObject", "yaw_matrix",
 ]

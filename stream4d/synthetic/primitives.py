@@ -91,7 +91,7 @@ class Rect:
         return np.stack([self.origin, self.origin + a, self.origin + a + b, self.origin + b])
 
 
-def _yaw_matrix(yaw_deg: float) -> np.ndarray:
+def yaw_matrix(yaw_deg: float) -> np.ndarray:
     """Rotation about the vertical (y) axis."""
     c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
@@ -114,7 +114,7 @@ class Box:
 
     def faces(self) -> list[Rect]:
         """The six outward-facing faces."""
-        R = _yaw_matrix(self.yaw_deg)
+        R = yaw_matrix(self.yaw_deg)
         out = []
         for axis in range(3):
             for sign in (-1.0, 1.0):
@@ -190,7 +190,7 @@ class MovingObject:
             return T
         angle = self.speed * time
         T[:3, 3] = anchor + self.radius * np.array([np.cos(angle), 0.0, np.sin(angle)])
-        R = _yaw_matrix(-np.degrees(angle))  # local x stays radial, local z tangential
+        R = yaw_matrix(-np.degrees(angle))  # local x stays radial, local z tangential
         if self.shape == "sphere":
             # Rolling: turn about the radial axis by arc length / radius.
             roll = self.radius * angle / self.size[0]

@@ -11,7 +11,7 @@ from stream4d.contracts import Frame, WindowModel
 from stream4d.evaluation import depth_metrics, evaluate_trajectory
 from stream4d.geometry import rotation_angle_deg
 from stream4d.outputs import PosedFrame
-from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
+from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view, yaw_matrix
 
 W, H = 256, 192
 
@@ -104,8 +104,7 @@ def _street_walk_and_turn(items: list[int | float]) -> tuple[list[Frame], list[n
     for item in items:
         T = walk[179 if isinstance(item, float) else item].copy()
         if isinstance(item, float):
-            a = np.radians(item)
-            T[:3, :3] = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]) @ T[:3, :3]
+            T[:3, :3] = yaw_matrix(item) @ T[:3, :3]
         c2w.append(T)
     K = intrinsics_for(W, H)
     frames = [Frame(index=k, timestamp=k / 10, image=render_view(scene, c, K, W, H).rgb, source=f"walk/{k}")
