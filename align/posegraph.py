@@ -62,6 +62,9 @@ class GraphResult:
     rejected: list[Edge] = field(default_factory=list)  # loop edges dropped as outliers
 
 
+STILL_FRACTION = 0.01  # a sequential edge shorter than this x the longest stood still
+
+
 def sim3_from_pose(c2w: np.ndarray, s: float = 1.0) -> Sim3:
     """A node pose from a camera-to-world ``[4, 4]`` (and a scale)."""
     return Sim3(float(s), np.asarray(c2w[:3, :3], np.float64).copy(), np.asarray(c2w[:3, 3], np.float64).copy())
@@ -146,9 +149,13 @@ class PoseGraph:
             self.poses[n] = sim3.compose(self.poses[n])
 
     def step(self) -> float:
-        """Median translation length of the sequential edges (1 when there are none)."""
-        lengths = [np.linalg.norm(e.Z.t) for e in self.edges if e.kind == "sequential"]
-        med = float(np.median(lengths)) if lengths else 1.0
+        """Median translation length of the sequential edges that moved (1 when none did). Windows
+        that stand on one spot (a pause, a turn on the spot) are left out: the usual distance between
+        windows is what the camera covers when it moves, and a step near zero would make every
+        sequential translation look exact."""
+        lengths = np.array([np.linalg.norm(e.Z.t) for e in self.edges if e.kind == "sequential"])
+        moved = lengths[lengths > STILL_FRACTION * lengths.max()] if len(lengths) else lengths
+        med = float(np.median(moved)) if len(moved) else 1.0
         return med if med > 1e-12 else 1.0
 
     def whitened_norm(self, edge: Edge, step: float | None = None) -> float:

@@ -109,3 +109,29 @@ def test_loops_are_weighed_by_their_own_noise():
     assert not dropped_alike and worst_alike > 0.2  # weighed alike, the wrong loop bends the exact chain
     assert dropped and worst < 1e-3
     assert max(np.linalg.norm(T.t - truth[k].t) for k, T in enumerate(weighed)) < 1e-3
+
+
+
+def test_windows_that_stand_still_do_not_make_the_walk_look_exact():
+    """A turn on the spot, then a walk: three windows anchored at one spot (a tenth of a millimetre
+    apart), and one 0.3 further on, placed from the first by a bridge across the turn (the overlap
+    gave no scale) that left it 6 mm off and 0.65 % small. A precise loop from the first window to it
+    says where it is. The usual distance between windows is the walk's step: were it the median
+    edge (the turn's near-zero ones), the bridge's translation would look exact to a micrometre, the
+    loop would contradict it and be dropped, and the walk would stay where the bridge put it."""
+    truth = [Sim3(1.0, Rotation.from_euler("y", np.radians(a)).as_matrix(), np.array([1e-4 * k, 0.0, 0.0]))
+             for k, a in enumerate((0.0, 45.0, 90.0))]
+    truth.append(Sim3(1.0, truth[2].R, truth[2].t + truth[2].R @ np.array([0.0, 0.0, 0.3])))
+    est = truth[:3] + [Sim3(0.9935, truth[3].R, truth[3].t + np.array([0.006, 0.0, 0.0]))]
+    graph = PoseGraph()
+    for k, T in enumerate(est):
+        graph.add_node(k, T)
+    graph.add_sequential(0, 1)
+    graph.add_sequential(1, 2)
+    graph.add_sequential(0, 3)  # the bridge
+    graph.add_edge(Edge(0, 3, relative(truth[0], truth[3]), kind="loop", sigma=(1e-4, 1e-4, 5e-4)))
+    assert abs(graph.step() - 0.3) < 0.01  # the walk's step, not the turn's
+    result = graph.optimise()
+    assert not result.rejected
+    after = result.corrections[3].compose(est[3])
+    assert np.linalg.norm(after.t - truth[3].t) < 5e-4 and abs(np.log(after.s)) < 1e-3
