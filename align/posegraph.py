@@ -9,15 +9,15 @@ about a far-away origin costs what it costs locally:
 
     E = Z_ij^-1 T_i^-1 T_j,   r = [rotvec(E.R) / sigma_rot, E.t / (step sigma_trans), log(E.s) / sigma_scale] * weight
 
-``step`` is the median length of the sequential edges (translation in units of the usual
-distance between windows); the sigmas are the noise of one sequential alignment, so a
-whitened residual above ``chi_limit`` is an edge the rest of the graph contradicts. An edge
-that carries its own noise (``Edge.sigma``: measured where it was made) is whitened by that
-instead, each part at least the graph's floor (``min_sigma``): a loop is then weighed against
-the chain by how well each was actually measured, not by one fixed ratio. After a
-solve, the loop edge with the largest whitened residual is dropped while any edge is above
-that limit (a wrong loop strains its own edge or the chain it bends), and the graph is solved
-again from where it was. The first node of the graph is held fixed (the gauge of a
+``step`` is the median length of the sequential edges that moved (translation in units of the usual
+distance between windows; windows anchored on one spot are left out, see :meth:`PoseGraph.step`);
+the sigmas are the noise of one sequential alignment, so a whitened residual above ``chi_limit`` is
+an edge the rest of the graph contradicts. An edge that carries its own noise (``Edge.sigma``:
+measured where it was made) is whitened by that instead, each part at least the graph's floor
+(``min_sigma``): a loop is then weighed against the chain by how well each was actually measured,
+not by one fixed ratio. After a solve, the loop edge with the largest whitened residual is dropped
+while any edge is above that limit (a wrong loop strains its own edge or the chain it bends), and
+the graph is solved again from where it was. The first node of the graph is held fixed (the gauge of a
 monocular world is 7 degrees of freedom: one whole Sim(3)). The Jacobian is sparse (an edge
 touches two nodes), which ``least_squares`` uses through ``jac_sparsity``.
 
