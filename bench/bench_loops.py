@@ -24,6 +24,14 @@ each), its own sigmas, and whether the graph kept it; then the ATE with and with
     python bench/bench_loops.py /tmp/orbit250 --record /tmp/orbit250_preds
     python bench/bench_loops.py /tmp/orbit250 --replay /tmp/orbit250_preds
 
+Each window's own accuracy, apart from how the windows were chained: ``--window-errors DIR
+[DIR ...]`` takes recordings (of the same dataset, e.g. made by two versions of the window
+model) and prints, per window, the RMS error of its posed views' centres after one similarity of
+that window alone onto the ground truth, % of the window's own ground-truth path; given two
+recordings, how many windows differ and which recording is better on them.
+
+    python bench/bench_loops.py /tmp/orbit250 --window-errors /tmp/preds_a /tmp/preds_b
+
 Make a double orbit with exact cameras:
     stream4d synth --trajectory orbit --frames 1000 --traj-kw arc_deg=720 --noise 2 --out /tmp/orbit1000
 """
@@ -44,7 +52,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table  # noqa: E402
 
-from stream4d.geometry import umeyama  # noqa: E402
+from stream4d.geometry import camera_centres, path_length, umeyama  # noqa: E402
 from stream4d.outputs import read_cameras_json, read_trajectory  # noqa: E402
 
 
@@ -235,6 +243,43 @@ def replay(data: Path, folder: Path) -> None:
           f"({len(rows)} loop edges given to the graph)")
 
 
+def window_error_pct(pred, truth: np.ndarray) -> float:
+    """RMS centre error of a window prediction's posed views after one similarity of the window
+    alone onto ``truth`` (c2w [N, 4, 4] by frame index), % of the window's ground-truth path; NaN
+    with fewer than 3 posed views or no path."""
+    frames = np.asarray(pred.frame_indices)
+    posed = np.ones(len(frames), bool) if pred.rotation_only is None else ~np.asarray(pred.rotation_only)
+    est, ref = camera_centres(pred.c2w[posed]), camera_centres(truth[frames[posed]])
+    path = path_length(truth[frames])
+    if posed.sum() < 3 or path <= 0:
+        return float("nan")
+    residual = umeyama(est, ref).apply(est) - ref
+    return 100 * float(np.sqrt((residual ** 2).sum(1).mean())) / path
+
+
+def window_errors(data: Path, folders: list[Path]) -> None:
+    """Per-window own errors of one or more recordings of ``data`` (module docstring)."""
+    truth = np.array([f.c2w for f in read_cameras_json(data / "cameras.json")])
+    runs = [[pickle.loads(p.read_bytes()) for p in sorted(f.glob("window_*.pkl"))] for f in folders]
+    n = min(len(r) for r in runs)
+    errors = np.array([[window_error_pct(r[w], truth) for w in range(n)] for r in runs])
+    rows = []
+    for w in range(n):
+        frames = runs[0][w].frame_indices
+        rows.append([str(w), f"{int(frames[0])}-{int(frames[-1])}", *(f"{e:.4f}" for e in errors[:, w])])
+    print(markdown_table(["window", "frames", *(f.name for f in folders)], rows))
+    for f, e in zip(folders, errors):
+        print(f"{f.name}: {n} windows, error % of window path mean {np.nanmean(e):.4f}, median {np.nanmedian(e):.4f}")
+    if len(folders) == 2:
+        differ = ~np.isclose(errors[0], errors[1], rtol=1e-6, atol=0.0, equal_nan=True)
+        a, b = errors[0][differ], errors[1][differ]
+        if not len(a):
+            print("no window differs")
+            return
+        print(f"{len(a)} windows differ: mean {np.nanmean(a):.4f} ({folders[0].name}) vs {np.nanmean(b):.4f} "
+              f"({folders[1].name}); {folders[1].name} better in {int((b < a).sum())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="+", type=Path)
@@ -242,13 +287,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="keep the run folders here")
     parser.add_argument("--record", type=Path, default=None, help="pickle one dataset's window predictions here")
     parser.add_argument("--replay", type=Path, default=None, help="replay recorded windows: per-loop errors")
+    parser.add_argument("--window-errors", nargs="+", type=Path, default=None, metavar="DIR",
+                        help="recorded windows: each window's own error (module docstring)")
     parser.add_argument("--runs", nargs="+", choices=("on", "off"), default=["on", "off"],
                         help="which runs: loop closure on, off (default both)")
     parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between resident-size samples")
     args = parser.parse_args()
-    if args.record or args.replay:
+    if args.record or args.replay or args.window_errors:
         if len(args.datasets) != 1:
-            parser.error("--record / --replay take exactly one dataset")
+            parser.error("--record / --replay / --window-errors take exactly one dataset")
+        if args.window_errors:
+            window_errors(args.datasets[0], args.window_errors)
         if args.record:
             record(args.datasets[0], args.record)
         if args.replay:
