@@ -27,8 +27,9 @@ each), its own sigmas, and whether the graph kept it; then the ATE with and with
 Each window's own accuracy, apart from how the windows were chained: ``--window-errors DIR
 [DIR ...]`` takes recordings (of the same dataset, e.g. made by two versions of the window
 model) and prints, per window, the RMS error of its posed views' centres after one similarity of
-that window alone onto the ground truth, % of the window's own ground-truth path; given two
-recordings, how many windows differ and which recording is better on them.
+that window alone onto the ground truth, % of the window's own ground-truth path (for a video, the
+``cameras.json`` beside it); given two recordings, how many windows differ and which recording is
+better on them.
 
     python bench/bench_loops.py /tmp/orbit250 --window-errors /tmp/preds_a /tmp/preds_b
 
@@ -259,7 +260,8 @@ def window_error_pct(pred, truth: np.ndarray) -> float:
 
 def window_errors(data: Path, folders: list[Path]) -> None:
     """Per-window own errors of one or more recordings of ``data`` (module docstring)."""
-    truth = np.array([f.c2w for f in read_cameras_json(data / "cameras.json")])
+    cameras = data / "cameras.json" if data.is_dir() else data.parent / "cameras.json"  # a video: beside it
+    truth = np.array([f.c2w for f in read_cameras_json(cameras)])
     runs = [[pickle.loads(p.read_bytes()) for p in sorted(f.glob("window_*.pkl"))] for f in folders]
     n = min(len(r) for r in runs)
     errors = np.array([[window_error_pct(r[w], truth) for w in range(n)] for r in runs])
