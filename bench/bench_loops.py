@@ -26,7 +26,8 @@ each), its own sigmas, and whether the graph kept it; then the ATE with and with
 
 Each window's own accuracy, apart from how the windows were chained: ``--window-errors DIR
 [DIR ...]`` takes recordings (of the same dataset, e.g. made by two versions of the window
-model) and prints, per window, the RMS error of its posed views' centres after one similarity of
+model; windows are paired by position, and pairs over different frames are left out of the
+comparison) and prints, per window, the RMS error of its posed views' centres after one similarity of
 that window alone onto the ground truth, % of the window's own ground-truth path (for a video, the
 ``cameras.json`` beside it); given two recordings, how many windows differ and which recording is
 better on them.
@@ -273,7 +274,12 @@ def window_errors(data: Path, folders: list[Path]) -> None:
     for f, e in zip(folders, errors):
         print(f"{f.name}: {n} windows, error % of window path mean {np.nanmean(e):.4f}, median {np.nanmedian(e):.4f}")
     if len(folders) == 2:
-        differ = ~np.isclose(errors[0], errors[1], rtol=1e-6, atol=0.0, equal_nan=True)
+        # Windows are paired by position; where the two runs cut different frames they are not compared.
+        same = np.array([np.array_equal(runs[0][w].frame_indices, runs[1][w].frame_indices) for w in range(n)])
+        if not same.all():
+            print(f"{int((~same).sum())} windows hold other frames in the two recordings (from window "
+                  f"{int(np.argmin(same))}): left out of the comparison")
+        differ = same & ~np.isclose(errors[0], errors[1], rtol=1e-6, atol=0.0, equal_nan=True)
         a, b = errors[0][differ], errors[1][differ]
         if not len(a):
             print("no window differs")
