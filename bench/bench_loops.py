@@ -263,19 +263,27 @@ def window_errors(data: Path, folders: list[Path]) -> None:
     """Per-window own errors of one or more recordings of ``data`` (module docstring)."""
     cameras = data / "cameras.json" if data.is_dir() else data.parent / "cameras.json"  # a video: beside it
     truth = np.array([f.c2w for f in read_cameras_json(cameras)])
-    runs = [[pickle.loads(p.read_bytes()) for p in sorted(f.glob("window_*.pkl"))] for f in folders]
-    n = min(len(r) for r in runs)
-    errors = np.array([[window_error_pct(r[w], truth) for w in range(n)] for r in runs])
+    frames, errors = [], []  # per recording: each window's frame indices and error; the predictions are let go
+    for folder in folders:
+        paths = sorted(folder.glob("window_*.pkl"))
+        if not paths:
+            raise SystemExit(f"{folder}: no recorded windows (window_*.pkl; make them with --record)")
+        preds = (pickle.loads(p.read_bytes()) for p in paths)
+        kept = [(np.asarray(pred.frame_indices), window_error_pct(pred, truth)) for pred in preds]
+        frames.append([f for f, _ in kept])
+        errors.append([e for _, e in kept])
+    n = min(len(e) for e in errors)
+    errors = np.array([e[:n] for e in errors])
     rows = []
     for w in range(n):
-        frames = runs[0][w].frame_indices
-        rows.append([str(w), f"{int(frames[0])}-{int(frames[-1])}", *(f"{e:.4f}" for e in errors[:, w])])
+        first = frames[0][w]
+        rows.append([str(w), f"{int(first[0])}-{int(first[-1])}", *(f"{e:.4f}" for e in errors[:, w])])
     print(markdown_table(["window", "frames", *(f.name for f in folders)], rows))
     for f, e in zip(folders, errors):
         print(f"{f.name}: {n} windows, error % of window path mean {np.nanmean(e):.4f}, median {np.nanmedian(e):.4f}")
     if len(folders) == 2:
         # Windows are paired by position; where the two runs cut different frames they are not compared.
-        same = np.array([np.array_equal(runs[0][w].frame_indices, runs[1][w].frame_indices) for w in range(n)])
+        same = np.array([np.array_equal(frames[0][w], frames[1][w]) for w in range(n)])
         if not same.all():
             print(f"{int((~same).sum())} windows hold other frames in the two recordings (from window "
                   f"{int(np.argmin(same))}): left out of the comparison")
