@@ -46,7 +46,11 @@ class SfmConfig:
     init_attempts: int = 3  # initial pairs tried, best first, while views stay unregistered
     init_motion_px: float = 30.0  # median keypoint motion at which a pair ranks by its track count alone
     min_tri_angle_deg: float = 1.0  # new points need this much parallax
-    max_reproj_px: float = 4.0
+    # A point is kept only where it reprojects within this in every registered view that sees it.
+    # SIFT at the model's resolution (512 px) reprojects with a median of 0.15-0.4 px, so 1.5 px is
+    # 4-8 sigma; with 4 px, mismatches of 1.5-4 px stayed in the adjustments at nearly full weight
+    # (docs/benchmarks.md, "The reprojection gate").
+    max_reproj_px: float = 1.5
     # A window's final adjustment leaves out observations that a short adjustment (of
     # intermediate_ba_iterations) leaves farther off their points than this, or than
     # final_ba_gate_ratio x its median: mismatches (a repeated texture verifies some), whose pull
