@@ -48,8 +48,8 @@ class SfmConfig:
     min_tri_angle_deg: float = 1.0  # new points need this much parallax
     # A point is kept only where it reprojects within this in every registered view that sees it.
     # SIFT at the model's resolution (512 px) reprojects with a median of 0.15-0.4 px, so 1.5 px is
-    # 4-8 sigma; with 4 px, mismatches of 1.5-4 px stayed in the adjustments at nearly full weight
-    # (docs/benchmarks.md, "The reprojection gate").
+    # 4-12 sigma; with 4 px, mismatches of 1.5-4 px stayed in the adjustments at nearly full weight
+    # (docs/benchmarks.md, "The window SfM's reprojection gate").
     max_reproj_px: float = 1.5
     # A window's final adjustment leaves out observations that a short adjustment (of
     # intermediate_ba_iterations) leaves farther off their points than this, or than
