@@ -82,10 +82,14 @@ def _reprojection_errors(views, points, obs_point, obs_view, obs_xy) -> tuple[np
 
 
 def run_segment(out_dir: Path, frames: list[PosedFrame]) -> int:
-    """The segment points.ply and splats.ply hold (run.json's stats.segment), else the largest one."""
+    """The segment points.ply and splats.ply hold: run.json's ``map.segment`` when the run wrote them
+    for another world than the one it ended in (tracking lost late: the files show the largest),
+    else its ``stats.segment``; without a readable run.json the segment with the most frames."""
     try:
-        return int(json.loads((out_dir / RUN_JSON).read_text(encoding="utf-8"))["stats"]["segment"])
-    except (OSError, ValueError, KeyError, TypeError):
+        run = json.loads((out_dir / RUN_JSON).read_text(encoding="utf-8"))
+        shown = (run.get("map") or {}).get("segment")
+        return int(run["stats"]["segment"] if shown is None else shown)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         segments, counts = np.unique([f.segment for f in frames], return_counts=True)
         return int(segments[np.argmax(counts)])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,16 @@ def test_export_command_writes_both_formats_and_refuses_bad_input(tmp_path):
     assert proc.returncode == 2 and "unknown export format" in proc.stderr
     proc = _cli(str(tmp_path / "nowhere"), "--format", "colmap")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_default_segment_is_the_one_the_map_files_show(tmp_path):
+    # Tracking lost late leaves a small last world; points.ply / splats.ply show the largest one
+    # (run.json "map": {"segment"}), and so must the export, not the world the stream ended in.
+    exact_run(tmp_path / "run")
+    run_json = tmp_path / "run" / "run.json"
+    run_json.write_text(json.dumps({"stats": {"segment": 1}, "map": {"segment": 0}}))
+    scene = load_scene(tmp_path / "run")
+    assert scene.segment == 0 and len(scene.views) == 4
+    run_json.write_text(json.dumps({"stats": {"segment": 1}, "map": {}}))
+    with pytest.raises(ExportError, match="segment 1"):
+        load_scene(tmp_path / "run")

@@ -17,6 +17,11 @@ def test_finished_session_offers_a_colmap_zip_and_transforms_json(client, tmp_pa
     assert r.status_code == 202, r.text
     assert s.wait()["state"] == "completed"
     trajectory = client.get(f"/sessions/{s.id}/results/trajectory.json", headers=s.headers).json()["frames"]
+    run = client.get(f"/sessions/{s.id}/results/run.json", headers=s.headers).json()
+    # The exports hold the world the map files show (one world unless tracking was lost on the way).
+    shown = (run.get("map") or {}).get("segment", run["stats"]["segment"])
+    trajectory = [f for f in trajectory if f["segment"] == shown]
+    assert len(trajectory) >= 8
 
     r = client.get(f"/sessions/{s.id}/results/colmap.zip", headers=s.headers)
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
