@@ -230,32 +230,39 @@ class GaussianCache:
         self._static, self._index = _saved_map(arrays)
         self._segment = segment
 
-    def move_windows(self, corrections: dict) -> int:
+    def move_windows(self, corrections: dict, segment: int | None = None) -> int:
         """A loop closure moved earlier windows (``window_index -> geometry.Sim3``, world frame): their
         static Gaussians follow, and so does the voxel index, in place: only the moved Gaussians are
         re-keyed, and a correction of a few millimetres leaves most of them in their voxel (a long stream
         over mapped ground corrects nearly every window; a new index each time was all transients).
-        The dynamic layer holds the last frames only and follows the most recent moved window. Returns how
-        many Gaussians moved."""
-        if not corrections or not len(self._static):
+        The dynamic layer holds the last frames only and follows the most recent moved window.
+        ``segment``: a shelved segment's map moves instead (None: the current one; a shelved map has no
+        dynamic layer). Returns how many Gaussians moved."""
+        shelved = segment is not None and segment != self._segment
+        if shelved and segment not in self._shelf:
+            raise KeyError(f"segment {segment} has no map in the cache (kept: {self.shelved_segments})")
+        store, index = self._shelf[segment] if shelved else (self._static, self._index)
+        if not corrections or not len(store):
             return 0
-        windows = self._static["window"]
+        windows = store["window"]
         moved = []
         for w, sim3 in corrections.items():
             sel = np.flatnonzero(windows == w)
             if not sel.size:
                 continue
-            cols = {k: self._static[k][sel] for k in ("means", "seen_from", "scales", "quats")}
+            cols = {k: store[k][sel] for k in ("means", "seen_from", "scales", "quats")}
             transform_columns(cols, sim3)
             for k, v in cols.items():
-                self._static[k][sel] = v
+                store[k][sel] = v
             moved.append(sel)
-        self._dynamic.transform(corrections[max(corrections)])
-        self._history.clear()  # recent depth maps are in the old frame; free-space tests restart
+        if not shelved:
+            self._dynamic.transform(corrections[max(corrections)])
+            self._history.clear()  # recent depth maps are in the old frame; free-space tests restart
         if not moved:
             return 0
         ids = np.concatenate(moved)
-        self._index.set(ids, self._static["means"][ids])
+        if index is not None:
+            index.set(ids, store["means"][ids])
         return int(ids.size)
 
     # --- input ------------------------------------------------------------------------

@@ -12,6 +12,21 @@ Then the outputs follow the adjusted poses, as they follow a loop closure:
 - with ``refine_focal`` (a self-calibrated stream), the keyframes share one camera whose focal
   length is adjusted too, and every frame's K (trajectory, depth/, sparse/) takes its change.
 
+Evidence the tracks cannot carry keeps a frame, the focal length or the whole adjustment out:
+
+- a world where loop closures moved windows is not adjusted: the tracks are each window's own, so
+  nothing among them ties the end of a loop to its start, and the adjustment opens the loops the pose
+  graph closed (``loops``; a loop the chain already agreed with moved nothing and does not count);
+
+- a frame the loop closure relocated (PnP on an earlier keyframe's points, ``exclude_frames``) is not
+  adjusted: its window's tracks were triangulated with the pose the window model gave it, which the
+  relocation replaced, so they would pull it back; it moves with its neighbours like a tracked frame;
+- a self-calibrated stream is adjusted only when one shared camera fits the tracks about as well as
+  each keyframe's own K (mean error up by at most the loss scale): windows that self-calibrated far
+  apart (forward motion leaves the focal loose) start the shared camera outside the adjustment's
+  reach, and the path it converges to bends; with each keyframe's own K held, the windows' focal
+  errors bend it too. Each window is consistent in itself, so the stream stays as aligned.
+
 Nothing moves when the adjustment fails, leaves the mean reprojection error worse (over the points
 it kept), or sends more than 5 % of the points off (``align.bundle.bundle_adjust``: a few
 low-parallax points may run off towards infinity while the rest converges; they keep their
@@ -37,19 +52,28 @@ log = logging.getLogger("stream4d.pipeline")
 MIN_KEYFRAMES = 3
 MIN_VIEW_OBSERVATIONS = 10  # a keyframe seeing fewer tracks is left out (its pose would float)
 MAX_LOST_SHARE = 0.05  # more points sent off than this and the adjustment is not trusted
+LOSS_SCALE_PX = 1.5  # the adjustment's Huber scale (the window SfM's)
 
 
 def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: dict[int, int],
-                            cache=None, fallback_points=None, refine_focal: bool = False) -> dict:
+                            cache=None, fallback_points=None, refine_focal: bool = False,
+                            exclude_frames=(), loops=()) -> dict:
     """Adjust the run in ``writer``'s folder (segment ``segment``) and move its outputs; returns the
     run.json record. ``frame_window``: frame index -> window it was posed in; ``cache`` (a
     ``memory.gaussians.GaussianCache``) or ``fallback_points`` (the sink's ``VoxelCloud``) follow;
-    ``refine_focal``: the intrinsics were self-calibrated, so the focal length is adjusted too."""
+    ``refine_focal``: the intrinsics were self-calibrated, so the focal length is adjusted too;
+    ``exclude_frames``: frame indices whose tracks do not hold their pose (relocated frames); ``loops``:
+    the accepted loop closures (run.json ``loop_closure.loops`` records: ``query_window``, ``moved``)."""
     from align.bundle import bundle_adjust
 
     started = time.perf_counter()
     record: dict = {"applied": False, "segment": int(segment)}
     frames = [f for f in writer.posed_frames() if f.segment == segment]
+    windows_here = {frame_window[f.index] for f in frames if f.index in frame_window}
+    closed = [loop for loop in loops if loop.get("moved", True) and loop.get("query_window") in windows_here]
+    if closed:
+        return _skip(record, started, f"{len(closed)} loop closures moved this world's windows, and the tracks "
+                                      "do not carry them: the adjustment would open the loops again")
     sparse = read_sparse(writer.out_dir, segment)
     if sparse.num_points == 0:
         return _skip(record, started, "no sparse tracks (the window model wrote none)")
@@ -59,13 +83,24 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     refine = shared is not None
     # Tracks are checked with the K each keyframe was solved with (its observations agree with that
     # one); a focal-refining adjustment then starts every view from the shared camera.
-    scene, kept = _scene(frames, sparse, segment, writer.out_dir)
+    excluded = sorted({int(i) for i in exclude_frames} & {f.index for f in frames})
+    if excluded:
+        record["frames_left_out"] = excluded
+    scene, kept = _scene([f for f in frames if f.index not in excluded], sparse, segment, writer.out_dir)
     if scene is None or len(scene.views) < MIN_KEYFRAMES:
         n = 0 if scene is None else len(scene.views)
         return _skip(record, started, f"{n} keyframes with tracks (at least {MIN_KEYFRAMES} needed)")
-    if refine:
-        scene = replace(scene, views=[replace(v, K=shared[v.index]) for v in scene.views])
     record.update(images=len(scene.views), points=scene.num_points, observations=int(len(scene.obs_point)))
+    if refine:
+        own = _mean_error(scene)
+        scene_shared = replace(scene, views=[replace(v, K=shared[v.index]) for v in scene.views])
+        start = _mean_error(scene_shared)
+        if start > own + LOSS_SCALE_PX:
+            focals = sorted({round(float(K[0, 0]), 1) for K in sparse.K.values()})
+            record["focal"] = {"refined": False, "focal_px": focals}
+            return _skip(record, started, f"the windows self-calibrated apart (focal {focals[0]}-{focals[-1]} px): "
+                                          f"one camera starts at {start:.2f} px mean error, their own at {own:.2f}")
+        scene = scene_shared
     try:
         adjusted = bundle_adjust(scene, refine_focal=refine)
     except Exception as exc:  # noqa: BLE001 - the run's outputs stay as they were
@@ -89,7 +124,7 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
         record["focal"] = {"refined": True, "scale": round(adjusted.focal_scale, 6),
                            "focal_px_before": round(focal, 3), "focal_px_after": round(focal * adjusted.focal_scale, 3)}
     if cache is not None:
-        cache.move_windows(windows)
+        cache.move_windows(windows, segment)
     elif fallback_points is not None:
         fallback_points.move_windows(windows)
     record.update(_pose_change(frames, moves), windows=len(windows), applied=True)
@@ -142,6 +177,13 @@ def _view(f: PosedFrame, K: np.ndarray) -> ExportView:
     # does not use it.
     width, height = int(np.ceil(2 * K[0, 2] + 1)), int(np.ceil(2 * K[1, 2] + 1))
     return ExportView(f.index, f"{f.index:06d}.jpg", Path(), f.image, f.c2w, K, width, height)
+
+
+def _mean_error(scene) -> float:
+    """Mean reprojection error (px) of the scene's observations in front of their cameras."""
+    errors = scene.reprojection_errors()
+    errors = errors[np.isfinite(errors)]
+    return float(errors.mean()) if errors.size else float("inf")
 
 
 def _track_depths(scene) -> np.ndarray:

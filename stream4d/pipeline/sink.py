@@ -269,6 +269,13 @@ class Sink:
         """A frame posed between keyframes, to the observers that show such poses (the viewer)."""
         publish_pose(self.observers, pose)
 
+    def largest_segment(self) -> int | None:
+        """The world the map files show: tracking lost late in a stream leaves a small last world, so the
+        one with the largest map (the current one on a tie; None before any window)."""
+        if self.cache is not None:
+            return self.cache.largest_segment()
+        return self.fallback_points.largest_segment()
+
     def finish(self) -> dict[str, Path]:
         if self._pool is not None:
             self._pool.shutdown()
@@ -277,8 +284,7 @@ class Sink:
         if self.cache is not None:  # written even when empty: the folder always has the same files
             from memory.gaussians import write_splats_ply
 
-            # Tracking lost late in a stream leaves a small last world: the files show the largest.
-            self.map_segment = self.cache.largest_segment()
+            self.map_segment = self.largest_segment()
             snap = self.cache.snapshot(segment=self.map_segment)
             self.stats.gaussians = snap.num  # the map written, not the cache's current world
             for obs in self.observers:
@@ -288,7 +294,7 @@ class Sink:
             out["points.ply"] = self.writer.write_points(snap.means[~snap.is_dynamic], colors[~snap.is_dynamic])
             self.map_points = int((~snap.is_dynamic).sum())
         else:
-            self.map_segment = self.fallback_points.largest_segment()
+            self.map_segment = self.largest_segment()
             pts, cols = self.fallback_points.points(self.map_segment)
             out["points.ply"] = self.writer.write_points(pts, cols)
             self.map_points = len(pts)

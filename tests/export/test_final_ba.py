@@ -21,13 +21,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def runs(synthetic_clip, tmp_path_factory) -> dict[str, Path]:
-    """The clip reconstructed twice, the same way, without and with ``final_ba`` (runs are deterministic)."""
+    """The clip reconstructed twice, the same way, without and with ``final_ba`` (runs are deterministic).
+    Loop closure is off: the clip closes a loop, and a world with accepted loops is not adjusted."""
     from stream4d.pipeline import ReconstructConfig, reconstruct
 
     outs = {}
     for name, final_ba in (("base", False), ("ba", True)):
         outs[name] = tmp_path_factory.mktemp(name)
-        config = ReconstructConfig(rrd=False, final_ba=final_ba).override({"align.window": 10, "align.overlap": 3})
+        config = ReconstructConfig(rrd=False, final_ba=final_ba).override(
+            {"align.window": 10, "align.overlap": 3, "align.loop_closure.enabled": False})
         reconstruct(synthetic_clip, outs[name], config, progress=False)
     return outs
 
@@ -74,7 +76,7 @@ def test_final_ba_refines_a_self_calibrated_focal_and_every_k_follows(synthetic_
 
     out = tmp_path / "hidden"
     config = ReconstructConfig(rrd=False, gaussians=False, final_ba=True).override(
-        {"align.window": 10, "align.overlap": 3})
+        {"align.window": 10, "align.overlap": 3, "align.loop_closure.enabled": False})  # loops: not adjusted
     reconstruct(synthetic_clip / "images", out, config, progress=False)
     run = json.loads((out / "run.json").read_text())
     record, calib = run["final_ba"], run["intrinsics"]
@@ -211,16 +213,19 @@ def test_a_point_the_adjustment_cannot_fit_is_lost_not_counted_against_the_rest(
     assert exact.points_lost == 0 and np.isfinite(exact.points).all()
 
 
-def test_windows_solved_with_different_focals_keep_their_tracks_in_a_focal_refining_adjustment(tmp_path):
-    """Self-calibrated windows each solve their own focal (here 150 and 180 px); every observation
-    agrees with its own window's K. The adjustment gives all keyframes one camera to refine, and must
-    not first throw away the tracks that disagree with that shared starting focal."""
+@pytest.mark.parametrize("second_focal", [151.0, 180.0])
+def test_windows_solved_with_different_focals_share_one_camera_only_when_it_fits(tmp_path, second_focal):
+    """Self-calibrated windows each solve their own focal (150 px and ``second_focal``); every observation
+    agrees with its own window's K. Close focals: the keyframes get one camera to refine, and no track
+    that disagrees with that shared starting focal is thrown away first. Far apart (150 / 180 px, as
+    forward motion leaves them): one camera would start several pixels off every track, so the run is
+    left as aligned, and run.json says why."""
     from stream4d.contracts import SparseTracks
 
     rng = np.random.default_rng(5)
     points = rng.uniform([-1, -1, 4], [1, 1, 6], (200, 3))
     with OutputWriter(tmp_path / "run") as writer:
-        for window, focal in enumerate((150.0, 180.0)):
+        for window, focal in enumerate((150.0, second_focal)):
             K = np.array([[focal, 0, 79.5], [0, focal, 59.5], [0, 0, 1]])
             obs_point, obs_view, obs_xy, views = [], [], [], range(3 * window, 3 * window + 3)
             for k, v in enumerate(views):
@@ -238,6 +243,66 @@ def test_windows_solved_with_different_focals_keep_their_tracks_in_a_focal_refin
                                   np.concatenate(obs_view), np.concatenate(obs_xy), np.repeat(K[None], 3, axis=0))
             writer.write_sparse(window, 0, np.array(views), tracks)
         observations = len(read_sparse(tmp_path / "run").obs_point)
+        before = [f.c2w.copy() for f in writer.posed_frames()]
         record = final_bundle_adjustment(writer, 0, {v: v // 3 for v in range(6)}, refine_focal=True)
-    assert record["applied"] and record["focal"]["refined"], record
+        after = [f.c2w for f in writer.posed_frames()]
     assert record["observations"] == observations, record  # none dropped against the shared focal
+    if second_focal < 160:
+        assert record["applied"] and record["focal"]["refined"], record
+        return
+    assert not record["applied"] and not record["focal"]["refined"], record
+    assert record["focal"]["focal_px"] == [150.0, 180.0]
+    assert "self-calibrated apart (focal 150.0-180.0 px)" in record["skipped"]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_a_relocated_frame_is_left_out_and_follows_its_neighbours(tmp_path):
+    """A frame the loop closure re-posed by PnP keeps its tracks from the window that mis-placed it:
+    the adjustment leaves it out (run.json lists it) and it moves with its neighbours' correction."""
+    exact_run(tmp_path / "run")
+    frames = read_trajectory_json(tmp_path / "run" / "trajectory.json")
+    sparse = read_sparse(tmp_path / "run")
+    from stream4d.contracts import SparseTracks
+
+    noise = np.random.default_rng(1).normal(0.0, 0.3, sparse.obs_xy.shape)
+    with OutputWriter(tmp_path / "adjusted") as writer:
+        for f in frames:
+            writer.add_frame(f)
+        writer.write_sparse(0, 0, np.arange(4), SparseTracks(sparse.points, sparse.colors, sparse.obs_point,
+                                                             sparse.obs_frame, sparse.obs_xy + noise,
+                                                             np.stack([sparse.K[i] for i in range(4)])))
+        record = final_bundle_adjustment(writer, 0, {v: 0 for v in range(4)}, exclude_frames={3, 17})
+        after = {f.index: f.c2w for f in writer.posed_frames()}
+    assert record["applied"] and record["images"] == 3 and record["frames_left_out"] == [3], record
+    # frame 3 took frame 2's correction (the nearest adjusted keyframe at the end)
+    by_index = {f.index: f.c2w for f in frames}
+    move_2 = after[2] @ np.linalg.inv(by_index[2])
+    np.testing.assert_allclose(after[3], move_2 @ by_index[3], atol=1e-9)
+
+
+def test_a_world_held_together_by_loop_closures_is_not_adjusted(tmp_path):
+    """The tracks are each window's own: a loop the pose graph closed is not among them, so adjusting
+    would open it again. Loops of another world's windows, and loops the chain already agreed with
+    (they moved nothing), do not count."""
+    exact_run(tmp_path / "run")
+    frames = read_trajectory_json(tmp_path / "run" / "trajectory.json")
+    sparse = read_sparse(tmp_path / "run")
+    from stream4d.contracts import SparseTracks
+
+    noise = np.random.default_rng(2).normal(0.0, 0.3, sparse.obs_xy.shape)
+    with OutputWriter(tmp_path / "adjusted") as writer:
+        for f in frames:
+            writer.add_frame(f)
+        writer.write_sparse(0, 0, np.arange(4), SparseTracks(sparse.points, sparse.colors, sparse.obs_point,
+                                                             sparse.obs_frame, sparse.obs_xy + noise,
+                                                             np.stack([sparse.K[i] for i in range(4)])))
+        frame_window = {0: 0, 1: 0, 2: 1, 3: 1}
+        elsewhere = final_bundle_adjustment(writer, 0, frame_window, loops=[
+            {"query_window": 7, "match_window": 2, "moved": True}, {"query_window": 1, "match_window": 0, "moved": False}])
+        assert elsewhere["applied"], elsewhere
+        before = [f.c2w.copy() for f in writer.posed_frames()]
+        closed = final_bundle_adjustment(writer, 0, frame_window, loops=[{"query_window": 1, "match_window": 0,
+                                                                         "moved": True}])
+        after = [f.c2w for f in writer.posed_frames()]
+    assert not closed["applied"] and "1 loop closures moved this world's windows" in closed["skipped"], closed
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))

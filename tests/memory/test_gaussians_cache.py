@@ -141,6 +141,24 @@ def test_the_largest_world_is_found_and_a_shelved_one_can_be_read(sweep):
         cache.snapshot(segment=7)
 
 
+
+def test_a_shelved_world_moves_by_its_windows_and_the_current_one_stays(sweep):
+    """The final adjustment refines the largest world, which may be shelved when the stream ended in
+    another: its Gaussians follow the corrections, the current world's do not."""
+    cache = GaussianCache()
+    cache.add_window(window_of(sweep[0:6], [True] * 6))
+    shelved_before = cache.snapshot(segment=0).means.copy()
+    small = replace(window_of(sweep[10:11], [True]), window_index=1, segment=1)
+    cache.add_window(small)
+    current_before = cache.snapshot().means.copy()
+    shift = Sim3(1.0, np.eye(3), np.array([0.2, 0.0, 0.0]))
+    moved = cache.move_windows({0: shift, 1: shift}, segment=0)  # window 1 is not in world 0
+    assert moved == len(shelved_before)
+    np.testing.assert_allclose(cache.snapshot(segment=0).means, shelved_before + [0.2, 0.0, 0.0], atol=1e-5)
+    np.testing.assert_allclose(cache.snapshot().means, current_before)
+    with pytest.raises(KeyError, match="segment 7"):
+        cache.move_windows({0: shift}, segment=7)
+
 def in_world(window: AlignedWindow, sim3: Sim3) -> AlignedWindow:
     """The same window expressed in another world: ``sim3`` maps its world to that one."""
     p = window.prediction
