@@ -16,12 +16,15 @@ The aligner hands each placed window's lifted keyframes to :meth:`GlobalMap.add_
    with the area explored and stops growing when the stream goes over mapped ground again.
 
 The caller applies the corrections to what was emitted (trajectory, points, splat cache) and to
-its own state. Work happens once per window (a few keyframes), in the alignment thread.
+its own state. The kept loops' image matches (:attr:`GlobalMap.loop_pairs`) stay for a final
+bundle adjustment, which holds the loops with them. Work happens once per window (a few
+keyframes), in the alignment thread.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +35,20 @@ from align.placerec import KeyframeDatabase
 from align.posegraph import Edge, PoseGraph, relative, sim3_from_pose
 from align.reattach import Keyframe
 from stream4d.geometry import Sim3
+
+# The kept loops' image matches held for a final adjustment: each pair set is M (at most a few hundred)
+# x 2 x 2 float32, a few kB; past this many sets the oldest go.
+MAX_LOOP_PAIR_SETS = 4096
+
+
+@dataclass(frozen=True)
+class LoopPairs:
+    """A kept loop's PnP inliers as matches between two keyframes' images (model pixels)."""
+
+    query_frame: int
+    match_frame: int
+    query_uv: np.ndarray  # float32 [M, 2]
+    match_uv: np.ndarray  # float32 [M, 2]
 
 
 @dataclass
@@ -64,6 +81,7 @@ class GlobalMap:
         self._last_of_segment: dict[int, int] = {}  # segment -> its latest window
         self.loops: list[dict] = []  # accepted loops (run.json)
         self.relocated: list[dict] = []  # frames re-posed by PnP on an old keyframe (run.json)
+        self.loop_pairs: deque[LoopPairs] = deque(maxlen=MAX_LOOP_PAIR_SETS)  # of the kept loops
         self.found = 0  # loop candidates verified geometrically
         self.accepted = 0  # ... and kept by the pose graph
         self.consistent = 0  # ... of which the chain already agreed with (no optimisation needed)
@@ -77,7 +95,8 @@ class GlobalMap:
 
     @property
     def nbytes(self) -> int:
-        return self.database.nbytes + self.graph.nbytes
+        pairs = sum(lp.query_uv.nbytes + lp.match_uv.nbytes for lp in self.loop_pairs)
+        return self.database.nbytes + self.graph.nbytes + pairs
 
     def add_window(self, window: int, segment: int, anchor_c2w: np.ndarray, registered: bool,
                    keyframes: list[tuple[Keyframe, np.ndarray, np.ndarray]],
@@ -121,6 +140,9 @@ class GlobalMap:
         self.seconds += update.seconds
         return update
 
+    def _keep_pairs(self, matches: list[LoopMatch]) -> None:
+        self.loop_pairs.extend(LoopPairs(m.query_frame, m.match_frame, *m.pairs) for m in matches if m.pairs is not None)
+
     def _covered(self, keyframes: list[tuple[Keyframe, np.ndarray, np.ndarray]], verified: list[LoopMatch],
                  kept_windows: set[int]) -> set[int]:
         """Frames of ``keyframes`` whose place is stored already: a verified match with at least
@@ -150,6 +172,7 @@ class GlobalMap:
             self.accepted += len(edges)
             self.consistent += len(edges)
             self.loops.extend(dict(m.summary(), moved=False) for m in update.accepted)
+            self._keep_pairs(update.accepted)
             return update
         nodes = [w for w, s in self._segment_of.items() if s == segment]
         before = {n: self.graph.poses[n] for n in nodes}
@@ -165,6 +188,7 @@ class GlobalMap:
         update.corrections = {n: c for n, c in result.corrections.items() if not _is_identity(c)}
         self.accepted += len(kept)
         self.loops.extend(dict(m.summary(), moved=True) for m in update.accepted)
+        self._keep_pairs(update.accepted)
         self.database.move_windows(update.corrections)
         return update
 

@@ -56,6 +56,9 @@ class LoopMatch:
     # covariance, log scale from the spread of the depth ratios; and the query camera's centre [3].
     sigma: tuple[float, float, float] | None = None  # None: unknown (the graph's sequential sigmas)
     query_centre: np.ndarray | None = None
+    # The PnP inliers as image pairs: float32 [M, 2] keypoints of the query frame and [M, 2] of the
+    # matched frame, model pixels (a final adjustment can hold the loop with them as tracks).
+    pairs: tuple[np.ndarray, np.ndarray] | None = None
 
     def summary(self) -> dict:
         out = {"query_window": self.query_window, "query_frame": self.query_frame,
@@ -171,6 +174,7 @@ class Verified:
     pnp_c2w: np.ndarray | None = None  # the query frame's pose by PnP on the stored world points
     pnp_inliers: int = 0
     pnp_px: float = float("inf")
+    pnp_pairs: tuple[np.ndarray, np.ndarray] | None = None  # (query, stored) keypoints [M, 2] of the PnP inliers
     sigma: tuple[float, float, float] | None = None  # of the loop measurement (LoopMatch.sigma)
     reason: str = ""  # why the similarity failed ("" when it passed)
 
@@ -195,6 +199,7 @@ def verify(query: Keyframe, query_c2w: np.ndarray, query_K: np.ndarray, stored: 
         out.pnp_c2w, mask, out.pnp_px = pnp
         out.pnp_inliers = int(mask.sum())
         pnp_keypoints, pnp_world = query.features.keypoints[m.idx_i[use]][mask], kf.points[m.idx_j[use]][mask]
+        out.pnp_pairs = (pnp_keypoints.astype(np.float32), kf.features.keypoints[m.idx_j[use]][mask].astype(np.float32))
     m_all, on_tracks_all = m, on_tracks
     both = on_tracks & (query.precise[m.idx_i] if query.precise is not None else False)
     if both.sum() >= min_inliers:  # the scale from tracks on both sides, when they share enough
@@ -325,7 +330,7 @@ class LoopDetector:
                     continue
                 accepted.append(LoopMatch(window, kf.frame_index, stored.window, stored.frame_index, v.sim3,
                                           v.inliers, v.matches, v.reprojection_px, score, v.sigma,
-                                          np.asarray(c2w[:3, 3], np.float64).copy()))
+                                          np.asarray(c2w[:3, 3], np.float64).copy(), v.pnp_pairs))
         moved = set(relocations)
         accepted = [m for m in accepted if m.query_frame not in moved]  # its own geometry was the problem
         best: dict[int, LoopMatch] = {}  # one edge per pair of windows: the same loop seen twice is not twice

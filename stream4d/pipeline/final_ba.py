@@ -14,9 +14,11 @@ Then the outputs follow the adjusted poses, as they follow a loop closure:
 
 Evidence the tracks cannot carry keeps a frame, the focal length or the whole adjustment out:
 
-- a world where loop closures moved windows is not adjusted: the tracks are each window's own, so
-  nothing among them ties the end of a loop to its start, and the adjustment opens the loops the pose
-  graph closed (``loops``; a loop the chain already agreed with moved nothing and does not count);
+- the tracks are each window's own, so nothing among them ties the end of a loop to its start: each
+  loop the pose graph kept adds its matches (the PnP inliers between its two keyframes,
+  ``loop_pairs``) as two-view tracks, triangulated from the poses as the loop left them. A world where
+  a loop moved windows and could not add such tracks is not adjusted: the adjustment would open the
+  loop again (``loops``; a loop the chain already agreed with moved nothing and does not count);
 
 - a frame the loop closure relocated (PnP on an earlier keyframe's points, ``exclude_frames``) is not
   adjusted: its window's tracks were triangulated with the pose the window model gave it, which the
@@ -52,18 +54,21 @@ log = logging.getLogger("stream4d.pipeline")
 MIN_KEYFRAMES = 3
 MIN_VIEW_OBSERVATIONS = 10  # a keyframe seeing fewer tracks is left out (its pose would float)
 MAX_LOST_SHARE = 0.05  # more points sent off than this and the adjustment is not trusted
+MIN_LOOP_TRACKS = 6  # a loop holds in the adjustment with at least this many of its matches as tracks
+MIN_LOOP_FIT_SHARE = 0.5  # ... and when at least this share of them fits the poses it left
 LOSS_SCALE_PX = 1.5  # the adjustment's Huber scale (the window SfM's)
 
 
 def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: dict[int, int],
                             cache=None, fallback_points=None, refine_focal: bool = False,
-                            exclude_frames=(), loops=()) -> dict:
+                            exclude_frames=(), loops=(), loop_pairs=()) -> dict:
     """Adjust the run in ``writer``'s folder (segment ``segment``) and move its outputs; returns the
     run.json record. ``frame_window``: frame index -> window it was posed in; ``cache`` (a
     ``memory.gaussians.GaussianCache``) or ``fallback_points`` (the sink's ``VoxelCloud``) follow;
     ``refine_focal``: the intrinsics were self-calibrated, so the focal length is adjusted too;
     ``exclude_frames``: frame indices whose tracks do not hold their pose (relocated frames); ``loops``:
-    the accepted loop closures (run.json ``loop_closure.loops`` records: ``query_window``, ``moved``)."""
+    the accepted loop closures (run.json ``loop_closure.loops`` records: ``query_window``, ``query_frame``,
+    ``match_frame``, ``moved``); ``loop_pairs``: their matches (``align.globalmap.LoopPairs``)."""
     from align.bundle import bundle_adjust
 
     started = time.perf_counter()
@@ -71,9 +76,6 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     frames = [f for f in writer.posed_frames() if f.segment == segment]
     windows_here = {frame_window[f.index] for f in frames if f.index in frame_window}
     closed = [loop for loop in loops if loop.get("moved", True) and loop.get("query_window") in windows_here]
-    if closed:
-        return _skip(record, started, f"{len(closed)} loop closures moved this world's windows, and the tracks "
-                                      "do not carry them: the adjustment would open the loops again")
     sparse = read_sparse(writer.out_dir, segment)
     if sparse.num_points == 0:
         return _skip(record, started, "no sparse tracks (the window model wrote none)")
@@ -90,7 +92,14 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     if scene is None or len(scene.views) < MIN_KEYFRAMES:
         n = 0 if scene is None else len(scene.views)
         return _skip(record, started, f"{n} keyframes with tracks (at least {MIN_KEYFRAMES} needed)")
-    record.update(images=len(scene.views), points=scene.num_points, observations=int(len(scene.obs_point)))
+    tracks_end = scene.num_points  # rows after this are the loops' tracks
+    scene, held = _with_loop_tracks(scene, loop_pairs)
+    unheld = [loop for loop in closed if (loop.get("query_frame"), loop.get("match_frame")) not in held]
+    if unheld:
+        return _skip(record, started, f"{len(unheld)} loop closures moved this world's windows and have no tracks "
+                                      "to hold them: the adjustment would open the loops again")
+    record.update(images=len(scene.views), points=scene.num_points, observations=int(len(scene.obs_point)),
+                  loop_tracks=scene.num_points - tracks_end, loops_held=len(held))
     if refine:
         own = _mean_error(scene)
         scene_shared = replace(scene, views=[replace(v, K=shared[v.index]) for v in scene.views])
@@ -117,7 +126,7 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     depth = float(np.median(_track_depths(scene)))
     windows = window_corrections(frames, moves, frame_window, depth)
     writer.move_frames(moves)
-    _move_sparse(writer, sparse, kept, adjusted.points, windows)
+    _move_sparse(writer, sparse, kept, adjusted.points[:tracks_end], windows)
     if refine:
         focal = float(scene.views[0].K[0, 0])
         writer.scale_focal(segment, adjusted.focal_scale)
@@ -177,6 +186,49 @@ def _view(f: PosedFrame, K: np.ndarray) -> ExportView:
     # does not use it.
     width, height = int(np.ceil(2 * K[0, 2] + 1)), int(np.ceil(2 * K[1, 2] + 1))
     return ExportView(f.index, f"{f.index:06d}.jpg", Path(), f.image, f.c2w, K, width, height)
+
+
+def _with_loop_tracks(scene, loop_pairs, max_px: float = 2 * LOSS_SCALE_PX):
+    """``scene`` with each loop's matches between two of its views added as two-view tracks, triangulated
+    from the views' poses and K (those in front of both and reprojecting within ``max_px``). A loop most
+    of whose matches do not fit is left out whole: the poses disagree with it. Returns the scene and the
+    (query frame, match frame) pairs that added at least ``MIN_LOOP_TRACKS`` tracks."""
+    import cv2
+
+    row = {v.index: k for k, v in enumerate(scene.views)}
+    points, obs_view, obs_xy, held = [], [], [], set()
+    for lp in loop_pairs:
+        a, b = row.get(int(lp.query_frame)), row.get(int(lp.match_frame))
+        if a is None or b is None or a == b or len(lp.query_uv) < MIN_LOOP_TRACKS:
+            continue
+        va, vb = scene.views[a], scene.views[b]
+        uv_a, uv_b = np.asarray(lp.query_uv, np.float64), np.asarray(lp.match_uv, np.float64)
+        proj = [v.K @ np.linalg.inv(v.c2w)[:3] for v in (va, vb)]
+        X = cv2.triangulatePoints(proj[0], proj[1], uv_a.T, uv_b.T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            X = (X[:3] / X[3]).T
+        ok = np.isfinite(X).all(axis=1)
+        for P, uv in zip(proj, (uv_a, uv_b)):
+            x = X @ P[:, :3].T + P[:, 3]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                err = np.linalg.norm(x[:, :2] / x[:, 2:] - uv, axis=1)
+            ok &= (x[:, 2] > 0) & (err <= max_px)
+        if ok.sum() < max(MIN_LOOP_TRACKS, MIN_LOOP_FIT_SHARE * len(ok)):
+            continue
+        held.add((int(lp.query_frame), int(lp.match_frame)))
+        n = int(ok.sum())
+        points.append(X[ok])
+        obs_view.append(np.repeat([[a, b]], n, axis=0).ravel())
+        obs_xy.append(np.stack([uv_a[ok], uv_b[ok]], axis=1).reshape(-1, 2))
+    if not points:
+        return scene, held
+    new = np.concatenate(points)
+    first = scene.num_points
+    return replace(scene, points=np.concatenate([scene.points, new]),
+                   colors=np.concatenate([scene.colors, np.zeros((len(new), 3), scene.colors.dtype)]),
+                   obs_point=np.concatenate([scene.obs_point, np.repeat(np.arange(first, first + len(new)), 2)]),
+                   obs_view=np.concatenate([scene.obs_view] + obs_view),
+                   obs_xy=np.concatenate([scene.obs_xy] + obs_xy)), held
 
 
 def _mean_error(scene) -> float:

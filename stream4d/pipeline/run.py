@@ -319,21 +319,27 @@ def _final_ba(run: _Run, error: BaseException | None) -> None:
         run.final_ba = final_bundle_adjustment(run.writer, segment, sink.frame_window, sink.cache,
                                                sink.fallback_points if sink.cache is None else None,
                                                refine_focal=_intrinsics_report(run.model) is not None,
-                                               exclude_frames=_relocated_frames(run), loops=_accepted_loops(run))
+                                               exclude_frames=_relocated_frames(run), loops=_accepted_loops(run),
+                                               loop_pairs=list(getattr(_global_map(run), "loop_pairs", ())))
     except Exception as exc:  # noqa: BLE001 - the outputs as the stream left them are still written
         log.warning("final bundle adjustment failed: %s: %s", type(exc).__name__, exc)
         run.final_ba = {"applied": False, "skipped": f"failed: {type(exc).__name__}: {exc}"}
     run.timings["final_ba"] = run.final_ba.get("seconds", 0.0)
 
 
+def _global_map(run: _Run):
+    """The aligner's align.globalmap.GlobalMap (None with loop closure off)."""
+    return getattr(run.aligner, "global_map", None)
+
+
 def _relocated_frames(run: _Run) -> set[int]:
-    """Frames the loop closure re-posed by PnP on an earlier keyframe (align.globalmap)."""
-    return {int(r["frame"]) for r in getattr(getattr(run.aligner, "global_map", None), "relocated", ())}
+    """Frames the loop closure re-posed by PnP on an earlier keyframe."""
+    return {int(r["frame"]) for r in getattr(_global_map(run), "relocated", ())}
 
 
 def _accepted_loops(run: _Run) -> list[dict]:
-    """The loop closures the pose graph kept (align.globalmap; run.json ``loop_closure.loops``)."""
-    return list(getattr(getattr(run.aligner, "global_map", None), "loops", ()))
+    """The loop closures the pose graph kept (run.json ``loop_closure.loops``)."""
+    return list(getattr(_global_map(run), "loops", ()))
 
 
 def _close(run: _Run) -> dict[str, Path]:

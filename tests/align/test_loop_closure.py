@@ -84,6 +84,28 @@ def test_loop_closure_pulls_the_end_of_an_orbit_back(orbit):
     assert err_off[-1] > 0.1 * radius  # the bent windows really drifted
     assert err_on[-1] < err_off[-1] / 3
     assert np.sqrt((err_on ** 2).mean()) < np.sqrt((err_off ** 2).mean()) / 2
+    # Each kept loop keeps its matches for a final adjustment: the same points seen in the two frames,
+    # so they meet the true cameras' epipolar geometry.
+    _, _, c2w, K = orbit
+    pairs = list(aligner.global_map.loop_pairs)
+    kept = {(loop["query_frame"], loop["match_frame"]) for loop in summary["loops"]}
+    assert pairs and {(p.query_frame, p.match_frame) for p in pairs} <= kept
+    for p in pairs:
+        assert len(p.query_uv) == len(p.match_uv) >= 6
+        assert np.median(_sampson_px(p.query_uv, p.match_uv, c2w[p.query_frame], c2w[p.match_frame], K)) < 1.0
+
+
+def _sampson_px(uv_a, uv_b, c2w_a, c2w_b, K) -> np.ndarray:
+    """Sampson distance (pixels) of matches uv_a [M, 2] in camera a and uv_b in camera b from their epipolar lines."""
+    a_to_b = np.linalg.inv(c2w_b) @ c2w_a
+    t = a_to_b[:3, 3]
+    E = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ a_to_b[:3, :3]
+    F = np.linalg.inv(K).T @ E @ np.linalg.inv(K)
+    xa = np.column_stack([uv_a, np.ones(len(uv_a))])
+    xb = np.column_stack([uv_b, np.ones(len(uv_b))])
+    Fa, Ftb = xa @ F.T, xb @ F
+    num = np.einsum("ij,ij->i", xb, Fa) ** 2
+    return np.sqrt(num / (Fa[:, 0] ** 2 + Fa[:, 1] ** 2 + Ftb[:, 0] ** 2 + Ftb[:, 1] ** 2))
 
 
 def test_place_recognition_finds_the_revisited_place_not_an_unrelated_one(orbit):

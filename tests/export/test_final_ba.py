@@ -261,16 +261,7 @@ def test_a_relocated_frame_is_left_out_and_follows_its_neighbours(tmp_path):
     the adjustment leaves it out (run.json lists it) and it moves with its neighbours' correction."""
     exact_run(tmp_path / "run")
     frames = read_trajectory_json(tmp_path / "run" / "trajectory.json")
-    sparse = read_sparse(tmp_path / "run")
-    from stream4d.contracts import SparseTracks
-
-    noise = np.random.default_rng(1).normal(0.0, 0.3, sparse.obs_xy.shape)
-    with OutputWriter(tmp_path / "adjusted") as writer:
-        for f in frames:
-            writer.add_frame(f)
-        writer.write_sparse(0, 0, np.arange(4), SparseTracks(sparse.points, sparse.colors, sparse.obs_point,
-                                                             sparse.obs_frame, sparse.obs_xy + noise,
-                                                             np.stack([sparse.K[i] for i in range(4)])))
+    with _noisy_copy(tmp_path / "run", tmp_path / "adjusted", seed=1) as writer:
         record = final_bundle_adjustment(writer, 0, {v: 0 for v in range(4)}, exclude_frames={3, 17})
         after = {f.index: f.c2w for f in writer.posed_frames()}
     assert record["applied"] and record["images"] == 3 and record["frames_left_out"] == [3], record
@@ -280,29 +271,55 @@ def test_a_relocated_frame_is_left_out_and_follows_its_neighbours(tmp_path):
     np.testing.assert_allclose(after[3], move_2 @ by_index[3], atol=1e-9)
 
 
-def test_a_world_held_together_by_loop_closures_is_not_adjusted(tmp_path):
-    """The tracks are each window's own: a loop the pose graph closed is not among them, so adjusting
-    would open it again. Loops of another world's windows, and loops the chain already agreed with
-    (they moved nothing), do not count."""
-    exact_run(tmp_path / "run")
-    frames = read_trajectory_json(tmp_path / "run" / "trajectory.json")
-    sparse = read_sparse(tmp_path / "run")
+def _noisy_copy(src: Path, out: Path, seed: int) -> OutputWriter:
+    """``src``'s exact run written again with 0.3 px noise on its tracks (an open writer)."""
     from stream4d.contracts import SparseTracks
 
-    noise = np.random.default_rng(2).normal(0.0, 0.3, sparse.obs_xy.shape)
-    with OutputWriter(tmp_path / "adjusted") as writer:
-        for f in frames:
-            writer.add_frame(f)
-        writer.write_sparse(0, 0, np.arange(4), SparseTracks(sparse.points, sparse.colors, sparse.obs_point,
-                                                             sparse.obs_frame, sparse.obs_xy + noise,
-                                                             np.stack([sparse.K[i] for i in range(4)])))
-        frame_window = {0: 0, 1: 0, 2: 1, 3: 1}
+    frames = read_trajectory_json(src / "trajectory.json")
+    sparse = read_sparse(src)
+    noise = np.random.default_rng(seed).normal(0.0, 0.3, sparse.obs_xy.shape)
+    writer = OutputWriter(out)
+    for f in frames:
+        writer.add_frame(f)
+    writer.write_sparse(0, 0, np.arange(4), SparseTracks(sparse.points, sparse.colors, sparse.obs_point,
+                                                         sparse.obs_frame, sparse.obs_xy + noise,
+                                                         np.stack([sparse.K[i] for i in range(4)])))
+    return writer
+
+
+def test_a_world_held_together_by_loop_closures_is_adjusted_only_with_the_loops_matches(tmp_path):
+    """The tracks are each window's own: a loop the pose graph closed is not among them. Its matches
+    (the PnP inliers between its two keyframes) join the adjustment as two-view tracks; a loop whose
+    matches do not fit the poses it left is not held, and then the world is not adjusted (it would open
+    the loop again). Loops of another world's windows, and loops the chain already agreed with (they
+    moved nothing), do not count."""
+    from align.globalmap import LoopPairs
+
+    truth = exact_run(tmp_path / "run")
+    frame_window = {0: 0, 1: 0, 2: 1, 3: 1}
+    loop = {"query_window": 1, "match_window": 0, "query_frame": 3, "match_frame": 0, "moved": True}
+    w2c = [np.linalg.inv(truth["c2w"][v]) for v in (3, 0)]
+    uv = []
+    for T in w2c:  # where the loop's 40 matched points are seen in frames 3 and 0 (model pixels)
+        pc = truth["points"][:40] @ T[:3, :3].T + T[:3, 3]
+        x = pc @ truth["K"].T
+        uv.append((x[:, :2] / x[:, 2:]).astype(np.float32))
+    matches = LoopPairs(3, 0, uv[0], uv[1])
+    shuffled = LoopPairs(3, 0, uv[0], uv[1][np.random.default_rng(4).permutation(40)])
+    with _noisy_copy(tmp_path / "run", tmp_path / "adjusted", seed=2) as writer:
         elsewhere = final_bundle_adjustment(writer, 0, frame_window, loops=[
             {"query_window": 7, "match_window": 2, "moved": True}, {"query_window": 1, "match_window": 0, "moved": False}])
-        assert elsewhere["applied"], elsewhere
+        assert elsewhere["applied"] and elsewhere["loops_held"] == 0, elsewhere
         before = [f.c2w.copy() for f in writer.posed_frames()]
-        closed = final_bundle_adjustment(writer, 0, frame_window, loops=[{"query_window": 1, "match_window": 0,
-                                                                         "moved": True}])
+        for pairs in ([], [shuffled]):
+            unheld = final_bundle_adjustment(writer, 0, frame_window, loops=[loop], loop_pairs=pairs)
+            assert not unheld["applied"], unheld
+            assert "1 loop closures moved this world's windows and have no tracks" in unheld["skipped"]
+            assert all(np.array_equal(a, b) for a, b in zip(before, (f.c2w for f in writer.posed_frames())))
+        held = final_bundle_adjustment(writer, 0, frame_window, loops=[loop], loop_pairs=[shuffled, matches])
         after = [f.c2w for f in writer.posed_frames()]
-    assert not closed["applied"] and "1 loop closures moved this world's windows" in closed["skipped"], closed
-    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert held["applied"] and held["loops_held"] == 1 and held["loop_tracks"] == 40, held
+    assert held["points"] == elsewhere["points"] + 40
+    assert len(read_sparse(tmp_path / "adjusted").points) == len(read_sparse(tmp_path / "run").points)
+    for a, t in zip(after, truth["c2w"]):  # the exact poses kept, to the tracks' noise and the free gauge
+        assert np.linalg.norm(a[:3, 3] - t[:3, 3]) < 0.03

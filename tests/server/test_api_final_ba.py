@@ -10,14 +10,16 @@ DEMO = REPO / "data" / "demo" / "demo.mp4"
 
 
 def test_an_upload_with_final_ba_is_adjusted_and_says_so_in_run_json(client):
-    # 16 frames are three windows of 8: too few for a loop closure, whose world would not be adjusted.
-    s = Sess(client, {**FAST_OPTIONS, "max_frames": 16, "final_ba": True})
+    # 24 frames in windows of 8: the demo's circle closes a loop that moves windows, and the
+    # adjustment holds it with the loop's matches (without them it would open the loop again).
+    s = Sess(client, {**FAST_OPTIONS, "max_frames": 24, "final_ba": True})
     assert s.upload(DEMO, filename="demo.mp4").status_code == 202
     assert s.wait()["state"] == "completed"
     run = client.get(f"/sessions/{s.id}/results/run.json", headers=s.headers).json()
     assert run["config"]["final_ba"] is True
     record = run["final_ba"]
-    assert record["applied"], record
+    assert any(loop["moved"] for loop in run["loop_closure"]["loops"]), run["loop_closure"]
+    assert record["applied"] and record["loops_held"] >= 1 and record["loop_tracks"] >= 6, record
     assert record["reprojection_after_px"] <= record["reprojection_before_px"]
 
 
