@@ -21,6 +21,8 @@ from recon.features import Features, PairMatches, detect_features, verified_matc
 from stream4d.contracts import Frame, SparseTracks, WindowPrediction
 from stream4d.geometry import invert_se3, unproject_depth_maps
 
+MIN_RANGE_POINTS = 10  # this many points or fewer in view give no depth range for its dense depth
+
 
 class WindowModelError(RuntimeError):
     """A window could not be reconstructed at all (e.g. mismatched frame sizes)."""
@@ -298,13 +300,7 @@ class DefaultWindowModel:
         h, w = images[0].shape[:2]
         depth = np.zeros((len(posed), h, w), np.float32)
         conf = np.zeros_like(depth)
-        plans = []
-        for k, v in enumerate(posed):
-            z = points @ w2c[v][:3, :3][2] + w2c[v][2, 3]
-            z = z[z > 0]
-            med = float(np.median(z)) if len(z) else 1.0
-            lo, hi = (np.percentile(z, 1) * 0.5, np.percentile(z, 99) * 2.0) if len(z) > 10 else (1e-3, 1e3)
-            plans.append((choose_neighbours(k, centres, med, self.cfg.dense), (lo, hi)))
+        plans = [self._dense_plan(k, points, w2c[v], K, (W, H), centres) for k, v in enumerate(posed)]
         flows.precompute([p for k, (nb, _) in enumerate(plans) for j in nb for p in ((k, j), (j, k))])
 
         def fuse(k: int) -> None:
@@ -333,6 +329,24 @@ class DefaultWindowModel:
         info["depth_from_tracks"] = from_tracks  # views (of the prediction) whose depth is only their tracks' points
         pred = self._prediction(frames, posed, w2c_list, K, depth, conf, info, sparse)
         return replace(pred, rotation_only=turned) if turned.any() else pred
+
+    def _dense_plan(self, k: int, points: np.ndarray, w2c: np.ndarray, K: np.ndarray, size: tuple[int, int],
+                    centres: np.ndarray) -> tuple[list[int], tuple[float, float]]:
+        """View ``k``'s flow neighbours (by the median depth of the window's points in front of it) and
+        the range its dense depth must fall in, from the z-depths of the points inside its image
+        (``size`` (W, H), ``K`` at that size): points beside the camera, in front of its plane but out
+        of view (a turn), would let flow errors through at a tiny depth."""
+        pc = points @ w2c[:3, :3].T + w2c[:3, 3]
+        z = pc[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = pc @ K.T
+            uv = uv[:, :2] / uv[:, 2:]
+        inside = (z > 0) & (uv[:, 0] >= -0.5) & (uv[:, 0] <= size[0] - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= size[1] - 0.5)
+        front = z[z > 0]
+        med = float(np.median(front)) if len(front) else 1.0
+        z = z[inside] if inside.sum() > MIN_RANGE_POINTS else front
+        lo, hi = (np.percentile(z, 1) * 0.5, np.percentile(z, 99) * 2.0) if len(z) > MIN_RANGE_POINTS else (1e-3, 1e3)
+        return choose_neighbours(k, centres, med, self.cfg.dense), (lo, hi)
 
     def _solve_with_focal_held(self, frames, K: np.ndarray, known_K: bool, scale: float, timings: dict,
                                window: int, focal):
