@@ -156,21 +156,22 @@ def reprojection_px(c2w: np.ndarray, K: np.ndarray, X: np.ndarray, xy: np.ndarra
 
 
 def triangulate_views(K: np.ndarray, c2w_a: np.ndarray, c2w_b: np.ndarray, xa: np.ndarray, xb: np.ndarray,
-                      max_px: float, min_angle_deg: float) -> tuple[np.ndarray, np.ndarray]:
-    """Points seen at ``xa`` and ``xb`` (pixels [N, 2]) by two posed cameras of one ``K`` [3, 3]:
-    (world points float64 [N, 3], bool [N] which are in front of both cameras, reproject within
-    ``max_px`` in both and whose two rays meet at ``min_angle_deg`` or more)."""
+                      max_px: float, min_angle_deg: float, K_b: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Points seen at ``xa`` and ``xb`` (pixels [N, 2]) by two posed cameras, of ``K`` [3, 3] (the second
+    of ``K_b`` when given): (world points float64 [N, 3], bool [N] which are in front of both cameras,
+    reproject within ``max_px`` in both and whose two rays meet at ``min_angle_deg`` or more)."""
     if len(xa) == 0:
         return np.zeros((0, 3)), np.zeros(0, bool)
+    K_b = K if K_b is None else K_b
     Pa = K @ np.linalg.inv(c2w_a)[:3]
-    Pb = K @ np.linalg.inv(c2w_b)[:3]
+    Pb = K_b @ np.linalg.inv(c2w_b)[:3]
     Xh = cv2.triangulatePoints(Pa, Pb, xa.T.astype(np.float64), xb.T.astype(np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
         X = (Xh[:3] / Xh[3]).T
         ra, rb = X - c2w_a[:3, 3], X - c2w_b[:3, 3]
         cos = (ra * rb).sum(axis=1) / (np.linalg.norm(ra, axis=1) * np.linalg.norm(rb, axis=1))
     ok = np.isfinite(X).all(axis=1) & (reprojection_px(c2w_a, K, X, xa) < max_px) & \
-        (reprojection_px(c2w_b, K, X, xb) < max_px) & (cos < np.cos(np.radians(min_angle_deg)))
+        (reprojection_px(c2w_b, K_b, X, xb) < max_px) & (cos < np.cos(np.radians(min_angle_deg)))
     return np.where(ok[:, None], X, 0.0), ok
 
 

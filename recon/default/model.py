@@ -19,7 +19,7 @@ from recon.default.sparse_depth import SparseDepthConfig, fill_sparse_depth
 from recon.default.tracks import Tracks, build_tracks
 from recon.features import Features, PairMatches, detect_features, verified_matches
 from stream4d.contracts import Frame, SparseTracks, WindowPrediction
-from stream4d.geometry import invert_se3, unproject_depth_maps
+from stream4d.geometry import invert_se3, project_points, unproject_depth_maps
 
 MIN_RANGE_POINTS = 10  # this many points or fewer in view give no depth range for its dense depth
 
@@ -336,11 +336,7 @@ class DefaultWindowModel:
         the range its dense depth must fall in, from the z-depths of the points inside its image
         (``size`` (W, H), ``K`` at that size): points beside the camera, in front of its plane but out
         of view (a turn), would let flow errors through at a tiny depth."""
-        pc = points @ w2c[:3, :3].T + w2c[:3, 3]
-        z = pc[:, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            uv = pc @ K.T
-            uv = uv[:, :2] / uv[:, 2:]
+        uv, z = project_points(points, K, invert_se3(w2c))
         inside = (z > 0) & (uv[:, 0] >= -0.5) & (uv[:, 0] <= size[0] - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= size[1] - 0.5)
         front = z[z > 0]
         med = float(np.median(front)) if len(front) else 1.0

@@ -193,7 +193,7 @@ def _with_loop_tracks(scene, loop_pairs, max_px: float = 2 * LOSS_SCALE_PX):
     from the views' poses and K (those in front of both and reprojecting within ``max_px``). A loop most
     of whose matches do not fit is left out whole: the poses disagree with it. Returns the scene and the
     (query frame, match frame) pairs that added at least ``MIN_LOOP_TRACKS`` tracks."""
-    import cv2
+    from recon.tracking import triangulate_views
 
     row = {v.index: k for k, v in enumerate(scene.views)}
     points, obs_view, obs_xy, held = [], [], [], set()
@@ -203,22 +203,12 @@ def _with_loop_tracks(scene, loop_pairs, max_px: float = 2 * LOSS_SCALE_PX):
             continue
         va, vb = scene.views[a], scene.views[b]
         uv_a, uv_b = np.asarray(lp.query_uv, np.float64), np.asarray(lp.match_uv, np.float64)
-        proj = [v.K @ np.linalg.inv(v.c2w)[:3] for v in (va, vb)]
-        X = cv2.triangulatePoints(proj[0], proj[1], uv_a.T, uv_b.T)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            X = (X[:3] / X[3]).T
-        ok = np.isfinite(X).all(axis=1)
-        for P, uv in zip(proj, (uv_a, uv_b)):
-            x = X @ P[:, :3].T + P[:, 3]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                err = np.linalg.norm(x[:, :2] / x[:, 2:] - uv, axis=1)
-            ok &= (x[:, 2] > 0) & (err <= max_px)
+        X, ok = triangulate_views(va.K, va.c2w, vb.c2w, uv_a, uv_b, max_px, 0.0, K_b=vb.K)
         if ok.sum() < max(MIN_LOOP_TRACKS, MIN_LOOP_FIT_SHARE * len(ok)):
             continue
         held.add((int(lp.query_frame), int(lp.match_frame)))
-        n = int(ok.sum())
         points.append(X[ok])
-        obs_view.append(np.repeat([[a, b]], n, axis=0).ravel())
+        obs_view.append(np.repeat([[a, b]], int(ok.sum()), axis=0).ravel())
         obs_xy.append(np.stack([uv_a[ok], uv_b[ok]], axis=1).reshape(-1, 2))
     if not points:
         return scene, held
