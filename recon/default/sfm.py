@@ -77,6 +77,7 @@ class SfmConfig:
     max_ba_points: int = 2500  # points in an adjustment (longest tracks first) ...
     max_ba_observations: int = 12000  # ... until their observations reach this: slow clips see each
     # track many times, and every observation costs each adjustment step (docs/default_backend.md)
+    min_ba_points_per_view: int = 50  # but each view's longest tracks up to this many come first
     degenerate_angle_deg: float = 0.4  # an initial pair triangulating below this median angle has no
     # usable baseline
     parallax: ParallaxConfig = field(default_factory=ParallaxConfig)  # decides first whether there is any
@@ -444,6 +445,22 @@ class WindowSfm:
             self.w2c[v] = _pose(R_v, -R_v @ _centre(self.w2c[r]))
             placed.append(v)
 
+    def _drop_unsupported(self, fixed_view: int) -> list[int]:
+        """Unregisters the views (never ``fixed_view``) that the final structure does not hold: fewer
+        than ``min_pnp_inliers`` of their triangulated tracks reproject within ``max_reproj_px``. An
+        adjustment can carry a view held by a handful of points anywhere; such a view is better left
+        unposed (the pipeline tracks it or says so) than posed tens of degrees off. Returns them."""
+        dropped = []
+        for v in sorted(self.w2c):
+            if v == fixed_view:
+                continue
+            tv = self.tracks.track[self._obs_of_view[v]]
+            if self._reprojecting(v, tv[np.isfinite(self.X[tv, 0])]) < self.cfg.min_pnp_inliers:
+                dropped.append(v)
+        for v in dropped:
+            del self.w2c[v]
+        return dropped
+
     def _reprojecting(self, v: int, tids: np.ndarray) -> int:
         """How many of the tracks ``tids`` have a point that reprojects within ``max_reproj_px`` in
         registered view ``v``."""
@@ -494,11 +511,7 @@ class WindowSfm:
         tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
         seen = np.bincount(self.tracks.track[np.isin(self.tracks.view, views)], minlength=self.tracks.num_tracks)
         if len(tri) > self.cfg.max_ba_points or seen[tri].sum() > self.cfg.max_ba_observations:
-            # The longest tracks constrain the cameras best; the rest keep their triangulation.
-            longest = tri[np.argsort(-seen[tri], kind="stable")]
-            within = np.cumsum(seen[longest]) <= self.cfg.max_ba_observations
-            keep = max(min(self.cfg.max_ba_points, int(within.sum())), min(len(longest), 100))
-            tri = np.sort(longest[:keep])
+            tri = self._budgeted_points(tri, seen, views)
         pslot = np.full(self.tracks.num_tracks, -1)
         pslot[tri] = np.arange(len(tri))
         rows = np.nonzero((vslot[self.tracks.view] >= 0) & (pslot[self.tracks.track] >= 0))[0]
@@ -544,6 +557,27 @@ class WindowSfm:
             self._follow_adjustment(res, vslot, pslot)
         self.X[bad_tracks] = np.nan
         return float(np.median(res.residuals_px))
+
+    def _budgeted_points(self, tri: np.ndarray, seen: np.ndarray, views: np.ndarray) -> np.ndarray:
+        """The triangulated tracks ``tri`` an adjustment holds when they exceed its budget, sorted:
+        each registered view's ``min_ba_points_per_view`` longest ones (``seen``: observations per
+        track in registered views), then the longest overall up to ``max_ba_points`` points and
+        ``max_ba_observations`` observations. The longest tracks constrain the cameras best, but in a
+        turn the views last registered see only new, short tracks; an adjustment that holds none of
+        their points leaves them free to swing far off (tens of degrees). The rest keep their
+        triangulation."""
+        rows = np.nonzero(np.isin(self.tracks.view, views) & np.isin(self.tracks.track, tri))[0]
+        view, track = self.tracks.view[rows], self.tracks.track[rows]
+        order = np.lexsort((track, -seen[track], view))  # per view, longest tracks first
+        view, track = view[order], track[order]
+        first = np.searchsorted(view, view, side="left")
+        covering = np.unique(track[np.arange(len(view)) - first < self.cfg.min_ba_points_per_view])
+        longest = tri[np.argsort(-seen[tri], kind="stable")]
+        rest = longest[~np.isin(longest, covering)]
+        room = self.cfg.max_ba_observations - int(seen[covering].sum())
+        within = np.cumsum(seen[rest]) <= room
+        extra = max(min(self.cfg.max_ba_points - len(covering), int(within.sum())), 100 - len(covering), 0)
+        return np.sort(np.concatenate([covering, rest[:extra]]))
 
     def _without_mismatches(self, problem: BundleProblem, rows: np.ndarray) -> tuple[BundleProblem, np.ndarray]:
         """``problem`` and its observation ``rows`` without the observations a short adjustment leaves
@@ -694,6 +728,7 @@ class WindowSfm:
             self.triangulate_new()
             if not added or len(self.w2c) == self.num_views:
                 break
+        info["unsupported_views"] = self._drop_unsupported(fixed_view=i)
         info["rotation_only_views"] = self.register_rotations()
         info["unregistered"] = [v for v in range(self.num_views) if v not in self.w2c]
         tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
