@@ -27,7 +27,7 @@ defaults.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -35,6 +35,8 @@ import numpy as np
 from recon.default.parallax import ParallaxConfig, rotation_residual_px
 
 KEYFRAME_POLICIES = ("auto", "parallax", "all")
+STREAM_KINDS = ("video", "camera", "push", "stream")
+FOLDER_KINDS = ("images", "dataset")  # sources whose timestamps are positions unless given a frame rate
 
 
 @dataclass(frozen=True)
@@ -42,44 +44,64 @@ class KeyframeConfig:
     """Which frames become keyframes (the window model's input); the others are tracked.
 
     policy: ``"parallax"`` (the tests above), ``"all"`` (every frame is a keyframe) or ``"auto"``:
-        parallax for videos, cameras and push streams, every frame for image folders and datasets
-        (photo collections are usually spaced already).
+        parallax for every source, at ``folder_parallax_share`` of ``min_parallax`` for image
+        folders and datasets (``for_source``).
     min_parallax: rotation-unexplained motion since the last keyframe, as a share of the image's
         longest side, that makes a keyframe.
+    folder_parallax_share: the share of ``min_parallax`` that makes a keyframe of a folder's frame
+        under ``"auto"``. The photos of a collection are spaced far beyond it, so each stays a
+        keyframe; frames of a video saved to a folder, or a burst, are not, and windows of them
+        alone would hold too little parallax to reconstruct (docs/default_backend.md).
     min_track_share: a keyframe when fewer of the last keyframe's corners survive.
     max_flow: a keyframe when the median corner motion reaches this share of the longest side.
     max_interval_s: a keyframe at least this often (seconds of stream time).
+    max_interval_frames: the same for a folder without a frame rate, whose timestamps are
+        positions (``IngestOptions.image_fps`` None).
     side: longest side (px) of the grey copy the corners are tracked on.
     corners: corners detected on each keyframe.
     """
 
     policy: str = "auto"
     min_parallax: float = 0.006
+    folder_parallax_share: float = 1 / 3
     min_track_share: float = 0.5
     max_flow: float = 0.08
     max_interval_s: float = 2.0
+    max_interval_frames: int = 20
     side: int = 320
     corners: int = 300
 
     def __post_init__(self) -> None:
         if self.policy not in KEYFRAME_POLICIES:
             raise ValueError(f"keyframes.policy must be one of {KEYFRAME_POLICIES}, got {self.policy!r}")
-        for name in ("min_parallax", "min_track_share", "max_flow"):
+        for name in ("min_parallax", "folder_parallax_share", "min_track_share", "max_flow"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value <= 1:
                 raise ValueError(f"keyframes.{name} must be a number in (0, 1], got {value!r}")
         if not isinstance(self.max_interval_s, (int, float)) or self.max_interval_s <= 0:
             raise ValueError(f"keyframes.max_interval_s must be > 0 seconds, got {self.max_interval_s!r}")
+        if not isinstance(self.max_interval_frames, int) or self.max_interval_frames < 1:
+            raise ValueError(f"keyframes.max_interval_frames must be an integer >= 1, got {self.max_interval_frames!r}")
         if not isinstance(self.side, int) or self.side < 64:
             raise ValueError(f"keyframes.side must be an integer >= 64, got {self.side!r}")
         if not isinstance(self.corners, int) or self.corners < 20:
             raise ValueError(f"keyframes.corners must be an integer >= 20, got {self.corners!r}")
 
-    def active_for(self, source_kind: str) -> bool:
-        """Whether parallax keyframes apply to a source of this kind (``SourceInfo.kind``)."""
+    def for_source(self, kind: str, fps: float | None) -> KeyframeConfig | None:
+        """The keyframer's config for a source (``SourceInfo.kind`` and ``.fps``), or None when every
+        frame is a keyframe (``"all"``, or ``"auto"`` for a source of another kind). A folder's frames (``FOLDER_KINDS``) take
+        ``folder_parallax_share`` of ``min_parallax`` under ``"auto"``, and without a frame rate
+        their interval counts positions."""
+        if self.policy == "all" or (self.policy == "auto" and kind not in STREAM_KINDS + FOLDER_KINDS):
+            return None
+        if kind not in FOLDER_KINDS:
+            return self
+        config = self
         if self.policy == "auto":
-            return source_kind in ("video", "camera", "push", "stream")
-        return self.policy == "parallax"
+            config = replace(config, min_parallax=self.min_parallax * self.folder_parallax_share)
+        if fps is None:
+            config = replace(config, max_interval_s=float(self.max_interval_frames))
+        return config
 
 
 @dataclass

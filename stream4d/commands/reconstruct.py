@@ -89,7 +89,8 @@ def add_parser(sub) -> str:
     p.add_argument("--keyframes", nargs="?", const="parallax", choices=["auto", "parallax", "all"],
                    help="which frames the window model sees: 'parallax' (a new keyframe once the camera "
                         "moved enough; the others are tracked, pose_kind 'tracked'), 'all', or 'auto': "
-                        "parallax for videos, cameras and streams, all for image folders (default "
+                        "parallax, at a third of --min-parallax for image folders, whose photos stay "
+                        f"keyframes and frames of a video saved as images do not (default "
                         f"{d.keyframes.policy}; the bare flag means parallax)")
     p.add_argument("--min-parallax", type=float,
                    help="parallax (rotation-unexplained motion, share of the image's longest side) that "

@@ -134,10 +134,11 @@ def _open(source: Any, out_dir: Path, config: ReconstructConfig, observers: Sequ
     if viewer_url:
         log.info("viewer at %s", viewer_url)
     keyframer = None
-    if config.keyframes.active_for(getattr(src.info, "kind", "")):
+    keyframe_config = config.keyframes.for_source(getattr(src.info, "kind", ""), getattr(src.info, "fps", None))
+    if keyframe_config is not None:
         from recon.keyframes import ParallaxKeyframer
 
-        keyframer = ParallaxKeyframer(config.keyframes)
+        keyframer = ParallaxKeyframer(keyframe_config)
     # The latency log first: a pose's time is taken as the observers get it.
     latency = LatencyLog()
     tracker = bootstrap = None

@@ -217,3 +217,30 @@ def test_a_cut_away_and_back_poses_the_scene_in_between(tmp_path):
     assert {p.segment for p in street}.isdisjoint(p.segment for p in pred if p.index < 45)
     gt = load_reference(clip / "cameras.json")
     assert evaluate_trajectory(street, gt).ate_rmse_rel_path < 0.01
+
+
+@pytest.fixture(scope="module")
+def hover_folder(tmp_path_factory):
+    """A handheld hover saved as a folder of PNGs with exact cameras: 48 frames, a few mm apart."""
+    out = tmp_path_factory.mktemp("hover")
+    scene = make_scene("room", seed=4)
+    c2w = make_trajectory("handheld", 48, seed=4, scene=scene)
+    write_sequence(out, render_sequence(scene, c2w, intrinsics_for(W, H), W, H, noise_std=2.0))
+    return out
+
+
+def test_a_folder_of_frames_a_few_mm_apart_gets_parallax_keyframes(hover_folder, tmp_path):
+    """A folder, not a video, whose frames are as close as a video's: under ``auto`` the window model
+    sees keyframes (at a third of a video's parallax threshold) and the frames between are tracked;
+    with every frame a keyframe the windows hold too little parallax and frames are left rotation-only."""
+    summary = reconstruct(hover_folder, tmp_path / "auto", _config(), progress=False)
+    s = summary.stats
+    assert s.frames_posed == 48 and s.frames_rotation_only == 0
+    assert s.frames_keyframes < 48 and s.frames_tracked > 0
+    run = json.loads((tmp_path / "auto" / "run.json").read_text())
+    assert run["keyframes"]["policy"] == "parallax"
+    gt = load_reference(hover_folder / "cameras.json")
+    assert evaluate_trajectory(read_trajectory(tmp_path / "auto"), gt).ate_rmse_rel_path < 0.01
+
+    every = reconstruct(hover_folder, tmp_path / "all", _config(**{"keyframes.policy": "all"}), progress=False)
+    assert every.stats.frames_keyframes == 48 and every.stats.frames_rotation_only > 0

@@ -55,8 +55,21 @@ def test_keyframe_config_rejects_bad_values():
         KeyframeConfig(policy="sometimes")
     with pytest.raises(ValueError, match="min_parallax"):
         KeyframeConfig(min_parallax=0.0)
-    assert KeyframeConfig().active_for("video") and not KeyframeConfig().active_for("images")
-    assert KeyframeConfig(policy="all").active_for("video") is False
+    with pytest.raises(ValueError, match="max_interval_frames"):
+        KeyframeConfig(max_interval_frames=0)
+
+
+def test_folders_get_parallax_keyframes_at_a_third_of_the_threshold_and_count_positions():
+    auto = KeyframeConfig()
+    assert auto.for_source("video", 30.0) is auto
+    folder = auto.for_source("images", None)
+    assert folder.min_parallax == pytest.approx(auto.min_parallax / 3)
+    assert folder.max_interval_s == auto.max_interval_frames  # timestamps are positions
+    assert auto.for_source("dataset", 10.0).max_interval_s == auto.max_interval_s  # a frame rate: seconds
+    explicit = KeyframeConfig(policy="parallax").for_source("images", None)
+    assert explicit.min_parallax == auto.min_parallax and explicit.max_interval_s == auto.max_interval_frames
+    assert KeyframeConfig(policy="all").for_source("video", 30.0) is None
+    assert auto.for_source("", None) is None  # a source of unknown kind: every frame, as before
 
 
 def _window(views, keep: list[int], rotation_only: bool = False) -> WindowPrediction:
