@@ -20,8 +20,11 @@ def run_warnings(stats: StreamStats, map_points: int, map_kept: bool = True) -> 
         out.append(f"no frame was posed ({stats.frames_received} received, {stats.windows_skipped} windows "
                    "skipped): the output folder holds no poses")
     elif map_points == 0:
-        if stats.frames_rotation_only == stats.frames_posed:
-            why = (f"no window had parallax: all {stats.frames_posed} posed frames are rotation-only "
+        between = stats.frames_interpolated  # between rotation-only keyframes (no points to track against)
+        if stats.frames_rotation_only == stats.frames_posed - between:
+            rest = f", the {between} frames between them interpolated" if between else ""
+            why = (f"no window had parallax: all {stats.frames_rotation_only} posed "
+                   f"{'keyframes' if between else 'frames'} are rotation-only{rest} "
                    "(static camera or pure rotation), so no depth was triangulated")
         else:
             why = "no window gave confident depth"

@@ -117,8 +117,14 @@ def test_a_clip_without_parallax_succeeds_but_says_its_map_is_empty(tmp_path):
     proc = stream4d("reconstruct", str(folder), "--out", str(tmp_path / "o"), "--window", "8", "--overlap", "3",
                     "--resize", "none", "--no-rrd", "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "12 frames: 0 posed with depth, 12 rotation-only, 0 not posed" in proc.stdout
-    assert "warning: map is empty: no window had parallax" in proc.stdout
+    # A folder gets parallax keyframes: the pan's are rotation-only, the frames between interpolated.
+    counts = re.search(r"^12 frames, (\d+) keyframes: 0 posed with depth, (\d+) rotation-only, 0 tracked, "
+                       r"(\d+) interpolated, 0 not posed", proc.stdout, re.M)
+    assert counts, proc.stdout
+    keyframes, turned, between = map(int, counts.groups())
+    assert keyframes == turned and turned + between == 12 and between > 0
+    assert (f"warning: map is empty: no window had parallax: all {turned} posed keyframes are rotation-only, "
+            f"the {between} frames between them interpolated") in proc.stdout
 
 
 def test_reconstruct_fails_only_when_no_frame_could_be_posed(tmp_path):

@@ -56,8 +56,10 @@ class Placements(StreamObserver):
 
 
 def light_config(**kw) -> ReconstructConfig:
-    """Small windows, no splat cache or recording, frames as rendered; ``kw`` in dotted keys."""
-    base = {"gaussians": False, "rrd": False, "align.window": 8, "align.overlap": 3, "ingest.resize": None}
+    """Small windows of every frame (no parallax keyframes: the windows below are counted in frames),
+    no splat cache or recording, frames as rendered; ``kw`` in dotted keys."""
+    base = {"gaussians": False, "rrd": False, "align.window": 8, "align.overlap": 3, "ingest.resize": None,
+            "keyframes.policy": "all"}
     base.update(kw)
     return ReconstructConfig().override(base)
 
