@@ -141,7 +141,7 @@ class ParallaxKeyframer:
         grey = self._small_grey(image)
         if self._grey is None or grey.shape != self._grey.shape:
             return self._take(grey, timestamp, KeyframeDecision(True, "first"))
-        if timestamp - self._time >= cfg.max_interval_s:
+        if abs(timestamp - self._time) >= cfg.max_interval_s:  # a reordered folder's positions go back too
             return self._take(grey, timestamp, KeyframeDecision(True, "interval"))
         d = self._judge(self._measure(grey))
         prev = self._previous

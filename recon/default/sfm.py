@@ -77,7 +77,8 @@ class SfmConfig:
     max_ba_points: int = 2500  # points in an adjustment (longest tracks first) ...
     max_ba_observations: int = 12000  # ... until their observations reach this: slow clips see each
     # track many times, and every observation costs each adjustment step (docs/default_backend.md)
-    min_ba_points_per_view: int = 50  # but each view's longest tracks up to this many come first
+    min_ba_points_per_view: int = 50  # but each view's longest tracks up to this many come first,
+    # kept even where they alone exceed the budget (at most views x this many points)
     degenerate_angle_deg: float = 0.4  # an initial pair triangulating below this median angle has no
     # usable baseline
     parallax: ParallaxConfig = field(default_factory=ParallaxConfig)  # decides first whether there is any
@@ -445,20 +446,27 @@ class WindowSfm:
             self.w2c[v] = _pose(R_v, -R_v @ _centre(self.w2c[r]))
             placed.append(v)
 
-    def _drop_unsupported(self, fixed_view: int) -> list[int]:
-        """Unregisters the views (never ``fixed_view``) that the final structure does not hold: fewer
-        than ``min_pnp_inliers`` of their triangulated tracks reproject within ``max_reproj_px``. An
-        adjustment can carry a view held by a handful of points anywhere; such a view is better left
-        unposed (the pipeline tracks it or says so) than posed tens of degrees off. Returns them."""
+    def _drop_unsupported(self, initial_pair: tuple[int, int]) -> list[int]:
+        """Unregisters the views (never those of the ``initial_pair``) that the final structure does
+        not hold: fewer than ``min_pnp_inliers`` of their triangulated tracks reproject within
+        ``max_reproj_px``. An adjustment can carry a view held by a handful of points anywhere; such
+        a view is better left unposed (the pipeline tracks it or says so) than posed tens of degrees
+        off. Points left with fewer than two registered views are forgotten with them (they were
+        triangulated from a dropped pose). Returns the views."""
         dropped = []
         for v in sorted(self.w2c):
-            if v == fixed_view:
+            if v in initial_pair:
                 continue
             tv = self.tracks.track[self._obs_of_view[v]]
             if self._reprojecting(v, tv[np.isfinite(self.X[tv, 0])]) < self.cfg.min_pnp_inliers:
                 dropped.append(v)
+        if not dropped:
+            return dropped
         for v in dropped:
             del self.w2c[v]
+        seen = np.bincount(self.tracks.track[np.isin(self.tracks.view, sorted(self.w2c))],
+                           minlength=self.tracks.num_tracks)
+        self.X[seen < 2] = np.nan
         return dropped
 
     def _reprojecting(self, v: int, tids: np.ndarray) -> int:
@@ -728,7 +736,7 @@ class WindowSfm:
             self.triangulate_new()
             if not added or len(self.w2c) == self.num_views:
                 break
-        info["unsupported_views"] = self._drop_unsupported(fixed_view=i)
+        info["unsupported_views"] = self._drop_unsupported(initial_pair=(i, j))
         info["rotation_only_views"] = self.register_rotations()
         info["unregistered"] = [v for v in range(self.num_views) if v not in self.w2c]
         tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]

@@ -418,7 +418,8 @@ def _record(run: _Run, error: BaseException | None) -> Path:
         "loop_closure": _loop_record(run),
         "frame_order": _jsonable(run.order),
         "keyframes": {"policy": "parallax" if run.keyframer is not None else "all", "reasons": run.marks.reasons,
-                      "unjudged": run.lag_judge.unjudged if run.lag_judge is not None else 0},
+                      "unjudged": run.lag_judge.unjudged if run.lag_judge is not None else 0,
+                      **_keyframe_thresholds(run.keyframer)},
         "intrinsics": _intrinsics_report(run.model),
         "live_tracking": run.live is not None and run.live.tracking,
         "model_process": _model_process_record(run.model),
@@ -447,6 +448,15 @@ def _model_process_record(model: WindowModel) -> dict | None:
 
 def _jsonable_dict(d: dict | None) -> Any:
     return None if d is None else json.loads(json.dumps(d, default=str))
+
+
+def _keyframe_thresholds(keyframer) -> dict:
+    """The thresholds a run's keyframer used (a folder's differ from the configured ones:
+    ``KeyframeConfig.for_source``); none when every frame was a keyframe."""
+    if keyframer is None:
+        return {}
+    cfg = keyframer.config
+    return {"min_parallax": cfg.min_parallax, "max_interval": cfg.max_interval_s}
 
 
 def _loop_record(run: _Run) -> dict | None:

@@ -239,6 +239,8 @@ def test_a_folder_of_frames_a_few_mm_apart_gets_parallax_keyframes(hover_folder,
     assert s.frames_keyframes < 48 and s.frames_tracked > 0
     run = json.loads((tmp_path / "auto" / "run.json").read_text())
     assert run["keyframes"]["policy"] == "parallax"
+    assert run["keyframes"]["min_parallax"] == pytest.approx(ReconstructConfig().keyframes.min_parallax / 3)
+    assert run["keyframes"]["max_interval"] == ReconstructConfig().keyframes.max_interval_frames
     gt = load_reference(hover_folder / "cameras.json")
     assert evaluate_trajectory(read_trajectory(tmp_path / "auto"), gt).ate_rmse_rel_path < 0.01
 

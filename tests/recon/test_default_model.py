@@ -324,7 +324,7 @@ def test_views_that_turn_into_new_ground_stay_held_by_the_adjustment(model):
     frames, c2w = _turning_window(210, 2)
     model.reset()
     pred = model.predict(frames)
-    assert pred.num_frames == len(frames)
+    assert pred.num_frames == len(frames) and pred.info["unsupported_views"] == []
     assert _rotation_errors_deg(pred, c2w).max() < 0.5, _rotation_errors_deg(pred, c2w).round(2)
     result = evaluate_trajectory(posed(pred.c2w, pred.sources), posed(c2w, [f.source for f in frames]))
     assert result.ate_rmse <= 0.005 * np.ptp(c2w[:, :3, 3], axis=0).max()
@@ -339,5 +339,5 @@ def test_views_the_structure_does_not_hold_are_left_unposed():
     assert pred.info["unsupported_views"], "the swung views were kept"
     turned = pred.rotation_only if pred.rotation_only is not None else np.zeros(pred.num_frames, bool)
     positioned = ~turned
-    assert positioned.sum() < len(frames)
+    assert 2 <= positioned.sum() < len(frames)
     assert _rotation_errors_deg(pred, c2w)[positioned].max() < 0.5
