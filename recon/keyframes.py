@@ -89,9 +89,9 @@ class KeyframeConfig:
 
     def for_source(self, kind: str, fps: float | None) -> KeyframeConfig | None:
         """The keyframer's config for a source (``SourceInfo.kind`` and ``.fps``), or None when every
-        frame is a keyframe (``"all"``, or ``"auto"`` for a source of another kind). A folder's frames (``FOLDER_KINDS``) take
-        ``folder_parallax_share`` of ``min_parallax`` under ``"auto"``, and without a frame rate
-        their interval counts positions."""
+        frame is a keyframe (``"all"``, or ``"auto"`` for a source of another kind). A folder's frames
+        (``FOLDER_KINDS``) take ``folder_parallax_share`` of ``min_parallax`` under ``"auto"``, and
+        without a frame rate their interval counts positions."""
         if self.policy == "all" or (self.policy == "auto" and kind not in STREAM_KINDS + FOLDER_KINDS):
             return None
         if kind not in FOLDER_KINDS:
