@@ -3,9 +3,9 @@
 Every keyframe the aligner lifts (RootSIFT features with a world point each,
 :func:`align.reattach.lift_keyframe`) goes into a :class:`KeyframeDatabase`:
 
-- a **global descriptor**: VLAD over a small visual vocabulary (``vocabulary_size`` RootSIFT
-  centres, k-means on the first keyframes' descriptors, fixed from then on: built online, no
-  download), residuals summed per word, each word's block L2-normalised (intra-normalisation),
+- a **global descriptor**: VLAD (:mod:`recon.retrieval`) over a small visual vocabulary
+  (``vocabulary_size`` RootSIFT centres, k-means on the first keyframes' descriptors, fixed from
+  then on: built online, no download), residuals summed per word, each word's block L2-normalised (intra-normalisation),
   signed square root, then L2. Retrieval is one matrix product of the query with every
   stored descriptor (cosine similarity); at the cap (512 keyframes x 4096 dims) that is about
   a millisecond, so no inverted index is needed.
@@ -31,6 +31,7 @@ import numpy as np
 
 from align.reattach import Keyframe
 from recon.features import Features
+from recon.retrieval import kmeans, vlad
 from stream4d.geometry import Sim3
 
 
@@ -67,52 +68,6 @@ class StoredKeyframe:
         self.points = sim3.apply(self.points.astype(np.float64)).astype(np.float32)
         self.depth = (self.depth * np.float32(sim3.s)).astype(np.float32)
         self.c2w = sim3.apply_c2w(self.c2w)
-
-
-def kmeans(x: np.ndarray, k: int, iterations: int, rng: np.random.Generator) -> np.ndarray:
-    """``k`` centres of ``x [N, D]`` (k-means++ seeding, Lloyd iterations, cosine-friendly: unit rows)."""
-    n = len(x)
-    if n < k:
-        raise ValueError(f"k-means needs at least {k} samples, got {n}")
-    centres = [x[rng.integers(n)]]
-    d2 = np.full(n, np.inf)
-    for _ in range(1, k):
-        d2 = np.minimum(d2, ((x - centres[-1]) ** 2).sum(1))
-        centres.append(x[rng.choice(n, p=d2 / d2.sum())] if d2.sum() > 0 else x[rng.integers(n)])
-    C = np.array(centres, np.float32)
-    for _ in range(iterations):
-        sums, counts = _sum_by_word(x, (x @ C.T).argmax(1), k)
-        filled = counts > 0
-        C[filled] = sums[filled] / counts[filled, None]
-        C /= np.linalg.norm(C, axis=1, keepdims=True) + 1e-12
-    return C
-
-
-def _sum_by_word(x: np.ndarray, assign: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row sums of ``x [N, D]`` per word ``assign [N]`` (``[k, D]``) and the counts ``[k]``: one sort and
-    one ``reduceat`` instead of k boolean selections."""
-    order = np.argsort(assign, kind="stable")
-    words, starts, counts = np.unique(assign[order], return_index=True, return_counts=True)
-    sums = np.zeros((k, x.shape[1]), np.float32)
-    if len(order):
-        sums[words] = np.add.reduceat(x[order], starts, axis=0)
-    full = np.zeros(k, np.int64)
-    full[words] = counts
-    return sums, full
-
-
-def vlad(descriptors: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """VLAD ``float32 [k x 128]`` of unit ``descriptors [N, 128]`` (intra-normalised, signed root, L2)."""
-    k, D = centres.shape
-    out = np.zeros((k, D), np.float32)
-    if len(descriptors):
-        assign = (descriptors @ centres.T).argmax(1)
-        sums, counts = _sum_by_word(descriptors, assign, k)
-        out = sums - counts[:, None] * centres  # the sum of residuals to each word's centre
-    out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-12
-    out = np.sign(out) * np.sqrt(np.abs(out))
-    out = out.ravel()
-    return out / (np.linalg.norm(out) + 1e-12)
 
 
 class KeyframeDatabase:

@@ -14,7 +14,11 @@ before windowing a finite input can be put in an order where it holds:
    left), then improved by 2-opt moves that raise the sum of consecutive scores.
 
 Cost: N detections plus N(N-1)/2 descriptor products plus about N * (verify_top + 1) RANSAC
-fits, so the all-pairs path is capped at ``max_frames`` frames; a longer input keeps its order.
+fits. Above ``all_pairs_frames`` frames the descriptor products are limited to each frame's
+``retrieval_top`` most similar frames by a global descriptor (``recon.retrieval``: VLAD over the
+same RootSIFT, its vocabulary trained on the input), so the cost grows as N * retrieval_top.
+Ordering buffers the frames and their features (about 0.6 MB + 0.5 MB a frame at 512 px and
+1024 keypoints), so it is capped at ``max_frames``; a longer input keeps its order.
 
 Frames of different connected parts share no verified match: ``OrderReport.groups`` tells the
 run to window each part on its own (a part becomes its own segment) rather than to put windows
@@ -25,7 +29,8 @@ across the jump.
 pairs all overlap well (``keep_overlap``), else reorders it when its given consecutive pairs
 overlap far less than the retrieval chain's (the median verified count below ``auto_ratio``
 times the chain's), and a video only when its first consecutive frames do not
-overlap at all. Live sources are never reordered. Frames keep their ``index`` and ``source``.
+overlap at all. Above ``all_pairs_frames`` frames, "auto" checks ``probe_pairs`` consecutive
+pairs spread over the input instead of every one. Live sources are never reordered. Frames keep their ``index`` and ``source``.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import numpy as np
 
 from recon.features import Features, detect_features, match_descriptors, verified_matches
 from recon.ingest.options import ORDER_MODES
+from recon.retrieval import similar_pairs
 from stream4d.contracts import Frame
 
 log = logging.getLogger("recon.ordering")
@@ -52,7 +58,11 @@ LIVE_KINDS = ("camera", "push")
 class OrderingConfig:
     """Knobs of the retrieval ordering (see the module docstring)."""
 
-    max_frames: int = 100  # all-pairs scoring is quadratic: longer inputs keep their order
+    max_frames: int = 400  # frames buffered to be ordered: longer inputs keep their order
+    all_pairs_frames: int = 100  # up to this many frames every pair is scored; above, retrieval candidates
+    retrieval_top: int = 20  # candidates per frame by global-descriptor similarity (above all_pairs_frames)
+    vocabulary_size: int = 32  # VLAD words (recon.retrieval)
+    probe_pairs: int = 24  # consecutive pairs auto checks above all_pairs_frames, spread over the input
     max_features: int = 1024  # SIFT keypoints per frame, the strongest, detected at ``feature_scale``
     feature_scale: float = 1.0  # at 0.5 the wide-baseline pairs of a 1 fps video (room.mp4) verified no
     # better than unrelated ones (docs/benchmarks.md)
@@ -95,10 +105,14 @@ def _verified_count(fa: Features, fb: Features, cfg: OrderingConfig) -> int:
 
 def pair_scores(feats: list[Features], cfg: OrderingConfig, extra_pairs: list[tuple[int, int]] = ()) -> np.ndarray:
     """Symmetric [N, N] int array: verified matches of each frame's best candidates and of
-    ``extra_pairs``; 0 for pairs not verified or below ``cfg.min_inliers``."""
+    ``extra_pairs``; 0 for pairs not verified or below ``cfg.min_inliers``. Candidates: every pair
+    up to ``cfg.all_pairs_frames`` frames, else each frame's retrieval neighbours (module doc)."""
     n = len(feats)
     ratio = np.zeros((n, n), np.int64)
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if n <= cfg.all_pairs_frames:
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    else:
+        pairs = similar_pairs([f.descriptors for f in feats], cfg.retrieval_top, cfg.vocabulary_size)
     with ThreadPoolExecutor(cfg.threads) as pool:
         counts = list(pool.map(lambda ij: len(match_descriptors(feats[ij[0]], feats[ij[1]])[0]), pairs))
     for (i, j), c in zip(pairs, counts):
@@ -235,6 +249,20 @@ def chain_order(scores: np.ndarray) -> list[int]:
     return [v for part in chain_parts(scores) for v in part]
 
 
+def _consecutive_probe(buf: list[Frame], cfg: OrderingConfig) -> list[int]:
+    """Verified matches of consecutive pairs: every one up to ``cfg.all_pairs_frames`` frames, else
+    ``cfg.probe_pairs`` of them spread evenly (only their frames are described)."""
+    n = len(buf)
+    if n <= cfg.all_pairs_frames:
+        starts = list(range(n - 1))
+    else:
+        starts = sorted({int(k) for k in np.linspace(0, n - 2, cfg.probe_pairs).round()})
+    frames = sorted({k for s in starts for k in (s, s + 1)})
+    feats = dict(zip(frames, describe([buf[k] for k in frames], cfg)))
+    with ThreadPoolExecutor(cfg.threads) as pool:
+        return list(pool.map(lambda k: _verified_count(feats[k], feats[k + 1], cfg), starts))
+
+
 def consecutive_median(scores: np.ndarray, order: list[int]) -> float:
     return float(np.median([scores[a, b] for a, b in zip(order, order[1:])])) if len(order) > 1 else 0.0
 
@@ -292,17 +320,17 @@ def order_frames(frames: Iterator[Frame], kind: str, mode: str = "auto",
         report.reason = "fewer than 3 frames"
         yield from buf
         return
-    feats = describe(buf, cfg)
     given = list(range(len(buf)))
     if mode == "auto" and kind != "video":
-        with ThreadPoolExecutor(cfg.threads) as pool:
-            steps = list(pool.map(lambda k: _verified_count(feats[k], feats[k + 1], cfg), given[:-1]))
+        steps = _consecutive_probe(buf, cfg)
         if min(steps) >= cfg.keep_overlap:
             report.given_median = float(np.median(steps))
-            report.reason = "every consecutive pair overlaps"
+            report.reason = ("every consecutive pair overlaps" if len(steps) == len(buf) - 1
+                             else f"{len(steps)} consecutive pairs spread over the input overlap")
             report.seconds = time.perf_counter() - t0
             yield from buf
             return
+    feats = describe(buf, cfg)
     scores = pair_scores(feats, cfg, extra_pairs=list(zip(given, given[1:])))
     parts = chain_parts(scores)
     order = [v for part in parts for v in part]

@@ -85,7 +85,7 @@ def add_parser(sub) -> str:
     p.add_argument("--order", choices=["auto", "given", "retrieval"],
                    help="frame order for the windows: 'retrieval' reorders a photo collection so consecutive "
                         "frames overlap, 'auto' only when its given order overlaps far worse (never a live "
-                        f"input; default {d.ingest.order})")
+                        f"input; up to 400 frames, a longer input keeps its order; default {d.ingest.order})")
     p.add_argument("--keyframes", nargs="?", const="parallax", choices=["auto", "parallax", "all"],
                    help="which frames the window model sees: 'parallax' (a new keyframe once the camera "
                         "moved enough; the others are tracked, pose_kind 'tracked'), 'all', or 'auto': "

@@ -7,7 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from recon.ordering import OrderReport, chain_order, order_frames
+from recon.features import detect_features
+from recon.ordering import OrderingConfig, OrderReport, chain_order, order_frames
+from recon.retrieval import similar_pairs
 
 FRAMES = 24  # a full circle: 15 degrees between neighbours, opposite views share nothing
 SIZE = (256, 192)
@@ -28,10 +30,14 @@ def ring_gap(a: int, b: int) -> int:
     return min(d, FRAMES - d)
 
 
-def run_order(frames, kind="images", mode="auto"):
+def run_order(frames, kind="images", mode="auto", cfg=None):
     report = OrderReport(mode)
-    out = list(order_frames(iter(frames), kind, mode, report=report))
+    out = list(order_frames(iter(frames), kind, mode, cfg, report=report))
     return out, report
+
+
+# The orbit as if it were a long input: past 8 frames, pairs come from retrieval, not from all pairs.
+LONG = OrderingConfig(all_pairs_frames=8, retrieval_top=4, probe_pairs=5)
 
 
 def test_shuffled_orbit_comes_back_as_a_chain_of_neighbours(orbit):
@@ -98,3 +104,38 @@ def test_an_input_that_breaks_while_buffered_keeps_the_frames_before_it(orbit):
         for f in order_frames(breaking(), "images", "auto", report=report):
             out.append(f)
     assert [f.index for f in out] == list(range(5)) and not report.reordered
+
+
+def test_retrieval_candidates_of_each_frame_include_its_neighbours_on_the_circle(orbit):
+    descriptors = [detect_features(f.image, 1024).descriptors for f in orbit]
+    pairs = similar_pairs(descriptors, top=4)
+    assert len(pairs) < FRAMES * 4  # not every pair: at most 4 per frame
+    for k in range(FRAMES):
+        neighbours = {b if a == k else a for a, b in pairs if k in (a, b)}
+        assert (k + 1) % FRAMES in neighbours or (k - 1) % FRAMES in neighbours, (k, neighbours)
+        assert min(ring_gap(k, j) for j in neighbours) == 1
+
+
+def test_a_shuffled_input_past_the_all_pairs_limit_is_ordered_from_retrieval_candidates(orbit):
+    shuffled = list(orbit)
+    random.Random(3).shuffle(shuffled)
+    out, report = run_order(shuffled, cfg=LONG)
+    assert report.reordered and sorted(f.index for f in out) == list(range(FRAMES))
+    gaps = [ring_gap(a.index, b.index) for a, b in zip(out, out[1:])]
+    assert max(gaps) <= 2, gaps
+    assert not report.groups
+
+
+def test_an_ordered_input_past_the_all_pairs_limit_is_kept_after_a_spread_probe(orbit):
+    out, report = run_order(orbit, cfg=LONG)
+    assert [f.index for f in out] == list(range(FRAMES))
+    assert report.reason == "5 consecutive pairs spread over the input overlap"
+    assert report.chain_median is None
+
+
+def test_an_input_longer_than_the_buffer_keeps_its_order(orbit):
+    shuffled = list(orbit)
+    random.Random(4).shuffle(shuffled)
+    out, report = run_order(shuffled, cfg=OrderingConfig(max_frames=10))
+    assert [f.index for f in out] == [f.index for f in shuffled]
+    assert report.reason == "more than 10 frames: kept in order" and not report.reordered
