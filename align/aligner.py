@@ -65,6 +65,11 @@ class _OverlapState:
     # never needs them; in a stream the work moves to the align thread's next turn)
 
     @property
+    def size(self) -> tuple[int, int]:
+        """(W, H) of the frames' model images."""
+        return int(self.depth.shape[2]), int(self.depth.shape[1])
+
+    @property
     def nbytes(self) -> int:
         arrays = [self.frame_indices, self.c2w, self.depth, self.mask, self.labels, self.registration_depth]
         return sum(a.nbytes for a in arrays if a is not None)
@@ -88,8 +93,8 @@ class StreamAligner:
     def reset(self) -> None:
         """Forget the stream: the next window defines a new world (segment 0)."""
         self._state: _OverlapState | None = None
-        self._K_ref: np.ndarray | None = None  # [3, 3]
-        self._size: tuple[int, int] | None = None  # (W, H)
+        self._K_refs: dict[tuple[int, int], np.ndarray] = {}  # (W, H) -> [3, 3]: per model size
+        self._size: tuple[int, int] | None = None  # (W, H) of the first window
         self._count = 0
         self._segment = 0
         self._next_segment = 1
@@ -120,7 +125,8 @@ class StreamAligner:
 
     @property
     def model_size(self) -> tuple[int, int] | None:
-        """(W, H) of the model images of the stream (None before the first window)."""
+        """(W, H) of the model images of the stream's first window (None before it). Windows of another
+        size (portrait photos among landscape ones) share no frame with it and start segments of their own."""
         return self._size
 
     def record_map(self, per_window: int = 3) -> None:
@@ -158,7 +164,7 @@ class StreamAligner:
     @property
     def state_nbytes(self) -> int:
         """Bytes of array state carried to the next window (bounded by ``overlap`` frames)."""
-        ref = 0 if self._K_ref is None else self._K_ref.nbytes
+        ref = sum(K.nbytes for K in self._K_refs.values())
         return ref + (0 if self._state is None else self._state.nbytes)
 
     @property
@@ -500,7 +506,7 @@ class StreamAligner:
         raise UnusableWindowError(f"{name} {reason}", self._count - 1, pred.frame_indices.tolist(), reason)
 
     def _check(self, pred: WindowPrediction) -> None:
-        """Refuse what cannot be aligned; the first window also fixes the stream's resolution and reference K."""
+        """Refuse what cannot be aligned; the first window of each model size fixes that size's reference K."""
         if not isinstance(pred, WindowPrediction):
             raise TypeError(f"StreamAligner.add needs a WindowPrediction, got {type(pred).__name__}")
         name = self._name(pred)
@@ -515,15 +521,16 @@ class StreamAligner:
         stream_K = pred.info.get("stream_K") if isinstance(pred.info, dict) else None
         if self._size is None:
             self._size = (W, H)
-            self._K_ref = np.median(pred.K, axis=0)
-        elif self._size != (W, H):
+        if self._state is not None and (W, H) != self._state.size and \
+                np.isin(pred.frame_indices, self._state.frame_indices).any():
             raise AlignmentError(
-                f"{name} is {W}x{H} but earlier windows were {self._size[0]}x{self._size[1]}: the aligner "
-                "compares shared frames pixel by pixel, so one stream needs one model resolution")
+                f"{name} is {W}x{H} but shares frames with a window of {self._state.size[0]}x{self._state.size[1]}: "
+                "the aligner compares shared frames pixel by pixel, so they need one model resolution")
+        self._K_refs.setdefault((W, H), np.median(pred.K, axis=0))
         if stream_K is not None:
             # A model that estimates the stream's intrinsics across windows (recon/default/calibration.py)
             # knows them better than any one window: its estimate is the reference.
-            self._K_ref = np.asarray(stream_K, np.float64).reshape(3, 3)
+            self._K_refs[(W, H)] = np.asarray(stream_K, np.float64).reshape(3, 3)
 
     def _start_segment_or_raise(self, pred: WindowPrediction, state: _OverlapState) -> None:
         if not self.config.new_segment_on_gap:
@@ -540,9 +547,10 @@ class StreamAligner:
     def _camera_points(self, pred: WindowPrediction, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
         """Camera-frame points ``float32 [S, H, W, 3]``, the intrinsics they use ``[S, 3, 3]``, and which."""
         S, H, W = depth.shape
-        if self.config.fix_intrinsics and not _intrinsics_agree(pred.K, self._K_ref, self.config.intrinsics_rtol):
-            rays = (pixel_grid(W, H) @ np.linalg.inv(self._K_ref).T).astype(np.float32)  # [H, W, 3]
-            return rays[None] * depth[..., None], np.repeat(self._K_ref[None], S, axis=0), "fixed"
+        K_ref = self._K_refs[(W, H)]
+        if self.config.fix_intrinsics and not _intrinsics_agree(pred.K, K_ref, self.config.intrinsics_rtol):
+            rays = (pixel_grid(W, H) @ np.linalg.inv(K_ref).T).astype(np.float32)  # [H, W, 3]
+            return rays[None] * depth[..., None], np.repeat(K_ref[None], S, axis=0), "fixed"
         w2c = invert_se3(pred.c2w).astype(np.float32)
         points = transform_point_maps(w2c, pred.points.astype(np.float32))
         points[depth <= 0] = 0.0

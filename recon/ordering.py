@@ -22,7 +22,9 @@ Ordering buffers the frames and their features (about 0.6 MB + 0.5 MB a frame at
 
 Frames of different connected parts share no verified match: ``OrderReport.groups`` tells the
 run to window each part on its own (a part becomes its own segment) rather than to put windows
-across the jump.
+across the jump. A window model takes frames of one size, so a collection of several image sizes
+(portrait photos among landscape ones) is chained one size at a time, each size its own groups;
+re-attachment joins their segments where they show the same place.
 
 ``order_frames`` wraps a frame iterator and decides (``mode``): "given" never reorders,
 "retrieval" always reorders a finite input, "auto" keeps an image collection whose consecutive
@@ -244,6 +246,16 @@ def chain_parts(scores: np.ndarray) -> list[list[int]]:
     return parts
 
 
+def chain_parts_by_size(scores: np.ndarray, sizes: list[tuple[int, int]]) -> list[list[int]]:
+    """``chain_parts`` of the frames of each image size on their own (a window takes frames of one
+    size), every part largest first."""
+    parts = []
+    for size in dict.fromkeys(sizes):
+        members = [k for k, s in enumerate(sizes) if s == size]
+        parts += [[members[v] for v in part] for part in chain_parts(scores[np.ix_(members, members)])]
+    return sorted(parts, key=len, reverse=True)
+
+
 def chain_order(scores: np.ndarray) -> list[int]:
     """A permutation of range(N): the chains of ``chain_parts`` one after another."""
     return [v for part in chain_parts(scores) for v in part]
@@ -321,7 +333,9 @@ def order_frames(frames: Iterator[Frame], kind: str, mode: str = "auto",
         yield from buf
         return
     given = list(range(len(buf)))
-    if mode == "auto" and kind != "video":
+    sizes = [f.size for f in buf]
+    mixed = len(set(sizes)) > 1  # windows take one size: each size is ordered and windowed apart
+    if mode == "auto" and kind != "video" and not mixed:
         steps = _consecutive_probe(buf, cfg)
         if min(steps) >= cfg.keep_overlap:
             report.given_median = float(np.median(steps))
@@ -332,13 +346,14 @@ def order_frames(frames: Iterator[Frame], kind: str, mode: str = "auto",
             return
     feats = describe(buf, cfg)
     scores = pair_scores(feats, cfg, extra_pairs=list(zip(given, given[1:])))
-    parts = chain_parts(scores)
+    parts = chain_parts_by_size(scores, sizes) if mixed else chain_parts(scores)
     order = [v for part in parts for v in part]
     report.given_median = consecutive_median(scores, given)
     report.chain_median = consecutive_median(scores, order)
-    reorder = mode == "retrieval" or report.given_median < cfg.auto_ratio * report.chain_median
+    reorder = mode == "retrieval" or mixed or report.given_median < cfg.auto_ratio * report.chain_median
     report.reordered = reorder and order != given
-    report.reason = ("retrieval order" if report.reordered else "the given order overlaps as well")
+    report.reason = ("the given order overlaps as well" if not report.reordered
+                     else f"retrieval order, {len(set(sizes))} image sizes apart" if mixed else "retrieval order")
     report.seconds = time.perf_counter() - t0
     final = order if reorder else given
     report.order = [buf[k].index for k in final]

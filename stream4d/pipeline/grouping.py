@@ -11,29 +11,30 @@ from stream4d.contracts import Frame
 
 def grouped_windows(frames: Iterator[Frame], groups: Callable[[], dict[int, int]], window: int, overlap: int,
                     tail_merge: int = 0, first_window: int | None = None) -> Iterator[list[Frame]]:
-    """``sliding_windows`` over each run of consecutive frames of one group (``first_window``: the
-    stream's very first window only, a live stream's; photo collections in groups never have one).
+    """``sliding_windows`` over each run of consecutive frames of one group and one image size
+    (``first_window``: the stream's very first window only, a live stream's; photo collections in
+    groups never have one).
 
     ``groups()`` maps ``Frame.index`` to a group id; it is asked once the first frame has arrived
-    (recon.ordering fills it in before yielding any frame). Empty: one group, streamed as is.
-    A later group's windows share no frame with the earlier ones, so it starts a new segment.
+    (recon.ordering fills it in before yielding any frame). Empty: one group. A window model takes
+    frames of one size only, so a frame whose size differs from the one before it (a portrait photo
+    among landscape ones, a camera that changed resolution) starts a new run too. A later run's
+    windows share no frame with the earlier ones, so it starts a new segment. Runs are streamed:
+    a frame is windowed as soon as it arrives.
     """
     it = iter(frames)
     first = next(it, None)
     if first is None:
         return
     group_of = groups()
-    if not group_of:
-        yield from sliding_windows(chain([first], it), window, overlap, tail_merge, first_window)
-        return
-    run, current = [first], group_of.get(first.index)
-    for f in it:
-        g = group_of.get(f.index, current)
-        if g != current:
-            yield from sliding_windows(iter(run), window, overlap, tail_merge)
-            run, current = [], g
-        run.append(f)
-    yield from sliding_windows(iter(run), window, overlap, tail_merge)
+    current = [group_of.get(first.index)]
+
+    def run_key(f: Frame) -> tuple:
+        current[0] = group_of.get(f.index, current[0])  # a frame the ordering did not see stays in its run
+        return current[0], f.size
+
+    for k, (_, run) in enumerate(groupby(chain([first], it), key=run_key)):
+        yield from sliding_windows(run, window, overlap, tail_merge, first_window if k == 0 else None)
 
 
 class DroppedViews:
@@ -80,8 +81,10 @@ class DroppedViews:
         self._tail = []
         views = [f for f in self._kept.values() if f.index not in self._posed]
         self._kept = {}
-        if self.at_end and len(views) >= self.min_views:
-            yield from sliding_windows(iter(views), self.window, self.overlap)
+        for size in dict.fromkeys(f.size for f in views):  # one size per window, sizes in order of appearance
+            same = [f for f in views if f.size == size]
+            if self.at_end and len(same) >= self.min_views:
+                yield from sliding_windows(iter(same), self.window, self.overlap)
 
     def after(self, window: list[Frame], posed: Iterable[int]) -> None:
         """The model posed the frames ``posed`` (indices) of ``window``: remember the views after the

@@ -199,15 +199,34 @@ def test_model_intrinsics_are_kept_when_they_agree_or_fixing_is_off(plane_scene)
     np.testing.assert_allclose(out.prediction.K, far_K)
 
 
-def test_changing_model_resolution_mid_stream_is_refused(plane_scene):
+def halved(p):
+    """Window ``p`` at half its model resolution (every 2nd pixel; K follows)."""
+    K = p.K.copy()
+    K[:, :2, :] /= 2.0
+    K[:, :2, 2] -= 0.25  # pixel centres at integers: u -> (u + 0.5) / 2 - 0.5
+    return replace(p, images=p.images[:, ::2, ::2], depth=p.depth[:, ::2, ::2], depth_conf=p.depth_conf[:, ::2, ::2],
+                   points=p.points[:, ::2, ::2], points_conf=p.points_conf[:, ::2, ::2], K=K)
+
+
+def test_a_window_of_another_resolution_sharing_frames_is_refused(plane_scene):
     preds, _ = exact_windows(plane_scene, window=6, overlap=2)
-    p = preds[1]
-    half = replace(p, images=p.images[:, ::2, ::2], depth=p.depth[:, ::2, ::2], depth_conf=p.depth_conf[:, ::2, ::2],
-                   points=p.points[:, ::2, ::2], points_conf=p.points_conf[:, ::2, ::2])
     aligner = StreamAligner(AlignConfig(window=6, overlap=2))
     aligner.add(preds[0])
     with pytest.raises(AlignmentError, match="one model resolution"):
-        aligner.add(half)
+        aligner.add(halved(preds[1]))
+
+
+def test_windows_of_another_resolution_make_a_segment_of_their_own(plane_scene):
+    # Portrait photos among landscape ones: windows never mix sizes, so a size change is a gap.
+    preds, _ = exact_windows(plane_scene, window=6, overlap=2)
+    aligner = StreamAligner(AlignConfig(window=6, overlap=2, new_segment_on_gap=True))
+    aligner.add(preds[0])
+    small = aligner.add(halved(preds[2]))
+    assert small.segment == 1 and small.info["placement"] == "new segment"
+    after = aligner.add(halved(preds[3]))
+    assert after.segment == 1 and after.info["placement"] == "registered"
+    assert after.info["intrinsics"] == "model"  # held to the reference K of its own size
+    assert aligner.model_size == preds[0].model_size
 
 
 def test_bad_windows_are_refused_with_the_reason(plane_scene):

@@ -15,13 +15,15 @@ from stream4d.pipeline.grouping import DroppedViews, grouped_windows
 from stream4d.pipeline.keyframing import HeldFrames
 
 
-def frames(indices):
-    img = np.zeros((8, 8, 3), np.uint8)
-    return [Frame(index=i, timestamp=float(i), image=img, source=f"{i}.png") for i in indices]
+def frames(indices, portrait=()):
+    """Frames of 8x8 images; those in ``portrait`` are 6x8 (W x H)."""
+    return [Frame(index=i, timestamp=float(i), image=np.zeros((8, 6 if i in portrait else 8, 3), np.uint8),
+                  source=f"{i}.png") for i in indices]
 
 
-def windows(order, groups, window=4, overlap=1):
-    return [[f.index for f in w] for w in grouped_windows(iter(frames(order)), lambda: groups, window, overlap)]
+def windows(order, groups, window=4, overlap=1, portrait=()):
+    return [[f.index for f in w]
+            for w in grouped_windows(iter(frames(order, portrait)), lambda: groups, window, overlap)]
 
 
 def test_no_groups_is_plain_sliding_windows():
@@ -34,6 +36,12 @@ def test_no_window_spans_two_groups():
     assert windows(order, groups) == [[5, 0, 3, 1], [1, 4], [2, 6]]
 
 
+def test_no_window_spans_two_image_sizes():
+    assert windows(range(10), {}, portrait={4, 5, 6}) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    groups = {k: 0 for k in range(10)}
+    assert windows(range(10), groups, portrait={4, 5, 6}) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+
+
 def test_a_group_of_one_frame_makes_no_window():
     assert windows([0, 1, 2, 9], {0: 0, 1: 0, 2: 0, 9: 1}) == [[0, 1, 2]]
 
@@ -42,11 +50,12 @@ def test_empty_input_makes_no_window():
     assert windows([], {}) == []
 
 
-def retried(order, posed_by_window, window=4, overlap=1, groups=None, at_end=True, held=None):
+def retried(order, posed_by_window, window=4, overlap=1, groups=None, at_end=True, held=None, portrait=()):
     """Windows as the pipeline feeds them when the model poses ``posed_by_window[i]`` of window i
     (None: the model failed on it; past the list: every view)."""
     retry, out = DroppedViews(window, overlap, at_end, held=held), []
-    for i, w in enumerate(retry.windows(grouped_windows(iter(frames(order)), lambda: groups or {}, window, overlap))):
+    runs = grouped_windows(iter(frames(order, portrait)), lambda: groups or {}, window, overlap)
+    for i, w in enumerate(retry.windows(runs)):
         out.append([f.index for f in w])
         posed = posed_by_window[i] if i < len(posed_by_window) else [f.index for f in w]
         if posed is not None:
@@ -78,6 +87,13 @@ def test_the_last_window_s_dropped_views_make_one_more_window():
     assert retried(range(9), [None, [4, 5, 6]], window=5) == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]
     # A photo collection's input leaves them unposed.
     assert retried(range(9), [None, [4, 5]], window=5, at_end=False) == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]
+
+
+def test_dropped_views_of_two_sizes_get_windows_of_one_size_each():
+    # A camera that changed resolution at frame 5: the views each run dropped at its end come back
+    # once the input ends, one size per window.
+    out = retried(range(10), [[0, 1], [5, 6]], window=5, portrait=set(range(5, 10)))
+    assert out == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [2, 3, 4], [7, 8, 9]]
 
 
 def test_a_run_dropped_before_a_window_s_last_posed_view_gets_a_window_once_the_input_ends():
@@ -154,3 +170,35 @@ def test_a_shuffled_image_folder_is_posed_whole_and_written_in_input_order(tmp_p
     assert all(f["image"] == f"{f['index']:02d}_view{order[f['index']]:02d}.png" for f in frames)
     tum = [line for line in (out / "trajectory.tum").read_text().splitlines() if not line.startswith("#")]
     assert [float(line.split()[0]) for line in tum] == [f["timestamp"] for f in frames]
+
+
+def test_portrait_photos_among_landscape_ones_are_posed_in_one_world(tmp_path):
+    from stream4d.pipeline import ReconstructConfig, reconstruct
+    from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_sequence
+
+    n, turned = 16, range(6, 11)  # views 6-10 saved as portrait photos (turned 90 degrees clockwise)
+    scene = make_scene("room", seed=0)
+    c2w = make_trajectory("orbit", n, seed=0, scene=scene, arc_deg=120.0)
+    views = list(render_sequence(scene, c2w, intrinsics_for(256, 192, 60.0), 256, 192, seed=0))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k, v in enumerate(views):
+        rgb = cv2.rotate(v.rgb, cv2.ROTATE_90_CLOCKWISE) if k in turned else v.rgb
+        cv2.imwrite(str(folder / f"{k:02d}.png"), rgb[..., ::-1])
+    out = tmp_path / "out"
+    config = ReconstructConfig(rrd=False, gaussians=False).override({"align.window": 8, "align.overlap": 3})
+    reconstruct(folder, out, config, progress=False)
+
+    assert "2 image sizes apart" in json.loads((out / "run.json").read_text())["frame_order"]["reason"]
+    frames = json.loads((out / "trajectory.json").read_text())["frames"]
+    assert [f["index"] for f in frames] == list(range(n))
+    assert {f["segment"] for f in frames} == {0}  # the portrait photos' world re-attached
+    assert all((f["width"], f["height"]) == ((192, 256) if f["index"] in turned else (256, 192)) for f in frames)
+    # A turned photo's camera is the original camera turned about its optical axis: x' = -y, y' = x.
+    turn = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    truth = [c[:3, :3] @ turn if k in turned else c[:3, :3] for k, c in enumerate(c2w)]
+    got = [np.asarray(f["c2w"])[:3, :3] for f in frames]
+    for k in range(1, n):
+        rel_got, rel_truth = got[0].T @ got[k], truth[0].T @ truth[k]
+        angle = np.degrees(np.arccos(np.clip((np.trace(rel_got.T @ rel_truth) - 1) / 2, -1, 1)))
+        assert angle < 1.0, (k, angle)
