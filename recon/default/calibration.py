@@ -25,7 +25,9 @@ The principal point stays at the image centre: each window reports what its obse
 it (estimate and sigma, for run.json), but only a window that moved it (``SfmConfig.
 principal_point_gate``, off by default: that sigma is overconfident on real images) makes the stream's
 principal point (inverse-variance mean per axis). Focal lengths are kept relative to the longest image
-side, so the state is the same at any model resolution; a change of aspect ratio starts over.
+side, so the state is the same at any model resolution and in either orientation (a portrait photo of
+the same camera keeps the estimate; its principal point is taken at the centre, since which way it
+was turned is unknown); a change of aspect ratio starts over.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+def _aspect(size: tuple[int, int]) -> float:
+    """Longest over shortest side of an image of ``size`` (W, H): the same for either orientation."""
+    return max(size) / min(size)
 
 
 @dataclass
@@ -76,7 +83,8 @@ class StreamFocal:
 
     def reset(self) -> None:
         self.windows: list[WindowFocal] = []
-        self.aspect: float | None = None  # W / H the estimate belongs to
+        self.aspect: float | None = None  # longest / shortest side of the images the estimate belongs to
+        self.portrait: bool | None = None  # H > W in the last window that told something
         self.log_rel: float | None = None  # combined log(f / longest side)
         self.sigma: float | None = None  # its sigma (log units, ~ relative error)
         self.birge = 1.0
@@ -92,8 +100,7 @@ class StreamFocal:
 
     # ---- what a window gets -----------------------------------------------------------
     def _matches(self, size: tuple[int, int]) -> bool:
-        W, H = size
-        if self.aspect is not None and abs(W / H - self.aspect) > 1e-3 * self.aspect:
+        if self.aspect is not None and abs(_aspect(size) - self.aspect) > 1e-3 * self.aspect:
             self.reset()  # another camera or crop: the estimate does not carry over
         return self.log_rel is not None
 
@@ -104,7 +111,8 @@ class StreamFocal:
             return None
         W, H = size
         f = float(np.exp(self.log_rel)) * max(W, H)
-        cx, cy = np.array([(W - 1) / 2, (H - 1) / 2]) + self.principal_rel * max(W, H)
+        offset = self.principal_rel if (H > W) == self.portrait else np.zeros(2)
+        cx, cy = np.array([(W - 1) / 2, (H - 1) / 2]) + offset * max(W, H)
         return np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]], np.float64)
 
     def prior(self, size: tuple[int, int]) -> tuple[float, float] | None:
@@ -131,7 +139,7 @@ class StreamFocal:
             return False
         self._matches(size)
         W, H = size
-        self.aspect = W / H
+        self.aspect, self.portrait = _aspect(size), H > W
         entry = WindowFocal(window, log_focal_px - float(np.log(max(W, H))),
                             max(sigma, self.config.min_window_sigma), noise_px2)
         centre = np.array([(W - 1) / 2, (H - 1) / 2])

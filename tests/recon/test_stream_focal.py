@@ -67,7 +67,19 @@ def test_reset_forgets_and_a_new_aspect_ratio_starts_over():
     est.reset()
     assert est.intrinsics((W, H)) is None and est.report() is None and not est.windows
     est.add(0, (W, H), np.log(200.0), 0.01, 0.3)
-    assert est.intrinsics((H, W)) is None  # portrait after landscape: another camera
+    assert est.intrinsics((W, 144)) is None  # 16:9 after 4:3: another camera or a crop
+
+
+def test_a_portrait_window_of_the_same_camera_keeps_the_estimate_with_a_centred_principal_point():
+    est = StreamFocal()
+    est.add(0, (W, H), np.log(200.0), 0.01, 0.3)
+    est.principal_rel = np.array([0.01, -0.02])  # as windows that moved it would leave it
+    K = est.intrinsics((H, W))  # the same camera turned 90 degrees
+    assert K[0, 0] == pytest.approx(200.0) and K[1, 1] == pytest.approx(200.0)
+    assert (K[0, 2], K[1, 2]) == ((H - 1) / 2, (W - 1) / 2)  # which way it was turned is unknown
+    assert est.intrinsics((W, H))[0, 2] == pytest.approx((W - 1) / 2 + 0.01 * W)
+    est.add(1, (H, W), np.log(202.0), 0.01, 0.3)  # its evidence counts for the same estimate
+    assert len(est.windows) == 2 and est.portrait
 
 
 def _clip(kind: str, n: int, seed: int = 0, scene_name: str = "room") -> list[Frame]:
