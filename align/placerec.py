@@ -5,10 +5,10 @@ Every keyframe the aligner lifts (RootSIFT features with a world point each,
 
 - a **global descriptor**: VLAD (:mod:`recon.retrieval`) over a small visual vocabulary
   (``vocabulary_size`` RootSIFT centres, k-means on the first keyframes' descriptors, fixed from
-  then on: built online, no download), residuals summed per word, each word's block L2-normalised (intra-normalisation),
-  signed square root, then L2. Retrieval is one matrix product of the query with every
-  stored descriptor (cosine similarity); at the cap (512 keyframes x 4096 dims) that is about
-  a millisecond, so no inverted index is needed.
+  then on: built online, no download), residuals summed per word, each word's block
+  L2-normalised (intra-normalisation), signed square root, then L2. Retrieval is one matrix
+  product of the query with every stored descriptor (cosine similarity); at the cap (512
+  keyframes x 4096 dims) that is about a millisecond, so no inverted index is needed.
 - a **compact keyframe** for geometric verification: keypoints and world points as float32,
   descriptors quantised to uint8 (RootSIFT entries are in [0, 1]; 1/255 steps change a match's
   cosine by about 1e-3), depths as float32.
