@@ -17,14 +17,17 @@ Cost: N detections plus N(N-1)/2 descriptor products plus about N * (verify_top 
 fits. Above ``all_pairs_frames`` frames the descriptor products are limited to each frame's
 ``retrieval_top`` most similar frames by a global descriptor (``recon.retrieval``: VLAD over the
 same RootSIFT, its vocabulary trained on the input), so the cost grows as N * retrieval_top.
-Ordering buffers the frames and their features (about 0.6 MB + 0.5 MB a frame at 512 px and
-1024 keypoints), so it is capped at ``max_frames``; a longer input keeps its order.
+Ordering buffers the frames and their features (about 0.6 MB + 0.5 MB a frame at the run's
+512 px and 1024 keypoints; full-size photos under ``--resize none`` hold far more), so it is
+capped at ``max_frames``; a longer input keeps its order. A video keeps the all-pairs limit: it
+is looked at only when its first frames do not overlap, and its first window waits for the order.
 
 Frames of different connected parts share no verified match: ``OrderReport.groups`` tells the
 run to window each part on its own (a part becomes its own segment) rather than to put windows
 across the jump. A window model takes frames of one size, so a collection of several image sizes
 (portrait photos among landscape ones) is chained one size at a time, each size its own groups;
-re-attachment joins their segments where they show the same place.
+re-attachment joins their segments where they show the same place. A size with a single photo
+makes no window (a window needs two views) and that photo stays unposed.
 
 ``order_frames`` wraps a frame iterator and decides (``mode``): "given" never reorders,
 "retrieval" always reorders a finite input, "auto" keeps an image collection whose consecutive
@@ -60,7 +63,7 @@ LIVE_KINDS = ("camera", "push")
 class OrderingConfig:
     """Knobs of the retrieval ordering (see the module docstring)."""
 
-    max_frames: int = 400  # frames buffered to be ordered: longer inputs keep their order
+    max_frames: int = 400  # frames buffered to be ordered: longer inputs keep their order (videos: all_pairs_frames)
     all_pairs_frames: int = 100  # up to this many frames every pair is scored; above, retrieval candidates
     retrieval_top: int = 20  # candidates per frame by global-descriptor similarity (above all_pairs_frames)
     vocabulary_size: int = 32  # VLAD words (recon.retrieval)
@@ -261,9 +264,10 @@ def chain_order(scores: np.ndarray) -> list[int]:
     return [v for part in chain_parts(scores) for v in part]
 
 
-def _consecutive_probe(buf: list[Frame], cfg: OrderingConfig) -> list[int]:
+def _consecutive_probe(buf: list[Frame], cfg: OrderingConfig) -> tuple[list[int], dict[int, Features]]:
     """Verified matches of consecutive pairs: every one up to ``cfg.all_pairs_frames`` frames, else
-    ``cfg.probe_pairs`` of them spread evenly (only their frames are described)."""
+    ``cfg.probe_pairs`` of them spread evenly; and the features of the frames described for it
+    (position in ``buf`` -> features), for the scoring to reuse."""
     n = len(buf)
     if n <= cfg.all_pairs_frames:
         starts = list(range(n - 1))
@@ -272,7 +276,7 @@ def _consecutive_probe(buf: list[Frame], cfg: OrderingConfig) -> list[int]:
     frames = sorted({k for s in starts for k in (s, s + 1)})
     feats = dict(zip(frames, describe([buf[k] for k in frames], cfg)))
     with ThreadPoolExecutor(cfg.threads) as pool:
-        return list(pool.map(lambda k: _verified_count(feats[k], feats[k + 1], cfg), starts))
+        return list(pool.map(lambda k: _verified_count(feats[k], feats[k + 1], cfg), starts)), feats
 
 
 def consecutive_median(scores: np.ndarray, order: list[int]) -> float:
@@ -317,13 +321,15 @@ def order_frames(frames: Iterator[Frame], kind: str, mode: str = "auto",
             report.seconds = time.perf_counter() - t0
             yield from chain(buf, it)
             return
-    broken = take(cfg.max_frames + 1 - len(buf))
+    # A video waits for its order no longer than the all-pairs limit: its frames are its first window.
+    cap = cfg.all_pairs_frames if kind == "video" else cfg.max_frames
+    broken = take(cap + 1 - len(buf))
     if broken is not None:  # as without ordering: the frames before the break, then the error
         report.reason = "the input broke before it was ordered: kept in order"
         yield from buf
         raise broken
-    if len(buf) > cfg.max_frames:
-        report.reason = f"more than {cfg.max_frames} frames: kept in order"
+    if len(buf) > cap:
+        report.reason = f"more than {cap} frames: kept in order"
         report.seconds = time.perf_counter() - t0
         yield from chain(buf, it)
         return
@@ -335,8 +341,9 @@ def order_frames(frames: Iterator[Frame], kind: str, mode: str = "auto",
     given = list(range(len(buf)))
     sizes = [f.size for f in buf]
     mixed = len(set(sizes)) > 1  # windows take one size: each size is ordered and windowed apart
+    known: dict[int, Features] = {}
     if mode == "auto" and kind != "video" and not mixed:
-        steps = _consecutive_probe(buf, cfg)
+        steps, known = _consecutive_probe(buf, cfg)
         if min(steps) >= cfg.keep_overlap:
             report.given_median = float(np.median(steps))
             report.reason = ("every consecutive pair overlaps" if len(steps) == len(buf) - 1
@@ -344,7 +351,9 @@ def order_frames(frames: Iterator[Frame], kind: str, mode: str = "auto",
             report.seconds = time.perf_counter() - t0
             yield from buf
             return
-    feats = describe(buf, cfg)
+    rest = [k for k in given if k not in known]
+    known.update(zip(rest, describe([buf[k] for k in rest], cfg)))
+    feats = [known[k] for k in given]
     scores = pair_scores(feats, cfg, extra_pairs=list(zip(given, given[1:])))
     parts = chain_parts_by_size(scores, sizes) if mixed else chain_parts(scores)
     order = [v for part in parts for v in part]

@@ -26,8 +26,9 @@ it (estimate and sigma, for run.json), but only a window that moved it (``SfmCon
 principal_point_gate``, off by default: that sigma is overconfident on real images) makes the stream's
 principal point (inverse-variance mean per axis). Focal lengths are kept relative to the longest image
 side, so the state is the same at any model resolution and in either orientation (a portrait photo of
-the same camera keeps the estimate; its principal point is taken at the centre, since which way it
-was turned is unknown); a change of aspect ratio starts over.
+the same camera keeps the estimate; principal points combine only among windows of the latest
+window's orientation, and the other orientation takes the centre, since which way the camera was
+turned is unknown); a change of aspect ratio starts over.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class WindowFocal:
     principal_rel: np.ndarray | None = None
     principal_sigma: np.ndarray | None = None
     principal_applied: np.ndarray | None = None
+    portrait: bool = False  # H > W: principal points combine only among windows of one orientation
 
 
 @dataclass
@@ -141,7 +143,7 @@ class StreamFocal:
         W, H = size
         self.aspect, self.portrait = _aspect(size), H > W
         entry = WindowFocal(window, log_focal_px - float(np.log(max(W, H))),
-                            max(sigma, self.config.min_window_sigma), noise_px2)
+                            max(sigma, self.config.min_window_sigma), noise_px2, portrait=H > W)
         centre = np.array([(W - 1) / 2, (H - 1) / 2])
         if principal is not None:
             entry.principal_rel = (np.asarray(principal[0], np.float64) - centre) / max(W, H)
@@ -198,12 +200,13 @@ class StreamFocal:
         self.sigma = float(1 / np.sqrt(wts.sum())) * max(self.birge, 1.0)
 
     def _combine_principal(self) -> None:
-        """Inverse-variance mean, per axis, of the principal points of the used windows that
-        estimated one; an axis none estimated stays at the centre."""
+        """Inverse-variance mean, per axis, of the principal points of the used windows of the latest
+        window's orientation that estimated one; an axis none estimated stays at the centre."""
         rel, sig = np.zeros(2), np.full(2, np.nan)
         for axis in (0, 1):
             est = [(w.principal_rel[axis], w.principal_sigma[axis]) for w in self.windows
-                   if w.used and w.principal_applied is not None and w.principal_applied[axis]]
+                   if w.used and w.portrait == self.portrait and w.principal_applied is not None
+                   and w.principal_applied[axis]]
             if est:
                 x, s = np.array(est).T
                 wts = 1 / np.maximum(s, 1e-6) ** 2

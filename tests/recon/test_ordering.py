@@ -139,3 +139,15 @@ def test_an_input_longer_than_the_buffer_keeps_its_order(orbit):
     out, report = run_order(shuffled, cfg=OrderingConfig(max_frames=10))
     assert [f.index for f in out] == [f.index for f in shuffled]
     assert report.reason == "more than 10 frames: kept in order" and not report.reordered
+
+
+def test_frames_are_described_once_when_the_probe_does_not_keep_the_order(orbit, monkeypatch):
+    import recon.ordering as ordering
+
+    calls = []
+    real = ordering.detect_features
+    monkeypatch.setattr(ordering, "detect_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    shuffled = list(orbit)
+    random.Random(5).shuffle(shuffled)
+    _, report = run_order(shuffled)
+    assert report.reordered and len(calls) == FRAMES
