@@ -35,7 +35,8 @@ pairs all overlap well (``keep_overlap``), else reorders it when its given conse
 overlap far less than the retrieval chain's (the median verified count below ``auto_ratio``
 times the chain's), and a video only when its first consecutive frames do not
 overlap at all. Above ``all_pairs_frames`` frames, "auto" checks ``probe_pairs`` consecutive
-pairs spread over the input instead of every one. Live sources are never reordered. Frames keep their ``index`` and ``source``.
+pairs spread over the input instead of every one. Live sources are never reordered. Frames keep
+their ``index`` and ``source``.
 """
 
 from __future__ import annotations
@@ -312,9 +313,11 @@ def order_frames(frames: Iterator[Frame], kind: str, mode: str = "auto",
             return exc
         return None
 
+    known: dict[int, Features] = {}  # position in buf -> features, each frame described once
     if mode == "auto" and kind == "video":
         broken = take(cfg.video_probe)
         feats = describe(buf, cfg) if broken is None else []
+        known = dict(enumerate(feats))
         probe = [_verified_count(a, b, cfg) for a, b in zip(feats, feats[1:])]
         if broken is None and (not probe or np.median(probe) >= cfg.keep_overlap):
             report.reason = "a video whose consecutive frames overlap"
@@ -341,7 +344,6 @@ def order_frames(frames: Iterator[Frame], kind: str, mode: str = "auto",
     given = list(range(len(buf)))
     sizes = [f.size for f in buf]
     mixed = len(set(sizes)) > 1  # windows take one size: each size is ordered and windowed apart
-    known: dict[int, Features] = {}
     if mode == "auto" and kind != "video" and not mixed:
         steps, known = _consecutive_probe(buf, cfg)
         if min(steps) >= cfg.keep_overlap:
