@@ -11,10 +11,10 @@ from scipy.spatial.transform import Rotation
 
 from memory.gaussians.export import read_splats_ply, write_splats_ply
 from recon.ingest import IngestOptions, open_source
-from stream4d.contracts import GaussianSnapshot
+from stream4d.contracts import POSE_POSED, POSE_ROTATION_ONLY, POSE_TRACKED, GaussianSnapshot
 from stream4d.geometry import Sim3
 from stream4d.outputs import OutputWriter, PosedFrame, read_points_ply, read_trajectory_json
-from stream4d.pipeline.chunks import Chunk, FrameRange, join_chunks, plan_chunks
+from stream4d.pipeline.chunks import Chunk, FrameRange, JoinReport, join_chunks, joined_stats, plan_chunks
 from stream4d.synthetic import make_scene, make_trajectory
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo" / "demo.mp4"
@@ -166,3 +166,24 @@ def test_the_pose_graph_keeps_consecutive_chunks_together_where_a_noisy_anchor_w
         jumps[method] = float(np.linalg.norm(step - true_step) / np.linalg.norm(true_step))
     assert jumps["pose_graph"] < 0.2 * jumps["anchor"], jumps
     assert report.pose_graph is not None and not report.pose_graph["dropped"], report.pose_graph
+
+
+def test_joined_counters_count_a_frame_two_chunks_share_once():
+    # Two chunks of 30 frames sharing 10: each says 12 rotation-only and 6 tracked frames, the joined
+    # trajectory holds 50 frames of which 14 are rotation-only and 8 tracked (the shared ones once).
+    def part(name, start, stop):
+        return {"part": name, "start": start, "stop": stop,
+                "stats": {"frames_received": stop - start, "frames_rotation_only": 12, "frames_tracked": 6,
+                          "frames_tracked_with_depth": 6, "windows": 3, "errors": [], "warnings": []}}
+
+    parts = [part("chunk-0", 0, 30), part("chunk-1", 20, 50)]
+    report = JoinReport(frames=50)
+    kinds = {POSE_POSED: 28, POSE_ROTATION_ONLY: 14, POSE_TRACKED: 8}
+    stats = joined_stats(parts, report, kinds)
+    assert stats.frames_received == 50 and stats.frames_posed == 50
+    assert stats.frames_rotation_only == 14 and stats.frames_tracked == 8 and stats.frames_interpolated == 0
+    assert stats.frames_tracked_with_depth == 8  # no more than the tracked frames
+    assert stats.windows == 6
+    assert stats.keyframes_posed_from_parallax() == 28
+    summed = joined_stats(parts, report)  # without the joined trajectory's kinds: each chunk's, summed
+    assert summed.frames_rotation_only == 24
