@@ -19,10 +19,16 @@ Per-loop errors without re-running the window model: ``--record DIR`` runs one d
 ``--replay DIR`` feeds them to a fresh aligner with loop closure on and prints, for every loop edge
 the pose graph was given, its error against the ground truth (the measured ``Z = T_a^-1 T_b``
 against the ground-truth relative pose of the two windows' anchor frames, the last new frame of
-each), its own sigmas, and whether the graph kept it; then the ATE with and without loop closure.
+each; its scale against the ratio of the two windows' own similarities onto the ground truth), its
+own sigmas, and whether the graph kept it; then the ATE with and without loop closure, and what one
+sequential alignment gets wrong (scale and rotation between consecutive windows' similarities onto
+the ground truth). ``--loop-config JSON`` replays with other loop-closure settings
+(``align.config.LoopClosureConfig`` fields); ``'{"optimise_above": 1e9}'`` keeps every loop from
+moving anything, so every loop is scored against the chain without loop closure. A recording made
+from an image folder is replayed against the set it came from (same file order).
 
     python bench/bench_loops.py /tmp/orbit250 --record /tmp/orbit250_preds
-    python bench/bench_loops.py /tmp/orbit250 --replay /tmp/orbit250_preds
+    python bench/bench_loops.py /tmp/orbit250 --replay /tmp/orbit250_preds [--loop-config '{"chi_limit": 4}']
 
 Each window's own accuracy, apart from how the windows were chained: ``--window-errors DIR
 [DIR ...]`` takes recordings (of the same dataset, e.g. made by two versions of the window
@@ -176,27 +182,33 @@ def record(data: Path, folder: Path) -> None:
     print(f"{count[0]} windows recorded in {folder}")
 
 
-def _replay_poses(folder: Path, loop_closure: bool, on_edge=None) -> tuple[dict[int, np.ndarray], dict, object]:
-    """Frame -> c2w after replaying the recorded windows; window -> anchor frame; the aligner."""
+def _replay_poses(folder: Path, loop_closure: bool, on_edge=None, overrides: dict | None = None
+                  ) -> tuple[dict[int, np.ndarray], dict, object, dict[int, list[int]]]:
+    """Frame -> c2w after replaying the recorded windows; window -> anchor frame; the aligner; window ->
+    all its frames. ``overrides``: loop-closure settings replacing the recorded ones (``LoopClosureConfig``
+    fields)."""
     from dataclasses import replace
 
     from align.aligner import StreamAligner
 
     config = pickle.loads((folder / "align_config.pkl").read_bytes())
-    aligner = StreamAligner(replace(config, loop_closure=replace(config.loop_closure, enabled=loop_closure)))
+    loops = replace(config.loop_closure, **(overrides or {}), enabled=loop_closure)
+    aligner = StreamAligner(replace(config, loop_closure=loops))
     if on_edge is not None and aligner.global_map is not None:
         graph = aligner.global_map.graph
         add_edge = graph.add_edge
 
-        def recording_add_edge(edge):
-            add_edge(edge)
-            on_edge(edge)
+        def recording_add_edge(edge):  # with whether the graph has moved windows before (then the
+            add_edge(edge)  # chain differs from the replay without loop closure)
+            on_edge((edge, bool(aligner.global_map.optimisations)))
         graph.add_edge = recording_add_edge
     frames: dict[int, list[int]] = {}
     poses: dict[int, np.ndarray] = {}
     anchor: dict[int, int] = {}
+    members: dict[int, list[int]] = {}
     for path in sorted(folder.glob("window_*.pkl")):
         out = aligner.add(pickle.loads(path.read_bytes()))
+        members[out.window_index] = [int(i) for i in out.prediction.frame_indices]
         for w, c in out.moved.items():
             for i in frames[w]:
                 poses[i] = c.apply_c2w(poses[i])
@@ -206,10 +218,30 @@ def _replay_poses(folder: Path, loop_closure: bool, on_edge=None) -> tuple[dict[
             poses[int(out.prediction.frame_indices[k])] = out.prediction.c2w[k].astype(np.float64)
         if len(new):
             anchor[out.window_index] = int(out.prediction.frame_indices[new[-1]])
-    return poses, anchor, aligner
+    return poses, anchor, aligner, members
 
 
-def replay(data: Path, folder: Path) -> None:
+def _window_fits(poses: dict[int, np.ndarray], members: dict[int, list[int]], truth: list[np.ndarray]
+                 ) -> dict[int, tuple[float, np.ndarray]]:
+    """Window -> (scale, rotation [3, 3]) of the similarity fitted from its frames' centres in ``poses`` (the
+    chain without loop closure) onto the ground truth: how a loop should compare two windows."""
+    out = {}
+    for w, frames in members.items():
+        frames = [f for f in frames if f in poses]
+        if len(frames) >= 3:
+            fit = umeyama(np.array([poses[f][:3, 3] for f in frames]), np.array([truth[f][:3, 3] for f in frames]))
+            # The rotation from the orientations (their chordal mean): a window's centres lie nearly on a
+            # line, which leaves the centres' rotation free about it.
+            U, _, Vt = np.linalg.svd(sum(truth[f][:3, :3] @ poses[f][:3, :3].T for f in frames))
+            out[w] = (fit.s, U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt)
+    return out
+
+
+def _degrees(R: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))))
+
+
+def replay(data: Path, folder: Path, overrides: dict | None = None) -> None:
     """Per-loop errors against ``data/cameras.json`` and the ATE with / without loop closure (module docstring)."""
     from align.posegraph import relative, sim3_from_pose
 
@@ -220,7 +252,9 @@ def replay(data: Path, folder: Path) -> None:
     edges = []
     results = {}
     for on in (False, True):
-        poses, anchor, aligner = _replay_poses(folder, on, edges.append if on else None)
+        poses, anchor, aligner, members = _replay_poses(folder, on, edges.append if on else None, overrides)
+        if not on:
+            fits = _window_fits(poses, members, truth)
         idx = sorted(poses)
         E = np.array([poses[i][:3, 3] for i in idx])
         G = np.array([truth[i][:3, 3] for i in idx])
@@ -228,21 +262,34 @@ def replay(data: Path, folder: Path) -> None:
         results[on] = (100 * float(np.sqrt(((fit.apply(E) - G) ** 2).sum(1).mean())) / path, fit.s, anchor, aligner)
     ate_on, scale, anchor, aligner = results[True]
     kept = {id(e) for e in aligner.global_map.graph.edges}
+    loops = sum(e.kind == "loop" for e, _ in edges)
     rows = []
-    for e in edges:
+    for e, after_solve in edges:
         if e.kind != "loop":
             continue
         Zt = relative(sim3_from_pose(truth[anchor[e.i]]), sim3_from_pose(truth[anchor[e.j]]))
-        err_R = e.Z.R.T @ Zt.R
-        deg = float(np.degrees(np.arccos(np.clip((np.trace(err_R) - 1) / 2, -1, 1))))
+        deg = _degrees(e.Z.R.T @ Zt.R)
         metres = float(np.linalg.norm(e.Z.t * scale - Zt.t))  # node scales ~1: the replay's world -> metres
-        sigma = "-" if e.sigma is None else f"{np.degrees(e.sigma[0]):.4f} / {1000 * e.sigma[1] * scale:.2f}"
+        sigma = "-" if e.sigma is None else (f"{np.degrees(e.sigma[0]):.4f} / {1000 * e.sigma[1] * scale:.2f} / "
+                                             f"{100 * e.sigma[2]:.3f}")
+        # The loop's scale against the two windows' own scales on the ground truth (log, as %).
+        # Only before the first solve is the chain the one without loop closure that the scales came from.
+        known = not after_solve and {e.i, e.j} <= set(fits)
+        truth_log_s = np.log(fits[e.j][0] / fits[e.i][0]) if known else np.nan
         rows.append([f"{e.i} -> {e.j}", f"{anchor[e.i]} -> {anchor[e.j]}", f"{deg:.3f}", f"{1000 * metres:.1f}",
-                     f"{np.log(e.Z.s):+.4f}", sigma, "kept" if id(e) in kept else "dropped"])
+                     f"{np.log(e.Z.s):+.4f}", "-" if not known else f"{100 * (np.log(e.Z.s) - truth_log_s):+.3f}", sigma,
+                     "kept" if id(e) in kept else "dropped"])
     print(markdown_table(["windows", "anchor frames", "rotation error deg", "translation error mm", "log scale",
-                          "sigma deg / mm", "graph"], rows))
+                          "scale error %", "sigma deg / mm / scale %", "graph"], rows))
     print(f"\nATE % path: {results[False][0]:.4f} without loop closure, {ate_on:.4f} with "
-          f"({len(rows)} loop edges given to the graph)")
+          f"({loops} loop edges given to the graph; scale errors only before the first solve)")
+    steps = [(np.log(fits[w][0] / fits[w - 1][0]), _degrees(fits[w - 1][1].T @ fits[w][1]))
+             for w in sorted(fits) if w - 1 in fits]
+    if steps:  # what one sequential alignment gets wrong, for comparison with the loops' errors
+        log_s, deg = np.array(steps).T
+        print(f"sequential steps ({len(steps)}), each window's similarity onto the ground truth against the "
+              f"previous one's: scale RMS {100 * np.sqrt(np.mean(log_s ** 2)):.3f} %, rotation RMS "
+              f"{np.sqrt(np.mean(deg ** 2)):.4f} deg")
 
 
 def window_error_pct(pred, truth: np.ndarray) -> float:
@@ -305,6 +352,8 @@ def main() -> None:
     parser.add_argument("--replay", type=Path, default=None, help="replay recorded windows: per-loop errors")
     parser.add_argument("--window-errors", nargs="+", type=Path, default=None, metavar="DIR",
                         help="recorded windows: each window's own error (module docstring)")
+    parser.add_argument("--loop-config", type=json.loads, default=None, metavar="JSON",
+                        help="with --replay: loop-closure settings to replay with, e.g. '{\"chi_limit\": 4}'")
     parser.add_argument("--runs", nargs="+", choices=("on", "off"), default=["on", "off"],
                         help="which runs: loop closure on, off (default both)")
     parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between resident-size samples")
@@ -317,7 +366,7 @@ def main() -> None:
         if args.record:
             record(args.datasets[0], args.record)
         if args.replay:
-            replay(args.datasets[0], args.replay)
+            replay(args.datasets[0], args.replay, args.loop_config)
         return
     work = args.out or Path(tempfile.mkdtemp(prefix="bench_loops_"))
     rows = []
