@@ -45,7 +45,10 @@ def mark_keyframes(frames: Iterator[Frame], keyframer, marks: KeyframeMarks,
                    judge: Callable[[Frame], bool] | None = None) -> Iterator[Frame]:
     """``frames`` unchanged, each marked (or not) in ``marks`` before it is yielded. One frame is held
     back so the stream's last frame can always be made a keyframe: no frame trails the last window.
-    ``judge`` (live runs: ``LagJudge``) may let frames pass unjudged: never keyframes."""
+    The same holds where the image size changes (a window holds one size, so the frames after the
+    last keyframe of a size would have no keyframe of theirs to be tracked to): the last frame of
+    each size is a keyframe. ``judge`` (live runs: ``LagJudge``) may let frames pass unjudged: never
+    keyframes."""
     previous: tuple[Frame, bool, str] | None = None
     for f in frames:
         if judge is None or judge(f):
@@ -55,6 +58,8 @@ def mark_keyframes(frames: Iterator[Frame], keyframer, marks: KeyframeMarks,
             d = KeyframeDecision(False, "")
         if d.previous and previous is not None:  # the frame before was closer to the threshold
             previous = (previous[0], True, d.previous_reason)
+        if previous is not None and not previous[1] and previous[0].image.shape[:2] != f.image.shape[:2]:
+            previous = (previous[0], True, "last of its size")
         if previous is not None:
             frame, key, reason = previous
             if key:

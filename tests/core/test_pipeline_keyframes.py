@@ -246,3 +246,24 @@ def test_a_folder_of_frames_a_few_mm_apart_gets_parallax_keyframes(hover_folder,
 
     every = reconstruct(hover_folder, tmp_path / "all", _config(**{"keyframes.policy": "all"}), progress=False)
     assert every.stats.frames_keyframes == 48 and every.stats.frames_rotation_only > 0
+
+
+def test_frames_before_a_change_of_image_size_are_posed(tmp_path):
+    # A slow walk whose frames from 30 on come at half the size (a stream changing resolution): a
+    # window holds one size, so the last frame of the first size must be a keyframe, or the frames
+    # after the first size's last keyframe have nothing to be tracked to.
+    import cv2
+
+    scene = make_scene("room", seed=0)
+    c2w = make_trajectory("sideways", 60, seed=0, scene=scene, step=0.01)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, view in enumerate(render_sequence(scene, c2w, intrinsics_for(W, H), W, H, fps=30.0)):
+        image = view.rgb if i < 30 else cv2.resize(view.rgb, (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / f"{i:04d}.png"), np.ascontiguousarray(image[..., ::-1]))
+    summary = reconstruct(folder, tmp_path / "out", _config(**{"ingest.order": "given"}), progress=False)
+    pred = read_trajectory(tmp_path / "out")
+    assert [p.index for p in pred] == list(range(60)), summary.stats
+    assert summary.stats.frames_posed == 60
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["keyframes"]["reasons"].get("last of its size") == 1
