@@ -60,7 +60,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table  # noqa: E402
 
-from stream4d.geometry import camera_centres, path_length, umeyama  # noqa: E402
+from stream4d.geometry import camera_centres, path_length, rotation_angle_deg, umeyama  # noqa: E402
 from stream4d.outputs import read_cameras_json, read_trajectory  # noqa: E402
 
 
@@ -237,10 +237,6 @@ def _window_fits(poses: dict[int, np.ndarray], members: dict[int, list[int]], tr
     return out
 
 
-def _degrees(R: np.ndarray) -> float:
-    return float(np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1))))
-
-
 def replay(data: Path, folder: Path, overrides: dict | None = None) -> None:
     """Per-loop errors against ``data/cameras.json`` and the ATE with / without loop closure (module docstring)."""
     from align.posegraph import relative, sim3_from_pose
@@ -268,7 +264,7 @@ def replay(data: Path, folder: Path, overrides: dict | None = None) -> None:
         if e.kind != "loop":
             continue
         Zt = relative(sim3_from_pose(truth[anchor[e.i]]), sim3_from_pose(truth[anchor[e.j]]))
-        deg = _degrees(e.Z.R.T @ Zt.R)
+        deg = rotation_angle_deg(e.Z.R.T @ Zt.R)
         metres = float(np.linalg.norm(e.Z.t * scale - Zt.t))  # node scales ~1: the replay's world -> metres
         sigma = "-" if e.sigma is None else (f"{np.degrees(e.sigma[0]):.4f} / {1000 * e.sigma[1] * scale:.2f} / "
                                              f"{100 * e.sigma[2]:.3f}")
@@ -283,7 +279,7 @@ def replay(data: Path, folder: Path, overrides: dict | None = None) -> None:
                           "scale error %", "sigma deg / mm / scale %", "graph"], rows))
     print(f"\nATE % path: {results[False][0]:.4f} without loop closure, {ate_on:.4f} with "
           f"({loops} loop edges given to the graph; scale errors only before the first solve)")
-    steps = [(np.log(fits[w][0] / fits[w - 1][0]), _degrees(fits[w - 1][1].T @ fits[w][1]))
+    steps = [(np.log(fits[w][0] / fits[w - 1][0]), rotation_angle_deg(fits[w - 1][1].T @ fits[w][1]))
              for w in sorted(fits) if w - 1 in fits]
     if steps:  # what one sequential alignment gets wrong, for comparison with the loops' errors
         log_s, deg = np.array(steps).T

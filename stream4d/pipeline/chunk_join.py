@@ -24,6 +24,7 @@ joined outputs (every frame's camera, the final path, the joined Gaussians).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ class JoinReport:
     edges: list[dict[str, Any]] = field(default_factory=list)  # per measured edge: runs, frames, noise
     pose_graph: dict[str, Any] | None = None  # iterations, cost before/after, edges dropped
     frames: int = 0
+    pose_kinds: dict[str, int] = field(default_factory=dict)  # joined frames per pose_kind
     gaussians: int = 0
     points: int = 0
     left_out: list[dict[str, Any]] = field(default_factory=list)  # chunks a stopped run could not place
@@ -208,6 +210,7 @@ def join_chunks(chunk_dirs: list[str | Path], chunks: list[Any], out_dir: str | 
     snapshot = _join_splats(chunk_dirs, sims, out / SPLATS_PLY)
     report.gaussians = 0 if snapshot is None else snapshot.num
     report.frames = len(joined)
+    report.pose_kinds = dict(Counter(f.pose_kind for f in joined))
     placed_by = {f.j: f.frames for f in fits if (f.i == 0 if has_anchor else f.i == f.j - 1)}
     for k, (chunk, sim) in enumerate(zip(chunks, sims)):
         report.chunks.append({"start": chunk.start, "stop": chunk.stop, "posed": len(runs[k]),

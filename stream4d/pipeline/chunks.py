@@ -22,7 +22,6 @@ import platform
 import shutil
 import threading
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -30,7 +29,7 @@ from typing import Any, Iterator, Sequence
 from recon.ingest import FrameSource, IngestOptions, RawFrame, SourceInfo, open_source
 from stream4d import __version__
 from stream4d.contracts import POSE_INTERPOLATED, POSE_ROTATION_ONLY, POSE_TRACKED, StreamObserver, StreamStats
-from stream4d.outputs import FORMAT_VERSION, RUN_JSON, TRAJECTORY_JSON, json_default, read_trajectory_json
+from stream4d.outputs import FORMAT_VERSION, RUN_JSON, json_default
 from stream4d.pipeline.chunk_join import MIN_OVERLAP, JoinReport, join_chunks
 
 __all__ = ["MIN_OVERLAP", "Chunk", "ChunkedRun", "FrameRange", "JoinReport", "Part", "anchor_config",
@@ -175,12 +174,12 @@ class ChunkedRun:
     join_s: float
 
 
-def joined_stats(parts: list[dict[str, Any]], report: JoinReport, kinds: dict[str, int] | None = None) -> StreamStats:
+def joined_stats(parts: list[dict[str, Any]], report: JoinReport) -> StreamStats:
     """The joined run's counters: frames as the chunks saw them (each frame of the video once),
     posed frames and Gaussians of the joined outputs, windows and problems of every chunk.
 
-    ``kinds``: how many frames of the joined trajectory have each ``pose_kind``. The rotation-only,
-    tracked and interpolated counts come from it, so a frame two chunks share counts once. The other
+    The rotation-only, tracked and interpolated counts come from the joined frames' ``pose_kind``
+    (``report.pose_kinds``, when the join counted them), so a frame two chunks share counts once. The other
     per-frame counters (skipped, dropped, keyframes, depth without or from tracks) are each chunk's,
     summed: a frame in an overlap counts once per chunk that saw it."""
     chunks = [p for p in parts if p["start"] is not None]
@@ -191,7 +190,8 @@ def joined_stats(parts: list[dict[str, Any]], report: JoinReport, kinds: dict[st
                  "frames_tracked_with_depth", "frames_interpolated", "frames_keyframes", "windows", "windows_skipped",
                  "reattachments"):
         setattr(stats, name, sum(p["stats"].get(name, 0) for p in chunks))
-    if kinds is not None:
+    kinds = report.pose_kinds
+    if kinds:
         stats.frames_rotation_only = kinds.get(POSE_ROTATION_ONLY, 0)
         stats.frames_tracked = kinds.get(POSE_TRACKED, 0)
         stats.frames_interpolated = kinds.get(POSE_INTERPOLATED, 0)
@@ -222,8 +222,7 @@ def finish_chunked(path: str | Path, out_dir: str | Path, work_dir: str | Path, 
                          None if anchor is None else part_dir(work_dir, anchor), method=method, rrd=rrd,
                          leave_out_unplaceable=stopped)
     join_s = time.perf_counter() - started
-    kinds = Counter(f.pose_kind for f in read_trajectory_json(out / TRAJECTORY_JSON))
-    stats = joined_stats(results, report, kinds)
+    stats = joined_stats(results, report)
     stats.fps = stats.frames_received / max(chunks_s + join_s, 1e-9)
     record = {
         "config": config.to_dict(),

@@ -58,7 +58,7 @@ def mark_keyframes(frames: Iterator[Frame], keyframer, marks: KeyframeMarks,
             d = KeyframeDecision(False, "")
         if d.previous and previous is not None:  # the frame before was closer to the threshold
             previous = (previous[0], True, d.previous_reason)
-        if previous is not None and not previous[1] and previous[0].image.shape[:2] != f.image.shape[:2]:
+        if previous is not None and not previous[1] and previous[0].size != f.size:
             previous = (previous[0], True, "last of its size")
         if previous is not None:
             frame, key, reason = previous

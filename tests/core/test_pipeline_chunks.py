@@ -177,13 +177,12 @@ def test_joined_counters_count_a_frame_two_chunks_share_once():
                           "frames_tracked_with_depth": 6, "windows": 3, "errors": [], "warnings": []}}
 
     parts = [part("chunk-0", 0, 30), part("chunk-1", 20, 50)]
-    report = JoinReport(frames=50)
     kinds = {POSE_POSED: 28, POSE_ROTATION_ONLY: 14, POSE_TRACKED: 8}
-    stats = joined_stats(parts, report, kinds)
+    stats = joined_stats(parts, JoinReport(frames=50, pose_kinds=kinds))
     assert stats.frames_received == 50 and stats.frames_posed == 50
     assert stats.frames_rotation_only == 14 and stats.frames_tracked == 8 and stats.frames_interpolated == 0
     assert stats.frames_tracked_with_depth == 8  # no more than the tracked frames
     assert stats.windows == 6
     assert stats.keyframes_posed_from_parallax() == 28
-    summed = joined_stats(parts, report)  # without the joined trajectory's kinds: each chunk's, summed
+    summed = joined_stats(parts, JoinReport(frames=50))  # without the joined frames' kinds: each chunk's, summed
     assert summed.frames_rotation_only == 24
