@@ -19,7 +19,8 @@ Outputs in the joined world: trajectory.json / .tum (frame indices are decode po
 whole video; a frame in two chunks keeps the earlier chunk's pose), points.ply and splats.ply
 (the chunks' maps moved into the joined world and concatenated: where chunks overlap, their
 Gaussians of the same surface both stay) and, when asked, recording.rrd re-logged from the
-joined outputs (every frame's camera, the final path, the joined Gaussians).
+joined outputs (every frame's camera, the final path, the joined Gaussians). The report's
+``frame_counts`` count each frame of the video from that same chunk (``pipeline.counted``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from stream4d.outputs import (
     read_points_ply,
     read_trajectory_json,
 )
+from stream4d.pipeline.counted import count_once
 
 MIN_OVERLAP = 3  # a Sim(3) needs three shared posed frames
 JOIN_METHODS = ("pose_graph", "anchor")
@@ -59,6 +61,7 @@ class JoinReport:
     pose_graph: dict[str, Any] | None = None  # iterations, cost before/after, edges dropped
     frames: int = 0
     pose_kinds: dict[str, int] = field(default_factory=dict)  # joined frames per pose_kind
+    frame_counts: dict[str, int] = field(default_factory=dict)  # per-frame counters, each frame once (count_once)
     gaussians: int = 0
     points: int = 0
     left_out: list[dict[str, Any]] = field(default_factory=list)  # chunks a stopped run could not place
@@ -176,6 +179,9 @@ def join_chunks(chunk_dirs: list[str | Path], chunks: list[Any], out_dir: str | 
             report = join_chunks([chunk_dirs[k] for k in kept], [chunks[k] for k in kept], out_dir, anchor_dir,
                                  method, rrd)
             report.left_out = [{"start": c.start, "stop": c.stop} for k, c in enumerate(chunks) if k not in kept]
+            # The left-out chunks' frames were received too: counted where no kept chunk posed them.
+            placed = [frames if k in kept else [] for k, frames in enumerate(runs)]
+            report.frame_counts = count_once(chunk_dirs, [c.start for c in chunks], _kept_copies(placed, chunks))
             return report
     main = [_main_segment(frames) for frames in runs]  # fitted on each run's main world segment
     first = int(has_anchor)  # node of chunk 0
@@ -200,7 +206,8 @@ def join_chunks(chunk_dirs: list[str | Path], chunks: list[Any], out_dir: str | 
                      "sigma_rot_deg": float(np.degrees(f.sigma[0])), "sigma_log_scale": f.sigma[2],
                      "rms_centre": f.rms[0], "rms_rot_deg": f.rms[1]} for f in fits]
     sims = [place[first + k] for k in range(len(chunks))]
-    joined = _joined_frames(runs, main, chunks, sims)
+    copies = _kept_copies(runs, chunks)
+    joined = _joined_frames(runs, main, chunks, sims, copies)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with OutputWriter(out) as writer:
@@ -211,6 +218,7 @@ def join_chunks(chunk_dirs: list[str | Path], chunks: list[Any], out_dir: str | 
     report.gaussians = 0 if snapshot is None else snapshot.num
     report.frames = len(joined)
     report.pose_kinds = dict(Counter(f.pose_kind for f in joined))
+    report.frame_counts = count_once(chunk_dirs, [c.start for c in chunks], copies)
     placed_by = {f.j: f.frames for f in fits if (f.i == 0 if has_anchor else f.i == f.j - 1)}
     for k, (chunk, sim) in enumerate(zip(chunks, sims)):
         report.chunks.append({"start": chunk.start, "stop": chunk.stop, "posed": len(runs[k]),
@@ -239,14 +247,23 @@ def _run_name(node: int, has_anchor: bool) -> str:
     return "anchor" if has_anchor and node == 0 else f"chunk {node - int(has_anchor)}"
 
 
+def _kept_copies(runs: list[list[PosedFrame]], chunks: list[Any]) -> dict[int, int]:
+    """Decode position of each posed frame -> the chunk whose copy the join keeps: the first that posed it."""
+    kept: dict[int, int] = {}
+    for k, (frames, chunk) in enumerate(zip(runs, chunks)):
+        for f in frames:
+            kept.setdefault(chunk.start + f.index, k)
+    return kept
+
+
 def _joined_frames(runs: list[list[PosedFrame]], main: list[dict[str, PosedFrame]], chunks: list[Any],
-                   sims: list[Sim3]) -> list[PosedFrame]:
+                   sims: list[Sim3], copies: dict[int, int]) -> list[PosedFrame]:
     """Every chunk's frames in the joined world, by decode position; a frame two chunks posed keeps
-    the earlier one's pose. Each chunk's main segment is the joined segment 0; its other segments
-    (tracking lost inside the chunk) get new ids, still moved by the chunk's Sim(3)."""
-    joined: dict[str, PosedFrame] = {}
+    the copy ``copies`` names (``_kept_copies``). Each chunk's main segment is the joined segment 0;
+    its other segments (tracking lost inside the chunk) get new ids, still moved by the chunk's Sim(3)."""
+    joined: dict[int, PosedFrame] = {}
     next_segment = 1
-    for frames, fitted, chunk, sim in zip(runs, main, chunks, sims):
+    for k, (frames, fitted, chunk, sim) in enumerate(zip(runs, main, chunks, sims)):
         seg_map: dict[int, int] = {}
         if fitted:
             seg_map[next(f.segment for f in frames if f.image in fitted)] = 0
@@ -254,9 +271,10 @@ def _joined_frames(runs: list[list[PosedFrame]], main: list[dict[str, PosedFrame
             if f.segment not in seg_map:
                 seg_map[f.segment] = next_segment
                 next_segment += 1
-            if f.image not in joined:
-                joined[f.image] = PosedFrame(chunk.start + f.index, f.timestamp, f.image, sim.apply_c2w(f.c2w), f.K,
-                                             f.width, f.height, seg_map[f.segment], f.pose_kind)
+            index = chunk.start + f.index
+            if copies[index] == k:
+                joined[index] = PosedFrame(index, f.timestamp, f.image, sim.apply_c2w(f.c2w), f.K, f.width, f.height,
+                                           seg_map[f.segment], f.pose_kind)
     return sorted(joined.values(), key=lambda f: f.index)
 
 

@@ -178,10 +178,13 @@ def joined_stats(parts: list[dict[str, Any]], report: JoinReport) -> StreamStats
     """The joined run's counters: frames as the chunks saw them (each frame of the video once),
     posed frames and Gaussians of the joined outputs, windows and problems of every chunk.
 
-    The rotation-only, tracked and interpolated counts come from the joined frames' ``pose_kind``
-    (``report.pose_kinds``, when the join counted them), so a frame two chunks share counts once. The other
-    per-frame counters (skipped, dropped, keyframes, depth without or from tracks) are each chunk's,
-    summed: a frame in an overlap counts once per chunk that saw it."""
+    A frame two chunks share counts once, from the chunk whose copy of it the join kept (or, not
+    posed by a joined chunk, the first that received it): rotation-only, tracked and interpolated by
+    the joined frames' ``pose_kind`` (``report.pose_kinds``); skipped, keyframes, without depth, depth
+    from tracks and tracked with depth from that chunk's run.json (``report.frame_counts``,
+    ``pipeline.counted``). A counter the join could not count (its parts predate the record) is the
+    chunks' own, summed. So are dropped frames (chunks read a file, which drops none: 0), and the
+    per-chunk events: windows, skipped windows, re-attachments."""
     chunks = [p for p in parts if p["start"] is not None]
     stats = StreamStats()
     stats.frames_received = max((p["start"] + p["stats"]["frames_received"] for p in chunks), default=0)
@@ -196,6 +199,8 @@ def joined_stats(parts: list[dict[str, Any]], report: JoinReport) -> StreamStats
         stats.frames_tracked = kinds.get(POSE_TRACKED, 0)
         stats.frames_interpolated = kinds.get(POSE_INTERPOLATED, 0)
         stats.frames_tracked_with_depth = min(stats.frames_tracked_with_depth, stats.frames_tracked)
+    for name, count in report.frame_counts.items():
+        setattr(stats, name, count)
     stats.frames_processed = max(0, stats.frames_received - stats.frames_skipped)
     stats.frames_posed = report.frames
     stats.gaussians = report.gaussians

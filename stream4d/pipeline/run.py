@@ -4,7 +4,8 @@ Three threads share the work so both cores stay busy: a reader decodes frames
 ahead into a bounded queue, the caller's thread runs the window model, and the
 alignment worker places each window in the world and feeds the cache, the
 output folder and the observers. Nothing that grows with the stream is kept,
-except the small per-frame trajectory records the output folder needs.
+except small per-frame records: the trajectory the output folder needs and the
+frames behind the per-frame counters (run.json ``counted_frames``).
 
 ``reconstruct`` runs four phases: open the stages, stream the windows through
 them, close the sinks, record run.json.
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from stream4d import __version__
-from stream4d.contracts import Frame, StreamObserver, StreamStats, WindowModel
+from stream4d.contracts import POSE_POSED, Frame, StreamObserver, StreamStats, WindowModel
 from stream4d.outputs import OutputWriter
 from stream4d.pipeline.config import ReconstructConfig
 from stream4d.pipeline.grouping import DroppedViews, grouped_windows
@@ -287,7 +288,7 @@ def _usable(frames: Iterator[Frame], run: _Run, bar, ingest_error: list[BaseExce
             if held is not None:
                 held.keyframe(f.index)
                 run.marks.forget(f.index)
-            stats.frames_keyframes += 1
+            run.sink.counted.count("frames_keyframes", (f.index,))
             yield f
     except IngestError as exc:
         stats.errors.append(str(exc))
@@ -396,9 +397,11 @@ def _record(run: _Run, error: BaseException | None) -> Path:
     timings, stats = run.timings, run.stats
     timings["total"] = time.perf_counter() - run.started
     if run.sink.map_points == 0:  # nothing any keyframe saw reached the map: none was posed "with depth"
-        stats.frames_without_depth = stats.keyframes_posed_from_parallax()
-        stats.frames_tracked_with_depth = 0
-        stats.frames_depth_from_tracks = 0
+        counted = run.sink.counted
+        counted.recount("frames_without_depth", [f.index for f in run.writer.posed_frames()
+                                                 if f.pose_kind == POSE_POSED])
+        counted.recount("frames_tracked_with_depth", ())
+        counted.recount("frames_depth_from_tracks", ())
     stats.warnings.extend(run_warnings(stats, run.sink.map_points, run.config.gaussians))
     for warning in stats.warnings:
         log.warning(warning)
@@ -413,6 +416,7 @@ def _record(run: _Run, error: BaseException | None) -> Path:
         "stats": asdict(stats),
         "timings_s": timings,
         "skipped_frames": run.skipped,
+        "counted_frames": run.sink.counted.to_json(),
         "skipped_windows": run.sink.skipped_windows,
         "alignment_scales": run.sink.window_scales,
         "loop_closure": _loop_record(run),

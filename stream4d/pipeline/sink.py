@@ -16,6 +16,7 @@ import numpy as np
 from stream4d.contracts import POSE_TRACKED, AlignedWindow, FramePose, StreamObserver, StreamStats, publish_pose
 from stream4d.outputs import OutputWriter, PosedFrame
 from stream4d.pipeline.config import ReconstructConfig
+from stream4d.pipeline.counted import CountedFrames
 from stream4d.pipeline.heap import release_free_heap
 
 log = logging.getLogger("stream4d.pipeline")
@@ -37,6 +38,7 @@ class Sink:
         self.config = config
         self.observers = list(observers)
         self.stats = stats
+        self.counted = CountedFrames(stats)  # the frames behind the per-frame counters
         self.timings = timings
         self.cache = None
         if config.gaussians:
@@ -101,10 +103,11 @@ class Sink:
         self.stats.frames_posed += int(window.is_new.sum())
         self.stats.frames_rotation_only += int((window.is_new & pred.rotation_only_views).sum())
         no_depth = ~(pred.depth_conf > 0).reshape(pred.num_frames, -1).any(axis=1)
-        self.stats.frames_without_depth += int((window.is_new & ~pred.rotation_only_views & no_depth).sum())
+        self.counted.count("frames_without_depth",
+                           pred.frame_indices[window.is_new & ~pred.rotation_only_views & no_depth])
         from_tracks = np.zeros(pred.num_frames, bool)
         from_tracks[list(pred.info.get("depth_from_tracks") or [])] = True
-        self.stats.frames_depth_from_tracks += int((window.is_new & from_tracks & ~no_depth).sum())
+        self.counted.count("frames_depth_from_tracks", pred.frame_indices[window.is_new & from_tracks & ~no_depth])
         self.stats.windows += 1
         self.stats.segment = window.segment
         self.window_scales.append(float(window.sim3_scale))
@@ -237,7 +240,7 @@ class Sink:
         clouds = [self._keyframe_cloud(window, v) for v in views]
         result = depth_from_keyframes(clouds, pred.K[views[0]], c2w, pred.model_size, cfg)
         if enough_depth(result, clouds, cfg):
-            self.stats.frames_tracked_with_depth += 1
+            self.counted.count("frames_tracked_with_depth", (index,))
         self.timings["tracked_depth"] = self.timings.get("tracked_depth", 0.0) + time.perf_counter() - t
         if self.config.save_depth and result.valid_share > 0:
             t = time.perf_counter()

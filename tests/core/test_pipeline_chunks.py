@@ -3,6 +3,8 @@ the join, which must undo each chunk's own world frame (exact on synthetic poses
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +13,20 @@ from scipy.spatial.transform import Rotation
 
 from memory.gaussians.export import read_splats_ply, write_splats_ply
 from recon.ingest import IngestOptions, open_source
-from stream4d.contracts import POSE_POSED, POSE_ROTATION_ONLY, POSE_TRACKED, GaussianSnapshot
+from stream4d.contracts import POSE_POSED, POSE_ROTATION_ONLY, POSE_TRACKED, GaussianSnapshot, StreamStats
 from stream4d.geometry import Sim3
 from stream4d.outputs import OutputWriter, PosedFrame, read_points_ply, read_trajectory_json
-from stream4d.pipeline.chunks import Chunk, FrameRange, JoinReport, join_chunks, joined_stats, plan_chunks
+from stream4d.pipeline import ReconstructConfig
+from stream4d.pipeline.chunks import (
+    Chunk,
+    FrameRange,
+    JoinReport,
+    join_chunks,
+    joined_stats,
+    plan_chunks,
+    reconstruct_in_chunks,
+)
+from stream4d.pipeline.counted import COUNTED, CountedFrames, from_ranges
 from stream4d.synthetic import make_scene, make_trajectory
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo" / "demo.mp4"
@@ -186,3 +198,75 @@ def test_joined_counters_count_a_frame_two_chunks_share_once():
     assert stats.keyframes_posed_from_parallax() == 28
     summed = joined_stats(parts, JoinReport(frames=50))  # without the joined frames' kinds: each chunk's, summed
     assert summed.frames_rotation_only == 24
+
+
+def _write_part(out: Path, chunk: Chunk, c2w: np.ndarray, unposed: set[int], skipped: set[int],
+                **counted: set[int]) -> dict:
+    """A chunk's folder as its run writes it: the frames it posed (all but ``unposed`` and ``skipped``;
+    keyframes "posed", the others "tracked") and run.json with the frames behind its per-frame counters
+    (``counted``: counter -> frames, decode positions in the whole video). Its ``part_result``."""
+    stats = StreamStats(frames_received=chunk.stop - chunk.start, frames_skipped=len(skipped))
+    record = CountedFrames(stats)
+    for name, frames in counted.items():
+        record.count(name, [i - chunk.start for i in frames])
+    keys = counted.get("frames_keyframes", set())
+    with OutputWriter(out) as writer:
+        for i in sorted(set(range(chunk.start, chunk.stop)) - unposed - skipped):
+            writer.add_frame(PosedFrame(i - chunk.start, i / 10, f"clip.mp4#{i}", c2w[i], np.eye(3), 128, 96,
+                                        pose_kind=POSE_POSED if i in keys else POSE_TRACKED))
+        writer.write_run({"stats": asdict(stats), "counted_frames": record.to_json(),
+                          "skipped_frames": [{"index": i - chunk.start, "source": f"clip.mp4#{i}", "reason": "black"}
+                                             for i in sorted(skipped)]})
+    return {"part": out.name, "start": chunk.start, "stop": chunk.stop, "stats": asdict(stats)}
+
+
+def test_joined_per_frame_counters_count_each_frame_from_the_chunk_whose_copy_the_join_kept(tmp_path):
+    # Frames 20-29 are in both chunks. Frame 28 only chunk b posed (chunk a's window of it failed), so b's
+    # copy is kept and b's record counts it; 25 both skipped: counted once, as chunk a received it first.
+    c2w = make_trajectory("orbit", 50, seed=4, scene=make_scene("room", seed=0), arc_deg=50)
+    a, b = Chunk(0, 30), Chunk(20, 50)
+    parts = [
+        _write_part(tmp_path / "a", a, c2w, unposed={28}, skipped={5, 25},
+                    frames_keyframes=set(range(0, 30, 2)), frames_without_depth={2, 22},
+                    frames_depth_from_tracks={24}, frames_tracked_with_depth={21, 27}),
+        _write_part(tmp_path / "b", b, c2w, unposed=set(), skipped={25, 40},
+                    frames_keyframes={20, 23, 26, 29, 32, 35, 38, 41, 44, 47, 49}, frames_without_depth={23, 32},
+                    frames_depth_from_tracks={26, 44}, frames_tracked_with_depth={21, 27, 28, 31}),
+    ]
+    report = join_chunks([tmp_path / "a", tmp_path / "b"], [a, b], tmp_path / "joined")
+    stats = joined_stats(parts, report)
+    assert stats.frames_received == 50 and stats.frames_skipped == 3 and stats.frames_processed == 47
+    # a's even frames but 28 (posed by b), then b's from 30 on
+    assert stats.frames_keyframes == 14 + 7
+    assert (stats.frames_without_depth, stats.frames_depth_from_tracks, stats.frames_tracked_with_depth) == (3, 2, 4)
+    assert report.frame_counts["frames_keyframes"] == 21  # in run.json chunked.join too
+    summed = joined_stats(parts, JoinReport(frames=report.frames))  # parts without a record: summed as before
+    assert (summed.frames_skipped, summed.frames_keyframes, summed.frames_tracked_with_depth) == (4, 26, 6)
+
+
+def test_a_chunk_left_out_of_a_stopped_runs_join_still_counts_the_frames_only_it_received(tmp_path):
+    c2w = make_trajectory("orbit", 40, seed=0, scene=make_scene("room", seed=0), arc_deg=40)
+    a, b = Chunk(0, 22), Chunk(20, 40)  # 2 shared frames: b cannot be placed
+    parts = [_write_part(tmp_path / "a", a, c2w, set(), set(), frames_keyframes={0, 10, 20, 21}),
+             _write_part(tmp_path / "b", b, c2w, set(), {35}, frames_keyframes={20, 30, 39})]
+    report = join_chunks([tmp_path / "a", tmp_path / "b"], [a, b], tmp_path / "joined", leave_out_unplaceable=True)
+    assert report.left_out == [{"start": 20, "stop": 40}]
+    stats = joined_stats(parts, report)
+    assert stats.frames_keyframes == 4 + 2  # frames 20 and 21 from a, whose copies the join kept
+    assert stats.frames_skipped == 1 and stats.frames_processed == 39
+
+
+def test_a_chunked_run_counts_every_keyframe_of_the_video_once(tmp_path):
+    # Every frame a keyframe: the 8 frames the chunks share are keyframes of both, counted twice when summed.
+    config = ReconstructConfig().override({"gaussians": False, "rrd": False, "align.window": 8, "align.overlap": 2,
+                                           "ingest.resize": 128, "keyframes.policy": "all"})
+    run = reconstruct_in_chunks(DEMO, tmp_path / "out", tmp_path / "work", config, 48, 2, 8, anchor_stride=None)
+    for part in ("000", "001"):  # each part records the frames behind its counters
+        record = json.loads((tmp_path / "work" / part / "out" / "run.json").read_text())
+        assert {name: len(from_ranges(record["counted_frames"][name])) for name in COUNTED} == \
+            {name: record["stats"][name] for name in COUNTED}
+    assert run.stats.frames_keyframes == run.stats.frames_processed == 48 - run.stats.frames_skipped
+    assert sum(p["stats"]["frames_keyframes"] for p in run.parts) > run.stats.frames_keyframes
+    assert run.stats.frames_without_depth + run.stats.frames_depth_from_tracks <= \
+        run.stats.keyframes_posed_from_parallax()
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["stats"] == asdict(run.stats)
