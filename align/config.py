@@ -45,8 +45,9 @@ class LoopClosureConfig:
     Pose graph (``align.posegraph``): the noise of one sequential alignment (``sigma_rotation``
     rad, ``sigma_translation`` of the median window step, ``sigma_scale`` log), loop edges weighted
     ``loop_weight`` times a sequential edge, edges whitened above ``chi_limit`` make the graph drop
-    its worst loop. A loop whose whitened residual at the current poses is at most
-    ``optimise_above`` (the chain already agrees within its noise) joins the graph without a solve:
+    its worst loop; with ``estimate_variances`` the graph learns each edge kind's noise from its
+    own residuals (variance components; the sigmas above and a loop's own are where it starts).
+    A loop whose whitened residual at the current poses is at most ``optimise_above`` (the chain already agrees within its noise) joins the graph without a solve:
     nothing moves, no output is rewritten.
     Relocation of one frame: a frame seen in fewer than ``weak_frame_fraction`` x the window's
     median count of triangulated points (the window model's sparse tracks) whose PnP pose on a
@@ -83,6 +84,7 @@ class LoopClosureConfig:
     min_sigma_scale: float = 1e-3
     chi_limit: float = 5.0
     optimise_above: float = 3.0
+    estimate_variances: bool = True
     weak_frame_fraction: float = 0.3
     relocate_min_deg: float = 5.0
     relocate_min_shift: float = 0.1

@@ -76,7 +76,8 @@ class GlobalMap:
             max_scale_change=cfg.max_scale_change, scale_agreement=cfg.scale_agreement,
             relocate_min_deg=cfg.relocate_min_deg, relocate_min_shift=cfg.relocate_min_shift, seed=cfg.seed)
         self.graph = PoseGraph(cfg.sigma_rotation, cfg.sigma_translation, cfg.sigma_scale, cfg.chi_limit,
-                               min_sigma=(cfg.min_sigma_rotation, cfg.min_sigma_translation, cfg.min_sigma_scale))
+                               min_sigma=(cfg.min_sigma_rotation, cfg.min_sigma_translation, cfg.min_sigma_scale),
+                               estimate_variances=cfg.estimate_variances)
         self._segment_of: dict[int, int] = {}  # window -> segment
         self._last_of_segment: dict[int, int] = {}  # segment -> its latest window
         self.loops: list[dict] = []  # accepted loops (run.json)
@@ -217,6 +218,7 @@ class GlobalMap:
                 "keyframes_covered": self.keyframes_covered, "stored_frames": self.stored_frames,
                 "keyframes_evicted": self.database.evicted, "database_bytes": self.database.nbytes,
                 "frames_relocated": self.relocated, "graph_nodes": len(self.graph), "graph_edges": len(self.graph.edges),
+                "graph_noise": _rounded(self.graph.noise()),
                 "seconds": round(self.seconds, 4), "lift_seconds": round(self.lift_seconds, 4),
                 "seconds_per_keyframe": round((self.seconds + self.lift_seconds) /
                                               max(1, self.keyframes_added + self.keyframes_covered), 5),
@@ -231,6 +233,10 @@ def _loop_sigma(m: LoopMatch, anchor: Sim3) -> tuple[float, float, float] | None
     rotation, centre, log_scale = m.sigma
     lever = 0.0 if m.query_centre is None else float(np.linalg.norm(anchor.t - m.query_centre))
     return rotation, centre + rotation * lever, log_scale
+
+
+def _rounded(noise: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {kind: {k: float(f"{v:.4g}") for k, v in parts.items()} for kind, parts in noise.items()}
 
 
 def _is_identity(c: Sim3, tol: float = 1e-9) -> bool:
