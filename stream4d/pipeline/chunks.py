@@ -198,9 +198,10 @@ def joined_stats(parts: list[dict[str, Any]], report: JoinReport) -> StreamStats
         stats.frames_rotation_only = kinds.get(POSE_ROTATION_ONLY, 0)
         stats.frames_tracked = kinds.get(POSE_TRACKED, 0)
         stats.frames_interpolated = kinds.get(POSE_INTERPOLATED, 0)
-        stats.frames_tracked_with_depth = min(stats.frames_tracked_with_depth, stats.frames_tracked)
     for name, count in report.frame_counts.items():
         setattr(stats, name, count)
+    if kinds:
+        stats.frames_tracked_with_depth = min(stats.frames_tracked_with_depth, stats.frames_tracked)
     stats.frames_processed = max(0, stats.frames_received - stats.frames_skipped)
     stats.frames_posed = report.frames
     stats.gaussians = report.gaussians

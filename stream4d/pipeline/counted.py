@@ -20,6 +20,7 @@ from stream4d.outputs import RUN_JSON
 
 COUNTED = ("frames_keyframes", "frames_without_depth", "frames_depth_from_tracks", "frames_tracked_with_depth")
 PER_FRAME = ("frames_skipped", *COUNTED)  # the counters count_once counts
+OF_POSED_FRAMES = ("frames_without_depth", "frames_depth_from_tracks", "frames_tracked_with_depth")
 
 
 class CountedFrames:
@@ -64,8 +65,9 @@ def from_ranges(ranges: Iterable[Sequence[int]]) -> list[int]:
 def count_once(run_dirs: Sequence[str | Path], starts: Sequence[int], kept: dict[int, int]) -> dict[str, int]:
     """The ``PER_FRAME`` counters of chunk runs (output folders ``run_dirs``, first frames ``starts`` in
     the whole video), each frame of the video counted from one chunk: the one whose copy of the frame
-    the join kept (``kept``: decode position -> position in ``run_dirs``), else the first chunk that
-    received it (a frame skipped or never posed, or posed only by a chunk left out of the join).
+    the join kept (``kept``: decode position -> position in ``run_dirs``), else (skipped frames and
+    keyframes) the first chunk that received it: a frame skipped or never posed, or posed only by a
+    chunk left out of the join. The depth counters count only frames the joined trajectory holds.
 
     A counter some run did not record (no run.json, or one from before ``counted_frames``) is left out:
     the caller sums the runs' own counters for it."""
@@ -74,16 +76,17 @@ def count_once(run_dirs: Sequence[str | Path], starts: Sequence[int], kept: dict
         return {}
     received = [(s, s + int(r.get("stats", {}).get("frames_received", 0))) for s, r in zip(starts, records)]
 
-    def owner(frame: int) -> int | None:
-        if frame in kept:
-            return kept[frame]
+    def owner(frame: int, posed_only: bool) -> int | None:
+        if frame in kept or posed_only:
+            return kept.get(frame)
         return next((k for k, (first, stop) in enumerate(received) if first <= frame < stop), None)
 
     counts = {}
     for name in PER_FRAME:
         frames = [_frames(r, name) for r in records]
+        posed_only = name in OF_POSED_FRAMES  # a frame the joined trajectory lacks has no depth to count
         if all(f is not None for f in frames):
-            counts[name] = sum(owner(s + i) == k for k, (s, f) in enumerate(zip(starts, frames)) for i in f)
+            counts[name] = sum(owner(s + i, posed_only) == k for k, (s, f) in enumerate(zip(starts, frames)) for i in f)
     return counts
 
 

@@ -247,13 +247,16 @@ def test_joined_per_frame_counters_count_each_frame_from_the_chunk_whose_copy_th
 def test_a_chunk_left_out_of_a_stopped_runs_join_still_counts_the_frames_only_it_received(tmp_path):
     c2w = make_trajectory("orbit", 40, seed=0, scene=make_scene("room", seed=0), arc_deg=40)
     a, b = Chunk(0, 22), Chunk(20, 40)  # 2 shared frames: b cannot be placed
-    parts = [_write_part(tmp_path / "a", a, c2w, set(), set(), frames_keyframes={0, 10, 20, 21}),
-             _write_part(tmp_path / "b", b, c2w, set(), {35}, frames_keyframes={20, 30, 39})]
+    parts = [_write_part(tmp_path / "a", a, c2w, set(), set(), frames_keyframes={0, 10, 20, 21},
+                         frames_tracked_with_depth={5}),
+             _write_part(tmp_path / "b", b, c2w, set(), {35}, frames_keyframes={20, 30, 39},
+                         frames_tracked_with_depth={31, 32})]
     report = join_chunks([tmp_path / "a", tmp_path / "b"], [a, b], tmp_path / "joined", leave_out_unplaceable=True)
     assert report.left_out == [{"start": 20, "stop": 40}]
     stats = joined_stats(parts, report)
     assert stats.frames_keyframes == 4 + 2  # frames 20 and 21 from a, whose copies the join kept
     assert stats.frames_skipped == 1 and stats.frames_processed == 39
+    assert stats.frames_tracked_with_depth == 1  # b's frames are not in the joined trajectory: no depth there
 
 
 def test_a_chunked_run_counts_every_keyframe_of_the_video_once(tmp_path):
