@@ -127,7 +127,8 @@ class PoseGraph:
     def __init__(self, sigma_rotation: float = 0.02, sigma_translation: float = 0.05, sigma_scale: float = 0.03,
                  chi_limit: float = 5.0, max_iterations: int = 100,
                  min_sigma: tuple[float, float, float] = (1e-4, 1e-3, 1e-3),
-                 estimate_variances: bool = False, min_redundancy: float = 3.0, variance_rounds: int = 10):
+                 estimate_variances: bool = False, min_redundancy: float = 3.0, variance_rounds: int = 10,
+                 variance_tolerance: float = 0.05):
         self.poses: dict[int, Sim3] = {}
         self.edges: list[Edge] = []
         self.sigma_rotation = sigma_rotation  # rad
@@ -141,6 +142,7 @@ class PoseGraph:
         self.estimate_variances = estimate_variances
         self.min_redundancy = min_redundancy
         self.variance_rounds = variance_rounds
+        self.variance_tolerance = variance_tolerance  # |log| change of every factor below which rounds stop
 
     def __len__(self) -> int:
         return len(self.poses)
@@ -226,9 +228,12 @@ class PoseGraph:
             x = self._x0(order)
             norms = [float(np.linalg.norm(self._residuals(x, order, order[0], [e], step))) for e in edges]
             loops = [(n, k) for k, (n, e) in enumerate(zip(norms, edges)) if e.kind == "loop"]
-            if not loops or max(norms) <= self.chi_limit:
+            # With learnt noise a step the window model got wrong can strain its own edge: that is no
+            # reason to drop a loop, so only a loop's own residual counts then.
+            strain = max(n for n, _ in loops) if self.estimate_variances and loops else max(norms, default=0.0)
+            if not loops or strain <= self.chi_limit:
                 if (self.estimate_variances and rounds < self.variance_rounds
-                        and self._update_variances(result, order, edges, step) > 0.05):
+                        and self._update_variances(result, order, edges, step) > self.variance_tolerance):
                     rounds += 1  # solve again from here with the new weights
                     continue
                 break
@@ -262,24 +267,25 @@ class PoseGraph:
         residuals' sum of squares equal its redundancy (the rows' share of the graph's degrees of freedom,
         ``1 - diag(J (J^T J)^-1 J^T)``). A group with less redundancy than ``min_redundancy`` keeps its
         factor: too few rows to estimate one from. Returns the largest change (|log| of the factor's ratio)."""
-        if getattr(result, "jac", None) is None or len(order) > VARIANCE_MAX_NODES:
-            return 0.0
+        if getattr(result, "jac", None) is None or len(order) > VARIANCE_MAX_NODES or result.status == 0:
+            return 0.0  # no Jacobian, too large, or a solve cut off by max_nfev (unconverged residuals)
         J = result.jac.toarray() if hasattr(result.jac, "toarray") else np.asarray(result.jac)
         q, _ = np.linalg.qr(J)
         redundancy = 1.0 - np.einsum("ij,ij->i", q, q)
         r = self._residuals(result.x, order, order[0], edges, step)
         change = 0.0
         for kind in KINDS:
-            of_kind = np.array([(e.kind if e.kind in KINDS else "sequential") == kind for e in edges])
+            of_kind = np.repeat([(e.kind if e.kind in KINDS else "sequential") == kind for e in edges], 7)
+            if redundancy[of_kind].sum() < self.min_redundancy:
+                continue
+            pooled = np.sum(r[of_kind] ** 2) / redundancy[of_kind].sum()
             for part, rows in PARTS:
-                mask = np.zeros((len(edges), 7), bool)
-                mask[:, rows] = of_kind[:, None]
-                mask = mask.reshape(-1)
+                mask = of_kind & np.tile(np.isin(np.arange(7), np.arange(7)[rows]), len(edges))
                 dof = float(redundancy[mask].sum())
-                if dof < self.min_redundancy:
-                    continue
+                # a part with too little redundancy of its own takes its kind's pooled ratio
+                ratio = np.sum(r[mask] ** 2) / dof if dof >= self.min_redundancy else pooled
                 old = self.variance[kind, part]
-                new = float(np.clip(old * np.sum(r[mask] ** 2) / dof, *VARIANCE_BOUNDS))
+                new = float(np.clip(old * ratio, *VARIANCE_BOUNDS))
                 self.variance[kind, part] = new
                 change = max(change, abs(np.log(new / old)))
         return change
