@@ -25,7 +25,9 @@ its own). With ``estimate_variances`` the graph learns both from its residuals (
 estimation): after each solve, the rotation, translation and scale rows of each edge kind get the
 variance factor that makes their whitened residuals match their share of the redundancy, and the
 graph is solved again, until the factors settle. The factors persist between solves, so later loops
-are judged (``whitened_norm``, ``chi_limit``) against the learnt noise. The first node of the graph is held fixed (the gauge of a
+are judged (``whitened_norm``, ``chi_limit``) against the learnt noise. A chain held that tight shows
+a step the window model got wrong as a strain on that step's own edge, so then only a loop's own
+residual makes it dropped. The first node of the graph is held fixed (the gauge of a
 monocular world is 7 degrees of freedom: one whole Sim(3)). The Jacobian is sparse (an edge
 touches two nodes), which ``least_squares`` uses through ``jac_sparsity``.
 
