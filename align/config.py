@@ -47,8 +47,9 @@ class LoopClosureConfig:
     ``loop_weight`` times a sequential edge, edges whitened above ``chi_limit`` make the graph drop
     its worst loop; with ``estimate_variances`` the graph learns each edge kind's noise from its
     own residuals (variance components; the sigmas above and a loop's own are where it starts).
-    A loop whose whitened residual at the current poses is at most ``optimise_above`` (the chain already agrees within its noise) joins the graph without a solve:
-    nothing moves, no output is rewritten.
+    A loop whose whitened residual at the current poses is at most ``optimise_above`` (the chain
+    already agrees within its noise) joins the graph without a solve: nothing moves, no output is
+    rewritten.
     Relocation of one frame: a frame seen in fewer than ``weak_frame_fraction`` x the window's
     median count of triangulated points (the window model's sparse tracks) whose PnP pose on a
     stored keyframe differs from its placed pose by ``relocate_min_deg`` degrees or

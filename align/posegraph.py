@@ -119,6 +119,11 @@ def _unpack(x: np.ndarray) -> Sim3:
     return Sim3(float(np.exp(x[6])), _matrix(x[:3]), x[3:6].copy())
 
 
+def _kind(edge: Edge) -> str:
+    """The noise group an edge belongs to: a loop, or held like a sequential alignment."""
+    return edge.kind if edge.kind in KINDS else "sequential"
+
+
 def edge_error(Ti: Sim3, Tj: Sim3, Z: Sim3) -> Sim3:
     return Z.inverse().compose(relative(Ti, Tj))
 
@@ -195,9 +200,8 @@ class PoseGraph:
             r[:3] /= max(edge.sigma[0], self.min_sigma[0])
             r[3:6] /= max(edge.sigma[1], step * self.min_sigma[1])
             r[6] /= max(edge.sigma[2], self.min_sigma[2])
-        kind = edge.kind if edge.kind in KINDS else "sequential"
         for part, rows in PARTS:
-            r[rows] /= np.sqrt(self.variance[kind, part])
+            r[rows] /= np.sqrt(self.variance[_kind(edge), part])
         return edge.weight * r
 
     def _residuals(self, x: np.ndarray, order: list[int], fixed: int, edges: list[Edge], step: float) -> np.ndarray:
@@ -267,25 +271,25 @@ class PoseGraph:
         """One step of variance-component estimation (Helmert / Foerstner): each group of rows (an edge
         kind's rotation, translation or scale parts) gets the variance factor that makes its whitened
         residuals' sum of squares equal its redundancy (the rows' share of the graph's degrees of freedom,
-        ``1 - diag(J (J^T J)^-1 J^T)``). A group with less redundancy than ``min_redundancy`` keeps its
-        factor: too few rows to estimate one from. Returns the largest change (|log| of the factor's ratio)."""
+        ``1 - diag(J (J^T J)^-1 J^T)``). A kind with less redundancy than ``min_redundancy`` keeps its
+        factors (too few rows to estimate from); a part below it takes its kind's pooled ratio. Returns
+        the largest change (|log| of the factor's ratio)."""
         if getattr(result, "jac", None) is None or len(order) > VARIANCE_MAX_NODES or result.status == 0:
             return 0.0  # no Jacobian, too large, or a solve cut off by max_nfev (unconverged residuals)
         J = result.jac.toarray() if hasattr(result.jac, "toarray") else np.asarray(result.jac)
         q, _ = np.linalg.qr(J)
-        redundancy = 1.0 - np.einsum("ij,ij->i", q, q)
-        r = self._residuals(result.x, order, order[0], edges, step)
+        redundancy = (1.0 - np.einsum("ij,ij->i", q, q)).reshape(-1, 7)  # [edges, 7]
+        squares = (self._residuals(result.x, order, order[0], edges, step) ** 2).reshape(-1, 7)
+        kinds = np.array([_kind(e) for e in edges])
         change = 0.0
         for kind in KINDS:
-            of_kind = np.repeat([(e.kind if e.kind in KINDS else "sequential") == kind for e in edges], 7)
-            if redundancy[of_kind].sum() < self.min_redundancy:
+            dof, sq = redundancy[kinds == kind], squares[kinds == kind]
+            if dof.sum() < self.min_redundancy:
                 continue
-            pooled = np.sum(r[of_kind] ** 2) / redundancy[of_kind].sum()
+            pooled = sq.sum() / dof.sum()
             for part, rows in PARTS:
-                mask = of_kind & np.tile(np.isin(np.arange(7), np.arange(7)[rows]), len(edges))
-                dof = float(redundancy[mask].sum())
-                # a part with too little redundancy of its own takes its kind's pooled ratio
-                ratio = np.sum(r[mask] ** 2) / dof if dof >= self.min_redundancy else pooled
+                part_dof = float(dof[:, rows].sum())
+                ratio = sq[:, rows].sum() / part_dof if part_dof >= self.min_redundancy else pooled
                 old = self.variance[kind, part]
                 new = float(np.clip(old * ratio, *VARIANCE_BOUNDS))
                 self.variance[kind, part] = new

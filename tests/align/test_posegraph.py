@@ -145,6 +145,22 @@ def _noisy(Z: Sim3, rng, rotation: float, translation: float, scale: float) -> S
     return Z.compose(E)
 
 
+def _chained(first: Sim3, steps: list[Sim3], loops: list[tuple[int, int, Sim3]], sigma, estimate: bool):
+    """A graph whose nodes are ``first`` chained by ``steps`` (held by sequential edges) and whose
+    ``loops`` (i, j, measured T_i^-1 T_j) claim noise ``sigma``; the graph and the chained poses."""
+    graph = PoseGraph(estimate_variances=estimate)
+    est = [first]
+    for Z in steps:
+        est.append(est[-1].compose(Z))
+    for k, T in enumerate(est):
+        graph.add_node(k, T)
+    for k in range(1, len(est)):
+        graph.add_sequential(k - 1, k)
+    for i, j, Z in loops:
+        graph.add_edge(Edge(i, j, Z, kind="loop", sigma=sigma))
+    return graph, est
+
+
 @pytest.mark.parametrize("seed", [1, 3, 5])
 def test_variance_components_learn_a_chain_better_than_its_prior(seed):
     """Two turns around a ring of 24 windows: the chain's steps are off by 2e-4 rad (100x below the
@@ -159,16 +175,7 @@ def test_variance_components_learn_a_chain_better_than_its_prior(seed):
     loops += [(k, k + 11, _noisy(relative(truth[k], truth[k + 11]), rng, 5e-3, 5e-3, 5e-3)) for k in range(1, 5)]
 
     def solve(estimate: bool):
-        graph = PoseGraph(estimate_variances=estimate)
-        est = [truth[0]]
-        for Z in steps:
-            est.append(est[-1].compose(Z))
-        for k, T in enumerate(est):
-            graph.add_node(k, T)
-        for k in range(1, len(est)):
-            graph.add_sequential(k - 1, k)
-        for i, j, Z in loops:
-            graph.add_edge(Edge(i, j, Z, kind="loop", sigma=claimed))
+        graph, est = _chained(truth[0], steps, loops, claimed, estimate)
         result = graph.optimise()
         poses = [result.corrections[k].compose(est[k]) for k in range(len(est))]
         return graph, float(np.mean([_rotation_deg(T, truth[k]) for k, T in enumerate(poses)]))
@@ -191,17 +198,8 @@ def test_a_step_the_window_model_got_wrong_does_not_drop_right_loops():
     rng = np.random.default_rng(0)
     steps = [_noisy(relative(truth[k - 1], truth[k]), rng, 2e-4, 2e-4, 2e-4) for k in range(1, len(truth))]
     steps[15] = _noisy(relative(truth[14], truth[15]), rng, 1e-2, 1e-2, 1e-2)
-    graph = PoseGraph(estimate_variances=True)
-    est = [truth[0]]
-    for Z in steps:
-        est.append(est[-1].compose(Z))
-    for k, T in enumerate(est):
-        graph.add_node(k, T)
-    for k in range(1, len(est)):
-        graph.add_sequential(k - 1, k)
-    for k in range(12):
-        graph.add_edge(Edge(k, k + 12, _noisy(relative(truth[k], truth[k + 12]), rng, 2e-4, 2e-4, 2e-4),
-                            kind="loop", sigma=(2e-4, 2e-4, 2e-4)))
+    loops = [(k, k + 12, _noisy(relative(truth[k], truth[k + 12]), rng, 2e-4, 2e-4, 2e-4)) for k in range(12)]
+    graph, est = _chained(truth[0], steps, loops, (2e-4, 2e-4, 2e-4), estimate=True)
     result = graph.optimise()
     assert not result.rejected
     poses = [result.corrections[k].compose(est[k]) for k in range(len(est))]
