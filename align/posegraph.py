@@ -26,8 +26,11 @@ estimation): after each solve, the rotation, translation and scale rows of each 
 variance factor that makes their whitened residuals match their share of the redundancy, and the
 graph is solved again, until the factors settle. The factors persist between solves, so later loops
 are judged (``whitened_norm``, ``chi_limit``) against the learnt noise. A chain held that tight shows
-a step the window model got wrong as a strain on that step's own edge, so then only a loop's own
-residual makes it dropped. The first node of the graph is held fixed (the gauge of a
+a step the window model got wrong as a strain on that step's own edge, so then a loop is dropped for
+its own residual, or when the chain it bent, whitened by the configured sigmas (which allow far more
+than a step is ever off), is past ``chi_limit``: a look-alike place (a facade repeated down a street)
+matched with a tight sigma would otherwise teach the graph that its steps are that bad and stay. The
+loop dropped then is the one that asked for the largest move. The first node of the graph is held fixed (the gauge of a
 monocular world is 7 degrees of freedom: one whole Sim(3)). The Jacobian is sparse (an edge
 touches two nodes), which ``least_squares`` uses through ``jac_sparsity``.
 
@@ -190,6 +193,20 @@ class PoseGraph:
         E = edge_error(self.poses[edge.i], self.poses[edge.j], edge.Z)
         return float(np.linalg.norm(self._whiten(_pack(E), edge, self.step() if step is None else step)))
 
+    def _chain_strain(self, edges: list[Edge], step: float) -> float:
+        """How far the loops bent the chain, in the configured sequential sigmas (not the learnt ones): the
+        norm of every sequential residual at the current poses whitened by them. One loop's bend spread
+        over n steps gives its distance from the chain over the prior's sigma x sqrt(n). The prior allows
+        far more than a window step is ever off, so a bend past ``chi_limit`` came from a loop that
+        cannot be right (a look-alike place), not from drift."""
+        sigma = np.repeat([self.sigma_rotation, step * self.sigma_translation, self.sigma_scale], [3, 3, 1])
+        squares = 0.0
+        for e in edges:
+            if e.kind == "sequential":
+                r = e.weight * _pack(edge_error(self.poses[e.i], self.poses[e.j], e.Z)) / sigma
+                squares += float(r @ r)
+        return float(np.sqrt(squares))
+
     def _whiten(self, r: np.ndarray, edge: Edge, step: float) -> np.ndarray:
         """An edge's residual ``[7]`` divided by its noise, times its weight."""
         if edge.sigma is None:
@@ -234,16 +251,23 @@ class PoseGraph:
             x = self._x0(order)
             norms = [float(np.linalg.norm(self._residuals(x, order, order[0], [e], step))) for e in edges]
             loops = [(n, k) for k, (n, e) in enumerate(zip(norms, edges)) if e.kind == "loop"]
+            worst_loop = max(loops, default=(0.0, -1))
+            chain = self._chain_strain(edges, step) if self.estimate_variances else 0.0
             # With learnt noise a step the window model got wrong can strain its own edge: that is no
-            # reason to drop a loop, so only a loop's own residual counts then.
-            strain = max(n for n, _ in loops) if self.estimate_variances and loops else max(norms, default=0.0)
-            if not loops or strain <= self.chi_limit:
+            # reason to drop a loop, so a loop's own residual counts, and the chain's against the prior.
+            strain = worst_loop[0] if self.estimate_variances else max(norms, default=0.0)
+            if not loops or max(strain, chain) <= self.chi_limit:
                 if (self.estimate_variances and rounds < self.variance_rounds
                         and self._update_variances(result, order, edges, step) > self.variance_tolerance):
                     rounds += 1  # solve again from here with the new weights
                     continue
                 break
-            worst = edges[max(loops)[1]]
+            if strain > self.chi_limit:
+                worst = edges[worst_loop[1]]
+            else:  # the chain bent further than any chain drifts: the loop that asked most for it goes
+                worst = max((e for e in edges if e.kind == "loop"),
+                            key=lambda e: np.linalg.norm(self._whiten(_pack(edge_error(old[e.i], old[e.j], e.Z)),
+                                                                      e, step)))
             edges.remove(worst)
             rejected.append(worst)
             for n in order:  # start again from where the chain was

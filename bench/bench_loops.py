@@ -238,10 +238,11 @@ def _window_fits(poses: dict[int, np.ndarray], members: dict[int, list[int]], tr
 
 
 def replay(data: Path, folder: Path, overrides: dict | None = None) -> None:
-    """Per-loop errors against ``data/cameras.json`` and the ATE with / without loop closure (module docstring)."""
+    """Per-loop errors against ``data/cameras.json`` (a video: the one beside it) and the ATE with / without
+    loop closure (module docstring)."""
     from align.posegraph import relative, sim3_from_pose
 
-    ref = read_cameras_json(data / "cameras.json")
+    ref = read_cameras_json(data / "cameras.json" if data.is_dir() else data.parent / "cameras.json")
     truth = [f.c2w for f in ref]
     all_ref = np.array([c[:3, 3] for c in truth])
     path = float(np.linalg.norm(np.diff(all_ref, axis=0), axis=1).sum())
