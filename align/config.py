@@ -52,8 +52,9 @@ class LoopClosureConfig:
     rewritten.
     Relocation of one frame: a frame seen in fewer than ``weak_frame_fraction`` x the window's
     median count of triangulated points (the window model's sparse tracks) whose PnP pose on a
-    stored keyframe differs from its placed pose by ``relocate_min_deg`` degrees or
-    ``relocate_min_shift`` x the keyframe's median depth is re-posed there.
+    stored keyframe differs from its placed pose by more than ``relocate_min_deg`` degrees or
+    ``relocate_min_shift`` x the keyframe's median depth is re-posed there (0 and 0: by any amount;
+    a frame its window barely held is placed better by PnP on many stored points).
     Database admission: a keyframe whose place is already stored (a verified match, on a loop the
     pose graph kept, with at least ``cover_fraction`` of its features) is not stored, so the
     database grows with the area explored, not with time (0 stores every keyframe).
@@ -87,8 +88,8 @@ class LoopClosureConfig:
     optimise_above: float = 3.0
     estimate_variances: bool = True
     weak_frame_fraction: float = 0.3
-    relocate_min_deg: float = 5.0
-    relocate_min_shift: float = 0.1
+    relocate_min_deg: float = 0.0
+    relocate_min_shift: float = 0.0
     cover_fraction: float = 0.3
     seed: int = 0
 

@@ -21,7 +21,8 @@ triangulated points seen in it; in practice the frame that closes a loop, whose 
 overlap is with the start of the stream) may have a wrong pose *and* wrong depth: then the 3D-3D
 test fails or asks for a large move, while PnP of its keypoints on the stored world points (all
 inliers within half the reprojection bound) gives its pose. Such a frame is **relocated** (its pose
-replaced, its depth not trusted) instead of bending the graph.
+replaced, its depth not trusted) instead of bending the graph, when the two poses differ by more than
+``relocate_min_deg`` / ``relocate_min_shift`` (by default, at all).
 
 An accepted match gives a constraint: the similarity ``S`` maps what the query's window emitted
 onto the candidate's world, so the pose graph's loop edge is ``T_a^-1 S T_b``.
@@ -74,8 +75,8 @@ class LoopMatch:
 
 @dataclass(frozen=True)
 class Relocation:
-    """A query frame found again by PnP on a stored keyframe's world points, where the 3D-3D test
-    says the frame's own geometry does not fit its pose (the window model mis-placed that frame)."""
+    """A weakly placed query frame found again by PnP on a stored keyframe's world points, away from
+    where its window model put it: the PnP pose replaces the window's."""
 
     window: int
     frame_index: int
