@@ -239,7 +239,8 @@ class StreamAligner:
             position = {int(f): k for k, f in enumerate(pred.frame_indices)}
             for r in update.relocations:  # pose from PnP on an old keyframe; its own depth is not trusted
                 k = position[r.frame_index]
-                c2w[k] = r.c2w
+                moved_match = update.corrections.get(r.match_window)  # a loop of this window moved that world
+                c2w[k] = r.c2w if moved_match is None else moved_match.apply_c2w(r.c2w)
                 depth[k] = 0.0
                 cam_points[k] = 0.0
                 mask[k] = False

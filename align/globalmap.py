@@ -112,7 +112,7 @@ class GlobalMap:
         if registered and previous is not None:
             self.graph.add_sequential(previous, window)
         if linked_to is not None and linked_to in self.graph.poses and linked_to != previous:
-            self.graph.add_sequential(linked_to, window, self.config.loop_weight)
+            self.graph.add_sequential(linked_to, window, self.config.loop_weight, kind="link")
         self._segment_of[window] = segment
         self._last_of_segment[segment] = window
         matches, refusals, update.relocations, verified = self.detector.detect(window, segment, keyframes,
@@ -177,7 +177,7 @@ class GlobalMap:
             return update
         nodes = [w for w, s in self._segment_of.items() if s == segment]
         before = {n: self.graph.poses[n] for n in nodes}
-        result = self.graph.optimise(nodes)
+        result = self.graph.optimise(nodes, new=[e for e, _ in edges])
         kept = [(e, m) for e, m in edges if e not in result.rejected]
         update.dropped = len(edges) - len(kept)
         self.optimisations.append({"window": window, "nodes": result.nodes, "seconds": round(result.seconds, 4),

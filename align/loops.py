@@ -21,8 +21,10 @@ triangulated points seen in it; in practice the frame that closes a loop, whose 
 overlap is with the start of the stream) may have a wrong pose *and* wrong depth: then the 3D-3D
 test fails or asks for a large move, while PnP of its keypoints on the stored world points (all
 inliers within half the reprojection bound) gives its pose. Such a frame is **relocated** (its pose
-replaced, its depth not trusted) instead of bending the graph, when the two poses differ by more than
-``relocate_min_deg`` / ``relocate_min_shift`` (by default, at all).
+replaced, its depth not trusted) instead of bending the graph. Matched in a window far enough back for
+a loop, it is relocated only when the two poses differ by more than ``relocate_min_deg`` /
+``relocate_min_shift`` (less, and its loop corrects the whole window); matched in a nearer window,
+which makes no loop, at any difference: PnP on many stored points places it better than its window.
 
 An accepted match gives a constraint: the similarity ``S`` maps what the query's window emitted
 onto the candidate's world, so the pose graph's loop edge is ``T_a^-1 S T_b``.
@@ -80,10 +82,11 @@ class Relocation:
 
     window: int
     frame_index: int
-    c2w: np.ndarray  # float64 [4, 4], the frame's pose in the world by PnP
+    c2w: np.ndarray  # float64 [4, 4], the frame's pose by PnP, in the matched keyframe's world as it was stored
     match_frame: int
     inliers: int
     reprojection_px: float
+    match_window: int = -1  # the matched keyframe's window (a loop that moves it moves this pose with it)
 
     def summary(self) -> dict:
         return {"window": self.window, "frame": self.frame_index, "match_frame": self.match_frame,
@@ -319,7 +322,7 @@ class LoopDetector:
                 v = verify(kf, c2w, K, stored, self.min_inliers, self.min_inlier_fraction, self.inlier_rel,
                            self.ransac_iterations, self.max_reprojection_px, self._rng)
                 if kf.frame_index in weak_frames:
-                    self._maybe_relocate(window, kf, c2w, stored, v, relocations)
+                    self._maybe_relocate(window, kf, c2w, stored, v, relocations, far(stored))
                 if not far(stored):
                     continue
                 if v.sim3 is None:
@@ -341,19 +344,19 @@ class LoopDetector:
         return list(best.values()), rejected, list(relocations.values()), accepted
 
     def _maybe_relocate(self, window: int, kf: Keyframe, c2w: np.ndarray, stored: StoredKeyframe, v: Verified,
-                        relocations: dict[int, Relocation]) -> None:
+                        relocations: dict[int, Relocation], loop_possible: bool) -> None:
         if v.pnp_c2w is None or v.pnp_inliers < self.min_inliers or v.pnp_inliers < 0.5 * v.matches:
             return
         if v.pnp_px > 0.5 * self.max_reprojection_px:
             return
         angle, shift = pose_change(c2w, v.pnp_c2w)
         scene = float(np.median(stored.depth))
-        if angle < self.relocate_min_deg and shift < self.relocate_min_shift * scene:
-            return  # the window put it where PnP does: nothing to repair
+        if loop_possible and angle < self.relocate_min_deg and shift < self.relocate_min_shift * scene:
+            return  # not far off: the loop it makes corrects its whole window instead
         best = relocations.get(kf.frame_index)
         if best is None or v.pnp_inliers > best.inliers:
             relocations[kf.frame_index] = Relocation(window, kf.frame_index, v.pnp_c2w, stored.frame_index,
-                                                     v.pnp_inliers, v.pnp_px)
+                                                     v.pnp_inliers, v.pnp_px, stored.window)
 
     def _scale_problem(self, S: Sim3, accepted: list[LoopMatch]) -> str:
         log_s = abs(np.log(S.s))

@@ -169,9 +169,10 @@ class PoseGraph:
             raise ValueError(f"edge {edge.i}-{edge.j} names a node the graph does not have")
         self.edges.append(edge)
 
-    def add_sequential(self, i: int, j: int, weight: float = 1.0) -> None:
-        """An edge that holds the current relative placement of ``i`` and ``j``."""
-        self.add_edge(Edge(i, j, relative(self.poses[i], self.poses[j]), weight, "sequential"))
+    def add_sequential(self, i: int, j: int, weight: float = 1.0, kind: str = "sequential") -> None:
+        """An edge that holds the current relative placement of ``i`` and ``j`` (``kind`` "link": a segment's
+        re-attachment, which spans windows; its noise is learnt with the sequential edges')."""
+        self.add_edge(Edge(i, j, relative(self.poses[i], self.poses[j]), weight, kind))
 
     def move_nodes(self, nodes, sim3: Sim3) -> None:
         """Nodes mapped by a world-frame similarity (a segment re-attached elsewhere)."""
@@ -183,7 +184,7 @@ class PoseGraph:
         that stand on one spot (a pause, a turn on the spot) are left out: the usual distance between
         windows is what the camera covers when it moves, and a step near zero would make every
         sequential translation look exact."""
-        lengths = np.array([np.linalg.norm(e.Z.t) for e in self.edges if e.kind == "sequential"])
+        lengths = np.array([np.linalg.norm(e.Z.t) for e in self.edges if _kind(e) == "sequential"])
         moved = lengths[lengths > STILL_FRACTION * lengths.max()] if len(lengths) else lengths
         med = float(np.median(moved)) if len(moved) else 1.0
         return med if med > 1e-12 else 1.0
@@ -193,17 +194,19 @@ class PoseGraph:
         E = edge_error(self.poses[edge.i], self.poses[edge.j], edge.Z)
         return float(np.linalg.norm(self._whiten(_pack(E), edge, self.step() if step is None else step)))
 
-    def _chain_strain(self, edges: list[Edge], step: float) -> float:
-        """How far the loops bent the chain, in the configured sequential sigmas (not the learnt ones): the
-        norm of every sequential residual at the current poses whitened by them. One loop's bend spread
-        over n steps gives its distance from the chain over the prior's sigma x sqrt(n). The prior allows
-        far more than a window step is ever off, so a bend past ``chi_limit`` came from a loop that
-        cannot be right (a look-alike place), not from drift."""
+    def _chain_strain(self, edges: list[Edge], step: float, before: dict[int, Sim3]) -> float:
+        """How far this solve bent the chain from where it was (``before``), in the configured sequential
+        sigmas (not the learnt ones): the norm of every window step's change, whitened by them. One loop's
+        bend spread over n steps gives its distance from the chain over the prior's sigma x sqrt(n). The
+        prior allows far more than a window step is ever off, so a bend past ``chi_limit`` came from a
+        loop that cannot be right (a look-alike place), not from drift. Bends of earlier solves are
+        settled and not counted again."""
         sigma = np.repeat([self.sigma_rotation, step * self.sigma_translation, self.sigma_scale], [3, 3, 1])
         squares = 0.0
         for e in edges:
             if e.kind == "sequential":
-                r = e.weight * _pack(edge_error(self.poses[e.i], self.poses[e.j], e.Z)) / sigma
+                was = relative(before[e.i], before[e.j])
+                r = _pack(edge_error(self.poses[e.i], self.poses[e.j], was)) / sigma
                 squares += float(r @ r)
         return float(np.sqrt(squares))
 
@@ -230,14 +233,17 @@ class PoseGraph:
             out[7 * m: 7 * m + 7] = self._whiten(_pack(edge_error(poses[e.i], poses[e.j], e.Z)), e, step)
         return out
 
-    def optimise(self, nodes: list[int] | None = None) -> GraphResult:
-        """Optimise ``nodes`` (all by default; the first is held fixed) over the edges between them."""
+    def optimise(self, nodes: list[int] | None = None, new: list[Edge] | None = None) -> GraphResult:
+        """Optimise ``nodes`` (all by default; the first is held fixed) over the edges between them. ``new``:
+        the loops added since the last solve (all loops by default), the only ones a bent chain drops."""
         start = time.perf_counter()
         order = sorted(self.poses if nodes is None else nodes)
         chosen = set(order)
         edges = [e for e in self.edges if e.i in chosen and e.j in chosen]
         rejected: list[Edge] = []
         old = {n: self.poses[n] for n in order}
+        learnt = dict(self.variance)
+        fresh = {id(e) for e in (new if new is not None else edges) if e.kind == "loop"}
         iterations, cost_before, cost_after = 0, 0.0, 0.0
         step = self.step()
         rounds = 0
@@ -252,11 +258,12 @@ class PoseGraph:
             norms = [float(np.linalg.norm(self._residuals(x, order, order[0], [e], step))) for e in edges]
             loops = [(n, k) for k, (n, e) in enumerate(zip(norms, edges)) if e.kind == "loop"]
             worst_loop = max(loops, default=(0.0, -1))
-            chain = self._chain_strain(edges, step) if self.estimate_variances else 0.0
+            chain = self._chain_strain(edges, step, old) if self.estimate_variances else 0.0
+            suspects = [e for e in edges if id(e) in fresh]
             # With learnt noise a step the window model got wrong can strain its own edge: that is no
             # reason to drop a loop, so a loop's own residual counts, and the chain's against the prior.
             strain = worst_loop[0] if self.estimate_variances else max(norms, default=0.0)
-            if not loops or max(strain, chain) <= self.chi_limit:
+            if not loops or (strain <= self.chi_limit and (chain <= self.chi_limit or not suspects)):
                 if (self.estimate_variances and rounds < self.variance_rounds
                         and self._update_variances(result, order, edges, step) > self.variance_tolerance):
                     rounds += 1  # solve again from here with the new weights
@@ -264,14 +271,15 @@ class PoseGraph:
                 break
             if strain > self.chi_limit:
                 worst = edges[worst_loop[1]]
-            else:  # the chain bent further than any chain drifts: the loop that asked most for it goes
-                worst = max((e for e in edges if e.kind == "loop"),
-                            key=lambda e: np.linalg.norm(self._whiten(_pack(edge_error(old[e.i], old[e.j], e.Z)),
-                                                                      e, step)))
+            else:  # the chain bent further than any chain drifts: the new loop that asked most for it goes
+                worst = max(suspects, key=lambda e: np.linalg.norm(
+                    self._whiten(_pack(edge_error(old[e.i], old[e.j], e.Z)), e, step)))
             edges.remove(worst)
             rejected.append(worst)
-            for n in order:  # start again from where the chain was
+            for n in order:  # start again from where the chain was, with the noise learnt without that loop
                 self.poses[n] = old[n]
+            self.variance = dict(learnt)
+            rounds = 0
         self.edges = [e for e in self.edges if e not in rejected]
         corrections = {n: self.poses[n].compose(old[n].inverse()) for n in order}
         errors = []

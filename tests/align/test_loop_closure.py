@@ -16,7 +16,7 @@ from align.synthetic import layered_room, random_sim3, window_from_geometry, win
 
 W, H = 256, 192
 FRAMES, WINDOW, OVERLAP = 44, 8, 2
-BEND_DEG = 0.4  # per frame inside a window
+BEND_DEG = 0.2  # per frame inside a window
 
 
 @pytest.fixture(scope="module")

@@ -220,5 +220,6 @@ def test_a_look_alike_place_that_would_bend_the_chain_is_dropped():
     graph, est = _chained(truth[0], steps, [(0, 10, look_alike)], (1e-4, 1e-4, 1e-4), estimate=True)
     result = graph.optimise()
     assert len(result.rejected) == 1 and result.rejected[0].kind == "loop"
+    assert set(graph.variance.values()) == {1.0}  # nothing learnt from the loop that went
     moved = max(np.linalg.norm(result.corrections[k].apply(est[k].t[None])[0] - est[k].t) for k in range(len(est)))
     assert moved < 1e-6, moved

@@ -1,7 +1,8 @@
 """Relocation of a weakly placed frame by PnP on a stored keyframe (``align.loops.LoopDetector``).
 
 A frame its window model held on few triangulated points (the photo that closes a loop) is placed
-less reliably than PnP on an earlier keyframe's points places it, however small the disagreement."""
+less reliably than PnP on an earlier keyframe's points places it, however small the disagreement,
+unless the keyframe is far enough back for a loop: then the loop corrects the whole window."""
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ def _turned(c2w: np.ndarray, degrees: float, shift: float) -> np.ndarray:
     return out
 
 
-def _detect(revisit, placed: np.ndarray, weak: bool):
+def _detect(revisit, placed: np.ndarray, weak: bool, window: int = 1):
     views, c2w, K = revisit
     cfg = LoopClosureConfig()
     database = KeyframeDatabase(vocabulary_size=8, vocabulary_samples=2000)
@@ -46,8 +47,8 @@ def _detect(revisit, placed: np.ndarray, weak: bool):
     kf = lift_keyframe(query.rgb, query.depth, query.depth > 0, K, placed, 30, 2000)
     detector = LoopDetector(database, min_window_gap=cfg.min_window_gap, min_frame_gap=cfg.min_frame_gap,
                             relocate_min_deg=cfg.relocate_min_deg, relocate_min_shift=cfg.relocate_min_shift)
-    _, _, relocations, _ = detector.detect(1, 0, [(kf, placed, K)], frozenset({30}) if weak else frozenset())
-    return relocations
+    loops, _, relocations, _ = detector.detect(window, 0, [(kf, placed, K)], frozenset({30}) if weak else frozenset())
+    return relocations if window == 1 else (relocations, loops)
 
 
 @pytest.mark.parametrize("degrees, shift", [(1.5, 0.0), (0.0, 0.05), (4.0, 0.1)])
@@ -63,3 +64,14 @@ def test_a_weak_frame_takes_the_pnp_pose_even_when_its_window_was_only_a_little_
 def test_a_frame_its_window_held_well_is_not_relocated(revisit):
     _, c2w, _ = revisit
     assert _detect(revisit, _turned(c2w[1], 1.5, 0.0), weak=False) == []
+
+
+
+def test_a_weak_frame_a_little_off_in_a_loop_keeps_its_loop(revisit):
+    """Matched in a window far enough back for a loop, a weak frame 1.5 degrees off is not relocated: its
+    loop goes to the pose graph, which corrects its whole window rather than one frame of it."""
+    _, c2w, _ = revisit
+    relocations, loops = _detect(revisit, _turned(c2w[1], 1.5, 0.0), weak=True, window=5)
+    assert relocations == [] and [(m.query_frame, m.match_frame) for m in loops] == [(30, 0)]
+    relocations, loops = _detect(revisit, _turned(c2w[1], 8.0, 0.0), weak=True, window=5)
+    assert [r.frame_index for r in relocations] == [30] and loops == []  # grossly off: relocated, no loop
