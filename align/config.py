@@ -52,10 +52,10 @@ class LoopClosureConfig:
     rewritten.
     Relocation of one frame: a frame seen in fewer than ``weak_frame_fraction`` x the window's
     median count of triangulated points (the window model's sparse tracks) whose PnP pose on a
-    stored keyframe differs from its placed pose is re-posed there: by any amount when the keyframe's
-    window is too near for a loop (PnP on many stored points places it better than its window did),
-    by more than ``relocate_min_deg`` degrees or ``relocate_min_shift`` x the keyframe's median depth
-    when it is far enough back for a loop (less, and the loop corrects the whole window instead).
+    stored keyframe differs from its placed pose is re-posed there: by any amount when the frame makes
+    no loop (PnP on many stored points places it better than its window did), by more than
+    ``relocate_min_deg`` degrees or ``relocate_min_shift`` x the keyframe's median depth when it makes
+    one (less, and the loop corrects the whole window instead).
     Database admission: a keyframe whose place is already stored (a verified match, on a loop the
     pose graph kept, with at least ``cover_fraction`` of its features) is not stored, so the
     database grows with the area explored, not with time (0 stores every keyframe).

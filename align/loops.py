@@ -21,10 +21,10 @@ triangulated points seen in it; in practice the frame that closes a loop, whose 
 overlap is with the start of the stream) may have a wrong pose *and* wrong depth: then the 3D-3D
 test fails or asks for a large move, while PnP of its keypoints on the stored world points (all
 inliers within half the reprojection bound) gives its pose. Such a frame is **relocated** (its pose
-replaced, its depth not trusted) instead of bending the graph. Matched in a window far enough back for
-a loop, it is relocated only when the two poses differ by more than ``relocate_min_deg`` /
-``relocate_min_shift`` (less, and its loop corrects the whole window); matched in a nearer window,
-which makes no loop, at any difference: PnP on many stored points places it better than its window.
+replaced, its depth not trusted) instead of bending the graph. When it also makes a loop that passes
+the tests above, it is relocated only when the two poses differ by more than ``relocate_min_deg`` /
+``relocate_min_shift`` (less, and the loop corrects its whole window); else at any difference: PnP on
+many stored points places it better than its window did.
 
 An accepted match gives a constraint: the similarity ``S`` maps what the query's window emitted
 onto the candidate's world, so the pose graph's loop edge is ``T_a^-1 S T_b``.
@@ -87,6 +87,7 @@ class Relocation:
     inliers: int
     reprojection_px: float
     match_window: int = -1  # the matched keyframe's window (a loop that moves it moves this pose with it)
+    gross: bool = True  # off by relocate_min_deg / relocate_min_shift or more (else kept only without a loop)
 
     def summary(self) -> dict:
         return {"window": self.window, "frame": self.frame_index, "match_frame": self.match_frame,
@@ -321,8 +322,9 @@ class LoopDetector:
                     break
                 v = verify(kf, c2w, K, stored, self.min_inliers, self.min_inlier_fraction, self.inlier_rel,
                            self.ransac_iterations, self.max_reprojection_px, self._rng)
-                if kf.frame_index in weak_frames:
-                    self._maybe_relocate(window, kf, c2w, stored, v, relocations, far(stored))
+                if kf.frame_index in weak_frames:  # a loop only when it will pass the tests below
+                    loop_possible = far(stored) and v.sim3 is not None and not self._scale_problem(v.sim3, accepted)
+                    self._maybe_relocate(window, kf, c2w, stored, v, relocations, loop_possible)
                 if not far(stored):
                     continue
                 if v.sim3 is None:
@@ -335,6 +337,8 @@ class LoopDetector:
                 accepted.append(LoopMatch(window, kf.frame_index, stored.window, stored.frame_index, v.sim3,
                                           v.inliers, v.matches, v.reprojection_px, score, v.sigma,
                                           np.asarray(c2w[:3, 3], np.float64).copy(), v.pnp_pairs))
+        looped = {m.query_frame for m in accepted}  # a frame a little off with a loop: the loop corrects it
+        relocations = {f: r for f, r in relocations.items() if r.gross or f not in looped}
         moved = set(relocations)
         accepted = [m for m in accepted if m.query_frame not in moved]  # its own geometry was the problem
         best: dict[int, LoopMatch] = {}  # one edge per pair of windows: the same loop seen twice is not twice
@@ -350,13 +354,16 @@ class LoopDetector:
         if v.pnp_px > 0.5 * self.max_reprojection_px:
             return
         angle, shift = pose_change(c2w, v.pnp_c2w)
-        scene = float(np.median(stored.depth))
-        if loop_possible and angle < self.relocate_min_deg and shift < self.relocate_min_shift * scene:
+        gross = angle >= self.relocate_min_deg or shift >= self.relocate_min_shift * float(np.median(stored.depth))
+        if loop_possible and not gross:
             return  # not far off: the loop it makes corrects its whole window instead
         best = relocations.get(kf.frame_index)
         if best is None or v.pnp_inliers > best.inliers:
             relocations[kf.frame_index] = Relocation(window, kf.frame_index, v.pnp_c2w, stored.frame_index,
-                                                     v.pnp_inliers, v.pnp_px, stored.window)
+                                                     v.pnp_inliers, v.pnp_px, stored.window,
+                                                     gross or (best is not None and best.gross))
+        elif gross:
+            relocations[kf.frame_index] = replace(best, gross=True)
 
     def _scale_problem(self, S: Sim3, accepted: list[LoopMatch]) -> str:
         log_s = abs(np.log(S.s))

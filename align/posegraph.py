@@ -194,14 +194,17 @@ class PoseGraph:
         E = edge_error(self.poses[edge.i], self.poses[edge.j], edge.Z)
         return float(np.linalg.norm(self._whiten(_pack(E), edge, self.step() if step is None else step)))
 
-    def _chain_strain(self, edges: list[Edge], step: float, before: dict[int, Sim3]) -> float:
+    def _chain_strain(self, edges: list[Edge], step: float, before: dict[int, Sim3],
+                      learnt: dict[tuple[str, int], float]) -> float:
         """How far this solve bent the chain from where it was (``before``), in the configured sequential
-        sigmas (not the learnt ones): the norm of every window step's change, whitened by them. One loop's
-        bend spread over n steps gives its distance from the chain over the prior's sigma x sqrt(n). The
-        prior allows far more than a window step is ever off, so a bend past ``chi_limit`` came from a
-        loop that cannot be right (a look-alike place), not from drift. Bends of earlier solves are
-        settled and not counted again."""
-        sigma = np.repeat([self.sigma_rotation, step * self.sigma_translation, self.sigma_scale], [3, 3, 1])
+        sigmas, or the noise learnt before this solve (``learnt`` factors) where that is larger: the norm
+        of every window step's change, whitened by them. One loop's bend spread over n steps gives its
+        distance from the chain over the sigma x sqrt(n). The prior allows far more than a window step is
+        ever off, so a bend past ``chi_limit`` came from a loop that cannot be right (a look-alike place),
+        not from drift. Bends of earlier solves are settled and not counted again."""
+        factor = [np.sqrt(max(1.0, learnt["sequential", part])) for part, _ in PARTS]
+        sigma = np.repeat([self.sigma_rotation * factor[0], step * self.sigma_translation * factor[1],
+                           self.sigma_scale * factor[2]], [3, 3, 1])
         squares = 0.0
         for e in edges:
             if e.kind == "sequential":
@@ -258,7 +261,7 @@ class PoseGraph:
             norms = [float(np.linalg.norm(self._residuals(x, order, order[0], [e], step))) for e in edges]
             loops = [(n, k) for k, (n, e) in enumerate(zip(norms, edges)) if e.kind == "loop"]
             worst_loop = max(loops, default=(0.0, -1))
-            chain = self._chain_strain(edges, step, old) if self.estimate_variances else 0.0
+            chain = self._chain_strain(edges, step, old, learnt) if self.estimate_variances else 0.0
             suspects = [e for e in edges if id(e) in fresh]
             # With learnt noise a step the window model got wrong can strain its own edge: that is no
             # reason to drop a loop, so a loop's own residual counts, and the chain's against the prior.

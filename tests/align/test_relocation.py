@@ -37,14 +37,20 @@ def _turned(c2w: np.ndarray, degrees: float, shift: float) -> np.ndarray:
     return out
 
 
-def _detect(revisit, placed: np.ndarray, weak: bool, window: int = 1):
+def _detect(revisit, placed: np.ndarray, weak: bool, window: int = 1, stored_in=(0,), depth_noise: float = 0.0):
+    """Relocations of frame 30 (``placed``; its depth times lognormal ``depth_noise``) queried in ``window``
+    against frame 0 stored in each window of ``stored_in`` (as frames 0, 8, ...); with a window far enough
+    back for a loop, also the loops."""
     views, c2w, K = revisit
     cfg = LoopClosureConfig()
     database = KeyframeDatabase(vocabulary_size=8, vocabulary_samples=2000)
     stored = views[0]
-    database.add(0, 0, lift_keyframe(stored.rgb, stored.depth, stored.depth > 0, K, c2w[0], 0, 2000), c2w[0], K)
+    for n, w in enumerate(stored_in):
+        database.add(w, 0, lift_keyframe(stored.rgb, stored.depth, stored.depth > 0, K, c2w[0], 8 * n, 2000),
+                     c2w[0], K)
     query = views[1]
-    kf = lift_keyframe(query.rgb, query.depth, query.depth > 0, K, placed, 30, 2000)
+    noise = np.exp(np.random.default_rng(0).normal(0.0, depth_noise, query.depth.shape)).astype(np.float32)
+    kf = lift_keyframe(query.rgb, query.depth * noise, query.depth > 0, K, placed, 30, 2000)
     detector = LoopDetector(database, min_window_gap=cfg.min_window_gap, min_frame_gap=cfg.min_frame_gap,
                             relocate_min_deg=cfg.relocate_min_deg, relocate_min_shift=cfg.relocate_min_shift)
     loops, _, relocations, _ = detector.detect(window, 0, [(kf, placed, K)], frozenset({30}) if weak else frozenset())
@@ -75,3 +81,19 @@ def test_a_weak_frame_a_little_off_in_a_loop_keeps_its_loop(revisit):
     assert relocations == [] and [(m.query_frame, m.match_frame) for m in loops] == [(30, 0)]
     relocations, loops = _detect(revisit, _turned(c2w[1], 8.0, 0.0), weak=True, window=5)
     assert [r.frame_index for r in relocations] == [30] and loops == []  # grossly off: relocated, no loop
+
+
+def test_a_weak_frame_whose_broken_depth_fails_its_loop_is_still_relocated(revisit):
+    """Far enough back for a loop, but its own depth is broken (the 3D-3D test fails), so no loop will
+    correct it: then PnP's pose replaces the window's, however small the difference."""
+    _, c2w, _ = revisit
+    relocations, loops = _detect(revisit, _turned(c2w[1], 1.5, 0.0), weak=True, window=5, depth_noise=0.5)
+    assert [r.frame_index for r in relocations] == [30] and loops == []
+
+
+def test_a_near_match_does_not_take_the_loop_of_a_frame_a_little_off(revisit):
+    """The same place stored by a window far back (a loop) and by a near one (no loop): the near match
+    would relocate the frame, but its loop corrects the whole window, so the loop stays."""
+    _, c2w, _ = revisit
+    relocations, loops = _detect(revisit, _turned(c2w[1], 1.5, 0.0), weak=True, window=5, stored_in=(0, 4))
+    assert relocations == [] and [(m.query_frame, m.match_window) for m in loops] == [(30, 0)]
