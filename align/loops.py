@@ -322,15 +322,11 @@ class LoopDetector:
                     break
                 v = verify(kf, c2w, K, stored, self.min_inliers, self.min_inlier_fraction, self.inlier_rel,
                            self.ransac_iterations, self.max_reprojection_px, self._rng)
-                if kf.frame_index in weak_frames:  # a loop only when it will pass the tests below
-                    loop_possible = far(stored) and v.sim3 is not None and not self._scale_problem(v.sim3, accepted)
-                    self._maybe_relocate(window, kf, c2w, stored, v, relocations, loop_possible)
+                reason = v.reason if v.sim3 is None else self._scale_problem(v.sim3, accepted)
+                if kf.frame_index in weak_frames:
+                    self._maybe_relocate(window, kf, c2w, stored, v, relocations, far(stored) and not reason)
                 if not far(stored):
                     continue
-                if v.sim3 is None:
-                    rejected.append(Rejection(kf.frame_index, stored.frame_index, v.reason))
-                    continue
-                reason = self._scale_problem(v.sim3, accepted)
                 if reason:
                     rejected.append(Rejection(kf.frame_index, stored.frame_index, reason))
                     continue

@@ -27,11 +27,11 @@ variance factor that makes their whitened residuals match their share of the red
 graph is solved again, until the factors settle. The factors persist between solves, so later loops
 are judged (``whitened_norm``, ``chi_limit``) against the learnt noise. A chain held that tight shows
 a step the window model got wrong as a strain on that step's own edge, so then a loop is dropped for
-its own residual, or when the chain it bent, whitened by the configured sigmas (which allow far more
-than a step is ever off), is past ``chi_limit``: a look-alike place (a facade repeated down a street)
-matched with a tight sigma would otherwise teach the graph that its steps are that bad and stay. The
-loop dropped then is the one that asked for the largest move. The first node of the graph is held fixed (the gauge of a
-monocular world is 7 degrees of freedom: one whole Sim(3)). The Jacobian is sparse (an edge
+its own residual, or when the solve bent the chain past ``chi_limit`` of the configured sigmas (which
+allow far more than a step is ever off; the learnt noise where larger): a look-alike place (a facade
+repeated down a street) matched with a tight sigma would otherwise teach the graph that its steps are
+that bad and stay. The new loop that asked for the largest move goes then. The first node of the
+graph is held fixed (the gauge of a monocular world is 7 degrees of freedom: one whole Sim(3)). The Jacobian is sparse (an edge
 touches two nodes), which ``least_squares`` uses through ``jac_sparsity``.
 
 What the caller gets back is one correction per node, ``C_i = T_i_new T_i_old^-1``: a
@@ -246,9 +246,10 @@ class PoseGraph:
         rejected: list[Edge] = []
         old = {n: self.poses[n] for n in order}
         learnt = dict(self.variance)
-        fresh = {id(e) for e in (new if new is not None else edges) if e.kind == "loop"}
         iterations, cost_before, cost_after = 0, 0.0, 0.0
         step = self.step()
+        # How far each new loop asks the graph to move, at the poses it starts from.
+        fresh = {id(e): self.whitened_norm(e, step) for e in (new if new is not None else edges) if e.kind == "loop"}
         rounds = 0
         while True:
             result = self._solve(order, edges, step)
@@ -275,8 +276,7 @@ class PoseGraph:
             if strain > self.chi_limit:
                 worst = edges[worst_loop[1]]
             else:  # the chain bent further than any chain drifts: the new loop that asked most for it goes
-                worst = max(suspects, key=lambda e: np.linalg.norm(
-                    self._whiten(_pack(edge_error(old[e.i], old[e.j], e.Z)), e, step)))
+                worst = max(suspects, key=lambda e: fresh[id(e)])
             edges.remove(worst)
             rejected.append(worst)
             for n in order:  # start again from where the chain was, with the noise learnt without that loop
