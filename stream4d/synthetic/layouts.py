@@ -114,7 +114,10 @@ def _street(rng: np.random.Generator) -> tuple[list[Rect], list[Box], list[Spher
             front = 7.5 + setback
             boxes.append(Box((side * (front + 6), -height / 2, z + length / 2), (12, height, length), 0,
                              _mat(rng, sat=(0.05, 0.4), val=(0.6, 1.0), tpm=64.0)))
-            for _ in range(int(rng.integers(0, 4))):
+            signs = int(rng.integers(0, 4))
+            if length < 1.5:  # the street's last block can be a sliver: no sign fits on it
+                signs = 0
+            for _ in range(signs):
                 w, y = float(rng.uniform(1.0, min(3.0, length - 0.5))), float(rng.uniform(3, height - 1))
                 zc = float(rng.uniform(z + w / 2 + 0.2, z + length - w / 2 - 0.2))
                 depth = float(rng.uniform(0.1, 0.8))

@@ -401,3 +401,12 @@ def test_synth_command_writes_a_data_folder(tmp_path, capsys):
     doc = json.loads((out / "cameras.json").read_text())
     assert doc["trajectory"] == {"kind": "figure8", "frames": 5, "laps": 1.0}
     np.testing.assert_allclose(doc["frames"][4]["c2w"], doc["frames"][0]["c2w"], atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [301, 302])
+def test_a_street_whose_last_block_is_a_sliver_still_builds(seed):
+    # These seeds end a row of buildings with a block shorter than a shop sign.
+    scene = make_scene("street", seed=seed)
+    c2w = make_trajectory("forward", 3, seed=seed, scene=scene)
+    view = render_view(scene, c2w[0], intrinsics_for(64, 36, 70), 64, 36)
+    assert np.isfinite(view.depth).all() and view.depth.min() > 0
