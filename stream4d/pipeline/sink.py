@@ -340,7 +340,9 @@ class VoxelCloud:
         # Every other pixel each way: the voxel (1/250 of the median depth, ~1.7 px at 512 px and a
         # 60 degree field of view) would keep only one of each 2 x 2 block anyway.
         conf, points, images = pred.points_conf[:, ::2, ::2], pred.points[:, ::2, ::2], pred.images[:, ::2, ::2]
-        keep = window.is_new[:, None, None] & (conf > np.quantile(conf, 0.5))
+        # The window's better half; ">=" because a backend's confidence can saturate (at 1.0 on most
+        # of a sharp synthetic street), and then nothing lies strictly above the median.
+        keep = window.is_new[:, None, None] & (conf > 0) & (conf >= np.quantile(conf, 0.5))
         pts = points[keep]
         if len(pts) == 0:
             return

@@ -60,3 +60,17 @@ def test_the_largest_segment_is_the_one_with_the_most_points():
     cloud.add(_window(1, index=2))
     assert cloud.segment == 1 and cloud.largest_segment() == 0
     assert len(cloud.points(0)[0]) > len(cloud.points()[0]) > 0
+
+
+def test_a_saturated_confidence_still_keeps_points():
+    # A backend whose confidence sits at its ceiling: nothing lies above the median.
+    window = _window(0)
+    conf = np.ones_like(window.prediction.points_conf)
+    cloud = VoxelCloud()
+    cloud.add(replace(window, prediction=replace(window.prediction, points_conf=conf)))
+    pts, _ = cloud.points()
+    assert len(pts) == 16  # every other pixel each way of the plane both views see
+    zero = replace(window, prediction=replace(window.prediction, points_conf=np.zeros_like(conf)), window_index=1)
+    cloud = VoxelCloud()
+    cloud.add(zero)
+    assert len(cloud.points()[0]) == 0  # no confidence at all is no point
