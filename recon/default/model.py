@@ -220,7 +220,7 @@ class DefaultWindowModel:
         timings["features_matches"] = timings.get("features_matches", 0.0) + t1 - t0
         tracks = build_tracks(feats, matches)
         window_sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm, focal_prior, refine_focal,
-                               frames[0].size)
+                               frames[0].size, near_gap=near)
         sfm = window_sfm.run()
         timings["sfm"] = timings.get("sfm", 0.0) + time.perf_counter() - t1
         pairs_used = {"near": sum(m.j - m.i <= near for m in matches), "far": sum(m.j - m.i > near for m in matches),

@@ -132,9 +132,14 @@ class WindowSfm:
     def __init__(self, tracks: Tracks, matches: list[PairMatches], num_views: int,
                  K: np.ndarray, known_K: bool, config: SfmConfig | None = None,
                  focal_prior: tuple[float, float] | None = None, refine_focal: bool | None = None,
-                 image_size: tuple[int, int] | None = None):
+                 image_size: tuple[int, int] | None = None, near_gap: int | None = None):
         self.tracks = tracks
         self.matches = matches
+        # Views at most this many apart make the near pairs, which start the structure when one of them
+        # can (None: every pair is near). A far pair's matches join the tracks, but its geometry alone
+        # can be a look-alike's: views of a repeated facade seen along the direction of travel match
+        # one window with the next one along, which the epipolar test cannot tell.
+        self.near_gap = near_gap
         self.num_views = num_views
         self.K = K.astype(np.float64).copy()
         self.known_K = known_K  # False: the parallax test leaves the focal length free
@@ -195,7 +200,7 @@ class WindowSfm:
         Xh = cv2.triangulatePoints(Pa, Pb, ua.T.astype(np.float64), ub.T.astype(np.float64))
         return (Xh[:3] / Xh[3]).T
 
-    def _candidate_pairs(self) -> list[tuple[int, int]]:
+    def _candidate_pairs(self, matches: list[PairMatches]) -> list[tuple[int, int]]:
         """Pairs worth an essential-matrix fit: the ``init_candidates`` with most shared tracks that
         moved far (image motion is a cheap stand-in for parallax; the fit measures the real angle),
         then the ``init_wide_candidates`` that moved farthest, and the pair that showed the window's
@@ -203,7 +208,7 @@ class WindowSfm:
         neighbours, whose baseline can be too short for the points to pass ``min_tri_angle_deg``;
         image motion favours a turn on the spot."""
         scored, moved = [], []
-        for m in self.matches:
+        for m in matches:
             _, ui, uj = self._track_pairs(m.i, m.j)
             if len(ui) >= self.cfg.min_init_inliers:
                 motion = float(np.median(np.linalg.norm(ui - uj, axis=1)))
@@ -214,7 +219,8 @@ class WindowSfm:
         chosen = [(i, j) for _, i, j in scored[: self.cfg.init_candidates]]
         wide = [(i, j) for _, i, j in moved if (i, j) not in chosen]
         chosen += wide[: self.cfg.init_wide_candidates]
-        if self._parallax_pair is not None and self._parallax_pair not in chosen:
+        pairs = {(m.i, m.j) for m in matches}
+        if self._parallax_pair in pairs and self._parallax_pair not in chosen:
             chosen.append(self._parallax_pair)
         return chosen
 
@@ -223,14 +229,19 @@ class WindowSfm:
         (score, median angle deg, T1 [4, 4], track ids, points [N, 3], i, j). Pairs a camera rotation
         explains come after all others, whatever their score: with the focal length unknown (or
         wrong), a turn on the spot fits an essential matrix with a made-up baseline and a wide
-        triangulation angle, and a structure started from it is wrong from its first two views."""
-        evaluated = []
-        for i, j in self._candidate_pairs():
-            res = self._evaluate_pair(i, j)
-            if res is not None:
-                evaluated.append((not res[5], -res[0], len(evaluated), (*res[:5], i, j)))
-        evaluated.sort()  # the first of equal scores stays first
-        return [e[-1] for e in evaluated]
+        triangulation angle, and a structure started from it is wrong from its first two views.
+        Far pairs (``near_gap``) are tried only when no near pair gives a fit."""
+        near = self.matches if self.near_gap is None else [m for m in self.matches if m.j - m.i <= self.near_gap]
+        for group in (near, self.matches) if len(near) < len(self.matches) else (near,):
+            evaluated = []
+            for i, j in self._candidate_pairs(group):
+                res = self._evaluate_pair(i, j)
+                if res is not None:
+                    evaluated.append((not res[5], -res[0], len(evaluated), (*res[:5], i, j)))
+            if evaluated:
+                evaluated.sort()  # the first of equal scores stays first
+                return [e[-1] for e in evaluated]
+        return []
 
     def _translated(self, ui: np.ndarray, uj: np.ndarray) -> bool:
         """Whether a pair's inlier matches ``ui`` -> ``uj`` (pixels [N, 2]) moved by more than a
