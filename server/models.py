@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from typing import Literal
 
@@ -33,6 +34,13 @@ class SessionOptions(BaseModel):
     min_parallax: float | None = Field(
         None, gt=0, le=1, description="rotation-unexplained motion since the last keyframe, as a share of the "
                                       "image's longest side, that makes a keyframe (None: the pipeline's default)")
+    intrinsics: list[float] | None = Field(
+        None, min_length=4, max_length=4,
+        description="fx, fy, cx, cy in pixels of the input's frames, for an input that lists none: its frames are "
+                    "posed with them instead of self-calibrating (all frames must have the first one's size)")
+    fov_deg: float | None = Field(
+        None, ge=1, le=179, description="the camera's field of view in degrees across the frames' longest side "
+                                        "(principal point at the centre), for an input that lists no intrinsics")
     drop_duplicates: bool = Field(False, description="drop near-duplicate frames before anything else; "
                                                      "dropped frames get no pose")
     gaussians: bool = Field(True, description="keep the Gaussian-splat cache and write splats.ply")
@@ -63,6 +71,10 @@ class SessionOptions(BaseModel):
     def _overlap_below_window(self) -> "SessionOptions":
         if self.overlap >= self.window:
             raise ValueError(f"overlap ({self.overlap}) must be smaller than window ({self.window})")
+        if self.intrinsics is not None and self.fov_deg is not None:
+            raise ValueError("give intrinsics or fov_deg, not both")
+        if self.intrinsics is not None and (min(self.intrinsics[:2]) <= 0 or not all(map(math.isfinite, self.intrinsics))):
+            raise ValueError("intrinsics must be four finite numbers with fx, fy > 0")
         return self
 
 

@@ -24,6 +24,30 @@ from recon.ingest.transforms import Resizer
 from stream4d.contracts import Frame
 
 
+class GivenIntrinsics:
+    """The intrinsics a user gave for an input that lists none (``IngestOptions.intrinsics`` /
+    ``fov_deg``), as K [3, 3] in pixels of each input frame."""
+
+    def __init__(self, intrinsics: tuple[float, float, float, float] | None, fov_deg: float | None):
+        self.intrinsics, self.fov_deg = intrinsics, fov_deg
+        self.size: tuple[int, int] | None = None  # the frame size ``intrinsics`` hold for: the first frame's
+
+    def of(self, size: tuple[int, int], name: str) -> np.ndarray | None:
+        W, H = size
+        if self.fov_deg is not None:
+            f = max(W, H) / 2.0 / math.tan(math.radians(self.fov_deg) / 2.0)
+            return np.array([[f, 0.0, (W - 1) / 2.0], [0.0, f, (H - 1) / 2.0], [0.0, 0.0, 1.0]])
+        if self.intrinsics is None:
+            return None
+        self.size = self.size or (W, H)
+        if (W, H) != self.size:
+            raise IngestError(name, "bad_option",
+                              f"a {W}x{H} frame, but the intrinsics given hold for {self.size[0]}x{self.size[1]} "
+                              "frames (give fov_deg for an input of mixed sizes)")
+        fx, fy, cx, cy = self.intrinsics
+        return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
 @dataclass
 class SourceInfo:
     """What is known about an input before reading it through."""
@@ -116,6 +140,7 @@ class FrameSource(ABC):
         stats = self.stats
         resizer = Resizer(opts.resize)
         keyframes = KeyframeSelector(opts.keyframe_min_motion) if opts.keyframes else None
+        given = GivenIntrinsics(opts.intrinsics, opts.fov_deg)
         last_slot = -math.inf  # target_fps: index of the last time slot a frame was kept in
         seen = 0
         index = 0
@@ -142,12 +167,13 @@ class FrameSource(ABC):
                 input_size = (image.shape[1], image.shape[0])
                 plan = resizer.plan(input_size)
                 pixel_map = plan.pixel_map
+                K = raw.K if raw.K is not None else given.of(input_size, raw.name)
                 yield Frame(
                     index=index,
                     timestamp=float(raw.timestamp),
                     image=plan.apply(image),
                     source=raw.name,
-                    K=None if raw.K is None else pixel_map @ raw.K,
+                    K=None if K is None else pixel_map @ K,
                     input_size=input_size,
                     pixel_map=pixel_map,
                     arrived=arrived,

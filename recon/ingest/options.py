@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from recon.ingest.errors import IngestError
@@ -48,6 +49,11 @@ class IngestOptions:
         "retrieval" orders a finite input so consecutive frames overlap, "auto"
         does so only for a collection whose given order overlaps far worse, or a
         short video whose consecutive frames do not overlap; never live inputs.
+    intrinsics: (fx, fy, cx, cy) in pixels of the input's frames, for an input that lists none (a
+        video, a camera, an image folder): its frames are then posed with these instead of
+        self-calibrating. All frames must have the size they were given for (the first frame's).
+    fov_deg: the same as a field of view in degrees across the frames' longest side, principal
+        point at the centre: fits any frame size (square pixels). At most one of the two.
     """
 
     stride: int = 1
@@ -61,6 +67,8 @@ class IngestOptions:
     timeout: float = 5.0
     max_pixels: int = DEFAULT_MAX_PIXELS
     order: str = "auto"
+    intrinsics: tuple[float, float, float, float] | None = None
+    fov_deg: float | None = None
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> IngestError:
@@ -89,6 +97,16 @@ class IngestOptions:
             raise bad("max_pixels", "must be an integer >= 1")
         if self.order not in ORDER_MODES:
             raise bad("order", f"must be one of {ORDER_MODES}")
+        if self.intrinsics is not None:
+            values = self.intrinsics
+            if not isinstance(values, (list, tuple)) or len(values) != 4 or not all(map(_is_number, values)) \
+                    or not all(math.isfinite(v) for v in values) or min(values[:2]) <= 0:
+                raise bad("intrinsics", "must be None or four finite numbers fx, fy, cx, cy (pixels) with fx, fy > 0")
+            object.__setattr__(self, "intrinsics", tuple(float(v) for v in values))
+        if self.fov_deg is not None and not (_is_number(self.fov_deg) and 1 <= self.fov_deg <= 179):
+            raise bad("fov_deg", "must be None or a field of view in degrees in [1, 179]")
+        if self.intrinsics is not None and self.fov_deg is not None:
+            raise bad("fov_deg", "give intrinsics or fov_deg, not both")
 
 
 def parse_resize(text: str | None) -> str | int | None:

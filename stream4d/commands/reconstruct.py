@@ -21,6 +21,16 @@ def _resize(value: str) -> int | str | None:
     return int(value)
 
 
+def _intrinsics(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FX,FY,CX,CY in pixels of the input's frames")
+    return values
+
+
 def _not(value: bool) -> bool:
     return not value
 
@@ -40,6 +50,8 @@ FLAG_KEYS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "target_fps": ("ingest.target_fps", None),
     "max_frames": ("ingest.max_frames", None),
     "order": ("ingest.order", None),
+    "intrinsics": ("ingest.intrinsics", None),
+    "fov": ("ingest.fov_deg", None),
     "keyframes": ("keyframes.policy", None),
     "min_parallax": ("keyframes.min_parallax", None),
     "no_tracked_depth": ("tracked_depth.enabled", _not),
@@ -86,6 +98,13 @@ def add_parser(sub) -> str:
                    help="frame order for the windows: 'retrieval' reorders a photo collection so consecutive "
                         "frames overlap, 'auto' only when its given order overlaps far worse (never a live "
                         f"input; up to 400 frames, a longer input keeps its order; default {d.ingest.order})")
+    camera = p.add_mutually_exclusive_group()
+    camera.add_argument("--intrinsics", type=_intrinsics, metavar="FX,FY,CX,CY",
+                        help="the camera's intrinsics in pixels of the input's frames, for an input that lists "
+                             "none (video, camera, image folder): posed with them instead of self-calibrating")
+    camera.add_argument("--fov", type=float, metavar="DEG",
+                        help="the camera's field of view in degrees across the frames' longest side (principal "
+                             "point at the centre), for an input that lists no intrinsics")
     p.add_argument("--keyframes", nargs="?", const="parallax", choices=["auto", "parallax", "all"],
                    help="which frames the window model sees: 'parallax' (a new keyframe once the camera "
                         "moved enough; the others are tracked, pose_kind 'tracked'), 'all', or 'auto': "
@@ -238,7 +257,7 @@ def _focal_line(run_json) -> str | None:
         W, H = cal["model_size"]
         return (f"focal length: NOT determined by the input (no window's motion constrained it); "
                 f"held at the starting guess {cal['held_focal_px']:.1f} px at {W}x{H}: depth and points "
-                "are only as right as that guess (give cameras.json when you know it)")
+                "are only as right as that guess (give --fov or --intrinsics when you know them)")
     if not cal or "focal_px" not in cal:
         return None
     W, H = cal["model_size"]

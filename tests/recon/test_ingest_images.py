@@ -190,3 +190,31 @@ def test_dataset_can_be_copied_elsewhere_and_keeps_relative_names(tmp_path):
     (root / "cameras.json").write_text(json.dumps(doc))
     with open_source(root) as src:
         assert [f.source for f in src] == [item["image"] for item in doc["frames"]]
+
+
+def test_a_camera_the_user_knows_gives_each_frame_its_k_and_a_listed_k_wins(folder, tmp_path):
+    # 80x60 frames resized to 40x30: K follows the resize. The field of view is across the longest side.
+    with open_source(folder, IngestOptions(fov_deg=90.0, resize=40)) as src:
+        frames = list(src)
+    np.testing.assert_allclose(frames[0].K, [[20.0, 0, 19.5], [0, 20.0, 14.5], [0, 0, 1]], atol=1e-9)
+    with open_source(folder, IngestOptions(intrinsics=(70.0, 72.0, 39.0, 30.0))) as src:
+        np.testing.assert_allclose(next(iter(src)).K, [[70.0, 0, 39.0], [0, 72.0, 30.0], [0, 0, 1]])
+    _write_png(folder / "img11.png", textured_frame(11, 60, 80))  # a photo turned portrait
+    with open_source(folder, IngestOptions(intrinsics=(70.0, 72.0, 39.0, 30.0))) as src, \
+            pytest.raises(IngestError, match="60x80 frame, but the intrinsics given hold for 80x60"):
+        list(src)
+    with open_source(folder, IngestOptions(fov_deg=90.0)) as src:
+        turned = list(src)[-1]
+    np.testing.assert_allclose(turned.K[:2, :2], np.diag([40.0, 40.0]))  # any size: the longest side's
+    data = DATA / "llff_fern"
+    with open_source(data, IngestOptions(fov_deg=90.0, max_frames=1)) as src:
+        listed = next(iter(src))
+    assert listed.K[0, 0] == pytest.approx(815.13, abs=0.01)  # cameras.json's, not 90 degrees' 504 px
+
+
+@pytest.mark.parametrize("bad", [{"intrinsics": (1.0, 2.0, 3.0)}, {"intrinsics": (0.0, 1.0, 2.0, 3.0)},
+                                 {"intrinsics": (1.0, 1.0, float("nan"), 2.0)}, {"fov_deg": 0.5},
+                                 {"fov_deg": 60.0, "intrinsics": (1.0, 1.0, 1.0, 1.0)}])
+def test_bad_intrinsics_options_are_refused(bad):
+    with pytest.raises(IngestError):
+        IngestOptions(**bad)

@@ -50,3 +50,16 @@ def test_keyframe_options_map_onto_the_parallax_keyframer_and_bad_values_are_ref
                 {"min_parallax": 1.5}, {"min_parallax": "0.01"}, {"drop_duplicates": "yes"}):
         with pytest.raises(ValidationError):
             SessionOptions(**bad)
+
+
+def test_a_camera_the_client_knows_reaches_ingest_and_bad_ones_are_refused():
+    import pytest
+    from pydantic import ValidationError
+
+    assert reconstruct_config(SessionOptions(fov_deg=70.0), None).ingest.fov_deg == 70.0
+    given = SessionOptions.model_validate({"intrinsics": [500, 500, 319.5, 179.5]})
+    assert reconstruct_config(given, None).ingest.intrinsics == (500.0, 500.0, 319.5, 179.5)
+    for bad in ({"intrinsics": [500, 500, 320]}, {"intrinsics": [0, 500, 320, 180]}, {"fov_deg": 0},
+                {"fov_deg": 180}, {"fov_deg": 70, "intrinsics": [500, 500, 320, 180]}, {"fov_deg": "70"}):
+        with pytest.raises(ValidationError):
+            SessionOptions.model_validate(bad)
