@@ -161,3 +161,19 @@ def test_no_tracked_depth_turns_the_tracked_frames_depth_maps_off():
     on = config_from_args(parser.parse_args(["reconstruct", "in.mp4", "--out", "o"]))
     assert on.tracked_depth.enabled and not off.tracked_depth.enabled
     assert off.to_dict()["tracked_depth"]["enabled"] is False
+
+
+def test_a_camera_the_user_knows_is_used_instead_of_self_calibrating(tmp_path):
+    # The demo clip was rendered with a 60 degree field of view across its 512 px width.
+    out = tmp_path / "demo"
+    proc = stream4d("reconstruct", str(DEMO / "demo.mp4"), "--out", str(out), "--max-frames", "24", "--fov", "60",
+                    "--no-rrd", "--no-gaussians", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["ingest"]["fov_deg"] == 60.0
+    assert run["intrinsics"] is None  # nothing self-calibrated
+    frames = json.loads((out / "trajectory.json").read_text())["frames"]
+    truth = json.loads((DEMO / "cameras.json").read_text())["frames"][0]["K"]
+    np.testing.assert_allclose(frames[0]["K"], truth, rtol=1e-6)
+    proc = stream4d("reconstruct", str(DEMO / "demo.mp4"), "--out", str(out), "--fov", "60", "--intrinsics", "1,1,1,1")
+    assert proc.returncode == 2 and "not allowed with argument --fov" in proc.stderr
