@@ -44,6 +44,7 @@ class SfmConfig:
     init_candidates: int = 8  # pairs given an essential-matrix fit when choosing the initial pair
     init_wide_candidates: int = 4  # and pairs with the most image motion (WindowSfm._candidate_pairs)
     init_attempts: int = 3  # initial pairs tried, best first, while views stay unregistered
+    near_init_share: float = 0.5  # a near pair scoring this share of the best pair's score comes first
     init_motion_px: float = 30.0  # median keypoint motion at which a pair ranks by its track count alone
     min_tri_angle_deg: float = 1.0  # new points need this much parallax
     # A point is kept only where it reprojects within this in every registered view that sees it.
@@ -136,9 +137,9 @@ class WindowSfm:
         self.tracks = tracks
         self.matches = matches
         # Views at most this many apart make the near pairs, which start the structure when one of them
-        # can (None: every pair is near). A far pair's matches join the tracks, but its geometry alone
-        # can be a look-alike's: views of a repeated facade seen along the direction of travel match
-        # one window with the next one along, which the epipolar test cannot tell.
+        # scores close to the best (None: every pair is near). A far pair's matches join the tracks, but
+        # its geometry alone can be a look-alike's: views of a repeated facade seen along the direction
+        # of travel match one window with the next one along, which the epipolar test cannot tell.
         self.near_gap = near_gap
         self.num_views = num_views
         self.K = K.astype(np.float64).copy()
@@ -230,18 +231,24 @@ class WindowSfm:
         explains come after all others, whatever their score: with the focal length unknown (or
         wrong), a turn on the spot fits an essential matrix with a made-up baseline and a wide
         triangulation angle, and a structure started from it is wrong from its first two views.
-        Far pairs (``near_gap``) are tried only when no near pair gives a fit."""
-        near = self.matches if self.near_gap is None else [m for m in self.matches if m.j - m.i <= self.near_gap]
-        for group in (near, self.matches) if len(near) < len(self.matches) else (near,):
-            evaluated = []
-            for i, j in self._candidate_pairs(group):
-                res = self._evaluate_pair(i, j)
-                if res is not None:
-                    evaluated.append((not res[5], -res[0], len(evaluated), (*res[:5], i, j)))
-            if evaluated:
-                evaluated.sort()  # the first of equal scores stays first
-                return [e[-1] for e in evaluated]
-        return []
+        A near pair (``near_gap``) comes first when it scores at least ``near_init_share`` of the best
+        pair: a far pair's geometry can be a look-alike's, which no score tells."""
+        candidates = self._candidate_pairs(self.matches)
+        near = None if self.near_gap is None else [m for m in self.matches if m.j - m.i <= self.near_gap]
+        if near and len(near) < len(self.matches):
+            candidates += [p for p in self._candidate_pairs(near) if p not in candidates]
+        evaluated = []
+        for i, j in candidates:
+            res = self._evaluate_pair(i, j)
+            if res is not None:
+                evaluated.append((not res[5], -res[0], len(evaluated), (*res[:5], i, j)))
+        evaluated.sort()  # the first of equal scores stays first
+        if near is not None and evaluated:
+            best = evaluated[0]
+            close = [e for e in evaluated if e[-1][-1] - e[-1][-2] <= self.near_gap]
+            if close and close[0][0] == best[0] and -close[0][1] >= self.cfg.near_init_share * -best[1]:
+                evaluated = close + [e for e in evaluated if e[-1][-1] - e[-1][-2] > self.near_gap]
+        return [e[-1] for e in evaluated]
 
     def _translated(self, ui: np.ndarray, uj: np.ndarray) -> bool:
         """Whether a pair's inlier matches ``ui`` -> ``uj`` (pixels [N, 2]) moved by more than a
