@@ -44,7 +44,6 @@ class SfmConfig:
     init_candidates: int = 8  # pairs given an essential-matrix fit when choosing the initial pair
     init_wide_candidates: int = 4  # and pairs with the most image motion (WindowSfm._candidate_pairs)
     init_attempts: int = 3  # initial pairs tried, best first, while views stay unregistered
-    near_init_share: float = 0.5  # a near pair scoring this share of the best pair's score comes first
     init_motion_px: float = 30.0  # median keypoint motion at which a pair ranks by its track count alone
     min_tri_angle_deg: float = 1.0  # new points need this much parallax
     # A point is kept only where it reprojects within this in every registered view that sees it.
@@ -136,10 +135,11 @@ class WindowSfm:
                  image_size: tuple[int, int] | None = None, near_gap: int | None = None):
         self.tracks = tracks
         self.matches = matches
-        # Views at most this many apart make the near pairs, which start the structure when one of them
-        # scores close to the best (None: every pair is near). A far pair's matches join the tracks, but
-        # its geometry alone can be a look-alike's: views of a repeated facade seen along the direction
-        # of travel match one window with the next one along, which the epipolar test cannot tell.
+        # Views at most this many apart make the near pairs, whose own best candidates for the initial
+        # pair are fitted too (None: no such distinction). A far pair can win the ranking by shared
+        # tracks and motion with a look-alike's geometry: views of a repeated facade seen along the
+        # direction of travel match one window with the next one along, which the epipolar test cannot
+        # tell.
         self.near_gap = near_gap
         self.num_views = num_views
         self.K = K.astype(np.float64).copy()
@@ -231,11 +231,12 @@ class WindowSfm:
         explains come after all others, whatever their score: with the focal length unknown (or
         wrong), a turn on the spot fits an essential matrix with a made-up baseline and a wide
         triangulation angle, and a structure started from it is wrong from its first two views.
-        A near pair (``near_gap``) comes first when it scores at least ``near_init_share`` of the best
-        pair: a far pair's geometry can be a look-alike's, which no score tells."""
+        The near pairs (``near_gap``) rank their own candidates too: far pairs share as many tracks and
+        move farther, so they can fill every place while a near pair's fit scores best, and a far
+        pair's geometry can be a look-alike's."""
         candidates = self._candidate_pairs(self.matches)
-        near = None if self.near_gap is None else [m for m in self.matches if m.j - m.i <= self.near_gap]
-        if near and len(near) < len(self.matches):
+        if self.near_gap is not None:
+            near = [m for m in self.matches if m.j - m.i <= self.near_gap]
             candidates += [p for p in self._candidate_pairs(near) if p not in candidates]
         evaluated = []
         for i, j in candidates:
@@ -243,11 +244,6 @@ class WindowSfm:
             if res is not None:
                 evaluated.append((not res[5], -res[0], len(evaluated), (*res[:5], i, j)))
         evaluated.sort()  # the first of equal scores stays first
-        if near is not None and evaluated:
-            best = evaluated[0]
-            close = [e for e in evaluated if e[-1][-1] - e[-1][-2] <= self.near_gap]
-            if close and close[0][0] == best[0] and -close[0][1] >= self.cfg.near_init_share * -best[1]:
-                evaluated = close + [e for e in evaluated if e[-1][-1] - e[-1][-2] > self.near_gap]
         return [e[-1] for e in evaluated]
 
     def _translated(self, ui: np.ndarray, uj: np.ndarray) -> bool:
