@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from recon.default.parallax import ParallaxConfig, rotation_residual_px
+from stream4d.geometry import centred_intrinsics
 
 KEYFRAME_POLICIES = ("auto", "parallax", "all")
 STREAM_KINDS = ("video", "camera", "push", "stream")
@@ -187,8 +188,8 @@ class ParallaxKeyframer:
         # the fit (the keyframer's main cost) cannot matter, nor below a quarter pixel.
         if flow >= 0.5 * self.config.min_parallax and flow * side > 0.25:
             h, w = grey.shape
-            f = 0.87 * w  # a 60 degree field of view as the prior; the fit frees the focal length
-            K = np.array([[f, 0, (w - 1) / 2], [0, f, (h - 1) / 2], [0, 0, 1.0]])
+            # A 60 degree field of view as the prior; the fit frees the focal length.
+            K = centred_intrinsics(w, h, 0.87 * w)
             parallax = rotation_residual_px(a, b, K, fit_focal=True, config=self._parallax_cfg) / side
         return KeyframeDecision(False, "", parallax, share, flow)
 

@@ -130,6 +130,12 @@ def rotation_from_quat_wxyz(q: np.ndarray) -> np.ndarray:
     return Rotation.from_quat(q.reshape(-1, 4)[:, [1, 2, 3, 0]]).as_matrix().reshape(q.shape[:-1] + (3, 3))
 
 
+def centred_intrinsics(width: int, height: int, focal: float) -> np.ndarray:
+    """Pinhole K [3, 3] float64 of a ``width`` x ``height`` image: ``focal`` px, square pixels, the
+    principal point at the image centre (pixel centres at integers)."""
+    return np.array([[focal, 0.0, (width - 1) / 2.0], [0.0, focal, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
+
+
 def pixel_grid(width: int, height: int) -> np.ndarray:
     """Homogeneous pixel centres ``[H, W, 3]`` (u, v, 1), float64."""
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))

@@ -19,7 +19,7 @@ from recon.default.sparse_depth import SparseDepthConfig, fill_sparse_depth
 from recon.default.tracks import Tracks, build_tracks
 from recon.features import Features, PairMatches, detect_features, verified_matches
 from stream4d.contracts import Frame, SparseTracks, WindowPrediction
-from stream4d.geometry import invert_se3, project_points, unproject_depth_maps
+from stream4d.geometry import centred_intrinsics, invert_se3, project_points, unproject_depth_maps
 
 MIN_RANGE_POINTS = 10  # this many points or fewer in view give no depth range for its dense depth
 
@@ -55,8 +55,7 @@ class DefaultModelConfig:
 
 
 def prior_intrinsics(width: int, height: int, focal_prior: float) -> np.ndarray:
-    f = focal_prior * max(width, height)
-    return np.array([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1]], np.float64)
+    return centred_intrinsics(width, height, focal_prior * max(width, height))
 
 
 def sparse_tracks(tracks: Tracks, point_track: np.ndarray, points: np.ndarray, posed: list[int],

@@ -235,8 +235,8 @@ class WindowSfm:
         move farther, so they can fill every place while a near pair's fit scores best, and a far
         pair's geometry can be a look-alike's."""
         candidates = self._candidate_pairs(self.matches)
-        if self.near_gap is not None:
-            near = [m for m in self.matches if m.j - m.i <= self.near_gap]
+        near = [] if self.near_gap is None else [m for m in self.matches if m.j - m.i <= self.near_gap]
+        if 0 < len(near) < len(self.matches):  # with only near pairs, the ranking above is theirs
             candidates += [p for p in self._candidate_pairs(near) if p not in candidates]
         evaluated = []
         for i, j in candidates:

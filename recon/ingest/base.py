@@ -22,6 +22,7 @@ from recon.ingest.keyframes import KeyframeSelector
 from recon.ingest.options import IngestOptions
 from recon.ingest.transforms import Resizer
 from stream4d.contracts import Frame
+from stream4d.geometry import centred_intrinsics
 
 
 class GivenIntrinsics:
@@ -35,8 +36,7 @@ class GivenIntrinsics:
     def of(self, size: tuple[int, int], name: str) -> np.ndarray | None:
         W, H = size
         if self.fov_deg is not None:
-            f = max(W, H) / 2.0 / math.tan(math.radians(self.fov_deg) / 2.0)
-            return np.array([[f, 0.0, (W - 1) / 2.0], [0.0, f, (H - 1) / 2.0], [0.0, 0.0, 1.0]])
+            return centred_intrinsics(W, H, max(W, H) / 2.0 / math.tan(math.radians(self.fov_deg) / 2.0))
         if self.intrinsics is None:
             return None
         self.size = self.size or (W, H)

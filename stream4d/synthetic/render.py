@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stream4d.contracts import Frame
-from stream4d.geometry import pixel_grid
+from stream4d.geometry import centred_intrinsics, pixel_grid
 from stream4d.synthetic.scene import Scene
 
 _SUBPIXEL = np.array([[-0.25, -0.25], [0.25, -0.25], [-0.25, 0.25], [0.25, 0.25]])  # 2x2 grid offsets
@@ -54,8 +54,7 @@ def intrinsics_for(width: int, height: int, fov_deg: float = 60.0) -> np.ndarray
     _check_size(width, height)
     if not 1.0 <= fov_deg <= 170.0:
         raise ValueError(f"fov_deg must be in [1, 170] degrees, got {fov_deg}")
-    f = (width / 2.0) / np.tan(np.radians(fov_deg) / 2.0)
-    return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
+    return centred_intrinsics(width, height, (width / 2.0) / np.tan(np.radians(fov_deg) / 2.0))
 
 
 def _check_size(width: int, height: int) -> None:
