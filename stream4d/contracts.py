@@ -58,6 +58,9 @@ class Frame:
     # time.monotonic() when the frame arrived: received by a live source, else decoded. Latency
     # (arrival to pose) is measured from it.
     arrived: float | None = None
+    # A focal length (px of `image`) the input stated without listing intrinsics: a photo's EXIF.
+    # A starting point and prior for self-calibration, not known intrinsics.
+    focal_hint: float | None = None
 
     def __post_init__(self) -> None:
         img = self.image

@@ -20,6 +20,12 @@ stream's estimate:
 - **Fix.** Once at least ``min_windows`` windows agree (no outlier among them, Birge ratio at most
   ``max_birge``) and the combined sigma is at most ``fix_sigma``, the focal is fixed: later
   windows are solved with known intrinsics (the stream's). Nothing moves it after that.
+- **Stated focal.** A focal length the input states (a photo's EXIF, ``Frame.focal_hint``) enters
+  as the first entry, with sigma ``stated_sigma``: the first window starts from it (with no prior in
+  its adjustment, since no window has told yet what a prior of that sigma weighs), a window whose
+  motion leaves the focal free is held at it, and it is combined with the windows' evidence like
+  theirs, so among three or more entries windows that disagree with it drop it as an outlier (a crop
+  or a digital zoom). It does not count towards ``min_windows``.
 
 The principal point stays at the image centre: each window reports what its observations say about
 it (estimate and sigma, for run.json), but only a window that moved it (``SfmConfig.
@@ -55,6 +61,7 @@ class StreamFocalConfig:
     fix_sigma: float = 0.01  # ... to this relative sigma of the combined estimate
     min_prior_sigma: float = 0.02  # the prior handed to a window is never tighter than this
     max_prior_sigma: float = 0.5  # a window's evidence looser than this is not used at all
+    stated_sigma: float = 0.05  # relative sigma of a focal the input states (EXIF: whole millimetres, conventions)
 
 
 @dataclass
@@ -72,6 +79,7 @@ class WindowFocal:
     principal_sigma: np.ndarray | None = None
     principal_applied: np.ndarray | None = None
     portrait: bool = False  # H > W: principal points combine only among windows of one orientation
+    stated: bool = False  # not a window: the focal the input stated (``StreamFocal.state``)
 
 
 @dataclass
@@ -125,9 +133,31 @@ class StreamFocal:
         K = self.intrinsics(size)
         if K is None or self.fixed:
             return None
+        noises = [w.noise_px2 for w in self.windows if w.used and not w.stated]
+        if not noises:  # only a stated focal: what a prior weighs is not known yet
+            return None
         sigma = max(self.sigma, self.config.min_prior_sigma)
-        noise = float(np.median([w.noise_px2 for w in self.windows if w.used]))
-        return float(K[0, 0]), noise / sigma ** 2
+        return float(K[0, 0]), float(np.median(noises)) / sigma ** 2
+
+    @property
+    def stated(self) -> WindowFocal | None:
+        """The entry of the focal the input stated, if any."""
+        return next((w for w in self.windows if w.stated), None)
+
+    def state(self, size: tuple[int, int], focal_px: float) -> None:
+        """The focal length (px at ``size`` (W, H)) the input states, e.g. a photo's EXIF; kept only
+        as the first statement for images of this shape, and only before the focal is fixed."""
+        if not self.config.enabled or not np.isfinite(focal_px) or focal_px <= 0:
+            return
+        self._matches(size)  # another shape of image starts over
+        if self.fixed or self.stated is not None:
+            return
+        W, H = size
+        self.aspect = _aspect(size)
+        self.portrait = H > W if self.portrait is None else self.portrait
+        self.windows.insert(0, WindowFocal(-1, float(np.log(focal_px / max(W, H))), self.config.stated_sigma,
+                                           float("nan"), portrait=H > W, stated=True))
+        self._combine()
 
     # ---- what a window tells ----------------------------------------------------------
     def add(self, window: int, size: tuple[int, int], log_focal_px: float, sigma: float, noise_px2: float,
@@ -157,9 +187,9 @@ class StreamFocal:
         self._combine()
         self._combine_principal()
         cfg = self.config
-        used = [w for w in self.windows if w.used]
-        if (self.log_rel is not None and len(used) >= cfg.min_windows and len(used) == len(self.windows)
-                and self.birge <= cfg.max_birge and self.sigma <= cfg.fix_sigma):
+        windows = [w for w in self.windows if not w.stated]
+        if (self.log_rel is not None and sum(w.used for w in windows) >= cfg.min_windows
+                and all(w.used for w in windows) and self.birge <= cfg.max_birge and self.sigma <= cfg.fix_sigma):
             self.fixed_at = window
         return self.windows[-1].used
 
@@ -219,7 +249,13 @@ class StreamFocal:
         when it was fixed, and each window's evidence."""
         if not self.windows:
             return None
+        stated = self.stated
+        told = [w for w in self.windows if w.used and not w.stated]
         out = {
+            # what the estimate rests on: "windows", "stated" (only the input's own statement, EXIF)
+            # or "stated+windows"; None when nothing is used
+            "focal_source": "+".join(name for name, on in (("stated", stated is not None and stated.used),
+                                                           ("windows", bool(told))) if on) or None,
             "focal_rel": None if self.log_rel is None else float(np.exp(self.log_rel)),
             "focal_sigma_rel": self.sigma,
             "birge_ratio": self.birge,
@@ -236,8 +272,11 @@ class StreamFocal:
                          "principal_offset_rel": None if w.principal_rel is None else w.principal_rel.tolist(),
                          "principal_sigma_rel": None if w.principal_sigma is None else w.principal_sigma.tolist(),
                          "principal_applied": None if w.principal_applied is None else w.principal_applied.tolist()}
-                        for w in self.windows],
+                        for w in self.windows if not w.stated],
         }
+        if stated is not None:  # the focal the input stated (EXIF), relative to the longest side
+            out["stated_focal"] = {"focal_rel": float(np.exp(stated.log_rel)), "sigma_rel": stated.sigma,
+                                   "used": stated.used}
         if self.log_rel is None and self.held_rel is not None:
             out["held_focal_rel"] = self.held_rel  # not estimated: the starting guess, kept
         if size is not None and self.log_rel is not None:

@@ -248,6 +248,9 @@ class DefaultWindowModel:
         if known_K:
             K = np.asarray(frames[0].K, np.float64)
         else:  # the stream's focal so far: fixed, or the start and prior of this window's own
+            stated = [f.focal_hint for f in frames if f.focal_hint is not None]
+            if stated:
+                self._focal.state((W, H), float(np.median(stated)))
             K = self._focal.intrinsics((W, H))
             refine_focal = not self._focal.fixed
             focal_prior = self._focal.prior((W, H))

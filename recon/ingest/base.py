@@ -81,6 +81,8 @@ class RawFrame:
     load: Callable[[], np.ndarray]  # -> uint8 [H, W, 3] RGB in input pixels
     K: np.ndarray | None = None  # [3, 3] known intrinsics in input pixels
     arrived: float | None = None  # time.monotonic() a live source received it (None: when decoded)
+    # the focal length the file states (EXIF), px of the input image; asked only when K is unknown
+    stated_focal: Callable[[], float | None] | None = None
 
 
 class FrameSource(ABC):
@@ -168,12 +170,14 @@ class FrameSource(ABC):
                 plan = resizer.plan(input_size)
                 pixel_map = plan.pixel_map
                 K = raw.K if raw.K is not None else given.of(input_size, raw.name)
+                stated = raw.stated_focal() if K is None and opts.exif_focal and raw.stated_focal else None
                 yield Frame(
                     index=index,
                     timestamp=float(raw.timestamp),
                     image=plan.apply(image),
                     source=raw.name,
                     K=None if K is None else pixel_map @ K,
+                    focal_hint=None if stated is None else stated * _pixel_scale(pixel_map),
                     input_size=input_size,
                     pixel_map=pixel_map,
                     arrived=arrived,
@@ -189,3 +193,8 @@ class FrameSource(ABC):
             close = getattr(raw_frames, "close", None)
             if close is not None:
                 close()
+
+
+def _pixel_scale(pixel_map: np.ndarray) -> float:
+    """How many output pixels one input pixel spans (the geometric mean of the two axes)."""
+    return float(np.sqrt(abs(np.linalg.det(pixel_map[:2, :2]))))

@@ -19,6 +19,7 @@ import numpy as np
 
 from recon.ingest.base import FrameSource, RawFrame, SourceInfo
 from recon.ingest.errors import IngestError
+from recon.ingest.exif import exif_focal
 from recon.ingest.options import IngestOptions
 
 IMAGE_EXTENSIONS = frozenset({
@@ -53,7 +54,8 @@ class ImageSequenceSource(FrameSource):
         fps = self.options.image_fps
         for number, entry in enumerate(self.entries):
             yield RawFrame(number, number / fps if fps else float(number), entry.name,
-                           load=lambda entry=entry: read_entry(entry), K=entry.K)
+                           load=lambda entry=entry: read_entry(entry), K=entry.K,
+                           stated_focal=lambda entry=entry: _stated_focal(entry.path))
 
 
 def image_folder_source(folder: Path, options: IngestOptions | None = None) -> ImageSequenceSource:
@@ -107,6 +109,11 @@ def read_image(path: Path) -> np.ndarray:
     if bgr is None:
         raise IngestError(str(path), "unreadable_image", "not an image OpenCV can decode")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _stated_focal(path: Path) -> float | None:
+    stated = exif_focal(path)
+    return None if stated is None else stated.focal_px
 
 
 def read_entry(entry: ImageEntry) -> np.ndarray:

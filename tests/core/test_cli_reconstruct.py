@@ -10,7 +10,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from synthetic_clips import panning_room, write_images
+from synthetic_clips import panning_room, sideways_room, write_images
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "data" / "demo"
@@ -177,3 +177,37 @@ def test_a_camera_the_user_knows_is_used_instead_of_self_calibrating(tmp_path):
     np.testing.assert_allclose(frames[0]["K"], truth, rtol=1e-6)
     proc = stream4d("reconstruct", str(DEMO / "demo.mp4"), "--out", str(out), "--fov", "60", "--intrinsics", "1,1,1,1")
     assert proc.returncode == 2 and "not allowed with argument --fov" in proc.stderr
+
+
+def test_photos_stating_their_focal_are_held_at_it_where_the_motion_does_not_tell(tmp_path):
+    # A slide past the room's wall leaves the focal free; the photos' EXIF states a 35 mm equivalent.
+    from PIL import Image
+
+    from recon.ingest.exif import EXIF_IFD, FOCAL_LENGTH_35MM
+    from stream4d.synthetic import intrinsics_for
+
+    views = sideways_room(12)
+    H, W = views[0].shape[:2]
+    true_f = intrinsics_for(W, H)[0, 0]
+    f35 = round(true_f / np.hypot(W, H) * np.hypot(36.0, 24.0))
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    for i, view in enumerate(views):
+        exif = Image.Exif()
+        exif.get_ifd(EXIF_IFD)[FOCAL_LENGTH_35MM] = f35
+        Image.fromarray(view).save(folder / f"{i:04d}.png", exif=exif.tobytes())
+    stated = f35 / np.hypot(36.0, 24.0) * np.hypot(W, H)
+    out = tmp_path / "out"
+    proc = stream4d("reconstruct", str(folder), "--out", str(out), "--no-rrd", "--no-gaussians")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cal = json.loads((out / "run.json").read_text())["intrinsics"]
+    assert cal["focal_source"] == "stated" and abs(cal["focal_px"] / stated - 1) < 1e-9, cal
+    assert "as the photos' EXIF states it" in proc.stdout
+    frames = json.loads((out / "trajectory.json").read_text())["frames"]
+    assert abs(frames[0]["K"][0][0] / true_f - 1) < 0.03  # the EXIF's whole millimetres, not the 1.0 guess
+    proc = stream4d("reconstruct", str(folder), "--out", str(tmp_path / "ignored"), "--no-rrd", "--no-gaussians",
+                    "--no-exif")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "focal length: NOT determined" in proc.stdout
+    ignored = json.loads((tmp_path / "ignored" / "run.json").read_text())
+    assert ignored["config"]["ingest"]["exif_focal"] is False and "stated_focal" not in ignored["intrinsics"]

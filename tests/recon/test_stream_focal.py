@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -231,3 +233,57 @@ def test_a_window_that_leaves_the_focal_free_keeps_the_one_it_started_from():
     report = model.intrinsics_report()
     assert report["focal_rel"] is None and report["held_focal_px"] == pytest.approx(start)
     assert not report["windows"][0]["used"]
+
+
+def test_a_stated_focal_starts_the_estimate_and_windows_refine_it():
+    truth = np.log(TRUE_REL * W)
+    est = StreamFocal()
+    est.state((W, H), 1.04 * TRUE_REL * W)  # EXIF, 4 % off (whole millimetres, a convention)
+    assert est.intrinsics((W, H))[0, 0] == pytest.approx(1.04 * TRUE_REL * W)
+    assert est.prior((W, H)) is None  # what a prior weighs is known only once a window told
+    assert est.report((W, H))["focal_source"] == "stated"
+    est.state((W, H), 2 * TRUE_REL * W)  # a second statement for the same images changes nothing
+    assert np.exp(est.log_rel) == pytest.approx(1.04 * TRUE_REL)
+    est.add(0, (W, H), truth, 0.005, 0.3)
+    assert not est.fixed  # one window and a statement: not min_windows windows
+    assert abs(np.exp(est.log_rel) / TRUE_REL - 1) < 0.005
+    focal, weight = est.prior((W, H))
+    assert weight == pytest.approx(0.3 / est.config.min_prior_sigma ** 2)
+    est.add(1, (W, H), truth + 0.002, 0.005, 0.3)
+    assert est.fixed and est.fixed_at == 1
+    report = est.report((W, H))
+    assert report["focal_source"] == "stated+windows" and report["stated_focal"]["used"]
+    assert [w["window"] for w in report["windows"]] == [0, 1]  # the statement is not listed as a window
+
+
+def test_windows_drop_a_wrong_stated_focal_and_still_fix_their_own():
+    truth = np.log(TRUE_REL * W)
+    est = StreamFocal()
+    est.state((W, H), 1.3 * TRUE_REL * W)  # a photo cropped after capture: its EXIF is 30 % long
+    for k, d in enumerate([0.003, -0.002]):
+        est.add(k, (W, H), truth + d, 0.005, 0.3)
+    assert not est.stated.used and est.fixed
+    assert abs(np.exp(est.log_rel) / TRUE_REL - 1) < 0.005
+    report = est.report((W, H))
+    assert report["focal_source"] == "windows" and report["stated_focal"]["used"] is False
+
+
+def test_a_new_image_shape_forgets_the_statement_and_takes_the_new_one():
+    est = StreamFocal()
+    est.state((W, H), 200.0)
+    est.state((H, H), 150.0)  # another camera: square frames
+    assert est.intrinsics((H, H))[0, 0] == pytest.approx(150.0) and len(est.windows) == 1
+
+
+def test_a_forward_window_is_held_at_the_stated_focal():
+    """Down a straight street nothing in the window pins the focal (the test above): with the focal
+    its photos state, the window is solved with that one instead of the guess."""
+    frames = _clip("forward", 10, scene_name="street")
+    stated = 1.02 * TRUE_REL * W
+    model = DefaultWindowModel()
+    model.reset()
+    pred = model.predict([replace(f, focal_hint=stated) for f in frames])
+    assert np.allclose(pred.K[:, 0, 0], stated)
+    report = model.intrinsics_report()
+    assert report["focal_source"] == "stated" and report["focal_px"] == pytest.approx(stated)
+    assert report["stated_focal"]["used"] and not report["windows"][0]["used"]
