@@ -81,7 +81,7 @@ class RawFrame:
     load: Callable[[], np.ndarray]  # -> uint8 [H, W, 3] RGB in input pixels
     K: np.ndarray | None = None  # [3, 3] known intrinsics in input pixels
     arrived: float | None = None  # time.monotonic() a live source received it (None: when decoded)
-    # the focal length the file states (EXIF), px of the input image; asked only when K is unknown
+    # the focal length the file states (EXIF, QuickTime), px of the input image; asked only when K is unknown
     stated_focal: Callable[[], float | None] | None = None
 
 
@@ -170,7 +170,7 @@ class FrameSource(ABC):
                 plan = resizer.plan(input_size)
                 pixel_map = plan.pixel_map
                 K = raw.K if raw.K is not None else given.of(input_size, raw.name)
-                stated = raw.stated_focal() if K is None and opts.exif_focal and raw.stated_focal else None
+                stated = raw.stated_focal() if K is None and opts.metadata_focal and raw.stated_focal else None
                 yield Frame(
                     index=index,
                     timestamp=float(raw.timestamp),

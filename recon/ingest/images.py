@@ -19,8 +19,8 @@ import numpy as np
 
 from recon.ingest.base import FrameSource, RawFrame, SourceInfo
 from recon.ingest.errors import IngestError
-from recon.ingest.exif import exif_focal
 from recon.ingest.options import IngestOptions
+from recon.ingest.stated_focal import exif_focal
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm", ".jp2",

@@ -54,9 +54,10 @@ class IngestOptions:
         self-calibrating. All frames must have the size they were given for (the first frame's).
     fov_deg: the same as a field of view in degrees across the frames' longest side, principal
         point at the centre: fits any frame size (square pixels). At most one of the two.
-    exif_focal: photos without listed intrinsics pass the focal length their EXIF states
-        (``recon/ingest/exif.py``) on as ``Frame.focal_hint``, the starting point and prior of
-        self-calibration; False ignores EXIF (a crop or a digital zoom made it wrong).
+    metadata_focal: an input without listed intrinsics passes the focal length its metadata states
+        (a photo's EXIF, an iPhone video's QuickTime tag: ``recon/ingest/stated_focal.py``) on as
+        ``Frame.focal_hint``, the starting point and prior of self-calibration; False ignores it (a
+        crop or a digital zoom made it wrong).
     """
 
     stride: int = 1
@@ -72,7 +73,7 @@ class IngestOptions:
     order: str = "auto"
     intrinsics: tuple[float, float, float, float] | None = None
     fov_deg: float | None = None
-    exif_focal: bool = True
+    metadata_focal: bool = True
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> IngestError:

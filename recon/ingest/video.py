@@ -20,6 +20,7 @@ import numpy as np
 from recon.ingest.base import FrameSource, RawFrame, SourceInfo
 from recon.ingest.errors import IngestError
 from recon.ingest.options import DEFAULT_MAX_PIXELS, IngestOptions
+from recon.ingest.stated_focal import quicktime_focal
 
 VideoTarget = str | BinaryIO  # a path, a URL or a readable binary file object
 
@@ -47,6 +48,7 @@ class VideoSource(FrameSource):
         self.info.fps = float(rate) if rate else None
         self.info.frame_count = int(stream.frames) or None
         self.info.size = (h, w) if self._rotation % 180 else (w, h)
+        self._stated = quicktime_focal(dict(self._pending[0].metadata), self.info.size)
 
     def _open(self):
         name = self.info.name
@@ -84,6 +86,9 @@ class VideoSource(FrameSource):
             raise
         return container, stream, first, frames
 
+    def _stated_px(self) -> float | None:
+        return None if self._stated is None else self._stated.focal_px
+
     def _pipe_hint(self) -> str:
         seekable = getattr(self._target, "seekable", None)
         if isinstance(self._target, str) or seekable is None or _safe_call(seekable):
@@ -109,7 +114,7 @@ class VideoSource(FrameSource):
                 else:  # raw elementary streams carry no pts: fall back to the nominal rate
                     timestamp = number / fps if fps else float(number)
                 yield RawFrame(number, timestamp, f"{name}#{number}",
-                               load=lambda frame=frame: _to_rgb(frame, rotation))
+                               load=lambda frame=frame: _to_rgb(frame, rotation), stated_focal=self._stated_px)
                 number += 1
         except _Broken as exc:
             raise IngestError(name, "corrupt", f"decoding stopped after {number} frames "

@@ -52,7 +52,7 @@ FLAG_KEYS: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     "order": ("ingest.order", None),
     "intrinsics": ("ingest.intrinsics", None),
     "fov": ("ingest.fov_deg", None),
-    "no_exif": ("ingest.exif_focal", _not),
+    "no_metadata_focal": ("ingest.metadata_focal", _not),
     "keyframes": ("keyframes.policy", None),
     "min_parallax": ("keyframes.min_parallax", None),
     "no_tracked_depth": ("tracked_depth.enabled", _not),
@@ -106,9 +106,10 @@ def add_parser(sub) -> str:
     camera.add_argument("--fov", type=float, metavar="DEG",
                         help="the camera's field of view in degrees across the frames' longest side (principal "
                              "point at the centre), for an input that lists no intrinsics")
-    p.add_argument("--no-exif", action="store_true",
-                   help="ignore the focal length photos state in their EXIF (it is otherwise the starting point "
-                        "and a prior of self-calibration): for photos cropped or zoomed after capture")
+    p.add_argument("--no-metadata-focal", action="store_true",
+                   help="ignore the focal length the input's metadata states (photos' EXIF, iPhone videos' "
+                        "QuickTime tag; otherwise the starting point and a prior of self-calibration): for "
+                        "frames cropped or zoomed after capture")
     p.add_argument("--keyframes", nargs="?", const="parallax", choices=["auto", "parallax", "all"],
                    help="which frames the window model sees: 'parallax' (a new keyframe once the camera "
                         "moved enough; the others are tracked, pose_kind 'tracked'), 'all', or 'auto': "
@@ -267,14 +268,14 @@ def _focal_line(run_json) -> str | None:
     W, H = cal["model_size"]
     stated = cal.get("stated_focal")
     if cal.get("focal_source") == "stated":
-        return (f"focal length: {cal['focal_px']:.1f} px at {W}x{H} as the photos' EXIF states it, +- "
+        return (f"focal length: {cal['focal_px']:.1f} px at {W}x{H} as the input's metadata states it, +- "
                 f"{100 * cal['focal_sigma_rel']:.0f} %; no window's motion refined it (give --fov or "
-                "--intrinsics when you know better, --no-exif to self-calibrate without it)")
+                "--intrinsics when you know better, --no-metadata-focal to self-calibrate without it)")
     fixed = f"fixed after window {cal['fixed_at_window']}" if cal["fixed"] else "not fixed"
     line = (f"focal length (self-calibrated): {cal['focal_px']:.1f} px at {W}x{H}, "
             f"+- {100 * cal['focal_sigma_rel']:.1f} %, {fixed}")
     if stated:
-        said = f"EXIF stated {stated['focal_rel'] * max(W, H):.1f} px"
+        said = f"the metadata stated {stated['focal_rel'] * max(W, H):.1f} px"
         line += f"; {said}, used" if stated["used"] else f"; {said}, left out: the windows disagree"
 
     refined = ((run.get("final_ba") or {}).get("focal") or {})

@@ -183,7 +183,7 @@ def test_photos_stating_their_focal_are_held_at_it_where_the_motion_does_not_tel
     # A slide past the room's wall leaves the focal free; the photos' EXIF states a 35 mm equivalent.
     from PIL import Image
 
-    from recon.ingest.exif import EXIF_IFD, FOCAL_LENGTH_35MM
+    from recon.ingest.stated_focal import EXIF_IFD, FOCAL_LENGTH_35MM
     from stream4d.synthetic import intrinsics_for
 
     views = sideways_room(12)
@@ -202,12 +202,12 @@ def test_photos_stating_their_focal_are_held_at_it_where_the_motion_does_not_tel
     assert proc.returncode == 0, proc.stderr[-2000:]
     cal = json.loads((out / "run.json").read_text())["intrinsics"]
     assert cal["focal_source"] == "stated" and abs(cal["focal_px"] / stated - 1) < 1e-9, cal
-    assert "as the photos' EXIF states it" in proc.stdout
+    assert "as the input's metadata states it" in proc.stdout
     frames = json.loads((out / "trajectory.json").read_text())["frames"]
     assert abs(frames[0]["K"][0][0] / true_f - 1) < 0.03  # the EXIF's whole millimetres, not the 1.0 guess
     proc = stream4d("reconstruct", str(folder), "--out", str(tmp_path / "ignored"), "--no-rrd", "--no-gaussians",
-                    "--no-exif")
+                    "--no-metadata-focal")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "focal length: NOT determined" in proc.stdout
     ignored = json.loads((tmp_path / "ignored" / "run.json").read_text())
-    assert ignored["config"]["ingest"]["exif_focal"] is False and "stated_focal" not in ignored["intrinsics"]
+    assert ignored["config"]["ingest"]["metadata_focal"] is False and "stated_focal" not in ignored["intrinsics"]

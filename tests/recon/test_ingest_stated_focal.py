@@ -1,10 +1,12 @@
-"""The focal length photos state in their EXIF: read, scaled with the resize, passed on as a hint."""
+"""The focal length an input's metadata states (photos' EXIF, iPhone videos' QuickTime tag): read,
+scaled with the resize, passed on as a hint."""
 
 from __future__ import annotations
 
 import math
 import struct
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -12,14 +14,16 @@ from _ingest_media import DATA, textured_frame
 from PIL import Image
 
 from recon.ingest import IngestOptions, open_source
-from recon.ingest.exif import (
+from recon.ingest.stated_focal import (
     FOCAL_LENGTH,
     FOCAL_LENGTH_35MM,
     FOCAL_PLANE_RESOLUTION_UNIT,
     FOCAL_PLANE_X_RESOLUTION,
     PIXEL_X_DIMENSION,
+    QUICKTIME_FOCAL_35MM,
     exif_focal,
     focal_from_tags,
+    quicktime_focal,
 )
 
 DIAGONAL_35MM = math.hypot(36.0, 24.0)
@@ -79,7 +83,7 @@ def test_a_folder_of_photos_passes_the_stated_focal_on_scaled_with_the_resize(tm
     assert [f.K for f in frames] == [None, None, None]  # a statement, not known intrinsics
     assert [f.focal_hint for f in frames[:2]] == pytest.approx([stated / 2, stated / 2])
     assert frames[2].focal_hint is None
-    with open_source(folder, IngestOptions(exif_focal=False)) as src:
+    with open_source(folder, IngestOptions(metadata_focal=False)) as src:
         assert all(f.focal_hint is None for f in src)
     with open_source(folder, IngestOptions(fov_deg=60.0)) as src:  # what the user says wins
         assert all(f.focal_hint is None and f.K is not None for f in src)
@@ -100,3 +104,34 @@ def test_an_app1_segment_in_an_existing_jpeg_is_found(tmp_path):
     raw = data.tobytes()
     (tmp_path / "cam.jpg").write_bytes(raw[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + raw[2:])
     assert exif_focal(tmp_path / "cam.jpg").focal_px == pytest.approx(35 / DIAGONAL_35MM * math.hypot(96, 64))
+
+
+def _movie(path, tags: dict, size=(96, 64), frames=6) -> None:
+    """An H.264 movie of ``frames`` textured frames whose container carries ``tags`` as QuickTime
+    'mdta' keys, as an iPhone writes them."""
+    with av.open(str(path), "w", options={"movflags": "use_metadata_tags"}) as out:
+        out.metadata.update(tags)
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for n in range(frames):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(textured_frame(n, *size), format="rgb24")))
+        out.mux(stream.encode())
+
+
+def test_an_iphone_video_states_its_35mm_equivalent_in_the_movie_tags(tmp_path):
+    _movie(tmp_path / "phone.mov", {QUICKTIME_FOCAL_35MM: "26"})
+    stated = 26 / DIAGONAL_35MM * math.hypot(96, 64)
+    with open_source(tmp_path / "phone.mov", IngestOptions(resize=48)) as src:
+        frames = list(src)
+    assert len(frames) == 6 and all(f.K is None for f in frames)
+    assert [f.focal_hint for f in frames] == pytest.approx([stated / 2] * 6)
+    with open_source(tmp_path / "phone.mov", IngestOptions(metadata_focal=False)) as src:
+        assert all(f.focal_hint is None for f in src)
+    _movie(tmp_path / "plain.mp4", {})
+    with open_source(tmp_path / "plain.mp4") as src:
+        assert all(f.focal_hint is None for f in src)
+
+
+@pytest.mark.parametrize("value", ["-13", "abc", "0", "9000"])
+def test_a_video_tag_that_is_not_a_plausible_focal_states_nothing(value):
+    assert quicktime_focal({QUICKTIME_FOCAL_35MM: value}, (1920, 1080)) is None
