@@ -41,6 +41,10 @@ class SessionOptions(BaseModel):
     fov_deg: float | None = Field(
         None, ge=1, le=179, description="the camera's field of view in degrees across the frames' longest side "
                                         "(principal point at the centre), for an input that lists no intrinsics")
+    metadata_focal: bool = Field(
+        True, description="start self-calibration from the focal length the upload's metadata states (an iPhone "
+                          "video's QuickTime tag) and keep it as a prior the windows refine; false ignores it (a "
+                          "video cropped or zoomed after capture)")
     drop_duplicates: bool = Field(False, description="drop near-duplicate frames before anything else; "
                                                      "dropped frames get no pose")
     gaussians: bool = Field(True, description="keep the Gaussian-splat cache and write splats.ply")

@@ -57,6 +57,8 @@ def test_a_camera_the_client_knows_reaches_ingest_and_bad_ones_are_refused():
     from pydantic import ValidationError
 
     assert reconstruct_config(SessionOptions(fov_deg=70.0), None).ingest.fov_deg == 70.0
+    assert reconstruct_config(SessionOptions(), None).ingest.metadata_focal is True
+    assert reconstruct_config(SessionOptions(metadata_focal=False), None).ingest.metadata_focal is False
     given = SessionOptions.model_validate({"intrinsics": [500, 500, 319.5, 179.5]})
     assert reconstruct_config(given, None).ingest.intrinsics == (500.0, 500.0, 319.5, 179.5)
     for bad in ({"intrinsics": [500, 500, 320]}, {"intrinsics": [0, 500, 320, 180]}, {"fov_deg": 0},
