@@ -95,6 +95,9 @@ def build_case(spec: str, factor: float, work: Path) -> tuple[Path, Path, str, i
         movie, mm = tagged_video(video, cameras, factor, work / f"{video.stem}.mov")
         return movie, cameras, video.stem, mm
     set_dir = SHARED_DATA / spec if (SHARED_DATA / spec).is_dir() else Path(spec)
+    if not (set_dir / "cameras.json").is_file():
+        raise SystemExit(f"{spec}: neither a shared set in {SHARED_DATA} (STREAM4D_SHARED_DATA) nor a folder "
+                         "with cameras.json")
     folder, reference, mm = tagged_images(set_dir, factor, work / set_dir.name)
     return folder, reference, set_dir.name, mm
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -226,10 +226,16 @@ def _build(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown config key(s) in {where}: {', '.join(unknown)}")
+    defaults = {f.name: f.default_factory for f in fields(cls) if f.default_factory is not MISSING}
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
         if is_dataclass(hint) and isinstance(hint, type):
+            default = defaults[name]() if name in defaults else None
+            if isinstance(value, dict) and default is not None and default != hint():
+                # A section given in part keeps its field's default for the rest (a run's ingest resizes
+                # to RUN_RESIZE, which IngestOptions alone does not), not the section class's own.
+                value = {**asdict(default), **value}
             value = _build(hint, value, f"{where}.{name}")
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             value = tuple(value)

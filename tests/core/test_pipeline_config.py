@@ -58,3 +58,14 @@ def test_bad_values_are_caught_by_the_stage_that_owns_them():
 def test_the_vggt_backend_always_takes_vggt_preprocessing():
     assert ReconstructConfig(backend="vggt").ingest.resize == "vggt"
     assert ReconstructConfig().override({"backend": "vggt", "ingest.resize": 256}).ingest.resize == "vggt"
+
+
+def test_a_section_given_in_part_keeps_the_runs_defaults_for_the_rest(tmp_path):
+    # A run resizes to 512 px, which IngestOptions alone does not: a --config naming one ingest knob
+    # must not switch the run to full resolution.
+    path = tmp_path / "partial.json"
+    path.write_text(json.dumps({"ingest": {"stride": 2}, "align": {"window": 12}}))
+    config = load_config(path)
+    assert config.ingest.stride == 2 and config.ingest.resize == 512
+    assert config.align.window == 12 and config.align.overlap == AlignConfig().overlap
+    assert ReconstructConfig.from_dict({"ingest": {"resize": None}}).ingest.resize is None  # said, and kept
