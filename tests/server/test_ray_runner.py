@@ -137,8 +137,11 @@ def test_a_live_session_on_a_ray_actor_equals_the_local_runner(cluster, ray_serv
 def test_a_live_stream_faster_than_its_ray_actor_drops_the_oldest_frames(cluster, tmp_path_factory):
     """Frames sent without waiting for acks to a queue of 4: the actor's buffer drops the oldest,
     and the acks, the closing message and the session report it as the local runner does."""
+    # The idle timeout is also how long the first frame waits for the actor to be placed and start: a
+    # busy machine can take longer than the default 30 s, and placement is not what this test is about.
     srv = ServerProcess(tmp_path_factory.mktemp("ray-live-queue") / "data", workers=1, viewer="none", live_queue=4,
-                        extra_args=("--runner", "ray", "--ray-address", cluster.address)).start()
+                        extra_args=("--runner", "ray", "--ray-address", cluster.address,
+                                    "--live-idle-timeout", "180")).start()
     jpegs = _demo_jpegs(48)
     sent = 2 * len(jpegs)
     try:
