@@ -58,7 +58,8 @@ class Frame:
     # time.monotonic() when the frame arrived: received by a live source, else decoded. Latency
     # (arrival to pose) is measured from it.
     arrived: float | None = None
-    # A focal length (px of `image`) the input stated without listing intrinsics: a photo's EXIF.
+    # A focal length (px of `image`) the input stated without listing intrinsics: a photo's EXIF, an
+    # iPhone video's QuickTime tag.
     # A starting point and prior for self-calibration, not known intrinsics.
     focal_hint: float | None = None
 

@@ -20,7 +20,7 @@ stream's estimate:
 - **Fix.** Once at least ``min_windows`` windows agree (no outlier among them, Birge ratio at most
   ``max_birge``) and the combined sigma is at most ``fix_sigma``, the focal is fixed: later
   windows are solved with known intrinsics (the stream's). Nothing moves it after that.
-- **Stated focal.** A focal length the input states (a photo's EXIF, ``Frame.focal_hint``) enters
+- **Stated focal.** A focal length the input states (EXIF, QuickTime: ``Frame.focal_hint``) enters
   as the first entry, with sigma ``stated_sigma``: the first window starts from it (with no prior in
   its adjustment, since no window has told yet what a prior of that sigma weighs), a window whose
   motion leaves the focal free is held at it, and it is combined with the windows' evidence like

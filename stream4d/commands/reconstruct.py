@@ -277,7 +277,6 @@ def _focal_line(run_json) -> str | None:
     if stated:
         said = f"the metadata stated {stated['focal_rel'] * max(W, H):.1f} px"
         line += f"; {said}, used" if stated["used"] else f"; {said}, left out: the windows disagree"
-
     refined = ((run.get("final_ba") or {}).get("focal") or {})
     if refined.get("refined"):
         line += f"; {refined['focal_px_after']:.1f} px after the final bundle adjustment"
