@@ -26,7 +26,7 @@ from align.layers import layer_thresholds, segment_window
 from align.layerwise import cross_window_seeds, propagate_scales
 from align.mapfile import MapKeyframe
 from align.reattach import SegmentLinker, lift_keyframe
-from align.sim3 import register_overlap
+from align.sim3 import overlap_noise, register_overlap
 from align.validate import unusable_reason
 from stream4d.contracts import AlignedWindow, Reattachment, WindowPrediction
 from stream4d.geometry import Sim3, invert_se3, pixel_grid, transform_point_maps
@@ -98,6 +98,7 @@ class StreamAligner:
         self._count = 0
         self._segment = 0
         self._next_segment = 1
+        self._overlap_noise: tuple[float, float, float] | None = None  # the last registration's (overlap_noise)
         self._detached: set[int] = set()  # segments started by a gap and not yet found in an earlier world
         self._last_scale: float | None = None  # window-to-world scale of the last window emitted with parallax
         # The segment a gap just left and the scale of its last window, while the window that started the
@@ -285,6 +286,7 @@ class StreamAligner:
         """Window-to-world Sim(3); also the state it was registered against and the shared frames' positions."""
         none = np.zeros(0, np.int64)
         state = self._state
+        self._overlap_noise = None
         if state is None:
             info["placement"] = "first window"
             return None, none, none, Sim3.identity()
@@ -308,8 +310,15 @@ class StreamAligner:
             info.update(placement="new segment", shared_frames=int(len(shared_new)), unscaled_overlap=True,
                         fallback_reason=reg.fallback_reason)
             return None, none, shared_new, Sim3.identity()
+        self._overlap_noise = None if reg.scale_source != "depth" else overlap_noise(
+            reg.sim3, world_depth[shared_prev], depth[shared_new], state.mask[shared_prev] & mask[shared_new],
+            state.c2w[shared_prev], pred.c2w[shared_new], min_pixels=cfg.min_overlap_pixels)
         info.update(placement="registered", shared_frames=int(len(shared_new)), scale_source=reg.scale_source,
                     overlap_pixels=reg.overlap_pixels, degenerate_overlap=reg.scale_source != "depth")
+        if self._overlap_noise is not None:
+            rotation, centre, log_scale = self._overlap_noise
+            info["overlap_noise"] = {"rotation_deg": float(np.degrees(rotation)), "centre": centre,
+                                     "scale_pct": 100.0 * log_scale}
         if reg.fallback_reason:
             info["fallback_reason"] = reg.fallback_reason
         if reg.scale_fit is not None:
@@ -446,12 +455,23 @@ class StreamAligner:
         self.global_map.lift_seconds += time.perf_counter() - lift_start
         linked_to = None if link is None else self.global_map.window_of_frame(link.keyframe_index)
         update = self.global_map.add_window(self._count, self._segment, c2w[new[-1]], registered, keyframes,
-                                            linked_to, weak)
+                                            linked_to, weak, self._sequential_sigma(c2w, is_new))
         info["global_map"] = {"keyframes": len(keyframes), "loops": [m.summary() for m in update.accepted],
                               "rejected": update.rejected, "dropped": update.dropped,
                               "moved_windows": len(update.corrections), "time_s": update.seconds,
                               "relocated": [r.summary() for r in update.relocations], "weak_frames": sorted(weak)}
         return update
+
+    def _sequential_sigma(self, c2w: np.ndarray, is_new: np.ndarray) -> tuple[float, float, float] | None:
+        """The noise of this window's placement at its anchor (the last new frame): the shared frames'
+        disagreement (``overlap_noise``), their rotation and scale errors carried over the lever from the
+        shared frames to the anchor, as a loop's PnP sigmas are (``globalmap._loop_sigma``)."""
+        if self._overlap_noise is None or is_new.all():
+            return None
+        rotation, centre, log_scale = self._overlap_noise
+        shared = c2w[~is_new, :3, 3].mean(axis=0)
+        lever = float(np.linalg.norm(c2w[np.flatnonzero(is_new)[-1], :3, 3] - shared))
+        return rotation, centre + (rotation + log_scale) * lever, log_scale
 
     def _weak_frames(self, pred: WindowPrediction) -> frozenset[int]:
         """Frames the window model placed on few of its triangulated points (None known: no sparse tracks)."""

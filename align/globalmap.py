@@ -32,7 +32,7 @@ import numpy as np
 from align.config import LoopClosureConfig
 from align.loops import LoopDetector, LoopMatch, Relocation
 from align.placerec import KeyframeDatabase
-from align.posegraph import Edge, PoseGraph, relative, sim3_from_pose
+from align.posegraph import MEASURED_GUARD, Edge, PoseGraph, relative, sim3_from_pose
 from align.reattach import Keyframe
 from stream4d.geometry import Sim3
 
@@ -77,7 +77,7 @@ class GlobalMap:
             relocate_min_deg=cfg.relocate_min_deg, relocate_min_shift=cfg.relocate_min_shift, seed=cfg.seed)
         self.graph = PoseGraph(cfg.sigma_rotation, cfg.sigma_translation, cfg.sigma_scale, cfg.chi_limit,
                                min_sigma=(cfg.min_sigma_rotation, cfg.min_sigma_translation, cfg.min_sigma_scale),
-                               estimate_variances=cfg.estimate_variances)
+                               estimate_variances=cfg.estimate_variances, min_sequential_sigma=MEASURED_GUARD)
         self._segment_of: dict[int, int] = {}  # window -> segment
         self._last_of_segment: dict[int, int] = {}  # segment -> its latest window
         self.loops: list[dict] = []  # accepted loops (run.json)
@@ -101,16 +101,19 @@ class GlobalMap:
 
     def add_window(self, window: int, segment: int, anchor_c2w: np.ndarray, registered: bool,
                    keyframes: list[tuple[Keyframe, np.ndarray, np.ndarray]],
-                   linked_to: int | None = None, weak_frames: frozenset[int] = frozenset()) -> GlobalMapUpdate:
+                   linked_to: int | None = None, weak_frames: frozenset[int] = frozenset(),
+                   sequential_sigma: tuple[float, float, float] | None = None) -> GlobalMapUpdate:
         """A placed window: ``anchor_c2w [4, 4]`` (world), ``registered`` on the segment's previous window,
         ``keyframes`` as (lifted keyframe, c2w [4, 4], K [3, 3]) in the current world; ``linked_to``: the
-        window whose keyframe this one's segment was re-attached by (an edge holds that placement)."""
+        window whose keyframe this one's segment was re-attached by (an edge holds that placement);
+        ``sequential_sigma``: the noise of the registration on the previous window, as the aligner measured
+        it on their shared frames (rad, world units, log scale; None: the graph's learnt sigmas)."""
         start = time.perf_counter()
         update = GlobalMapUpdate()
         self.graph.add_node(window, sim3_from_pose(anchor_c2w))
         previous = self._last_of_segment.get(segment)
         if registered and previous is not None:
-            self.graph.add_sequential(previous, window)
+            self.graph.add_sequential(previous, window, sigma=sequential_sigma)
         if linked_to is not None and linked_to in self.graph.poses and linked_to != previous:
             self.graph.add_sequential(linked_to, window, self.config.loop_weight, kind="link")
         self._segment_of[window] = segment

@@ -15,7 +15,11 @@ the sigmas are the noise of one sequential alignment, so a whitened residual abo
 an edge the rest of the graph contradicts. An edge that carries its own noise (``Edge.sigma``:
 measured where it was made) is whitened by that instead, each part at least the graph's floor
 (``min_sigma``): a loop is then weighed against the chain by how well each was actually measured,
-not by one fixed ratio. After a solve, the loop edge with the largest whitened residual is dropped
+not by one fixed ratio. A sequential edge the aligner measured (``add_sequential(sigma=...)``: how
+far the two windows still disagree on their shared frames, carried to the anchor) is whitened by
+that, with only a guard against zero (``min_sequential_sigma``): without it a loop that claims a
+tenth of a degree would be the tighter side against a chain whose steps are a hundredth of a degree
+apart, and bend it. After a solve, the loop edge with the largest whitened residual is dropped
 while any edge is above that limit (a wrong loop strains its own edge or the chain it bends), and
 the graph is solved again from where it was.
 
@@ -79,6 +83,9 @@ STILL_FRACTION = 0.01  # a sequential edge shorter than this x the longest stood
 KINDS = ("sequential", "loop")
 PARTS = ((0, slice(0, 3)), (1, slice(3, 6)), (2, slice(6, 7)))  # rotation, translation, log scale rows
 VARIANCE_BOUNDS = (1e-6, 1e6)  # a variance factor's range (its sigmas change by at most 1000x)
+# A measured sequential sigma below this (rad, fraction of the step, log) is taken as this: shared frames
+# that agree exactly (a still camera) must not make a rigid edge.
+MEASURED_GUARD = (1e-6, 1e-6, 1e-6)
 VARIANCE_MAX_NODES = 150  # past this the learnt factors are kept: the dense redundancy would cost O(nodes^3)
 
 
@@ -138,7 +145,7 @@ class PoseGraph:
                  chi_limit: float = 5.0, max_iterations: int = 100,
                  min_sigma: tuple[float, float, float] = (1e-4, 1e-3, 1e-3),
                  estimate_variances: bool = False, min_redundancy: float = 3.0, variance_rounds: int = 10,
-                 variance_tolerance: float = 0.05):
+                 variance_tolerance: float = 0.05, min_sequential_sigma: tuple[float, float, float] | None = None):
         self.poses: dict[int, Sim3] = {}
         self.edges: list[Edge] = []
         self.sigma_rotation = sigma_rotation  # rad
@@ -147,6 +154,8 @@ class PoseGraph:
         self.chi_limit = chi_limit
         self.max_iterations = max_iterations
         self.min_sigma = min_sigma  # floor of an edge's own sigmas (rad, fraction of the step, log scale)
+        # the same for sequential edges that carry their own (default: min_sigma)
+        self.min_sequential_sigma = min_sigma if min_sequential_sigma is None else min_sequential_sigma
         # (kind, part) -> factor on the variance of that part of every edge of that kind (1: as given)
         self.variance = {(k, p): 1.0 for k in KINDS for p, _ in PARTS}
         self.estimate_variances = estimate_variances
@@ -169,10 +178,12 @@ class PoseGraph:
             raise ValueError(f"edge {edge.i}-{edge.j} names a node the graph does not have")
         self.edges.append(edge)
 
-    def add_sequential(self, i: int, j: int, weight: float = 1.0, kind: str = "sequential") -> None:
+    def add_sequential(self, i: int, j: int, weight: float = 1.0, kind: str = "sequential",
+                       sigma: tuple[float, float, float] | None = None) -> None:
         """An edge that holds the current relative placement of ``i`` and ``j`` (``kind`` "link": a segment's
-        re-attachment, which spans windows; its noise is learnt with the sequential edges')."""
-        self.add_edge(Edge(i, j, relative(self.poses[i], self.poses[j]), weight, kind))
+        re-attachment, which spans windows; its noise is learnt with the sequential edges'). ``sigma``: the
+        noise the alignment measured for it (rad, world units, log scale; None: the graph's sigmas)."""
+        self.add_edge(Edge(i, j, relative(self.poses[i], self.poses[j]), weight, kind, sigma))
 
     def move_nodes(self, nodes, sim3: Sim3) -> None:
         """Nodes mapped by a world-frame similarity (a segment re-attached elsewhere)."""
@@ -202,12 +213,13 @@ class PoseGraph:
         distance from the chain over the sigma x sqrt(n). The prior allows far more than a window step is
         ever off, so a bend past ``chi_limit`` came from a loop that cannot be right (a look-alike place),
         not from drift. Bends of earlier solves are settled and not counted again."""
-        factor = [np.sqrt(max(1.0, learnt["sequential", part])) for part, _ in PARTS]
-        sigma = np.repeat([self.sigma_rotation * factor[0], step * self.sigma_translation * factor[1],
-                           self.sigma_scale * factor[2]], [3, 3, 1])
+        prior = np.array([self.sigma_rotation, step * self.sigma_translation, self.sigma_scale])
+        factor = np.sqrt([learnt["sequential", part] for part, _ in PARTS])
         squares = 0.0
         for e in edges:
             if e.kind == "sequential":
+                own = prior if e.sigma is None else np.array(e.sigma)
+                sigma = np.repeat(np.maximum(prior, own * factor), [3, 3, 1])
                 was = relative(before[e.i], before[e.j])
                 r = _pack(edge_error(self.poses[e.i], self.poses[e.j], was)) / sigma
                 squares += float(r @ r)
@@ -220,9 +232,10 @@ class PoseGraph:
             r[3:6] /= step * self.sigma_translation
             r[6] /= self.sigma_scale
         else:
-            r[:3] /= max(edge.sigma[0], self.min_sigma[0])
-            r[3:6] /= max(edge.sigma[1], step * self.min_sigma[1])
-            r[6] /= max(edge.sigma[2], self.min_sigma[2])
+            floor = self.min_sigma if edge.kind == "loop" else self.min_sequential_sigma
+            r[:3] /= max(edge.sigma[0], floor[0])
+            r[3:6] /= max(edge.sigma[1], step * floor[1])
+            r[6] /= max(edge.sigma[2], floor[2])
         for part, rows in PARTS:
             r[rows] /= np.sqrt(self.variance[_kind(edge), part])
         return edge.weight * r
@@ -294,12 +307,17 @@ class PoseGraph:
                            time.perf_counter() - start, len(order), rejected)
 
     def noise(self) -> dict[str, dict[str, float]]:
-        """Each edge kind's noise as the graph now weighs it: sequential edges' sigmas (degrees, fraction
-        of the window step, scale %) and loop edges' factors on their own sigmas (1: as measured)."""
+        """Each edge kind's noise as the graph now weighs it: sequential edges' sigmas (their median:
+        degrees, fraction of the window step, scale %) and loop edges' factors on their own sigmas (1: as
+        measured)."""
         f = {key: float(np.sqrt(v)) for key, v in self.variance.items()}
-        return {"sequential": {"rotation_deg": float(np.degrees(self.sigma_rotation)) * f["sequential", 0],
-                               "translation_of_step": self.sigma_translation * f["sequential", 1],
-                               "scale_pct": 100.0 * self.sigma_scale * f["sequential", 2]},
+        step = self.step()
+        configured = (self.sigma_rotation, step * self.sigma_translation, self.sigma_scale)
+        own = [e.sigma or configured for e in self.edges if e.kind == "sequential"] or [configured]
+        floor = (self.min_sequential_sigma[0], step * self.min_sequential_sigma[1], self.min_sequential_sigma[2])
+        median = [float(np.median([max(s[p], floor[p]) for s in own])) * f["sequential", p] for p in range(3)]
+        return {"sequential": {"rotation_deg": float(np.degrees(median[0])), "translation_of_step": median[1] / step,
+                               "scale_pct": 100.0 * median[2]},
                 "loop_factor": {"rotation": f["loop", 0], "translation": f["loop", 1], "scale": f["loop", 2]}}
 
     def _update_variances(self, result: OptimizeResult, order: list[int], edges: list[Edge], step: float) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from stream4d.geometry import Sim3, camera_centres, umeyama
 
@@ -171,3 +172,31 @@ def register_overlap(
     # spot is where the last shared frame, the one next to the window's new frames, stands.
     last = camera_centres(world_c2w[-1]) - unit.R @ camera_centres(window_c2w[-1])
     return Registration(Sim3(1.0, unit.R, last), "unit", pixels, None, reason)
+
+
+def overlap_noise(
+    sim3: Sim3,
+    world_depth: np.ndarray,  # [O, H, W], earlier window's overlap frames, world scale
+    window_depth: np.ndarray,  # [O, H, W], new window's copies, its own scale
+    mask: np.ndarray,  # bool [O, H, W], confident in both
+    world_c2w: np.ndarray,  # [O, 4, 4]
+    window_c2w: np.ndarray,  # [O, 4, 4]
+    min_frames: int = 3,
+    min_pixels: int = 100,
+) -> tuple[float, float, float] | None:
+    """How far the two windows still disagree on their shared frames once ``sim3`` maps the new one
+    onto the world: RMS over the frames of the rotation between the two poses (rad), of the distance
+    between the two centres (world units) and of the log of each frame's median depth ratio. It is how
+    well this placement was measured, the noise of the sequential edge it makes (None: fewer than
+    ``min_frames`` shared frames with ``min_pixels`` confident pixels each, too few to tell)."""
+    frames = [f for f in range(len(mask)) if int(mask[f].sum()) >= min_pixels]
+    if len(frames) < min_frames:
+        return None
+    placed = sim3.apply_c2w(window_c2w[frames])
+    ref = world_c2w[frames]
+    rel = np.einsum("nji,njk->nik", ref[:, :3, :3], placed[:, :3, :3])
+    angles = Rotation.from_matrix(rel).magnitude()
+    shifts = np.linalg.norm(camera_centres(placed) - camera_centres(ref), axis=1)
+    logs = [float(np.median(np.log(world_depth[f][mask[f]] / (sim3.s * window_depth[f][mask[f]])))) for f in frames]
+    rms = lambda v: float(np.sqrt(np.mean(np.square(v))))  # noqa: E731
+    return rms(angles), rms(shifts), rms(np.asarray(logs) - np.median(logs))
