@@ -26,7 +26,7 @@ from align.layers import layer_thresholds, segment_window
 from align.layerwise import cross_window_seeds, propagate_scales
 from align.mapfile import MapKeyframe
 from align.reattach import SegmentLinker, lift_keyframe
-from align.sim3 import overlap_noise, register_overlap
+from align.sim3 import noise_at, overlap_noise, register_overlap
 from align.validate import unusable_reason
 from stream4d.contracts import AlignedWindow, Reattachment, WindowPrediction
 from stream4d.geometry import Sim3, invert_se3, pixel_grid, transform_point_maps
@@ -99,6 +99,8 @@ class StreamAligner:
         self._segment = 0
         self._next_segment = 1
         self._overlap_noise: tuple[float, float, float] | None = None  # the last registration's (overlap_noise)
+        # This window's re-attachment noise and where it was measured (SegmentLinker.measure), or None.
+        self._link_noise: tuple[tuple[float, float, float], np.ndarray] | None = None
         self._detached: set[int] = set()  # segments started by a gap and not yet found in an earlier world
         self._last_scale: float | None = None  # window-to-world scale of the last window emitted with parallax
         # The segment a gap just left and the scale of its last window, while the window that started the
@@ -221,6 +223,10 @@ class StreamAligner:
                                   "inliers": link.inliers, "scale": float(link.sim3.s)}
             if depth_factor != 1.0:
                 info["reattached"]["depth_factor"] = depth_factor
+            if self._link_noise is not None:
+                rotation, centre, log_scale = self._link_noise[0]
+                info["reattached"]["sigma"] = {"rotation_deg": float(np.degrees(rotation)), "centre": centre,
+                                               "log_scale": log_scale}
         moved, own_correction = {}, None
         update = self._global_step(pred, depth, K_used, c2w, is_new, state is not None, link, info,
                                    sim3 if link is None else link.sim3.compose(sim3))
@@ -379,6 +385,7 @@ class StreamAligner:
         is checked harder: on all its query views at their poses (``SegmentLinker.bridge``), and its
         scale against the scale of the window before the gap (``ReattachConfig.bridge_max_scale_change``)."""
         none = None, 1.0
+        self._link_noise = None
         if not self._linking() or self._segment not in self._detached:
             return none
         new = np.flatnonzero(is_new)
@@ -417,6 +424,7 @@ class StreamAligner:
                 info["bridge_rejected"] = f"scale {link.sim3.s:.3g} against {bridge[1]:.3g} before the gap"
                 return none
             info["bridged"] = True
+        self._link_noise = self._linker.measure(link, queries)  # before merge: the matched keyframe stays
         self._linker.merge(link)
         if self._map is not None:
             moved = [m.transformed(link.sim3) for m in self._map.pop(link.from_segment, [])]
@@ -454,8 +462,9 @@ class StreamAligner:
                 keyframes.append((kf, c2w[int(k)], K[int(k)]))
         self.global_map.lift_seconds += time.perf_counter() - lift_start
         linked_to = None if link is None else self.global_map.window_of_frame(link.keyframe_index)
+        link_sigma = None if self._link_noise is None else noise_at(*self._link_noise, c2w[new[-1], :3, 3])
         update = self.global_map.add_window(self._count, self._segment, c2w[new[-1]], registered, keyframes,
-                                            linked_to, weak, self._sequential_sigma(c2w, is_new))
+                                            linked_to, weak, self._sequential_sigma(c2w, is_new), link_sigma)
         info["global_map"] = {"keyframes": len(keyframes), "loops": [m.summary() for m in update.accepted],
                               "rejected": update.rejected, "dropped": update.dropped,
                               "moved_windows": len(update.corrections), "time_s": update.seconds,
@@ -468,10 +477,7 @@ class StreamAligner:
         shared frames to the anchor, as a loop's PnP sigmas are (``globalmap._loop_sigma``)."""
         if self._overlap_noise is None or is_new.all():
             return None
-        rotation, centre, log_scale = self._overlap_noise
-        shared = c2w[~is_new, :3, 3].mean(axis=0)
-        lever = float(np.linalg.norm(c2w[np.flatnonzero(is_new)[-1], :3, 3] - shared))
-        return rotation, centre + (rotation + log_scale) * lever, log_scale
+        return noise_at(self._overlap_noise, c2w[~is_new, :3, 3].mean(axis=0), c2w[np.flatnonzero(is_new)[-1], :3, 3])
 
     def _weak_frames(self, pred: WindowPrediction) -> frozenset[int]:
         """Frames the window model placed on few of its triangulated points (None known: no sparse tracks)."""

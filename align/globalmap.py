@@ -102,20 +102,25 @@ class GlobalMap:
     def add_window(self, window: int, segment: int, anchor_c2w: np.ndarray, registered: bool,
                    keyframes: list[tuple[Keyframe, np.ndarray, np.ndarray]],
                    linked_to: int | None = None, weak_frames: frozenset[int] = frozenset(),
-                   sequential_sigma: tuple[float, float, float] | None = None) -> GlobalMapUpdate:
+                   sequential_sigma: tuple[float, float, float] | None = None,
+                   link_sigma: tuple[float, float, float] | None = None) -> GlobalMapUpdate:
         """A placed window: ``anchor_c2w [4, 4]`` (world), ``registered`` on the segment's previous window,
         ``keyframes`` as (lifted keyframe, c2w [4, 4], K [3, 3]) in the current world; ``linked_to``: the
         window whose keyframe this one's segment was re-attached by (an edge holds that placement);
         ``sequential_sigma``: the noise of the registration on the previous window, as the aligner measured
-        it on their shared frames (rad, world units, log scale; None: the graph's learnt sigmas)."""
+        it on their shared frames (rad, world units, log scale; None: the graph's learnt sigmas);
+        ``link_sigma``: the re-attachment's noise at this window's anchor, measured by PnP as a loop's is
+        (``SegmentLinker.measure``; None: the graph's sequential sigmas)."""
         start = time.perf_counter()
         update = GlobalMapUpdate()
         self.graph.add_node(window, sim3_from_pose(anchor_c2w))
         previous = self._last_of_segment.get(segment)
         if registered and previous is not None:
             self.graph.add_sequential(previous, window, sigma=sequential_sigma)
-        if linked_to is not None and linked_to in self.graph.poses and linked_to != previous:
-            self.graph.add_sequential(linked_to, window, self.config.loop_weight, kind="link")
+        # A link edge, unless a sequential edge already joins the same pair (a bridge off the window
+        # before the gap registers nothing, and the link is then its only edge).
+        if linked_to is not None and linked_to in self.graph.poses and not (registered and linked_to == previous):
+            self.graph.add_sequential(linked_to, window, self.config.loop_weight, kind="link", sigma=link_sigma)
         self._segment_of[window] = segment
         self._last_of_segment[segment] = window
         matches, refusals, update.relocations, verified = self.detector.detect(window, segment, keyframes,

@@ -130,7 +130,11 @@ def _unpack(x: np.ndarray) -> Sim3:
 
 
 def _kind(edge: Edge) -> str:
-    """The noise group an edge belongs to: a loop, or held like a sequential alignment."""
+    """The noise group an edge belongs to: a loop, or held like a sequential alignment. A link that
+    carries its own noise was measured as a loop is (PnP on a stored keyframe) and is weighed with the
+    loops; it is never dropped, though (``Edge.kind`` stays "link")."""
+    if edge.kind == "link" and edge.sigma is not None:
+        return "loop"
     return edge.kind if edge.kind in KINDS else "sequential"
 
 
@@ -181,8 +185,9 @@ class PoseGraph:
     def add_sequential(self, i: int, j: int, weight: float = 1.0, kind: str = "sequential",
                        sigma: tuple[float, float, float] | None = None) -> None:
         """An edge that holds the current relative placement of ``i`` and ``j`` (``kind`` "link": a segment's
-        re-attachment, which spans windows; its noise is learnt with the sequential edges'). ``sigma``: the
-        noise the alignment measured for it (rad, world units, log scale; None: the graph's sigmas)."""
+        re-attachment, which spans windows; its noise is learnt with the loops' when it carries its own,
+        else with the sequential edges'). ``sigma``: the noise the alignment measured for it (rad, world
+        units, log scale; None: the graph's sigmas)."""
         self.add_edge(Edge(i, j, relative(self.poses[i], self.poses[j]), weight, kind, sigma))
 
     def move_nodes(self, nodes, sim3: Sim3) -> None:
@@ -232,7 +237,7 @@ class PoseGraph:
             r[3:6] /= step * self.sigma_translation
             r[6] /= self.sigma_scale
         else:
-            floor = self.min_sigma if edge.kind == "loop" else self.min_sequential_sigma
+            floor = self.min_sigma if _kind(edge) == "loop" else self.min_sequential_sigma
             r[:3] /= max(edge.sigma[0], floor[0])
             r[3:6] /= max(edge.sigma[1], step * floor[1])
             r[6] /= max(edge.sigma[2], floor[2])

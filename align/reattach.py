@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from align.config import ReattachConfig
+from align.pnp import depth_ratio, pnp_pose, pnp_sigma, pose_change
 from recon.features import Features, detect_features, verified_matches
 from stream4d.contracts import Reattachment
 from stream4d.geometry import Sim3, invert_se3, project_points, umeyama
@@ -333,6 +334,37 @@ class SegmentLinker:
             return None
         return Reattachment(link.from_segment, link.to_segment, best, link.inliers, link.keyframe_index,
                             link.frame_index), float(factor)
+
+    def measure(self, link: Reattachment, queries: list[Keyframe]) -> tuple[tuple[float, float, float], np.ndarray] | None:
+        """The noise of ``link`` (before :meth:`merge`), measured as a loop's is: its query view located by
+        PnP on the matched keyframe's points, rotation and centre sigmas from that pose's covariance, log
+        scale from the spread of the depth ratios between the two. The link was not fitted by that PnP (a
+        3D-3D or pose fit), so how far its own placement of the view is from the PnP pose, and its scale
+        from the depth ratio, are added in quadrature. Returns ((rad, target-world units, log scale), the
+        query camera's centre in the target world [3]), or None when the pair gives no PnP pose or ratio."""
+        cfg = self.config
+        q = next((q for q in queries if q.frame_index == link.frame_index), None)
+        kf = next((k for k in self._keyframes.get(link.to_segment, ()) if k.frame_index == link.keyframe_index), None)
+        if q is None or kf is None or q.c2w is None or q.K is None:
+            return None
+        m = verified_matches(q.features, kf.features, 0, 1)
+        if m is None or len(m.idx_i) < cfg.min_inliers:
+            return None
+        keypoints, world = q.features.keypoints[m.idx_i], kf.points[m.idx_j]
+        pnp = pnp_pose(keypoints, world, q.K, cfg.max_reprojection_px, cfg.seed)
+        if pnp is None or pnp[1].sum() < cfg.min_inliers:
+            return None
+        c2w, inl, _ = pnp
+        rotation, centre = pnp_sigma(c2w, keypoints[inl], world[inl], q.K)
+        both = None if q.precise is None or kf.precise is None else q.precise[m.idx_i] & kf.precise[m.idx_j]
+        ratio = depth_ratio(c2w, world, q.depth[m.idx_i], both)
+        if ratio is None:
+            return None
+        placed = link.sim3.apply_c2w(q.c2w)
+        angle, shift = pose_change(placed, c2w)
+        sigma = (float(np.hypot(rotation, np.radians(angle))), float(np.hypot(centre, shift)),
+                 float(np.hypot(ratio[1], np.log(ratio[0] / link.sim3.s))))
+        return sigma, placed[:3, 3].copy()
 
     def merge(self, link: Reattachment) -> None:
         """Move the linked segment's keyframes into the target world."""

@@ -200,3 +200,12 @@ def overlap_noise(
     logs = [float(np.median(np.log(world_depth[f][mask[f]] / (sim3.s * window_depth[f][mask[f]])))) for f in frames]
     rms = lambda v: float(np.sqrt(np.mean(np.square(v))))  # noqa: E731
     return rms(angles), rms(shifts), rms(np.asarray(logs) - np.median(logs))
+
+
+def noise_at(sigma: tuple[float, float, float], measured_at: np.ndarray, anchor: np.ndarray) -> tuple[float, float, float]:
+    """A placement's noise ``sigma`` (rad, world units, log scale), measured at the point ``measured_at [3]``,
+    as it shows at ``anchor [3]``: a rotation or scale error about the measured point moves the anchor by
+    that error times the lever between them."""
+    rotation, centre, log_scale = sigma
+    lever = float(np.linalg.norm(np.asarray(anchor, np.float64) - np.asarray(measured_at, np.float64)))
+    return rotation, centre + (rotation + log_scale) * lever, log_scale

@@ -16,7 +16,7 @@ database holds at the end. The samples are kept in ``<out>/<run>/rss.json``.
 
 Per-loop errors without re-running the window model: ``--record DIR`` runs one dataset once with
 ``--no-loop-closure`` and pickles every window prediction the aligner received (and its config);
-``--replay DIR`` feeds them to a fresh aligner with loop closure on and prints, for every loop edge
+``--replay DIR`` feeds them to a fresh aligner with loop closure on and prints, for every loop edge (and re-attachment link)
 the pose graph was given, its error against the ground truth (the measured ``Z = T_a^-1 T_b``
 against the ground-truth relative pose of the two windows' anchor frames, the last new frame of
 each; its scale against the ratio of the two windows' own similarities onto the ground truth), its
@@ -262,7 +262,7 @@ def replay(data: Path, folder: Path, overrides: dict | None = None) -> None:
     loops = sum(e.kind == "loop" for e, _ in edges)
     rows = []
     for e, after_solve in edges:
-        if e.kind != "loop":
+        if e.kind not in ("loop", "link"):  # a link: a segment re-attached, scored as a loop is
             continue
         Zt = relative(sim3_from_pose(truth[anchor[e.i]]), sim3_from_pose(truth[anchor[e.j]]))
         deg = rotation_angle_deg(e.Z.R.T @ Zt.R)
@@ -273,7 +273,7 @@ def replay(data: Path, folder: Path, overrides: dict | None = None) -> None:
         # Only before the first solve is the chain the one without loop closure that the scales came from.
         known = not after_solve and {e.i, e.j} <= set(fits)
         truth_log_s = np.log(fits[e.j][0] / fits[e.i][0]) if known else np.nan
-        rows.append([f"{e.i} -> {e.j}", f"{anchor[e.i]} -> {anchor[e.j]}", f"{deg:.3f}", f"{1000 * metres:.1f}",
+        rows.append([f"{e.i} -> {e.j}" + (" link" if e.kind == "link" else ""), f"{anchor[e.i]} -> {anchor[e.j]}", f"{deg:.3f}", f"{1000 * metres:.1f}",
                      f"{np.log(e.Z.s):+.4f}", "-" if not known else f"{100 * (np.log(e.Z.s) - truth_log_s):+.3f}", sigma,
                      "kept" if id(e) in kept else "dropped"])
     print(markdown_table(["windows", "anchor frames", "rotation error deg", "translation error mm", "log scale",

@@ -223,3 +223,20 @@ def test_a_window_two_windows_on_is_not_a_loop():
         aligner.add(window_from_geometry(span, images[span], depth[span], c2w[span], K, random_sim3(rng)))
     loops = [(loop["query_window"], loop["match_window"]) for loop in aligner.global_map.summary()["loops"]]
     assert loops and all(query - match >= 3 for query, match in loops), loops
+
+
+def test_a_bridge_off_the_window_before_the_gap_is_tied_to_it_by_its_link():
+    """A window that lost its overlap and was bridged back onto the window just before the gap has
+    no sequential edge (it registered on nothing): its link is the edge that ties it to the graph,
+    carrying the noise its PnP measured; without it the segment after the gap would float free."""
+    from align.globalmap import GlobalMap
+
+    gmap = GlobalMap(LoopClosureConfig())
+    step = np.eye(4)
+    for window, registered in ((0, False), (1, True)):
+        step[0, 3] = window
+        gmap.add_window(window, 0, step.copy(), registered, [])
+    step[0, 3] = 2
+    gmap.add_window(2, 0, step.copy(), False, [], linked_to=1, link_sigma=(1e-3, 1e-2, 1e-3))
+    ties = [(e.i, e.j, e.kind, e.sigma) for e in gmap.graph.edges]
+    assert ties == [(0, 1, "sequential", None), (1, 2, "link", (1e-3, 1e-2, 1e-3))]

@@ -1,9 +1,9 @@
-"""A loop's measured noise (align.loops.pnp_sigma): the PnP pose's covariance from its own residuals."""
+"""A loop's measured noise (align.pnp.pnp_sigma): the PnP pose's covariance from its own residuals."""
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from align.loops import pnp_pose, pnp_sigma
+from align.pnp import pnp_pose, pnp_sigma
 from stream4d.geometry import project_points
 
 K = np.array([[400.0, 0, 160], [0, 400.0, 120], [0, 0, 1]])

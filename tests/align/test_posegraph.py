@@ -137,6 +137,30 @@ def test_a_chain_measured_precise_holds_against_a_loop_off_by_more_than_its_own_
     assert solve(measured=True) < 0.01
 
 
+def test_a_link_measured_by_pnp_holds_a_re_attached_segment_against_an_overconfident_loop():
+    """The same arc in two segments: windows 0-2, then 3-5 re-attached to window 0 by a link edge (PnP on
+    window 0's keyframe), each chain measured precise. Unmeasured, the link is the one loose edge and
+    takes the loop's whole 0.5 degrees; measured, it holds as the chain does. The link is never dropped."""
+    truth = _circle(24)[:6]
+    off = Sim3(1.01, Rotation.from_rotvec([0.0, np.radians(0.5), 0.0]).as_matrix(), np.array([0.1, 0.0, 0.0]))
+
+    def solve(link_sigma) -> float:
+        graph = PoseGraph(min_sequential_sigma=(1e-6, 1e-6, 1e-6))
+        for k, T in enumerate(truth):
+            graph.add_node(k, T)
+        for k in (1, 2, 4, 5):
+            graph.add_sequential(k - 1, k, sigma=(1e-4, 2e-3, 2e-4))
+        graph.add_sequential(0, 3, kind="link", sigma=link_sigma)
+        graph.add_edge(Edge(0, 5, relative(truth[0], truth[5]).compose(off), kind="loop",
+                            sigma=(np.radians(0.3), 0.05, 1e-3)))
+        result = graph.optimise()
+        assert sum(e.kind == "link" for e in graph.edges) == 1
+        return max(_rotation_deg(result.corrections[k].compose(truth[k]), truth[k]) for k in range(len(truth)))
+
+    assert solve(None) > 0.2
+    assert solve((1e-4, 2e-3, 2e-4)) < 0.01
+
+
 def test_windows_that_stand_still_do_not_make_the_walk_look_exact():
     """A turn on the spot, then a walk: three windows anchored at one spot (a tenth of a millimetre
     apart), and one 0.3 further on, placed from the first by a bridge across the turn (the overlap

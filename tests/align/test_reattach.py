@@ -1,13 +1,15 @@
 """Re-attaching a lost segment: keyframes, the 3D-3D similarity, and the aligner's use of them."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from align_scenes import room_window
 
 from align.aligner import AlignConfig, StreamAligner
-from align.reattach import ReattachConfig, ransac_sim3
+from align.reattach import ReattachConfig, SegmentLinker, lift_keyframe, ransac_sim3
 from align.synthetic import random_sim3, window_from_geometry
-from stream4d.geometry import rotation_angle_deg
+from stream4d.geometry import Sim3, rotation_angle_deg
 from stream4d.synthetic import make_scene, make_trajectory, render_view
 
 W, H = 256, 192
@@ -48,6 +50,47 @@ def test_a_segment_that_sees_the_earlier_world_again_is_placed_back_in_it(room):
     # The next window registers as usual, in world 0.
     after = aligner.add(room_window(room, range(16, 20), random_sim3(rng)))
     assert after.segment == 0 and after.reattached is None and after.info["placement"] == "registered"
+
+
+def _linked_pair(room, to_world: Sim3):
+    """Frame 6 kept as segment 0's keyframe (the room's own world), frame 10 as a query of segment 1 in the
+    world ``to_world`` maps the room into; the linker that holds them and the link it found."""
+    linker = SegmentLinker(ReattachConfig())
+
+    def lift(i, world: Sim3):
+        return lift_keyframe(room.images[i], room.depth[i] * world.s, room.depth[i] > 0, room.K,
+                             world.apply_c2w(room.c2w[i][None])[0], i, 2000)
+
+    linker.remember(0, lift(6, Sim3.identity()))
+    query = lift(10, to_world)
+    link = linker.try_link(1, [query])
+    assert link is not None and link.to_segment == 0
+    return linker, link, query
+
+
+def test_a_link_measures_its_noise_by_pnp_and_owns_up_to_being_off(room):
+    """Exact geometry: the link's noise is a small PnP covariance. The same link turned by 1 degree, or
+    scaled by 5 %, owns up to it: the PnP pose and the depth ratio disagree with it by that much."""
+    from scipy.spatial.transform import Rotation
+
+    to_world = random_sim3(np.random.default_rng(4))
+    linker, link, query = _linked_pair(room, to_world)
+    (rotation, centre, log_scale), where = linker.measure(link, [query])
+    extent = np.ptp(room.c2w[:, :3, 3], axis=0).max()
+    assert 0 < np.degrees(rotation) < 0.05 and 0 < centre < 0.005 * extent and 0 < log_scale < 0.005
+    np.testing.assert_allclose(where, room.c2w[10, :3, 3], atol=0.005 * extent)
+
+    turn = Sim3(1.0, Rotation.from_rotvec(np.radians([0.0, 1.0, 0.0])).as_matrix(), np.zeros(3))
+    turned = replace(link, sim3=turn.compose(link.sim3))
+    assert np.degrees(linker.measure(turned, [query])[0][0]) == pytest.approx(1.0, rel=0.05)
+    scaled = replace(link, sim3=Sim3(1.05, np.eye(3), np.zeros(3)).compose(link.sim3))
+    assert linker.measure(scaled, [query])[0][2] == pytest.approx(np.log(1.05), rel=0.05)
+
+
+def test_a_link_whose_keyframe_is_gone_is_not_measured(room):
+    linker, link, query = _linked_pair(room, random_sim3(np.random.default_rng(5)))
+    assert linker.measure(replace(link, keyframe_index=99), [query]) is None
+    assert linker.measure(link, []) is None
 
 
 def test_a_segment_of_unrelated_content_stays_detached(room):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from align.config import LoopClosureConfig
-from align.loops import LoopDetector, pose_change
+from align.loops import LoopDetector
 from align.placerec import KeyframeDatabase
+from align.pnp import pose_change
 from align.reattach import lift_keyframe
 from align.synthetic import layered_room
 
