@@ -81,6 +81,7 @@ class GlobalMap:
         self._segment_of: dict[int, int] = {}  # window -> segment
         self._last_of_segment: dict[int, int] = {}  # segment -> its latest window
         self.loops: list[dict] = []  # accepted loops (run.json)
+        self.links: list[dict] = []  # re-attachment edges and their measured noise (run.json)
         self.relocated: list[dict] = []  # frames re-posed by PnP on an old keyframe (run.json)
         self.loop_pairs: deque[LoopPairs] = deque(maxlen=MAX_LOOP_PAIR_SETS)  # of the kept loops
         self.found = 0  # loop candidates verified geometrically
@@ -121,6 +122,7 @@ class GlobalMap:
         # before the gap registers nothing, and the link is then its only edge).
         if linked_to is not None and linked_to in self.graph.poses and not (registered and linked_to == previous):
             self.graph.add_sequential(linked_to, window, self.config.loop_weight, kind="link", sigma=link_sigma)
+            self.links.append(_link_summary(linked_to, window, link_sigma))
         self._segment_of[window] = segment
         self._last_of_segment[segment] = window
         matches, refusals, update.relocations, verified = self.detector.detect(window, segment, keyframes,
@@ -230,7 +232,7 @@ class GlobalMap:
                 "seconds": round(self.seconds, 4), "lift_seconds": round(self.lift_seconds, 4),
                 "seconds_per_keyframe": round((self.seconds + self.lift_seconds) /
                                               max(1, self.keyframes_added + self.keyframes_covered), 5),
-                "optimisations": self.optimisations, "loops": self.loops}
+                "optimisations": self.optimisations, "loops": self.loops, "links": self.links}
 
 
 def _loop_sigma(m: LoopMatch, anchor: Sim3) -> tuple[float, float, float] | None:
@@ -241,6 +243,14 @@ def _loop_sigma(m: LoopMatch, anchor: Sim3) -> tuple[float, float, float] | None
     rotation, centre, log_scale = m.sigma
     lever = 0.0 if m.query_centre is None else float(np.linalg.norm(anchor.t - m.query_centre))
     return rotation, centre + rotation * lever, log_scale
+
+
+def _link_summary(linked_to: int, window: int, sigma: tuple[float, float, float] | None) -> dict:
+    out: dict = {"window": window, "linked_to": linked_to, "measured": sigma is not None}
+    if sigma is not None:
+        out.update(sigma_deg=round(float(np.degrees(sigma[0])), 5), sigma_centre=round(float(sigma[1]), 6),
+                   sigma_log_scale=round(float(sigma[2]), 6))
+    return out
 
 
 def _rounded(noise: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:

@@ -240,3 +240,5 @@ def test_a_bridge_off_the_window_before_the_gap_is_tied_to_it_by_its_link():
     gmap.add_window(2, 0, step.copy(), False, [], linked_to=1, link_sigma=(1e-3, 1e-2, 1e-3))
     ties = [(e.i, e.j, e.kind, e.sigma) for e in gmap.graph.edges]
     assert ties == [(0, 1, "sequential", None), (1, 2, "link", (1e-3, 1e-2, 1e-3))]
+    assert gmap.summary()["links"] == [{"window": 2, "linked_to": 1, "measured": True, "sigma_deg": 0.0573,
+                                        "sigma_centre": 0.01, "sigma_log_scale": 0.001}]
