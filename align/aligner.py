@@ -474,7 +474,8 @@ class StreamAligner:
     def _sequential_sigma(self, c2w: np.ndarray, is_new: np.ndarray) -> tuple[float, float, float] | None:
         """The noise of this window's placement at its anchor (the last new frame): the shared frames'
         disagreement (``overlap_noise``), their rotation and scale errors carried over the lever from the
-        shared frames to the anchor, as a loop's PnP sigmas are (``globalmap._loop_sigma``)."""
+        shared frames to the anchor (``noise_at``, as for a re-attachment link; a loop carries only its
+        rotation, ``globalmap._loop_sigma``)."""
         if self._overlap_noise is None or is_new.all():
             return None
         return noise_at(self._overlap_noise, c2w[~is_new, :3, 3].mean(axis=0), c2w[np.flatnonzero(is_new)[-1], :3, 3])

@@ -352,9 +352,11 @@ class SegmentLinker:
             return None
         keypoints, world = q.features.keypoints[m.idx_i], kf.points[m.idx_j]
         pnp = pnp_pose(keypoints, world, q.K, cfg.max_reprojection_px, cfg.seed)
-        if pnp is None or pnp[1].sum() < cfg.min_inliers:
+        if pnp is None:
             return None
         c2w, inl, _ = pnp
+        if inl.sum() < cfg.min_inliers:
+            return None
         rotation, centre = pnp_sigma(c2w, keypoints[inl], world[inl], q.K)
         both = None if q.precise is None or kf.precise is None else q.precise[m.idx_i] & kf.precise[m.idx_j]
         ratio = depth_ratio(c2w, world, q.depth[m.idx_i], both)

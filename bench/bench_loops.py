@@ -16,10 +16,10 @@ database holds at the end. The samples are kept in ``<out>/<run>/rss.json``.
 
 Per-loop errors without re-running the window model: ``--record DIR`` runs one dataset once with
 ``--no-loop-closure`` and pickles every window prediction the aligner received (and its config);
-``--replay DIR`` feeds them to a fresh aligner with loop closure on and prints, for every loop edge (and re-attachment link)
-the pose graph was given, its error against the ground truth (the measured ``Z = T_a^-1 T_b``
-against the ground-truth relative pose of the two windows' anchor frames, the last new frame of
-each; its scale against the ratio of the two windows' own similarities onto the ground truth), its
+``--replay DIR`` feeds them to a fresh aligner with loop closure on and prints, for every loop edge
+(and re-attachment link) the pose graph was given, its error against the ground truth (the measured
+``Z = T_a^-1 T_b`` against the ground-truth relative pose of the two windows' anchor frames, the last
+new frame of each; its scale against the ratio of the two windows' own similarities onto the ground truth), its
 own sigmas, and whether the graph kept it; then the ATE with and without loop closure, and what one
 sequential alignment gets wrong (scale and rotation between consecutive windows' similarities onto
 the ground truth). ``--loop-config JSON`` replays with other loop-closure settings
