@@ -25,8 +25,8 @@ command -v "$PY" >/dev/null || PY=python3
 # other dependency at the exact version of requirements.lock (scripts/lock.sh refreshes it).
 .venv/bin/python -m pip install -q -r requirements-cpu.txt
 if [ $WITH_TESTS = 1 ]; then
-  .venv/bin/python -m pip install -q -c requirements.lock -e ".[test,ray]"
+  .venv/bin/python -m pip install -q -c requirements.lock -e ".[test,ray,ba]"
 else
-  .venv/bin/python -m pip install -q -c requirements.lock -e .
+  .venv/bin/python -m pip install -q -c requirements.lock -e ".[ba]"
 fi
 echo "stream4d set up in .venv"

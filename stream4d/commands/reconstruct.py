@@ -140,9 +140,14 @@ def add_parser(sub) -> str:
                    help="a saved map folder (--save-map of an earlier run): relocalise INPUT in it and extend it")
     p.add_argument("--save-map", type=Path,
                    help="write a map folder a later run can continue (--map) or merge (stream4d merge)")
-    p.add_argument("--final-ba", action="store_true",
-                   help="after a finite input, one bundle adjustment of all keyframes and sparse tracks "
-                        "(needs pycolmap: pip install 'stream4d[ba]'); every output follows it")
+    ba = p.add_mutually_exclusive_group()
+    ba.add_argument("--final-ba", action="store_true",
+                    help="after a finite input, one bundle adjustment of all keyframes and sparse tracks, every "
+                         "output following it: done by default when pycolmap is installed (pip install "
+                         "'stream4d[ba]') and no map is loaded or saved; this flag asks for it, with a map too "
+                         "(an error without pycolmap)")
+    ba.add_argument("--no-final-ba", action="store_false", dest="final_ba",
+                    help="skip the final bundle adjustment (faster; the windows' poses as the stream left them)")
     p.add_argument("--export", default=None, metavar="FORMATS",
                    help="after the run, export to OUT/<format>: colmap, nerfstudio or both comma-separated")
     p.add_argument("--gt", type=Path, default=None, help="cameras.json ground truth: print ATE at the end")

@@ -134,8 +134,10 @@ def plan_parts(frame_count: int, chunks: int, overlap: int, anchor_stride: int |
 
 def part_config(config: Any) -> Any:
     """A part's config: the run's, without what belongs to the joined run alone (its recording,
-    a viewer, a saved map) or cannot apply to a part (a map to start from)."""
-    return replace(config, rrd=False, save_map=None, map_from=None, viz=replace(config.viz, mode="none"))
+    a viewer, a saved map) or cannot apply to a part (a map to start from, a final adjustment: the
+    join places each part by its overlap as the part left it)."""
+    return replace(config, rrd=False, save_map=None, map_from=None, final_ba=False,
+                   viz=replace(config.viz, mode="none"))
 
 
 def run_part(path: str | Path, part: Part, out_dir: str | Path, config: Any, stop: threading.Event | None = None,

@@ -124,7 +124,11 @@ class ReconstructConfig:
         stream was relocalised).
     final_ba: after a finite input ends, one bundle adjustment (pycolmap, the ``ba`` extra) of every
         keyframe and sparse track of the final segment; every output follows the adjusted poses
-        (stream4d/pipeline/final_ba.py). Live inputs ignore it.
+        (stream4d/pipeline/final_ba.py). Live inputs ignore it. None (the default): on for a finite
+        input when pycolmap is installed and the run neither starts in a saved map nor saves one (a
+        map keeps the stream's world, which the adjustment would leave); otherwise run.json's
+        ``final_ba.skipped`` says why not. True: asked for (an error up front without pycolmap);
+        False: off.
 
     Stage configs: ``ingest`` (frame selection and resize), ``keyframes`` (which frames the window
         model sees, by parallax; the others are tracked: recon/keyframes.py), ``tracked_depth`` (the
@@ -147,7 +151,7 @@ class ReconstructConfig:
     save_frames: bool = True
     map_from: str | None = None
     save_map: str | None = None
-    final_ba: bool = False
+    final_ba: bool | None = None
     ingest: IngestOptions = field(default_factory=_run_ingest)
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     tracked_depth: TrackedDepthConfig = field(default_factory=TrackedDepthConfig)

@@ -300,16 +300,25 @@ def _usable(frames: Iterator[Frame], run: _Run, bar, ingest_error: list[BaseExce
 # ---- phase 3: closing -------------------------------------------------------------------------
 
 def _final_ba(run: _Run, error: BaseException | None) -> None:
-    """``final_ba``: the finished stream's keyframes and tracks adjusted together, the outputs moved."""
-    if not run.config.final_ba:
+    """``final_ba``: the finished stream's keyframes and tracks adjusted together, the outputs moved
+    (by default for a finite input: ``ReconstructConfig.final_ba`` None)."""
+    asked = run.config.final_ba
+    if asked is False:
         return
     if getattr(run.src.info, "kind", "") in ("camera", "push"):
-        log.info("final_ba ignored: a live input has no end to adjust at")
-        run.final_ba = {"applied": False, "skipped": "live input"}
+        if asked:
+            log.info("final_ba ignored: a live input has no end to adjust at")
+            run.final_ba = {"applied": False, "skipped": "live input"}
         return
     if error is not None:
         run.final_ba = {"applied": False, "skipped": "the stream ended with an error"}
         return
+    if asked is None:
+        why = _why_no_default_final_ba(run.config)
+        if why:
+            log.info("final bundle adjustment not run: %s", why)
+            run.final_ba = {"applied": False, "skipped": why}
+            return
     from stream4d.pipeline.final_ba import final_bundle_adjustment
 
     sink = run.sink
@@ -327,6 +336,19 @@ def _final_ba(run: _Run, error: BaseException | None) -> None:
         log.warning("final bundle adjustment failed: %s: %s", type(exc).__name__, exc)
         run.final_ba = {"applied": False, "skipped": f"failed: {type(exc).__name__}: {exc}"}
     run.timings["final_ba"] = run.final_ba.get("seconds", 0.0)
+
+
+def _why_no_default_final_ba(config: ReconstructConfig) -> str:
+    """Why a run that did not ask for the final adjustment goes without it ("" when it gets it)."""
+    from align.bundle import BundleAdjustmentUnavailable, require_pycolmap
+
+    if config.map_from or config.save_map:
+        return "the run starts in or saves a map, which keeps the stream's world (ask with --final-ba)"
+    try:
+        require_pycolmap()
+    except BundleAdjustmentUnavailable:
+        return "pycolmap is not installed (pip install 'stream4d[ba]')"
+    return ""
 
 
 def _global_map(run: _Run):

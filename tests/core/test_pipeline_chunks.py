@@ -23,6 +23,7 @@ from stream4d.pipeline.chunks import (
     JoinReport,
     join_chunks,
     joined_stats,
+    part_config,
     plan_chunks,
     reconstruct_in_chunks,
 )
@@ -273,3 +274,10 @@ def test_a_chunked_run_counts_every_keyframe_of_the_video_once(tmp_path):
     assert run.stats.frames_without_depth + run.stats.frames_depth_from_tracks <= \
         run.stats.keyframes_posed_from_parallax()
     assert json.loads((tmp_path / "out" / "run.json").read_text())["stats"] == asdict(run.stats)
+
+
+def test_a_part_leaves_the_final_adjustment_to_the_run_it_joins():
+    """Each part is placed by its overlap as it left it; a part adjusting itself would move that overlap."""
+    for asked in (None, True):
+        part = part_config(ReconstructConfig(final_ba=asked, save_map="m"))
+        assert part.final_ba is False and part.save_map is None and not part.rrd

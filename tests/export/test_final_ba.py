@@ -170,6 +170,53 @@ def test_final_ba_without_pycolmap_is_refused_before_the_run(synthetic_clip, tmp
     assert not (tmp_path / "run").exists()
 
 
+def test_a_finite_input_is_adjusted_by_default_as_when_asked(runs, synthetic_clip, tmp_path):
+    """``final_ba`` None (the default) adjusts a finite input exactly as asking for it does; a run that saves
+    a map is not adjusted unless asked (the map keeps the stream's world) and says so."""
+    from stream4d.pipeline import ReconstructConfig, reconstruct
+
+    overrides = {"align.window": 10, "align.overlap": 3, "align.loop_closure.enabled": False}
+    default = ReconstructConfig(rrd=False)
+    assert default.final_ba is None
+    reconstruct(synthetic_clip, tmp_path / "default", default.override(overrides), progress=False)
+    record = json.loads((tmp_path / "default" / "run.json").read_text())["final_ba"]
+    assert record["applied"], record
+    asked = read_trajectory_json(runs["ba"] / "trajectory.json")
+    got = read_trajectory_json(tmp_path / "default" / "trajectory.json")
+    np.testing.assert_allclose(np.stack([f.c2w for f in got]), np.stack([f.c2w for f in asked]), atol=1e-7)
+
+    mapped = ReconstructConfig(rrd=False, gaussians=False, save_map=str(tmp_path / "map")).override(overrides)
+    reconstruct(synthetic_clip, tmp_path / "mapped", mapped, progress=False)
+    record = json.loads((tmp_path / "mapped" / "run.json").read_text())["final_ba"]
+    assert not record["applied"] and "map" in record["skipped"], record
+    base = read_trajectory_json(runs["base"] / "trajectory.json")
+    unadjusted = read_trajectory_json(tmp_path / "mapped" / "trajectory.json")
+    np.testing.assert_allclose(np.stack([f.c2w for f in unadjusted]), np.stack([f.c2w for f in base]), atol=1e-7)
+
+
+def test_without_pycolmap_the_default_run_goes_unadjusted_and_says_why(synthetic_clip, tmp_path):
+    """Not asked for, the adjustment is not a reason to fail: the run ends as it would with
+    --no-final-ba, and run.json names what is missing; --no-final-ba records nothing."""
+    hide = tmp_path / "no_pycolmap"
+    hide.mkdir()
+    (hide / "pycolmap.py").write_text("raise ImportError('pycolmap hidden by the test')\n")
+    runs = {}
+    for name, flags, env_path in (("default", [], f"{hide}:{REPO}"), ("off", ["--no-final-ba"], str(REPO))):
+        out = tmp_path / name
+        proc = subprocess.run([sys.executable, "-m", "stream4d.cli", "reconstruct", str(synthetic_clip), "--out",
+                               str(out), "--quiet", "--no-rrd", "--no-gaussians", "--window", "10", "--overlap", "3",
+                               "--no-loop-closure", *flags], capture_output=True, text=True, timeout=300, cwd=REPO,
+                              env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[name] = json.loads((out / "run.json").read_text())
+    assert runs["default"]["final_ba"] == {"applied": False,
+                                           "skipped": "pycolmap is not installed (pip install 'stream4d[ba]')"}
+    assert runs["default"]["config"]["final_ba"] is None
+    assert runs["off"]["final_ba"] is None and runs["off"]["config"]["final_ba"] is False
+    poses = [np.stack([f.c2w for f in read_trajectory_json(tmp_path / name / "trajectory.json")]) for name in runs]
+    np.testing.assert_allclose(*poses, atol=1e-7)
+
+
 def test_a_live_input_ignores_final_ba(synthetic_clip, tmp_path, caplog):
     import cv2
 
