@@ -71,6 +71,9 @@ def bundle_adjust(scene: ExportScene, loss_scale_px: float = 1.5, refine_focal: 
     options.refine_extra_params = False
     options.ceres.loss_function_type = pycolmap.LossFunctionType.HUBER
     options.ceres.loss_function_scale = loss_scale_px
+    # One thread: Ceres' threads sum in no fixed order, and a run given its own run.json must repeat
+    # exactly (the final adjustment runs by default).
+    options.ceres.solver_options.num_threads = 1
     pycolmap.bundle_adjustment(rec, options)
     rec.update_point_3d_errors()
     error_after = {pid: (p.error, p.track.length()) for pid, p in rec.points3D.items()}

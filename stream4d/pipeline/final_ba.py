@@ -29,8 +29,14 @@ Evidence the tracks cannot carry keeps a frame, the focal length or the whole ad
   reach, and the path it converges to bends; with each keyframe's own K held, the windows' focal
   errors bend it too. Each window is consistent in itself, so the stream stays as aligned.
 
+- a world holding windows whose tracks share fewer than two keyframes with the rest (a segment
+  re-attached across a gap: a pose-graph link, which no track carries, placed it) is not adjusted:
+  the adjustment would leave such a window's scale, or its whole place, free (``windows_untied``).
+
 Nothing moves when the adjustment fails, leaves the mean reprojection error worse (over the points
-it kept), or sends more than 5 % of the points off (``align.bundle.bundle_adjust``: a few
+it kept), moves a frame by more than 5 % of the trajectory's extent (a part of the world its tracks
+do not tie to the rest, such as a segment re-attached across a gap by a pose-graph link, floats in
+the adjustment's gauge), or sends more than 5 % of the points off (``align.bundle.bundle_adjust``: a few
 low-parallax points may run off towards infinity while the rest converges; they keep their
 window's move).
 """
@@ -57,6 +63,10 @@ MAX_LOST_SHARE = 0.05  # more points sent off than this and the adjustment is no
 MIN_LOOP_TRACKS = 6  # a loop holds in the adjustment with at least this many of its matches as tracks
 MIN_LOOP_FIT_SHARE = 0.5  # ... and when at least this share of them fits the poses it left
 LOSS_SCALE_PX = 1.5  # the adjustment's Huber scale (the window SfM's)
+# A frame moved farther than this share of the trajectory's extent: not a refinement but a part of the
+# world whose tracks share too little with the rest to fix its scale and place (a re-attached segment
+# whose link is a pose-graph edge, with no tracks), left free by the adjustment's gauge.
+MAX_SHIFT_OF_EXTENT = 0.05
 
 
 def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: dict[int, int],
@@ -92,6 +102,12 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     if scene is None or len(scene.views) < MIN_KEYFRAMES:
         n = 0 if scene is None else len(scene.views)
         return _skip(record, started, f"{n} keyframes with tracks (at least {MIN_KEYFRAMES} needed)")
+    untied = _untied_windows(scene, None if sparse.point_window is None else sparse.point_window[kept])
+    if untied:
+        record["windows_untied"] = untied
+        return _skip(record, started, f"the tracks of window(s) {', '.join(map(str, untied))} share fewer than two "
+                                      "keyframes with the rest of this world (a segment re-attached across a gap): "
+                                      "the pose graph placed them, and the adjustment would let them float")
     tracks_end = scene.num_points  # rows after this are the loops' tracks
     scene, held = _with_loop_tracks(scene, loop_pairs)
     unheld = [loop for loop in closed if (loop.get("query_frame"), loop.get("match_frame")) not in held]
@@ -123,6 +139,12 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     old = {v.index: v.c2w for v in scene.views}
     new = {v.index: adjusted.c2w[k] for k, v in enumerate(scene.views)}
     moves = frame_corrections(frames, old, new)
+    change = _pose_change(frames, moves)
+    if change.get("shift_max_of_extent", 0.0) > MAX_SHIFT_OF_EXTENT:
+        record.update(change)
+        return _skip(record, started, f"the adjustment moved a frame by {change['shift_max_of_extent']:.3g} times the "
+                                      "trajectory's extent: a part of this world no shared tracks hold (a segment "
+                                      "re-attached across a gap) floated off")
     depth = float(np.median(_track_depths(scene)))
     windows = window_corrections(frames, moves, frame_window, depth)
     writer.move_frames(moves)
@@ -136,7 +158,7 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
         cache.move_windows(windows, segment)
     elif fallback_points is not None:
         fallback_points.move_windows(windows)
-    record.update(_pose_change(frames, moves), windows=len(windows), applied=True)
+    record.update(change, windows=len(windows), applied=True)
     record["seconds"] = round(time.perf_counter() - started, 4)
     log.info("final bundle adjustment: %d keyframes, %d points, reprojection %.3f -> %.3f px in %.1f s",
              len(scene.views), scene.num_points, adjusted.reprojection_before_px,
@@ -219,6 +241,34 @@ def _with_loop_tracks(scene, loop_pairs, max_px: float = 2 * LOSS_SCALE_PX):
                    obs_point=np.concatenate([scene.obs_point, np.repeat(np.arange(first, first + len(new)), 2)]),
                    obs_view=np.concatenate([scene.obs_view] + obs_view),
                    obs_xy=np.concatenate([scene.obs_xy] + obs_xy)), held
+
+
+def _untied_windows(scene, point_window: np.ndarray | None) -> list[int]:
+    """Windows whose tracks (``point_window`` [P]: each scene point's window) share fewer than two views
+    with the largest group of windows so tied: one shared view leaves a window's scale free about that
+    camera, none its whole place. Such a window was placed by a pose-graph edge no track carries."""
+    if point_window is None or not len(scene.obs_point):
+        return []
+    views_of: dict[int, set[int]] = {}
+    for w, v in set(zip(point_window[scene.obs_point].tolist(), scene.obs_view.tolist())):
+        views_of.setdefault(w, set()).add(v)
+    group = {w: w for w in views_of}
+
+    def root(w: int) -> int:
+        while group[w] != w:
+            w = group[w]
+        return w
+
+    windows = sorted(views_of)
+    for k, a in enumerate(windows):
+        for b in windows[k + 1:]:
+            if len(views_of[a] & views_of[b]) >= 2:
+                group[root(b)] = root(a)
+    members: dict[int, list[int]] = {}
+    for w in windows:
+        members.setdefault(root(w), []).append(w)
+    largest = max(members.values(), key=lambda ws: sum(len(views_of[w]) for w in ws))
+    return [w for w in windows if w not in largest]
 
 
 def _mean_error(scene) -> float:

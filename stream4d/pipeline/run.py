@@ -329,13 +329,19 @@ def _final_ba(run: _Run, error: BaseException | None) -> None:
     try:
         run.final_ba = final_bundle_adjustment(run.writer, segment, sink.frame_window, sink.cache,
                                                sink.fallback_points if sink.cache is None else None,
-                                               refine_focal=_intrinsics_report(run.model) is not None,
+                                               refine_focal=_focal_measured(_intrinsics_report(run.model)),
                                                exclude_frames=_relocated_frames(run), loops=_accepted_loops(run),
                                                loop_pairs=list(getattr(_global_map(run), "loop_pairs", ())))
     except Exception as exc:  # noqa: BLE001 - the outputs as the stream left them are still written
         log.warning("final bundle adjustment failed: %s: %s", type(exc).__name__, exc)
         run.final_ba = {"applied": False, "skipped": f"failed: {type(exc).__name__}: {exc}"}
     run.timings["final_ba"] = run.final_ba.get("seconds", 0.0)
+
+
+def _focal_measured(report: dict | None) -> bool:
+    """Whether the windows' motion measured the self-calibrated focal length: only then does the final
+    adjustment refine it (a starting guess or the input's own statement is held where it is)."""
+    return bool(report) and "windows" in (report.get("focal_source") or "")
 
 
 def _why_no_default_final_ba(config: ReconstructConfig) -> str:

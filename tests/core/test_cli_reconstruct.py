@@ -200,8 +200,10 @@ def test_photos_stating_their_focal_are_held_at_it_where_the_motion_does_not_tel
     out = tmp_path / "out"
     proc = stream4d("reconstruct", str(folder), "--out", str(out), "--no-rrd", "--no-gaussians")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    cal = json.loads((out / "run.json").read_text())["intrinsics"]
+    run = json.loads((out / "run.json").read_text())
+    cal = run["intrinsics"]
     assert cal["focal_source"] == "stated" and abs(cal["focal_px"] / stated - 1) < 1e-9, cal
+    assert run["final_ba"]["applied"] and "focal" not in run["final_ba"], run["final_ba"]  # no motion to refine it by
     assert "as the input's metadata states it" in proc.stdout
     frames = json.loads((out / "trajectory.json").read_text())["frames"]
     assert abs(frames[0]["K"][0][0] / true_f - 1) < 0.03  # the EXIF's whole millimetres, not the 1.0 guess
@@ -211,3 +213,4 @@ def test_photos_stating_their_focal_are_held_at_it_where_the_motion_does_not_tel
     assert "focal length: NOT determined" in proc.stdout
     ignored = json.loads((tmp_path / "ignored" / "run.json").read_text())
     assert ignored["config"]["ingest"]["metadata_focal"] is False and "stated_focal" not in ignored["intrinsics"]
+    assert "focal" not in ignored["final_ba"], ignored["final_ba"]  # the guess is held, not refined

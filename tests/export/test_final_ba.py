@@ -318,8 +318,56 @@ def test_a_relocated_frame_is_left_out_and_follows_its_neighbours(tmp_path):
     np.testing.assert_allclose(after[3], move_2 @ by_index[3], atol=1e-9)
 
 
-def _noisy_copy(src: Path, out: Path, seed: int) -> OutputWriter:
-    """``src``'s exact run written again with 0.3 px noise on its tracks (an open writer)."""
+def test_an_adjustment_that_moves_a_frame_across_the_world_is_not_applied(tmp_path):
+    """A frame that moves by more than 5 % of the trajectory's extent is no refinement: what the tracks
+    leave free (a part of the world that shares none with the rest) ran off. Nothing moves, and why is said."""
+    exact_run(tmp_path / "run")
+    with _noisy_copy(tmp_path / "run", tmp_path / "adjusted", seed=1, shift={3: np.array([0.06, 0.0, 0.1])}) as writer:
+        before = [f.c2w.copy() for f in writer.posed_frames()]
+        record = final_bundle_adjustment(writer, 0, {v: 0 for v in range(4)})
+        after = [f.c2w for f in writer.posed_frames()]
+    assert not record["applied"] and record["images"] == 4 and record["shift_max_of_extent"] > 0.05, record
+    assert "floated off" in record["skipped"]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("second", [(2, 3), (1, 2, 3)])
+def test_a_window_tied_to_the_rest_by_one_keyframe_is_not_adjusted(tmp_path, second):
+    """Two windows' tracks: the first's in frames 0-2, the second's in ``second``. One shared view (frame 2)
+    leaves the second window's scale free about that camera (a segment re-attached across a gap, placed
+    by a pose-graph link no track carries): nothing is adjusted and the window is named. Two shared
+    views tie it: adjusted."""
+    from stream4d.contracts import SparseTracks
+
+    exact_run(tmp_path / "run")
+    frames = read_trajectory_json(tmp_path / "run" / "trajectory.json")
+    sparse = read_sparse(tmp_path / "run")
+    writer = OutputWriter(tmp_path / "two")
+    for f in frames:
+        writer.add_frame(f)
+    K = np.stack([sparse.K[i] for i in range(4)])
+    noise = np.random.default_rng(5).normal(0.0, 0.3, sparse.obs_xy.shape)
+    for window, views in ((0, (0, 1, 2)), (1, second)):
+        rows = np.isin(sparse.obs_frame, views)
+        writer.write_sparse(window, 0, np.arange(4), SparseTracks(sparse.points, sparse.colors, sparse.obs_point[rows],
+                                                                  sparse.obs_frame[rows], sparse.obs_xy[rows] + noise[rows], K))
+    with writer:
+        before = [f.c2w.copy() for f in writer.posed_frames()]
+        record = final_bundle_adjustment(writer, 0, {0: 0, 1: 0, 2: 1, 3: 1})
+        after = [f.c2w for f in writer.posed_frames()]
+    if len(second) == 3:
+        assert record["applied"] and "windows_untied" not in record, record
+        return
+    assert not record["applied"] and record["windows_untied"] == [1], record
+    assert "window(s) 1 share fewer than two keyframes" in record["skipped"]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def _noisy_copy(src: Path, out: Path, seed: int, shift: dict[int, np.ndarray] | None = None) -> OutputWriter:
+    """``src``'s exact run written again with 0.3 px noise on its tracks (an open writer), and the camera
+    centres of the frames in ``shift`` (index -> [3]) moved by that much."""
+    from dataclasses import replace
+
     from stream4d.contracts import SparseTracks
 
     frames = read_trajectory_json(src / "trajectory.json")
@@ -327,6 +375,10 @@ def _noisy_copy(src: Path, out: Path, seed: int) -> OutputWriter:
     noise = np.random.default_rng(seed).normal(0.0, 0.3, sparse.obs_xy.shape)
     writer = OutputWriter(out)
     for f in frames:
+        if shift and f.index in shift:
+            c2w = f.c2w.copy()
+            c2w[:3, 3] += shift[f.index]
+            f = replace(f, c2w=c2w)
         writer.add_frame(f)
     writer.write_sparse(0, 0, np.arange(4), SparseTracks(sparse.points, sparse.colors, sparse.obs_point,
                                                          sparse.obs_frame, sparse.obs_xy + noise,
