@@ -34,9 +34,7 @@ Evidence the tracks cannot carry keeps a frame, the focal length or the whole ad
   the adjustment would leave such a window's scale, or its whole place, free (``windows_untied``).
 
 Nothing moves when the adjustment fails, leaves the mean reprojection error worse (over the points
-it kept), moves a frame by more than 5 % of the trajectory's extent (a part of the world its tracks
-do not tie to the rest, such as a segment re-attached across a gap by a pose-graph link, floats in
-the adjustment's gauge), or sends more than 5 % of the points off (``align.bundle.bundle_adjust``: a few
+it kept), or sends more than 5 % of the points off (``align.bundle.bundle_adjust``: a few
 low-parallax points may run off towards infinity while the rest converges; they keep their
 window's move).
 """
@@ -63,10 +61,6 @@ MAX_LOST_SHARE = 0.05  # more points sent off than this and the adjustment is no
 MIN_LOOP_TRACKS = 6  # a loop holds in the adjustment with at least this many of its matches as tracks
 MIN_LOOP_FIT_SHARE = 0.5  # ... and when at least this share of them fits the poses it left
 LOSS_SCALE_PX = 1.5  # the adjustment's Huber scale (the window SfM's)
-# A frame moved farther than this share of the trajectory's extent: not a refinement but a part of the
-# world whose tracks share too little with the rest to fix its scale and place (a re-attached segment
-# whose link is a pose-graph edge, with no tracks), left free by the adjustment's gauge.
-MAX_SHIFT_OF_EXTENT = 0.05
 
 
 def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: dict[int, int],
@@ -139,12 +133,6 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     old = {v.index: v.c2w for v in scene.views}
     new = {v.index: adjusted.c2w[k] for k, v in enumerate(scene.views)}
     moves = frame_corrections(frames, old, new)
-    change = _pose_change(frames, moves)
-    if change.get("shift_max_of_extent", 0.0) > MAX_SHIFT_OF_EXTENT:
-        record.update(change)
-        return _skip(record, started, f"the adjustment moved a frame by {change['shift_max_of_extent']:.3g} times the "
-                                      "trajectory's extent: a part of this world no shared tracks hold (a segment "
-                                      "re-attached across a gap) floated off")
     depth = float(np.median(_track_depths(scene)))
     windows = window_corrections(frames, moves, frame_window, depth)
     writer.move_frames(moves)
@@ -158,7 +146,7 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
         cache.move_windows(windows, segment)
     elif fallback_points is not None:
         fallback_points.move_windows(windows)
-    record.update(change, windows=len(windows), applied=True)
+    record.update(_pose_change(frames, moves), windows=len(windows), applied=True)
     record["seconds"] = round(time.perf_counter() - started, 4)
     log.info("final bundle adjustment: %d keyframes, %d points, reprojection %.3f -> %.3f px in %.1f s",
              len(scene.views), scene.num_points, adjusted.reprojection_before_px,

@@ -266,7 +266,8 @@ def test_windows_solved_with_different_focals_share_one_camera_only_when_it_fits
     agrees with its own window's K. Close focals: the keyframes get one camera to refine, and no track
     that disagrees with that shared starting focal is thrown away first. Far apart (150 / 180 px, as
     forward motion leaves them): one camera would start several pixels off every track, so the run is
-    left as aligned, and run.json says why."""
+    left as aligned, and run.json says why. The windows share frames 2 and 3, as overlapping windows do
+    (windows sharing fewer than two keyframes are not adjusted at all)."""
     from stream4d.contracts import SparseTracks
 
     rng = np.random.default_rng(5)
@@ -274,11 +275,12 @@ def test_windows_solved_with_different_focals_share_one_camera_only_when_it_fits
     with OutputWriter(tmp_path / "run") as writer:
         for window, focal in enumerate((150.0, second_focal)):
             K = np.array([[focal, 0, 79.5], [0, focal, 59.5], [0, 0, 1]])
-            obs_point, obs_view, obs_xy, views = [], [], [], range(3 * window, 3 * window + 3)
+            obs_point, obs_view, obs_xy, views = [], [], [], range(2 * window, 2 * window + 4)
             for k, v in enumerate(views):
                 c2w = np.eye(4)
                 c2w[:3, 3] = [0.15 * v, 0.02 * v, 0.0]
-                writer.add_frame(PosedFrame(v, 0.1 * v, f"{v}.png", c2w, K, 160, 120))
+                if v >= 2 * window + 2 or window == 0:
+                    writer.add_frame(PosedFrame(v, 0.1 * v, f"{v}.png", c2w, K, 160, 120))
                 pc = points - c2w[:3, 3]
                 uv = pc @ K.T
                 uv = uv[:, :2] / uv[:, 2:]
@@ -287,14 +289,14 @@ def test_windows_solved_with_different_focals_share_one_camera_only_when_it_fits
                 obs_view.append(np.full(len(seen), k))
                 obs_xy.append(uv[seen])
             tracks = SparseTracks(points, np.zeros((len(points), 3), np.uint8), np.concatenate(obs_point),
-                                  np.concatenate(obs_view), np.concatenate(obs_xy), np.repeat(K[None], 3, axis=0))
+                                  np.concatenate(obs_view), np.concatenate(obs_xy), np.repeat(K[None], 4, axis=0))
             writer.write_sparse(window, 0, np.array(views), tracks)
         observations = len(read_sparse(tmp_path / "run").obs_point)
         before = [f.c2w.copy() for f in writer.posed_frames()]
-        record = final_bundle_adjustment(writer, 0, {v: v // 3 for v in range(6)}, refine_focal=True)
+        record = final_bundle_adjustment(writer, 0, {v: min(v // 2, 1) for v in range(6)}, refine_focal=True)
         after = [f.c2w for f in writer.posed_frames()]
-    assert record["observations"] == observations, record  # none dropped against the shared focal
     if second_focal < 160:
+        assert record["observations"] == observations, record  # none dropped against the shared focal
         assert record["applied"] and record["focal"]["refined"], record
         return
     assert not record["applied"] and not record["focal"]["refined"], record
@@ -316,19 +318,6 @@ def test_a_relocated_frame_is_left_out_and_follows_its_neighbours(tmp_path):
     by_index = {f.index: f.c2w for f in frames}
     move_2 = after[2] @ np.linalg.inv(by_index[2])
     np.testing.assert_allclose(after[3], move_2 @ by_index[3], atol=1e-9)
-
-
-def test_an_adjustment_that_moves_a_frame_across_the_world_is_not_applied(tmp_path):
-    """A frame that moves by more than 5 % of the trajectory's extent is no refinement: what the tracks
-    leave free (a part of the world that shares none with the rest) ran off. Nothing moves, and why is said."""
-    exact_run(tmp_path / "run")
-    with _noisy_copy(tmp_path / "run", tmp_path / "adjusted", seed=1, shift={3: np.array([0.06, 0.0, 0.1])}) as writer:
-        before = [f.c2w.copy() for f in writer.posed_frames()]
-        record = final_bundle_adjustment(writer, 0, {v: 0 for v in range(4)})
-        after = [f.c2w for f in writer.posed_frames()]
-    assert not record["applied"] and record["images"] == 4 and record["shift_max_of_extent"] > 0.05, record
-    assert "floated off" in record["skipped"]
-    assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
 
 @pytest.mark.parametrize("second", [(2, 3), (1, 2, 3)])
@@ -363,11 +352,8 @@ def test_a_window_tied_to_the_rest_by_one_keyframe_is_not_adjusted(tmp_path, sec
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
 
-def _noisy_copy(src: Path, out: Path, seed: int, shift: dict[int, np.ndarray] | None = None) -> OutputWriter:
-    """``src``'s exact run written again with 0.3 px noise on its tracks (an open writer), and the camera
-    centres of the frames in ``shift`` (index -> [3]) moved by that much."""
-    from dataclasses import replace
-
+def _noisy_copy(src: Path, out: Path, seed: int) -> OutputWriter:
+    """``src``'s exact run written again with 0.3 px noise on its tracks (an open writer)."""
     from stream4d.contracts import SparseTracks
 
     frames = read_trajectory_json(src / "trajectory.json")
@@ -375,10 +361,6 @@ def _noisy_copy(src: Path, out: Path, seed: int, shift: dict[int, np.ndarray] | 
     noise = np.random.default_rng(seed).normal(0.0, 0.3, sparse.obs_xy.shape)
     writer = OutputWriter(out)
     for f in frames:
-        if shift and f.index in shift:
-            c2w = f.c2w.copy()
-            c2w[:3, 3] += shift[f.index]
-            f = replace(f, c2w=c2w)
         writer.add_frame(f)
     writer.write_sparse(0, 0, np.arange(4), SparseTracks(sparse.points, sparse.colors, sparse.obs_point,
                                                          sparse.obs_frame, sparse.obs_xy + noise,
