@@ -235,28 +235,20 @@ def _untied_windows(scene, point_window: np.ndarray | None) -> list[int]:
     """Windows whose tracks (``point_window`` [P]: each scene point's window) share fewer than two views
     with the largest group of windows so tied: one shared view leaves a window's scale free about that
     camera, none its whole place. Such a window was placed by a pose-graph edge no track carries."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
     if point_window is None or not len(scene.obs_point):
         return []
-    views_of: dict[int, set[int]] = {}
-    for w, v in set(zip(point_window[scene.obs_point].tolist(), scene.obs_view.tolist())):
-        views_of.setdefault(w, set()).add(v)
-    group = {w: w for w in views_of}
-
-    def root(w: int) -> int:
-        while group[w] != w:
-            w = group[w]
-        return w
-
-    windows = sorted(views_of)
-    for k, a in enumerate(windows):
-        for b in windows[k + 1:]:
-            if len(views_of[a] & views_of[b]) >= 2:
-                group[root(b)] = root(a)
-    members: dict[int, list[int]] = {}
-    for w in windows:
-        members.setdefault(root(w), []).append(w)
-    largest = max(members.values(), key=lambda ws: sum(len(views_of[w]) for w in ws))
-    return [w for w in windows if w not in largest]
+    windows, row = np.unique(point_window[scene.obs_point], return_inverse=True)
+    sees = csr_matrix((np.ones(len(row)), (row, scene.obs_view)), shape=(len(windows), len(scene.views)))
+    sees.sum_duplicates()
+    sees.data[:] = 1.0  # a window sees a view, however many of its tracks do
+    shared = (sees @ sees.T).toarray()  # views each pair of windows both see
+    _, group = connected_components(csr_matrix(shared >= 2), directed=False)
+    views_seen = np.asarray(sees.sum(axis=1)).ravel()
+    largest = np.argmax(np.bincount(group, weights=views_seen))
+    return [int(w) for w in windows[group != largest]]
 
 
 def _mean_error(scene) -> float:
