@@ -502,6 +502,25 @@ class StreamAligner:
                                                            self._keyframe_inputs(pred, depth, K, c2w, int(k))))
                                      for k in picks]
 
+    def follow_adjustment(self, moves: dict[int, Sim3], focal_scale: float = 1.0) -> int:
+        """Recorded map keyframes of this run whose frame a global adjustment moved follow it (``moves``:
+        frame index -> the world-frame motion of that frame's pose; ``focal_scale``: the adjusted focal length
+        over the one they were solved with). Returns how many followed."""
+        if self._map is None:
+            return 0
+        self._lift_pending_keyframe()
+        followed = 0
+        for segment, keyframes in self._map.items():
+            kept = []
+            for m in keyframes:
+                move = None if id(m) in self._map_loaded else moves.get(m.frame_index)
+                if move is not None:
+                    m = (m.refocused(focal_scale) if focal_scale != 1.0 else m).transformed(move)
+                    followed += 1
+                kept.append(m)
+            self._map[segment] = kept
+        return followed
+
     def _move_map_keyframes(self, moved: dict[int, Sim3]) -> None:
         """Recorded map keyframes of windows a loop closure moved follow their windows."""
         if self._map is None or not moved:

@@ -49,6 +49,19 @@ class MapKeyframe:
         moved = Keyframe(kf.frame_index, kf.features, sim3.apply(kf.points), kf.depth * sim3.s)
         return MapKeyframe(moved, sim3.apply_c2w(self.c2w), self.K.copy(), self.run)
 
+    def refocused(self, factor: float) -> "MapKeyframe":
+        """The keyframe through a camera whose fx and fy are ``factor`` times this one's (a global adjustment
+        refined the stream's focal length): each point keeps its depth on its keypoint's new ray."""
+        K = self.K.copy()
+        K[0, 0] *= factor
+        K[1, 1] *= factor
+        kf = self.keyframe
+        uv1 = np.column_stack([kf.features.keypoints, np.ones(len(kf.features.keypoints))])
+        cam = np.linalg.solve(K, uv1.T).T * kf.depth[:, None]
+        points = cam @ self.c2w[:3, :3].T + self.c2w[:3, 3]
+        return MapKeyframe(Keyframe(kf.frame_index, kf.features, points, kf.depth.copy()), self.c2w.copy(), K,
+                           self.run)
+
 
 def bytes_per_feature() -> int:
     """Bytes one stored feature takes in keyframes.npz (before npz's own small headers)."""

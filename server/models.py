@@ -48,9 +48,12 @@ class SessionOptions(BaseModel):
     drop_duplicates: bool = Field(False, description="drop near-duplicate frames before anything else; "
                                                      "dropped frames get no pose")
     gaussians: bool = Field(True, description="keep the Gaussian-splat cache and write splats.ply")
-    final_ba: bool = Field(False, description="after an upload or a pulled file ends, one bundle adjustment of "
-                                              "every keyframe and track (400 unless the server has pycolmap); "
-                                              "live streams ignore it")
+    final_ba: bool | None = Field(
+        None, description="after an upload or a pulled file ends, one bundle adjustment of every keyframe and "
+                          "track, the outputs and the saved map following it. None: done when the server has "
+                          "pycolmap and the session does not start in a saved map (run.json final_ba.skipped says "
+                          "why not); true: asked for (400 unless the server has pycolmap); false: off. Live "
+                          "streams ignore it")
     viewer: bool = Field(True, description="serve a live rerun web viewer for this session (when the server "
                                            "has viewers enabled: stream4d serve --viewer serve)")
     map_from: str | None = Field(
@@ -64,7 +67,7 @@ class SessionOptions(BaseModel):
         description="an upload only: reconstruct the video as this many overlapping chunks, run in parallel on "
                     "the Ray runner's nodes (one after another with the local runner), then joined into one "
                     "world. Needs every frame: 400 with stride, target_fps, max_frames, drop_duplicates, "
-                    "final_ba or map_from; 400 at the upload when the video is too short for the chunks")
+                    "final_ba true or map_from; 400 at the upload when the video is too short for the chunks")
     chunk_overlap: int = Field(16, ge=3, le=10_000, description="frames shared by consecutive chunks (with chunks)")
     chunk_anchor_stride: int | None = Field(
         10, ge=2, le=10_000,

@@ -144,7 +144,7 @@ def add_parser(sub) -> str:
     ba.add_argument("--final-ba", action="store_true",
                     help="after a finite input, one bundle adjustment of all keyframes and sparse tracks, every "
                          "output following it: done by default when pycolmap is installed (pip install "
-                         "'stream4d[ba]') and no map is loaded or saved; this flag asks for it, with a map too "
+                         "'stream4d[ba]') and no map is loaded (--map); this flag asks for it then too "
                          "(an error without pycolmap)")
     ba.add_argument("--no-final-ba", action="store_false", dest="final_ba",
                     help="skip the final bundle adjustment (faster; the windows' poses as the stream left them)")

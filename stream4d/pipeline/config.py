@@ -125,8 +125,8 @@ class ReconstructConfig:
     final_ba: after a finite input ends, one bundle adjustment (pycolmap, the ``ba`` extra) of every
         keyframe and sparse track of the final segment; every output follows the adjusted poses
         (stream4d/pipeline/final_ba.py). Live inputs ignore it. None (the default): on for a finite
-        input when pycolmap is installed and the run neither starts in a saved map nor saves one (a
-        map keeps the stream's world, which the adjustment would leave); otherwise run.json's
+        input when pycolmap is installed and the run does not start in a saved map (whose world the
+        adjustment does not see; a map the run saves follows the adjustment); otherwise run.json's
         ``final_ba.skipped`` says why not. True: asked for (an error up front without pycolmap);
         False: off.
 

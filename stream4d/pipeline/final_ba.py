@@ -65,14 +65,17 @@ LOSS_SCALE_PX = 1.5  # the adjustment's Huber scale (the window SfM's)
 
 def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: dict[int, int],
                             cache=None, fallback_points=None, refine_focal: bool = False,
-                            exclude_frames=(), loops=(), loop_pairs=()) -> dict:
+                            exclude_frames=(), loops=(), loop_pairs=(), on_adjusted=None) -> dict:
     """Adjust the run in ``writer``'s folder (segment ``segment``) and move its outputs; returns the
     run.json record. ``frame_window``: frame index -> window it was posed in; ``cache`` (a
     ``memory.gaussians.GaussianCache``) or ``fallback_points`` (the sink's ``VoxelCloud``) follow;
     ``refine_focal``: the intrinsics were self-calibrated, so the focal length is adjusted too;
     ``exclude_frames``: frame indices whose tracks do not hold their pose (relocated frames); ``loops``:
     the accepted loop closures (run.json ``loop_closure.loops`` records: ``query_window``, ``query_frame``,
-    ``match_frame``, ``moved``); ``loop_pairs``: their matches (``align.globalmap.LoopPairs``)."""
+    ``match_frame``, ``moved``); ``loop_pairs``: their matches (``align.globalmap.LoopPairs``);
+    ``on_adjusted(moves, focal_scale)``: called once the outputs moved, with each frame's correction
+    (frame index -> ``Sim3``) and the focal length's factor (1.0 when not refined), so the keyframes a saved
+    map is made of follow; it returns how many did (``map_keyframes_moved``)."""
     from align.bundle import bundle_adjust
 
     started = time.perf_counter()
@@ -146,6 +149,8 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
         cache.move_windows(windows, segment)
     elif fallback_points is not None:
         fallback_points.move_windows(windows)
+    if on_adjusted is not None:
+        record["map_keyframes_moved"] = int(on_adjusted(moves, adjusted.focal_scale if refine else 1.0))
     record.update(_pose_change(frames, moves), windows=len(windows), applied=True)
     record["seconds"] = round(time.perf_counter() - started, 4)
     log.info("final bundle adjustment: %d keyframes, %d points, reprojection %.3f -> %.3f px in %.1f s",

@@ -331,11 +331,17 @@ def _final_ba(run: _Run, error: BaseException | None) -> None:
                                                sink.fallback_points if sink.cache is None else None,
                                                refine_focal=_focal_measured(_intrinsics_report(run.model)),
                                                exclude_frames=_relocated_frames(run), loops=_accepted_loops(run),
-                                               loop_pairs=list(getattr(_global_map(run), "loop_pairs", ())))
+                                               loop_pairs=list(getattr(_global_map(run), "loop_pairs", ())),
+                                               on_adjusted=_map_follows(run))
     except Exception as exc:  # noqa: BLE001 - the outputs as the stream left them are still written
         log.warning("final bundle adjustment failed: %s: %s", type(exc).__name__, exc)
         run.final_ba = {"applied": False, "skipped": f"failed: {type(exc).__name__}: {exc}"}
     run.timings["final_ba"] = run.final_ba.get("seconds", 0.0)
+
+
+def _map_follows(run: _Run):
+    """What moves the keyframes ``save_map`` will write with the adjusted frames (None without a map)."""
+    return run.aligner.follow_adjustment if run.config.save_map else None
 
 
 def _focal_measured(report: dict | None) -> bool:
@@ -348,8 +354,9 @@ def _why_no_default_final_ba(config: ReconstructConfig) -> str:
     """Why a run that did not ask for the final adjustment goes without it ("" when it gets it)."""
     from align.bundle import BundleAdjustmentUnavailable, require_pycolmap
 
-    if config.map_from or config.save_map:
-        return "the run starts in or saves a map, which keeps the stream's world (ask with --final-ba)"
+    if config.map_from:
+        return ("the run starts in a saved map, whose world the adjustment does not see: it would move the stream "
+                "away from it (ask with --final-ba)")
     try:
         require_pycolmap()
     except BundleAdjustmentUnavailable:

@@ -44,6 +44,24 @@ def test_keyframes_survive_the_npz_round_trip_to_their_stored_precision(tmp_path
     assert bytes_per_feature() == 280 and stored_bytes(kfs) == 65 * 280 + 3 * 224
 
 
+def test_a_refocused_keyframe_keeps_each_point_on_its_keypoint_at_its_depth():
+    """A global adjustment that refines the focal length: each world point moves onto its keypoint's ray
+    through the new camera, at the depth it had; pose, features and run stay."""
+    rng = np.random.default_rng(2)
+    m = random_keyframe(rng, 30, 4, 1)
+    m.c2w[:3, :3] = random_sim3(rng).R
+    moved = m.refocused(1.02)
+    assert moved.K[0, 0] == pytest.approx(306.0) and moved.K[1, 1] == pytest.approx(306.0)
+    np.testing.assert_array_equal(moved.K[:2, 2], m.K[:2, 2])
+    np.testing.assert_array_equal(moved.c2w, m.c2w)
+    assert moved.run == 1 and moved.frame_index == 4 and moved.keyframe.features is m.keyframe.features
+    w2c = np.linalg.inv(moved.c2w)
+    cam = moved.keyframe.points @ w2c[:3, :3].T + w2c[:3, 3]
+    np.testing.assert_allclose(cam[:, 2], m.keyframe.depth, rtol=1e-9)
+    uv = cam @ moved.K.T
+    np.testing.assert_allclose(uv[:, :2] / uv[:, 2:], m.keyframe.features.keypoints, atol=1e-8)
+
+
 def test_inconsistent_keyframe_arrays_are_refused_with_the_reason():
     arrays = keyframes_to_arrays([random_keyframe(np.random.default_rng(1), 10, 0, 0)])
     arrays["offsets"] = np.array([0, 12])

@@ -171,9 +171,11 @@ def test_final_ba_without_pycolmap_is_refused_before_the_run(synthetic_clip, tmp
 
 
 def test_a_finite_input_is_adjusted_by_default_as_when_asked(runs, synthetic_clip, tmp_path):
-    """``final_ba`` None (the default) adjusts a finite input exactly as asking for it does; a run that saves
-    a map is not adjusted unless asked (the map keeps the stream's world) and says so."""
+    """``final_ba`` None (the default) adjusts a finite input exactly as asking for it does, a run that saves
+    a map too: the map's keyframes and trajectory follow the adjusted poses. A run that starts in a saved
+    map is not adjusted unless asked (the loaded world is not in the adjustment) and says so."""
     from stream4d.pipeline import ReconstructConfig, reconstruct
+    from stream4d.pipeline.maps import read_map
 
     overrides = {"align.window": 10, "align.overlap": 3, "align.loop_closure.enabled": False}
     default = ReconstructConfig(rrd=False)
@@ -188,10 +190,23 @@ def test_a_finite_input_is_adjusted_by_default_as_when_asked(runs, synthetic_cli
     mapped = ReconstructConfig(rrd=False, gaussians=False, save_map=str(tmp_path / "map")).override(overrides)
     reconstruct(synthetic_clip, tmp_path / "mapped", mapped, progress=False)
     record = json.loads((tmp_path / "mapped" / "run.json").read_text())["final_ba"]
-    assert not record["applied"] and "map" in record["skipped"], record
-    base = read_trajectory_json(runs["base"] / "trajectory.json")
-    unadjusted = read_trajectory_json(tmp_path / "mapped" / "trajectory.json")
-    np.testing.assert_allclose(np.stack([f.c2w for f in unadjusted]), np.stack([f.c2w for f in base]), atol=1e-7)
+    saved = read_map(tmp_path / "map")
+    assert record["applied"] and record["map_keyframes_moved"] == len(saved.keyframes) >= 3, record
+    adjusted = read_trajectory_json(tmp_path / "mapped" / "trajectory.json")
+    np.testing.assert_allclose(np.stack([f.c2w for f in adjusted]), np.stack([f.c2w for f in asked]), atol=1e-7)
+    pose_of = {f.index: f.c2w for f in adjusted}
+    for m in saved.keyframes:  # each keyframe where its frame now is, its points in front of it as before
+        np.testing.assert_allclose(m.c2w, pose_of[m.frame_index], atol=1e-6)
+        w2c = np.linalg.inv(m.c2w)
+        z = m.keyframe.points @ w2c[2, :3] + w2c[2, 3]
+        np.testing.assert_allclose(z, m.keyframe.depth, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(np.stack([f["c2w"] for f in saved.frames]), np.stack([f.c2w for f in adjusted]),
+                               atol=1e-6)
+
+    resumed = ReconstructConfig(rrd=False, gaussians=False, map_from=str(tmp_path / "map")).override(overrides)
+    reconstruct(synthetic_clip, tmp_path / "resumed", resumed, progress=False)
+    record = json.loads((tmp_path / "resumed" / "run.json").read_text())["final_ba"]
+    assert not record["applied"] and "saved map" in record["skipped"], record
 
 
 def test_without_pycolmap_the_default_run_goes_unadjusted_and_says_why(synthetic_clip, tmp_path):

@@ -9,18 +9,19 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "data" / "demo" / "demo.mp4"
 
 
-def test_an_upload_with_final_ba_is_adjusted_and_says_so_in_run_json(client):
+def test_an_upload_is_adjusted_by_default_and_its_saved_map_follows(client):
     # 24 frames in windows of 8: the demo's circle closes a loop that moves windows, and the
     # adjustment holds it with the loop's matches (without them it would open the loop again).
-    s = Sess(client, {**FAST_OPTIONS, "max_frames": 24, "final_ba": True})
+    s = Sess(client, {**FAST_OPTIONS, "max_frames": 24})
     assert s.upload(DEMO, filename="demo.mp4").status_code == 202
     assert s.wait()["state"] == "completed"
     run = client.get(f"/sessions/{s.id}/results/run.json", headers=s.headers).json()
-    assert run["config"]["final_ba"] is True
+    assert run["config"]["final_ba"] is None
     record = run["final_ba"]
     assert any(loop["moved"] for loop in run["loop_closure"]["loops"]), run["loop_closure"]
     assert record["applied"] and record["loops_held"] >= 1 and record["loop_tracks"] >= 6, record
     assert record["reprojection_after_px"] <= record["reprojection_before_px"]
+    assert record["map_keyframes_moved"] == run["map"]["saved"]["keyframes"] > 0, (record, run["map"])
 
 
 def test_final_ba_on_a_server_without_pycolmap_is_refused_at_creation(tmp_path):

@@ -10,9 +10,8 @@ from stream4d.pipeline import ReconstructConfig
 
 
 def test_default_session_options_are_the_pipelines_defaults():
-    # SessionOptions restates window, overlap, resolution, ... for the API schema: they must agree. The one
-    # deliberate difference: a session's final adjustment is opt-in (docs/api.md).
-    assert reconstruct_config(SessionOptions(), None) == ReconstructConfig(final_ba=False)
+    # SessionOptions restates window, overlap, resolution, ... for the API schema: they must agree.
+    assert reconstruct_config(SessionOptions(), None) == ReconstructConfig()
 
 
 def test_every_session_option_lands_in_the_tree():
