@@ -21,11 +21,11 @@ import numpy as np
 
 from align.confidence import confidence_mask
 from align.config import AlignConfig
-from align.globalmap import GlobalMap
+from align.globalmap import GlobalMap, LoopPairs
 from align.layers import layer_thresholds, segment_window
 from align.layerwise import cross_window_seeds, propagate_scales
 from align.mapfile import MapKeyframe
-from align.reattach import SegmentLinker, lift_keyframe
+from align.reattach import LinkNoise, SegmentLinker, lift_keyframe
 from align.sim3 import noise_at, overlap_noise, register_overlap
 from align.validate import unusable_reason
 from stream4d.contracts import AlignedWindow, Reattachment, WindowPrediction
@@ -100,7 +100,7 @@ class StreamAligner:
         self._next_segment = 1
         self._overlap_noise: tuple[float, float, float] | None = None  # the last registration's (overlap_noise)
         # This window's re-attachment noise and where it was measured (SegmentLinker.measure), or None.
-        self._link_noise: tuple[tuple[float, float, float], np.ndarray] | None = None
+        self._link_noise: LinkNoise | None = None
         self._detached: set[int] = set()  # segments started by a gap and not yet found in an earlier world
         self._last_scale: float | None = None  # window-to-world scale of the last window emitted with parallax
         # The segment a gap just left and the scale of its last window, while the window that started the
@@ -224,7 +224,7 @@ class StreamAligner:
             if depth_factor != 1.0:
                 info["reattached"]["depth_factor"] = depth_factor
             if self._link_noise is not None:
-                rotation, centre, log_scale = self._link_noise[0]
+                rotation, centre, log_scale = self._link_noise.sigma
                 info["reattached"]["sigma"] = {"rotation_deg": float(np.degrees(rotation)), "centre": centre,
                                                "log_scale": log_scale}
         moved, own_correction = {}, None
@@ -426,6 +426,9 @@ class StreamAligner:
             info["bridged"] = True
         self._link_noise = self._linker.measure(link, queries)  # before merge: the matched keyframe stays
         self._linker.merge(link)
+        if self._link_noise is not None and self.global_map is not None:
+            noise = self._link_noise
+            self.global_map.keep_pairs(LoopPairs(link.frame_index, link.keyframe_index, noise.query_uv, noise.match_uv))
         if self._map is not None:
             moved = [m.transformed(link.sim3) for m in self._map.pop(link.from_segment, [])]
             self._map.setdefault(link.to_segment, []).extend(moved)
@@ -462,7 +465,8 @@ class StreamAligner:
                 keyframes.append((kf, c2w[int(k)], K[int(k)]))
         self.global_map.lift_seconds += time.perf_counter() - lift_start
         linked_to = None if link is None else self.global_map.window_of_frame(link.keyframe_index)
-        link_sigma = None if self._link_noise is None else noise_at(*self._link_noise, c2w[new[-1], :3, 3])
+        link_sigma = None if self._link_noise is None else noise_at(self._link_noise.sigma, self._link_noise.centre,
+                                                                     c2w[new[-1], :3, 3])
         update = self.global_map.add_window(self._count, self._segment, c2w[new[-1]], registered, keyframes,
                                             linked_to, weak, self._sequential_sigma(c2w, is_new), link_sigma)
         info["global_map"] = {"keyframes": len(keyframes), "loops": [m.summary() for m in update.accepted],

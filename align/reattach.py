@@ -45,6 +45,16 @@ class Keyframe:
                 + self.depth.nbytes)
 
 
+@dataclass
+class LinkNoise:
+    """What a link's query view and matched keyframe measured of it (``SegmentLinker.measure``)."""
+
+    sigma: tuple[float, float, float]  # rotation (rad), centre (target-world units), log scale
+    centre: np.ndarray  # float64 [3], the query camera's centre in the target world
+    query_uv: np.ndarray  # float32 [M, 2], the PnP inliers' keypoints in the query frame (model pixels)
+    match_uv: np.ndarray  # float32 [M, 2], the same matches' keypoints in the keyframe
+
+
 def lift_keyframe(image: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.ndarray, c2w: np.ndarray,
                   frame_index: int, max_features: int,
                   anchors: tuple[np.ndarray, np.ndarray] | None = None, anchor_px: float = 1.0) -> Keyframe:
@@ -335,13 +345,13 @@ class SegmentLinker:
         return Reattachment(link.from_segment, link.to_segment, best, link.inliers, link.keyframe_index,
                             link.frame_index), float(factor)
 
-    def measure(self, link: Reattachment, queries: list[Keyframe]) -> tuple[tuple[float, float, float], np.ndarray] | None:
+    def measure(self, link: Reattachment, queries: list[Keyframe]) -> LinkNoise | None:
         """The noise of ``link`` (before :meth:`merge`), measured as a loop's is: its query view located by
         PnP on the matched keyframe's points, rotation and centre sigmas from that pose's covariance, log
         scale from the spread of the depth ratios between the two. The link was not fitted by that PnP (a
         3D-3D or pose fit), so how far its own placement of the view is from the PnP pose, and its scale
-        from the depth ratio, are added in quadrature. Returns ((rad, target-world units, log scale), the
-        query camera's centre in the target world [3]), or None when the pair gives no PnP pose or ratio."""
+        from the depth ratio, are added in quadrature. The PnP inliers come along as image matches (a final
+        adjustment makes tracks across the link of them). None when the pair gives no PnP pose or ratio."""
         cfg = self.config
         q = next((q for q in queries if q.frame_index == link.frame_index), None)
         kf = next((k for k in self._keyframes.get(link.to_segment, ()) if k.frame_index == link.keyframe_index), None)
@@ -366,7 +376,8 @@ class SegmentLinker:
         angle, shift = pose_change(placed, c2w)
         sigma = (float(np.hypot(rotation, np.radians(angle))), float(np.hypot(centre, shift)),
                  float(np.hypot(ratio[1], np.log(ratio[0] / link.sim3.s))))
-        return sigma, placed[:3, 3].copy()
+        return LinkNoise(sigma, placed[:3, 3].copy(), keypoints[inl].astype(np.float32),
+                         kf.features.keypoints[m.idx_j][inl].astype(np.float32))
 
     def merge(self, link: Reattachment) -> None:
         """Move the linked segment's keyframes into the target world."""

@@ -14,11 +14,13 @@ Then the outputs follow the adjusted poses, as they follow a loop closure:
 
 Evidence the tracks cannot carry keeps a frame, the focal length or the whole adjustment out:
 
-- the tracks are each window's own, so nothing among them ties the end of a loop to its start: each
-  loop the pose graph kept adds its matches (the PnP inliers between its two keyframes,
-  ``loop_pairs``) as two-view tracks, triangulated from the poses as the loop left them. A world where
-  a loop moved windows and could not add such tracks is not adjusted: the adjustment would open the
-  loop again (``loops``; a loop the chain already agreed with moved nothing and does not count);
+- the tracks are each window's own, so nothing among them ties the end of a loop to its start, or a
+  segment re-attached after a gap to the world it joined: each loop the pose graph kept and each
+  re-attachment link adds its matches (the PnP inliers between its two keyframes, ``loop_pairs``),
+  which merge the two windows' tracks where they are observations of them
+  (``pipeline.cross_tracks``). A world where a loop moved windows and could not add such tracks is
+  not adjusted: the adjustment would open the loop again (``loops``; a loop the chain already agreed
+  with moved nothing and does not count);
 
 - a frame the loop closure relocated (PnP on an earlier keyframe's points, ``exclude_frames``) is not
   adjusted: its window's tracks were triangulated with the pose the window model gave it, which the
@@ -29,9 +31,9 @@ Evidence the tracks cannot carry keeps a frame, the focal length or the whole ad
   reach, and the path it converges to bends; with each keyframe's own K held, the windows' focal
   errors bend it too. Each window is consistent in itself, so the stream stays as aligned.
 
-- a world holding windows whose tracks share fewer than two keyframes with the rest (a segment
-  re-attached across a gap: a pose-graph link, which no track carries, placed it) is not adjusted:
-  the adjustment would leave such a window's scale, or its whole place, free (``windows_untied``).
+- a world holding windows whose tracks, merged as above, still share fewer than two keyframes with
+  the rest (a segment re-attached across a gap whose link merged no tracks) is not adjusted: the
+  adjustment would leave such a window's scale, or its whole place, free (``windows_untied``).
 
 Nothing moves when the adjustment fails, leaves the mean reprojection error worse (over the points
 it kept), or sends more than 5 % of the points off (``align.bundle.bundle_adjust``: a few
@@ -52,6 +54,7 @@ from stream4d.contracts import POSE_POSED, POSE_ROTATION_ONLY
 from stream4d.export.scene import ExportView, scene_from_tracks
 from stream4d.geometry import Sim3, quat_wxyz, rotation_angle_deg, rotation_from_quat_wxyz, umeyama
 from stream4d.outputs import OutputWriter, PosedFrame, read_sparse
+from stream4d.pipeline.cross_tracks import with_cross_tracks
 
 log = logging.getLogger("stream4d.pipeline")
 
@@ -99,20 +102,26 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     if scene is None or len(scene.views) < MIN_KEYFRAMES:
         n = 0 if scene is None else len(scene.views)
         return _skip(record, started, f"{n} keyframes with tracks (at least {MIN_KEYFRAMES} needed)")
-    untied = _untied_windows(scene, None if sparse.point_window is None else sparse.point_window[kept])
+    point_window = np.full(scene.num_points, -1, np.int64) if sparse.point_window is None else \
+        np.asarray(sparse.point_window, np.int64)[kept]
+    cross = with_cross_tracks(scene, point_window, loop_pairs, 2 * LOSS_SCALE_PX, MIN_LOOP_TRACKS,
+                              MIN_LOOP_FIT_SHARE)
+    scene = cross.scene
+    untied = _untied_windows(scene, None if sparse.point_window is None else cross.point_window)
     if untied:
         record["windows_untied"] = untied
         return _skip(record, started, f"the tracks of window(s) {', '.join(map(str, untied))} share fewer than two "
-                                      "keyframes with the rest of this world (a segment re-attached across a gap): "
-                                      "the pose graph placed them, and the adjustment would let them float")
-    tracks_end = scene.num_points  # rows after this are the loops' tracks
-    scene, held = _with_loop_tracks(scene, loop_pairs)
-    unheld = [loop for loop in closed if (loop.get("query_frame"), loop.get("match_frame")) not in held]
+                                      "keyframes with the rest of this world, and no loop or link matches merge "
+                                      "them with it (a segment re-attached across a gap): the pose graph placed "
+                                      "them, and the adjustment would let them float")
+    unheld = [loop for loop in closed if (loop.get("query_frame"), loop.get("match_frame")) not in cross.held]
     if unheld:
         return _skip(record, started, f"{len(unheld)} loop closures moved this world's windows and have no tracks "
                                       "to hold them: the adjustment would open the loops again")
     record.update(images=len(scene.views), points=scene.num_points, observations=int(len(scene.obs_point)),
-                  loop_tracks=scene.num_points - tracks_end, loops_held=len(held))
+                  loop_tracks=cross.matches, tracks_merged=cross.merged, loops_held=len(cross.held),
+                  loop_matches={"merged": cross.merged, "extended": cross.extended, "two_view": cross.two_view,
+                                "shared": cross.shared})
     if refine:
         own = _mean_error(scene)
         scene_shared = replace(scene, views=[replace(v, K=shared[v.index]) for v in scene.views])
@@ -139,7 +148,7 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     depth = float(np.median(_track_depths(scene)))
     windows = window_corrections(frames, moves, frame_window, depth)
     writer.move_frames(moves)
-    _move_sparse(writer, sparse, kept, adjusted.points[:tracks_end], windows)
+    _move_sparse(writer, sparse, kept, adjusted.points[cross.row_of], windows)
     if refine:
         focal = float(scene.views[0].K[0, 0])
         writer.scale_focal(segment, adjusted.focal_scale)
@@ -203,50 +212,21 @@ def _view(f: PosedFrame, K: np.ndarray) -> ExportView:
     return ExportView(f.index, f"{f.index:06d}.jpg", Path(), f.image, f.c2w, K, width, height)
 
 
-def _with_loop_tracks(scene, loop_pairs, max_px: float = 2 * LOSS_SCALE_PX):
-    """``scene`` with each loop's matches between two of its views added as two-view tracks, triangulated
-    from the views' poses and K (those in front of both and reprojecting within ``max_px``). A loop most
-    of whose matches do not fit is left out whole: the poses disagree with it. Returns the scene and the
-    (query frame, match frame) pairs that added at least ``MIN_LOOP_TRACKS`` tracks."""
-    from recon.tracking import triangulate_views
-
-    row = {v.index: k for k, v in enumerate(scene.views)}
-    points, obs_view, obs_xy, held = [], [], [], set()
-    for lp in loop_pairs:
-        a, b = row.get(int(lp.query_frame)), row.get(int(lp.match_frame))
-        if a is None or b is None or a == b or len(lp.query_uv) < MIN_LOOP_TRACKS:
-            continue
-        va, vb = scene.views[a], scene.views[b]
-        uv_a, uv_b = np.asarray(lp.query_uv, np.float64), np.asarray(lp.match_uv, np.float64)
-        X, ok = triangulate_views(va.K, va.c2w, vb.c2w, uv_a, uv_b, max_px, 0.0, K_b=vb.K)
-        if ok.sum() < max(MIN_LOOP_TRACKS, MIN_LOOP_FIT_SHARE * len(ok)):
-            continue
-        held.add((int(lp.query_frame), int(lp.match_frame)))
-        points.append(X[ok])
-        obs_view.append(np.repeat([[a, b]], int(ok.sum()), axis=0).ravel())
-        obs_xy.append(np.stack([uv_a[ok], uv_b[ok]], axis=1).reshape(-1, 2))
-    if not points:
-        return scene, held
-    new = np.concatenate(points)
-    first = scene.num_points
-    return replace(scene, points=np.concatenate([scene.points, new]),
-                   colors=np.concatenate([scene.colors, np.zeros((len(new), 3), scene.colors.dtype)]),
-                   obs_point=np.concatenate([scene.obs_point, np.repeat(np.arange(first, first + len(new)), 2)]),
-                   obs_view=np.concatenate([scene.obs_view] + obs_view),
-                   obs_xy=np.concatenate([scene.obs_xy] + obs_xy)), held
-
-
 def _untied_windows(scene, point_window: np.ndarray | None) -> list[int]:
-    """Windows whose tracks (``point_window`` [P]: each scene point's window) share fewer than two views
-    with the largest group of windows so tied: one shared view leaves a window's scale free about that
-    camera, none its whole place. Such a window was placed by a pose-graph edge no track carries."""
+    """Windows whose tracks (``point_window`` [P]: each scene point's window, -1 for a match's two-view
+    track, which ties no window) share fewer than two views with the largest group of windows so tied:
+    one shared view leaves a window's scale free about that camera, none its whole place. Such a window
+    was placed by a pose-graph edge no track carries."""
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import connected_components
 
-    if point_window is None or not len(scene.obs_point):
+    if point_window is None:
         return []
-    windows, row = np.unique(point_window[scene.obs_point], return_inverse=True)
-    sees = csr_matrix((np.ones(len(row)), (row, scene.obs_view)), shape=(len(windows), len(scene.views)))
+    own = point_window[scene.obs_point] >= 0  # a match's two-view track belongs to no window
+    if not own.any():
+        return []
+    windows, row = np.unique(point_window[scene.obs_point][own], return_inverse=True)
+    sees = csr_matrix((np.ones(len(row)), (row, scene.obs_view[own])), shape=(len(windows), len(scene.views)))
     sees.sum_duplicates()
     sees.data[:] = 1.0  # a window sees a view, however many of its tracks do
     shared = (sees @ sees.T).toarray()  # views each pair of windows both see

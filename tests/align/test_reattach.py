@@ -9,7 +9,7 @@ from align_scenes import room_window
 from align.aligner import AlignConfig, StreamAligner
 from align.reattach import ReattachConfig, SegmentLinker, lift_keyframe, ransac_sim3
 from align.synthetic import random_sim3, window_from_geometry
-from stream4d.geometry import Sim3, rotation_angle_deg
+from stream4d.geometry import Sim3, project_points, rotation_angle_deg
 from stream4d.synthetic import make_scene, make_trajectory, render_view
 
 W, H = 256, 192
@@ -75,16 +75,25 @@ def test_a_link_measures_its_noise_by_pnp_and_owns_up_to_being_off(room):
 
     to_world = random_sim3(np.random.default_rng(4))
     linker, link, query = _linked_pair(room, to_world)
-    (rotation, centre, log_scale), where = linker.measure(link, [query])
+    noise = linker.measure(link, [query])
+    rotation, centre, log_scale = noise.sigma
     extent = np.ptp(room.c2w[:, :3, 3], axis=0).max()
     assert 0 < np.degrees(rotation) < 0.05 and 0 < centre < 0.005 * extent and 0 < log_scale < 0.005
-    np.testing.assert_allclose(where, room.c2w[10, :3, 3], atol=0.005 * extent)
+    np.testing.assert_allclose(noise.centre, room.c2w[10, :3, 3], atol=0.005 * extent)
+    # The PnP inliers come along as image matches: the same scene point in the query and the keyframe.
+    assert len(noise.query_uv) == len(noise.match_uv) >= 20
+    uv = noise.query_uv.astype(np.float64)
+    z = room.depth[10][np.rint(uv[:, 1]).astype(int), np.rint(uv[:, 0]).astype(int)]
+    world = (np.column_stack([uv, np.ones(len(uv))]) @ np.linalg.inv(room.K).T * z[:, None]) @ \
+        room.c2w[10][:3, :3].T + room.c2w[10][:3, 3]
+    seen, _ = project_points(world, room.K, room.c2w[6])
+    assert np.median(np.linalg.norm(seen - noise.match_uv, axis=1)) < 1.0
 
     turn = Sim3(1.0, Rotation.from_rotvec(np.radians([0.0, 1.0, 0.0])).as_matrix(), np.zeros(3))
     turned = replace(link, sim3=turn.compose(link.sim3))
-    assert np.degrees(linker.measure(turned, [query])[0][0]) == pytest.approx(1.0, rel=0.05)
+    assert np.degrees(linker.measure(turned, [query]).sigma[0]) == pytest.approx(1.0, rel=0.05)
     scaled = replace(link, sim3=Sim3(1.05, np.eye(3), np.zeros(3)).compose(link.sim3))
-    assert linker.measure(scaled, [query])[0][2] == pytest.approx(np.log(1.05), rel=0.05)
+    assert linker.measure(scaled, [query]).sigma[2] == pytest.approx(np.log(1.05), rel=0.05)
 
 
 def test_a_link_whose_keyframe_is_gone_is_not_measured(room):

@@ -367,6 +367,44 @@ def test_a_window_tied_to_the_rest_by_one_keyframe_is_not_adjusted(tmp_path, sec
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
 
 
+def test_a_segment_re_attached_across_a_gap_is_tied_by_its_links_matches(tmp_path):
+    """Windows 0 (frames 0-1) and 1 (frames 2-3) share no frame: a re-attachment link placed window 1, and
+    without its matches no track ties it (nothing is adjusted, the window is named). The link's matches
+    between frames 2 and 1 fall on keypoints both windows' tracks observe: each makes two tracks one,
+    which ties window 1's scale and place, and the adjustment keeps the exact poses."""
+    from align.globalmap import LoopPairs
+    from stream4d.contracts import SparseTracks
+
+    truth = exact_run(tmp_path / "run")
+    frames = read_trajectory_json(tmp_path / "run" / "trajectory.json")
+    sparse = read_sparse(tmp_path / "run")
+    K = np.stack([sparse.K[i] for i in range(4)])
+    xy = sparse.obs_xy + np.random.default_rng(6).normal(0.0, 0.3, sparse.obs_xy.shape)
+    writer = OutputWriter(tmp_path / "linked")
+    for f in frames:
+        writer.add_frame(f)
+    for window, views in ((0, (0, 1)), (1, (2, 3))):
+        rows = np.isin(sparse.obs_frame, views)
+        writer.write_sparse(window, 0, np.arange(4), SparseTracks(sparse.points, sparse.colors, sparse.obs_point[rows],
+                                                                  sparse.obs_frame[rows], xy[rows], K))
+    both = np.intersect1d(sparse.obs_point[sparse.obs_frame == 2], sparse.obs_point[sparse.obs_frame == 1])
+    pixel = {(int(p), int(v)): xy[k] for k, (p, v) in enumerate(zip(sparse.obs_point, sparse.obs_frame))}
+    link = LoopPairs(2, 1, np.array([pixel[p, 2] for p in both.tolist()], np.float32),
+                     np.array([pixel[p, 1] for p in both.tolist()], np.float32))
+    frame_window = {0: 0, 1: 0, 2: 1, 3: 1}
+    with writer:
+        untied = final_bundle_adjustment(writer, 0, frame_window)
+        assert not untied["applied"] and untied["windows_untied"] == [1], untied
+        tied = final_bundle_adjustment(writer, 0, frame_window, loop_pairs=[link])
+        after = [f.c2w for f in writer.posed_frames()]
+    assert tied["applied"] and "windows_untied" not in tied, tied
+    # Each match fits; the few whose point one window sees in one frame only (no track of it there) extend or
+    # add a track instead.
+    assert tied["loop_tracks"] == len(both) and tied["tracks_merged"] >= 0.9 * len(both) >= 30, tied
+    for a, t in zip(after, truth["c2w"]):
+        assert np.linalg.norm(a[:3, 3] - t[:3, 3]) < 0.03
+
+
 def _noisy_copy(src: Path, out: Path, seed: int) -> OutputWriter:
     """``src``'s exact run written again with 0.3 px noise on its tracks (an open writer)."""
     from stream4d.contracts import SparseTracks
@@ -385,7 +423,7 @@ def _noisy_copy(src: Path, out: Path, seed: int) -> OutputWriter:
 
 def test_a_world_held_together_by_loop_closures_is_adjusted_only_with_the_loops_matches(tmp_path):
     """The tracks are each window's own: a loop the pose graph closed is not among them. Its matches
-    (the PnP inliers between its two keyframes) join the adjustment as two-view tracks; a loop whose
+    (the PnP inliers between its two keyframes) join the adjustment; a loop whose
     matches do not fit the poses it left is not held, and then the world is not adjusted (it would open
     the loop again). Loops of another world's windows, and loops the chain already agreed with (they
     moved nothing), do not count."""
@@ -415,7 +453,9 @@ def test_a_world_held_together_by_loop_closures_is_adjusted_only_with_the_loops_
         held = final_bundle_adjustment(writer, 0, frame_window, loops=[loop], loop_pairs=[shuffled, matches])
         after = [f.c2w for f in writer.posed_frames()]
     assert held["applied"] and held["loops_held"] == 1 and held["loop_tracks"] == 40, held
-    assert held["points"] == elsewhere["points"] + 40
+    # The window's own tracks see frames 3 and 0: a match on one of their observations is held as it is,
+    # the others are two-view tracks.
+    assert held["points"] == elsewhere["points"] + held["loop_matches"]["two_view"] < elsewhere["points"] + 40
     assert len(read_sparse(tmp_path / "adjusted").points) == len(read_sparse(tmp_path / "run").points)
     for a, t in zip(after, truth["c2w"]):  # the exact poses kept, to the tracks' noise and the free gauge
         assert np.linalg.norm(a[:3, 3] - t[:3, 3]) < 0.03
