@@ -18,9 +18,9 @@ Evidence the tracks cannot carry keeps a frame, the focal length or the whole ad
   segment re-attached after a gap to the world it joined: each loop the pose graph kept and each
   re-attachment link adds its matches (the PnP inliers between its two keyframes, ``loop_pairs``),
   which merge the two windows' tracks where they are observations of them
-  (``pipeline.cross_tracks``). A world where a loop moved windows and could not add such tracks is
-  not adjusted: the adjustment would open the loop again (``loops``; a loop the chain already agreed
-  with moved nothing and does not count);
+  (``pipeline.cross_tracks``). A world where a loop moved windows and neither its own matches nor
+  another loop from its window into the same place hold it is not adjusted: the adjustment would open
+  the loop again (``loops``; a loop the chain already agreed with moved nothing and does not count);
 
 - a frame the loop closure relocated (PnP on an earlier keyframe's points, ``exclude_frames``) is not
   adjusted: its window's tracks were triangulated with the pose the window model gave it, which the
@@ -114,7 +114,7 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
                                       "keyframes with the rest of this world, and no loop or link matches merge "
                                       "them with it (a segment re-attached across a gap): the pose graph placed "
                                       "them, and the adjustment would let them float")
-    unheld = [loop for loop in closed if (loop.get("query_frame"), loop.get("match_frame")) not in cross.held]
+    unheld = _unheld_loops(closed, cross.held)
     if unheld:
         return _skip(record, started, f"{len(unheld)} loop closures moved this world's windows and have no tracks "
                                       "to hold them: the adjustment would open the loops again")
@@ -210,6 +210,19 @@ def _view(f: PosedFrame, K: np.ndarray) -> ExportView:
     # does not use it.
     width, height = int(np.ceil(2 * K[0, 2] + 1)), int(np.ceil(2 * K[1, 2] + 1))
     return ExportView(f.index, f"{f.index:06d}.jpg", Path(), f.image, f.c2w, K, width, height)
+
+
+def _unheld_loops(closed: list[dict], held: set) -> list[dict]:
+    """The loops of ``closed`` (run.json records) that nothing in the adjustment holds: not their own
+    matches (``held``: (query frame, match frame) pairs), nor a held loop from the same window into the
+    same or a neighbouring window of the match side (neighbours are tied by the frames they share)."""
+    def key(loop):
+        return loop.get("query_frame"), loop.get("match_frame")
+
+    tied = {(loop.get("query_window"), loop.get("match_window")) for loop in closed if key(loop) in held}
+    return [loop for loop in closed if key(loop) not in held and not any(
+        q == loop.get("query_window") and m is not None and loop.get("match_window") is not None
+        and abs(m - loop["match_window"]) <= 1 for q, m in tied)]
 
 
 def _untied_windows(scene, point_window: np.ndarray | None) -> list[int]:

@@ -452,6 +452,11 @@ def test_a_world_held_together_by_loop_closures_is_adjusted_only_with_the_loops_
             assert all(np.array_equal(a, b) for a, b in zip(before, (f.c2w for f in writer.posed_frames())))
         held = final_bundle_adjustment(writer, 0, frame_window, loops=[loop], loop_pairs=[shuffled, matches])
         after = [f.c2w for f in writer.posed_frames()]
+        # A second loop from the same window into the same place, its matches spoiled: the first holds it.
+        again = {**loop, "query_frame": 2}
+        spoiled = LoopPairs(2, 0, shuffled.query_uv, shuffled.match_uv)
+        both = final_bundle_adjustment(writer, 0, frame_window, loops=[loop, again], loop_pairs=[matches, spoiled])
+        assert both["applied"] and both["loops_held"] == 1, both
     assert held["applied"] and held["loops_held"] == 1 and held["loop_tracks"] == 40, held
     # The window's own tracks see frames 3 and 0: a match on one of their observations is held as it is,
     # the others are two-view tracks.
