@@ -15,13 +15,14 @@ before it is emitted and report the earlier windows they moved in
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from align.confidence import confidence_mask
 from align.config import AlignConfig
-from align.globalmap import GlobalMap, LoopPairs
+from align.globalmap import MAX_LOOP_PAIR_SETS, GlobalMap, LoopPairs
 from align.layers import layer_thresholds, segment_window
 from align.layerwise import cross_window_seeds, propagate_scales
 from align.mapfile import MapKeyframe
@@ -108,6 +109,9 @@ class StreamAligner:
         self._bridge_from: tuple[int, float] | None = None
         self._linker = SegmentLinker(self.config.reattach)
         self.global_map = GlobalMap(self.config.loop_closure) if self.config.loop_closure.enabled else None
+        # Each re-attachment link's PnP inliers as image matches, held (as the global map holds its loops')
+        # for a final adjustment, which ties a re-attached segment to its world with them.
+        self.link_pairs: deque[LoopPairs] = deque(maxlen=MAX_LOOP_PAIR_SETS)
         # The last window's keyframe, lifted (SIFT) only when the next window arrives: a stream's
         # last window never needs one. (segment, lift_keyframe arguments)
         self._pending_keyframe: tuple[int, tuple] | None = None
@@ -176,7 +180,8 @@ class StreamAligner:
         pending = 0 if self._pending_keyframe is None else sum(
             a.nbytes for a in self._pending_keyframe[1] if isinstance(a, np.ndarray))
         database = 0 if self.global_map is None else self.global_map.nbytes
-        return self._linker.nbytes + pending + database
+        links = sum(lp.query_uv.nbytes + lp.match_uv.nbytes for lp in self.link_pairs)
+        return self._linker.nbytes + pending + database + links
 
     def add(self, pred: WindowPrediction) -> AlignedWindow:
         """Place ``pred`` in the world; see :class:`AlignConfig` for the behaviour."""
@@ -426,9 +431,9 @@ class StreamAligner:
             info["bridged"] = True
         self._link_noise = self._linker.measure(link, queries)  # before merge: the matched keyframe stays
         self._linker.merge(link)
-        if self._link_noise is not None and self.global_map is not None:
+        if self._link_noise is not None:
             noise = self._link_noise
-            self.global_map.keep_pairs(LoopPairs(link.frame_index, link.keyframe_index, noise.query_uv, noise.match_uv))
+            self.link_pairs.append(LoopPairs(link.frame_index, link.keyframe_index, noise.query_uv, noise.match_uv))
         if self._map is not None:
             moved = [m.transformed(link.sim3) for m in self._map.pop(link.from_segment, [])]
             self._map.setdefault(link.to_segment, []).extend(moved)

@@ -16,9 +16,8 @@ The aligner hands each placed window's lifted keyframes to :meth:`GlobalMap.add_
    with the area explored and stops growing when the stream goes over mapped ground again.
 
 The caller applies the corrections to what was emitted (trajectory, points, splat cache) and to
-its own state. The kept loops' image matches (:attr:`GlobalMap.loop_pairs`), and those of the
-re-attachment links the aligner hands in (:meth:`GlobalMap.keep_pairs`), stay for a final bundle
-adjustment, which holds the loops and links with them. Work happens once per window (a few
+its own state. The kept loops' image matches (:attr:`GlobalMap.loop_pairs`) stay for a final bundle
+adjustment, which holds the loops with them (the aligner keeps its re-attachment links' the same way). Work happens once per window (a few
 keyframes), in the alignment thread.
 """
 
@@ -37,7 +36,7 @@ from align.posegraph import MEASURED_GUARD, Edge, PoseGraph, relative, sim3_from
 from align.reattach import Keyframe
 from stream4d.geometry import Sim3
 
-# The kept loops' and links' image matches held for a final adjustment: each pair set is M (at most a few hundred)
+# The kept loops' image matches held for a final adjustment: each pair set is M (at most a few hundred)
 # x 2 x 2 float32, a few kB; past this many sets the oldest go.
 MAX_LOOP_PAIR_SETS = 4096
 
@@ -85,7 +84,7 @@ class GlobalMap:
         self.loops: list[dict] = []  # accepted loops (run.json)
         self.links: list[dict] = []  # re-attachment edges and their measured noise (run.json)
         self.relocated: list[dict] = []  # frames re-posed by PnP on an old keyframe (run.json)
-        self.loop_pairs: deque[LoopPairs] = deque(maxlen=MAX_LOOP_PAIR_SETS)  # of the kept loops and links
+        self.loop_pairs: deque[LoopPairs] = deque(maxlen=MAX_LOOP_PAIR_SETS)  # of the kept loops
         self.found = 0  # loop candidates verified geometrically
         self.accepted = 0  # ... and kept by the pose graph
         self.consistent = 0  # ... of which the chain already agreed with (no optimisation needed)
@@ -153,12 +152,8 @@ class GlobalMap:
         self.seconds += update.seconds
         return update
 
-    def _keep_loop_pairs(self, matches: list[LoopMatch]) -> None:
+    def _keep_pairs(self, matches: list[LoopMatch]) -> None:
         self.loop_pairs.extend(LoopPairs(m.query_frame, m.match_frame, *m.pairs) for m in matches if m.pairs is not None)
-
-    def keep_pairs(self, pairs: LoopPairs) -> None:
-        """Hold a re-attachment link's matches for the final adjustment, as a kept loop's are."""
-        self.loop_pairs.append(pairs)
 
     def _covered(self, keyframes: list[tuple[Keyframe, np.ndarray, np.ndarray]], verified: list[LoopMatch],
                  kept_windows: set[int]) -> set[int]:
@@ -189,7 +184,7 @@ class GlobalMap:
             self.accepted += len(edges)
             self.consistent += len(edges)
             self.loops.extend(dict(m.summary(), moved=False) for m in update.accepted)
-            self._keep_loop_pairs(update.accepted)
+            self._keep_pairs(update.accepted)
             return update
         nodes = [w for w, s in self._segment_of.items() if s == segment]
         before = {n: self.graph.poses[n] for n in nodes}
@@ -205,7 +200,7 @@ class GlobalMap:
         update.corrections = {n: c for n, c in result.corrections.items() if not _is_identity(c)}
         self.accepted += len(kept)
         self.loops.extend(dict(m.summary(), moved=True) for m in update.accepted)
-        self._keep_loop_pairs(update.accepted)
+        self._keep_pairs(update.accepted)
         self.database.move_windows(update.corrections)
         return update
 

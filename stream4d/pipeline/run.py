@@ -331,7 +331,8 @@ def _final_ba(run: _Run, error: BaseException | None) -> None:
                                                sink.fallback_points if sink.cache is None else None,
                                                refine_focal=_focal_measured(_intrinsics_report(run.model)),
                                                exclude_frames=_relocated_frames(run), loops=_accepted_loops(run),
-                                               loop_pairs=list(getattr(_global_map(run), "loop_pairs", ())),
+                                               loop_pairs=[*getattr(_global_map(run), "loop_pairs", ()),
+                                                           *run.aligner.link_pairs],
                                                on_adjusted=_map_follows(run))
     except Exception as exc:  # noqa: BLE001 - the outputs as the stream left them are still written
         log.warning("final bundle adjustment failed: %s: %s", type(exc).__name__, exc)

@@ -42,6 +42,10 @@ def test_a_segment_that_sees_the_earlier_world_again_is_placed_back_in_it(room):
     link = later.reattached
     assert link is not None and (link.from_segment, link.to_segment) == (1, 0) and link.inliers >= 25
     assert later.info["placement"] == "new segment" and later.info["reattached"]["to_segment"] == 0
+    # The link's matches stay for a final adjustment (loop closure on or off).
+    [pairs] = aligner.link_pairs
+    assert (pairs.query_frame, pairs.match_frame) == (link.frame_index, link.keyframe_index)
+    assert len(pairs.query_uv) == len(pairs.match_uv) >= 20
     truth_c2w = to_world.apply_c2w(room.c2w[10:18])
     extent = np.ptp(to_world.apply(room.c2w[:, :3, 3]), axis=0).max()
     err = np.linalg.norm(later.prediction.c2w[:, :3, 3] - truth_c2w[:, :3, 3], axis=1)
