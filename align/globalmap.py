@@ -16,8 +16,9 @@ The aligner hands each placed window's lifted keyframes to :meth:`GlobalMap.add_
    with the area explored and stops growing when the stream goes over mapped ground again.
 
 The caller applies the corrections to what was emitted (trajectory, points, splat cache) and to
-its own state. The kept loops' image matches (:attr:`GlobalMap.loop_pairs`) stay for a final bundle
-adjustment, which holds the loops with them (the aligner keeps its re-attachment links' the same way). Work happens once per window (a few
+its own state. The kept loops' and relocations' image matches (:attr:`GlobalMap.loop_pairs`) stay for a
+final bundle adjustment, which holds the loops and the relocated frames with them (the aligner keeps its
+re-attachment links' the same way). Work happens once per window (a few
 keyframes), in the alignment thread.
 """
 
@@ -84,7 +85,7 @@ class GlobalMap:
         self.loops: list[dict] = []  # accepted loops (run.json)
         self.links: list[dict] = []  # re-attachment edges and their measured noise (run.json)
         self.relocated: list[dict] = []  # frames re-posed by PnP on an old keyframe (run.json)
-        self.loop_pairs: deque[LoopPairs] = deque(maxlen=MAX_LOOP_PAIR_SETS)  # of the kept loops
+        self.loop_pairs: deque[LoopPairs] = deque(maxlen=MAX_LOOP_PAIR_SETS)  # of the kept loops and relocations
         self.found = 0  # loop candidates verified geometrically
         self.accepted = 0  # ... and kept by the pose graph
         self.consistent = 0  # ... of which the chain already agreed with (no optimisation needed)
@@ -129,6 +130,9 @@ class GlobalMap:
         matches, refusals, update.relocations, verified = self.detector.detect(window, segment, keyframes,
                                                                                weak_frames)
         self.relocated.extend(r.summary() for r in update.relocations)
+        # What placed a relocated frame, for the final adjustment (its window's tracks do not hold it).
+        self.loop_pairs.extend(LoopPairs(r.frame_index, r.match_frame, *r.pairs)
+                               for r in update.relocations if r.pairs is not None)
         relocated = {r.frame_index for r in update.relocations}
         self.found += len(matches)
         update.rejected = len(refusals)

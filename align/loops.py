@@ -89,6 +89,7 @@ class Relocation:
     reprojection_px: float
     match_window: int = -1  # the matched keyframe's window (a loop that moves it moves this pose with it)
     gross: bool = True  # off by relocate_min_deg / relocate_min_shift or more (else kept only without a loop)
+    pairs: tuple[np.ndarray, np.ndarray] | None = None  # (query, stored) keypoints [M, 2] of the PnP inliers
 
     def summary(self) -> dict:
         return {"window": self.window, "frame": self.frame_index, "match_frame": self.match_frame,
@@ -269,7 +270,7 @@ class LoopDetector:
         if best is None or v.pnp_inliers > best.inliers:
             relocations[kf.frame_index] = Relocation(window, kf.frame_index, v.pnp_c2w, stored.frame_index,
                                                      v.pnp_inliers, v.pnp_px, stored.window,
-                                                     gross or (best is not None and best.gross))
+                                                     gross or (best is not None and best.gross), v.pnp_pairs)
         elif gross:
             relocations[kf.frame_index] = replace(best, gross=True)
 

@@ -96,16 +96,17 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     # Tracks are checked with the K each keyframe was solved with (its observations agree with that
     # one); a focal-refining adjustment then starts every view from the shared camera.
     excluded = sorted({int(i) for i in exclude_frames} & {f.index for f in frames})
-    if excluded:
-        record["frames_left_out"] = excluded
     scene, kept = _scene([f for f in frames if f.index not in excluded], sparse, segment, writer.out_dir)
     if scene is None or len(scene.views) < MIN_KEYFRAMES:
         n = 0 if scene is None else len(scene.views)
         return _skip(record, started, f"{n} keyframes with tracks (at least {MIN_KEYFRAMES} needed)")
     point_window = np.full(scene.num_points, -1, np.int64) if sparse.point_window is None else \
         np.asarray(sparse.point_window, np.int64)[kept]
-    cross = with_cross_tracks(scene, point_window, loop_pairs, 2 * LOSS_SCALE_PX, MIN_LOOP_TRACKS,
-                              MIN_LOOP_FIT_SHARE)
+    cross, by_matches = _with_relocated(scene, point_window, frames, excluded, sparse.K, loop_pairs)
+    if by_matches:
+        record["frames_held_by_loop_matches"] = by_matches
+    if len(excluded) > len(by_matches):
+        record["frames_left_out"] = [i for i in excluded if i not in by_matches]
     scene = cross.scene
     untied = _untied_windows(scene, None if sparse.point_window is None else cross.point_window)
     if untied:
@@ -210,6 +211,24 @@ def _view(f: PosedFrame, K: np.ndarray) -> ExportView:
     # does not use it.
     width, height = int(np.ceil(2 * K[0, 2] + 1)), int(np.ceil(2 * K[1, 2] + 1))
     return ExportView(f.index, f"{f.index:06d}.jpg", Path(), f.image, f.c2w, K, width, height)
+
+
+def _with_relocated(scene, point_window, frames, relocated, K_of, loop_pairs):
+    """The loops' and links' matches entered (``cross_tracks``), with the ``relocated`` frames as views
+    held by those matches alone: their window's tracks were triangulated with the pose the relocation
+    replaced, the loop's matches are what placed them. A frame whose matches give it fewer than
+    ``MIN_VIEW_OBSERVATIONS`` observations would float: then they are all left out. Returns the
+    ``CrossTracks`` and the relocated frames it holds."""
+    def enter(s):
+        return with_cross_tracks(s, point_window, loop_pairs, 2 * LOSS_SCALE_PX, MIN_LOOP_TRACKS, MIN_LOOP_FIT_SHARE)
+
+    extra = [_view(f, K_of[f.index]) for f in frames if f.index in relocated and f.index in K_of]
+    if extra:
+        cross = enter(replace(scene, views=scene.views + extra))
+        seen = np.bincount(cross.scene.obs_view, minlength=len(cross.scene.views))[len(scene.views):]
+        if len(seen) and seen.min() >= MIN_VIEW_OBSERVATIONS:
+            return cross, [v.index for v in extra]
+    return enter(scene), []
 
 
 def _unheld_loops(closed: list[dict], held: set) -> list[dict]:
