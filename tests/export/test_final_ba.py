@@ -335,6 +335,33 @@ def test_a_relocated_frame_is_left_out_and_follows_its_neighbours(tmp_path):
     np.testing.assert_allclose(after[3], move_2 @ by_index[3], atol=1e-9)
 
 
+def test_a_relocated_frame_is_held_by_the_matches_that_relocated_it(tmp_path):
+    """The relocation's PnP inliers (frame 3 against frame 0's keypoints) hold the relocated frame in the
+    adjustment instead of its window's tracks, which were made with the pose the relocation replaced
+    (here 8 px off in frame 3): it is adjusted with the others and stays where it is."""
+    from align.globalmap import LoopPairs
+
+    truth = exact_run(tmp_path / "run")
+    sparse = read_sparse(tmp_path / "run")
+    with _noisy_copy(tmp_path / "run", tmp_path / "adjusted", seed=1, spoiled_frame=3) as writer:
+        noisy = read_sparse(tmp_path / "adjusted")
+        seen_0 = noisy.obs_frame == 0
+        both = np.intersect1d(noisy.obs_point[seen_0], sparse.obs_point[sparse.obs_frame == 3])
+        at_0 = {int(p): xy for p, xy in zip(noisy.obs_point[seen_0], noisy.obs_xy[seen_0])}
+        w2c = np.linalg.inv(truth["c2w"][3])
+        pc = truth["points"][both] @ w2c[:3, :3].T + w2c[:3, 3]
+        x = pc @ truth["K"].T
+        relocation = LoopPairs(3, 0, (x[:, :2] / x[:, 2:]).astype(np.float32),
+                               np.array([at_0[int(p)] for p in both], np.float32))
+        record = final_bundle_adjustment(writer, 0, {v: 0 for v in range(4)}, exclude_frames={3},
+                                         loop_pairs=[relocation])
+        after = [f.c2w for f in writer.posed_frames()]
+    assert record["applied"] and record["images"] == 4 and record["frames_held_by_loop_matches"] == [3], record
+    assert "frames_left_out" not in record
+    for a, t in zip(after, truth["c2w"]):
+        assert np.linalg.norm(a[:3, 3] - t[:3, 3]) < 0.03
+
+
 @pytest.mark.parametrize("second", [(2, 3), (1, 2, 3)])
 def test_a_window_tied_to_the_rest_by_one_keyframe_is_not_adjusted(tmp_path, second):
     """Two windows' tracks: the first's in frames 0-2, the second's in ``second``. One shared view (frame 2)
@@ -405,13 +432,15 @@ def test_a_segment_re_attached_across_a_gap_is_tied_by_its_links_matches(tmp_pat
         assert np.linalg.norm(a[:3, 3] - t[:3, 3]) < 0.03
 
 
-def _noisy_copy(src: Path, out: Path, seed: int) -> OutputWriter:
-    """``src``'s exact run written again with 0.3 px noise on its tracks (an open writer)."""
+def _noisy_copy(src: Path, out: Path, seed: int, spoiled_frame: int | None = None) -> OutputWriter:
+    """``src``'s exact run written again with 0.3 px noise on its tracks (an open writer); the observations
+    in ``spoiled_frame`` 8 px off besides."""
     from stream4d.contracts import SparseTracks
 
     frames = read_trajectory_json(src / "trajectory.json")
     sparse = read_sparse(src)
     noise = np.random.default_rng(seed).normal(0.0, 0.3, sparse.obs_xy.shape)
+    noise[sparse.obs_frame == spoiled_frame, 0] += 8.0
     writer = OutputWriter(out)
     for f in frames:
         writer.add_frame(f)
