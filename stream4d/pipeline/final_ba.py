@@ -22,9 +22,11 @@ Evidence the tracks cannot carry keeps a frame, the focal length or the whole ad
   another loop from its window into the same place hold it is not adjusted: the adjustment would open
   the loop again (``loops``; a loop the chain already agreed with moved nothing and does not count);
 
-- a frame the loop closure relocated (PnP on an earlier keyframe's points, ``exclude_frames``) is not
-  adjusted: its window's tracks were triangulated with the pose the window model gave it, which the
-  relocation replaced, so they would pull it back; it moves with its neighbours like a tracked frame;
+- a frame the loop closure relocated (PnP on an earlier keyframe's points, ``exclude_frames``) is held
+  by its relocation's matches alone (``loop_pairs`` has them too): its window's tracks were
+  triangulated with the pose the window model gave it, which the relocation replaced, so they would
+  pull it back. When those matches give it too few observations it is left out and moves with its
+  neighbours like a tracked frame;
 - a self-calibrated stream is adjusted only when one shared camera fits the tracks about as well as
   each keyframe's own K (mean error up by at most the loss scale): windows that self-calibrated far
   apart (forward motion leaves the focal loose) start the shared camera outside the adjustment's
