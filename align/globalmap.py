@@ -44,8 +44,8 @@ MAX_LOOP_PAIR_SETS = 4096
 
 @dataclass(frozen=True)
 class LoopPairs:
-    """A kept loop's (or re-attachment link's) PnP inliers as matches between two keyframes' images
-    (model pixels): ``query_frame`` is the later frame, ``match_frame`` the one it found."""
+    """A kept loop's, relocation's or re-attachment link's PnP inliers as matches between two keyframes'
+    images (model pixels): ``query_frame`` is the later frame, ``match_frame`` the one it found."""
 
     query_frame: int
     match_frame: int

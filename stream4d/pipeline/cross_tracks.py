@@ -120,12 +120,9 @@ def _assemble(out: CrossTracks, scene, point_window, tracks: _Tracks, new_points
 
 
 def _reprojects(X: np.ndarray, view, uv: np.ndarray, max_px: float) -> bool:
-    w2c = np.linalg.inv(view.c2w)
-    pc = w2c[:3, :3] @ X + w2c[:3, 3]
-    if not pc[2] > 0:
-        return False
-    proj = view.K @ pc
-    return bool(np.linalg.norm(proj[:2] / proj[2] - uv) <= max_px)
+    from recon.tracking import reprojection_px
+
+    return bool(reprojection_px(view.c2w, view.K, X[None], uv[None])[0] <= max_px)
 
 
 class _Tracks:
