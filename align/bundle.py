@@ -19,6 +19,9 @@ import numpy as np
 from stream4d.export.colmap import write_model
 from stream4d.export.scene import ExportScene
 
+FUNCTION_TOLERANCE = 1e-6  # relative cost change that ends the adjustment
+MAX_ITERATIONS = 100
+
 
 class BundleAdjustmentUnavailable(RuntimeError):
     """pycolmap is not installed."""
@@ -74,6 +77,10 @@ def bundle_adjust(scene: ExportScene, loss_scale_px: float = 1.5, refine_focal: 
     # One thread: Ceres' threads sum in no fixed order, and a run given its own run.json must repeat
     # exactly (the final adjustment runs by default).
     options.ceres.solver_options.num_threads = 1
+    # pycolmap's options stop only on a small gradient, so most runs take every iteration allowed while
+    # the cost no longer moves; stop once an iteration changes it by less than this share (Ceres' default).
+    options.ceres.solver_options.function_tolerance = FUNCTION_TOLERANCE
+    options.ceres.solver_options.max_num_iterations = MAX_ITERATIONS
     pycolmap.bundle_adjustment(rec, options)
     rec.update_point_3d_errors()
     error_after = {pid: (p.error, p.track.length()) for pid, p in rec.points3D.items()}
