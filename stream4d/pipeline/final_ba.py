@@ -5,7 +5,8 @@ wrote (``sparse/*.npz``, what the COLMAP export holds) are adjusted together (``
 Then the outputs follow the adjusted poses, as they follow a loop closure:
 
 - keyframes take their adjusted pose; the frames between them (tracked, interpolated, keyframes
-  without tracks) move by the correction of their neighbouring keyframes, interpolated by index;
+  without tracks) move by the correction of the neighbouring keyframes of the window that posed them,
+  interpolated by index;
 - splats.ply / points.ply: each window's Gaussians (or points) move by one Sim(3), fitted to how
   the scene in front of its frames moved;
 - sparse/*.npz: the adjusted points take their adjusted place, the others follow their window;
@@ -63,6 +64,7 @@ log = logging.getLogger("stream4d.pipeline")
 MIN_KEYFRAMES = 3
 MIN_VIEW_OBSERVATIONS = 10  # a keyframe seeing fewer tracks is left out (its pose would float)
 MAX_LOST_SHARE = 0.05  # more points sent off than this and the adjustment is not trusted
+ROUND_OFF_SHARE = 1e-3  # an already adjusted world comes back this close to its error: not worse
 MIN_LOOP_TRACKS = 6  # a loop holds in the adjustment with at least this many of its matches as tracks
 MIN_LOOP_FIT_SHARE = 0.5  # ... and when at least this share of them fits the poses it left
 LOSS_SCALE_PX = 1.5  # the adjustment's Huber scale (the window SfM's)
@@ -143,11 +145,12 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
                   reprojection_after_px=round(adjusted.reprojection_after_px, 4), points_lost=adjusted.points_lost)
     if adjusted.points_lost > MAX_LOST_SHARE * scene.num_points:
         return _skip(record, started, f"the adjustment sent {adjusted.points_lost} of {scene.num_points} points off")
-    if not np.isfinite(adjusted.c2w).all() or not adjusted.reprojection_after_px <= adjusted.reprojection_before_px:
+    no_worse = adjusted.reprojection_after_px <= (1 + ROUND_OFF_SHARE) * adjusted.reprojection_before_px
+    if not np.isfinite(adjusted.c2w).all() or not no_worse:
         return _skip(record, started, "the adjustment left the reprojection error worse")
     old = {v.index: v.c2w for v in scene.views}
     new = {v.index: adjusted.c2w[k] for k, v in enumerate(scene.views)}
-    moves = frame_corrections(frames, old, new)
+    moves = frame_corrections(frames, old, new, frame_window, by_matches)
     depth = float(np.median(_track_depths(scene)))
     windows = window_corrections(frames, moves, frame_window, depth)
     writer.move_frames(moves)
@@ -283,18 +286,31 @@ def _track_depths(scene) -> np.ndarray:
     return z[z > 0] if (z > 0).any() else np.ones(1)
 
 
-def frame_corrections(frames: list[PosedFrame], old: dict[int, np.ndarray],
-                      new: dict[int, np.ndarray]) -> dict[int, Sim3]:
+def frame_corrections(frames: list[PosedFrame], old: dict[int, np.ndarray], new: dict[int, np.ndarray],
+                      frame_window: dict[int, int] | None = None, not_anchors=()) -> dict[int, Sim3]:
     """Per frame index, the rigid world-frame motion taking its pose to the adjusted one: exact for
     the adjusted keyframes (``old``/``new``: index -> c2w [4, 4]), and for the others interpolated by
-    index between the corrections of the adjusted keyframes before and after it (the nearest at the ends)."""
-    keys = np.array(sorted(new), np.int64)
-    delta = {i: _rigid(new[i] @ np.linalg.inv(old[i])) for i in keys.tolist()}
+    index between the corrections of the adjusted keyframes before and after it (the nearest at the ends).
+
+    A frame between keyframes was posed from its own window's views (``frame_window``: frame index ->
+    window), and a keyframe another window wrote may sit apart from that window's view of it: so the
+    anchors are the adjusted keyframes of the frame's own window where it has any. ``not_anchors``
+    (relocated frames) anchor no other frame: a relocated pose is one PnP of its own, not its window's,
+    and its correction undoes that PnP's error rather than telling how the window moved."""
+    delta = {i: _rigid(new[i] @ np.linalg.inv(old[i])) for i in new}
+    usable = sorted(set(new) - {int(i) for i in not_anchors}) or sorted(new)
+    window_of = frame_window or {}
+    by_window: dict[int, np.ndarray] = {}
+    for i in usable:
+        by_window.setdefault(window_of.get(i), []).append(i)
+    by_window = {w: np.array(ks, np.int64) for w, ks in by_window.items()}
+    everywhere = np.array(usable, np.int64)
     moves = {}
     for f in frames:
         if f.index in delta:
             moves[f.index] = delta[f.index]
             continue
+        keys = by_window.get(window_of[f.index], everywhere) if f.index in window_of else everywhere
         j = int(np.searchsorted(keys, f.index))
         if j == 0 or j == len(keys):
             moves[f.index] = delta[int(keys[min(j, len(keys) - 1)])]

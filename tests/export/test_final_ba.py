@@ -134,6 +134,28 @@ def test_frame_and_window_corrections_recover_a_known_motion():
         np.testing.assert_allclose(sim3.matrix(), motion.matrix(), atol=1e-9)
 
 
+def test_a_frame_follows_the_keyframes_of_the_window_that_posed_it():
+    """Keyframe 3 (window 0) is corrected on its own; frames 4 and 5 were posed by window 1 from its
+    own view of 3, so they follow window 1's keyframe 6, not 3. A relocated keyframe anchors no one."""
+    frames = [PosedFrame(i, 0.1 * i, f"{i}.png", _at(i), np.eye(3), 10, 10) for i in range(7)]
+    old = {i: _at(i) for i in (0, 3, 6)}
+    new = {**old, 3: _at(3, y=0.1)}
+    window = {0: 0, 1: 0, 2: 0, 3: 0, 4: 1, 5: 1, 6: 1}
+
+    def centre_y(moves):
+        return [round(float(moves[f.index].apply_c2w(f.c2w)[1, 3]), 9) for f in frames]
+
+    assert centre_y(frame_corrections(frames, old, new)) == pytest.approx([0, 0.1 / 3, 0.2 / 3, 0.1, 0.2 / 3, 0.1 / 3, 0])
+    assert centre_y(frame_corrections(frames, old, new, window)) == pytest.approx([0, 0.1 / 3, 0.2 / 3, 0.1, 0, 0, 0])
+    assert centre_y(frame_corrections(frames, old, new, window, not_anchors=[3])) == pytest.approx([0, 0, 0, 0.1, 0, 0, 0])
+
+
+def _at(x: float, y: float = 0.0) -> np.ndarray:
+    c2w = np.eye(4)
+    c2w[:3, 3] = [x, y, 0.0]
+    return c2w
+
+
 def test_final_ba_without_tracks_or_keyframes_is_skipped_and_moves_nothing(tmp_path):
     with OutputWriter(tmp_path / "no_tracks") as writer:
         for v in range(4):
