@@ -20,7 +20,7 @@ from stream4d.export.colmap import write_model
 from stream4d.export.scene import ExportScene
 
 FUNCTION_TOLERANCE = 1e-6  # relative cost change that ends the adjustment
-MAX_ITERATIONS = 100
+MAX_ITERATIONS = 100  # pycolmap's default, kept as the bound
 
 
 class BundleAdjustmentUnavailable(RuntimeError):

@@ -300,10 +300,10 @@ def frame_corrections(frames: list[PosedFrame], old: dict[int, np.ndarray], new:
     delta = {i: _rigid(new[i] @ np.linalg.inv(old[i])) for i in new}
     usable = sorted(set(new) - {int(i) for i in not_anchors}) or sorted(new)
     window_of = frame_window or {}
-    by_window: dict[int, np.ndarray] = {}
+    grouped: dict[int | None, list[int]] = {}
     for i in usable:
-        by_window.setdefault(window_of.get(i), []).append(i)
-    by_window = {w: np.array(ks, np.int64) for w, ks in by_window.items()}
+        grouped.setdefault(window_of.get(i), []).append(i)
+    by_window = {w: np.array(ks, np.int64) for w, ks in grouped.items()}
     everywhere = np.array(usable, np.int64)
     moves = {}
     for f in frames:
