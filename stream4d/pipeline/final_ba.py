@@ -39,7 +39,7 @@ Evidence the tracks cannot carry keeps a frame, the focal length or the whole ad
   adjustment would leave such a window's scale, or its whole place, free (``windows_untied``).
 
 Nothing moves when the adjustment fails, leaves the mean reprojection error worse (over the points
-it kept), or sends more than 5 % of the points off (``align.bundle.bundle_adjust``: a few
+it kept; by more than 0.1 %, round-off of a world already adjusted), or sends more than 5 % of the points off (``align.bundle.bundle_adjust``: a few
 low-parallax points may run off towards infinity while the rest converges; they keep their
 window's move).
 """
