@@ -4,9 +4,10 @@ After the stream ends, the keyframes of the final world segment and the sparse t
 wrote (``sparse/*.npz``, what the COLMAP export holds) are adjusted together (``align.bundle``).
 Then the outputs follow the adjusted poses, as they follow a loop closure:
 
-- keyframes take their adjusted pose; the frames between them (tracked, interpolated, keyframes
-  without tracks) move by the correction of the neighbouring keyframes of the window that posed them,
-  interpolated by index;
+- keyframes take their adjusted pose; the frames between them (tracked frames, keyframes without
+  tracks) move by the correction of the neighbouring keyframes of the window that posed them,
+  interpolated by index; a pose that was itself a blend of its neighbours' (an interpolated frame, a
+  rotation-only keyframe's centre) is blended again from where they went;
 - splats.ply / points.ply: each window's Gaussians (or points) move by one Sim(3), fitted to how
   the scene in front of its frames moved;
 - sparse/*.npz: the adjusted points take their adjusted place, the others follow their window;
@@ -53,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stream4d.contracts import POSE_POSED, POSE_ROTATION_ONLY
+from stream4d.contracts import POSE_INTERPOLATED, POSE_POSED, POSE_ROTATION_ONLY
 from stream4d.export.scene import ExportView, scene_from_tracks
 from stream4d.geometry import Sim3, quat_wxyz, rotation_angle_deg, rotation_from_quat_wxyz, umeyama
 from stream4d.outputs import OutputWriter, PosedFrame, read_sparse
@@ -296,7 +297,10 @@ def frame_corrections(frames: list[PosedFrame], old: dict[int, np.ndarray], new:
     window), and a keyframe another window wrote may sit apart from that window's view of it: so the
     anchors are the adjusted keyframes of the frame's own window where it has any. ``not_anchors``
     (relocated frames) anchor no other frame: a relocated pose is one PnP of its own, not its window's,
-    and its correction undoes that PnP's error rather than telling how the window moved."""
+    and its correction undoes that PnP's error rather than telling how the window moved.
+
+    A pose that was blended from its neighbours' (an interpolated frame; a rotation-only keyframe's
+    centre) is blended again from where they went (``_reinterpolated``)."""
     delta = {i: _rigid(new[i] @ np.linalg.inv(old[i])) for i in new}
     usable = sorted(set(new) - {int(i) for i in not_anchors}) or sorted(new)
     window_of = frame_window or {}
@@ -317,6 +321,45 @@ def frame_corrections(frames: list[PosedFrame], old: dict[int, np.ndarray], new:
             continue
         a, b = int(keys[j - 1]), int(keys[j])
         moves[f.index] = _interpolate(delta[a], delta[b], (f.index - a) / (b - a))
+    return _reinterpolated(frames, moves, set(new))
+
+
+def _reinterpolated(frames: list[PosedFrame], moves: dict[int, Sim3], adjusted) -> dict[int, Sim3]:
+    """``moves`` changed where a pose was not measured but blended from its neighbours', so that it is
+    blended again from where they went (by timestamp, ``recon.tracking.interpolate_pose``):
+
+    - a rotation-only keyframe the adjustment did not hold (not in ``adjusted``) has a measured rotation
+      but no measured centre (its window kept the camera where it last had one): its centre goes to the
+      blend of the moved centres of the posed frames on either side, its rotation keeps its move;
+    - an interpolated frame (tracking could not pose it) was blended from the keyframes on either side
+      (posed or rotation-only): it goes to the blend of their moved poses.
+
+    A frame without such a neighbour on each side keeps its move."""
+    from recon.tracking import interpolate_pose
+
+    ordered = sorted(frames, key=lambda f: f.index)
+
+    def moved(f: PosedFrame) -> np.ndarray:
+        return moves[f.index].apply_c2w(f.c2w)
+
+    def blend(kinds: tuple[str, ...], kind: str) -> None:
+        keys = [k for k in ordered if k.pose_kind in kinds and k.index in moves]
+        at = np.array([k.index for k in keys], np.int64)
+        for f in ordered:
+            if f.pose_kind != kind or f.index not in moves or f.index in adjusted:
+                continue
+            j = int(np.searchsorted(at, f.index))
+            if j == 0 or j == len(at):
+                continue
+            a, b = keys[j - 1], keys[j]
+            u = 0.5 if b.timestamp <= a.timestamp else (f.timestamp - a.timestamp) / (b.timestamp - a.timestamp)
+            there = interpolate_pose(moved(a), moved(b), u)
+            if kind == POSE_ROTATION_ONLY:
+                there[:3, :3] = moved(f)[:3, :3]
+            moves[f.index] = _rigid(there @ np.linalg.inv(f.c2w))
+
+    blend((POSE_POSED,), POSE_ROTATION_ONLY)
+    blend((POSE_POSED, POSE_ROTATION_ONLY), POSE_INTERPOLATED)
     return moves
 
 

@@ -12,6 +12,7 @@ import pytest
 from export_fixtures import exact_run
 
 from memory.gaussians import read_splats_ply
+from recon.tracking import interpolate_pose
 from stream4d.geometry import Sim3, rotation_from_quat_wxyz
 from stream4d.outputs import OutputWriter, PosedFrame, read_sparse, read_trajectory_json
 from stream4d.pipeline.final_ba import final_bundle_adjustment, frame_corrections, window_corrections
@@ -148,6 +149,44 @@ def test_a_frame_follows_the_keyframes_of_the_window_that_posed_it():
     assert centre_y(frame_corrections(frames, old, new)) == pytest.approx([0, 0.1 / 3, 0.2 / 3, 0.1, 0.2 / 3, 0.1 / 3, 0])
     assert centre_y(frame_corrections(frames, old, new, window)) == pytest.approx([0, 0.1 / 3, 0.2 / 3, 0.1, 0, 0, 0])
     assert centre_y(frame_corrections(frames, old, new, window, not_anchors=[3])) == pytest.approx([0, 0, 0, 0.1, 0, 0, 0])
+
+
+
+def test_an_interpolated_frame_is_blended_again_between_its_keyframes_where_they_went():
+    """Frames 4 and 5 are interpolated (tracking failed) between keyframes 3 and 6, from window 1's own
+    view of 3, which sat apart from where 3 was written: after the adjustment they lie on the blend of
+    the adjusted 3 and 6 by timestamp, whatever window and anchor rules say for tracked frames."""
+    kinds = {4: "interpolated", 5: "interpolated"}
+    frames = [PosedFrame(i, 0.1 * i, f"{i}.png", _at(i, y=0.05 if i in kinds else 0.0), np.eye(3), 10, 10,
+                         pose_kind=kinds.get(i, "posed")) for i in range(7)]
+    old = {i: _at(i) for i in (0, 3, 6)}
+    new = {**old, 3: _at(3, y=0.1)}
+    moves = frame_corrections(frames, old, new, {i: int(i > 3) for i in range(7)}, not_anchors=[3])
+    after = {f.index: moves[f.index].apply_c2w(f.c2w) for f in frames}
+    for i in (4, 5):
+        assert after[i][:3, 3] == pytest.approx([i, 0.1 * (6 - i) / 3, 0.0])
+        assert after[i][:3, :3] == pytest.approx(np.eye(3))
+    assert after[1][1, 3] == pytest.approx(0.0)  # tracked-like frames of window 0 keep their rule
+
+
+
+def test_a_rotation_only_keyframe_takes_the_blend_of_the_posed_centres_and_keeps_its_rotation():
+    """Keyframe 3 only got a rotation (its window kept the camera where it was, at y = 0.2): its centre
+    goes where the adjusted posed keyframes 0 and 6 put it, its rotation is its own; the interpolated
+    frames 4 and 5 blend the moved 3 and 6."""
+    turned = _at(3, y=0.2)
+    turned[:3, :3] = rotation_from_quat_wxyz(np.array([np.cos(0.1), 0.0, 0.0, np.sin(0.1)]))
+    kinds = {3: "rotation_only", 4: "interpolated", 5: "interpolated"}
+    frames = [PosedFrame(i, 0.1 * i, f"{i}.png", turned if i == 3 else _at(i), np.eye(3), 10, 10,
+                         pose_kind=kinds.get(i, "posed")) for i in (0, 3, 4, 5, 6)]
+    old = {i: _at(i) for i in (0, 6)}
+    new = {0: _at(0), 6: _at(6, y=0.3)}
+    moves = frame_corrections(frames, old, new)
+    after = {f.index: moves[f.index].apply_c2w(f.c2w) for f in frames}
+    assert after[3][:3, 3] == pytest.approx([3, 0.15, 0])
+    assert after[3][:3, :3] == pytest.approx(turned[:3, :3])
+    assert after[4][:3, 3] == pytest.approx([4, 0.2, 0])
+    assert after[4][:3, :3] == pytest.approx(interpolate_pose(turned, np.eye(4), 1 / 3)[:3, :3])
 
 
 def _at(x: float, y: float = 0.0) -> np.ndarray:
