@@ -511,10 +511,10 @@ class StreamAligner:
                                                            self._keyframe_inputs(pred, depth, K, c2w, int(k))))
                                      for k in picks]
 
-    def follow_adjustment(self, moves: dict[int, Sim3], focal_scale: float = 1.0) -> int:
+    def follow_adjustment(self, moves: dict[int, Sim3], focal_px: float | None = None) -> int:
         """Recorded map keyframes of this run whose frame a global adjustment moved follow it (``moves``:
-        frame index -> the world-frame motion of that frame's pose; ``focal_scale``: the adjusted focal length
-        over the one they were solved with). Returns how many followed."""
+        frame index -> the world-frame motion of that frame's pose; ``focal_px``: the one focal length, model
+        pixels, the adjustment gave every keyframe, or None when it kept theirs). Returns how many followed."""
         if self._map is None:
             return 0
         self._lift_pending_keyframe()
@@ -524,7 +524,7 @@ class StreamAligner:
             for m in keyframes:
                 move = None if id(m) in self._map_loaded else moves.get(m.frame_index)
                 if move is not None:
-                    m = (m.refocused(focal_scale) if focal_scale != 1.0 else m).transformed(move)
+                    m = (m.refocused(focal_px / m.K[0, 0]) if focal_px else m).transformed(move)
                     followed += 1
                 kept.append(m)
             self._map[segment] = kept

@@ -338,29 +338,47 @@ class OutputWriter:
                 self._save_npz(path, arrays)
         return moved
 
-    def scale_focal(self, segment: int, factor: float) -> int:
+    def scale_focal(self, segment: int, factor: float, window_factors: dict[int, float] | None = None,
+                    frame_window: dict[int, int] | None = None) -> int:
         """Multiply fx and fy of every frame of ``segment`` by ``factor`` (a global adjustment refined the
-        stream's focal length): the records, depth/<index>.npz and sparse/<window>.npz follow.
-        Returns how many frames changed."""
+        stream's focal length): the records, depth/<index>.npz and sparse/<window>.npz follow. A window of
+        ``window_factors`` (window -> factor) takes its own factor instead, for its sparse file and for the
+        frames ``frame_window`` (frame index -> window) says it posed: windows that self-calibrated apart
+        all end at the one focal length the adjustment found. Returns how many frames changed."""
         self._check_open()
+        window_factors = window_factors or {}
+        frame_window = frame_window or {}
         rec = self._records[: len(self._images)]
         rows = np.flatnonzero(rec["segment"] == int(segment))
         for k in rows.tolist():
-            rec["K"][k] = _focal_scaled(rec["K"][k], factor)
-            depth_file = self.out_dir / DEPTH_DIR / f"{int(rec['index'][k]):06d}.npz"
+            index = int(rec["index"][k])
+            own = window_factors.get(frame_window.get(index), factor)
+            rec["K"][k] = _focal_scaled(rec["K"][k], own)
+            depth_file = self.out_dir / DEPTH_DIR / f"{index:06d}.npz"
             if depth_file.exists():
                 with np.load(depth_file) as data:
                     arrays = {name: data[name] for name in data.files}
-                arrays["K"] = _focal_scaled(arrays["K"], factor)
+                arrays["K"] = _focal_scaled(arrays["K"], own)
                 self._save_depth(depth_file, arrays)
         for window, seg in self._sparse_segment.items():
             path = self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz"
             if seg == int(segment) and path.exists():
                 with np.load(path) as data:
                     arrays = {k: data[k] for k in data.files}
-                arrays["K"] = _focal_scaled(arrays["K"], factor)
+                arrays["K"] = _focal_scaled(arrays["K"], window_factors.get(int(window), factor))
                 self._save_npz(path, arrays)
         return len(rows)
+
+    def sparse_focals(self, segment: int) -> dict[int, float]:
+        """Per window of ``segment`` with a sparse file, the focal length (model pixels, the median of its
+        views' fx) its tracks were measured with."""
+        out = {}
+        for window, seg in self._sparse_segment.items():
+            path = self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz"
+            if seg == int(segment) and path.exists():
+                with np.load(path) as data:
+                    out[int(window)] = float(np.median(data["K"][:, 0, 0]))
+        return out
 
     def posed_frames(self) -> list[PosedFrame]:
         """The frames recorded so far, in the order they were added (copies)."""

@@ -12,7 +12,8 @@ Then the outputs follow the adjusted poses, as they follow a loop closure:
   the scene in front of its frames moved;
 - sparse/*.npz: the adjusted points take their adjusted place, the others follow their window;
 - with ``refine_focal`` (a self-calibrated stream), the keyframes share one camera whose focal
-  length is adjusted too, and every frame's K (trajectory, depth/, sparse/) takes its change.
+  length is adjusted too, and every frame's K (trajectory, depth/, sparse/) takes that focal length,
+  whatever its window had self-calibrated to (the poses and points were solved with it).
 
 Evidence the tracks cannot carry keeps a frame, the focal length or the whole adjustment out:
 
@@ -81,9 +82,10 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     ``exclude_frames``: frame indices whose tracks do not hold their pose (relocated frames); ``loops``:
     the accepted loop closures (run.json ``loop_closure.loops`` records: ``query_window``, ``query_frame``,
     ``match_frame``, ``moved``); ``loop_pairs``: their matches (``align.globalmap.LoopPairs``);
-    ``on_adjusted(moves, focal_scale)``: called once the outputs moved, with each frame's correction
-    (frame index -> ``Sim3``) and the focal length's factor (1.0 when not refined), so the keyframes a saved
-    map is made of follow; it returns how many did (``map_keyframes_moved``)."""
+    ``on_adjusted(moves, focal_px)``: called once the outputs moved, with each frame's correction
+    (frame index -> ``Sim3``) and the one focal length (model pixels) every keyframe now has (None when it
+    was not refined), so the keyframes a saved map is made of follow; it returns how many did
+    (``map_keyframes_moved``)."""
     from align.bundle import bundle_adjust
 
     started = time.perf_counter()
@@ -156,17 +158,25 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     windows = window_corrections(frames, moves, frame_window, depth)
     writer.move_frames(moves)
     _move_sparse(writer, sparse, kept, adjusted.points[cross.row_of], windows)
+    target = None
     if refine:
         focal = float(scene.views[0].K[0, 0])
-        writer.scale_focal(segment, adjusted.focal_scale)
+        target = focal * adjusted.focal_scale
+        # Each window wrote its own focal length and the adjustment solved every keyframe with the one
+        # camera: every window's frames take that camera's focal, not their own scaled.
+        own = writer.sparse_focals(segment)
+        writer.scale_focal(segment, adjusted.focal_scale, {w: target / f for w, f in own.items() if f > 0},
+                           frame_window)
         record["focal"] = {"refined": True, "scale": round(adjusted.focal_scale, 6),
-                           "focal_px_before": round(focal, 3), "focal_px_after": round(focal * adjusted.focal_scale, 3)}
+                           "focal_px_before": round(focal, 3), "focal_px_after": round(target, 3)}
+        if own:
+            record["focal"]["window_focal_px_before"] = [round(min(own.values()), 3), round(max(own.values()), 3)]
     if cache is not None:
         cache.move_windows(windows, segment)
     elif fallback_points is not None:
         fallback_points.move_windows(windows)
     if on_adjusted is not None:
-        record["map_keyframes_moved"] = int(on_adjusted(moves, adjusted.focal_scale if refine else 1.0))
+        record["map_keyframes_moved"] = int(on_adjusted(moves, target))
     record.update(_pose_change(frames, moves), windows=len(windows), applied=True)
     record["seconds"] = round(time.perf_counter() - started, 4)
     log.info("final bundle adjustment: %d keyframes, %d points, reprojection %.3f -> %.3f px in %.1f s",

@@ -90,11 +90,11 @@ def test_final_ba_refines_a_self_calibrated_focal_and_every_k_follows(synthetic_
     scale = record["focal"]["scale"]
     frames = read_trajectory_json(out / "trajectory.json")
     model_to_input = frames[0].width / calib["model_size"][0]
-    for f in frames:  # every frame of the (single) segment took the refined focal; principal points kept
-        np.testing.assert_allclose(f.K[0, 0] / model_to_input, after, rtol=5e-3)
+    for f in frames:  # every frame of the (single) segment took the one refined focal; principal points kept
+        np.testing.assert_allclose(f.K[0, 0] / model_to_input, after, rtol=1e-4)
         np.testing.assert_allclose(f.K[:2, 2], [(f.width - 1) / 2, (f.height - 1) / 2], atol=1.0)
     sparse = read_sparse(out)
-    np.testing.assert_allclose([K[0, 0] for K in sparse.K.values()], after, rtol=5e-3)
+    np.testing.assert_allclose([K[0, 0] for K in sparse.K.values()], after, rtol=1e-4)
     assert scale != 1.0
 
 
@@ -113,6 +113,36 @@ def test_scale_focal_keeps_principal_points_and_depth_follows(tmp_path):
     np.testing.assert_allclose(first.K, scaled)
     np.testing.assert_allclose(second.K, K)  # another segment is another camera solve
     np.testing.assert_allclose(read_depth(tmp_path / "run", 0)["K"], np.array(scaled) / [[10], [10], [1]], rtol=1e-6)
+
+
+def test_windows_that_self_calibrated_apart_all_take_the_adjusted_focal(tmp_path):
+    """Windows 0 and 1 wrote focal 400 and 420 (model pixels); the adjustment solved every keyframe with
+    one camera and ended at 410: each window's sparse K, and the K of every frame it posed (input pixels,
+    twice the model's), end at 410 whatever their own was. A frame of a window without tracks takes the
+    plain factor."""
+    from stream4d.contracts import SparseTracks
+
+    def K_of(f):
+        return np.array([[f, 0.0, 159.5], [0.0, f, 119.5], [0.0, 0.0, 1.0]])
+
+    frame_window = {0: 0, 1: 0, 2: 1, 3: 1, 4: 2}
+    own = {0: 400.0, 1: 420.0, 2: 415.0}
+    with OutputWriter(tmp_path / "run") as writer:
+        for i, w in frame_window.items():
+            writer.add_frame(PosedFrame(i, 0.1 * i, f"{i}.png", np.eye(4), np.diag([2.0, 2.0, 1.0]) @ K_of(own[w]), 640, 480))
+        for w in (0, 1):
+            views = [i for i, v in frame_window.items() if v == w]
+            writer.write_sparse(w, 0, np.array(views), SparseTracks(
+                np.zeros((1, 3)), np.zeros((1, 3), np.uint8), np.zeros(2, np.int64), np.arange(2), np.zeros((2, 2)),
+                np.stack([K_of(own[w])] * 2)))
+        focals = writer.sparse_focals(0)
+        assert focals == {0: 400.0, 1: 420.0}
+        writer.scale_focal(0, 1.01, {w: 410.0 / f for w, f in focals.items()}, frame_window)
+        K_after = {f.index: f.K for f in writer.posed_frames()}
+    for i in range(4):
+        assert K_after[i][0, 0] == pytest.approx(820.0) and K_after[i][1, 1] == pytest.approx(820.0)
+    assert K_after[4][0, 0] == pytest.approx(2 * 415.0 * 1.01)
+    np.testing.assert_allclose([K[0, 0] for K in read_sparse(tmp_path / "run").K.values()], 410.0)
 
 
 def test_frame_and_window_corrections_recover_a_known_motion():
