@@ -42,6 +42,10 @@ class TrackedPose:
     kind: str  # POSE_TRACKED or POSE_INTERPOLATED
     image: np.ndarray  # uint8 [H, W, 3], the frame at the window's model resolution
     inliers: int = 0
+    # The PnP inliers that are the window's sparse points: their rows of ``pred.sparse.points`` (int64 [n])
+    # and where the frame sees them (float64 [n, 2], model pixels); None without sparse tracks.
+    point_ids: np.ndarray | None = None
+    point_xy: np.ndarray | None = None
 
 
 def interpolate_pose(c2w_a: np.ndarray, c2w_b: np.ndarray, t: float) -> np.ndarray:
@@ -72,7 +76,7 @@ class BetweenKeyframes:
         self.cfg = config or TrackingConfig()
         self._greys = {k: cv2.cvtColor(pred.images[k], cv2.COLOR_RGB2GRAY) for k in (a, b)}
         flat = pred.rotation_only_views[a] or pred.rotation_only_views[b]
-        self._anchors = {} if flat else {k: anchor_points(pred, k, self._greys[k], self.cfg) for k in (a, b)}
+        self._anchors = {} if flat else {k: anchor_points_with_ids(pred, k, self._greys[k], self.cfg) for k in (a, b)}
 
     def pose(self, image: np.ndarray, timestamp: float) -> TrackedPose:
         """The pose of a frame (``image`` uint8 [H, W, 3] already at model pixels, ``timestamp`` s)."""
@@ -83,20 +87,22 @@ class BetweenKeyframes:
         solved = self._pnp(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), guess)
         if solved is None:
             return TrackedPose(guess, POSE_INTERPOLATED, image)
-        return TrackedPose(solved[0], POSE_TRACKED, image, solved[1])
+        c2w, ids, uv = solved
+        sparse = ids >= 0
+        return TrackedPose(c2w, POSE_TRACKED, image, len(ids), ids[sparse], uv[sparse])
 
-    def _follow(self, k: int, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        xy, X = self._anchors.get(k, (np.zeros((0, 2), np.float32), None))
+    def _follow(self, k: int, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        xy, X, ids = self._anchors.get(k, (np.zeros((0, 2), np.float32), None, None))
         if len(xy) == 0:
-            return np.zeros((0, 2)), np.zeros((0, 3))
+            return np.zeros((0, 2)), np.zeros((0, 3)), np.zeros(0, np.int64)
         uv, ok = follow_points(self._greys[k], grey, xy, self.cfg.fb_error_px)
-        return uv[ok], X[ok]
+        return uv[ok], X[ok], ids[ok]
 
-    def _pnp(self, grey: np.ndarray, guess: np.ndarray) -> tuple[np.ndarray, int] | None:
+    def _pnp(self, grey: np.ndarray, guess: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(c2w [4, 4], the inliers' sparse point ids (-1: a point-map pixel) [n], their pixels [n, 2])."""
         cfg, pred = self.cfg, self.pred
-        pairs = [self._follow(k, grey) for k in (self.a, self.b)]
-        uv = np.concatenate([p[0] for p in pairs])
-        X = np.concatenate([p[1] for p in pairs])
+        followed = [self._follow(k, grey) for k in (self.a, self.b)]
+        uv, X, ids = (np.concatenate(parts) for parts in zip(*followed))
         solved = solve_pnp(X, uv, pred.K[self.a], guess, cfg)
         if solved is None:
             return None
@@ -106,13 +112,21 @@ class BetweenKeyframes:
         depth = np.median(np.linalg.norm(X - guess[:3, 3], axis=1))
         if np.linalg.norm(c2w[:3, 3] - guess[:3, 3]) > cfg.max_offpath * baseline + 0.01 * depth:
             return None
-        return c2w, int(len(inl))
+        return c2w, ids[inl], uv[inl]
 
 
 def anchor_points(pred: WindowPrediction, k: int, grey: np.ndarray,
                   cfg: TrackingConfig) -> tuple[np.ndarray, np.ndarray]:
     """(xy float32 [N, 2] model pixels of view k, X float64 [N, 3] world) to follow into frames;
     ``grey`` is view k's image in grey (uint8 [H, W])."""
+    xy, X, _ = anchor_points_with_ids(pred, k, grey, cfg)
+    return xy, X
+
+
+def anchor_points_with_ids(pred: WindowPrediction, k: int, grey: np.ndarray,
+                           cfg: TrackingConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``anchor_points`` and, per point, its row of ``pred.sparse.points`` (int64 [N]; -1 for a
+    point-map pixel)."""
     n = cfg.max_points
     sp = pred.sparse
     if sp is not None:
@@ -123,19 +137,21 @@ def anchor_points(pred: WindowPrediction, k: int, grey: np.ndarray,
                     < cfg.anchor_reprojection_px]
         if len(rows) >= cfg.min_inliers:
             rows = rows[np.linspace(0, len(rows) - 1, min(n, len(rows))).astype(np.int64)]
-            return sp.obs_xy[rows].astype(np.float32), sp.points[sp.obs_point[rows]].astype(np.float64)
+            ids = sp.obs_point[rows].astype(np.int64)
+            return sp.obs_xy[rows].astype(np.float32), sp.points[ids].astype(np.float64), ids
     # No sparse tracks (a backend without them): corners on confident point-map pixels.
+    none = np.zeros((0, 2), np.float32), np.zeros((0, 3)), np.zeros(0, np.int64)
     conf = pred.points_conf[k]
     good = (conf > 0) & (pred.depth[k] > 0)
     if good.sum() < cfg.min_inliers:
-        return np.zeros((0, 2), np.float32), np.zeros((0, 3))
+        return none
     mask = (good & (conf >= np.quantile(conf[good], 0.5))).astype(np.uint8)
     corners = cv2.goodFeaturesToTrack(grey, n, 0.01, 5, mask=mask)
     if corners is None:
-        return np.zeros((0, 2), np.float32), np.zeros((0, 3))
+        return none
     xy = corners[:, 0]
     u, v = np.round(xy).astype(np.int64).T
-    return xy.astype(np.float32), pred.points[k][v, u].astype(np.float64)
+    return xy.astype(np.float32), pred.points[k][v, u].astype(np.float64), np.full(len(xy), -1, np.int64)
 
 
 def project_points(c2w: np.ndarray, K: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -105,6 +105,15 @@ def invert_se3(T: np.ndarray) -> np.ndarray:
     return out
 
 
+def rigid_motion(to: np.ndarray, frm: np.ndarray) -> Sim3:
+    """The rigid world-frame motion (``Sim3`` with scale 1) taking the pose ``frm`` to ``to`` (c2w [4, 4]),
+    its rotation put back on SO(3) (the inverse product's round-off)."""
+    T = to @ np.linalg.inv(frm)
+    U, _, Vt = np.linalg.svd(T[:3, :3])
+    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    return Sim3(1.0, R, T[:3, 3].copy())
+
+
 def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
     """Angle of rotation matrices ``[..., 3, 3]`` in degrees."""
     cos = (np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0

@@ -26,7 +26,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -369,6 +369,23 @@ class OutputWriter:
                 self._save_npz(path, arrays)
         return len(rows)
 
+    def drop_held_tracks(self) -> int:
+        """Remove the tracked frames' observations (``held_*``) from every sparse file: the final
+        adjustment has used them. Returns how many files changed."""
+        self._check_open()
+        changed = 0
+        for window in self._sparse_segment:
+            path = self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz"
+            if not path.exists():
+                continue
+            with np.load(path) as data:
+                if "held_frame" not in data.files:
+                    continue
+                arrays = {k: data[k] for k in data.files if not k.startswith("held_")}
+            self._save_npz(path, arrays)
+            changed += 1
+        return changed
+
     def sparse_focals(self, segment: int) -> dict[int, float]:
         """Per window of ``segment`` with a sparse file, the focal length (model pixels, the median of its
         views' fx) its tracks were measured with."""
@@ -423,9 +440,10 @@ class OutputWriter:
         self._frames_jsonl.flush()
         return path
 
-    def write_sparse(self, window: int, segment: int, frame_indices: np.ndarray, sparse) -> Path:
+    def write_sparse(self, window: int, segment: int, frame_indices: np.ndarray, sparse, held=()) -> Path:
         """Write ``sparse/<window:06d>.npz`` from a world-frame ``contracts.SparseTracks`` whose views are
-        the frames ``frame_indices`` [S]; see docs/output_format.md for the keys."""
+        the frames ``frame_indices`` [S], and ``held``: (frame index, rows of the points [n], pixels [n, 2])
+        of the frames tracked between the window's views; see docs/output_format.md for the keys."""
         self._check_open()
         frame_indices = np.asarray(frame_indices, np.int64)
         if len(frame_indices) != len(sparse.K):
@@ -436,6 +454,10 @@ class OutputWriter:
                   "obs_frame": frame_indices[np.asarray(sparse.obs_view, np.int64)],
                   "obs_xy": np.asarray(sparse.obs_xy, np.float64), "frame_indices": frame_indices,
                   "K": np.asarray(sparse.K, np.float64), "segment": np.int64(segment)}
+        if held:
+            arrays.update(held_frame=np.concatenate([np.full(len(ids), i, np.int32) for i, ids, _ in held]),
+                          held_point=np.concatenate([np.asarray(ids, np.int32) for _, ids, _ in held]),
+                          held_xy=np.concatenate([np.asarray(xy, np.float32).reshape(-1, 2) for *_, xy in held]))
         self._sparse_segment[int(window)] = int(segment)
         return self._save_npz(self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz", arrays)
 
@@ -730,13 +752,11 @@ def _focal_scaled(K: np.ndarray, factor: float) -> np.ndarray:
     return out
 
 
-def read_sparse(out_dir: str | Path, segment: int | None = None) -> SparseMap:
-    """The sparse points of ``out_dir`` (of ``segment`` only when given); empty when the run wrote none
-    (a backend without feature tracks). A frame seen by several windows keeps the first window's K."""
-    files = sorted((Path(out_dir) / SPARSE_DIR).glob("*.npz"))
-    parts, K, windows = [], {}, []
+def _sparse_files(out_dir: str | Path, segment: int | None):
+    """(window, the file's arrays, row of its first point in ``read_sparse``'s points) of each sparse file
+    of ``segment`` (all when None), in window order."""
     offset = 0
-    for path in files:
+    for path in sorted((Path(out_dir) / SPARSE_DIR).glob("*.npz")):
         try:
             with np.load(path) as data:
                 d = {k: data[k] for k in data.files}
@@ -744,9 +764,17 @@ def read_sparse(out_dir: str | Path, segment: int | None = None) -> SparseMap:
             raise ValueError(f"{path} is not a readable sparse file: {exc}") from exc
         if segment is not None and int(d["segment"]) != segment:
             continue
-        parts.append((d["points"], d["colors"], d["obs_point"] + offset, d["obs_frame"], d["obs_xy"]))
+        yield int(path.stem), d, offset
         offset += len(d["points"])
-        windows.append(np.full(len(d["points"]), int(path.stem), np.int64))
+
+
+def read_sparse(out_dir: str | Path, segment: int | None = None) -> SparseMap:
+    """The sparse points of ``out_dir`` (of ``segment`` only when given); empty when the run wrote none
+    (a backend without feature tracks). A frame seen by several windows keeps the first window's K."""
+    parts, K, windows = [], {}, []
+    for window, d, offset in _sparse_files(out_dir, segment):
+        parts.append((d["points"], d["colors"], d["obs_point"] + offset, d["obs_frame"], d["obs_xy"]))
+        windows.append(np.full(len(d["points"]), window, np.int64))
         for f, k in zip(d["frame_indices"].tolist(), d["K"]):
             K.setdefault(int(f), k)
     if not parts:
@@ -756,8 +784,24 @@ def read_sparse(out_dir: str | Path, segment: int | None = None) -> SparseMap:
     return SparseMap(*(np.concatenate(c) for c in cols), K, np.concatenate(windows))
 
 
+def read_held_tracks(out_dir: str | Path, segment: int | None = None) -> Iterator[dict[int, tuple]]:
+    """Per sparse file of ``segment``, one dict: tracked frame index -> (rows of ``read_sparse(out_dir,
+    segment).points`` int64 [n], where the frame sees them float64 [n, 2] model pixels, the K [3, 3] of the
+    window that tracked it), the observations its tracking kept (``held_*`` keys; runs before they were
+    written have none). One window's at a time: they are most of a long run's sparse bytes."""
+    for _, d, offset in _sparse_files(out_dir, segment):
+        if "held_frame" not in d:
+            continue
+        frames = d["held_frame"]
+        order = np.argsort(frames, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(frames[order]) != 0])
+        yield {int(frames[order[a]]): (d["held_point"][rows].astype(np.int64) + offset,
+                                       d["held_xy"][rows].astype(np.float64), d["K"][0])
+               for a, rows in zip(starts, np.split(order, starts[1:]))}
+
+
 __all__ = [
     "FORMAT_VERSION", "PosedFrame", "OutputWriter", "read_trajectory", "read_trajectory_json", "read_tum",
     "read_cameras_json", "read_points_ply", "write_points_ply", "read_depth", "c2w_to_tum", "tum_to_c2w",
-    "json_default", "FrameImage", "read_frame_images", "SparseMap", "read_sparse",
+    "json_default", "FrameImage", "read_frame_images", "SparseMap", "read_sparse", "read_held_tracks",
 ]

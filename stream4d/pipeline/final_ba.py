@@ -7,7 +7,8 @@ Then the outputs follow the adjusted poses, as they follow a loop closure:
 - keyframes take their adjusted pose; the frames between them (tracked frames, keyframes without
   tracks) move by the correction of the neighbouring keyframes of the window that posed them,
   interpolated by index; a pose that was itself a blend of its neighbours' (an interpolated frame, a
-  rotation-only keyframe's centre) is blended again from where they went;
+  rotation-only keyframe's centre) is blended again from where they went; then a tracked frame is
+  solved again on the adjusted points from the observations its tracking kept (``resolve_tracked``);
 - splats.ply / points.ply: each window's Gaussians (or points) move by one Sim(3), fitted to how
   the scene in front of its frames moved;
 - sparse/*.npz: the adjusted points take their adjusted place, the others follow their window;
@@ -57,9 +58,10 @@ import numpy as np
 
 from stream4d.contracts import POSE_INTERPOLATED, POSE_POSED, POSE_ROTATION_ONLY
 from stream4d.export.scene import ExportView, scene_from_tracks
-from stream4d.geometry import Sim3, quat_wxyz, rotation_angle_deg, rotation_from_quat_wxyz, umeyama
-from stream4d.outputs import OutputWriter, PosedFrame, read_sparse
+from stream4d.geometry import Sim3, quat_wxyz, rigid_motion, rotation_angle_deg, rotation_from_quat_wxyz, umeyama
+from stream4d.outputs import OutputWriter, PosedFrame, read_held_tracks, read_sparse
 from stream4d.pipeline.cross_tracks import with_cross_tracks
+from stream4d.pipeline.resolve_tracked import resolve_tracked
 
 log = logging.getLogger("stream4d.pipeline")
 
@@ -156,12 +158,16 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     moves = frame_corrections(frames, old, new, frame_window, by_matches)
     depth = float(np.median(_track_depths(scene)))
     windows = window_corrections(frames, moves, frame_window, depth)
+    points = _adjusted_points(sparse, kept, adjusted.points[cross.row_of], windows)
+    focal = float(scene.views[0].K[0, 0])
+    target = focal * adjusted.focal_scale if refine else None
+    resolved = resolve_tracked(frames, moves, read_held_tracks(writer.out_dir, segment), points, target)
+    moves.update(resolved)
+    record["frames_resolved"] = len(resolved)
     writer.move_frames(moves)
-    _move_sparse(writer, sparse, kept, adjusted.points[cross.row_of], windows)
-    target = None
+    for w in np.unique(sparse.point_window).tolist():
+        writer.set_sparse_points(w, points[sparse.point_window == w])
     if refine:
-        focal = float(scene.views[0].K[0, 0])
-        target = focal * adjusted.focal_scale
         # Each window wrote its own focal length and the adjustment solved every keyframe with the one
         # camera: every window's frames take that camera's focal, not their own scaled.
         own = writer.sparse_focals(segment)
@@ -311,7 +317,7 @@ def frame_corrections(frames: list[PosedFrame], old: dict[int, np.ndarray], new:
 
     A pose that was blended from its neighbours' (an interpolated frame; a rotation-only keyframe's
     centre) is blended again from where they went (``_reinterpolated``)."""
-    delta = {i: _rigid(new[i] @ np.linalg.inv(old[i])) for i in new}
+    delta = {i: rigid_motion(new[i], old[i]) for i in new}
     usable = sorted(set(new) - {int(i) for i in not_anchors}) or sorted(new)
     window_of = frame_window or {}
     grouped: dict[int | None, list[int]] = {}
@@ -366,17 +372,11 @@ def _reinterpolated(frames: list[PosedFrame], moves: dict[int, Sim3], adjusted) 
             there = interpolate_pose(moved(a), moved(b), u)
             if kind == POSE_ROTATION_ONLY:
                 there[:3, :3] = moved(f)[:3, :3]
-            moves[f.index] = _rigid(there @ np.linalg.inv(f.c2w))
+            moves[f.index] = rigid_motion(there, f.c2w)
 
     blend((POSE_POSED,), POSE_ROTATION_ONLY)
     blend((POSE_POSED, POSE_ROTATION_ONLY), POSE_INTERPOLATED)
     return moves
-
-
-def _rigid(T: np.ndarray) -> Sim3:
-    U, _, Vt = np.linalg.svd(T[:3, :3])  # round-off of the inverse product, back onto SO(3)
-    R = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
-    return Sim3(1.0, R, T[:3, 3].copy())
 
 
 def _interpolate(a: Sim3, b: Sim3, u: float) -> Sim3:
@@ -409,8 +409,9 @@ def window_corrections(frames: list[PosedFrame], moves: dict[int, Sim3], frame_w
     return {w: umeyama(np.concatenate(src[w]), np.concatenate(dst[w])) for w in src}
 
 
-def _move_sparse(writer: OutputWriter, sparse, kept: np.ndarray, adjusted: np.ndarray,
-                 windows: dict[int, Sim3]) -> None:
+def _adjusted_points(sparse, kept: np.ndarray, adjusted: np.ndarray, windows: dict[int, Sim3]) -> np.ndarray:
+    """Every sparse point (float64 [P, 3], ``sparse.points``' rows) where the adjustment put it (``adjusted``,
+    the rows ``kept``), or moved with its window (``windows``) where it was not adjusted or was lost."""
     points = np.array(sparse.points, np.float64, copy=True)
     for w in np.unique(sparse.point_window).tolist():
         rows = sparse.point_window == w
@@ -418,8 +419,7 @@ def _move_sparse(writer: OutputWriter, sparse, kept: np.ndarray, adjusted: np.nd
             points[rows] = windows[w].apply(points[rows])
     adjusted_ok = np.isfinite(adjusted).all(axis=1)  # a point the adjustment lost keeps its window's move
     points[kept[adjusted_ok]] = adjusted[adjusted_ok]
-    for w in np.unique(sparse.point_window).tolist():
-        writer.set_sparse_points(w, points[sparse.point_window == w])
+    return points
 
 
 def _pose_change(frames: list[PosedFrame], moves: dict[int, Sim3]) -> dict:

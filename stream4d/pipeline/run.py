@@ -155,6 +155,7 @@ def _open(source: Any, out_dir: Path, config: ReconstructConfig, observers: Sequ
     live = LiveFrames(latency, all_observers, stats, timings, tracker, getattr(src, "stats", None),
                       mapping_nice=config.live.mapping_nice, bootstrap=bootstrap)
     sink = Sink(writer, config, all_observers, stats, timings, HeldFrames() if keyframer else None)
+    sink.keep_held_tracks = _final_ba_will_run(config, src)
     if tracker is not None:  # live: the frames between keyframes are re-posed on a CPU budget
         from recon.tracking import TrackingConfig
 
@@ -299,9 +300,25 @@ def _usable(frames: Iterator[Frame], run: _Run, bar, ingest_error: list[BaseExce
 
 # ---- phase 3: closing -------------------------------------------------------------------------
 
+def _final_ba_will_run(config: ReconstructConfig, src) -> bool:
+    """Whether the run is to end with the final adjustment (so its tracked frames' observations are kept)."""
+    if config.final_ba is False or getattr(src.info, "kind", "") in ("camera", "push"):
+        return False
+    return bool(config.final_ba) or not _why_no_default_final_ba(config)
+
+
 def _final_ba(run: _Run, error: BaseException | None) -> None:
     """``final_ba``: the finished stream's keyframes and tracks adjusted together, the outputs moved
-    (by default for a finite input: ``ReconstructConfig.final_ba`` None)."""
+    (by default for a finite input: ``ReconstructConfig.final_ba`` None). The tracked frames' observations
+    it was given are then dropped from sparse/ (the outputs keep their size)."""
+    try:
+        _adjust_at_the_end(run, error)
+    finally:
+        if run.sink.keep_held_tracks:
+            run.writer.drop_held_tracks()
+
+
+def _adjust_at_the_end(run: _Run, error: BaseException | None) -> None:
     asked = run.config.final_ba
     if asked is False:
         return

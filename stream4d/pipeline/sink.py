@@ -51,6 +51,8 @@ class Sink:
         self.map_points = 0  # points in points.ply, known after finish()
         self.map_segment: int | None = None  # the world segment points.ply / splats.ply show, after finish()
         self.frame_window: dict[int, int] = {}  # posed frame index -> aligned window (a loop closure moves windows)
+        self.keep_held_tracks = False  # the run ends with the final adjustment: tracked frames' observations kept
+        self._held_tracks: list[tuple] = []  # this window's tracked frames' (index, point rows, pixels)
         self._clouds: dict = {}  # (window, view) -> recon.tracked_depth.KeyframeCloud, the last two lifted
         self._skip_lock = threading.Lock()  # skips come from the model thread and the alignment thread
         self.started = time.perf_counter()
@@ -83,6 +85,7 @@ class Sink:
             self._follow_loop(window)
         self._count_loops(window)
         new = [int(k) for k in np.nonzero(window.is_new)[0]]
+        self._held_tracks = []
         groups = self._held_groups(window, new)
         posed = self._track_held(window, groups)
         for k in new:
@@ -99,7 +102,8 @@ class Sink:
             if self.config.save_frames:
                 self.writer.write_frame_image(int(pred.frame_indices[k]), pred.images[k], pred.pixel_maps[k])
         if pred.sparse is not None:
-            self.writer.write_sparse(window.window_index, window.segment, pred.frame_indices, pred.sparse)
+            self.writer.write_sparse(window.window_index, window.segment, pred.frame_indices, pred.sparse,
+                                     self._held_tracks)
         self.stats.frames_posed += int(window.is_new.sum())
         self.stats.frames_rotation_only += int((window.is_new & pred.rotation_only_views).sum())
         no_depth = ~(pred.depth_conf > 0).reshape(pred.num_frames, -1).any(axis=1)
@@ -223,11 +227,19 @@ class Sink:
             self.stats.frames_posed += 1
             if tracked.kind == POSE_TRACKED:
                 self.stats.frames_tracked += 1
+                self._keep_held_tracks(f.index, tracked)
                 if self.config.tracked_depth.enabled:
                     self._tracked_depth(window, (a, b), f.index, tracked.c2w)
             else:
                 self.stats.frames_interpolated += 1
         self.timings["tracking"] = self.timings.get("tracking", 0.0) + time.perf_counter() - t
+
+    def _keep_held_tracks(self, index: int, tracked) -> None:
+        """A tracked frame's observations of the window's sparse points (all its PnP inliers: the final
+        adjustment solves the frame again with them, and fewer points pose it worse), written with the
+        window's sparse file."""
+        if self.keep_held_tracks and tracked.point_ids is not None and len(tracked.point_ids):
+            self._held_tracks.append((int(index), tracked.point_ids, tracked.point_xy))
 
     def _tracked_depth(self, window: AlignedWindow, views: tuple[int, int], index: int, c2w: np.ndarray) -> None:
         """A tracked frame's depth map from the depth of ``views`` (two view indices of the window;

@@ -345,3 +345,28 @@ def test_depth_files_follow_loop_closures_reattachments_and_focal_changes_and_st
         assert back["K"][0, 0] == pytest.approx(110.0) and back["K"][0, 2] == pytest.approx(64.0)
         assert str(back["source"]) == ("model" if i % 2 == 0 else "keyframes")
     assert (tmp_path / "depth" / "000001.npz").stat().st_size < 1.2 * compact
+
+
+def test_a_windows_tracked_frames_observations_come_back_with_the_rows_read_sparse_gives(tmp_path):
+    """Two windows' sparse files: the second window's tracked frame 5 saw its points 1 and 0; read back,
+    they are rows 3 and 2 of ``read_sparse``'s points (after the first window's two) and K is its window's."""
+    from stream4d.contracts import SparseTracks
+    from stream4d.outputs import read_held_tracks, read_sparse
+
+    def tracks(offset: float, focal: float) -> SparseTracks:
+        K = np.array([[focal, 0.0, 15.5], [0.0, focal, 11.5], [0.0, 0.0, 1.0]])
+        return SparseTracks(np.array([[0.0, 0.0, 2.0 + offset], [1.0, 0.0, 3.0 + offset]]), np.zeros((2, 3), np.uint8),
+                            np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1]), np.zeros((4, 2)), np.stack([K, K]))
+
+    seen = np.array([[3.0, 4.0], [5.0, 6.0]])
+    with OutputWriter(tmp_path) as writer:
+        writer.write_sparse(0, 0, np.array([0, 2]), tracks(0.0, 20.0))
+        writer.write_sparse(1, 0, np.array([2, 8]), tracks(1.0, 21.0), [(5, np.array([1, 0]), seen)])
+    points = read_sparse(tmp_path, 0).points
+    (first,) = list(read_held_tracks(tmp_path, 0))
+    rows, xy, K = first[5]
+    np.testing.assert_array_equal(rows, [3, 2])
+    np.testing.assert_allclose(points[rows], [[1.0, 0.0, 4.0], [0.0, 0.0, 3.0]])
+    np.testing.assert_allclose(xy, seen)
+    assert K[0, 0] == 21.0
+    assert list(read_held_tracks(tmp_path, 1)) == []

@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 
 from recon.keyframes import KeyframeConfig, ParallaxKeyframer
 from recon.tracking import BetweenKeyframes, follow_points, interpolate_pose, triangulate_views
-from stream4d.contracts import POSE_INTERPOLATED, POSE_TRACKED, WindowPrediction
+from stream4d.contracts import POSE_INTERPOLATED, POSE_TRACKED, SparseTracks, WindowPrediction
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
 
 W, H = 256, 192
@@ -115,6 +115,33 @@ def test_frames_between_keyframes_are_tracked_close_to_ground_truth():
         assert dist < 0.03 * baseline and angle < 0.05, (i, dist / baseline, angle)
         guess_dist, _ = _errors(interpolate_pose(c2w[a], c2w[b], i / b), shaken)
         assert dist < 0.2 * guess_dist
+
+
+def test_a_tracked_frame_keeps_which_sparse_points_it_saw_and_where():
+    """With sparse tracks in the window, the PnP inliers that are its points come back as their rows and
+    the frame's pixels: what the final adjustment solves the frame again with."""
+    c2w, K, views = _orbit_views(90, 20.0)
+    pred = _window(views, [0, 12])
+    grey = cv2.cvtColor(views[0].rgb, cv2.COLOR_RGB2GRAY)
+    xy = cv2.goodFeaturesToTrack(grey, 400, 0.01, 5)[:, 0].astype(np.float64)
+    u, v = np.round(xy).astype(np.int64).T
+    X = pred.points[0][v, u].astype(np.float64)
+    seen_b, _ = _project(X, c2w[12], K)
+    n = len(X)
+    pred.sparse = SparseTracks(X, np.zeros((n, 3), np.uint8), np.r_[np.arange(n), np.arange(n)],
+                               np.r_[np.zeros(n, np.int64), np.ones(n, np.int64)], np.r_[xy, seen_b],
+                               np.repeat(K[None], 2, axis=0))
+    tracked = BetweenKeyframes(pred, 0, 1).pose(views[6].rgb, 6 / 30.0)
+    assert tracked.kind == POSE_TRACKED and len(tracked.point_ids) == tracked.inliers >= 100
+    assert tracked.point_ids.min() >= 0 and tracked.point_ids.max() < n
+    where, _ = _project(X[tracked.point_ids], c2w[6], K)
+    assert np.median(np.linalg.norm(where - tracked.point_xy, axis=1)) < 0.5
+
+
+def _project(X: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    w2c = np.linalg.inv(c2w)
+    cam = X @ w2c[:3, :3].T + w2c[:3, 3]
+    return cam[:, :2] / cam[:, 2:3] * [K[0, 0], K[1, 1]] + K[:2, 2], cam[:, 2]
 
 
 def test_frames_of_a_window_without_depth_are_interpolated_and_said_so():
