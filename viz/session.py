@@ -40,6 +40,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SERVER_STOP_S = 10.0  # how long stopping a served gRPC server may take before it is reported
+
+
+def _accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex((LOOPBACK, port)) == 0
+
+
 def rerun_binary() -> Path | None:
     """The rerun CLI/viewer binary shipped with rerun-sdk (package ``rerun_cli``), if installed."""
     try:
@@ -226,6 +236,7 @@ class RerunSession:
     def _serve(self) -> list:
         port = self.config.grpc_port or free_port()
         sink = rr.GrpcServerSink(LOOPBACK, port, server_memory_limit=self.config.server_memory_limit)
+        self._grpc_port = port
         self.grpc_url = sink.uri
         self.viewer_url = WebViewerServer.shared(self.config.web_port, self.grpc_url).url_for(self.grpc_url)
         self._streaming = True
@@ -246,13 +257,28 @@ class RerunSession:
             # Drops only file-like sinks (writing the .rrd footer); streaming ones stay live.
             rerun_bindings.finalize_deferred_sinks(recording=self.recording.to_native())
         else:
-            self.recording.disconnect()
+            self._disconnect()
 
     def shutdown(self) -> None:
         """Finish and stop every sink, including the gRPC server (live viewers go quiet)."""
         self._flush()
-        self.recording.disconnect()
+        self._disconnect()
         self._streaming = False
+
+    def _disconnect(self) -> None:
+        """Stop every sink; a served gRPC server stops listening asynchronously, so wait (up to
+        ``SERVER_STOP_S``) until its port refuses connections: after ``finish``/``shutdown`` it is gone."""
+        self.recording.disconnect()
+        port = getattr(self, "_grpc_port", None)
+        if port is None:
+            return
+        deadline = time.monotonic() + SERVER_STOP_S
+        while _accepts(port):
+            if time.monotonic() > deadline:
+                self._say(f"the viewer's gRPC server on port {port} still listens {SERVER_STOP_S:.0f} s after it was stopped")
+                return
+            time.sleep(0.02)
+        self._grpc_port = None
 
 
 def serve_recording(rrd_path: Path | str, config: VizConfig | None = None) -> RerunSession:
