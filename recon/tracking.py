@@ -223,9 +223,7 @@ def solve_pnp(X: np.ndarray, uv: np.ndarray, K: np.ndarray, guess: np.ndarray, c
     indices) or None when too few points or inliers (``cfg.min_inliers``, ``cfg.min_inlier_share``)."""
     if len(uv) < cfg.min_inliers:
         return None
-    w2c = np.linalg.inv(guess)
-    rvec0, _ = cv2.Rodrigues(w2c[:3, :3])
-    tvec0 = w2c[:3, 3].reshape(3, 1).copy()
+    rvec0, tvec0 = _pose_vectors(guess)
     try:
         ok, rvec, tvec, inl = cv2.solvePnPRansac(X, uv, K, None, rvec0, tvec0, useExtrinsicGuess=True,
                                                  iterationsCount=iterations, reprojectionError=cfg.reprojection_px,
@@ -235,11 +233,27 @@ def solve_pnp(X: np.ndarray, uv: np.ndarray, K: np.ndarray, guess: np.ndarray, c
     if not ok or inl is None or len(inl) < max(cfg.min_inliers, cfg.min_inlier_share * len(uv)):
         return None
     inl = inl.ravel()
-    rvec, tvec = cv2.solvePnPRefineLM(X[inl], uv[inl], K, None, rvec, tvec)
+    c2w = _refined(X[inl], uv[inl], K, rvec, tvec)
+    return None if c2w is None else (c2w, inl)
+
+
+def refine_pose(c2w: np.ndarray, K: np.ndarray, X: np.ndarray, uv: np.ndarray) -> np.ndarray | None:
+    """The camera (c2w [4, 4]) that Levenberg-Marquardt on the reprojection error of the world points ``X``
+    [N, 3] seen at ``uv`` [N, 2] (``K`` [3, 3]) reaches from ``c2w``; None when it is not finite."""
+    return _refined(X, uv, K, *_pose_vectors(c2w))
+
+
+def _pose_vectors(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's (rvec [3, 1], tvec [3, 1]) of the world-to-camera transform of ``c2w`` [4, 4]."""
+    w2c = np.linalg.inv(c2w)
+    rvec, _ = cv2.Rodrigues(w2c[:3, :3])
+    return rvec, w2c[:3, 3].reshape(3, 1).copy()
+
+
+def _refined(X: np.ndarray, uv: np.ndarray, K: np.ndarray, rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray | None:
+    rvec, tvec = cv2.solvePnPRefineLM(X, uv, K, None, rvec, tvec)
     R, _ = cv2.Rodrigues(rvec)
     c2w = np.eye(4)
     c2w[:3, :3] = R.T
     c2w[:3, 3] = -R.T @ tvec.ravel()
-    if not np.all(np.isfinite(c2w)):
-        return None
-    return c2w, inl
+    return c2w if np.all(np.isfinite(c2w)) else None

@@ -330,7 +330,7 @@ class OutputWriter:
             _atomic_write(self.out_dir / TRAJECTORY_TUM, lambda f: f.write((TUM_HEADER + lines).encode()))
             self._tum = open(self.out_dir / TRAJECTORY_TUM, "a", encoding="utf-8")
         for window, sim3 in (sparse_moves or {}).items():
-            path = self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz"
+            path = self._sparse_path(window)
             if int(window) in self._sparse_segment and path.exists():
                 with np.load(path) as data:
                     arrays = {k: data[k] for k in data.files}
@@ -361,7 +361,7 @@ class OutputWriter:
                 arrays["K"] = _focal_scaled(arrays["K"], own)
                 self._save_depth(depth_file, arrays)
         for window, seg in self._sparse_segment.items():
-            path = self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz"
+            path = self._sparse_path(window)
             if seg == int(segment) and path.exists():
                 with np.load(path) as data:
                     arrays = {k: data[k] for k in data.files}
@@ -375,7 +375,7 @@ class OutputWriter:
         self._check_open()
         changed = 0
         for window in self._sparse_segment:
-            path = self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz"
+            path = self._sparse_path(window)
             if not path.exists():
                 continue
             with np.load(path) as data:
@@ -391,7 +391,7 @@ class OutputWriter:
         views' fx) its tracks were measured with."""
         out = {}
         for window, seg in self._sparse_segment.items():
-            path = self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz"
+            path = self._sparse_path(window)
             if seg == int(segment) and path.exists():
                 with np.load(path) as data:
                     out[int(window)] = float(np.median(data["K"][:, 0, 0]))
@@ -407,7 +407,7 @@ class OutputWriter:
     def set_sparse_points(self, window: int, points: np.ndarray) -> Path:
         """Replace the points [P, 3] of ``sparse/<window>.npz`` (a global bundle adjustment moved them)."""
         self._check_open()
-        path = self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz"
+        path = self._sparse_path(window)
         with np.load(path) as data:
             arrays = {k: data[k] for k in data.files}
         if np.shape(points) != arrays["points"].shape:
@@ -459,7 +459,10 @@ class OutputWriter:
                           held_point=np.concatenate([np.asarray(ids, np.int32) for _, ids, _ in held]),
                           held_xy=np.concatenate([np.asarray(xy, np.float32).reshape(-1, 2) for *_, xy in held]))
         self._sparse_segment[int(window)] = int(segment)
-        return self._save_npz(self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz", arrays)
+        return self._save_npz(self._sparse_path(window), arrays)
+
+    def _sparse_path(self, window: int) -> Path:
+        return self.out_dir / SPARSE_DIR / f"{int(window):06d}.npz"
 
     @staticmethod
     def _save_npz(path: Path, arrays: dict) -> Path:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import cv2
 import numpy as np
 
+from recon.tracking import refine_pose, reprojection_px
 from stream4d.contracts import POSE_POSED, POSE_TRACKED
 from stream4d.geometry import Sim3, rigid_motion
 from stream4d.outputs import PosedFrame
@@ -56,27 +56,13 @@ def _solved(start: np.ndarray, K: np.ndarray, X: np.ndarray, xy: np.ndarray, nei
     """The pose (c2w [4, 4]) the observations ``xy`` [n, 2] of ``X`` [n, 3] give from ``start``, or None
     when too few are near it, the error does not drop, or it moves more than ``MAX_SHIFT_SHARE`` of the
     distance between the ``neighbours`` (the centres of the posed keyframes around it)."""
-    from recon.tracking import reprojection_px
-
     before = reprojection_px(start, K, X, xy)
     use = np.isfinite(X).all(axis=1) & (before < GATE_PX)
     if use.sum() < MIN_OBSERVATIONS:
         return None
-    c2w = _refine(start, K, X[use], xy[use])
+    c2w = refine_pose(start, K, X[use], xy[use])
     if c2w is None or reprojection_px(c2w, K, X[use], xy[use]).mean() > before[use].mean():
         return None
     if np.linalg.norm(c2w[:3, 3] - start[:3, 3]) > MAX_SHIFT_SHARE * np.linalg.norm(neighbours[1] - neighbours[0]):
         return None
     return c2w
-
-
-def _refine(c2w: np.ndarray, K: np.ndarray, X: np.ndarray, xy: np.ndarray) -> np.ndarray | None:
-    """Levenberg-Marquardt on the reprojection error from the pose ``c2w`` [4, 4]."""
-    w2c = np.linalg.inv(c2w)
-    rvec, _ = cv2.Rodrigues(w2c[:3, :3])
-    rvec, tvec = cv2.solvePnPRefineLM(X, xy, K, None, rvec, w2c[:3, 3].reshape(3, 1).copy())
-    R, _ = cv2.Rodrigues(rvec)
-    out = np.eye(4)
-    out[:3, :3] = R.T
-    out[:3, 3] = -R.T @ tvec.ravel()
-    return out if np.isfinite(out).all() else None
