@@ -14,7 +14,7 @@ import numpy as np
 
 from recon.default.calibration import StreamFocal, StreamFocalConfig
 from recon.default.dense import DenseConfig, FlowCache, choose_neighbours, dense_depth, dense_inputs, upsample_depth
-from recon.default.sfm import SfmConfig, WindowSfm
+from recon.default.sfm import SfmConfig, SfmResult, WindowSfm
 from recon.default.sparse_depth import SparseDepthConfig, fill_sparse_depth
 from recon.default.tracks import Tracks, build_tracks
 from recon.features import Features, PairMatches, detect_features, verified_matches
@@ -41,6 +41,11 @@ class DefaultModelConfig:
     # with ``far_min_inliers`` verified matches or more (see DefaultWindowModel._structure)
     far_neighbours: int = 8
     far_min_inliers: int = 80
+    # A view the window's structure leaves unregistered is also matched with every view beyond
+    # ``far_neighbours`` (such pairs kept from ``far_min_inliers`` too), and the structure is grown again
+    # when one verifies: photos of a walk that comes back meet their first views further along the
+    # window than any video's keyframes do. Costs nothing in windows that register every view.
+    far_pairs_for_stragglers: bool = True
     focal_prior: float = 1.0  # unknown intrinsics start at f = focal_prior * max(W, H)
     # the focal length estimated across the windows of a stream (recon/default/calibration.py)
     stream_focal: StreamFocalConfig = field(default_factory=StreamFocalConfig)
@@ -217,19 +222,50 @@ class DefaultWindowModel:
         matches = [m for m in found if m.j - m.i <= near or len(m.idx_i) >= self.cfg.far_min_inliers]
         t1 = time.perf_counter()
         timings["features_matches"] = timings.get("features_matches", 0.0) + t1 - t0
-        tracks = build_tracks(feats, matches)
-        window_sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm, focal_prior, refine_focal,
-                               frames[0].size, near_gap=near)
-        sfm = window_sfm.run()
+        far_weak = len(found) - len(matches)
+        tracks, window_sfm, sfm = self._grown(frames, feats, matches, K, known_K, focal_prior, refine_focal)
         timings["sfm"] = timings.get("sfm", 0.0) + time.perf_counter() - t1
+        stragglers = self._straggler_pairs(frames, feats, scale, sfm)
+        if stragglers:
+            t2 = time.perf_counter()
+            grown = self._grown(frames, feats, matches + stragglers, K, known_K, focal_prior, refine_focal)
+            timings["sfm"] = timings.get("sfm", 0.0) + time.perf_counter() - t2
+            if grown[2] is not None and len(grown[2].w2c) > len(sfm.w2c):
+                matches = matches + stragglers
+                tracks, window_sfm, sfm = grown
+                sfm.info["far_pairs_for_stragglers"] = len(stragglers)
         pairs_used = {"near": sum(m.j - m.i <= near for m in matches), "far": sum(m.j - m.i > near for m in matches),
-                      "far_weak": len(found) - len(matches)}
+                      "far_weak": far_weak}
         window_sfm.info["pairs"] = pairs_used  # a window without parallax reports it too
         if sfm is not None:
             sfm.info["pairs"] = pairs_used
         window_sfm.info["focal_evidence"] = window_sfm.focal_evidence
         window_sfm.info["principal_point"] = (window_sfm.principal_evidence, window_sfm.principal_applied)
         return sfm, feats, matches, tracks, window_sfm.info
+
+    def _grown(self, frames: Sequence[Frame], feats: list[Features], matches: list[PairMatches], K: np.ndarray,
+               known_K: bool, focal_prior, refine_focal) -> tuple[Tracks, WindowSfm, SfmResult | None]:
+        """Tracks of ``matches`` and the window's structure grown on them."""
+        tracks = build_tracks(feats, matches)
+        window_sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm, focal_prior, refine_focal,
+                               frames[0].size, near_gap=self.cfg.match_neighbours)
+        return tracks, window_sfm, window_sfm.run()
+
+    def _straggler_pairs(self, frames: Sequence[Frame], feats: list[Features], scale: float,
+                         sfm: SfmResult | None) -> list[PairMatches]:
+        """Strong pairs beyond the matching reach that involve a view ``sfm`` left unregistered
+        (``DefaultModelConfig.far_pairs_for_stragglers``); empty when every view is registered or the
+        window has no structure at all."""
+        if not self.cfg.far_pairs_for_stragglers or sfm is None:
+            return []
+        missing = {v for v in range(len(frames)) if v not in sfm.w2c}
+        pairs = [(i, j) for i in range(len(frames)) for j in range(i + 1 + self._reach, len(frames))
+                 if i in missing or j in missing]
+        if not pairs:
+            return []
+        with ThreadPoolExecutor(self.cfg.threads) as pool:
+            found = pool.map(lambda ij: self._match(frames, feats, ij[0], ij[1], scale), pairs)
+            return [m for m in found if m is not None and len(m.idx_i) >= self.cfg.far_min_inliers]
 
     # ---- the window ------------------------------------------------------------------
     def predict(self, frames: Sequence[Frame]) -> WindowPrediction:

@@ -35,6 +35,7 @@ from recon.default.parallax import (
 from recon.default.tracks import Tracks
 from recon.default.two_view import TwoViewConfig, essential_matrix
 from recon.features import PairMatches
+from stream4d.adjustment_budget import budgeted_points
 
 
 @dataclass
@@ -77,7 +78,7 @@ class SfmConfig:
     max_ba_points: int = 2500  # points in an adjustment (longest tracks first) ...
     max_ba_observations: int = 12000  # ... until their observations reach this: slow clips see each
     # track many times, and every observation costs each adjustment step (docs/default_backend.md)
-    min_ba_points_per_view: int = 50  # but each view's longest tracks up to this many come first,
+    min_ba_points_per_view: int = 400  # but each view's longest tracks up to this many come first,
     # kept even where they alone exceed the budget (at most views x this many points)
     degenerate_angle_deg: float = 0.4  # an initial pair triangulating below this median angle has no
     # usable baseline
@@ -533,7 +534,7 @@ class WindowSfm:
         tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
         seen = np.bincount(self.tracks.track[np.isin(self.tracks.view, views)], minlength=self.tracks.num_tracks)
         if len(tri) > self.cfg.max_ba_points or seen[tri].sum() > self.cfg.max_ba_observations:
-            tri = self._budgeted_points(tri, seen, views)
+            tri = self._budgeted_points(tri, views)
         pslot = np.full(self.tracks.num_tracks, -1)
         pslot[tri] = np.arange(len(tri))
         rows = np.nonzero((vslot[self.tracks.view] >= 0) & (pslot[self.tracks.track] >= 0))[0]
@@ -580,26 +581,14 @@ class WindowSfm:
         self.X[bad_tracks] = np.nan
         return float(np.median(res.residuals_px))
 
-    def _budgeted_points(self, tri: np.ndarray, seen: np.ndarray, views: np.ndarray) -> np.ndarray:
-        """The triangulated tracks ``tri`` an adjustment holds when they exceed its budget, sorted:
-        each registered view's ``min_ba_points_per_view`` longest ones (``seen``: observations per
-        track in registered views), then the longest overall up to ``max_ba_points`` points and
-        ``max_ba_observations`` observations. The longest tracks constrain the cameras best, but in a
-        turn the views last registered see only new, short tracks; an adjustment that holds none of
-        their points leaves them free to swing far off (tens of degrees). The rest keep their
-        triangulation."""
+    def _budgeted_points(self, tri: np.ndarray, views: np.ndarray) -> np.ndarray:
+        """The triangulated tracks ``tri`` an adjustment of ``views`` holds when they exceed its budget,
+        sorted (``stream4d.adjustment_budget``): each registered view's ``min_ba_points_per_view`` longest
+        ones, then the longest overall up to ``max_ba_points`` points and ``max_ba_observations``
+        observations, at least 100. The rest keep their triangulation."""
         rows = np.nonzero(np.isin(self.tracks.view, views) & np.isin(self.tracks.track, tri))[0]
-        view, track = self.tracks.view[rows], self.tracks.track[rows]
-        order = np.lexsort((track, -seen[track], view))  # per view, longest tracks first
-        view, track = view[order], track[order]
-        first = np.searchsorted(view, view, side="left")
-        covering = np.unique(track[np.arange(len(view)) - first < self.cfg.min_ba_points_per_view])
-        longest = tri[np.argsort(-seen[tri], kind="stable")]
-        rest = longest[~np.isin(longest, covering)]
-        room = self.cfg.max_ba_observations - int(seen[covering].sum())
-        within = np.cumsum(seen[rest]) <= room
-        extra = max(min(self.cfg.max_ba_points - len(covering), int(within.sum())), 100 - len(covering), 0)
-        return np.sort(np.concatenate([covering, rest[:extra]]))
+        return budgeted_points(self.tracks.track[rows], self.tracks.view[rows], self.cfg.min_ba_points_per_view,
+                               self.cfg.max_ba_points, self.cfg.max_ba_observations, min_points=100)
 
     def _without_mismatches(self, problem: BundleProblem, rows: np.ndarray) -> tuple[BundleProblem, np.ndarray]:
         """``problem`` and its observation ``rows`` without the observations a short adjustment leaves

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stream4d.evaluation import evaluate_output
@@ -62,7 +63,6 @@ def test_lost_tracking_on_kitti_is_re_attached_into_one_world(tmp_path):
     import json
 
     import cv2
-    import numpy as np
 
     src = DATA / "kitti_seq1"
     listed = json.loads((src / "cameras.json").read_text())["frames"]
@@ -108,3 +108,31 @@ def test_reduced_size_features_are_dropped_early_where_the_first_pairs_match_wea
         for frame in source:
             model.prepare(frame)
     assert model._scale == (1.0 if full_size else 0.5)
+
+
+
+def test_photos_of_a_walk_that_comes_back_are_posed_through_pairs_beyond_the_reach(tmp_path):
+    """Every second photo of the castle courtyard walk, intrinsics hidden: one window of 15 views,
+    whose last five meet the first ones only 11-14 views along (beyond ``far_neighbours``) and
+    the others by a pair of 30-60 matches. Matching the views left unregistered with the whole
+    window poses all 15 in one world (10 without)."""
+    import json
+
+    from recon.default.model import DefaultModelConfig
+
+    src = DATA / "strecha_castle_p30"
+    listed = json.loads((src / "cameras.json").read_text())["frames"][::2]
+    folder = tmp_path / "castle_every_second"
+    folder.mkdir()
+    for entry in listed:
+        (folder / Path(entry["image"]).name).symlink_to(src / entry["image"])
+    (tmp_path / "reference.json").write_text(json.dumps({"frames": listed}))
+
+    summary = reconstruct(folder, tmp_path / "out", ReconstructConfig(gaussians=False, rrd=False), progress=False)
+    assert summary.stats.frames_posed == 15 and summary.stats.windows == 1
+    t = evaluate_output(tmp_path / "out", tmp_path / "reference.json")["trajectory"]
+    assert t["coverage"] == 1.0 and t["segments"] == 1
+    assert t["ate_rmse"] <= 0.01 * t["gt_extent"], t
+    without = ReconstructConfig(gaussians=False, rrd=False, final_ba=False,
+                                model=DefaultModelConfig(far_pairs_for_stragglers=False))
+    assert reconstruct(folder, tmp_path / "without", without, progress=False).stats.frames_posed == 10
