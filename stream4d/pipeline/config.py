@@ -20,6 +20,7 @@ from recon.default.model import DefaultModelConfig
 from recon.ingest.options import IngestOptions
 from recon.keyframes import KeyframeConfig
 from recon.tracked_depth import TrackedDepthConfig
+from stream4d.pipeline.final_ba import MAX_OBSERVATIONS as FINAL_BA_MAX_OBSERVATIONS
 from viz.config import VizConfig
 
 BACKENDS = ("default", "vggt")
@@ -129,6 +130,10 @@ class ReconstructConfig:
         adjustment does not see; a map the run saves follows the adjustment); otherwise run.json's
         ``final_ba.skipped`` says why not. True: asked for (an error up front without pycolmap);
         False: off.
+    final_ba_max_observations: the final adjustment's budget (time and memory grow with the
+        observations it holds): beyond it the loops' matches and each keyframe's 50 longest tracks are
+        held, then the longest tracks; run.json ``final_ba.budget`` says how many. Points left out
+        follow their window.
 
     Stage configs: ``ingest`` (frame selection and resize), ``keyframes`` (which frames the window
         model sees, by parallax; the others are tracked: recon/keyframes.py), ``tracked_depth`` (the
@@ -152,6 +157,7 @@ class ReconstructConfig:
     map_from: str | None = None
     save_map: str | None = None
     final_ba: bool | None = None
+    final_ba_max_observations: int = FINAL_BA_MAX_OBSERVATIONS
     ingest: IngestOptions = field(default_factory=_run_ingest)
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     tracked_depth: TrackedDepthConfig = field(default_factory=TrackedDepthConfig)
@@ -172,6 +178,9 @@ class ReconstructConfig:
         if not 0 <= self.tail_merge < window - overlap:
             raise ValueError(f"tail_merge must be in [0, window - overlap), got {self.tail_merge} with window "
                              f"{window} and overlap {overlap}")
+        if not isinstance(self.final_ba_max_observations, int) or self.final_ba_max_observations < 1000:
+            raise ValueError(f"final_ba_max_observations must be an integer of at least 1000, got "
+                             f"{self.final_ba_max_observations!r}")
 
     # ---- the tree as plain data ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

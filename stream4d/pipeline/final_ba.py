@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stream4d.adjustment_budget import budgeted_points
 from stream4d.contracts import POSE_INTERPOLATED, POSE_POSED, POSE_ROTATION_ONLY
 from stream4d.export.scene import ExportView, scene_from_tracks
 from stream4d.geometry import Sim3, quat_wxyz, rigid_motion, rotation_angle_deg, rotation_from_quat_wxyz, umeyama
@@ -72,11 +73,17 @@ ROUND_OFF_SHARE = 1e-3  # an already adjusted world comes back this close to its
 MIN_LOOP_TRACKS = 6  # a loop holds in the adjustment with at least this many of its matches as tracks
 MIN_LOOP_FIT_SHARE = 0.5  # ... and when at least this share of them fits the poses it left
 LOSS_SCALE_PX = 1.5  # the adjustment's Huber scale (the window SfM's)
+# Observations the adjustment holds at most: time and memory grow with them, and a long video has
+# millions (docs/benchmarks.md, "The final adjustment's budget"); over it, each keyframe's longest
+# tracks up to this many come first, so that none is left loose.
+MAX_OBSERVATIONS = 4_000_000
+BUDGET_POINTS_PER_VIEW = 50
 
 
 def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: dict[int, int],
                             cache=None, fallback_points=None, refine_focal: bool = False,
-                            exclude_frames=(), loops=(), loop_pairs=(), on_adjusted=None) -> dict:
+                            exclude_frames=(), loops=(), loop_pairs=(), on_adjusted=None,
+                            max_observations: int = MAX_OBSERVATIONS) -> dict:
     """Adjust the run in ``writer``'s folder (segment ``segment``) and move its outputs; returns the
     run.json record. ``frame_window``: frame index -> window it was posed in; ``cache`` (a
     ``memory.gaussians.GaussianCache``) or ``fallback_points`` (the sink's ``VoxelCloud``) follow;
@@ -87,7 +94,8 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     ``on_adjusted(moves, focal_px)``: called once the outputs moved, with each frame's correction
     (frame index -> ``Sim3``) and the one focal length (model pixels) every keyframe now has (None when it
     was not refined), so the keyframes a saved map is made of follow; it returns how many did
-    (``map_keyframes_moved``)."""
+    (``map_keyframes_moved``); ``max_observations``: above this many the adjustment holds a budget of the
+    points (``_within_budget``), the others follow their window."""
     from align.bundle import bundle_adjust
 
     started = time.perf_counter()
@@ -128,6 +136,11 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     if unheld:
         return _skip(record, started, f"{len(unheld)} loop closures moved this world's windows and have no tracks "
                                       "to hold them: the adjustment would open the loops again")
+    scene, held = _within_budget(cross, max_observations)
+    if held is not None:
+        record["budget"] = {"points_held": int(len(held)), "of_points": int(cross.scene.num_points),
+                            "observations_held": int(len(scene.obs_point)),
+                            "of_observations": int(len(cross.scene.obs_point))}
     record.update(images=len(scene.views), points=scene.num_points, observations=int(len(scene.obs_point)),
                   loop_tracks=cross.matches, tracks_merged=cross.merged, loops_held=len(cross.held),
                   loop_matches={"merged": cross.merged, "extended": cross.extended, "two_view": cross.two_view,
@@ -158,10 +171,19 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     moves = frame_corrections(frames, old, new, frame_window, by_matches)
     depth = float(np.median(_track_depths(scene)))
     windows = window_corrections(frames, moves, frame_window, depth)
-    points = _adjusted_points(sparse, kept, adjusted.points[cross.row_of], windows)
+    adjusted_points = adjusted.points
+    solve_on = None
+    if held is not None:  # the points left out keep their window's move, as lost ones do ...
+        adjusted_points = np.full((cross.scene.num_points, 3), np.nan)
+        adjusted_points[held] = adjusted.points
+    points = _adjusted_points(sparse, kept, adjusted_points[cross.row_of], windows)
+    if held is not None:  # ... and tracked frames are solved again on the adjusted ones alone
+        solve_on = np.full_like(points, np.nan)
+        solve_on[kept] = adjusted_points[cross.row_of]
     focal = float(scene.views[0].K[0, 0])
     target = focal * adjusted.focal_scale if refine else None
-    resolved = resolve_tracked(frames, moves, read_held_tracks(writer.out_dir, segment), points, target)
+    resolved = resolve_tracked(frames, moves, read_held_tracks(writer.out_dir, segment),
+                               points if solve_on is None else solve_on, target)
     moves.update(resolved)
     record["frames_resolved"] = len(resolved)
     writer.move_frames(moves)
@@ -189,6 +211,25 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
              len(scene.views), scene.num_points, adjusted.reprojection_before_px,
              adjusted.reprojection_after_px, record["seconds"])
     return record
+
+
+def _within_budget(cross, max_observations: int):
+    """``cross.scene`` with at most about ``max_observations`` observations, and the rows of its points
+    held (None: all of them). Over budget, the points the loops' and links' matches made or merged
+    come first (they hold the loops), then each keyframe's ``BUDGET_POINTS_PER_VIEW`` longest tracks,
+    then the longest overall (``stream4d.adjustment_budget``)."""
+    scene = cross.scene
+    if len(scene.obs_point) <= max_observations:
+        return scene, None
+    merged = np.bincount(cross.row_of, minlength=scene.num_points) > 1
+    tied = np.nonzero(merged | (np.asarray(cross.point_window) < 0))[0]
+    held = budgeted_points(scene.obs_point, scene.obs_view, BUDGET_POINTS_PER_VIEW, scene.num_points,
+                           max_observations, first=tied)
+    row = np.full(scene.num_points, -1, np.int64)
+    row[held] = np.arange(len(held))
+    obs = row[scene.obs_point] >= 0
+    return replace(scene, points=scene.points[held], colors=scene.colors[held], obs_point=row[scene.obs_point[obs]],
+                   obs_view=scene.obs_view[obs], obs_xy=scene.obs_xy[obs]), held
 
 
 def _skip(record: dict, started: float, reason: str) -> dict:
