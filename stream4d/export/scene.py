@@ -11,7 +11,7 @@ in its world frame, so ``points.ply`` and ``splats.ply`` line up with them.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,15 @@ class ExportScene:
     @property
     def num_points(self) -> int:
         return int(len(self.points))
+
+    def with_points(self, rows: np.ndarray) -> ExportScene:
+        """This scene with only the points ``rows`` (sorted int [Q]) and their observations, renumbered."""
+        renumber = np.full(self.num_points, -1, np.int64)
+        renumber[rows] = np.arange(len(rows))
+        keep = renumber[self.obs_point] >= 0
+        return replace(self, points=self.points[rows], colors=self.colors[rows],
+                       obs_point=renumber[self.obs_point[keep]], obs_view=self.obs_view[keep],
+                       obs_xy=self.obs_xy[keep])
 
     def reprojection_errors(self) -> np.ndarray:
         """Pixel distance [O] between each observation and its point projected by its view."""
@@ -152,14 +161,9 @@ def scene_from_tracks(views: list[ExportView], sparse, segment: int, out_dir: Pa
     err, _ = _reprojection_errors(views, sparse.points, obs_point, obs_view, obs_xy)
     good = err <= max_reproj_px
     obs_point, obs_view, obs_xy = obs_point[good], obs_view[good], obs_xy[good]
-    seen = np.bincount(obs_point, minlength=sparse.num_points)
-    kept = np.nonzero(seen >= 2)[0]
-    renumber = np.full(sparse.num_points, -1, np.int64)
-    renumber[kept] = np.arange(len(kept))
-    rows = renumber[obs_point] >= 0
-    scene = ExportScene(views, sparse.points[kept], sparse.colors[kept], renumber[obs_point[rows]],
-                        obs_view[rows], obs_xy[rows], segment, out_dir)
-    return scene, kept
+    kept = np.nonzero(np.bincount(obs_point, minlength=sparse.num_points) >= 2)[0]
+    scene = ExportScene(views, sparse.points, sparse.colors, obs_point, obs_view, obs_xy, segment, out_dir)
+    return scene.with_points(kept), kept
 
 
 def has_sparse(out_dir: str | Path) -> bool:

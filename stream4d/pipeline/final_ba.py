@@ -225,11 +225,7 @@ def _within_budget(cross, max_observations: int):
     tied = np.nonzero(merged | (np.asarray(cross.point_window) < 0))[0]
     held = budgeted_points(scene.obs_point, scene.obs_view, BUDGET_POINTS_PER_VIEW, scene.num_points,
                            max_observations, first=tied)
-    row = np.full(scene.num_points, -1, np.int64)
-    row[held] = np.arange(len(held))
-    obs = row[scene.obs_point] >= 0
-    return replace(scene, points=scene.points[held], colors=scene.colors[held], obs_point=row[scene.obs_point[obs]],
-                   obs_view=scene.obs_view[obs], obs_xy=scene.obs_xy[obs]), held
+    return scene.with_points(held), held
 
 
 def _skip(record: dict, started: float, reason: str) -> dict:
