@@ -44,6 +44,14 @@ class ExportView:
     width: int  # of the written image
     height: int
 
+    @classmethod
+    def without_image(cls, frame: PosedFrame, K: np.ndarray) -> ExportView:
+        """A view of ``frame`` with ``K`` [3, 3] (model pixels) for an adjustment, which reads no image: its
+        size is the one that centres the principal point (the sparse files do not hold the model image's)."""
+        K = np.asarray(K, np.float64)
+        width, height = int(np.ceil(2 * K[0, 2] + 1)), int(np.ceil(2 * K[1, 2] + 1))
+        return cls(frame.index, f"{frame.index:06d}.jpg", Path(), frame.image, frame.c2w, K, width, height)
+
 
 @dataclass
 class ExportScene:

@@ -21,6 +21,7 @@ from recon.ingest.options import IngestOptions
 from recon.keyframes import KeyframeConfig
 from recon.tracked_depth import TrackedDepthConfig
 from stream4d.pipeline.final_ba import MAX_OBSERVATIONS as FINAL_BA_MAX_OBSERVATIONS
+from stream4d.pipeline.resolve_tracked import OBSERVATIONS_IN_ADJUSTMENT as FINAL_BA_TRACKED_OBSERVATIONS
 from viz.config import VizConfig
 
 BACKENDS = ("default", "vggt")
@@ -134,6 +135,10 @@ class ReconstructConfig:
         observations it holds): beyond it the loops' matches and each keyframe's 50 longest tracks are
         held, then the longest tracks; run.json ``final_ba.budget`` says how many. Points left out
         follow their window.
+    final_ba_tracked_observations: how many of each tracked frame's observations (those its tracking
+        kept) join the final adjustment, so that the points are solved from the tracked frames'
+        viewpoints too; every frame is then solved again on all of its own. 0: the tracked frames stay
+        out of the adjustment and are only solved again after it. Within ``final_ba_max_observations``.
 
     Stage configs: ``ingest`` (frame selection and resize), ``keyframes`` (which frames the window
         model sees, by parallax; the others are tracked: recon/keyframes.py), ``tracked_depth`` (the
@@ -158,6 +163,7 @@ class ReconstructConfig:
     save_map: str | None = None
     final_ba: bool | None = None
     final_ba_max_observations: int = FINAL_BA_MAX_OBSERVATIONS
+    final_ba_tracked_observations: int = FINAL_BA_TRACKED_OBSERVATIONS
     ingest: IngestOptions = field(default_factory=_run_ingest)
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     tracked_depth: TrackedDepthConfig = field(default_factory=TrackedDepthConfig)
@@ -181,6 +187,9 @@ class ReconstructConfig:
         if not isinstance(self.final_ba_max_observations, int) or self.final_ba_max_observations < 1000:
             raise ValueError(f"final_ba_max_observations must be an integer of at least 1000, got "
                              f"{self.final_ba_max_observations!r}")
+        if not isinstance(self.final_ba_tracked_observations, int) or self.final_ba_tracked_observations < 0:
+            raise ValueError(f"final_ba_tracked_observations must be an integer of at least 0, got "
+                             f"{self.final_ba_tracked_observations!r}")
 
     # ---- the tree as plain data ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

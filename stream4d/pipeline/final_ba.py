@@ -62,7 +62,7 @@ from stream4d.export.scene import ExportView, scene_from_tracks
 from stream4d.geometry import Sim3, quat_wxyz, rigid_motion, rotation_angle_deg, rotation_from_quat_wxyz, umeyama
 from stream4d.outputs import OutputWriter, PosedFrame, read_held_tracks, read_sparse
 from stream4d.pipeline.cross_tracks import with_cross_tracks
-from stream4d.pipeline.resolve_tracked import resolve_tracked
+from stream4d.pipeline.resolve_tracked import OBSERVATIONS_IN_ADJUSTMENT, resolve_tracked, tracked_views
 
 log = logging.getLogger("stream4d.pipeline")
 
@@ -83,7 +83,8 @@ BUDGET_POINTS_PER_VIEW = 50
 def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: dict[int, int],
                             cache=None, fallback_points=None, refine_focal: bool = False,
                             exclude_frames=(), loops=(), loop_pairs=(), on_adjusted=None,
-                            max_observations: int = MAX_OBSERVATIONS) -> dict:
+                            max_observations: int = MAX_OBSERVATIONS,
+                            tracked_observations: int = OBSERVATIONS_IN_ADJUSTMENT) -> dict:
     """Adjust the run in ``writer``'s folder (segment ``segment``) and move its outputs; returns the
     run.json record. ``frame_window``: frame index -> window it was posed in; ``cache`` (a
     ``memory.gaussians.GaussianCache``) or ``fallback_points`` (the sink's ``VoxelCloud``) follow;
@@ -95,7 +96,9 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     (frame index -> ``Sim3``) and the one focal length (model pixels) every keyframe now has (None when it
     was not refined), so the keyframes a saved map is made of follow; it returns how many did
     (``map_keyframes_moved``); ``max_observations``: above this many the adjustment holds a budget of the
-    points (``_within_budget``), the others follow their window."""
+    points (``_within_budget``), the others follow their window; ``tracked_observations``: each tracked
+    frame joins the adjustment with at most this many of its observations (``tracked_views``; 0: none
+    joins), within ``max_observations``."""
     from align.bundle import bundle_adjust
 
     started = time.perf_counter()
@@ -155,6 +158,13 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
             return _skip(record, started, f"the windows self-calibrated apart (focal {focals[0]}-{focals[-1]} px): "
                                           f"one camera starts at {start:.2f} px mean error, their own at {own:.2f}")
         scene = scene_shared
+    keyframes, observations = len(scene.views), len(scene.obs_point)
+    if tracked_observations > 0:
+        scene = tracked_views(scene, frames, read_held_tracks(writer.out_dir, segment),
+                              _scene_rows(sparse.num_points, kept, cross, held), tracked_observations,
+                              max_observations - len(scene.obs_point), scene.views[0].K if refine else None)
+    record["tracked_frames_held"] = len(scene.views) - keyframes
+    record["tracked_observations_held"] = len(scene.obs_point) - observations
     try:
         adjusted = bundle_adjust(scene, refine_focal=refine)
     except Exception as exc:  # noqa: BLE001 - the run's outputs stay as they were
@@ -228,6 +238,18 @@ def _within_budget(cross, max_observations: int):
     return scene.with_points(held), held
 
 
+def _scene_rows(num_sparse: int, kept: np.ndarray, cross, held: np.ndarray | None) -> np.ndarray:
+    """Each sparse point's row of the adjusted scene's points (int64 [num_sparse]; -1: not in it), through
+    the rows the tracks kept (``kept``), the loops' merges (``cross.row_of``) and the budget (``held``)."""
+    rows = np.full(num_sparse, -1, np.int64)
+    rows[kept] = cross.row_of
+    if held is not None:
+        renumber = np.full(cross.scene.num_points + 1, -1, np.int64)  # the last entry takes the -1 rows
+        renumber[held] = np.arange(len(held))
+        rows = renumber[rows]
+    return rows
+
+
 def _skip(record: dict, started: float, reason: str) -> dict:
     log.warning("final bundle adjustment skipped: %s", reason)
     record.update(skipped=reason, seconds=round(time.perf_counter() - started, 4))
@@ -252,7 +274,7 @@ def _scene(frames: list[PosedFrame], sparse, segment: int, out_dir: Path):
     """The keyframes (posed by a window, with tracks; each with the K it was solved with) and the tracks they
     see, as an export scene."""
     keys = [f for f in frames if f.pose_kind in (POSE_POSED, POSE_ROTATION_ONLY) and f.index in sparse.K]
-    views = [_view(f, sparse.K[f.index]) for f in keys]
+    views = [ExportView.without_image(f, sparse.K[f.index]) for f in keys]
     for _ in range(3):  # leaving a view out can leave another with too few tracks
         if not views:
             return None, None
@@ -264,14 +286,6 @@ def _scene(frames: list[PosedFrame], sparse, segment: int, out_dir: Path):
     return scene_from_tracks(views, sparse, segment, out_dir) if views else (None, None)
 
 
-def _view(f: PosedFrame, K: np.ndarray) -> ExportView:
-    K = np.asarray(K, np.float64)
-    # The model image's size is not in the sparse files; COLMAP's camera needs one, the adjustment
-    # does not use it.
-    width, height = int(np.ceil(2 * K[0, 2] + 1)), int(np.ceil(2 * K[1, 2] + 1))
-    return ExportView(f.index, f"{f.index:06d}.jpg", Path(), f.image, f.c2w, K, width, height)
-
-
 def _with_relocated(scene, point_window, frames, relocated, K_of, loop_pairs):
     """The loops' and links' matches entered (``cross_tracks``), with the ``relocated`` frames as views
     held by those matches alone: their window's tracks were triangulated with the pose the relocation
@@ -281,7 +295,7 @@ def _with_relocated(scene, point_window, frames, relocated, K_of, loop_pairs):
     def enter(s):
         return with_cross_tracks(s, point_window, loop_pairs, 2 * LOSS_SCALE_PX, MIN_LOOP_TRACKS, MIN_LOOP_FIT_SHARE)
 
-    extra = [_view(f, K_of[f.index]) for f in frames if f.index in relocated and f.index in K_of]
+    extra = [ExportView.without_image(f, K_of[f.index]) for f in frames if f.index in relocated and f.index in K_of]
     if extra:
         cross = enter(replace(scene, views=scene.views + extra))
         seen = np.bincount(cross.scene.obs_view, minlength=len(cross.scene.views))[len(scene.views):]

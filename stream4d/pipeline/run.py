@@ -351,7 +351,8 @@ def _adjust_at_the_end(run: _Run, error: BaseException | None) -> None:
                                                loop_pairs=[*getattr(_global_map(run), "loop_pairs", ()),
                                                            *run.aligner.link_pairs],
                                                on_adjusted=_map_follows(run),
-                                               max_observations=run.config.final_ba_max_observations)
+                                               max_observations=run.config.final_ba_max_observations,
+                                               tracked_observations=run.config.final_ba_tracked_observations)
     except Exception as exc:  # noqa: BLE001 - the outputs as the stream left them are still written
         log.warning("final bundle adjustment failed: %s: %s", type(exc).__name__, exc)
         run.final_ba = {"applied": False, "skipped": f"failed: {type(exc).__name__}: {exc}"}

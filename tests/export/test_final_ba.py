@@ -166,10 +166,12 @@ def test_frame_and_window_corrections_recover_a_known_motion():
 
 
 def test_tracked_frames_are_solved_again_on_the_adjusted_points(tmp_path):
-    """The demo clip (48 frames, most tracked between keyframes): the adjustment re-solves tracked frames
-    from the observations their tracking kept, which the finished run's sparse files no longer hold."""
+    """The demo clip (48 frames, most tracked between keyframes): tracked frames join the adjustment with
+    a subset of the observations their tracking kept, and are solved again on all of them after it; the
+    finished run's sparse files no longer hold them."""
     from stream4d.evaluation.report import load_reference
     from stream4d.pipeline import ReconstructConfig, reconstruct
+    from stream4d.pipeline.resolve_tracked import OBSERVATIONS_IN_ADJUSTMENT
 
     demo = REPO / "data" / "demo"
     reconstruct(demo / "demo.mp4", tmp_path, ReconstructConfig(rrd=False, gaussians=False), progress=False)
@@ -178,6 +180,8 @@ def test_tracked_frames_are_solved_again_on_the_adjusted_points(tmp_path):
     tracked = [f for f in frames if f.pose_kind == "tracked"]
     assert record["applied"] and len(tracked) >= 10, record
     assert len(tracked) / 2 <= record["frames_resolved"] <= len(tracked), record
+    assert len(tracked) / 2 <= record["tracked_frames_held"] <= len(tracked), record
+    assert 0 < record["tracked_observations_held"] <= OBSERVATIONS_IN_ADJUSTMENT * record["tracked_frames_held"]
     for path in (tmp_path / "sparse").glob("*.npz"):
         with np.load(path) as data:
             assert not [k for k in data.files if k.startswith("held_")], path
