@@ -158,11 +158,12 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
             return _skip(record, started, f"the windows self-calibrated apart (focal {focals[0]}-{focals[-1]} px): "
                                           f"one camera starts at {start:.2f} px mean error, their own at {own:.2f}")
         scene = scene_shared
+    scene_row = _scene_rows(sparse.num_points, kept, cross, held)
     keyframes, observations = len(scene.views), len(scene.obs_point)
     if tracked_observations > 0:
-        scene = tracked_views(scene, frames, read_held_tracks(writer.out_dir, segment),
-                              _scene_rows(sparse.num_points, kept, cross, held), tracked_observations,
-                              max_observations - len(scene.obs_point), scene.views[0].K if refine else None)
+        scene = tracked_views(scene, frames, read_held_tracks(writer.out_dir, segment), scene_row,
+                              tracked_observations, max_observations - len(scene.obs_point),
+                              scene.views[0].K if refine else None)
     record["tracked_frames_held"] = len(scene.views) - keyframes
     record["tracked_observations_held"] = len(scene.obs_point) - observations
     try:
@@ -181,19 +182,16 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     moves = frame_corrections(frames, old, new, frame_window, by_matches)
     depth = float(np.median(_track_depths(scene)))
     windows = window_corrections(frames, moves, frame_window, depth)
-    adjusted_points = adjusted.points
-    solve_on = None
-    if held is not None:  # the points left out keep their window's move, as lost ones do ...
-        adjusted_points = np.full((cross.scene.num_points, 3), np.nan)
-        adjusted_points[held] = adjusted.points
-    points = _adjusted_points(sparse, kept, adjusted_points[cross.row_of], windows)
-    if held is not None:  # ... and tracked frames are solved again on the adjusted ones alone
-        solve_on = np.full_like(points, np.nan)
-        solve_on[kept] = adjusted_points[cross.row_of]
+    in_scene = scene_row >= 0
+    at_sparse = np.full((sparse.num_points, 3), np.nan)  # NaN: not adjusted (left out, or lost)
+    at_sparse[in_scene] = adjusted.points[scene_row[in_scene]]
+    # The points the budget left out keep their window's move, as lost ones do, and tracked frames are
+    # then solved again on the adjusted points alone.
+    points = _adjusted_points(sparse, kept, at_sparse[kept], windows)
     focal = float(scene.views[0].K[0, 0])
     target = focal * adjusted.focal_scale if refine else None
     resolved = resolve_tracked(frames, moves, read_held_tracks(writer.out_dir, segment),
-                               points if solve_on is None else solve_on, target)
+                               points if held is None else at_sparse, target)
     moves.update(resolved)
     record["frames_resolved"] = len(resolved)
     writer.move_frames(moves)
