@@ -5,7 +5,8 @@ small bends between windows) stays in the trajectory. This adjusts every pose an
 segment together, with the loss the window SfM minimises (Huber, ``loss_scale_px``). Intrinsics
 stay fixed (the windows' own, as the observations were measured) unless ``refine_focal``: a
 self-calibrated stream's one camera then has its focal length adjusted with everything else (the
-principal point stays: docs/benchmarks.md, "Principal point"). pycolmap is an optional dependency
+principal point stays: docs/benchmarks.md, "Principal point"), and with ``refine_radial`` one radial
+distortion coefficient too (COLMAP's SIMPLE_RADIAL, ``geometry.radial_distorted``). pycolmap is an optional dependency
 (the ``ba`` extra); ``require_pycolmap`` tells early whether it is there.
 """
 
@@ -46,12 +47,14 @@ class AdjustedScene:
     reprojection_after_px: float
     focal_scale: float = 1.0  # adjusted / given focal length of the one camera (1.0 when held fixed)
     points_lost: int = 0  # points the adjustment sent off (beyond ``max_point_error_px``)
+    radial_k1: float = 0.0  # the one camera's radial coefficient (0.0 unless refined)
 
 
 def bundle_adjust(scene: ExportScene, loss_scale_px: float = 1.5, refine_focal: bool = False,
-                  max_point_error_px: float = 4.0) -> AdjustedScene:
+                  max_point_error_px: float = 4.0, refine_radial: bool = False) -> AdjustedScene:
     """Adjust every pose and point of ``scene`` (Huber loss at ``loss_scale_px``; intrinsics fixed, or
-    the focal length too when ``refine_focal``: every view must then share one K).
+    the focal length too when ``refine_focal``, and a radial coefficient starting from the views'
+    ``radial_k1`` when ``refine_radial``: every view must then share one K).
     The gauge (world frame and scale) is pycolmap's choice; the caller maps its outputs along.
 
     A point seen with little parallax can run off towards infinity (or behind a camera) while the
@@ -62,8 +65,10 @@ def bundle_adjust(scene: ExportScene, loss_scale_px: float = 1.5, refine_focal: 
 
     with tempfile.TemporaryDirectory(prefix="stream4d-ba-") as tmp:
         rec = pycolmap.Reconstruction(str(write_model(scene, tmp)))
-    if refine_focal and rec.num_cameras() != 1:
-        raise ValueError(f"refine_focal needs one shared camera, the scene has {rec.num_cameras()}")
+    if (refine_focal or refine_radial) and rec.num_cameras() != 1:
+        raise ValueError(f"refining the camera needs one shared camera, the scene has {rec.num_cameras()}")
+    if refine_radial:
+        _with_radial(rec, pycolmap)
     focal_before = _focal(rec)
     rec.update_point_3d_errors()
     error_before = {pid: (p.error, p.track.length()) for pid, p in rec.points3D.items()}
@@ -71,7 +76,7 @@ def bundle_adjust(scene: ExportScene, loss_scale_px: float = 1.5, refine_focal: 
     options.print_summary = False
     options.refine_focal_length = bool(refine_focal)
     options.refine_principal_point = False
-    options.refine_extra_params = False
+    options.refine_extra_params = bool(refine_radial)
     options.ceres.loss_function_type = pycolmap.LossFunctionType.HUBER
     options.ceres.loss_function_scale = loss_scale_px
     # One thread: Ceres' threads sum in no fixed order, and a run given its own run.json must repeat
@@ -98,7 +103,22 @@ def bundle_adjust(scene: ExportScene, loss_scale_px: float = 1.5, refine_focal: 
             points[p] = np.nan
         elif rec.exists_point3D(p + 1):
             points[p] = rec.points3D[p + 1].xyz
-    return AdjustedScene(c2w, points, before, after, _focal(rec) / focal_before, len(lost))
+    camera = next(iter(rec.cameras.values()))
+    radial = float(camera.params[3]) if camera.model == pycolmap.CameraModelId.SIMPLE_RADIAL else 0.0
+    return AdjustedScene(c2w, points, before, after, _focal(rec) / focal_before, len(lost), radial)
+
+
+def _with_radial(rec, pycolmap) -> None:
+    """``rec``'s one camera as SIMPLE_RADIAL (a pinhole's becomes one with no distortion yet)."""
+    camera_id, camera = next(iter(rec.cameras.items()))
+    if camera.model == pycolmap.CameraModelId.SIMPLE_RADIAL:
+        return
+    if camera.model != pycolmap.CameraModelId.SIMPLE_PINHOLE:
+        raise ValueError(f"a radial coefficient is refined for one focal length, not a {camera.model} camera")
+    f, cx, cy = (float(p) for p in camera.params)
+    camera.model = pycolmap.CameraModelId.SIMPLE_RADIAL
+    camera.params = [f, cx, cy, 0.0]
+    rec.cameras[camera_id] = camera
 
 
 def _mean_error(errors: list[tuple[float, int]]) -> float:
@@ -110,6 +130,6 @@ def _mean_error(errors: list[tuple[float, int]]) -> float:
 
 
 def _focal(rec) -> float:
-    """The first camera's focal length in pixels (fx of PINHOLE, f of SIMPLE_PINHOLE)."""
+    """The first camera's focal length in pixels (fx of PINHOLE, f of SIMPLE_PINHOLE and SIMPLE_RADIAL)."""
     return float(next(iter(rec.cameras.values())).params[0])
 

@@ -194,6 +194,33 @@ def project_points(points_world: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> 
     return uv, z
 
 
+def _focal_centre(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    K = np.asarray(K, np.float64)
+    return np.stack([K[..., 0, 0], K[..., 1, 1]], -1), np.stack([K[..., 0, 2], K[..., 1, 2]], -1)
+
+
+def radial_distorted(xy: np.ndarray, K: np.ndarray, k1) -> np.ndarray:
+    """Pixels ``xy`` [..., 2] of a pinhole camera ``K`` ([3, 3], or [..., 3, 3] one per pixel) as a lens
+    with one radial coefficient ``k1`` (a number, or [...]) shows them: normalised coordinates n go to
+    n (1 + k1 |n|^2) (COLMAP's SIMPLE_RADIAL, OpenCV's k1)."""
+    f, c = _focal_centre(K)
+    n = (np.asarray(xy, np.float64) - c) / f
+    return c + f * n * (1.0 + np.asarray(k1, np.float64)[..., None] * (n * n).sum(axis=-1, keepdims=True))
+
+
+def radial_undistorted(xy: np.ndarray, K: np.ndarray, k1, iterations: int = 20) -> np.ndarray:
+    """The inverse of ``radial_distorted``: where the pinhole camera ``K`` would see the pixels ``xy``
+    [..., 2] that a lens with radial coefficient ``k1`` showed (fixed-point iteration; a coefficient
+    of a few hundredths converges in a few steps)."""
+    f, c = _focal_centre(K)
+    seen = (np.asarray(xy, np.float64) - c) / f
+    k1 = np.asarray(k1, np.float64)[..., None]
+    n = seen.copy()
+    for _ in range(iterations):
+        n = seen / (1.0 + k1 * (n * n).sum(axis=-1, keepdims=True))
+    return c + f * n
+
+
 def camera_centres(c2w: np.ndarray) -> np.ndarray:
     return np.asarray(c2w)[..., :3, 3]
 

@@ -3,7 +3,8 @@
 Layout (documented in docs/output_format.md)::
 
     out_dir/
-      trajectory.json   posed frames (index, timestamp, image, c2w, K, size, segment, pose_kind)
+      trajectory.json   posed frames (index, timestamp, image, c2w, K, size, segment, pose_kind), and
+                        the lens' radial coefficient per segment when the final adjustment found one
       trajectory.tum    the same poses as TUM lines, appended as frames arrive
       points.ply        fused coloured point cloud (binary little-endian)
       splats.ply        Gaussian cache export (written by memory/, not here)
@@ -260,6 +261,7 @@ class OutputWriter:
         self._tum.flush()
         self._frames_jsonl = None  # frames/frames.jsonl, opened by the first write_frame_image
         self._sparse_segment: dict[int, int] = {}  # window index -> segment of sparse/<window>.npz
+        self._radial: dict[int, float] = {}  # segment -> radial coefficient the final adjustment found
         self._closed = False
 
     @property
@@ -337,6 +339,12 @@ class OutputWriter:
                 arrays["points"] = sim3.apply(arrays["points"])
                 self._save_npz(path, arrays)
         return moved
+
+    def set_radial(self, segment: int, k1: float) -> None:
+        """Record that the frames of ``segment`` see through a lens with radial coefficient ``k1``
+        (``geometry.radial_distorted`` of their K): trajectory.json's ``radial_k1``."""
+        self._check_open()
+        self._radial[int(segment)] = float(k1)
 
     def scale_focal(self, segment: int, factor: float, window_factors: dict[int, float] | None = None,
                     frame_window: dict[int, int] | None = None) -> int:
@@ -550,7 +558,10 @@ class OutputWriter:
                        int(r["height"]), int(r["segment"]), POSE_KINDS[int(r["pose_kind"])]).to_json()
             for k, r in ((int(k), rec[k]) for k in order)
         ]
-        _write_json(self.out_dir / TRAJECTORY_JSON, {"version": FORMAT_VERSION, "frames": frames})
+        body = {"version": FORMAT_VERSION, "frames": frames}
+        if self._radial:
+            body["radial_k1"] = {str(segment): k1 for segment, k1 in sorted(self._radial.items())}
+        _write_json(self.out_dir / TRAJECTORY_JSON, body)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -610,6 +621,18 @@ def read_trajectory_json(path: str | Path) -> list[PosedFrame]:
             raise ValueError(f"{path}: frame {pos} has no \"index\" (is this a cameras.json?)")
         out.append(_frame_from_dict(entry, path, pos, entry["index"], entry.get("timestamp", entry["index"])))
     return out
+
+
+def read_radial(path: str | Path) -> dict[int, float]:
+    """Segment -> radial coefficient of its lens from a ``trajectory.json`` (or the output folder holding
+    it); empty when the run's cameras are pinholes."""
+    path = Path(path)
+    data = _load_json(path / TRAJECTORY_JSON if path.is_dir() else path)
+    radial = data.get("radial_k1") if isinstance(data, dict) else None
+    try:
+        return {int(segment): float(k1) for segment, k1 in (radial or {}).items()}
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: \"radial_k1\" is not a map of segment to number") from exc
 
 
 def read_tum(path: str | Path) -> list[PosedFrame]:
@@ -804,7 +827,7 @@ def read_held_tracks(out_dir: str | Path, segment: int | None = None) -> Iterato
 
 
 __all__ = [
-    "FORMAT_VERSION", "PosedFrame", "OutputWriter", "read_trajectory", "read_trajectory_json", "read_tum",
+    "FORMAT_VERSION", "PosedFrame", "OutputWriter", "read_radial", "read_trajectory", "read_trajectory_json", "read_tum",
     "read_cameras_json", "read_points_ply", "write_points_ply", "read_depth", "c2w_to_tum", "tum_to_c2w",
     "json_default", "FrameImage", "read_frame_images", "SparseMap", "read_sparse", "read_held_tracks",
 ]

@@ -3,11 +3,13 @@
 Format (see ../shared/data/README.md)::
 
     {"frames": [{"image": "<path relative to the set>", "width": W, "height": H,
-                 "K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], "c2w": [...]}, ...]}
+                 "K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], "c2w": [...],
+                 "radial_k1": k1 (optional: the lens, as ``stream4d synth --radial`` writes it)}, ...]}
 
 Frames come in listed order; ``Frame.source`` is the listed path exactly as
 written, so evaluation can match frames to reference poses by name, and
-``Frame.K`` is the listed K carried through the resize (pixel_map @ K).
+``Frame.K`` is the listed K carried through the resize (pixel_map @ K). An image with a
+``radial_k1`` is undistorted to its K as it is read.
 """
 
 from __future__ import annotations
@@ -72,5 +74,10 @@ def read_cameras_json(path: Path) -> list[ImageEntry]:
             if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
                 raise bad(f"width/height must be positive integers, got {w!r}x{h!r}")
             size = (w, h)
-        entries.append(ImageEntry(image_path, rel, K, size))
+        radial = item.get("radial_k1", 0.0)
+        if isinstance(radial, bool) or not isinstance(radial, (int, float)) or not np.isfinite(radial):
+            raise bad(f"radial_k1 must be a number, got {radial!r}")
+        if radial and K is None:
+            raise bad("radial_k1 needs the K it bends")
+        entries.append(ImageEntry(image_path, rel, K, size, float(radial)))
     return entries

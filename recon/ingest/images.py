@@ -35,6 +35,7 @@ class ImageEntry:
     name: str  # becomes Frame.source
     K: np.ndarray | None = None  # [3, 3] in pixels of the image
     size: tuple[int, int] | None = None  # (W, H) the dataset says the image has
+    radial_k1: float = 0.0  # the lens the dataset states (``stream4d.geometry.radial_distorted`` of K)
 
 
 class ImageSequenceSource(FrameSource):
@@ -117,9 +118,13 @@ def _stated_focal(path: Path) -> float | None:
 
 
 def read_entry(entry: ImageEntry) -> np.ndarray:
+    """The image of ``entry``; one the dataset states a lens for comes undistorted to its K, which the
+    window models take for a pinhole (pixels the lens never saw are black)."""
     image = read_image(entry.path)
     if entry.size is not None and (image.shape[1], image.shape[0]) != entry.size:
         raise IngestError(str(entry.path), "bad_dataset",
                           f"image is {image.shape[1]}x{image.shape[0]} but the dataset says "
                           f"{entry.size[0]}x{entry.size[1]} (its K would not match)")
+    if entry.radial_k1 and entry.K is not None:
+        image = cv2.undistort(image, entry.K, np.array([entry.radial_k1, 0.0, 0.0, 0.0]), None, entry.K)
     return image

@@ -47,6 +47,10 @@ def add_parser(subparsers) -> str:
     p.add_argument("--fps", type=float, default=10.0, help="frame rate: timestamps and video (default 10)")
     p.add_argument("--seed", type=int, default=0, help="scene, path and noise seed (default 0)")
     p.add_argument("--noise", type=float, default=0.0, help="gaussian pixel noise std, 0..255 units (default 0)")
+    p.add_argument("--radial", type=float, default=0.0, metavar="K1",
+                   help="lens distortion: normalised image coordinates n are seen at n (1 + K1 |n|^2) (COLMAP's "
+                        "SIMPLE_RADIAL, OpenCV's k1); negative bends like a wide-angle lens (barrel), positive "
+                        "like pincushion (default 0, a pinhole); cameras.json records it per frame")
     p.add_argument("--moving-object", action="store_true", help="add an object moving on a known path")
     p.add_argument("--traj-kw", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="trajectory option, repeatable (e.g. arc_deg=60, step=0.2, laps=3; "
@@ -71,10 +75,10 @@ def run(args: argparse.Namespace) -> int:
         c2w = make_trajectory(args.trajectory, args.frames, seed=args.seed, scene=scene, **traj_kw)
         K = intrinsics_for(width, height, args.fov)
         views = render_sequence(scene, c2w, K, width, height, fps=args.fps, noise_std=args.noise,
-                                seed=args.seed, progress=True)
+                                seed=args.seed, progress=True, radial_k1=args.radial)
         meta = {"scene": {"kind": args.scene, "seed": args.seed, "moving_object": args.moving_object},
                 "trajectory": {"kind": args.trajectory, "frames": args.frames, **traj_kw},
-                "noise_std": args.noise}
+                "noise_std": args.noise, **({"radial_k1": args.radial} if args.radial else {})}
         start = time.perf_counter()
         path = write_sequence(args.out, views, video=args.video or False, fps=args.fps, depth=args.depth,
                               masks=args.masks, crf=args.crf, meta=meta)

@@ -28,7 +28,9 @@ from stream4d.geometry import quat_wxyz
 
 SIMPLE_PINHOLE = 0  # COLMAP camera model ids and their parameters
 PINHOLE = 1
-_MODEL_NAMES = {SIMPLE_PINHOLE: "SIMPLE_PINHOLE", PINHOLE: "PINHOLE"}
+SIMPLE_RADIAL = 2
+OPENCV = 4
+_MODEL_NAMES = {SIMPLE_PINHOLE: "SIMPLE_PINHOLE", PINHOLE: "PINHOLE", SIMPLE_RADIAL: "SIMPLE_RADIAL", OPENCV: "OPENCV"}
 PIXEL_CENTRE = 0.5  # our pixel centres are at integers, COLMAP's at half-integers
 
 
@@ -38,7 +40,9 @@ class ColmapCamera:
     model: int
     width: int
     height: int
-    params: tuple[float, ...]  # SIMPLE_PINHOLE: f, cx, cy; PINHOLE: fx, fy, cx, cy (COLMAP pixels)
+    # SIMPLE_PINHOLE: f, cx, cy; PINHOLE: fx, fy, cx, cy; SIMPLE_RADIAL: f, cx, cy, k;
+    # OPENCV: fx, fy, cx, cy, k1, k2, p1, p2 (COLMAP pixels)
+    params: tuple[float, ...]
 
 
 @dataclass
@@ -61,17 +65,19 @@ class ColmapPoint:
     track: np.ndarray  # int64 [T, 2] (image_id, point2D_idx)
 
 
-def camera_params(K: np.ndarray) -> tuple[int, tuple[float, ...]]:
-    """COLMAP model id and parameters of our pinhole ``K`` (pixel centres at integers):
-    SIMPLE_PINHOLE when fx == fy as estimated, else PINHOLE. Raises ValueError on a real skew."""
+def camera_params(K: np.ndarray, radial_k1: float = 0.0) -> tuple[int, tuple[float, ...]]:
+    """COLMAP model id and parameters of our ``K`` (pixel centres at integers) and radial coefficient
+    (``geometry.radial_distorted``): SIMPLE_PINHOLE when fx == fy as estimated, else PINHOLE; with a
+    radial coefficient SIMPLE_RADIAL, or OPENCV when fx != fy. Raises ValueError on a real skew."""
     fx, fy = float(K[0, 0]), float(K[1, 1])
     cx, cy = float(K[0, 2]) + PIXEL_CENTRE, float(K[1, 2]) + PIXEL_CENTRE
     # A skew that moves no pixel by a hundredth (calibration files carry such round-off) is dropped.
     if abs(float(K[0, 1])) * 2.0 * cy / fy > 0.01:
         raise ValueError(f"K has skew {K[0, 1]}: COLMAP's pinhole models have none")
+    k1 = float(radial_k1)
     if fx == fy:
-        return SIMPLE_PINHOLE, (fx, cx, cy)
-    return PINHOLE, (fx, fy, cx, cy)
+        return (SIMPLE_RADIAL, (fx, cx, cy, k1)) if k1 else (SIMPLE_PINHOLE, (fx, cx, cy))
+    return (OPENCV, (fx, fy, cx, cy, k1, 0.0, 0.0, 0.0)) if k1 else (PINHOLE, (fx, fy, cx, cy))
 
 
 def w2c_qvec_tvec(c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +97,7 @@ def build_model(scene: ExportScene) -> tuple[list[ColmapCamera], list[ColmapImag
     starts = np.searchsorted(scene.obs_view[by_view], np.arange(len(scene.views) + 1))
     point2d_idx = np.empty(len(scene.obs_view), np.int64)  # position of each observation in its image
     for k, v in enumerate(scene.views):
-        model, params = camera_params(v.K)
+        model, params = camera_params(v.K, v.radial_k1)
         key = (model, v.width, v.height, params)
         if key not in cameras:
             cameras[key] = ColmapCamera(len(cameras) + 1, model, v.width, v.height, params)

@@ -37,7 +37,8 @@ def opengl_c2w(c2w: np.ndarray) -> np.ndarray:
 
 
 def transforms_json(scene: ExportScene, image_dir: str = "images", ply_file: str | None = PLY_NAME) -> dict:
-    """The ``transforms.json`` document of ``scene`` (per-frame intrinsics, pinhole, no distortion)."""
+    """The ``transforms.json`` document of ``scene`` (per-frame intrinsics; the run's radial coefficient,
+    ``k1`` of nerfstudio's OPENCV model, when its final adjustment estimated one)."""
     frames = []
     for v in scene.views:
         frames.append({
@@ -48,7 +49,8 @@ def transforms_json(scene: ExportScene, image_dir: str = "images", ply_file: str
             "w": int(v.width), "h": int(v.height),
             "source": v.source, "index": int(v.index),  # ours, ignored by nerfstudio
         })
-    doc = {"camera_model": "OPENCV", "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0, "frames": frames}
+    k1 = float(scene.views[0].radial_k1) if scene.views else 0.0  # one lens: a run's segment has one
+    doc = {"camera_model": "OPENCV", "k1": k1, "k2": 0.0, "p1": 0.0, "p2": 0.0, "frames": frames}
     if ply_file is not None:
         doc["ply_file_path"] = ply_file
     return doc

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from stream4d.geometry import radial_distorted
 from stream4d.outputs import (
     FRAMES_DIR,
     RUN_JSON,
     SPARSE_DIR,
     PosedFrame,
     read_frame_images,
+    read_radial,
     read_sparse,
     read_trajectory_json,
 )
@@ -43,6 +45,7 @@ class ExportView:
     K: np.ndarray  # [3, 3] pixels of the written image, pixel centres at integers
     width: int  # of the written image
     height: int
+    radial_k1: float = 0.0  # the lens' radial coefficient (``geometry.radial_distorted``); 0: a pinhole
 
     @classmethod
     def without_image(cls, frame: PosedFrame, K: np.ndarray) -> ExportView:
@@ -93,7 +96,11 @@ def _reprojection_errors(views, points, obs_point, obs_view, obs_xy) -> tuple[np
     pc = np.einsum("nij,nj->ni", w2c[:, :3, :3], points[obs_point]) + w2c[:, :3, 3]
     proj = np.einsum("nij,nj->ni", K, pc)
     with np.errstate(divide="ignore", invalid="ignore"):
-        err = np.linalg.norm(proj[:, :2] / proj[:, 2:3] - obs_xy, axis=1)
+        uv = proj[:, :2] / proj[:, 2:3]
+    k1 = np.array([v.radial_k1 for v in views], np.float64)[obs_view]
+    if k1.any():
+        uv = radial_distorted(uv, K, k1)
+    err = np.linalg.norm(uv - obs_xy, axis=1)
     err[~(pc[:, 2] > 0)] = np.inf
     return err, pc[:, 2]
 
@@ -151,7 +158,9 @@ def load_scene(out_dir: str | Path, segment: int | None = None, max_reproj_px: f
     sparse = read_sparse(out_dir, segment)
     # The default backend estimates K with the poses; the aligner may have pinned another K for the
     # dense points (trajectory.json). The view keeps the K its pose and observations were made with.
+    k1 = read_radial(out_dir).get(segment, 0.0)  # the final adjustment's lens, one for the segment
     for v in views:
+        v.radial_k1 = k1
         if v.index in sparse.K:
             v.K = np.asarray(sparse.K[v.index], np.float64)
     return scene_from_tracks(views, sparse, segment, out_dir, max_reproj_px)[0]

@@ -78,6 +78,7 @@ LOSS_SCALE_PX = 1.5  # the adjustment's Huber scale (the window SfM's)
 # tracks up to this many come first, so that none is left loose.
 MAX_OBSERVATIONS = 4_000_000
 BUDGET_POINTS_PER_VIEW = 50
+RADIAL_MIN_PX = 1.5  # a lens bending the image corner less than this is taken for a pinhole
 
 
 def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: dict[int, int],
@@ -177,6 +178,9 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     no_worse = adjusted.reprojection_after_px <= (1 + ROUND_OFF_SHARE) * adjusted.reprojection_before_px
     if not np.isfinite(adjusted.c2w).all() or not no_worse:
         return _skip(record, started, "the adjustment left the reprojection error worse")
+    lens = None
+    if refine:
+        adjusted, lens = _with_lens(scene, adjusted)
     old = {v.index: v.c2w for v in scene.views}
     new = {v.index: adjusted.c2w[k] for k, v in enumerate(scene.views)}
     moves = frame_corrections(frames, old, new, frame_window, by_matches)
@@ -191,7 +195,7 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     focal = float(scene.views[0].K[0, 0])
     target = focal * adjusted.focal_scale if refine else None
     resolved = resolve_tracked(frames, moves, read_held_tracks(writer.out_dir, segment),
-                               points if held is None else at_sparse, target)
+                               points if held is None else at_sparse, target, adjusted.radial_k1)
     moves.update(resolved)
     record["frames_resolved"] = len(resolved)
     writer.move_frames(moves)
@@ -204,7 +208,9 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
         writer.scale_focal(segment, adjusted.focal_scale, {w: target / f for w, f in own.items() if f > 0},
                            frame_window)
         record["focal"] = {"refined": True, "scale": round(adjusted.focal_scale, 6),
-                           "focal_px_before": round(focal, 3), "focal_px_after": round(target, 3)}
+                           "focal_px_before": round(focal, 3), "focal_px_after": round(target, 3), **lens}
+        if adjusted.radial_k1:
+            writer.set_radial(segment, adjusted.radial_k1)
         if own:
             record["focal"]["window_focal_px_before"] = [round(min(own.values()), 3), round(max(own.values()), 3)]
     if cache is not None:
@@ -219,6 +225,37 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
              len(scene.views), scene.num_points, adjusted.reprojection_before_px,
              adjusted.reprojection_after_px, record["seconds"])
     return record
+
+
+def _with_lens(scene, adjusted):
+    """The pinhole adjustment ``adjusted`` of ``scene`` adjusted again with one radial coefficient, when
+    that lens bends the image corner by at least ``RADIAL_MIN_PX`` without leaving the error worse or more
+    points off (below that, the track noise decides the coefficient more than the lens: the pinhole is
+    kept). Returns the adjustment kept and its run.json record (``radial_*`` of ``final_ba.focal``)."""
+    from align.bundle import AdjustedScene, bundle_adjust
+
+    K = np.array(scene.views[0].K, np.float64, copy=True)
+    K[0, 0] = K[1, 1] = K[0, 0] * adjusted.focal_scale
+    start = replace(scene, views=[replace(v, c2w=adjusted.c2w[k], K=K) for k, v in enumerate(scene.views)],
+                    points=np.where(np.isfinite(adjusted.points), adjusted.points, scene.points))
+    try:
+        again = bundle_adjust(start, LOSS_SCALE_PX, refine_focal=True, refine_radial=True)
+    except Exception as exc:  # noqa: BLE001 - the pinhole adjustment stands
+        return adjusted, {"radial_kept": False, "radial_why": f"{type(exc).__name__}: {exc}"}
+    focal = K[0, 0] * again.focal_scale
+    corner = np.hypot(K[0, 2], K[1, 2]) / focal  # normalised distance of the image corner
+    bend = abs(again.radial_k1) * corner ** 3 * focal
+    record = {"radial_k1": round(again.radial_k1, 6), "radial_corner_px": round(float(bend), 3)}
+    kept = (bend >= RADIAL_MIN_PX and np.isfinite(again.c2w).all()
+            and again.points_lost <= MAX_LOST_SHARE * scene.num_points
+            and again.reprojection_after_px <= (1 + ROUND_OFF_SHARE) * adjusted.reprojection_after_px)
+    record["radial_kept"] = bool(kept)
+    if not kept:
+        return adjusted, record
+    points = np.where(np.isfinite(adjusted.points)[:, :1], again.points, np.nan)
+    return AdjustedScene(again.c2w, points, adjusted.reprojection_before_px, again.reprojection_after_px,
+                         adjusted.focal_scale * again.focal_scale, int((~np.isfinite(points[:, 0])).sum()),
+                         again.radial_k1), record
 
 
 def _within_budget(cross, max_observations: int):

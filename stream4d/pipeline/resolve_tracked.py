@@ -26,7 +26,7 @@ import numpy as np
 from recon.tracking import refine_pose, reprojection_px
 from stream4d.contracts import POSE_POSED, POSE_TRACKED
 from stream4d.export.scene import ExportScene, ExportView
-from stream4d.geometry import Sim3, rigid_motion
+from stream4d.geometry import Sim3, radial_undistorted, rigid_motion
 from stream4d.outputs import PosedFrame
 
 GATE_PX = 3.0  # observations farther than this from the moved pose are left out (twice the loss scale)
@@ -97,12 +97,13 @@ def _spread_between_keyframes(joining: list[tuple], frames: list[PosedFrame]) ->
 
 
 def resolve_tracked(frames: list[PosedFrame], moves: dict[int, Sim3], held: Iterable[dict[int, tuple]],
-                    points: np.ndarray, focal_px: float | None = None) -> dict[int, Sim3]:
+                    points: np.ndarray, focal_px: float | None = None, radial_k1: float = 0.0) -> dict[int, Sim3]:
     """The moves (frame index -> rigid world motion of its pose) of the tracked frames of ``frames``
     that their observations re-solve: ``held``, per window (``outputs.read_held_tracks``), frame index ->
     (rows of ``points`` [n], pixels [n, 2] model pixels, K [3, 3] they were measured with); ``points``
     float64 [P, 3] the adjusted sparse points; ``focal_px``: the adjusted camera's focal (model pixels)
-    when the adjustment refined it."""
+    when the adjustment refined it; ``radial_k1``: its radial coefficient (the pixels are undistorted
+    for the pinhole solve)."""
     ordered = sorted(frames, key=lambda f: f.index)
     keys = [f for f in ordered if f.pose_kind == POSE_POSED and f.index in moves]
     at = np.array([f.index for f in keys], np.int64)
@@ -118,6 +119,8 @@ def resolve_tracked(frames: list[PosedFrame], moves: dict[int, Sim3], held: Iter
             if focal_px:
                 K[0, 0] = K[1, 1] = focal_px
             neighbours = [moves[k.index].apply_c2w(k.c2w)[:3, 3] for k in (keys[j - 1], keys[j])]
+            if radial_k1:
+                xy = radial_undistorted(xy, K, radial_k1)
             c2w = _solved(moves[index].apply_c2w(f.c2w), K, points[rows], xy, neighbours)
             if c2w is not None:
                 out[index] = rigid_motion(c2w, f.c2w)

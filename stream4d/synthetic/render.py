@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stream4d.contracts import Frame
-from stream4d.geometry import centred_intrinsics, pixel_grid
+from stream4d.geometry import centred_intrinsics, pixel_grid, radial_undistorted
 from stream4d.synthetic.scene import Scene
 
 _SUBPIXEL = np.array([[-0.25, -0.25], [0.25, -0.25], [-0.25, 0.25], [0.25, 0.25]])  # 2x2 grid offsets
@@ -32,6 +32,7 @@ class SyntheticView:
     timestamp: float  # seconds (scene time the view was rendered at)
     dynamic_mask: np.ndarray  # bool [H, W], pixels that see the moving object
     index: int = 0  # position in its sequence
+    radial_k1: float = 0.0  # the lens: K's pixels as ``geometry.radial_distorted`` bends them; 0: a pinhole
 
     @property
     def valid(self) -> np.ndarray:
@@ -95,18 +96,25 @@ def _silhouette_pixels(surface: np.ndarray) -> np.ndarray:
 
 
 def render_view(scene: Scene, c2w, K, width: int, height: int, time: float = 0.0, noise_std: float = 0.0,
-                seed: int | Sequence[int] = 0, index: int = 0) -> SyntheticView:
+                seed: int | Sequence[int] = 0, index: int = 0, radial_k1: float = 0.0) -> SyntheticView:
     """Render one view: RGB, exact z-depth, moving-object mask at scene time ``time``.
 
-    ``noise_std`` adds gaussian pixel noise (in 0..255 units), drawn from ``seed``.
+    ``noise_std`` adds gaussian pixel noise (in 0..255 units), drawn from ``seed``. ``radial_k1``: the
+    lens bends the pinhole ``K``'s image as ``geometry.radial_distorted`` does (negative: barrel, as
+    wide-angle lenses; positive: pincushion); each pixel's ray goes through its undistorted position.
     """
     _check_size(width, height)
     c2w, K = _check_camera(c2w, K)
     if noise_std < 0:
         raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    _check_lens(K, width, height, radial_k1)
     origin = c2w[:3, 3]
     uv = pixel_grid(width, height)[..., :2].reshape(-1, 2)  # [H*W, 2]
-    dirs = _world_rays(K, c2w, uv)
+
+    def rays(pixels: np.ndarray) -> np.ndarray:
+        return _world_rays(K, c2w, radial_undistorted(pixels, K, radial_k1) if radial_k1 else pixels)
+
+    dirs = rays(uv)
     hits = scene.intersect(origin, dirs, time)
     focal = float(np.sqrt(K[0, 0] * K[1, 1]))
     rgb = scene.shade(hits, dirs, focal)  # [H*W, 3]
@@ -114,7 +122,7 @@ def render_view(scene: Scene, c2w, K, width: int, height: int, time: float = 0.0
     edge = np.nonzero(_silhouette_pixels(surface).reshape(-1))[0]
     if edge.size:
         sub_uv = (uv[edge, None, :] + _SUBPIXEL[None]).reshape(-1, 2)  # [E*4, 2]
-        sub_dirs = _world_rays(K, c2w, sub_uv)
+        sub_dirs = rays(sub_uv)
         sub_rgb = scene.shade(scene.intersect(origin, sub_dirs, time), sub_dirs, 2.0 * focal)
         rgb[edge] = sub_rgb.reshape(-1, 4, 3).mean(axis=1)
     image = rgb.reshape(height, width, 3) * 255.0
@@ -124,16 +132,25 @@ def render_view(scene: Scene, c2w, K, width: int, height: int, time: float = 0.0
     dynamic = np.isin(surface, scene.moving_surface_ids)
     return SyntheticView(
         rgb=np.clip(np.round(image), 0, 255).astype(np.uint8), depth=depth, c2w=c2w.copy(), K=K.copy(),
-        timestamp=float(time), dynamic_mask=dynamic, index=int(index),
+        timestamp=float(time), dynamic_mask=dynamic, index=int(index), radial_k1=float(radial_k1),
     )
+
+
+def _check_lens(K: np.ndarray, width: int, height: int, radial_k1: float) -> None:
+    """A lens whose image folds back on itself before the corners (1 + 3 k1 r^2 <= 0) is refused."""
+    corner = np.hypot(max(K[0, 2], width - 1 - K[0, 2]) / K[0, 0], max(K[1, 2], height - 1 - K[1, 2]) / K[1, 1])
+    if not np.isfinite(radial_k1) or 1.0 + 3.0 * radial_k1 * corner ** 2 <= 0.1:
+        raise ValueError(f"radial_k1 {radial_k1} folds the image before its corners (at most "
+                         f"{-0.3 / corner ** 2:.3f} for this field of view)")
 
 
 def render_sequence(scene: Scene, c2w: np.ndarray, K: np.ndarray, width: int, height: int, fps: float = 10.0,
                     noise_std: float = 0.0, seed: int = 0, start_time: float = 0.0,
-                    progress: bool = False) -> Iterator[SyntheticView]:
+                    progress: bool = False, radial_k1: float = 0.0) -> Iterator[SyntheticView]:
     """Lazily render views along ``c2w [N, 4, 4]``; frame i is at time ``start_time + i / fps``.
 
-    ``K`` is [3, 3] (all frames) or [N, 3, 3]. One view is in memory at a time.
+    ``K`` is [3, 3] (all frames) or [N, 3, 3]; ``radial_k1`` the lens (``render_view``). One view is in
+    memory at a time.
     """
     c2w = np.asarray(c2w, np.float64)
     K = np.asarray(K, np.float64)
@@ -144,15 +161,18 @@ def render_sequence(scene: Scene, c2w: np.ndarray, K: np.ndarray, width: int, he
     if not fps > 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     _check_size(width, height)
-    return _views(scene, c2w, K, width, height, fps, noise_std, seed, start_time, progress)
+    for Ki in K.reshape(-1, 3, 3):
+        _check_lens(Ki, width, height, radial_k1)
+    return _views(scene, c2w, K, width, height, fps, noise_std, seed, start_time, progress, radial_k1)
 
 
-def _views(scene, c2w, K, width, height, fps, noise_std, seed, start_time, progress) -> Iterator[SyntheticView]:
+def _views(scene, c2w, K, width, height, fps, noise_std, seed, start_time, progress,
+           radial_k1) -> Iterator[SyntheticView]:
     # A separate generator so that render_sequence validates its arguments when called, not when iterated.
     for i in tqdm(range(len(c2w)), desc="render", unit="frame", disable=not progress):
         Ki = K if K.ndim == 2 else K[i]
         yield render_view(scene, c2w[i], Ki, width, height, time=start_time + i / fps, noise_std=noise_std,
-                          seed=(int(seed), i), index=i)
+                          seed=(int(seed), i), index=i, radial_k1=radial_k1)
 
 
 __all__ = ["SyntheticView", "intrinsics_for", "render_view", "render_sequence"]

@@ -1,6 +1,7 @@
 """Write rendered views as a data set in the ../shared/data layout.
 
-    out_dir/cameras.json            frames: image, width, height, K, c2w, timestamp (+ depth, mask)
+    out_dir/cameras.json            frames: image, width, height, K, c2w, timestamp (+ depth, mask, and
+                                    radial_k1 when the lens bends the pinhole K's image)
     out_dir/images/NNNNNN.png       unless a video is asked for, then
     out_dir/<video>.mp4             H.264 (libx264, yuv420p); frames are "<video>.mp4#<n>", n from 0
     out_dir/depth/NNNNNN.npy        float32 [H, W] z-depth, 0 = no geometry   (depth=True)
@@ -99,6 +100,8 @@ def write_sequence(out_dir: str | Path, views: Iterable[SyntheticView], video: s
                     raise OSError(f"could not write {out / image}")
             entry = {"image": image, "width": view.size[0], "height": view.size[1], "K": view.K.tolist(),
                      "c2w": view.c2w.tolist(), "timestamp": view.timestamp}
+            if view.radial_k1:
+                entry["radial_k1"] = view.radial_k1
             if depth:
                 entry["depth"] = f"depth/{name}.npy"
                 np.save(out / entry["depth"], view.depth.astype(np.float32))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream4d.geometry import Sim3, rotation_from_quat_wxyz
+from stream4d.geometry import Sim3, radial_distorted, rotation_from_quat_wxyz
 from stream4d.outputs import PosedFrame
 from stream4d.pipeline.resolve_tracked import resolve_tracked, tracked_views
 
@@ -54,6 +54,15 @@ def test_the_adjusted_focal_is_the_one_it_is_solved_with():
     held = {2: (held[2][0], _seen(points, truth) * 1.02 - K[:2, 2] * 0.02, K)}  # seen with focal 306
     resolved = resolve_tracked(frames, moves, [held], points, focal_px=306.0)
     np.testing.assert_allclose(resolved[2].apply_c2w(frames[1].c2w), truth, atol=1e-6)
+
+
+def test_pixels_seen_through_the_adjusted_lens_are_undistorted_for_the_solve():
+    frames, moves, held, points, truth = _scene(shift=0.004)
+    held = {2: (held[2][0], radial_distorted(_seen(points, truth), K, 0.05), K)}  # 1.8 px at the corner
+    resolved = resolve_tracked(frames, moves, [held], points, radial_k1=0.05)
+    np.testing.assert_allclose(resolved[2].apply_c2w(frames[1].c2w), truth, atol=1e-6)
+    pinhole = resolve_tracked(frames, moves, [held], points)  # the lens ignored: off by more than the shift
+    assert np.linalg.norm(pinhole[2].apply_c2w(frames[1].c2w)[:3, 3] - truth[:3, 3]) > 1e-3
 
 
 @pytest.mark.parametrize("why", ["far off", "too few", "no keyframe after"])

@@ -410,3 +410,33 @@ def test_a_street_whose_last_block_is_a_sliver_still_builds(seed):
     c2w = make_trajectory("forward", 3, seed=seed, scene=scene)
     view = render_view(scene, c2w[0], intrinsics_for(64, 36, 70), 64, 36)
     assert np.isfinite(view.depth).all() and view.depth.min() > 0
+
+
+def test_a_lens_bends_the_pinhole_image_as_radial_distorted_says(room, tmp_path, capsys):
+    """A view through a lens (k1 = -0.08, barrel) sees at each pixel what the pinhole view sees where
+    ``radial_undistorted`` puts it: its depth, sampled there, agrees; the principal point is not moved.
+    ``stream4d synth --radial`` records the lens in cameras.json and refuses one that folds the image."""
+    from stream4d.geometry import radial_undistorted
+
+    K = intrinsics_for(W, H, 70.0)
+    c2w = make_trajectory("orbit", 1, scene=room)[0]
+    pinhole, lens = render_view(room, c2w, K, W, H), render_view(room, c2w, K, W, H, radial_k1=-0.08)
+    assert lens.radial_k1 == -0.08 and pinhole.radial_k1 == 0.0
+    grid = np.stack(np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64)), -1)
+    at = radial_undistorted(grid, K, -0.08).astype(np.float32)
+    inside = (at[..., 0] >= 0) & (at[..., 0] <= W - 1) & (at[..., 1] >= 0) & (at[..., 1] <= H - 1)
+    sampled = cv2.remap(pinhole.depth, at[..., 0], at[..., 1], cv2.INTER_NEAREST)
+    rel = np.abs(sampled - lens.depth) / np.maximum(lens.depth, 1e-6)
+    assert inside.mean() > 0.85 and np.median(rel[inside]) < 5e-3  # barrel: the edges see beyond the pinhole
+    moved = np.linalg.norm(at - grid, axis=-1)
+    assert moved.max() > 3.0 and moved[int(K[1, 2]), int(K[0, 2])] < 0.05  # corners bend, the centre stays
+    bent = inside & (moved > 2)  # where the lens moves the view, the pinhole's own pixel disagrees more
+    assert np.abs(lens.depth - pinhole.depth)[bent].mean() > 3 * np.abs(sampled - lens.depth)[bent].mean()
+
+    out = tmp_path / "lens"
+    assert cli_main(["synth", "--frames", "2", "--size", "32x24", "--radial", "-0.05", "--out", str(out)]) == 0
+    doc = json.loads((out / "cameras.json").read_text())
+    assert doc["radial_k1"] == -0.05 and [f["radial_k1"] for f in doc["frames"]] == [-0.05, -0.05]
+    assert cli_main(["synth", "--frames", "2", "--size", "32x24", "--radial", "-0.9", "--out",
+                     str(tmp_path / "folded")]) == 2
+    assert "folds the image" in capsys.readouterr().err

@@ -178,6 +178,34 @@ def test_malformed_cameras_json_is_rejected(tmp_path):
     assert err.value.reason == "bad_dataset"
 
 
+def test_a_dataset_that_states_its_lens_is_read_undistorted_to_its_k(tmp_path):
+    """A set ``stream4d synth --radial`` wrote (the lens in cameras.json): each image comes undistorted
+    to the listed K, so it agrees with the same view rendered through a pinhole; a bad lens is refused."""
+    from stream4d.cli import main as cli_main
+
+    for name, k1 in (("lens", -0.06), ("pinhole", 0.0)):
+        assert cli_main(["synth", "--frames", "1", "--size", "128x96", "--fov", "70", "--radial", str(k1),
+                         "--out", str(tmp_path / name)]) == 0
+    listed = json.loads((tmp_path / "lens" / "cameras.json").read_text())["frames"][0]
+    with open_source(tmp_path / "lens", IngestOptions(resize=None)) as src:
+        frame = next(iter(src))
+    np.testing.assert_array_equal(frame.K, np.array(listed["K"]))
+    pinhole = cv2.cvtColor(cv2.imread(str(tmp_path / "pinhole" / "images" / "000000.png")), cv2.COLOR_BGR2RGB)
+    lens = cv2.cvtColor(cv2.imread(str(tmp_path / "lens" / "images" / "000000.png")), cv2.COLOR_BGR2RGB)
+    seen = frame.image.sum(axis=-1) > 0  # the pixels the lens saw (barrel: all but the corners)
+    assert seen.mean() > 0.9
+
+    def off(image):
+        return np.abs(image.astype(np.float64) - pinhole).mean(axis=-1)[seen].mean()
+
+    assert off(frame.image) < 0.5 * off(lens)
+    listed["radial_k1"] = "wide"
+    (tmp_path / "lens" / "cameras.json").write_text(json.dumps({"frames": [listed]}))
+    with pytest.raises(IngestError) as err:
+        open_source(tmp_path / "lens")
+    assert err.value.reason == "bad_dataset" and "radial_k1" in str(err.value)
+
+
 def test_dataset_can_be_copied_elsewhere_and_keeps_relative_names(tmp_path):
     # Names are the listed relative paths, wherever the set lives.
     src_root = DATA / "llff_fern"
