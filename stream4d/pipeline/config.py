@@ -139,6 +139,9 @@ class ReconstructConfig:
         kept) join the final adjustment, so that the points are solved from the tracked frames'
         viewpoints too; every frame is then solved again on all of its own. 0: the tracked frames stay
         out of the adjustment and are only solved again after it. Within ``final_ba_max_observations``.
+    final_ba_lens: whether the final adjustment may estimate the lens' radial distortion (one
+        coefficient, kept when it bends the image corner by 1.5 px or more: run.json ``final_ba.lens``).
+        False: the cameras stay pinholes (images known to be undistorted).
 
     Stage configs: ``ingest`` (frame selection and resize), ``keyframes`` (which frames the window
         model sees, by parallax; the others are tracked: recon/keyframes.py), ``tracked_depth`` (the
@@ -164,6 +167,7 @@ class ReconstructConfig:
     final_ba: bool | None = None
     final_ba_max_observations: int = FINAL_BA_MAX_OBSERVATIONS
     final_ba_tracked_observations: int = FINAL_BA_TRACKED_OBSERVATIONS
+    final_ba_lens: bool = True
     ingest: IngestOptions = field(default_factory=_run_ingest)
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
     tracked_depth: TrackedDepthConfig = field(default_factory=TrackedDepthConfig)
@@ -187,6 +191,8 @@ class ReconstructConfig:
         if not isinstance(self.final_ba_max_observations, int) or self.final_ba_max_observations < 1000:
             raise ValueError(f"final_ba_max_observations must be an integer of at least 1000, got "
                              f"{self.final_ba_max_observations!r}")
+        if not isinstance(self.final_ba_lens, bool):
+            raise ValueError(f"final_ba_lens must be true or false, got {self.final_ba_lens!r}")
         if not isinstance(self.final_ba_tracked_observations, int) or self.final_ba_tracked_observations < 0:
             raise ValueError(f"final_ba_tracked_observations must be an integer of at least 0, got "
                              f"{self.final_ba_tracked_observations!r}")

@@ -14,7 +14,12 @@ Then the outputs follow the adjusted poses, as they follow a loop closure:
 - sparse/*.npz: the adjusted points take their adjusted place, the others follow their window;
 - with ``refine_focal`` (a self-calibrated stream), the keyframes share one camera whose focal
   length is adjusted too, and every frame's K (trajectory, depth/, sparse/) takes that focal length,
-  whatever its window had self-calibrated to (the poses and points were solved with it).
+  whatever its window had self-calibrated to (the poses and points were solved with it);
+- the lens: when the keyframes are one camera (fx = fy), a second adjustment from the first estimates
+  one radial distortion coefficient too, kept when it bends the image corner by ``RADIAL_MIN_PX`` or
+  more (``_with_lens``): trajectory.json and the exports then carry it, and tracked frames are solved
+  again on their observations undistorted through it. The dense outputs (depth/, splats, points) stay
+  the windows' pinhole ones.
 
 Evidence the tracks cannot carry keeps a frame, the focal length or the whole adjustment out:
 
@@ -85,7 +90,7 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
                             cache=None, fallback_points=None, refine_focal: bool = False,
                             exclude_frames=(), loops=(), loop_pairs=(), on_adjusted=None,
                             max_observations: int = MAX_OBSERVATIONS,
-                            tracked_observations: int = OBSERVATIONS_IN_ADJUSTMENT) -> dict:
+                            tracked_observations: int = OBSERVATIONS_IN_ADJUSTMENT, lens: bool = True) -> dict:
     """Adjust the run in ``writer``'s folder (segment ``segment``) and move its outputs; returns the
     run.json record. ``frame_window``: frame index -> window it was posed in; ``cache`` (a
     ``memory.gaussians.GaussianCache``) or ``fallback_points`` (the sink's ``VoxelCloud``) follow;
@@ -99,7 +104,8 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     (``map_keyframes_moved``); ``max_observations``: above this many the adjustment holds a budget of the
     points (``_within_budget``), the others follow their window; ``tracked_observations``: each tracked
     frame joins the adjustment with at most this many of its observations (``tracked_views``; 0: none
-    joins), within ``max_observations``."""
+    joins), within ``max_observations``; ``lens``: a radial distortion coefficient may be estimated
+    (``_with_lens``)."""
     from align.bundle import bundle_adjust
 
     started = time.perf_counter()
@@ -178,9 +184,12 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     no_worse = adjusted.reprojection_after_px <= (1 + ROUND_OFF_SHARE) * adjusted.reprojection_before_px
     if not np.isfinite(adjusted.c2w).all() or not no_worse:
         return _skip(record, started, "the adjustment left the reprojection error worse")
-    lens = None
-    if refine:
-        adjusted, lens = _with_lens(scene, adjusted)
+    if not lens:
+        record["lens"] = {"kept": False, "why": "not asked for (config final_ba_lens)"}
+    elif _one_camera(scene):
+        adjusted, record["lens"] = _with_lens(scene, adjusted, refine)
+    else:
+        record["lens"] = {"kept": False, "why": "the keyframes are not one pinhole camera with fx = fy"}
     old = {v.index: v.c2w for v in scene.views}
     new = {v.index: adjusted.c2w[k] for k, v in enumerate(scene.views)}
     moves = frame_corrections(frames, old, new, frame_window, by_matches)
@@ -208,9 +217,7 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
         writer.scale_focal(segment, adjusted.focal_scale, {w: target / f for w, f in own.items() if f > 0},
                            frame_window)
         record["focal"] = {"refined": True, "scale": round(adjusted.focal_scale, 6),
-                           "focal_px_before": round(focal, 3), "focal_px_after": round(target, 3), **lens}
-        if adjusted.radial_k1:
-            writer.set_radial(segment, adjusted.radial_k1)
+                           "focal_px_before": round(focal, 3), "focal_px_after": round(target, 3)}
         if own:
             record["focal"]["window_focal_px_before"] = [round(min(own.values()), 3), round(max(own.values()), 3)]
     if cache is not None:
@@ -219,6 +226,8 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
         fallback_points.move_windows(windows)
     if on_adjusted is not None:
         record["map_keyframes_moved"] = int(on_adjusted(moves, target))
+    if adjusted.radial_k1:
+        writer.set_radial(segment, adjusted.radial_k1)
     record.update(_pose_change(frames, moves), windows=len(windows), applied=True)
     record["seconds"] = round(time.perf_counter() - started, 4)
     log.info("final bundle adjustment: %d keyframes, %d points, reprojection %.3f -> %.3f px in %.1f s",
@@ -227,11 +236,18 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     return record
 
 
-def _with_lens(scene, adjusted):
-    """The pinhole adjustment ``adjusted`` of ``scene`` adjusted again with one radial coefficient, when
-    that lens bends the image corner by at least ``RADIAL_MIN_PX`` without leaving the error worse or more
-    points off (below that, the track noise decides the coefficient more than the lens: the pinhole is
-    kept). Returns the adjustment kept and its run.json record (``radial_*`` of ``final_ba.focal``)."""
+def _one_camera(scene) -> bool:
+    """Whether every view of ``scene`` has one K with fx = fy (the camera a radial coefficient is added to)."""
+    K = scene.views[0].K
+    return K[0, 0] == K[1, 1] and all(np.array_equal(v.K, K) for v in scene.views)
+
+
+def _with_lens(scene, adjusted, refine_focal: bool):
+    """The pinhole adjustment ``adjusted`` of ``scene`` (its one camera's focal refined when
+    ``refine_focal``) adjusted again with one radial coefficient, kept when that lens bends the image
+    corner by at least ``RADIAL_MIN_PX`` without leaving the error worse or more points off (below
+    that, the track noise decides the coefficient more than a lens does: the pinhole is kept). Returns
+    the adjustment kept and its run.json record (``final_ba.lens``)."""
     from align.bundle import AdjustedScene, bundle_adjust
 
     K = np.array(scene.views[0].K, np.float64, copy=True)
@@ -239,17 +255,17 @@ def _with_lens(scene, adjusted):
     start = replace(scene, views=[replace(v, c2w=adjusted.c2w[k], K=K) for k, v in enumerate(scene.views)],
                     points=np.where(np.isfinite(adjusted.points), adjusted.points, scene.points))
     try:
-        again = bundle_adjust(start, LOSS_SCALE_PX, refine_focal=True, refine_radial=True)
+        again = bundle_adjust(start, LOSS_SCALE_PX, refine_focal=refine_focal, refine_radial=True)
     except Exception as exc:  # noqa: BLE001 - the pinhole adjustment stands
-        return adjusted, {"radial_kept": False, "radial_why": f"{type(exc).__name__}: {exc}"}
+        return adjusted, {"kept": False, "why": f"{type(exc).__name__}: {exc}"}
     focal = K[0, 0] * again.focal_scale
     corner = np.hypot(K[0, 2], K[1, 2]) / focal  # normalised distance of the image corner
     bend = abs(again.radial_k1) * corner ** 3 * focal
-    record = {"radial_k1": round(again.radial_k1, 6), "radial_corner_px": round(float(bend), 3)}
     kept = (bend >= RADIAL_MIN_PX and np.isfinite(again.c2w).all()
             and again.points_lost <= MAX_LOST_SHARE * scene.num_points
             and again.reprojection_after_px <= (1 + ROUND_OFF_SHARE) * adjusted.reprojection_after_px)
-    record["radial_kept"] = bool(kept)
+    record = {"kept": bool(kept), "radial_k1": round(again.radial_k1, 6), "corner_px": round(float(bend), 3),
+              "reprojection_after_px": round(again.reprojection_after_px, 4)}
     if not kept:
         return adjusted, record
     points = np.where(np.isfinite(adjusted.points)[:, :1], again.points, np.nan)

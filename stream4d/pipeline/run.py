@@ -352,7 +352,8 @@ def _adjust_at_the_end(run: _Run, error: BaseException | None) -> None:
                                                            *run.aligner.link_pairs],
                                                on_adjusted=_map_follows(run),
                                                max_observations=run.config.final_ba_max_observations,
-                                               tracked_observations=run.config.final_ba_tracked_observations)
+                                               tracked_observations=run.config.final_ba_tracked_observations,
+                                               lens=run.config.final_ba_lens)
     except Exception as exc:  # noqa: BLE001 - the outputs as the stream left them are still written
         log.warning("final bundle adjustment failed: %s: %s", type(exc).__name__, exc)
         run.final_ba = {"applied": False, "skipped": f"failed: {type(exc).__name__}: {exc}"}

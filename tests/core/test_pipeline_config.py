@@ -42,6 +42,7 @@ def test_load_config_reads_a_run_json_or_a_bare_tree(tmp_path):
     ({"align": {"window": 4, "overlap": 4}}, "overlap"),
     ({"final_ba_max_observations": 10}, "final_ba_max_observations must be an integer of at least 1000"),
     ({"final_ba_tracked_observations": -1}, "final_ba_tracked_observations must be an integer of at least 0"),
+    ({"final_ba_lens": "yes"}, "final_ba_lens must be true or false"),
 ])
 def test_a_bad_tree_is_refused_with_the_key_named(data, message):
     with pytest.raises(ValueError, match=message):

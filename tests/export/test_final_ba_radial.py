@@ -29,10 +29,11 @@ def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
     return c2w
 
 
-def _lens_run(out: Path, k1: float, noise_px: float = 0.05) -> list[np.ndarray]:
+def _lens_run(out: Path, k1: float, noise_px: float = 0.05, refine_focal: bool = True,
+              lens: bool = True) -> list[np.ndarray]:
     """One window of 10 keyframes on an arc around a box of points, its tracks seen through a lens of
-    radial coefficient ``k1`` and written with the pinhole K the window would have solved. Returns the
-    true poses."""
+    radial coefficient ``k1`` and written with the pinhole K the window would have solved (the true one),
+    self-calibrated (``refine_focal``) or given. Returns the true poses."""
     rng = np.random.default_rng(11)
     points = rng.uniform([-1.5, -1.0, 4.0], [1.5, 1.0, 6.5], (400, 3))
     truth, obs_point, obs_view, obs_xy = [], [], [], []
@@ -58,7 +59,8 @@ def _lens_run(out: Path, k1: float, noise_px: float = 0.05) -> list[np.ndarray]:
                               np.concatenate(obs_point), np.concatenate(obs_view), np.concatenate(obs_xy),
                               np.repeat(K[None], len(truth), axis=0))
         writer.write_sparse(0, 0, np.arange(len(truth)), tracks)
-        record = final_bundle_adjustment(writer, 0, {v: 0 for v in range(len(truth))}, refine_focal=True)
+        record = final_bundle_adjustment(writer, 0, {v: 0 for v in range(len(truth))}, refine_focal=refine_focal,
+                                         lens=lens)
         writer.write_run({"stats": {"segment": 0}})
     (out / "record.json").write_text(json.dumps(record))
     return truth
@@ -93,32 +95,51 @@ def test_a_lens_that_bends_the_tracks_is_estimated_and_every_output_says_so(tmp_
 
     truth = _lens_run(tmp_path / "run", 0.08)
     record = json.loads((tmp_path / "run" / "record.json").read_text())
-    focal = record["focal"]
-    assert record["applied"] and focal["radial_kept"], record
-    assert focal["radial_k1"] == pytest.approx(0.08, abs=0.01) and focal["radial_corner_px"] > 3.0
-    assert focal["focal_px_after"] == pytest.approx(FOCAL, rel=0.02)
-    assert read_radial(tmp_path / "run") == {0: pytest.approx(focal["radial_k1"], abs=1e-6)}
+    lens = record["lens"]
+    assert record["applied"] and lens["kept"], record
+    assert lens["radial_k1"] == pytest.approx(0.08, abs=0.01) and lens["corner_px"] > 3.0
+    assert record["focal"]["focal_px_after"] == pytest.approx(FOCAL, rel=0.02)
+    assert read_radial(tmp_path / "run") == {0: pytest.approx(lens["radial_k1"], abs=1e-6)}
     scene = load_scene(tmp_path / "run")
-    np.testing.assert_allclose([v.radial_k1 for v in scene.views], focal["radial_k1"], atol=1e-6)
+    np.testing.assert_allclose([v.radial_k1 for v in scene.views], lens["radial_k1"], atol=1e-6)
     assert np.median(scene.reprojection_errors()) < 0.2  # the exports' filter projects through the lens
     write_colmap(scene, tmp_path / "colmap")
     camera = next(iter(pycolmap.Reconstruction(str(tmp_path / "colmap" / "sparse" / "0")).cameras.values()))
     assert camera.model == pycolmap.CameraModelId.SIMPLE_RADIAL
-    assert camera.params[3] == pytest.approx(focal["radial_k1"], abs=1e-6)
-    assert transforms_json(scene)["k1"] == pytest.approx(focal["radial_k1"], abs=1e-6)
+    assert camera.params[3] == pytest.approx(lens["radial_k1"], abs=1e-6)
+    assert transforms_json(scene)["k1"] == pytest.approx(lens["radial_k1"], abs=1e-6)
     lens_error = _ate(tmp_path / "run", truth)
     with monkeypatch.context() as patch:
         patch.setattr(final_ba, "RADIAL_MIN_PX", np.inf)
         _lens_run(tmp_path / "held", 0.08)
     held = json.loads((tmp_path / "held" / "record.json").read_text())
-    assert held["applied"] and not held["focal"]["radial_kept"]
-    print(lens_error, _ate(tmp_path / "held", truth), record["reprojection_after_px"], held["reprojection_after_px"])
+    assert held["applied"] and not held["lens"]["kept"]
     assert lens_error < 0.8 * _ate(tmp_path / "held", truth)
 
-    pinhole = _lens_run(tmp_path / "pinhole", 0.0)
+    _lens_run(tmp_path / "pinhole", 0.0)  # the same run without a lens: the pinhole stays
     record = json.loads((tmp_path / "pinhole" / "record.json").read_text())
-    assert record["applied"] and not record["focal"]["radial_kept"], record
-    assert record["focal"]["radial_corner_px"] < final_ba.RADIAL_MIN_PX
+    assert record["applied"] and not record["lens"]["kept"], record
+    assert record["lens"]["corner_px"] < final_ba.RADIAL_MIN_PX
     assert read_radial(tmp_path / "pinhole") == {}
     assert "radial_k1" not in json.loads((tmp_path / "pinhole" / "trajectory.json").read_text())
-    print(_ate(tmp_path / "pinhole", pinhole))
+
+
+def test_a_given_camera_keeps_its_focal_and_gets_the_lens_its_tracks_show(tmp_path):
+    """Intrinsics given (the focal held): the lens is estimated all the same, and K stays as given."""
+    pytest.importorskip("pycolmap")
+    _lens_run(tmp_path / "run", 0.08, refine_focal=False)
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["applied"] and "focal" not in record and record["lens"]["kept"], record
+    assert record["lens"]["radial_k1"] == pytest.approx(0.08, abs=0.01)
+    for frame in read_trajectory_json(tmp_path / "run" / "trajectory.json"):
+        np.testing.assert_array_equal(frame.K, K)
+    assert read_radial(tmp_path / "run") == {0: pytest.approx(record["lens"]["radial_k1"], abs=1e-6)}
+
+
+def test_a_run_told_to_keep_pinholes_estimates_no_lens(tmp_path):
+    """config ``final_ba_lens`` false: the lens' tracks are adjusted with a pinhole and run.json says why."""
+    pytest.importorskip("pycolmap")
+    _lens_run(tmp_path / "run", 0.08, lens=False)
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["applied"] and record["lens"] == {"kept": False, "why": "not asked for (config final_ba_lens)"}
+    assert read_radial(tmp_path / "run") == {}
