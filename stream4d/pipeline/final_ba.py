@@ -84,6 +84,7 @@ LOSS_SCALE_PX = 1.5  # the adjustment's Huber scale (the window SfM's)
 MAX_OBSERVATIONS = 4_000_000
 BUDGET_POINTS_PER_VIEW = 50
 RADIAL_MIN_PX = 1.5  # a lens bending the image corner less than this is taken for a pinhole
+MIN_LENS_VIEWS = 8  # fewer views, and a radial coefficient fits what the poses and focal length should
 
 
 def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: dict[int, int],
@@ -186,6 +187,9 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
         return _skip(record, started, "the adjustment left the reprojection error worse")
     if not lens:
         record["lens"] = {"kept": False, "why": "not asked for (config final_ba_lens)"}
+    elif len(scene.views) < MIN_LENS_VIEWS:
+        record["lens"] = {"kept": False, "why": f"{len(scene.views)} views (a lens needs at least {MIN_LENS_VIEWS}: "
+                                                "with fewer it trades with the focal length and the poses)"}
     elif _one_camera(scene):
         adjusted, record["lens"] = _with_lens(scene, adjusted, refine)
     else:

@@ -30,15 +30,15 @@ def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def _lens_run(out: Path, k1: float, noise_px: float = 0.05, refine_focal: bool = True,
-              lens: bool = True) -> list[np.ndarray]:
-    """One window of 10 keyframes on an arc around a box of points, its tracks seen through a lens of
+              lens: bool = True, views: int = 10) -> list[np.ndarray]:
+    """One window of ``views`` keyframes on an arc around a box of points, its tracks seen through a lens of
     radial coefficient ``k1`` and written with the pinhole K the window would have solved (the true one),
     self-calibrated (``refine_focal``) or given. Returns the true poses."""
     rng = np.random.default_rng(11)
     points = rng.uniform([-1.5, -1.0, 4.0], [1.5, 1.0, 6.5], (400, 3))
     truth, obs_point, obs_view, obs_xy = [], [], [], []
-    for v in range(10):
-        angle = np.deg2rad(-20 + 4.5 * v)
+    for v in range(views):
+        angle = np.deg2rad(-20 + 45.0 * v / views)
         centre = np.array([5.0 * np.sin(angle), 0.3 * np.cos(v), 5.0 - 5.0 * np.cos(angle)])
         c2w = _look_at(centre, np.array([0.0, 0.0, 5.0]))
         truth.append(c2w)
@@ -142,4 +142,13 @@ def test_a_run_told_to_keep_pinholes_estimates_no_lens(tmp_path):
     _lens_run(tmp_path / "run", 0.08, lens=False)
     record = json.loads((tmp_path / "run" / "record.json").read_text())
     assert record["applied"] and record["lens"] == {"kept": False, "why": "not asked for (config final_ba_lens)"}
+    assert read_radial(tmp_path / "run") == {}
+
+
+def test_a_few_views_do_not_decide_a_lens(tmp_path):
+    """Six keyframes: the lens is not tried (with few views it trades with the focal and the poses)."""
+    pytest.importorskip("pycolmap")
+    _lens_run(tmp_path / "run", 0.08, views=6)
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["applied"] and not record["lens"]["kept"] and record["lens"]["why"].startswith("6 views"), record
     assert read_radial(tmp_path / "run") == {}
