@@ -51,9 +51,8 @@ def score(clip: Path, run: Path) -> dict:
     extent = float(np.linalg.norm(np.ptp(truth, axis=0)))
     err = np.linalg.norm(umeyama(E, G).apply(E) - G, axis=1)
     record = json.loads((run / "run.json").read_text())["final_ba"] or {}
-    frame0 = json.loads((run / "trajectory.json").read_text())["frames"][0]
     return {"posed": f"{len(posed)}/{len(reference)}", "ate_pct": 100 * float(np.sqrt((err ** 2).mean())) / extent,
-            "lens": record.get("lens"), "focal_px": float(frame0["K"][0][0]), "true_focal_px": reference[0]["K"][0][0],
+            "lens": record.get("lens"), "focal_px": float(posed[0]["K"][0][0]), "true_focal_px": reference[0]["K"][0][0],
             "final_ba_s": record.get("seconds")}
 
 
