@@ -26,16 +26,17 @@ from common import markdown_table  # noqa: E402
 from stream4d.geometry import umeyama  # noqa: E402
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_sequence, write_sequence  # noqa: E402
 
-# path: (scene, frames, fps, size, horizontal field of view, seed)
-PATHS = {"handheld": ("room", 180, 30.0, (512, 384), 60.0, 5311),
-         "forward": ("street", 200, 25.0, (640, 360), 70.0, 5313)}
-CLIPS = "handheld:0,handheld:0.03,handheld:-0.08,forward:0,forward:-0.05"
+# path: (scene, trajectory, frames, fps, size, horizontal field of view, seed)
+PATHS = {"handheld": ("room", "handheld", 180, 30.0, (512, 384), 60.0, 5311),
+         "forward": ("street", "forward", 200, 25.0, (640, 360), 70.0, 5313),
+         "dashcam": ("street", "forward", 200, 25.0, (640, 360), 90.0, 5315)}
+CLIPS = "handheld:0,handheld:0.03,handheld:-0.08,forward:0,forward:-0.05,dashcam:0,dashcam:-0.12"
 
 
 def render(path: str, k1: float, dest: Path) -> Path:
-    scene_name, frames, fps, (W, H), fov, seed = PATHS[path]
+    scene_name, trajectory, frames, fps, (W, H), fov, seed = PATHS[path]
     scene = make_scene(scene_name, seed=seed)
-    c2w = make_trajectory(path, frames, seed=seed, scene=scene)
+    c2w = make_trajectory(trajectory, frames, seed=seed, scene=scene)
     views = render_sequence(scene, c2w, intrinsics_for(W, H, fov), W, H, fps=fps, noise_std=2.0, seed=seed,
                             radial_k1=k1)
     write_sequence(dest, views, video="clip.mp4", fps=fps)

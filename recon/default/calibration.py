@@ -20,6 +20,9 @@ stream's estimate:
 - **Fix.** Once at least ``min_windows`` windows agree (no outlier among them, Birge ratio at most
   ``max_birge``) and the combined sigma is at most ``fix_sigma``, the focal is fixed: later
   windows are solved with known intrinsics (the stream's). Nothing moves it after that.
+- **Plausible.** A window's estimate shorter than ``min_focal_rel`` of the longest side (a view wider
+  than rectilinear lenses see) is listed and not used: its pinhole has taken a lens' bend for a wide
+  view (barrel distortion on forward motion reads so).
 - **Stated focal.** A focal length the input states (EXIF, QuickTime: ``Frame.focal_hint``) enters
   as the first entry, with sigma ``stated_sigma``: the first window starts from it (with no prior in
   its adjustment, since no window has told yet what a prior of that sigma weighs), a window whose
@@ -61,6 +64,9 @@ class StreamFocalConfig:
     fix_sigma: float = 0.01  # ... to this relative sigma of the combined estimate
     min_prior_sigma: float = 0.02  # the prior handed to a window is never tighter than this
     max_prior_sigma: float = 0.5  # a window's evidence looser than this is not used at all
+    # Nor an estimate under this share of the longest side: a horizontal field of view of
+    # 2 atan(1 / (2 x 0.3)) = 118 degrees, wider than rectilinear lenses see.
+    min_focal_rel: float = 0.3
     stated_sigma: float = 0.05  # relative sigma of a focal the input states (EXIF: whole millimetres, conventions)
 
 
@@ -80,6 +86,10 @@ class WindowFocal:
     principal_applied: np.ndarray | None = None
     portrait: bool = False  # H > W: principal points combine only among windows of one orientation
     stated: bool = False  # not a window: the focal the input stated (``StreamFocal.state``)
+
+    def plausible(self, config: StreamFocalConfig) -> bool:
+        """Whether a rectilinear lens can have this focal length (``StreamFocalConfig.min_focal_rel``)."""
+        return bool(self.stated or self.log_rel >= np.log(config.min_focal_rel))
 
 
 @dataclass
@@ -197,7 +207,7 @@ class StreamFocal:
         cfg = self.config
         x = np.array([w.log_rel for w in self.windows])
         s = np.array([w.sigma for w in self.windows])
-        informative = s <= cfg.max_prior_sigma
+        informative = (s <= cfg.max_prior_sigma) & np.array([w.plausible(cfg) for w in self.windows])
         if not informative.any():  # windows that say next to nothing do not make an estimate
             for w in self.windows:
                 w.used = False
@@ -266,7 +276,7 @@ class StreamFocal:
             "principal_offset_rel": self.principal_rel.tolist(),
             "principal_sigma_rel": [None if np.isnan(v) else float(v) for v in self.principal_sigma],
             "windows": [{"window": w.window, "focal_rel": float(np.exp(w.log_rel)), "sigma_rel": w.sigma,
-                         "used": w.used,
+                         "used": w.used, "plausible": w.plausible(self.config),
                          # what its observations say about the principal point (offset from the
                          # centre / longest side, sigma), and on which axes (x, y) it was moved there
                          "principal_offset_rel": None if w.principal_rel is None else w.principal_rel.tolist(),

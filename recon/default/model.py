@@ -306,7 +306,7 @@ class DefaultWindowModel:
         principal, principal_applied = evidence.pop("principal_point", (None, None))
         if sfm is None:
             return self._rotation_only(frames, K, feats, matches, timings, evidence)
-        if refine_focal and not self._focal_determined(focal):
+        if refine_focal and not self._focal_determined(focal, (W, H)):
             held = self._solve_with_focal_held(frames, K, known_K, scale, timings, window, focal)
             if held is not None:
                 sfm, feats, matches, tracks = held
@@ -394,6 +394,7 @@ class DefaultWindowModel:
         if sfm is None:  # the caller keeps the free solve, and reports its evidence once
             return None
         free = focal is not None and bool(np.isfinite(focal.log_focal))
+        implausible = free and not self._focal_plausible(focal, (W, H))
         if free:
             self._focal.add(window, (W, H), focal.log_focal, focal.sigma_log, focal.noise_px2)
         if self._focal.log_rel is None:
@@ -403,14 +404,22 @@ class DefaultWindowModel:
         evidence["focal_held"] = {"focal_px": float(K[0, 0]),
                                   "free_estimate_px": float(np.exp(focal.log_focal)) if free else None,
                                   "free_sigma_rel": focal.sigma_log if focal is not None else None}
+        if implausible:
+            evidence["focal_held"]["implausible"] = True
         sfm.info.update(evidence)
         return sfm, feats, matches, tracks
 
-    def _focal_determined(self, focal) -> bool:
+    def _focal_determined(self, focal, size: tuple[int, int]) -> bool:
         """Whether a self-calibrating window's focal evidence (``bundle.FocalEvidence`` or None) pins
-        its focal down well enough for the stream to use it (``StreamFocalConfig.max_prior_sigma``)."""
+        its focal down well enough for the stream to use it (``StreamFocalConfig.max_prior_sigma``), at a
+        focal length a rectilinear lens can have (``_focal_plausible``)."""
         return (focal is not None and bool(np.isfinite(focal.sigma_log))
-                and focal.sigma_log <= self.cfg.stream_focal.max_prior_sigma)
+                and focal.sigma_log <= self.cfg.stream_focal.max_prior_sigma and self._focal_plausible(focal, size))
+
+    def _focal_plausible(self, focal, size: tuple[int, int]) -> bool:
+        """Whether ``focal``'s estimate is at least ``StreamFocalConfig.min_focal_rel`` of the longest side of
+        ``size``. Shorter, the window would be solved with a pinhole fitted to a bending lens."""
+        return bool(np.exp(focal.log_focal) >= self.cfg.stream_focal.min_focal_rel * max(size))
 
     def _stream_intrinsics(self, info: dict, size: tuple[int, int]) -> None:
         """The stream's K so far, for the aligner's reference (``info["stream_K"]``, [3, 3] list)."""

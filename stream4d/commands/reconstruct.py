@@ -219,9 +219,8 @@ def run(args: argparse.Namespace) -> int:
     s = summary.stats
     print(f"{pose_summary(s)}; {s.gaussians} Gaussians; {summary.timings['total']:.1f} s "
           f"({s.frames_received / max(summary.timings['total'], 1e-9):.2f} frames/s) -> {args.out}")
-    focal = _focal_line(summary.outputs.get("run.json"))
-    if focal:
-        print(focal)
+    for line in _camera_lines(summary.outputs.get("run.json")):
+        print(line)
     _print_map(summary)
     for warning in s.warnings:
         print(f"warning: {warning}")
@@ -254,18 +253,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _focal_line(run_json) -> str | None:
-    """``"focal length (self-calibrated): 281.3 px at 512x154, +- 6.3 %, fixed after window 1"``."""
+def _camera_lines(run_json) -> list[str]:
+    """What the run found about the camera, for the console: the focal length (``_focal_line``) and the
+    lens the final adjustment kept (``"lens: k1 = -0.0794, the image corner bent by 21.3 px"``)."""
     import json
 
     try:
         run = json.loads(Path(run_json).read_text()) if run_json else {}
     except (OSError, ValueError):
-        return None
+        return []
+    lines = [_focal_line(run)]
+    lens = (run.get("final_ba") or {}).get("lens") or {}
+    if lens.get("kept"):
+        lines.append(f"lens: k1 = {lens['radial_k1']:.4f} (found by the final adjustment), the image corner bent by "
+                     f"{lens['corner_px']:.1f} px; trajectory.json and the exports carry it")
+    return [line for line in lines if line]
+
+
+def _focal_line(run: dict) -> str | None:
+    """``"focal length (self-calibrated): 281.3 px at 512x154, +- 6.3 %, fixed after window 1"``."""
     cal = run.get("intrinsics")
     if cal and "held_focal_px" in cal:
         W, H = cal["model_size"]
-        return (f"focal length: NOT determined by the input (no window's motion constrained it); "
+        wide = sum(w.get("plausible") is False for w in cal.get("windows", []))
+        why = (f"{wide} window(s) read a view wider than a rectilinear lens sees, a lens that bends rather than a "
+               "focal length" if wide else "no window's motion constrained it")
+        return (f"focal length: NOT determined by the input ({why}); "
                 f"held at the starting guess {cal['held_focal_px']:.1f} px at {W}x{H}: depth and points "
                 "are only as right as that guess (give --fov or --intrinsics when you know them)")
     if not cal or "focal_px" not in cal:

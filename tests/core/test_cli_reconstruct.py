@@ -214,3 +214,24 @@ def test_photos_stating_their_focal_are_held_at_it_where_the_motion_does_not_tel
     ignored = json.loads((tmp_path / "ignored" / "run.json").read_text())
     assert ignored["config"]["ingest"]["metadata_focal"] is False and "stated_focal" not in ignored["intrinsics"]
     assert "focal" not in ignored["final_ba"], ignored["final_ba"]  # the guess is held, not refined
+
+
+def test_the_console_says_why_a_focal_was_held_and_which_lens_was_found(tmp_path):
+    """A held focal says whether the windows' motion left it free or their estimates read a view too wide
+    for a rectilinear lens; a lens the final adjustment kept gets a line of its own."""
+    from stream4d.commands.reconstruct import _camera_lines
+
+    windows = [{"window": 0, "focal_rel": 0.13, "sigma_rel": 0.3, "used": False, "plausible": False},
+               {"window": 1, "focal_rel": 0.9, "sigma_rel": 4.0, "used": False, "plausible": True}]
+    run = {"intrinsics": {"held_focal_px": 512.0, "model_size": [512, 288], "windows": windows},
+           "final_ba": {"lens": {"kept": True, "radial_k1": -0.4787, "corner_px": 45.94}}}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run))
+    focal, lens = _camera_lines(path)
+    assert "NOT determined" in focal and "1 window(s) read a view wider than a rectilinear lens sees" in focal
+    assert lens.startswith("lens: k1 = -0.4787") and "45.9 px" in lens
+    windows[0]["plausible"] = True
+    run["final_ba"]["lens"] = {"kept": False, "radial_k1": 0.001, "corner_px": 0.2}
+    path.write_text(json.dumps(run))
+    assert _camera_lines(path) == [_camera_lines(path)[0]] and "no window's motion constrained it" in _camera_lines(path)[0]
+    assert _camera_lines(tmp_path / "missing.json") == []

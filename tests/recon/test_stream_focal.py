@@ -141,8 +141,10 @@ def test_a_camera_that_only_translates_does_not_determine_the_focal():
     report = model.intrinsics_report()
     assert report["focal_rel"] is None and not report["windows"][0]["used"], report
     assert report["held_focal_px"] == pytest.approx(W)  # the starting guess, said as such
-    # Trusting the reprojection noise alone, the same window claims a focal far from the truth.
-    trusting = DefaultWindowModel(DefaultModelConfig(sfm=SfmConfig(focal_systematic_px=0.0)))
+    # Trusting the reprojection noise alone, the same window claims a focal far from the truth (with no
+    # floor on how wide a view may be: its claim is wider than a rectilinear lens sees).
+    trusting = DefaultWindowModel(DefaultModelConfig(sfm=SfmConfig(focal_systematic_px=0.0),
+                                                     stream_focal=StreamFocalConfig(min_focal_rel=0.0)))
     trusting.reset()
     trusting.predict(frames)
     claimed = trusting.intrinsics_report()
@@ -287,3 +289,26 @@ def test_a_forward_window_is_held_at_the_stated_focal():
     report = model.intrinsics_report()
     assert report["focal_source"] == "stated" and report["focal_px"] == pytest.approx(stated)
     assert report["stated_focal"]["used"] and not report["windows"][0]["used"]
+
+
+def test_a_window_that_reads_a_bending_lens_as_a_wider_view_is_held_at_its_start():
+    """Driving forward through a strong barrel lens (a dashcam's), a window's pinhole fit reads the bend as a
+    view wider than any rectilinear lens has (under ``min_focal_rel`` of the longest side): that
+    estimate neither poses the window nor enters the stream's; the window is solved with the focal it
+    started from, and says why."""
+    width, height = 512, 288  # a 16:9 drive at the model's size
+    scene = make_scene("street", seed=3)
+    K = intrinsics_for(width, height, 90.0)
+    c2w = make_trajectory("forward", 200, seed=3, scene=scene)[:20]  # 0.8 s at 25 fps
+    frames = [Frame(index=i, timestamp=i / 25, image=render_view(scene, c, K, width, height, radial_k1=-0.12).rgb,
+                    source=f"{i:03d}.png") for i, c in enumerate(c2w)]
+    model = DefaultWindowModel()
+    model.reset()
+    pred = model.predict(frames)
+    held = pred.info["focal_held"]
+    assert held["implausible"] and held["free_estimate_px"] < model.cfg.stream_focal.min_focal_rel * width
+    start = model.cfg.focal_prior * width
+    assert np.allclose(pred.K[:, 0, 0], start)
+    report = model.intrinsics_report()
+    assert report["focal_rel"] is None and report["held_focal_px"] == pytest.approx(start)
+    assert report["windows"][0]["plausible"] is False and not report["windows"][0]["used"]
