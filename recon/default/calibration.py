@@ -69,6 +69,11 @@ class StreamFocalConfig:
     min_focal_rel: float = 0.3
     stated_sigma: float = 0.05  # relative sigma of a focal the input states (EXIF: whole millimetres, conventions)
 
+    def plausible(self, log_rel: float) -> bool:
+        """Whether a rectilinear lens can have the focal length log(f / longest side) = ``log_rel``
+        (``min_focal_rel``)."""
+        return bool(log_rel >= np.log(self.min_focal_rel))
+
 
 @dataclass
 class WindowFocal:
@@ -88,8 +93,8 @@ class WindowFocal:
     stated: bool = False  # not a window: the focal the input stated (``StreamFocal.state``)
 
     def plausible(self, config: StreamFocalConfig) -> bool:
-        """Whether a rectilinear lens can have this focal length (``StreamFocalConfig.min_focal_rel``)."""
-        return bool(self.stated or self.log_rel >= np.log(config.min_focal_rel))
+        """Whether a rectilinear lens can have this focal length (a stated one is taken as stated)."""
+        return self.stated or config.plausible(self.log_rel)
 
 
 @dataclass

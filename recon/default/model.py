@@ -417,9 +417,9 @@ class DefaultWindowModel:
                 and focal.sigma_log <= self.cfg.stream_focal.max_prior_sigma and self._focal_plausible(focal, size))
 
     def _focal_plausible(self, focal, size: tuple[int, int]) -> bool:
-        """Whether ``focal``'s estimate is at least ``StreamFocalConfig.min_focal_rel`` of the longest side of
-        ``size``. Shorter, the window would be solved with a pinhole fitted to a bending lens."""
-        return bool(np.exp(focal.log_focal) >= self.cfg.stream_focal.min_focal_rel * max(size))
+        """Whether ``focal``'s estimate (px at ``size`` (W, H)) is one a rectilinear lens can have
+        (``StreamFocalConfig.plausible``): else the window would be solved with a pinhole fitted to a bending lens."""
+        return self.cfg.stream_focal.plausible(focal.log_focal - float(np.log(max(size))))
 
     def _stream_intrinsics(self, info: dict, size: tuple[int, int]) -> None:
         """The stream's K so far, for the aligner's reference (``info["stream_K"]``, [3, 3] list)."""

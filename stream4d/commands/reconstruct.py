@@ -255,7 +255,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _camera_lines(run_json) -> list[str]:
     """What the run found about the camera, for the console: the focal length (``_focal_line``) and the
-    lens the final adjustment kept (``"lens: k1 = -0.0794, the image corner bent by 21.3 px"``)."""
+    lens the final adjustment kept (``"lens: k1 = -0.0794 (found by the final adjustment), the image corner
+    bent by 21.3 px; ..."``)."""
     import json
 
     try:
