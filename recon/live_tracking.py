@@ -70,12 +70,14 @@ from recon.tracking import (
     TrackingConfig,
     anchor_points,
     follow_points,
+    lens_of,
     project_points,
     solve_pnp,
     to_model_pixels,
     triangulate_views,
 )
 from stream4d.contracts import WindowPrediction
+from stream4d.geometry import radial_distorted, radial_undistorted
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class _Map:
     segment: int
     index: int  # Frame.index of the keyframe
     provisional: bool = False  # a two-view bootstrap map, not an aligned window's
+    radial_k1: float = 0.0  # the lens its window adjusted (recon.tracking.lens_of; 0: a pinhole)
 
 
 @dataclass
@@ -179,6 +182,8 @@ class MapTracker:
         # [3, 3] the K its points were triangulated and its poses are solved with: the bootstrap's prior
         # stays with a chain moved into a window's world, whose self-calibrated K can differ by half
         self._chain_K: np.ndarray | None = None
+        # the newest map's lens: every pixel is seen through it, undistorted for PnP and triangulation
+        self._lens = 0.0
         self._chain_start = 0  # points the chain started with
         self._grown_to = 0  # points the chain had when it last started or grew (``_extend``)
         self._chain_provisional = False  # the chain's points are a bootstrap map's
@@ -259,7 +264,7 @@ class MapTracker:
         if len(xy) < self._cfg.min_inliers:
             return
         m = _Map(grey, xy, X, pred.c2w[k].copy(), pred.K[k].copy(), np.asarray(pred.pixel_maps[k]),
-                 pred.model_size, segment, int(pred.frame_indices[k]))
+                 pred.model_size, segment, int(pred.frame_indices[k]), radial_k1=lens_of(pred))
         bridge, _ = self._carry((m, m.index, m.grey, m.xy, m.X), list(self._recent))
         with self._lock:
             self._incoming = (pred, segment, m, bridge)
@@ -355,7 +360,8 @@ class MapTracker:
             start = self._neighbour_flow(cand, K, uv, X) if cfg.predict_motion else None
             nxt, ok = follow_points(cand.grey, grey, cand.xy, cfg.fb_error_px, cfg.lk_window, start)
             xy0, xy = cand.xy0[ok], nxt[ok]
-            Xn, good = triangulate_views(K, cand.c2w0, c2w, xy0, xy, cfg.reprojection_px, cfg.extend_angle_deg)
+            rays0, rays = (radial_undistorted(p, K, self._lens) for p in (xy0, xy)) if self._lens else (xy0, xy)
+            Xn, good = triangulate_views(K, cand.c2w0, c2w, rays0, rays, cfg.reprojection_px, cfg.extend_angle_deg)
             if good.any():
                 uv, X = np.concatenate([uv, xy[good]]), np.concatenate([X, Xn[good]])
                 self.points_added += int(good.sum())
@@ -443,13 +449,16 @@ class MapTracker:
         start = None
         if predicted:
             uv0, seen = project_points(guess, K, X)
+            if self._lens:
+                uv0 = radial_distorted(uv0, K, self._lens)
             H, W = grey.shape
             seen &= (uv0[:, 0] >= 0) & (uv0[:, 0] < W) & (uv0[:, 1] >= 0) & (uv0[:, 1] < H)
             start = np.where(seen[:, None], uv0, xy)
         uv, ok = follow_points(grey0, grey, xy, self.config.fb_error_px if checked else None,
                                self.config.lk_window, start)
         uv, X = uv[ok], X[ok]
-        solved = solve_pnp(X, uv, K, guess, self._cfg, self.config.ransac_iterations)
+        pinhole = radial_undistorted(uv, K, self._lens) if self._lens else uv
+        solved = solve_pnp(X, pinhole, K, guess, self._cfg, self.config.ransac_iterations)
         if solved is None:
             return None
         c2w, inl = solved
@@ -506,6 +515,7 @@ class MapTracker:
         elif self._map is not None and self._map.segment != segment:
             self._chain, self._pose = None, None  # a new world: the old chain's points are elsewhere
         self._map, self._bridge = m, bridge
+        self._lens = m.radial_k1
         self._unreachable = False
         self.maps += 1
         return True

@@ -21,6 +21,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from stream4d.contracts import POSE_INTERPOLATED, POSE_TRACKED, WindowPrediction
+from stream4d.geometry import radial_undistorted
 
 _LK = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
 
@@ -88,7 +89,7 @@ class BetweenKeyframes:
         if solved is None:
             return TrackedPose(guess, POSE_INTERPOLATED, image)
         c2w, ids, uv = solved
-        sparse = ids >= 0
+        sparse = ids >= 0  # their pixels as seen (through the window's lens, when it has one)
         return TrackedPose(c2w, POSE_TRACKED, image, len(ids), ids[sparse], uv[sparse])
 
     def _follow(self, k: int, grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -103,7 +104,8 @@ class BetweenKeyframes:
         cfg, pred = self.cfg, self.pred
         followed = [self._follow(k, grey) for k in (self.a, self.b)]
         uv, X, ids = (np.concatenate(parts) for parts in zip(*followed))
-        solved = solve_pnp(X, uv, pred.K[self.a], guess, cfg)
+        K, k1 = pred.K[self.a], lens_of(pred)
+        solved = solve_pnp(X, radial_undistorted(uv, K, k1) if k1 else uv, K, guess, cfg)
         if solved is None:
             return None
         c2w, inl = solved
@@ -133,7 +135,10 @@ def anchor_points_with_ids(pred: WindowPrediction, k: int, grey: np.ndarray,
         rows = np.nonzero(sp.obs_view == k)[0]
         # Only points the keyframe's own pose reprojects where they were seen: the rest would
         # pull the PnP away from the window's poses.
-        rows = rows[reprojection_px(pred.c2w[k], pred.K[k], sp.points[sp.obs_point[rows]], sp.obs_xy[rows])
+        seen = sp.obs_xy[rows]
+        if sp.radial_k1:
+            seen = radial_undistorted(seen, pred.K[k], sp.radial_k1)
+        rows = rows[reprojection_px(pred.c2w[k], pred.K[k], sp.points[sp.obs_point[rows]], seen)
                     < cfg.anchor_reprojection_px]
         if len(rows) >= cfg.min_inliers:
             rows = rows[np.linspace(0, len(rows) - 1, min(n, len(rows))).astype(np.int64)]
@@ -152,6 +157,12 @@ def anchor_points_with_ids(pred: WindowPrediction, k: int, grey: np.ndarray,
     xy = corners[:, 0]
     u, v = np.round(xy).astype(np.int64).T
     return xy.astype(np.float32), pred.points[k][v, u].astype(np.float64), np.full(len(xy), -1, np.int64)
+
+
+def lens_of(pred: WindowPrediction) -> float:
+    """The radial coefficient of the lens ``pred``'s sparse tracks were seen through (0: a pinhole, or
+    no tracks)."""
+    return float(pred.sparse.radial_k1) if pred.sparse is not None else 0.0
 
 
 def project_points(c2w: np.ndarray, K: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

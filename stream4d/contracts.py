@@ -96,6 +96,9 @@ class SparseTracks:
     obs_view: np.ndarray  # int64 [O], view of the window (position in the WindowPrediction)
     obs_xy: np.ndarray  # float64 [O, 2], pixel (x, y) at the model resolution, centres at integers
     K: np.ndarray  # float64 [S, 3, 3], the intrinsics the observations were measured with (model pixels)
+    # The lens they were measured through: one radial coefficient (geometry.radial_distorted of K) for
+    # every view; 0 for a pinhole. The points project to the observations through it.
+    radial_k1: float = 0.0
 
     def __post_init__(self) -> None:
         P, O = len(self.points), len(self.obs_point)
@@ -132,7 +135,7 @@ class SparseTracks:
         new_point = np.full(self.num_points, -1, np.int64)
         new_point[kept] = np.arange(len(kept))
         return SparseTracks(self.points[kept], self.colors[kept], new_point[self.obs_point[rows]],
-                            new_view[self.obs_view[rows]], self.obs_xy[rows], self.K[keep])
+                            new_view[self.obs_view[rows]], self.obs_xy[rows], self.K[keep], self.radial_k1)
 
 
 @dataclass

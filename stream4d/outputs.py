@@ -28,7 +28,7 @@ import os
 import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -462,6 +462,8 @@ class OutputWriter:
                   "obs_frame": frame_indices[np.asarray(sparse.obs_view, np.int64)],
                   "obs_xy": np.asarray(sparse.obs_xy, np.float64), "frame_indices": frame_indices,
                   "K": np.asarray(sparse.K, np.float64), "segment": np.int64(segment)}
+        if sparse.radial_k1:
+            arrays["radial_k1"] = np.float64(sparse.radial_k1)
         if held:
             arrays.update(held_frame=np.concatenate([np.full(len(ids), i, np.int32) for i, ids, _ in held]),
                           held_point=np.concatenate([np.asarray(ids, np.int32) for _, ids, _ in held]),
@@ -755,6 +757,9 @@ class SparseMap:
     obs_xy: np.ndarray  # float64 [O, 2], model pixels, centres at integers
     K: dict[int, np.ndarray]  # frame index -> [3, 3] intrinsics the observations were measured with
     point_window: np.ndarray | None = None  # int64 [P], the window (sparse/<window>.npz) of each point
+    # frame index -> radial coefficient of the lens its window measured the observations through, for
+    # the frames whose window found one (``contracts.SparseTracks.radial_k1``); absent: a pinhole
+    radial: dict[int, float] = field(default_factory=dict)
 
     @property
     def num_points(self) -> int:
@@ -797,17 +802,20 @@ def _sparse_files(out_dir: str | Path, segment: int | None):
 def read_sparse(out_dir: str | Path, segment: int | None = None) -> SparseMap:
     """The sparse points of ``out_dir`` (of ``segment`` only when given); empty when the run wrote none
     (a backend without feature tracks). A frame seen by several windows keeps the first window's K."""
-    parts, K, windows = [], {}, []
+    parts, K, windows, radial = [], {}, [], {}
     for window, d, offset in _sparse_files(out_dir, segment):
         parts.append((d["points"], d["colors"], d["obs_point"] + offset, d["obs_frame"], d["obs_xy"]))
         windows.append(np.full(len(d["points"]), window, np.int64))
+        k1 = float(d["radial_k1"]) if "radial_k1" in d else 0.0
         for f, k in zip(d["frame_indices"].tolist(), d["K"]):
+            if int(f) not in K and k1:
+                radial[int(f)] = k1
             K.setdefault(int(f), k)
     if not parts:
         return SparseMap(np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros(0, np.int64),
                          np.zeros(0, np.int64), np.zeros((0, 2)), {}, np.zeros(0, np.int64))
     cols = list(zip(*parts))
-    return SparseMap(*(np.concatenate(c) for c in cols), K, np.concatenate(windows))
+    return SparseMap(*(np.concatenate(c) for c in cols), K, np.concatenate(windows), radial)
 
 
 def read_held_tracks(out_dir: str | Path, segment: int | None = None) -> Iterator[dict[int, tuple]]:

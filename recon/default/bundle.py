@@ -7,7 +7,10 @@ and forward-moving cameras leave a flat rotation/translation valley where
 inexact (iterative) solvers crawl. A Huber loss (by reweighting) tames
 mismatches. Poses are world-to-camera; rotations are updated on the left,
 R <- exp(d) R. One view is held fixed for the gauge; LM damping absorbs the
-free scale. An optional shared focal factor self-calibrates the intrinsics.
+free scale. An optional shared focal factor self-calibrates the intrinsics, and
+an optional shared radial coefficient models a lens: a camera-frame point
+(x, y, z) projects to f * (x/z, y/z) * (1 + k1 * r^2) + c, r^2 = (x/z)^2 + (y/z)^2
+(COLMAP's SIMPLE_RADIAL convention).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class BundleProblem:
     # None: the image is taken to be centred on K's principal point.
     image_size: tuple[int, int] | None = None
     focal_systematic_px: float = FOCAL_SYSTEMATIC_PX  # see the constant; 0: white noise alone
+    radial_k1: float = 0.0  # the lens's radial coefficient (normalised image coordinates; 0: a pinhole)
+    refine_radial: bool = False  # adjust ``radial_k1`` too (one coefficient shared by every view)
 
 
 @dataclass
@@ -60,6 +65,7 @@ class BundleResult:
     # prior, if any, taken out), from the Gauss-Newton curvature of the cost in log f with every
     # pose and point re-optimised. None when the focal was fixed or the curvature is not positive.
     focal_evidence: FocalEvidence | None = None
+    radial_k1: float = 0.0  # the lens's radial coefficient at the solution (the problem's when not refined)
 
 
 @dataclass
@@ -75,19 +81,27 @@ class FocalEvidence:
     # px with every pose, point and the focal re-optimised, and its sigma (px) after that step.
     principal_step_px: np.ndarray | None = None
     principal_sigma_px: np.ndarray | None = None
+    # With a refined radial coefficient: its sigma (normalised units) from the same information and
+    # noise, every other unknown eliminated (the principal point held).
+    radial_sigma: float | None = None
 
 
-def project(rvecs, tvecs, points, K, obs_view, obs_point) -> np.ndarray:
-    """Pixel projections [O, 2] of each observation's point in its view."""
+def project(rvecs, tvecs, points, K, obs_view, obs_point, radial_k1: float = 0.0) -> np.ndarray:
+    """Pixel projections [O, 2] of each observation's point in its view (through the lens ``radial_k1``)."""
     R = Rotation.from_rotvec(rvecs).as_matrix()
-    return _project(R, tvecs, points, K, obs_view, obs_point)[0]
+    return _project(R, tvecs, points, K, obs_view, obs_point, radial_k1)[0]
 
 
-def _project(R, tvecs, points, K, obs_view, obs_point):
+def _project(R, tvecs, points, K, obs_view, obs_point, radial_k1: float = 0.0):
     RX = np.einsum("oij,oj->oi", R[obs_view], points[obs_point])
     pc = RX + tvecs[obs_view]
     z = np.where(np.abs(pc[:, 2]) < 1e-9, 1e-9, pc[:, 2])
-    uv = np.stack([K[0, 0] * pc[:, 0] / z + K[0, 2], K[1, 1] * pc[:, 1] / z + K[1, 2]], axis=1)
+    u, v = K[0, 0] * pc[:, 0] / z, K[1, 1] * pc[:, 1] / z
+    if radial_k1:
+        xn, yn = pc[:, 0] / z, pc[:, 1] / z
+        bend = 1.0 + radial_k1 * (xn * xn + yn * yn)
+        u, v = u * bend, v * bend
+    uv = np.stack([u + K[0, 2], v + K[1, 2]], axis=1)
     return uv, RX, pc, z
 
 
@@ -120,7 +134,9 @@ class _Layout:
         slot[free] = np.arange(len(free))
         self.free = free
         self.n_f = 1 if p.refine_focal else 0
-        self.nC = 6 * len(free) + self.n_f  # camera-side unknowns (+ focal), the reduced system's size
+        self.n_k = 1 if p.refine_radial else 0
+        self.n_s = self.n_f + self.n_k  # unknowns every view shares: log focal, then the radial coefficient
+        self.nC = 6 * len(free) + self.n_s  # camera-side unknowns, the reduced system's size
         self.P = P
         self.seen, self.starts = np.unique(self.view, return_index=True)
         self.ends = np.r_[self.starts[1:], len(self.view)]
@@ -145,68 +161,89 @@ class _Layout:
 
     def camera_system(self, wJc: np.ndarray, Jc: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Camera block ``U [nC, nC]`` and gradient ``g [nC]`` from the weighted and plain camera
-        Jacobians ``[O, 2, 7]`` (pose columns, then the focal column) and residuals ``r [O, 2]``:
+        Jacobians ``[O, 2, 6 + n_s]`` (pose columns, then the shared ones) and residuals ``r [O, 2]``:
         one small matrix product per view over its contiguous observations."""
-        nC, n_f = self.nC, self.n_f
-        Uv = np.empty((len(self.seen), 7, 7))
-        gv = np.empty((len(self.seen), 7))
+        nC, n_s = self.nC, self.n_s
+        width = wJc.shape[2]
+        Uv = np.empty((len(self.seen), width, width))
+        gv = np.empty((len(self.seen), width))
         for k, (s, e) in enumerate(zip(self.starts, self.ends)):
-            A = wJc[s:e].reshape(-1, 7)
-            Uv[k] = A.T @ Jc[s:e].reshape(-1, 7)
+            A = wJc[s:e].reshape(-1, width)
+            Uv[k] = A.T @ Jc[s:e].reshape(-1, width)
             gv[k] = A.T @ r[s:e].ravel()
         U = np.zeros((nC, nC))
         g = np.zeros(nC)
         cols, rows = self.seen_cols, self.seen_free
         U[cols[:, :, None], cols[:, None, :]] = Uv[rows, :6, :6]
         g[cols] = gv[rows, :6]
-        if n_f:
-            U[cols, -1] = Uv[rows, :6, 6]
-            U[-1, cols] = Uv[rows, 6, :6]
-            U[-1, -1] = Uv[:, 6, 6].sum()
-            g[-1] = gv[:, 6].sum()
+        if n_s:
+            shared = np.arange(nC - n_s, nC)
+            own = slice(6, 6 + n_s)
+            U[cols[:, :, None], shared[None, None, :]] = Uv[rows, :6, own]
+            U[shared[None, :, None], cols[:, None, :]] = Uv[rows, own, :6]
+            for a in range(n_s):  # one column at a time: the same sums, in the same order, as the pinhole's
+                for b in range(n_s):
+                    U[nC - n_s + a, nC - n_s + b] = Uv[:, 6 + a, 6 + b].sum()
+                g[nC - n_s + a] = gv[:, 6 + a].sum()
         return U, g
 
     def camera_point_blocks(self, JpJc: np.ndarray) -> np.ndarray:
-        """Camera-point blocks, point-major ``[P, 3, nC]``, from per-observation ``JpJc [O, 3, 7]``
+        """Camera-point blocks, point-major ``[P, 3, nC]``, from per-observation ``JpJc [O, 3, 6 + n_s]``
         (point-major so that the Schur products below are plain matrix products, no transposes)."""
         W = self._W
         W.ravel()[self.obs_flat] = JpJc[self.obs_free, :, :6].ravel()
-        if self.n_f:
-            W[:, :, -1] = self.per_point(JpJc[:, :, 6], 3)
+        for s in range(self.n_s):
+            W[:, :, self.nC - self.n_s + s] = self.per_point(JpJc[:, :, 6 + s], 3)
         return W
 
 
 def _jacobians(R_obs: np.ndarray, RX: np.ndarray, pc: np.ndarray, z: np.ndarray, fx: float, fy: float,
-               refine_focal: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per-observation Jacobians of the pixel residual: cameras ``[O, 2, 7]`` (left rotation
-    perturbation, translation, log focal) and points ``[O, 2, 3]``, written out term by term."""
+               refine_focal: bool, radial_k1: float = 0.0, refine_radial: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per-observation Jacobians of the pixel residual: cameras ``[O, 2, 6 + max(n_s, 1)]`` (left
+    rotation perturbation, translation, then log focal and the radial coefficient when refined; a
+    zero column when neither is) and points ``[O, 2, 3]``, written out term by term. Without a lens
+    every term reduces, operation for operation, to the pinhole's."""
     iz = 1.0 / z
-    a, b = fx * iz, -fx * pc[:, 0] * iz * iz  # d u / d pc = [a, 0, b]
-    c, d = fy * iz, -fy * pc[:, 1] * iz * iz  # d v / d pc = [0, c, d]
+    xn, yn = pc[:, 0] * iz, pc[:, 1] * iz
+    r2 = xn * xn + yn * yn
+    bend = 1.0 + radial_k1 * r2
+    # d (u, v) / d (xn, yn) = diag(fx, fy) @ [[bend + 2 k1 xn^2, 2 k1 xn yn], [2 k1 xn yn, bend + 2 k1 yn^2]]
+    uxx, uxy = fx * (bend + 2 * radial_k1 * xn * xn), fx * 2 * radial_k1 * xn * yn
+    vyx, vyy = fy * 2 * radial_k1 * xn * yn, fy * (bend + 2 * radial_k1 * yn * yn)
+    # d (xn, yn) / d pc = [[iz, 0, -pc0 iz^2], [0, iz, -pc1 iz^2]]
+    J = np.empty((len(z), 2, 3))  # d (u, v) / d pc
+    J[:, 0, 0], J[:, 0, 1] = uxx * iz, uxy * iz
+    J[:, 0, 2] = -uxx * pc[:, 0] * iz * iz - uxy * pc[:, 1] * iz * iz
+    J[:, 1, 0], J[:, 1, 1] = vyx * iz, vyy * iz
+    J[:, 1, 2] = -vyy * pc[:, 1] * iz * iz - vyx * pc[:, 0] * iz * iz
     x0, x1, x2 = RX[:, 0], RX[:, 1], RX[:, 2]
-    Jc = np.zeros((len(z), 2, 7))
-    # d pc / d rotation = -[RX]x
-    Jc[:, 0, 0], Jc[:, 0, 1], Jc[:, 0, 2] = b * x1, a * x2 - b * x0, -a * x1
-    Jc[:, 1, 0], Jc[:, 1, 1], Jc[:, 1, 2] = d * x1 - c * x2, -d * x0, c * x0
-    Jc[:, 0, 3], Jc[:, 0, 5] = a, b
-    Jc[:, 1, 4], Jc[:, 1, 5] = c, d
+    Jc = np.zeros((len(z), 2, 6 + max(int(refine_focal) + int(refine_radial), 1)))
+    # d pc / d rotation = -[RX]x, whose columns are (0, -x2, x1), (x2, 0, -x0), (-x1, x0, 0)
+    Jc[:, :, 0] = J[:, :, 2] * x1[:, None] - J[:, :, 1] * x2[:, None]
+    Jc[:, :, 1] = J[:, :, 0] * x2[:, None] - J[:, :, 2] * x0[:, None]
+    Jc[:, :, 2] = J[:, :, 1] * x0[:, None] - J[:, :, 0] * x1[:, None]
+    Jc[:, :, 3:6] = J
+    col = 6
     if refine_focal:
-        Jc[:, 0, 6] = fx * pc[:, 0] * iz
-        Jc[:, 1, 6] = fy * pc[:, 1] * iz
+        Jc[:, 0, col] = fx * pc[:, 0] * iz * bend
+        Jc[:, 1, col] = fy * pc[:, 1] * iz * bend
+        col += 1
+    if refine_radial:
+        Jc[:, 0, col] = fx * xn * r2
+        Jc[:, 1, col] = fy * yn * r2
     Jp = np.empty((len(z), 2, 3))
-    Jp[:, 0] = a[:, None] * R_obs[:, 0] + b[:, None] * R_obs[:, 2]
-    Jp[:, 1] = c[:, None] * R_obs[:, 1] + d[:, None] * R_obs[:, 2]
+    for row in (0, 1):
+        Jp[:, row] = J[:, row, 0, None] * R_obs[:, 0] + J[:, row, 1, None] * R_obs[:, 1] + J[:, row, 2, None] * R_obs[:, 2]
     return Jc, Jp
 
 
-def _step_size(dc: np.ndarray, t: np.ndarray, n_free: int, n_f: int) -> float:
+def _step_size(dc: np.ndarray, t: np.ndarray, n_free: int, n_s: int) -> float:
     """Largest camera update of a step: rotation (rad), translation relative to the cameras' typical
-    distance term ``|t|``, log focal."""
+    distance term ``|t|``, the shared unknowns (log focal, radial coefficient)."""
     d6 = dc[:6 * n_free].reshape(-1, 6)
     scale = max(float(np.median(np.linalg.norm(t, axis=1))), 1e-9)
     parts = [np.abs(d6[:, :3]).max(initial=0.0), np.abs(d6[:, 3:]).max(initial=0.0) / scale]
-    if n_f:
-        parts.append(abs(float(dc[-1])))
+    parts.extend(np.abs(dc[len(dc) - n_s:]).tolist())
     return float(max(parts))
 
 
@@ -218,13 +255,15 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
     import torch  # here: building a config tree imports this module, and must not load torch
 
     lay = _Layout(p)
-    free, n_f, nC, P = lay.free, lay.n_f, lay.nC, lay.P
+    free, n_f, n_k, nC, P = lay.free, lay.n_f, lay.n_k, lay.nC, lay.P
+    i_f = nC - lay.n_s  # the focal's column, when refined; the radial coefficient's is the last
     view, point = lay.view, lay.point
 
     R = Rotation.from_rotvec(p.rvecs).as_matrix()
     t = p.tvecs.astype(np.float64).copy()
     X = p.points.astype(np.float64).copy()
     log_f = 0.0
+    k1 = float(p.radial_k1)
 
     def K_of(lf):
         K = p.K.astype(np.float64).copy()
@@ -232,8 +271,8 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
         K[1, 1] *= np.exp(lf)
         return K
 
-    def evaluate(R, t, X, lf):
-        uv, RX, pc, z = _project(R, t, X, K_of(lf), view, point)
+    def evaluate(R, t, X, lf, k1):
+        uv, RX, pc, z = _project(R, t, X, K_of(lf), view, point, k1)
         r = uv - lay.uv
         return r, RX, pc, z
 
@@ -244,7 +283,7 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
     def total_cost(err, lf):
         return _huber_cost(err, loss_scale_px) + 0.5 * prior_w * (lf - prior_mu) ** 2
 
-    r, RX, pc, z = evaluate(R, t, X, log_f)
+    r, RX, pc, z = evaluate(R, t, X, log_f, k1)
     err = np.linalg.norm(r, axis=1)
     cost = total_cost(err, log_f)
     lam = 1e-3
@@ -252,13 +291,13 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
     for it in range(1, max_iterations + 1):  # noqa: B007 - the count is returned
         K = K_of(log_f)
         w = _huber_weights(err, loss_scale_px)[:, None, None]  # [O, 1, 1]
-        Jc, Jp = _jacobians(R[view], RX, pc, z, K[0, 0], K[1, 1], bool(n_f))
+        Jc, Jp = _jacobians(R[view], RX, pc, z, K[0, 0], K[1, 1], bool(n_f), k1, bool(n_k))
         wJc = Jc * w
         wJpT = (Jp * w).transpose(0, 2, 1)  # [O, 3, 2]
         U, gc = lay.camera_system(wJc, Jc, r)
         if prior_w:
-            U[-1, -1] += prior_w
-            gc[-1] += prior_w * (log_f - prior_mu)
+            U[i_f, i_f] += prior_w
+            gc[i_f] += prior_w * (log_f - prior_mu)
         Vb = lay.per_point(wJpT @ Jp, 9).reshape(P, 3, 3)
         gp = lay.per_point((wJpT @ r[:, :, None])[:, :, 0], 3)
         Wt = torch.from_numpy(lay.camera_point_blocks(wJpT @ Jc)).reshape(3 * P, nC)  # [P*3, nC]
@@ -291,14 +330,15 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
                 R_new[free] = Rotation.from_rotvec(d6[:, :3]).as_matrix() @ R[free]
                 t_new[free] = t[free] + d6[:, 3:]
             X_new = X + dp
-            lf_new = log_f + (dc[-1] if n_f else 0.0)
-            r_new, RX_new, pc_new, z_new = evaluate(R_new, t_new, X_new, lf_new)
+            lf_new = log_f + (dc[i_f] if n_f else 0.0)
+            k1_new = k1 + (dc[-1] if n_k else 0.0)
+            r_new, RX_new, pc_new, z_new = evaluate(R_new, t_new, X_new, lf_new, k1_new)
             err_new = np.linalg.norm(r_new, axis=1)
             cost_new = total_cost(err_new, lf_new)
             if cost_new < cost:
                 rel = (cost - cost_new) / max(cost, 1e-12)
-                step = _step_size(dc, t, len(free), n_f)
-                R, t, X, log_f = R_new, t_new, X_new, lf_new
+                step = _step_size(dc, t, len(free), lay.n_s)
+                R, t, X, log_f, k1 = R_new, t_new, X_new, lf_new, k1_new
                 r, RX, pc, z, err, cost = r_new, RX_new, pc_new, z_new, err_new, cost_new
                 lam = max(lam / 3, 1e-9)
                 improved = True
@@ -312,15 +352,15 @@ def bundle_adjust(p: BundleProblem, loss_scale_px: float = 1.5, max_iterations: 
     evidence = None
     if n_f:
         evidence = _focal_evidence(lay, R, RX, pc, z, r, err, K_of(log_f), loss_scale_px, prior_w, prior_mu,
-                                   log_f, p.image_size, systematic_px=p.focal_systematic_px)
+                                   log_f, p.image_size, systematic_px=p.focal_systematic_px, radial_k1=k1)
         if evidence is not None:
             evidence.log_focal += float(np.log(p.K[0, 0]))
-    return BundleResult(Rotation.from_matrix(R).as_rotvec(), t, X, K_of(log_f), residuals, cost, it, evidence)
+    return BundleResult(Rotation.from_matrix(R).as_rotvec(), t, X, K_of(log_f), residuals, cost, it, evidence, k1)
 
 
 def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float, prior_w: float, prior_mu: float,
                     log_f: float, image_size: tuple[int, int] | None = None, *,
-                    systematic_px: float) -> FocalEvidence | None:
+                    systematic_px: float, radial_k1: float = 0.0) -> FocalEvidence | None:
     """The observations' information on log f at the solution: the focal entry of the Schur
     complement (points eliminated) with the poses eliminated too, from the undamped weighted normal
     equations without the prior. With it the prior's pull is taken out again: at a MAP solution
@@ -346,7 +386,7 @@ def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float,
     if dof <= 0:
         return None
     noise = max(float((w * err ** 2).sum()) / dof, 1e-12)
-    Jc, Jp = _jacobians(R[view], RX, pc, z, K[0, 0], K[1, 1], True)
+    Jc, Jp = _jacobians(R[view], RX, pc, z, K[0, 0], K[1, 1], True, radial_k1, bool(lay.n_k))
     wJc = Jc * w[:, None, None]
     wJpT = (Jp * w[:, None, None]).transpose(0, 2, 1)
     U, gc = lay.camera_system(wJc, Jc, r)
@@ -361,10 +401,11 @@ def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float,
     pp_weight = noise / (PRINCIPAL_POINT_SIGMA * side) ** 2
     Ua[nC, nC] = Ua[nC + 1, nC + 1] = w.sum() + pp_weight
     ga = np.concatenate([gc, (w[:, None] * r).sum(0) + pp_weight * (K[:2, 2] - centre)])
-    per_view = [np.add.reduceat(wJc[:, k, :], lay.starts, axis=0) for k in (0, 1)]  # [Vseen, 7]
+    per_view = [np.add.reduceat(wJc[:, k, :], lay.starts, axis=0) for k in (0, 1)]  # [Vseen, 6 + n_s]
     for k in (0, 1):
         Ua[nC + k, lay.seen_cols] = per_view[k][lay.seen_free, :6]
-        Ua[nC + k, nC - 1] = per_view[k][:, 6].sum()
+        for s in range(lay.n_s):
+            Ua[nC + k, nC - lay.n_s + s] = per_view[k][:, 6 + s].sum()
     Ua[:nC, nC:] = Ua[nC:, :nC].T
     Vb = lay.per_point(wJpT @ Jp, 9).reshape(P, 3, 3)
     Wb = np.concatenate([lay.camera_point_blocks(wJpT @ Jc),
@@ -375,7 +416,7 @@ def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float,
     VW = np.einsum("pij,pjc->pic", Vinv, Wb).reshape(3 * P, A)
     S = Ua - Wb.reshape(3 * P, A).T @ VW
     S = 0.5 * (S + S.T)
-    f = nC - 1
+    f = nC - lay.n_s  # the focal's column (a refined radial coefficient's follows it)
     gp = lay.per_point((wJpT @ r[:, :, None])[:, :, 0], 3).ravel()
     S_map, g_map = S.copy(), ga - VW.T @ gp  # with the focal's prior: the step is from the MAP solution
     S_map[f, f] += prior_w
@@ -387,7 +428,11 @@ def _focal_evidence(lay: _Layout, R, RX, pc, z, r, err, K, loss_scale_px: float,
         return None
     lf_data = log_f + prior_w * (log_f - prior_mu) / info_fixed_pp
     assumed = noise + systematic_px ** 2 * 2.0 * float(w.sum())  # over the weighted coordinates
-    return FocalEvidence(lf_data, float(np.sqrt(assumed / info)), assumed, step, pp_sigma)
+    radial_sigma = None
+    if lay.n_k:
+        info_k = _marginal_information(S[:nC, :nC], nC - 1)
+        radial_sigma = float(np.sqrt(assumed / info_k)) if info_k > 0 else float("inf")
+    return FocalEvidence(lf_data, float(np.sqrt(assumed / info)), assumed, step, pp_sigma, radial_sigma)
 
 
 def _principal_point_step(S: np.ndarray, g: np.ndarray, noise: float) -> tuple[np.ndarray, np.ndarray]:
@@ -419,14 +464,15 @@ def _marginal_information(S: np.ndarray, k: int) -> float:
 
 def refine_points(rvecs: np.ndarray, tvecs: np.ndarray, points: np.ndarray, K: np.ndarray, obs_view: np.ndarray,
                   obs_point: np.ndarray, obs_uv: np.ndarray, loss_scale_px: float = 1.5, iterations: int = 10,
-                  rel_tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+                  rel_tol: float = 1e-6, radial_k1: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Points re-fitted to fixed cameras: ``points [P, 3]`` (world) moved to minimise the Huber
     reprojection cost of their observations in views ``rvecs/tvecs [V, 3]`` (world-to-camera) with
     ``K [3, 3]``; every point is independent, so each step solves one damped 3x3 system per point and
     keeps it only where that point's cost fell, until the total gains less than ``rel_tol``. For the
     points an adjustment held out: they must follow the cameras and focal it moved. Returns the
     points and each observation's reprojection error [O] (px) at them; points without observations
-    stay where they were."""
+    stay where they were. Through a lens (``radial_k1``) the steps take the pinhole's Jacobian, which
+    the cost check tolerates for a lens that bends by pixels."""
     R = Rotation.from_rotvec(rvecs).as_matrix()
     R_obs = R[obs_view]
     X = points.astype(np.float64).copy()
@@ -438,7 +484,7 @@ def refine_points(rvecs: np.ndarray, tvecs: np.ndarray, points: np.ndarray, K: n
         return np.bincount(obs_point, weights=values, minlength=P)
 
     def residuals(X):
-        uv, _, pc, z = _project(R, tvecs, X, K, obs_view, obs_point)
+        uv, _, pc, z = _project(R, tvecs, X, K, obs_view, obs_point, radial_k1)
         r = uv - obs_uv
         err = np.linalg.norm(r, axis=1)
         hub = np.where(err <= loss_scale_px, 0.5 * err ** 2, loss_scale_px * (err - 0.5 * loss_scale_px))

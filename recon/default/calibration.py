@@ -91,6 +91,9 @@ class WindowFocal:
     principal_applied: np.ndarray | None = None
     portrait: bool = False  # H > W: principal points combine only among windows of one orientation
     stated: bool = False  # not a window: the focal the input stated (``StreamFocal.state``)
+    # The lens its last adjustment tried (``recon.default.sfm.WindowSfm._lens_pass``: kept, radial_k1,
+    # its sigma, how far it bends the image corner in px); when kept, the focal above is read through it
+    lens: dict | None = None
 
     def plausible(self, config: StreamFocalConfig) -> bool:
         """Whether a rectilinear lens can have this focal length (a stated one is taken as stated)."""
@@ -177,18 +180,19 @@ class StreamFocal:
     # ---- what a window tells ----------------------------------------------------------
     def add(self, window: int, size: tuple[int, int], log_focal_px: float, sigma: float, noise_px2: float,
             principal: tuple[np.ndarray, np.ndarray] | None = None, principal_applied: np.ndarray | None = None,
-            principal_used_px: np.ndarray | None = None) -> bool:
+            principal_used_px: np.ndarray | None = None, lens: dict | None = None) -> bool:
         """Combine window ``window``'s evidence (log focal in px at ``size``, its sigma in log units,
         the reprojection noise it assumed; what its observations say about the principal point, ``[2]``
         px and sigma ``[2]`` px, the axes ``bool [2]`` it moved the principal point on, and where to,
-        ``[2]`` px); returns whether it is used. Ignored once the focal is fixed."""
+        ``[2]`` px; ``lens``, the window's lens record); returns whether it is used. Ignored once the focal
+        is fixed."""
         if not self.config.enabled or self.fixed or not np.isfinite(log_focal_px) or not np.isfinite(sigma):
             return False
         self._matches(size)
         W, H = size
         self.aspect, self.portrait = _aspect(size), H > W
         entry = WindowFocal(window, log_focal_px - float(np.log(max(W, H))),
-                            max(sigma, self.config.min_window_sigma), noise_px2, portrait=H > W)
+                            max(sigma, self.config.min_window_sigma), noise_px2, portrait=H > W, lens=lens)
         centre = np.array([(W - 1) / 2, (H - 1) / 2])
         if principal is not None:
             entry.principal_rel = (np.asarray(principal[0], np.float64) - centre) / max(W, H)
@@ -286,7 +290,8 @@ class StreamFocal:
                          # centre / longest side, sigma), and on which axes (x, y) it was moved there
                          "principal_offset_rel": None if w.principal_rel is None else w.principal_rel.tolist(),
                          "principal_sigma_rel": None if w.principal_sigma is None else w.principal_sigma.tolist(),
-                         "principal_applied": None if w.principal_applied is None else w.principal_applied.tolist()}
+                         "principal_applied": None if w.principal_applied is None else w.principal_applied.tolist(),
+                         "lens": w.lens}
                         for w in self.windows if not w.stated],
         }
         if stated is not None:  # the focal the input stated (EXIF), relative to the longest side

@@ -26,7 +26,7 @@ def _solve(problem: BundleProblem, base: BundleResult, log_f: float) -> BundleRe
     K = base.K.copy()
     K[0, 0] = K[1, 1] = float(np.exp(log_f))
     q = replace(problem, rvecs=base.rvecs, tvecs=base.tvecs, points=base.points, K=K, refine_focal=False,
-                focal_prior=None)
+                focal_prior=None, radial_k1=base.radial_k1)
     return bundle_adjust(q)
 
 
@@ -99,5 +99,6 @@ def profile_focal(problem: BundleProblem, start: BundleResult, sigma_hint: float
     base = evals[min(evals, key=lambda k: abs(k - best_lf))]
     K = base.K.copy()
     K[0, 0] = K[1, 1] = float(np.exp(best_lf))
-    res = bundle_adjust(replace(problem, rvecs=base.rvecs, tvecs=base.tvecs, points=base.points, K=K))
+    res = bundle_adjust(replace(problem, rvecs=base.rvecs, tvecs=base.tvecs, points=base.points, K=K,
+                                radial_k1=base.radial_k1))
     return res, res.focal_evidence

@@ -19,7 +19,7 @@ from recon.default.sparse_depth import SparseDepthConfig, fill_sparse_depth
 from recon.default.tracks import Tracks, build_tracks
 from recon.features import Features, PairMatches, detect_features, verified_matches
 from stream4d.contracts import Frame, SparseTracks, WindowPrediction
-from stream4d.geometry import centred_intrinsics, invert_se3, project_points, unproject_depth_maps
+from stream4d.geometry import centred_intrinsics, invert_se3, project_points, radial_distorted, unproject_depth_maps
 
 MIN_RANGE_POINTS = 10  # this many points or fewer in view give no depth range for its dense depth
 
@@ -65,11 +65,11 @@ def prior_intrinsics(width: int, height: int, focal_prior: float) -> np.ndarray:
 
 def sparse_tracks(tracks: Tracks, point_track: np.ndarray, points: np.ndarray, posed: list[int],
                   w2c: list[np.ndarray], K: np.ndarray, images: list[np.ndarray],
-                  max_reproj_px: float) -> SparseTracks:
+                  max_reproj_px: float, radial_k1: float = 0.0) -> SparseTracks:
     """The window's triangulated tracks as a contract: points [P, 3] in the window frame, and the
     observations of the posed views (``posed[k]`` is window view k) that reproject within
-    ``max_reproj_px`` with the final poses ``w2c`` and ``K``; points left with fewer than two
-    observations are dropped."""
+    ``max_reproj_px`` with the final poses ``w2c``, ``K`` and the lens ``radial_k1``; points left with
+    fewer than two observations are dropped."""
     slot = np.full(tracks.num_tracks, -1, np.int64)
     slot[point_track] = np.arange(len(point_track))
     vslot = np.full(max(int(tracks.view.max(initial=-1)), max(posed)) + 1, -1, np.int64)
@@ -80,11 +80,14 @@ def sparse_tracks(tracks: Tracks, point_track: np.ndarray, points: np.ndarray, p
     pc = np.einsum("nij,nj->ni", T[:, :3, :3], points[obs_point]) + T[:, :3, 3]
     with np.errstate(divide="ignore", invalid="ignore"):
         proj = pc @ K.T
-        err = np.linalg.norm(proj[:, :2] / proj[:, 2:3] - obs_xy, axis=1)
+        uv = proj[:, :2] / proj[:, 2:3]
+        if radial_k1:
+            uv = radial_distorted(uv, K, radial_k1)
+        err = np.linalg.norm(uv - obs_xy, axis=1)
     good = (pc[:, 2] > 0) & (err <= max_reproj_px)
     S = len(posed)
     full = SparseTracks(points.astype(np.float64), np.zeros((len(points), 3), np.uint8), obs_point[good],
-                        obs_view[good], obs_xy[good].astype(np.float64), np.repeat(K[None], S, axis=0))
+                        obs_view[good], obs_xy[good].astype(np.float64), np.repeat(K[None], S, axis=0), radial_k1)
     sparse = full.subset_views(np.arange(S))  # drops points seen fewer than twice
     if sparse.num_points:  # colour: the pixel of each point's first observation
         first = np.unique(sparse.obs_point, return_index=True)[1]
@@ -248,7 +251,8 @@ class DefaultWindowModel:
         """Tracks of ``matches`` and the window's structure grown on them."""
         tracks = build_tracks(feats, matches)
         window_sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm, focal_prior, refine_focal,
-                               frames[0].size, near_gap=self.cfg.match_neighbours)
+                               frames[0].size, near_gap=self.cfg.match_neighbours,
+                               focal_sigma_limit=self.cfg.stream_focal.max_prior_sigma)
         return tracks, window_sfm, window_sfm.run()
 
     def _straggler_pairs(self, frames: Sequence[Frame], feats: list[Features], scale: float,
@@ -313,7 +317,7 @@ class DefaultWindowModel:
                 focal = None
         if focal is not None and refine_focal:
             used = self._focal.add(window, (W, H), focal.log_focal, focal.sigma_log, focal.noise_px2,
-                                   principal, principal_applied, sfm.K[:2, 2])
+                                   principal, principal_applied, sfm.K[:2, 2], sfm.info.get("lens"))
             sfm.info["focal_evidence"] = {"focal_px": float(np.exp(focal.log_focal)), "sigma_rel": focal.sigma_log,
                                           "used": used}
         sfm.info["feature_scale"] = scale
@@ -349,7 +353,7 @@ class DefaultWindowModel:
             list(pool.map(fuse, range(len(plans))))
         depth, conf = upsample_depth(depth, conf, W, H)
         sparse = sparse_tracks(tracks, sfm.point_track, points, posed, w2c_list, K,
-                               [frames[v].image for v in posed], self.cfg.sfm.max_reproj_px)
+                               [frames[v].image for v in posed], self.cfg.sfm.max_reproj_px, sfm.radial_k1)
         from_tracks = fill_sparse_depth(depth, conf, sparse, w2c_list, self.cfg.sparse_depth)
         turned = np.isin(posed, sfm.info.get("rotation_only_views", []))  # a turn on the spot: no depth
         depth[turned], conf[turned] = 0.0, 0.0

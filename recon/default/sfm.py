@@ -95,6 +95,13 @@ class SfmConfig:
     # Errors common to a window's tracks (px per coordinate) that bound what it can know of the focal
     # length (bundle.FOCAL_SYSTEMATIC_PX); 0 trusts the reprojection noise alone.
     focal_systematic_px: float = FOCAL_SYSTEMATIC_PX
+    # A self-calibrating window is adjusted once more at the end with one radial coefficient free
+    # (bundle.BundleProblem.refine_radial), and takes that adjustment's poses, points and focal when its
+    # lens bends the image corner by at least ``lens_min_corner_px`` (0: never): a pinhole fitted to a
+    # barrel lens reads the focal length tens of percent off, differently in every window.
+    lens_min_corner_px: float = 1.5
+    lens_max_k1: float = 0.5  # a larger |k1| is not a lens this model describes (fisheyes): kept a pinhole
+    lens_min_sigmas: float = 5.0  # and |k1| must be this many of its sigmas (forward motion trades it with f)
 
 
 @dataclass
@@ -105,6 +112,7 @@ class SfmResult:
     point_track: np.ndarray  # int64 [P], track id of each point
     degenerate: bool = False  # no parallax: rotation-only poses, depth unusable
     info: dict = field(default_factory=dict)
+    radial_k1: float = 0.0  # the lens the poses and points were adjusted through (0: a pinhole)
 
 
 def _pose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -133,7 +141,8 @@ class WindowSfm:
     def __init__(self, tracks: Tracks, matches: list[PairMatches], num_views: int,
                  K: np.ndarray, known_K: bool, config: SfmConfig | None = None,
                  focal_prior: tuple[float, float] | None = None, refine_focal: bool | None = None,
-                 image_size: tuple[int, int] | None = None, near_gap: int | None = None):
+                 image_size: tuple[int, int] | None = None, near_gap: int | None = None,
+                 focal_sigma_limit: float | None = None):
         self.tracks = tracks
         self.matches = matches
         # Views at most this many apart make the near pairs, whose own best candidates for the initial
@@ -146,6 +155,9 @@ class WindowSfm:
         self.K = K.astype(np.float64).copy()
         self.known_K = known_K  # False: the parallax test leaves the focal length free
         self.refine_focal = not known_K if refine_focal is None else refine_focal  # in bundle adjustment
+        # A self-calibrated focal whose sigma is above this says nothing (the caller holds such a window's
+        # focal instead): the lens is not tried on it, since k1 only loosens it further. None: no limit.
+        self.focal_sigma_limit = focal_sigma_limit
         self.cfg = config or SfmConfig()
         self.w2c: dict[int, np.ndarray] = {}
         self.X = np.full((tracks.num_tracks, 3), np.nan)  # NaN until triangulated
@@ -161,6 +173,7 @@ class WindowSfm:
         # point: (estimate [2] px, sigma [2] px), or None; and the axes moved to it (principal_point_gate)
         self.principal_evidence: tuple[np.ndarray, np.ndarray] | None = None
         self.principal_applied = np.zeros(2, bool)
+        self.radial_k1 = 0.0  # the lens the final self-calibrating adjustment kept (_lens_pass; 0: a pinhole)
 
     # ---- two-view initialisation -------------------------------------------------
     def _track_pairs(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -273,12 +286,13 @@ class WindowSfm:
 
     def _snapshot(self) -> tuple:
         return (dict(self.w2c), self.X.copy(), self.K.copy(), dict(self.info), self.focal_evidence,
-                self.principal_evidence, self.principal_applied.copy())
+                self.principal_evidence, self.principal_applied.copy(), self.radial_k1)
 
     def _restore(self, state: tuple) -> None:
-        w2c, X, K, info, focal, principal, applied = state
+        w2c, X, K, info, focal, principal, applied, radial = state
         self.w2c, self.X, self.K, self.info = dict(w2c), X.copy(), K.copy(), dict(info)
         self.focal_evidence, self.principal_evidence, self.principal_applied = focal, principal, applied.copy()
+        self.radial_k1 = radial
 
     # ---- registration -----------------------------------------------------------
     def _accept_points(self, tid: np.ndarray, X: np.ndarray, ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
@@ -527,7 +541,9 @@ class WindowSfm:
         return int(ok.sum())
 
     # ---- bundle adjustment ------------------------------------------------------
-    def adjust(self, refine_focal: bool, fixed_view: int, max_iterations: int = 40) -> float:
+    def adjust(self, refine_focal: bool, fixed_view: int, max_iterations: int = 40, radial: bool = False) -> float:
+        """Adjust the registered views and triangulated points (the focal too when ``refine_focal``, a
+        radial coefficient too when ``radial``); returns the median reprojection error (px)."""
         views = np.array(sorted(self.w2c))
         vslot = np.full(self.num_views, -1)
         vslot[views] = np.arange(len(views))
@@ -554,6 +570,8 @@ class WindowSfm:
             focal_prior=self.focal_prior,
             image_size=self.image_size,
             focal_systematic_px=self.cfg.focal_systematic_px,
+            radial_k1=self.radial_k1,
+            refine_radial=radial,
         )
         if max_iterations > self.cfg.intermediate_ba_iterations:
             problem, rows = self._without_mismatches(problem, rows)
@@ -573,6 +591,7 @@ class WindowSfm:
             self.w2c[v] = _pose(Rn[k], res.tvecs[k])
         self.X[tri] = res.points
         self.K = res.K
+        self.radial_k1 = res.radial_k1
         # Forget points that stay far off after adjustment: they are mismatches.
         bad_rows = rows[res.residuals_px > self.cfg.max_reproj_px]
         bad_tracks = np.unique(self.tracks.track[bad_rows])
@@ -613,7 +632,8 @@ class WindowSfm:
         hslot[held] = np.arange(len(held))
         rows = np.nonzero((vslot[self.tracks.view] >= 0) & (hslot[self.tracks.track] >= 0))[0]
         obs_view, obs_point = vslot[self.tracks.view[rows]], hslot[self.tracks.track[rows]]
-        X, err = refine_points(res.rvecs, res.tvecs, self.X[held], res.K, obs_view, obs_point, self.tracks.uv[rows])
+        X, err = refine_points(res.rvecs, res.tvecs, self.X[held], res.K, obs_view, obs_point, self.tracks.uv[rows],
+                               radial_k1=res.radial_k1)
         self.X[held] = X
         R = Rotation.from_rotvec(res.rvecs).as_matrix()
         depth = np.einsum("oj,oj->o", R[obs_view][:, 2], X[obs_point]) + res.tvecs[obs_view, 2]
@@ -724,8 +744,52 @@ class WindowSfm:
                 break
         result, state = best
         self._restore(state)
+        result = self._lens_pass(result)
         result.info["init_attempts"] = self.info["init_attempts"] = attempt + 1
         return result
+
+    def _lens_pass(self, result: SfmResult) -> SfmResult:
+        """``result`` adjusted again with a radial coefficient free when the window self-calibrates, kept
+        when that lens bends the image corner by ``lens_min_corner_px`` or more (``info["lens"]`` says what
+        was found either way). Registration and triangulation stay pinhole: the lens enters once the
+        window's views are all in, so that only its poses, points, focal and focal evidence follow it."""
+        cfg = self.cfg
+        if not (self.refine_focal and cfg.lens_min_corner_px > 0 and len(self.w2c) >= 4):
+            return result
+        why = None
+        if self.info.get("rotation_only_views"):  # placed from a registered view, they would not follow it
+            why = "the window has rotation-only views"
+        elif self.focal_sigma_limit is not None and not (
+                self.focal_evidence is not None and self.focal_evidence.sigma_log <= self.focal_sigma_limit):
+            why = "the window does not determine its focal length"
+        if why is not None:
+            self.info["lens"] = result.info["lens"] = {"kept": False, "why": why}
+            return result
+        before = self._snapshot()
+        fixed = int(self.info.get("init_pair", [min(self.w2c)])[0])
+        pinhole = self.info.get("median_reproj_px")
+        median = self.adjust(refine_focal=True, fixed_view=fixed, radial=True)
+        f = float(self.K[0, 0])
+        size = np.asarray(self.image_size if self.image_size is not None else 2.0 * self.K[:2, 2] + 1.0, np.float64)
+        corner = float(np.hypot(*((size - 1.0) / 2.0))) / f  # normalised radius of the image corner
+        bend = abs(self.radial_k1) * corner ** 3 * f
+        kept = bool(np.isfinite(median) and bend >= cfg.lens_min_corner_px and abs(self.radial_k1) <= cfg.lens_max_k1)
+        ev = self.focal_evidence
+        sigma = ev.radial_sigma if ev is not None and ev.radial_sigma is not None else float("inf")
+        kept = kept and abs(self.radial_k1) >= cfg.lens_min_sigmas * sigma
+        lens = {"kept": bool(kept), "radial_k1": round(float(self.radial_k1), 6), "corner_px": round(float(bend), 3),
+                "radial_sigma": round(sigma, 6) if np.isfinite(sigma) else None,
+                "focal_px": round(f, 3), "median_reproj_px": round(float(median), 4),
+                "pinhole_median_reproj_px": None if pinhole is None else round(float(pinhole), 4)}
+        if not kept:
+            self._restore(before)
+            self.info["lens"] = result.info["lens"] = lens
+            return result
+        self.info["lens"] = lens
+        self.info["median_reproj_px"] = median
+        tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
+        self.info["num_points"] = int(len(tri))
+        return SfmResult(dict(self.w2c), self.K, self.X[tri], tri, False, self.info, float(self.radial_k1))
 
     def _grow(self, pair: tuple) -> SfmResult:
         """Structure from the initial ``pair``: register, triangulate and adjust until no view joins."""

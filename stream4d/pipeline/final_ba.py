@@ -18,7 +18,10 @@ Then the outputs follow the adjusted poses, as they follow a loop closure:
 - the lens: when the keyframes are one camera (fx = fy), a second adjustment from the first estimates
   one radial distortion coefficient too, kept when it bends the image corner by ``RADIAL_MIN_PX`` or
   more (``_with_lens``): trajectory.json and the exports then carry it, and tracked frames are solved
-  again on their observations undistorted through it. The dense outputs (depth/, splats, points) stay
+  again on their observations undistorted through it. Windows that self-calibrated through a lens
+  (``recon.default.sfm.SfmConfig.lens_min_corner_px``; ``sparse/*.npz`` ``radial_k1``) have their
+  observations checked through it, and the shared camera starts from the median of their coefficients
+  (a pinhole's 0 counted), held in the first adjustment. The dense outputs (depth/, splats, points) stay
   the windows' pinhole ones.
 
 Evidence the tracks cannot carry keeps a frame, the focal length or the whole adjustment out:
@@ -156,9 +159,10 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
                   loop_tracks=cross.matches, tracks_merged=cross.merged, loops_held=len(cross.held),
                   loop_matches={"merged": cross.merged, "extended": cross.extended, "two_view": cross.two_view,
                                 "shared": cross.shared})
+    lens_start = _shared_lens(scene) if refine else 0.0
     if refine:
         own = _mean_error(scene)
-        scene_shared = replace(scene, views=[replace(v, K=shared[v.index]) for v in scene.views])
+        scene_shared = replace(scene, views=[replace(v, K=shared[v.index], radial_k1=lens_start) for v in scene.views])
         start = _mean_error(scene_shared)
         if start > own + LOSS_SCALE_PX:
             focals = sorted({round(float(K[0, 0]), 1) for K in sparse.K.values()})
@@ -171,7 +175,7 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
     if tracked_observations > 0:
         scene = tracked_views(scene, frames, read_held_tracks(writer.out_dir, segment), scene_row,
                               tracked_observations, max_observations - len(scene.obs_point),
-                              scene.views[0].K if refine else None)
+                              scene.views[0].K if refine else None, lens_start)
     record["tracked_frames_held"] = len(scene.views) - keyframes
     record["tracked_observations_held"] = len(scene.obs_point) - observations
     try:
@@ -194,6 +198,8 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
         adjusted, record["lens"] = _with_lens(scene, adjusted, refine)
     else:
         record["lens"] = {"kept": False, "why": "the keyframes are not one pinhole camera with fx = fy"}
+    if lens_start:
+        record["lens"]["windows_k1"] = round(lens_start, 6)
     old = {v.index: v.c2w for v in scene.views}
     new = {v.index: adjusted.c2w[k] for k, v in enumerate(scene.views)}
     moves = frame_corrections(frames, old, new, frame_window, by_matches)
@@ -238,6 +244,13 @@ def final_bundle_adjustment(writer: OutputWriter, segment: int, frame_window: di
              len(scene.views), scene.num_points, adjusted.reprojection_before_px,
              adjusted.reprojection_after_px, record["seconds"])
     return record
+
+
+def _shared_lens(scene) -> float:
+    """The radial coefficient a shared camera starts from: the median of the keyframes' windows' own
+    (``recon`` windows that self-calibrated through a lens), 0 when most keyframes' windows found none."""
+    k1 = np.array([v.radial_k1 for v in scene.views], np.float64)
+    return float(np.median(k1)) if len(k1) else 0.0
 
 
 def _one_camera(scene) -> bool:
@@ -329,7 +342,8 @@ def _scene(frames: list[PosedFrame], sparse, segment: int, out_dir: Path):
     """The keyframes (posed by a window, with tracks; each with the K it was solved with) and the tracks they
     see, as an export scene."""
     keys = [f for f in frames if f.pose_kind in (POSE_POSED, POSE_ROTATION_ONLY) and f.index in sparse.K]
-    views = [ExportView.without_image(f, sparse.K[f.index]) for f in keys]
+    views = [replace(ExportView.without_image(f, sparse.K[f.index]), radial_k1=sparse.radial.get(f.index, 0.0))
+             for f in keys]
     for _ in range(3):  # leaving a view out can leave another with too few tracks
         if not views:
             return None, None

@@ -41,7 +41,8 @@ FRAMES_BETWEEN_KEYFRAMES = 3
 
 
 def tracked_views(scene: ExportScene, frames: list[PosedFrame], held: Iterable[dict[int, tuple]],
-                  scene_row: np.ndarray, per_frame: int, room: int, camera: np.ndarray | None = None) -> ExportScene:
+                  scene_row: np.ndarray, per_frame: int, room: int, camera: np.ndarray | None = None,
+                  radial_k1: float = 0.0) -> ExportScene:
     """``scene`` (the adjustment's keyframes and points) with the tracked frames of ``frames`` added as
     views. ``held``: per window, frame index -> (rows of the sparse points [n], pixels [n, 2], K [3, 3]), as
     ``resolve_tracked`` takes it; ``scene_row``: int64 [sparse points], each sparse point's row of
@@ -50,7 +51,8 @@ def tracked_views(scene: ExportScene, frames: list[PosedFrame], held: Iterable[d
     observations (a spread subset) that lie within ``GATE_PX`` of its pose, and only with
     ``MIN_OBSERVATIONS`` or more; all frames together add at most ``room`` observations (fewer each when
     that runs short, none below ``MIN_OBSERVATIONS``). ``camera``: the K every view shares (a focal-refining
-    adjustment), else each frame keeps the K its window tracked it with."""
+    adjustment), else each frame keeps the K its window tracked it with; ``radial_k1``: the lens every view
+    shares (the keyframes' start), through which a frame's observations are checked against its pose."""
     tracked = {f.index: f for f in frames if f.pose_kind == POSE_TRACKED}
     joining = []  # (frame, scene rows, pixels, K)
     for window in held:
@@ -62,7 +64,8 @@ def tracked_views(scene: ExportScene, frames: list[PosedFrame], held: Iterable[d
             there = rows >= 0
             K = np.asarray(K, np.float64)
             near = np.zeros(len(rows), bool)
-            near[there] = reprojection_px(f.c2w, K, scene.points[rows[there]], xy[there]) < GATE_PX
+            seen = radial_undistorted(xy[there], K, radial_k1) if radial_k1 else xy[there]
+            near[there] = reprojection_px(f.c2w, K, scene.points[rows[there]], seen) < GATE_PX
             if near.sum() >= MIN_OBSERVATIONS:
                 joining.append((f, rows[near], xy[near], K))
     joining = _spread_between_keyframes(joining, frames)
@@ -77,7 +80,7 @@ def tracked_views(scene: ExportScene, frames: list[PosedFrame], held: Iterable[d
         obs_view.append(np.full(len(pick), len(views), np.int64))
         obs_point.append(rows[pick])
         obs_xy.append(xy[pick])
-        views.append(ExportView.without_image(f, K if camera is None else camera))
+        views.append(replace(ExportView.without_image(f, K if camera is None else camera), radial_k1=radial_k1))
     return replace(scene, views=views, obs_view=np.concatenate(obs_view), obs_point=np.concatenate(obs_point),
                    obs_xy=np.concatenate(obs_xy))
 

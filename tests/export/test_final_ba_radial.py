@@ -30,12 +30,14 @@ def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def _lens_run(out: Path, k1: float, noise_px: float = 0.05, refine_focal: bool = True,
-              lens: bool = True, views: int = 10) -> list[np.ndarray]:
+              lens: bool = True, views: int = 10, window_k1: float = 0.0,
+              box: tuple[float, float] = (1.5, 1.0)) -> list[np.ndarray]:
     """One window of ``views`` keyframes on an arc around a box of points, its tracks seen through a lens of
-    radial coefficient ``k1`` and written with the pinhole K the window would have solved (the true one),
-    self-calibrated (``refine_focal``) or given. Returns the true poses."""
+    radial coefficient ``k1`` and written with the pinhole K the window would have solved (the true one)
+    and the lens it found (``window_k1``), self-calibrated (``refine_focal``) or given; the box's half
+    width and height are ``box``. Returns the true poses."""
     rng = np.random.default_rng(11)
-    points = rng.uniform([-1.5, -1.0, 4.0], [1.5, 1.0, 6.5], (400, 3))
+    points = rng.uniform([-box[0], -box[1], 4.0], [box[0], box[1], 6.5], (400, 3))
     truth, obs_point, obs_view, obs_xy = [], [], [], []
     for v in range(views):
         angle = np.deg2rad(-20 + 45.0 * v / views)
@@ -57,7 +59,7 @@ def _lens_run(out: Path, k1: float, noise_px: float = 0.05, refine_focal: bool =
             writer.write_frame_image(v, np.full((HEIGHT, WIDTH, 3), 20 * v, np.uint8), np.eye(3))
         tracks = SparseTracks(points + rng.normal(0.0, 0.01, points.shape), np.zeros((len(points), 3), np.uint8),
                               np.concatenate(obs_point), np.concatenate(obs_view), np.concatenate(obs_xy),
-                              np.repeat(K[None], len(truth), axis=0))
+                              np.repeat(K[None], len(truth), axis=0), window_k1)
         writer.write_sparse(0, 0, np.arange(len(truth)), tracks)
         record = final_bundle_adjustment(writer, 0, {v: 0 for v in range(len(truth))}, refine_focal=refine_focal,
                                          lens=lens)
@@ -122,6 +124,26 @@ def test_a_lens_that_bends_the_tracks_is_estimated_and_every_output_says_so(tmp_
     assert record["lens"]["corner_px"] < final_ba.RADIAL_MIN_PX
     assert read_radial(tmp_path / "pinhole") == {}
     assert "radial_k1" not in json.loads((tmp_path / "pinhole" / "trajectory.json").read_text())
+
+
+def test_the_adjustment_starts_from_the_lens_the_windows_found(tmp_path):
+    """A lens bending the image corner by 11 px: its tracks' outer observations are further off a pinhole
+    than the adjustment's 4 px gate. Windows that found the lens write it (``sparse/*.npz``
+    ``radial_k1``); their observations are then checked through it and all of them enter, and the shared
+    camera starts from it. Windows that did not lose the outer observations."""
+    pytest.importorskip("pycolmap")
+    from stream4d.outputs import read_sparse
+
+    k1 = -0.25
+    truth = _lens_run(tmp_path / "windows", k1, window_k1=k1, box=(3.0, 2.2))
+    assert read_sparse(tmp_path / "windows", 0).radial == {v: k1 for v in range(len(truth))}
+    record = json.loads((tmp_path / "windows" / "record.json").read_text())
+    assert record["applied"] and record["lens"]["kept"] and record["lens"]["windows_k1"] == k1, record
+    assert record["lens"]["radial_k1"] == pytest.approx(k1, abs=0.01)
+    _lens_run(tmp_path / "pinhole_windows", k1, box=(3.0, 2.2))
+    pinhole = json.loads((tmp_path / "pinhole_windows" / "record.json").read_text())
+    assert "windows_k1" not in pinhole["lens"]
+    assert pinhole["observations"] < 0.9 * record["observations"]
 
 
 def test_a_given_camera_keeps_its_focal_and_gets_the_lens_its_tracks_show(tmp_path):

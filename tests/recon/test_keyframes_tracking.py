@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 import cv2
@@ -10,8 +11,10 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from recon.keyframes import KeyframeConfig, ParallaxKeyframer
+from recon.live_tracking import MapTracker
 from recon.tracking import BetweenKeyframes, follow_points, interpolate_pose, triangulate_views
 from stream4d.contracts import POSE_INTERPOLATED, POSE_TRACKED, SparseTracks, WindowPrediction
+from stream4d.geometry import radial_distorted
 from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, render_view
 
 W, H = 256, 192
@@ -136,6 +139,45 @@ def test_a_tracked_frame_keeps_which_sparse_points_it_saw_and_where():
     assert tracked.point_ids.min() >= 0 and tracked.point_ids.max() < n
     where, _ = _project(X[tracked.point_ids], c2w[6], K)
     assert np.median(np.linalg.norm(where - tracked.point_xy, axis=1)) < 0.5
+
+
+def test_frames_seen_through_the_windows_lens_are_tracked_through_it():
+    """A window that adjusted a lens (``SparseTracks.radial_k1``) hands it on: the frames between its
+    keyframes are posed on their pixels undistorted through it, as its points were."""
+    k1 = -0.2  # a barrel lens: 9 px at the corner of a 256 px frame
+    c2w, K, views = _orbit_views(90, 20.0)
+    scene = make_scene("room", seed=0)
+    bent = {i: render_view(scene, c2w[i], K, W, H, radial_k1=k1).rgb for i in (0, 6, 12)}
+    grey = cv2.cvtColor(views[0].rgb, cv2.COLOR_RGB2GRAY)
+    xy = cv2.goodFeaturesToTrack(grey, 400, 0.01, 5)[:, 0].astype(np.float64)
+    u, v = np.round(xy).astype(np.int64).T
+    pred = _window(views, [0, 12])
+    X = pred.points[0][v, u].astype(np.float64)
+    seen_a = radial_distorted(_project(X, c2w[0], K)[0], K, k1)
+    seen_b = radial_distorted(_project(X, c2w[12], K)[0], K, k1)
+    pred.images = np.stack([bent[0], bent[12]])
+    n = len(X)
+    errors = {}
+    for lens in (k1, 0.0):
+        pred.sparse = SparseTracks(X, np.zeros((n, 3), np.uint8), np.r_[np.arange(n), np.arange(n)],
+                                   np.r_[np.zeros(n, np.int64), np.ones(n, np.int64)], np.r_[seen_a, seen_b],
+                                   np.repeat(K[None], 2, axis=0), lens)
+        tracked = BetweenKeyframes(pred, 0, 1).pose(bent[6], 6 / 30.0)
+        assert tracked.kind == POSE_TRACKED
+        errors[lens] = _errors(tracked.c2w, c2w[6])
+    baseline = np.linalg.norm(c2w[12, :3, 3] - c2w[0, :3, 3])
+    assert errors[k1][0] < 0.01 * baseline and errors[k1][0] < 0.5 * errors[0.0][0], errors
+    assert errors[k1][1] < 0.5 * errors[0.0][1], errors
+
+    # A live stream's tracker takes the lens with the window's map and poses the frames after it through it.
+    later = {i: render_view(scene, c2w[i], K, W, H, radial_k1=k1).rgb for i in range(14, 24, 3)}
+    live = {}
+    for lens in (k1, 0.0):
+        pred.sparse = replace(pred.sparse, radial_k1=lens)
+        tracker = MapTracker()
+        tracker.set_map(pred, 0)
+        live[lens] = max(_errors(tracker.track(image, np.eye(3), i).c2w, c2w[i])[0] for i, image in later.items())
+    assert live[k1] < 0.05 * baseline and live[k1] < 0.3 * live[0.0], live
 
 
 def _project(X: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
