@@ -208,6 +208,13 @@ def radial_distorted(xy: np.ndarray, K: np.ndarray, k1) -> np.ndarray:
     return c + f * n * (1.0 + np.asarray(k1, np.float64)[..., None] * (n * n).sum(axis=-1, keepdims=True))
 
 
+def radial_corner_shift_px(k1: float, focal: float, centre) -> float:
+    """How far (px) a lens of radial coefficient ``k1`` (``radial_distorted``) moves the image corner of a
+    camera of focal length ``focal`` (px) whose image centre is ``centre`` (x, y) px from its corner."""
+    corner = float(np.hypot(centre[0], centre[1])) / focal  # normalised radius of the image corner
+    return abs(float(k1)) * corner ** 3 * focal
+
+
 def radial_undistorted(xy: np.ndarray, K: np.ndarray, k1, iterations: int = 20) -> np.ndarray:
     """The inverse of ``radial_distorted``: where the pinhole camera ``K`` would see the pixels ``xy``
     [..., 2] that a lens with radial coefficient ``k1`` showed (fixed-point iteration; a coefficient

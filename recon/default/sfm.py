@@ -36,6 +36,7 @@ from recon.default.tracks import Tracks
 from recon.default.two_view import TwoViewConfig, essential_matrix
 from recon.features import PairMatches
 from stream4d.adjustment_budget import budgeted_points
+from stream4d.geometry import radial_corner_shift_px
 
 
 @dataclass
@@ -749,8 +750,9 @@ class WindowSfm:
         return result
 
     def _lens_pass(self, result: SfmResult) -> SfmResult:
-        """``result`` adjusted again with a radial coefficient free when the window self-calibrates, kept
-        when that lens bends the image corner by ``lens_min_corner_px`` or more (``info["lens"]`` says what
+        """``result`` adjusted again with a radial coefficient free when the window self-calibrates and
+        determines its focal, kept when that lens bends the image corner by ``lens_min_corner_px`` or more
+        and |k1| is at least ``lens_min_sigmas`` of its sigmas and at most ``lens_max_k1`` (``info["lens"]`` says what
         was found either way). Registration and triangulation stay pinhole: the lens enters once the
         window's views are all in, so that only its poses, points, focal and focal evidence follow it."""
         cfg = self.cfg
@@ -769,15 +771,14 @@ class WindowSfm:
         fixed = int(self.info.get("init_pair", [min(self.w2c)])[0])
         pinhole = self.info.get("median_reproj_px")
         median = self.adjust(refine_focal=True, fixed_view=fixed, radial=True)
-        f = float(self.K[0, 0])
+        f, k1 = float(self.K[0, 0]), float(self.radial_k1)
         size = np.asarray(self.image_size if self.image_size is not None else 2.0 * self.K[:2, 2] + 1.0, np.float64)
-        corner = float(np.hypot(*((size - 1.0) / 2.0))) / f  # normalised radius of the image corner
-        bend = abs(self.radial_k1) * corner ** 3 * f
-        kept = bool(np.isfinite(median) and bend >= cfg.lens_min_corner_px and abs(self.radial_k1) <= cfg.lens_max_k1)
+        bend = radial_corner_shift_px(k1, f, (size - 1.0) / 2.0)
         ev = self.focal_evidence
         sigma = ev.radial_sigma if ev is not None and ev.radial_sigma is not None else float("inf")
-        kept = kept and abs(self.radial_k1) >= cfg.lens_min_sigmas * sigma
-        lens = {"kept": bool(kept), "radial_k1": round(float(self.radial_k1), 6), "corner_px": round(float(bend), 3),
+        kept = bool(np.isfinite(median) and bend >= cfg.lens_min_corner_px
+                    and cfg.lens_min_sigmas * sigma <= abs(k1) <= cfg.lens_max_k1)
+        lens = {"kept": kept, "radial_k1": round(k1, 6), "corner_px": round(bend, 3),
                 "radial_sigma": round(sigma, 6) if np.isfinite(sigma) else None,
                 "focal_px": round(f, 3), "median_reproj_px": round(float(median), 4),
                 "pinhole_median_reproj_px": None if pinhole is None else round(float(pinhole), 4)}
@@ -785,11 +786,10 @@ class WindowSfm:
             self._restore(before)
             self.info["lens"] = result.info["lens"] = lens
             return result
-        self.info["lens"] = lens
-        self.info["median_reproj_px"] = median
+        self.info.update(lens=lens, median_reproj_px=median)
         tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
         self.info["num_points"] = int(len(tri))
-        return SfmResult(dict(self.w2c), self.K, self.X[tri], tri, False, self.info, float(self.radial_k1))
+        return SfmResult(dict(self.w2c), self.K, self.X[tri], tri, False, self.info, k1)
 
     def _grow(self, pair: tuple) -> SfmResult:
         """Structure from the initial ``pair``: register, triangulate and adjust until no view joins."""

@@ -67,7 +67,15 @@ import numpy as np
 from stream4d.adjustment_budget import budgeted_points
 from stream4d.contracts import POSE_INTERPOLATED, POSE_POSED, POSE_ROTATION_ONLY
 from stream4d.export.scene import ExportView, scene_from_tracks
-from stream4d.geometry import Sim3, quat_wxyz, rigid_motion, rotation_angle_deg, rotation_from_quat_wxyz, umeyama
+from stream4d.geometry import (
+    Sim3,
+    quat_wxyz,
+    radial_corner_shift_px,
+    rigid_motion,
+    rotation_angle_deg,
+    rotation_from_quat_wxyz,
+    umeyama,
+)
 from stream4d.outputs import OutputWriter, PosedFrame, read_held_tracks, read_sparse
 from stream4d.pipeline.cross_tracks import with_cross_tracks
 from stream4d.pipeline.resolve_tracked import OBSERVATIONS_IN_ADJUSTMENT, resolve_tracked, tracked_views
@@ -275,9 +283,7 @@ def _with_lens(scene, adjusted, refine_focal: bool):
         again = bundle_adjust(start, LOSS_SCALE_PX, refine_focal=refine_focal, refine_radial=True)
     except Exception as exc:  # noqa: BLE001 - the pinhole adjustment stands
         return adjusted, {"kept": False, "why": f"{type(exc).__name__}: {exc}"}
-    focal = K[0, 0] * again.focal_scale
-    corner = np.hypot(K[0, 2], K[1, 2]) / focal  # normalised distance of the image corner
-    bend = abs(again.radial_k1) * corner ** 3 * focal
+    bend = radial_corner_shift_px(again.radial_k1, K[0, 0] * again.focal_scale, K[:2, 2])
     kept = (bend >= RADIAL_MIN_PX and np.isfinite(again.c2w).all()
             and again.points_lost <= MAX_LOST_SHARE * scene.num_points
             and again.reprojection_after_px <= (1 + ROUND_OFF_SHARE) * adjusted.reprojection_after_px)
