@@ -379,7 +379,7 @@ class StreamAligner:
         # RANSAC sorts out the bad ones, and features are scarce enough already.
         usable = (depth[k] > 0) & (pred.depth_conf[k] > 0)
         return (pred.images[k], depth[k], usable, K[k], c2w[k], int(pred.frame_indices[k]),
-                self.config.reattach.max_features)
+                self.config.reattach.max_features, 0.0 if pred.sparse is None else float(pred.sparse.radial_k1))
 
     def _reattach(self, pred, depth, K, c2w, is_new, info: dict) -> tuple[Reattachment | None, float]:
         """While the current segment is detached: find it in an earlier world; on success it becomes

@@ -24,14 +24,14 @@ from align.config import ReattachConfig
 from align.pnp import depth_ratio, pnp_pose, pnp_sigma, pose_change
 from recon.features import Features, detect_features, verified_matches
 from stream4d.contracts import Reattachment
-from stream4d.geometry import Sim3, invert_se3, project_points, umeyama
+from stream4d.geometry import Sim3, invert_se3, project_points, radial_undistorted, umeyama
 from stream4d.geometry import similarity_from_poses as poses_similarity
 
 
 @dataclass
 class Keyframe:
     frame_index: int
-    features: Features  # keypoints in model pixels, only those with a trusted world point
+    features: Features  # keypoints in model pixels of the pinhole K (undistorted), only those with a trusted world point
     points: np.ndarray  # float64 [N, 3], world points of the keypoints (the segment's world)
     depth: np.ndarray  # float64 [N], camera z-depth of each point (sets the inlier tolerance)
     c2w: np.ndarray | None = None  # float64 [4, 4], the frame's pose in that world (for the reprojection check)
@@ -56,10 +56,12 @@ class LinkNoise:
 
 
 def lift_keyframe(image: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.ndarray, c2w: np.ndarray,
-                  frame_index: int, max_features: int,
+                  frame_index: int, max_features: int, radial_k1: float = 0.0, *,
                   anchors: tuple[np.ndarray, np.ndarray] | None = None, anchor_px: float = 1.0) -> Keyframe:
     """Features of ``image [H, W, 3]`` whose pixel has trusted ``depth [H, W]`` (``mask``), lifted to the
-    world with ``K [3, 3]`` and ``c2w [4, 4]``.
+    world with ``K [3, 3]`` and ``c2w [4, 4]``. A window seen through a lens (``radial_k1``,
+    ``SparseTracks.radial_k1``) has its keypoints undistorted: the keyframe's pixels are the pinhole
+    ``K``'s, so that PnP and reprojection checks on them hold at the image's edges too.
 
     ``anchors``: (pixels [M, 2], world points [M, 3]) of the window model's triangulated tracks seen in
     this frame; a keypoint within ``anchor_px`` of one takes that point (``Keyframe.precise``), which
@@ -85,6 +87,8 @@ def lift_keyframe(image: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
         z = np.where(anchored, z_anchor, z)
         keep |= anchored
     uv, z, anchored, anchor_world = uv[keep], z[keep], anchored[keep], anchor_world[keep]
+    if radial_k1:
+        uv = radial_undistorted(uv, K, radial_k1)
     rays = (np.column_stack([uv, np.ones(len(uv))]) @ np.linalg.inv(K).T) * z[:, None]
     world = rays @ c2w[:3, :3].T + c2w[:3, 3]
     world[anchored] = anchor_world[anchored]

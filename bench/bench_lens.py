@@ -35,7 +35,10 @@ from stream4d.synthetic import intrinsics_for, make_scene, make_trajectory, rend
 # path: (scene, trajectory, frames, fps, size, horizontal field of view, seed)
 PATHS = {"handheld": ("room", "handheld", 180, 30.0, (512, 384), 60.0, 5311),
          "forward": ("street", "forward", 200, 25.0, (640, 360), 70.0, 5313),
-         "dashcam": ("street", "forward", 200, 25.0, (640, 360), 90.0, 5315)}
+         "dashcam": ("street", "forward", 200, 25.0, (640, 360), 90.0, 5315),
+         # long enough for the stream's focal to be fixed and for loops (the orbit: 3.3 turns)
+         "orbit90": ("room", "orbit", 400, 30.0, (512, 384), 90.0, 5721),
+         "sideways90": ("street", "sideways", 400, 30.0, (512, 384), 90.0, 5722)}
 CLIPS = "handheld:0,handheld:0.03,handheld:-0.08,forward:0,forward:-0.05,dashcam:0,dashcam:-0.12"
 WINDOWS_PINHOLE = {"model": {"sfm": {"lens_min_corner_px": 0.0}}}
 VARIANTS = {"pinhole": {"final_ba_lens": False, **WINDOWS_PINHOLE}, "final": WINDOWS_PINHOLE, "windows": {}}

@@ -263,6 +263,20 @@ class StreamFocal:
                 sig[axis] = float(1 / np.sqrt(wts.sum()))
         self.principal_rel, self.principal_sigma = rel, sig
 
+    def lens_k1(self) -> float:
+        """The stream's radial coefficient (normalised, ``bundle.BundleProblem.radial_k1``): the
+        inverse-variance mean of the lenses the used windows kept, when at least half of the used windows
+        kept one; 0 (a pinhole) otherwise. A window solved with the stream's focal instead of its own
+        (fixed, or held) is adjusted through it (``recon.default.sfm.WindowSfm``): the stream's focal was
+        read through that lens, and a pinhole at that focal would bend the window's views."""
+        told = [w for w in self.windows if w.used and not w.stated]
+        lenses = [w.lens for w in told if w.lens and w.lens.get("kept") and w.lens.get("radial_sigma")]
+        if not lenses or 2 * len(lenses) < len(told):
+            return 0.0
+        k1 = np.array([lens["radial_k1"] for lens in lenses], np.float64)
+        weights = 1.0 / np.array([lens["radial_sigma"] for lens in lenses], np.float64) ** 2
+        return float((weights * k1).sum() / weights.sum())
+
     def report(self, size: tuple[int, int] | None = None) -> dict | None:
         """For run.json: the estimate (relative to the longest side, and in px at ``size``), its sigma,
         when it was fixed, and each window's evidence."""
@@ -280,6 +294,7 @@ class StreamFocal:
             "birge_ratio": self.birge,
             "fixed": self.fixed,
             "fixed_at_window": self.fixed_at,
+            "lens_k1": self.lens_k1(),  # the lens windows solved with the stream's focal adjust through
             "principal_point": "image centre" if np.isnan(self.principal_sigma).all() else "estimated",
             # offset of the principal point from the image centre, over the longest side (x, y)
             "principal_offset_rel": self.principal_rel.tolist(),

@@ -252,7 +252,8 @@ class DefaultWindowModel:
         tracks = build_tracks(feats, matches)
         window_sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm, focal_prior, refine_focal,
                                frames[0].size, near_gap=self.cfg.match_neighbours,
-                               focal_sigma_limit=self.cfg.stream_focal.max_prior_sigma)
+                               focal_sigma_limit=self.cfg.stream_focal.max_prior_sigma,
+                               stream_k1=0.0 if known_K or refine_focal else self._focal.lens_k1())
         return tracks, window_sfm, window_sfm.run()
 
     def _straggler_pairs(self, frames: Sequence[Frame], feats: list[Features], scale: float,

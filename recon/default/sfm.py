@@ -116,6 +116,10 @@ class SfmResult:
     radial_k1: float = 0.0  # the lens the poses and points were adjusted through (0: a pinhole)
 
 
+# Views placed by rotation from a registered view would not follow an adjustment through a lens.
+ROTATION_ONLY_WHY = "the window has rotation-only views"
+
+
 def _pose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     T = np.eye(4)
     T[:3, :3] = R
@@ -143,7 +147,7 @@ class WindowSfm:
                  K: np.ndarray, known_K: bool, config: SfmConfig | None = None,
                  focal_prior: tuple[float, float] | None = None, refine_focal: bool | None = None,
                  image_size: tuple[int, int] | None = None, near_gap: int | None = None,
-                 focal_sigma_limit: float | None = None):
+                 focal_sigma_limit: float | None = None, stream_k1: float = 0.0):
         self.tracks = tracks
         self.matches = matches
         # Views at most this many apart make the near pairs, whose own best candidates for the initial
@@ -159,6 +163,9 @@ class WindowSfm:
         # A self-calibrated focal whose sigma is above this says nothing (the caller holds such a window's
         # focal instead): the lens is not tried on it, since k1 only loosens it further. None: no limit.
         self.focal_sigma_limit = focal_sigma_limit
+        # The stream's lens (``recon.default.calibration.StreamFocal.lens_k1``): a window that does not refine
+        # its own focal (the stream's, fixed or held) is adjusted through it once its views are in.
+        self.stream_k1 = float(stream_k1)
         self.cfg = config or SfmConfig()
         self.w2c: dict[int, np.ndarray] = {}
         self.X = np.full((tracks.num_tracks, 3), np.nan)  # NaN until triangulated
@@ -756,11 +763,13 @@ class WindowSfm:
         was found either way). Registration and triangulation stay pinhole: the lens enters once the
         window's views are all in, so that only its poses, points, focal and focal evidence follow it."""
         cfg = self.cfg
+        if not self.refine_focal and self.stream_k1 and not self.known_K:
+            return self._stream_lens_pass(result)
         if not (self.refine_focal and cfg.lens_min_corner_px > 0 and len(self.w2c) >= 4):
             return result
         why = None
         if self.info.get("rotation_only_views"):  # placed from a registered view, they would not follow it
-            why = "the window has rotation-only views"
+            why = ROTATION_ONLY_WHY
         elif self.focal_sigma_limit is not None and not (
                 self.focal_evidence is not None and self.focal_evidence.sigma_log <= self.focal_sigma_limit):
             why = "the window does not determine its focal length"
@@ -782,14 +791,36 @@ class WindowSfm:
                 "radial_sigma": round(sigma, 6) if np.isfinite(sigma) else None,
                 "focal_px": round(f, 3), "median_reproj_px": round(float(median), 4),
                 "pinhole_median_reproj_px": None if pinhole is None else round(float(pinhole), 4)}
-        if not kept:
+        return self._settle_lens(result, lens, before, median)
+
+    def _stream_lens_pass(self, result: SfmResult) -> SfmResult:
+        """``result`` adjusted again through the stream's lens (``stream_k1``, held, as the focal is),
+        kept when that lowers the median reprojection error (a lens of another camera or zoom would not);
+        ``info["lens"]`` says which, with ``"stream": true``."""
+        lens = {"kept": False, "stream": True, "radial_k1": round(self.stream_k1, 6)}
+        if self.info.get("rotation_only_views"):
+            self.info["lens"] = result.info["lens"] = {**lens, "why": ROTATION_ONLY_WHY}
+            return result
+        before = self._snapshot()
+        pinhole = self.info.get("median_reproj_px")
+        self.radial_k1 = self.stream_k1
+        median = self.adjust(refine_focal=False, fixed_view=int(self.info.get("init_pair", [min(self.w2c)])[0]))
+        kept = bool(np.isfinite(median) and (pinhole is None or median < pinhole))
+        lens.update(kept=kept, median_reproj_px=round(float(median), 4),
+                    pinhole_median_reproj_px=None if pinhole is None else round(float(pinhole), 4))
+        return self._settle_lens(result, lens, before, median)
+
+    def _settle_lens(self, result: SfmResult, lens: dict, before: tuple, median: float) -> SfmResult:
+        """The window through the lens just adjusted when ``lens["kept"]``, else ``result`` as it was before
+        (``before``: the snapshot taken ahead of that adjustment); ``info["lens"]`` says which."""
+        if not lens["kept"]:
             self._restore(before)
             self.info["lens"] = result.info["lens"] = lens
             return result
         self.info.update(lens=lens, median_reproj_px=median)
         tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
         self.info["num_points"] = int(len(tri))
-        return SfmResult(dict(self.w2c), self.K, self.X[tri], tri, False, self.info, k1)
+        return SfmResult(dict(self.w2c), self.K, self.X[tri], tri, False, self.info, float(self.radial_k1))
 
     def _grow(self, pair: tuple) -> SfmResult:
         """Structure from the initial ``pair``: register, triangulate and adjust until no view joins."""

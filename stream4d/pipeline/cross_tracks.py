@@ -18,6 +18,10 @@ in front of both and reprojects within ``max_px``); then, by what its keypoints 
 - a track that sees both views already holds the match as it is.
 
 A pair set most of whose matches do not fit is left out whole: the poses disagree with it.
+
+The matches' keypoints are pinhole pixels (``align.reattach.lift_keyframe`` undistorts a lensed
+window's); they are tested as such, and enter the tracks as the views' observations are, through
+each view's lens (``ExportView.radial_k1``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+
+from stream4d.geometry import radial_distorted
 
 SNAP_PX = 0.5  # a keypoint this close to a track's observation in the same view is that observation
 
@@ -67,7 +73,8 @@ def with_cross_tracks(scene, point_window: np.ndarray, pairs, max_px: float, min
         if ok.sum() < max(min_matches, min_fit_share * len(ok)):
             continue
         out.held.add((int(lp.query_frame), int(lp.match_frame)))
-        at_a, at_b = tracks.point_at(a, uv_a), tracks.point_at(b, uv_b)
+        seen_at_a, seen_at_b = _as_observed(va, uv_a), _as_observed(vb, uv_b)
+        at_a, at_b = tracks.point_at(a, seen_at_a), tracks.point_at(b, seen_at_b)
         for i in np.flatnonzero(ok).tolist():
             pa = tracks.find(at_a[i]) if at_a[i] >= 0 else -1
             pb = tracks.find(at_b[i]) if at_b[i] >= 0 else -1
@@ -82,12 +89,12 @@ def with_cross_tracks(scene, point_window: np.ndarray, pairs, max_px: float, min
                     tracks.join(pa, pb)
                     out.merged += 1
             elif pa >= 0 or pb >= 0:
-                p, view, uv = (pa, vb, uv_b[i]) if pa >= 0 else (pb, va, uv_a[i])
+                p, view, uv, seen = (pa, vb, uv_b[i], seen_at_b[i]) if pa >= 0 else (pb, va, uv_a[i], seen_at_a[i])
                 if _reprojects(scene.points[p], view, uv, max_px):
-                    tracks.extend(p, b if pa >= 0 else a, uv)
+                    tracks.extend(p, b if pa >= 0 else a, seen)
                     out.extended += 1
             else:
-                tracks.add_point(scene.num_points + len(new_points), ((a, uv_a[i]), (b, uv_b[i])))
+                tracks.add_point(scene.num_points + len(new_points), ((a, seen_at_a[i]), (b, seen_at_b[i])))
                 new_points.append(X[i])
                 out.two_view += 1
     if out.merged or out.extended or out.two_view:
@@ -117,6 +124,11 @@ def _assemble(out: CrossTracks, scene, point_window, tracks: _Tracks, new_points
                         obs_view=obs_view, obs_xy=obs_xy)
     out.point_window = windows[used]
     out.row_of = renumber[roots[:num]]
+
+
+def _as_observed(view, uv: np.ndarray) -> np.ndarray:
+    """Pinhole pixels ``uv`` [N, 2] of ``view`` as its observations are: through its lens, if any."""
+    return radial_distorted(uv, view.K, view.radial_k1) if view.radial_k1 else uv
 
 
 def _reprojects(X: np.ndarray, view, uv: np.ndarray, max_px: float) -> bool:

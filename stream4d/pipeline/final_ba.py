@@ -381,15 +381,28 @@ def _with_relocated(scene, point_window, frames, relocated, K_of, loop_pairs):
 
 def _unheld_loops(closed: list[dict], held: set) -> list[dict]:
     """The loops of ``closed`` (run.json records) that nothing in the adjustment holds: not their own
-    matches (``held``: (query frame, match frame) pairs), nor a held loop from the same window into the
-    same or a neighbouring window of the match side (neighbours are tied by the frames they share)."""
+    matches (``held``: (query frame, match frame) pairs), nor a path of held loops from the query's
+    window to the match's window or a neighbour of it (neighbours are tied by the frames they share):
+    windows so joined are tied by tracks around that cycle, and cannot drift back apart."""
     def key(loop):
         return loop.get("query_frame"), loop.get("match_frame")
 
-    tied = {(loop.get("query_window"), loop.get("match_window")) for loop in closed if key(loop) in held}
-    return [loop for loop in closed if key(loop) not in held and not any(
-        q == loop.get("query_window") and m is not None and loop.get("match_window") is not None
-        and abs(m - loop["match_window"]) <= 1 for q, m in tied)]
+    group: dict = {}
+
+    def root(window):
+        while group.get(window, window) != window:
+            window = group[window]
+        return window
+
+    for loop in closed:
+        if key(loop) in held and None not in (loop.get("query_window"), loop.get("match_window")):
+            group[root(loop["query_window"])] = root(loop["match_window"])
+
+    def joined(loop) -> bool:
+        q, m = loop.get("query_window"), loop.get("match_window")
+        return q is not None and m is not None and any(m + d != q and root(q) == root(m + d) for d in (-1, 0, 1))
+
+    return [loop for loop in closed if key(loop) not in held and not joined(loop)]
 
 
 def _untied_windows(scene, point_window: np.ndarray | None) -> list[int]:

@@ -242,3 +242,30 @@ def test_a_bridge_off_the_window_before_the_gap_is_tied_to_it_by_its_link():
     assert ties == [(0, 1, "sequential", None), (1, 2, "link", (1e-3, 1e-2, 1e-3))]
     assert gmap.summary()["links"] == [{"window": 2, "linked_to": 1, "measured": True, "sigma_deg": 0.0573,
                                         "sigma_centre": 0.01, "sigma_log_scale": 0.001}]
+
+
+def test_a_keyframe_through_a_lens_is_lifted_where_the_lens_saw_it(orbit):
+    from stream4d.geometry import project_points, radial_distorted
+    from stream4d.synthetic import render_view
+
+    _, _, c2w, K = orbit
+    scene, _ = layered_room(5)
+    k1 = -0.2
+    views = [render_view(scene, c2w[i], K, W, H, index=i, radial_k1=k1) for i in (0, 1)]
+
+    def surface_share(kf) -> float:
+        """Share of the lifted points that the next view, through the lens, sees at their own depth (corners
+        at depth edges may miss it by a pixel)."""
+        uv, z = project_points(kf.points, K, c2w[1])
+        uv = radial_distorted(uv, K, k1)
+        inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1)
+        seen = views[1].depth[np.rint(uv[inside, 1]).astype(int), np.rint(uv[inside, 0]).astype(int)]
+        return float(np.mean(np.abs(seen / z[inside] - 1) < 0.01))
+
+    depth = views[0].depth
+    lensed = lift_keyframe(views[0].rgb, depth, depth > 0, K, c2w[0], 0, 1000, k1)
+    pinhole = lift_keyframe(views[0].rgb, depth, depth > 0, K, c2w[0], 0, 1000)
+    assert len(lensed.points) > 100
+    # The keyframe's keypoints are the pinhole K's: its points project onto them without the lens.
+    np.testing.assert_allclose(project_points(lensed.points, K, c2w[0])[0], lensed.features.keypoints, atol=1e-3)
+    assert surface_share(lensed) > 0.7 and surface_share(pinhole) < surface_share(lensed) - 0.3

@@ -1,11 +1,13 @@
 """Loop and link matches entered into the final adjustment's scene: tracks merged, extended or added."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from align.globalmap import LoopPairs
 from stream4d.export.scene import ExportScene, ExportView
+from stream4d.geometry import radial_distorted
 from stream4d.pipeline.cross_tracks import with_cross_tracks
 
 K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
@@ -22,10 +24,11 @@ def _pixel(view: ExportView, X: np.ndarray) -> np.ndarray:
     return (K @ pc)[:2] / pc[2]
 
 
-def _scene(points: np.ndarray, tracks: list[tuple[int, tuple[int, ...]]]) -> ExportScene:
-    """Tracks as (row of ``points``, views seeing it), observed exactly."""
-    views = [_view(k) for k in range(4)]
-    obs = [(row, v, _pixel(views[v], points[p])) for row, (p, seen) in enumerate(tracks) for v in seen]
+def _scene(points: np.ndarray, tracks: list[tuple[int, tuple[int, ...]]], radial_k1: float = 0.0) -> ExportScene:
+    """Tracks as (row of ``points``, views seeing it), observed exactly (through a lens ``radial_k1``)."""
+    views = [replace(_view(k), radial_k1=radial_k1) for k in range(4)]
+    obs = [(row, v, radial_distorted(_pixel(views[v], points[p]), K, radial_k1))
+           for row, (p, seen) in enumerate(tracks) for v in seen]
     return ExportScene(views, points[[p for p, _ in tracks]], np.zeros((len(tracks), 3), np.uint8),
                        np.array([o[0] for o in obs]), np.array([o[1] for o in obs]),
                        np.array([o[2] for o in obs]), 0, Path())
@@ -59,6 +62,19 @@ def test_matches_merge_extend_or_add_tracks_by_what_their_keypoints_are():
     # Entered twice, the same matches change nothing: one track holds each already.
     again = with_cross_tracks(merged, out.point_window, [link], 3.0, 6, 0.5)
     assert again.shared == 30 and again.scene is merged
+
+
+def test_matches_of_views_through_a_lens_are_pinhole_pixels_and_enter_as_the_lens_shows_them():
+    rng = np.random.default_rng(2)
+    X = rng.uniform([-1, -1, 4], [2, 1, 6], (40, 3))
+    tracks = [(p, (0, 1)) for p in range(20)] + [(p, (2, 3)) for p in range(10)]
+    scene = _scene(X, tracks, radial_k1=-0.15)
+    pinhole = np.array([_pixel(scene.views[0], x) for x in X])
+    assert np.abs(radial_distorted(pinhole, K, -0.15) - pinhole).max() > 5  # the lens moves them by pixels
+    link = _match(scene, 2, 1, X[:30])  # keyframes' keypoints: undistorted (align.reattach.lift_keyframe)
+    out = with_cross_tracks(scene, np.array([0] * 20 + [1] * 10), [link], 3.0, 6, 0.5)
+    assert (out.merged, out.extended, out.two_view, out.shared) == (10, 10, 10, 0)
+    assert out.scene.reprojection_errors().max() < 1e-3  # the added observations are where the lens shows them
 
 
 def test_tracks_that_are_not_one_point_are_not_merged_and_matches_that_do_not_fit_stay_out():

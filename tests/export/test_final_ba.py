@@ -616,6 +616,21 @@ def test_a_world_held_together_by_loop_closures_is_adjusted_only_with_the_loops_
         assert np.linalg.norm(a[:3, 3] - t[:3, 3]) < 0.03
 
 
+def test_a_loop_is_held_by_a_path_of_held_loops_between_its_windows():
+    from stream4d.pipeline.final_ba import _unheld_loops
+
+    def loop(q, m, frame):
+        return {"query_window": q, "match_window": m, "query_frame": frame, "match_frame": 0, "moved": True}
+
+    held = [loop(17, 0, 1), loop(9, 0, 2), loop(30, 20, 3)]  # 17 and 9 both meet window 0
+    across = loop(17, 9, 4)  # its own matches did not fit: the cycle 17 -> 0 <- 9 holds it
+    beside = loop(17, 10, 5)  # as does it a neighbour of window 9's (they share frames)
+    alone = loop(30, 9, 6)  # 30 is tied to 20 only: nothing holds it to 9
+    unheld = _unheld_loops(held + [across, beside, alone], {(1, 0), (2, 0), (3, 0)})
+    assert unheld == [alone]
+    assert _unheld_loops([loop(1, 0, 7)], set()) == [loop(1, 0, 7)]  # a window is not a path to itself
+
+
 def test_a_run_over_the_adjustments_budget_holds_its_longest_tracks(tmp_path):
     """The demo clip's adjustment holds about 46000 observations. With a budget of 20000 it holds each
     keyframe's longest tracks and then the longest overall; the points left out follow their window,

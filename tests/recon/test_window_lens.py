@@ -15,6 +15,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from recon.default.bundle import BundleProblem, _jacobians, _project, bundle_adjust, project
+from recon.default.calibration import StreamFocal, StreamFocalConfig
 from recon.default.model import DefaultModelConfig, DefaultWindowModel
 from recon.default.sfm import SfmConfig
 from stream4d.contracts import Frame
@@ -140,3 +141,43 @@ def test_a_pinhole_window_keeps_no_lens(true_focal):
     lens = model.intrinsics_report()["windows"][0]["lens"]
     assert lens is not None and not lens["kept"], lens
     assert pred.sparse.radial_k1 == 0.0
+
+
+def _fixing_model(**sfm) -> DefaultWindowModel:
+    """A model whose stream focal is fixed by its first self-calibrated window."""
+    config = DefaultModelConfig(sfm=SfmConfig(**sfm), stream_focal=StreamFocalConfig(min_windows=1, fix_sigma=0.05))
+    model = DefaultWindowModel(config)
+    model.reset()
+    return model
+
+
+def test_a_window_solved_with_the_streams_fixed_focal_adjusts_through_the_streams_lens():
+    frames = _orbit(-0.15, n=22)
+    model = _fixing_model()
+    model.predict(frames[:12])
+    report = model.intrinsics_report()
+    assert report["fixed"] and report["windows"][0]["lens"]["kept"], report
+    assert report["lens_k1"] == pytest.approx(report["windows"][0]["lens"]["radial_k1"])
+    second = model.predict(frames[10:])
+    lens = second.info["lens"]
+    assert lens["stream"] and lens["kept"], lens
+    assert second.sparse.radial_k1 == pytest.approx(report["lens_k1"])
+    assert lens["median_reproj_px"] < lens["pinhole_median_reproj_px"]
+
+    pinhole = _fixing_model()
+    pinhole.predict([replace(f, image=g.image) for f, g in zip(frames[:12], _orbit(0.0, n=12))])
+    assert pinhole.intrinsics_report()["lens_k1"] == 0.0  # no lens kept: the next windows stay pinholes
+
+
+def test_the_streams_lens_needs_half_of_the_windows():
+    focal = StreamFocal(StreamFocalConfig())
+    lens = {"kept": True, "radial_k1": -0.1, "radial_sigma": 0.01}
+    focal.add(0, (640, 480), np.log(500.0), 0.05, 0.1, lens=lens)
+    assert focal.lens_k1() == pytest.approx(-0.1)
+    focal.add(1, (640, 480), np.log(505.0), 0.05, 0.1, lens={**lens, "radial_k1": -0.13, "radial_sigma": 0.02})
+    assert focal.lens_k1() == pytest.approx((-0.1 / 0.01 ** 2 - 0.13 / 0.02 ** 2) / (1 / 0.01 ** 2 + 1 / 0.02 ** 2))
+    focal.add(2, (640, 480), np.log(502.0), 0.05, 0.1, lens={"kept": False, "radial_k1": 0.001})
+    focal.add(3, (640, 480), np.log(501.0), 0.05, 0.1)
+    assert focal.lens_k1() != 0.0  # two of four
+    focal.add(4, (640, 480), np.log(503.0), 0.05, 0.1)
+    assert focal.lens_k1() == 0.0  # two of five: most windows are pinholes
