@@ -87,8 +87,7 @@ def lift_keyframe(image: np.ndarray, depth: np.ndarray, mask: np.ndarray, K: np.
         z = np.where(anchored, z_anchor, z)
         keep |= anchored
     uv, z, anchored, anchor_world = uv[keep], z[keep], anchored[keep], anchor_world[keep]
-    if radial_k1:
-        uv = radial_undistorted(uv, K, radial_k1)
+    uv = radial_undistorted(uv, K, radial_k1)
     rays = (np.column_stack([uv, np.ones(len(uv))]) @ np.linalg.inv(K).T) * z[:, None]
     world = rays @ c2w[:3, :3].T + c2w[:3, 3]
     world[anchored] = anchor_world[anchored]

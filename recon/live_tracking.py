@@ -360,7 +360,7 @@ class MapTracker:
             start = self._neighbour_flow(cand, K, uv, X) if cfg.predict_motion else None
             nxt, ok = follow_points(cand.grey, grey, cand.xy, cfg.fb_error_px, cfg.lk_window, start)
             xy0, xy = cand.xy0[ok], nxt[ok]
-            rays0, rays = (radial_undistorted(p, K, self._lens) for p in (xy0, xy)) if self._lens else (xy0, xy)
+            rays0, rays = (radial_undistorted(p, K, self._lens) for p in (xy0, xy))
             Xn, good = triangulate_views(K, cand.c2w0, c2w, rays0, rays, cfg.reprojection_px, cfg.extend_angle_deg)
             if good.any():
                 uv, X = np.concatenate([uv, xy[good]]), np.concatenate([X, Xn[good]])
@@ -449,15 +449,14 @@ class MapTracker:
         start = None
         if predicted:
             uv0, seen = project_points(guess, K, X)
-            if self._lens:
-                uv0 = radial_distorted(uv0, K, self._lens)
+            uv0 = radial_distorted(uv0, K, self._lens)
             H, W = grey.shape
             seen &= (uv0[:, 0] >= 0) & (uv0[:, 0] < W) & (uv0[:, 1] >= 0) & (uv0[:, 1] < H)
             start = np.where(seen[:, None], uv0, xy)
         uv, ok = follow_points(grey0, grey, xy, self.config.fb_error_px if checked else None,
                                self.config.lk_window, start)
         uv, X = uv[ok], X[ok]
-        pinhole = radial_undistorted(uv, K, self._lens) if self._lens else uv
+        pinhole = radial_undistorted(uv, K, self._lens)
         solved = solve_pnp(X, pinhole, K, guess, self._cfg, self.config.ransac_iterations)
         if solved is None:
             return None

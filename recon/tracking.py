@@ -105,7 +105,7 @@ class BetweenKeyframes:
         followed = [self._follow(k, grey) for k in (self.a, self.b)]
         uv, X, ids = (np.concatenate(parts) for parts in zip(*followed))
         K, k1 = pred.K[self.a], lens_of(pred)
-        solved = solve_pnp(X, radial_undistorted(uv, K, k1) if k1 else uv, K, guess, cfg)
+        solved = solve_pnp(X, radial_undistorted(uv, K, k1), K, guess, cfg)
         if solved is None:
             return None
         c2w, inl = solved
@@ -135,9 +135,7 @@ def anchor_points_with_ids(pred: WindowPrediction, k: int, grey: np.ndarray,
         rows = np.nonzero(sp.obs_view == k)[0]
         # Only points the keyframe's own pose reprojects where they were seen: the rest would
         # pull the PnP away from the window's poses.
-        seen = sp.obs_xy[rows]
-        if sp.radial_k1:
-            seen = radial_undistorted(seen, pred.K[k], sp.radial_k1)
+        seen = radial_undistorted(sp.obs_xy[rows], pred.K[k], sp.radial_k1)
         rows = rows[reprojection_px(pred.c2w[k], pred.K[k], sp.points[sp.obs_point[rows]], seen)
                     < cfg.anchor_reprojection_px]
         if len(rows) >= cfg.min_inliers:

@@ -202,10 +202,17 @@ def _focal_centre(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def radial_distorted(xy: np.ndarray, K: np.ndarray, k1) -> np.ndarray:
     """Pixels ``xy`` [..., 2] of a pinhole camera ``K`` ([3, 3], or [..., 3, 3] one per pixel) as a lens
     with one radial coefficient ``k1`` (a number, or [...]) shows them: normalised coordinates n go to
-    n (1 + k1 |n|^2) (COLMAP's SIMPLE_RADIAL, OpenCV's k1)."""
+    n (1 + k1 |n|^2) (COLMAP's SIMPLE_RADIAL, OpenCV's k1). No lens (every k1 0): ``xy`` as given."""
+    if _pinhole(k1):
+        return xy
     f, c = _focal_centre(K)
     n = (np.asarray(xy, np.float64) - c) / f
     return c + f * n * (1.0 + np.asarray(k1, np.float64)[..., None] * (n * n).sum(axis=-1, keepdims=True))
+
+
+def _pinhole(k1) -> bool:
+    """Whether the radial coefficient(s) ``k1`` describe no lens at all."""
+    return not np.any(np.asarray(k1))
 
 
 def radial_corner_shift_px(k1: float, focal: float, centre) -> float:
@@ -218,7 +225,9 @@ def radial_corner_shift_px(k1: float, focal: float, centre) -> float:
 def radial_undistorted(xy: np.ndarray, K: np.ndarray, k1, iterations: int = 20) -> np.ndarray:
     """The inverse of ``radial_distorted``: where the pinhole camera ``K`` would see the pixels ``xy``
     [..., 2] that a lens with radial coefficient ``k1`` showed (fixed-point iteration; a coefficient
-    of a few hundredths converges in a few steps)."""
+    of a few hundredths converges in a few steps). No lens (every k1 0): ``xy`` as given."""
+    if _pinhole(k1):
+        return xy
     f, c = _focal_centre(K)
     seen = (np.asarray(xy, np.float64) - c) / f
     k1 = np.asarray(k1, np.float64)[..., None]

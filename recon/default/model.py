@@ -81,8 +81,7 @@ def sparse_tracks(tracks: Tracks, point_track: np.ndarray, points: np.ndarray, p
     with np.errstate(divide="ignore", invalid="ignore"):
         proj = pc @ K.T
         uv = proj[:, :2] / proj[:, 2:3]
-        if radial_k1:
-            uv = radial_distorted(uv, K, radial_k1)
+        uv = radial_distorted(uv, K, radial_k1)
         err = np.linalg.norm(uv - obs_xy, axis=1)
     good = (pc[:, 2] > 0) & (err <= max_reproj_px)
     S = len(posed)

@@ -98,8 +98,7 @@ def _reprojection_errors(views, points, obs_point, obs_view, obs_xy) -> tuple[np
     with np.errstate(divide="ignore", invalid="ignore"):
         uv = proj[:, :2] / proj[:, 2:3]
     k1 = np.array([v.radial_k1 for v in views], np.float64)[obs_view]
-    if k1.any():
-        uv = radial_distorted(uv, K, k1)
+    uv = radial_distorted(uv, K, k1)
     err = np.linalg.norm(uv - obs_xy, axis=1)
     err[~(pc[:, 2] > 0)] = np.inf
     return err, pc[:, 2]

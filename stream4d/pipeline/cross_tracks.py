@@ -128,7 +128,7 @@ def _assemble(out: CrossTracks, scene, point_window, tracks: _Tracks, new_points
 
 def _as_observed(view, uv: np.ndarray) -> np.ndarray:
     """Pinhole pixels ``uv`` [N, 2] of ``view`` as its observations are: through its lens, if any."""
-    return radial_distorted(uv, view.K, view.radial_k1) if view.radial_k1 else uv
+    return radial_distorted(uv, view.K, view.radial_k1)
 
 
 def _reprojects(X: np.ndarray, view, uv: np.ndarray, max_px: float) -> bool:

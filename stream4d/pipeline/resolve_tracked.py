@@ -64,7 +64,7 @@ def tracked_views(scene: ExportScene, frames: list[PosedFrame], held: Iterable[d
             there = rows >= 0
             K = np.asarray(K, np.float64)
             near = np.zeros(len(rows), bool)
-            seen = radial_undistorted(xy[there], K, radial_k1) if radial_k1 else xy[there]
+            seen = radial_undistorted(xy[there], K, radial_k1)
             near[there] = reprojection_px(f.c2w, K, scene.points[rows[there]], seen) < GATE_PX
             if near.sum() >= MIN_OBSERVATIONS:
                 joining.append((f, rows[near], xy[near], K))
@@ -122,8 +122,7 @@ def resolve_tracked(frames: list[PosedFrame], moves: dict[int, Sim3], held: Iter
             if focal_px:
                 K[0, 0] = K[1, 1] = focal_px
             neighbours = [moves[k.index].apply_c2w(k.c2w)[:3, 3] for k in (keys[j - 1], keys[j])]
-            if radial_k1:
-                xy = radial_undistorted(xy, K, radial_k1)
+            xy = radial_undistorted(xy, K, radial_k1)
             c2w = _solved(moves[index].apply_c2w(f.c2w), K, points[rows], xy, neighbours)
             if c2w is not None:
                 out[index] = rigid_motion(c2w, f.c2w)

@@ -112,7 +112,7 @@ def render_view(scene: Scene, c2w, K, width: int, height: int, time: float = 0.0
     uv = pixel_grid(width, height)[..., :2].reshape(-1, 2)  # [H*W, 2]
 
     def rays(pixels: np.ndarray) -> np.ndarray:
-        return _world_rays(K, c2w, radial_undistorted(pixels, K, radial_k1) if radial_k1 else pixels)
+        return _world_rays(K, c2w, radial_undistorted(pixels, K, radial_k1))
 
     dirs = rays(uv)
     hits = scene.intersect(origin, dirs, time)
