@@ -14,6 +14,7 @@ import numpy as np
 
 from recon.default.calibration import StreamFocal, StreamFocalConfig
 from recon.default.dense import DenseConfig, FlowCache, choose_neighbours, dense_depth, dense_inputs, upsample_depth
+from recon.default.far_pairs import FarPairCheck, checked_far_pairs, rotation_split_deg
 from recon.default.sfm import SfmConfig, SfmResult, WindowSfm
 from recon.default.sparse_depth import SparseDepthConfig, fill_sparse_depth
 from recon.default.tracks import Tracks, build_tracks
@@ -41,6 +42,13 @@ class DefaultModelConfig:
     # with ``far_min_inliers`` verified matches or more (see DefaultWindowModel._structure)
     far_neighbours: int = 8
     far_min_inliers: int = 80
+    # A window whose far pairs turn its views more than ``far_split_deg`` from where its near pairs alone
+    # put them is grown again with only the far matches the near structure agrees with (within
+    # ``far_agree_px``), from the far pairs where half of the matches do (recon/default/far_pairs.py:
+    # repeated textures fit a far pair's fundamental matrix)
+    check_far_pairs: bool = True
+    far_split_deg: float = 2.0
+    far_agree_px: float = 5.0
     # A view the window's structure leaves unregistered is also matched with every view beyond
     # ``far_neighbours`` (such pairs kept from ``far_min_inliers`` too), and the structure is grown again
     # when one verifies: photos of a walk that comes back meet their first views further along the
@@ -221,11 +229,19 @@ class DefaultWindowModel:
         # a drive seen again) and add observations to the adjustment; between them, a pair verified on
         # a handful of matches is as often a repeated facade as the same surface, so far pairs must be
         # strong ones.
-        matches = [m for m in found if m.j - m.i <= near or len(m.idx_i) >= self.cfg.far_min_inliers]
+        near_pairs = [m for m in found if m.j - m.i <= near]
+        far = [m for m in found if m.j - m.i > near and len(m.idx_i) >= self.cfg.far_min_inliers]
         t1 = time.perf_counter()
         timings["features_matches"] = timings.get("features_matches", 0.0) + t1 - t0
-        far_weak = len(found) - len(matches)
+        far_weak = len(found) - len(near_pairs) - len(far)
+        matches = near_pairs + far
         tracks, window_sfm, sfm = self._grown(frames, feats, matches, K, known_K, focal_prior, refine_focal)
+        far_check = None
+        if far and sfm is not None and self.cfg.check_far_pairs:
+            far_check, regrown = self._checked_far(frames, feats, near_pairs, far, sfm, K, known_K, focal_prior,
+                                                   refine_focal)
+            if regrown is not None:
+                matches, (tracks, window_sfm, sfm) = regrown
         timings["sfm"] = timings.get("sfm", 0.0) + time.perf_counter() - t1
         stragglers = self._straggler_pairs(frames, feats, scale, sfm)
         if stragglers:
@@ -237,13 +253,29 @@ class DefaultWindowModel:
                 tracks, window_sfm, sfm = grown
                 sfm.info["far_pairs_for_stragglers"] = len(stragglers)
         pairs_used = {"near": sum(m.j - m.i <= near for m in matches), "far": sum(m.j - m.i > near for m in matches),
-                      "far_weak": far_weak}
+                      "far_weak": far_weak, "far_check": far_check.as_info() if far_check is not None else None}
         window_sfm.info["pairs"] = pairs_used  # a window without parallax reports it too
         if sfm is not None:
             sfm.info["pairs"] = pairs_used
         window_sfm.info["focal_evidence"] = window_sfm.focal_evidence
         window_sfm.info["principal_point"] = (window_sfm.principal_evidence, window_sfm.principal_applied)
         return sfm, feats, matches, tracks, window_sfm.info
+
+    def _checked_far(self, frames: Sequence[Frame], feats: list[Features], near_pairs: list[PairMatches],
+                     far: list[PairMatches], sfm: SfmResult, K: np.ndarray, known_K: bool, focal_prior, refine_focal):
+        """Whether the structure ``sfm`` grown with the far pairs ``far`` turns its views apart from the one
+        ``near_pairs`` grow alone, and if so the window grown again on the far matches that structure
+        agrees with (recon/default/far_pairs.py): ``(report or None, None or (matches, _grown's result))``."""
+        near_tracks, _, near_sfm = self._grown(frames, feats, near_pairs, K, known_K, focal_prior, refine_focal)
+        if near_sfm is None:
+            return None, None
+        split = rotation_split_deg(sfm, near_sfm)
+        if split <= self.cfg.far_split_deg:
+            return FarPairCheck(split_deg=split), None
+        kept, report = checked_far_pairs(far, feats, near_tracks, near_sfm, self.cfg.far_agree_px)
+        report.split_deg = split
+        matches = near_pairs + kept
+        return report, (matches, self._grown(frames, feats, matches, K, known_K, focal_prior, refine_focal))
 
     def _grown(self, frames: Sequence[Frame], feats: list[Features], matches: list[PairMatches], K: np.ndarray,
                known_K: bool, focal_prior, refine_focal) -> tuple[Tracks, WindowSfm, SfmResult | None]:

@@ -32,6 +32,13 @@ def _skew(t: np.ndarray) -> np.ndarray:
     return np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]])
 
 
+def fundamental_of(K: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The fundamental matrix [3, 3] of two views of one camera ``K`` whose motion takes view a's
+    coordinates to view b's as x_b = R x_a + t."""
+    Kinv = np.linalg.inv(K)
+    return Kinv.T @ _skew(t) @ R @ Kinv
+
+
 def sampson_px(F: np.ndarray, ua: np.ndarray, ub: np.ndarray) -> np.ndarray:
     """First-order distance [N] in pixels of matches ``ua`` -> ``ub`` ([N, 2]) to the epipolar
     geometry of the fundamental matrix ``F`` (x_b^T F x_a = 0)."""
@@ -47,12 +54,12 @@ class _EpipolarFit:
     """Refines a motion (R, unit t), x_b ~ R x_a + s t, on the Sampson distance of matches."""
 
     def __init__(self, K: np.ndarray, ua: np.ndarray, ub: np.ndarray, threshold_px: float):
-        self.Kinv = np.linalg.inv(K)
+        self.K = K
         self.ua, self.ub = ua, ub
         self.threshold = threshold_px
 
     def fundamental(self, R: np.ndarray, t: np.ndarray) -> np.ndarray:
-        return self.Kinv.T @ _skew(t) @ R @ self.Kinv
+        return fundamental_of(self.K, R, t)
 
     def cost(self, R: np.ndarray, t: np.ndarray, rows: np.ndarray) -> float:
         """Truncated squared distance: an outlier costs threshold^2 whatever the motion."""

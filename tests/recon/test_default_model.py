@@ -263,7 +263,7 @@ def test_views_further_apart_are_matched_when_they_overlap_strongly():
     assert pred.info["pairs"]["near"] == near  # every consecutive view of an orbit overlaps
     assert pred.info["pairs"]["far"] > 0
     strict = DefaultWindowModel(DefaultModelConfig(far_min_inliers=10**6)).predict(frames)
-    assert strict.info["pairs"] == {"near": near, "far": 0, "far_weak": pred.info["pairs"]["far"]}
+    assert strict.info["pairs"] == {"near": near, "far": 0, "far_weak": pred.info["pairs"]["far"], "far_check": None}
     for p in (pred, strict):
         result = evaluate_trajectory(posed(p.c2w, p.sources), posed(c2w, [f.source for f in frames]))
         assert result.ate_rmse <= 0.01 * np.ptp(c2w[:, :3, 3], axis=0).max()
