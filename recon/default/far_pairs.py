@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recon.default.sfm import SfmResult
+from recon.default.sfm import SfmResult, ray_angle_deg
 from recon.default.tracks import Tracks
 from recon.default.two_view import fundamental_of, sampson_px
 from recon.features import Features, PairMatches
@@ -61,13 +61,6 @@ def rotation_split_deg(a: SfmResult, b: SfmResult) -> float:
                for v in common[1:])
 
 
-def _ray_angles(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Angle [N] (rad) at each of ``points`` [N, 3] between the rays from centres ``a`` and ``b`` ([N, 3])."""
-    ra, rb = a - points, b - points
-    cos = (ra * rb).sum(axis=1) / np.maximum(np.linalg.norm(ra, axis=1) * np.linalg.norm(rb, axis=1), 1e-300)
-    return np.arccos(np.clip(cos, -1.0, 1.0))
-
-
 class _TrackPoints:
     """The triangulated point (window frame) each keypoint's track has in a structure, if any, and the
     angle it was triangulated at (between the rays of the first and last placed views that see it)."""
@@ -84,7 +77,7 @@ class _TrackPoints:
         np.maximum.at(last, slot[tracks.track[rows]], tracks.view[rows])
         seen = last >= 0
         self.angle = np.zeros(len(self.points))
-        self.angle[seen] = _ray_angles(self.points[seen], self._centres(first[seen]), self._centres(last[seen]))
+        self.angle[seen] = ray_angle_deg(self.points[seen], self._centres(first[seen]), self._centres(last[seen]))
         self.by_view: dict[int, dict[tuple[float, float], int]] = {}
         for v in np.unique(tracks.view):
             rows = tracks.in_view(int(v))
@@ -99,9 +92,7 @@ class _TrackPoints:
         ``tol_px``, times the pair's ray angle over the angle the point was triangulated at when that is
         larger (a point triangulated on a short baseline has its depth, so its place along the far
         view's epipolar line, that much less certain)."""
-        pts = self.points[idx]
-        far = _ray_angles(pts, np.broadcast_to(self.centres[view_a], pts.shape),
-                          np.broadcast_to(self.centres[view_b], pts.shape))
+        far = ray_angle_deg(self.points[idx], self.centres[view_a], self.centres[view_b])
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(self.angle[idx] > 0, far / self.angle[idx], np.inf)
         return tol_px * np.maximum(ratio, 1.0)

@@ -127,7 +127,8 @@ def _pose(R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return T
 
 
-def _ray_angle_deg(X: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+def ray_angle_deg(X: np.ndarray, c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+    """Angle (deg) at points ``X`` [..., 3] between the rays from centres ``c1`` and ``c2`` ([3] or [..., 3])."""
     a = X - c1
     b = X - c2
     cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
@@ -207,7 +208,7 @@ class WindowSfm:
             return None
         T0, T1 = np.eye(4), _pose(R, t)
         X = self._triangulate_pair(T0, T1, ui[inl], uj[inl])
-        ang = _ray_angle_deg(X, _centre(T0), _centre(T1))
+        ang = ray_angle_deg(X, _centre(T0), _centre(T1))
         med = float(np.median(ang))
         score = inl.sum() * min(med / self.cfg.good_init_angle_deg, 1.0)
         return score, med, T1, tid[inl], X, self._translated(ui[inl], uj[inl])
@@ -306,7 +307,7 @@ class WindowSfm:
     def _accept_points(self, tid: np.ndarray, X: np.ndarray, ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
         """Points with positive depth and small reprojection error in every registered view that
         sees them, and enough parallax between the centres ``ca``/``cb`` ([3] or [N, 3]) they came from."""
-        ok = np.isfinite(X).all(axis=1) & (_ray_angle_deg(X, ca, cb) >= self.cfg.min_tri_angle_deg)
+        ok = np.isfinite(X).all(axis=1) & (ray_angle_deg(X, ca, cb) >= self.cfg.min_tri_angle_deg)
         slot = np.full(self.tracks.num_tracks, -1)
         slot[tid] = np.arange(len(tid))
         views = np.array(sorted(self.w2c))
@@ -400,7 +401,7 @@ class WindowSfm:
         d_r = -(R @ self.w2c[r][:3, :3]).T @ t  # world direction of travel from r to v
         for r2, (R2, t2) in others:
             d_2 = -(R2 @ self.w2c[r2][:3, :3]).T @ t2
-            if _ray_angle_deg(d_r, np.zeros(3), d_2) < self.cfg.min_centre_angle_deg:
+            if ray_angle_deg(d_r, np.zeros(3), d_2) < self.cfg.min_centre_angle_deg:
                 continue
             lengths = np.linalg.lstsq(np.stack([d_r, -d_2], axis=1), _centre(self.w2c[r2]) - c_r, rcond=None)[0]
             if (lengths > 0).all():

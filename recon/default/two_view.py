@@ -35,7 +35,10 @@ def _skew(t: np.ndarray) -> np.ndarray:
 def fundamental_of(K: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
     """The fundamental matrix [3, 3] of two views of one camera ``K`` whose motion takes view a's
     coordinates to view b's as x_b = R x_a + t."""
-    Kinv = np.linalg.inv(K)
+    return _fundamental(np.linalg.inv(K), R, t)
+
+
+def _fundamental(Kinv: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
     return Kinv.T @ _skew(t) @ R @ Kinv
 
 
@@ -54,12 +57,12 @@ class _EpipolarFit:
     """Refines a motion (R, unit t), x_b ~ R x_a + s t, on the Sampson distance of matches."""
 
     def __init__(self, K: np.ndarray, ua: np.ndarray, ub: np.ndarray, threshold_px: float):
-        self.K = K
+        self.Kinv = np.linalg.inv(K)  # once: the refinement evaluates the fundamental matrix many times
         self.ua, self.ub = ua, ub
         self.threshold = threshold_px
 
     def fundamental(self, R: np.ndarray, t: np.ndarray) -> np.ndarray:
-        return fundamental_of(self.K, R, t)
+        return _fundamental(self.Kinv, R, t)
 
     def cost(self, R: np.ndarray, t: np.ndarray, rows: np.ndarray) -> float:
         """Truncated squared distance: an outlier costs threshold^2 whatever the motion."""

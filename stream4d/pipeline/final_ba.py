@@ -387,20 +387,20 @@ def _unheld_loops(closed: list[dict], held: set) -> list[dict]:
     def key(loop):
         return loop.get("query_frame"), loop.get("match_frame")
 
-    group: dict = {}
+    from scipy.cluster.hierarchy import DisjointSet
 
-    def root(window):
-        while group.get(window, window) != window:
-            window = group[window]
-        return window
-
+    tied = DisjointSet()
     for loop in closed:
-        if key(loop) in held and None not in (loop.get("query_window"), loop.get("match_window")):
-            group[root(loop["query_window"])] = root(loop["match_window"])
+        q, m = loop.get("query_window"), loop.get("match_window")
+        if key(loop) in held and None not in (q, m):
+            tied.add(q)
+            tied.add(m)
+            tied.merge(q, m)
 
     def joined(loop) -> bool:
         q, m = loop.get("query_window"), loop.get("match_window")
-        return q is not None and m is not None and any(m + d != q and root(q) == root(m + d) for d in (-1, 0, 1))
+        return q in tied and m is not None and any(
+            m + d != q and m + d in tied and tied.connected(q, m + d) for d in (-1, 0, 1))
 
     return [loop for loop in closed if key(loop) not in held and not joined(loop)]
 
