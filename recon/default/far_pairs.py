@@ -11,7 +11,10 @@ So the window is grown on its near pairs alone too, and when the structure with 
 view more than ``DefaultModelConfig.far_split_deg`` from where the near pairs put it
 (``rotation_split_deg``), it is grown again on the far matches the near structure agrees with. Only
 then: the near structure is less exact than the full one, and checking every window's far pairs
-moved the shared sets both ways (docs/benchmarks.md, "Far pairs that turn a window").
+moved the shared sets both ways (docs/benchmarks.md, "Far pairs that turn a window"). The near
+structure starts from the initial pair the full one started from, when that is a near pair, and
+holds the camera the full one calibrated (``DefaultWindowModel._checked_far``): it only answers
+whether the far pairs turned the views, at a third of a growth's cost.
 
 A far match agrees with the near structure when its Sampson distance to the epipolar geometry of
 the two placed views is within a tolerance (``DefaultModelConfig.far_agree_px``), and so is the

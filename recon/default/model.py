@@ -265,8 +265,20 @@ class DefaultWindowModel:
                      far: list[PairMatches], sfm: SfmResult, K: np.ndarray, known_K: bool, focal_prior, refine_focal):
         """Whether the structure ``sfm`` grown with the far pairs ``far`` turns its views apart from the one
         ``near_pairs`` grow alone, and if so the window grown again on the far matches that structure
-        agrees with (recon/default/far_pairs.py): ``(report or None, None or (matches, _grown's result))``."""
-        near_tracks, _, near_sfm = self._grown(frames, feats, near_pairs, K, known_K, focal_prior, refine_focal)
+        agrees with (recon/default/far_pairs.py): ``(report or None, None or (matches, _grown's result))``.
+        The near pairs only have to say whether the far pairs turned the views, so they start from the
+        initial pair ``sfm`` started from when that is a near pair (ranking the candidates again is most
+        of a growth's time, and a common start compares the two structures from the same two views), and
+        without known intrinsics they are grown with the camera ``sfm`` calibrated (focal length and lens
+        held; calibrating again costs more than the growth itself)."""
+        start = tuple(sfm.info.get("init_pair", (0, len(frames))))
+        start = start if start[1] - start[0] <= self.cfg.match_neighbours else None
+        if known_K:
+            near = self._grown(frames, feats, near_pairs, K, known_K, focal_prior, refine_focal, start_pair=start)
+        else:
+            near = self._grown(frames, feats, near_pairs, sfm.K, False, None, False, lens_k1=sfm.radial_k1,
+                               start_pair=start)
+        near_tracks, _, near_sfm = near
         if near_sfm is None:
             return None, None
         split = rotation_split_deg(sfm, near_sfm)
@@ -278,13 +290,18 @@ class DefaultWindowModel:
         return report, (matches, self._grown(frames, feats, matches, K, known_K, focal_prior, refine_focal))
 
     def _grown(self, frames: Sequence[Frame], feats: list[Features], matches: list[PairMatches], K: np.ndarray,
-               known_K: bool, focal_prior, refine_focal) -> tuple[Tracks, WindowSfm, SfmResult | None]:
-        """Tracks of ``matches`` and the window's structure grown on them."""
+               known_K: bool, focal_prior, refine_focal,
+               lens_k1: float | None = None,
+               start_pair: tuple[int, int] | None = None) -> tuple[Tracks, WindowSfm, SfmResult | None]:
+        """Tracks of ``matches`` and the window's structure grown on them; ``lens_k1``: the lens a held
+        focal length is adjusted through (None: the stream's); ``start_pair``: ``WindowSfm``'s."""
         tracks = build_tracks(feats, matches)
+        if lens_k1 is None:
+            lens_k1 = 0.0 if known_K or refine_focal else self._focal.lens_k1()
         window_sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm, focal_prior, refine_focal,
                                frames[0].size, near_gap=self.cfg.match_neighbours,
                                focal_sigma_limit=self.cfg.stream_focal.max_prior_sigma,
-                               stream_k1=0.0 if known_K or refine_focal else self._focal.lens_k1())
+                               stream_k1=lens_k1, start_pair=start_pair)
         return tracks, window_sfm, window_sfm.run()
 
     def _straggler_pairs(self, frames: Sequence[Frame], feats: list[Features], scale: float,

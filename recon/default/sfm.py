@@ -148,7 +148,8 @@ class WindowSfm:
                  K: np.ndarray, known_K: bool, config: SfmConfig | None = None,
                  focal_prior: tuple[float, float] | None = None, refine_focal: bool | None = None,
                  image_size: tuple[int, int] | None = None, near_gap: int | None = None,
-                 focal_sigma_limit: float | None = None, stream_k1: float = 0.0):
+                 focal_sigma_limit: float | None = None, stream_k1: float = 0.0,
+                 start_pair: tuple[int, int] | None = None):
         self.tracks = tracks
         self.matches = matches
         # Views at most this many apart make the near pairs, whose own best candidates for the initial
@@ -167,6 +168,9 @@ class WindowSfm:
         # The stream's lens (``recon.default.calibration.StreamFocal.lens_k1``): a window that does not refine
         # its own focal (the stream's, fixed or held) is adjusted through it once its views are in.
         self.stream_k1 = float(stream_k1)
+        # The initial pair to start from when its essential matrix fits (no other is ranked then): a
+        # structure grown to be compared with another starts where that one did.
+        self.start_pair = start_pair
         self.cfg = config or SfmConfig()
         self.w2c: dict[int, np.ndarray] = {}
         self.X = np.full((tracks.num_tracks, 3), np.nan)  # NaN until triangulated
@@ -256,7 +260,9 @@ class WindowSfm:
         triangulation angle, and a structure started from it is wrong from its first two views.
         The near pairs (``near_gap``) rank their own candidates too: far pairs share as many tracks and
         move farther, so they can fill every place while a near pair's fit scores best, and a far
-        pair's geometry can be a look-alike's."""
+        pair's geometry can be a look-alike's. ``start_pair``, when it fits, is the only candidate."""
+        if self.start_pair is not None and (res := self._evaluate_pair(*self.start_pair)) is not None:
+            return [(*res[:5], *self.start_pair)]
         candidates = self._candidate_pairs(self.matches)
         near = [] if self.near_gap is None else [m for m in self.matches if m.j - m.i <= self.near_gap]
         if 0 < len(near) < len(self.matches):  # with only near pairs, the ranking above is theirs

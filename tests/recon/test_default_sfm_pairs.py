@@ -218,3 +218,19 @@ def test_far_pairs_start_the_structure_when_no_near_pair_can():
     result = sfm.run()
     assert result.info["init_pair"] == [0, 4]
     assert {0, 4} <= set(result.w2c)
+
+
+def test_a_start_pair_that_fits_is_the_only_candidate():
+    feats, matches = window(WALK, WALK_TRACKS)
+    tracks = build_tracks(feats, matches)
+    ranked = WindowSfm(tracks, matches, 10, K, True, SfmConfig(), image_size=(W, H), near_gap=3).run()
+    start = (6, 8) if ranked.info["init_pair"] != [6, 8] else (2, 4)
+    sfm = WindowSfm(tracks, matches, 10, K, True, SfmConfig(), image_size=(W, H), near_gap=3, start_pair=start)
+    result = sfm.run()
+    assert result.info["init_pair"] == list(start)
+    assert set(result.w2c) == set(range(10))
+    assert errors(result, WALK)[1] < 0.02
+    # views 0 and 9 share no track: no fit, so the candidates are ranked as without a start pair
+    unmatched = WindowSfm(tracks, matches, 10, K, True, SfmConfig(), image_size=(W, H), near_gap=3,
+                          start_pair=(0, 9)).run()
+    assert unmatched.info["init_pair"] == ranked.info["init_pair"]

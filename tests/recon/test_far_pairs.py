@@ -3,7 +3,8 @@
 Unit level: matches off the two views' epipolar geometry, and matches on it whose keypoint's track
 already has a point elsewhere (beyond what that point's shorter baseline leaves uncertain), are dropped; a pair where fewer than half agree is dropped whole.
 End to end: a window of a wide-angle walk past a street's facades, whose far pairs join the same
-texture on different boxes, keeps one consistent orientation (the truth: the camera never turns);
+texture on different boxes, keeps one consistent orientation with its intrinsics given or hidden
+(the truth: the camera never turns);
 grown on the far pairs as verified, its views split into groups whose rotations differ by degrees.
 A window whose far pairs agree with its near pairs is left exactly as grown.
 """
@@ -143,6 +144,16 @@ def test_window_past_repeated_facades_keeps_one_orientation(facade_window):
     unchecked = DefaultWindowModel(DefaultModelConfig(check_far_pairs=False)).predict(frames)
     assert unchecked.info["pairs"]["far_check"] is None
     assert _rotation_errors_deg(unchecked, truth).max() > 3.0
+
+
+def test_window_past_repeated_facades_without_intrinsics_keeps_one_orientation(facade_window):
+    # The near pairs are then grown with the focal length the window calibrated, held.
+    frames, truth = facade_window
+    frames = [Frame(index=f.index, timestamp=f.timestamp, image=f.image, source=f.source) for f in frames]
+    checked = DefaultWindowModel(DefaultModelConfig()).predict(frames)
+    report = checked.info["pairs"]["far_check"]
+    assert report["split_deg"] > 2.0 and report["matches_dropped"] > 0
+    assert _rotation_errors_deg(checked, truth).max() < 0.2
 
 
 def test_window_whose_far_pairs_agree_is_left_as_grown(facade_window):
