@@ -14,7 +14,7 @@ then: the near structure is less exact than the full one, and checking every win
 moved the shared sets both ways (docs/benchmarks.md, "Far pairs that turn a window"). The near
 structure starts from the initial pair the full one started from, when that is a near pair, and
 holds the camera the full one calibrated (``DefaultWindowModel._checked_far``): it only answers
-whether the far pairs turned the views, at a third of a growth's cost.
+whether the far pairs turned the views, for less than half of a growth's time.
 
 A far match agrees with the near structure when its Sampson distance to the epipolar geometry of
 the two placed views is within a tolerance (``DefaultModelConfig.far_agree_px``), and so is the
