@@ -14,7 +14,9 @@ then: the near structure is less exact than the full one, and checking every win
 moved the shared sets both ways (docs/benchmarks.md, "Far pairs that turn a window"). The near
 structure starts from the initial pair the full one started from, when that is a near pair, and
 holds the camera the full one calibrated (``DefaultWindowModel._checked_far``): it only answers
-whether the far pairs turned the views, for less than half of a growth's time.
+whether the far pairs turned the views, for less than half of a growth's time. Should the growth on
+the admitted far pairs fail, or place fewer views than the near structure, the near structure is the
+window's (``FarPairCheck.kept_near``): the turned one is known wrong.
 
 A far match agrees with the near structure when its Sampson distance to the epipolar geometry of
 the two placed views is within a tolerance (``DefaultModelConfig.far_agree_px``), and so is the
@@ -47,10 +49,12 @@ class FarPairCheck:
     matches_dropped: int = 0  # disagreeing matches left out of the far pairs that were kept
     unchecked: int = 0  # far pairs with a view the near structure did not place (kept as verified)
     split_deg: float | None = None  # rotation_split_deg between the structures with and without far pairs
+    kept_near: bool = False  # the regrowth on the admitted far pairs failed or placed fewer views: near one kept
 
     def as_info(self) -> dict:
         return {"split_deg": None if self.split_deg is None else round(self.split_deg, 3), "checked": self.checked,
-                "dropped": self.dropped, "matches_dropped": self.matches_dropped, "unchecked": self.unchecked}
+                "dropped": self.dropped, "matches_dropped": self.matches_dropped, "unchecked": self.unchecked,
+                "kept_near": self.kept_near}
 
 
 def rotation_split_deg(a: SfmResult, b: SfmResult) -> float:

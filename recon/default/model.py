@@ -265,7 +265,8 @@ class DefaultWindowModel:
                      far: list[PairMatches], sfm: SfmResult, K: np.ndarray, known_K: bool, focal_prior, refine_focal):
         """Whether the structure ``sfm`` grown with the far pairs ``far`` turns its views apart from the one
         ``near_pairs`` grow alone, and if so the window grown again on the far matches that structure
-        agrees with (recon/default/far_pairs.py): ``(report or None, None or (matches, _grown's result))``.
+        agrees with (recon/default/far_pairs.py): ``(report or None, None or (matches, _grown's result))``;
+        the near structure itself when that regrowth fails or places fewer views than it does.
         The near pairs only have to say whether the far pairs turned the views, so they start from the
         initial pair ``sfm`` started from when that is a near pair (ranking the candidates again is most
         of a growth's time, and a common start compares the two structures from the same two views), and
@@ -287,7 +288,12 @@ class DefaultWindowModel:
         kept, report = checked_far_pairs(far, feats, near_tracks, near_sfm, self.cfg.far_agree_px)
         report.split_deg = split
         matches = near_pairs + kept
-        return report, (matches, self._grown(frames, feats, matches, K, known_K, focal_prior, refine_focal))
+        regrown = self._grown(frames, feats, matches, K, known_K, focal_prior, refine_focal)
+        if regrown[2] is None or len(regrown[2].w2c) < len(near_sfm.w2c):
+            # the structure the far pairs turned is known wrong: the near one, consistent, stands in
+            report.kept_near = True
+            return report, (near_pairs, near)
+        return report, (matches, regrown)
 
     def _grown(self, frames: Sequence[Frame], feats: list[Features], matches: list[PairMatches], K: np.ndarray,
                known_K: bool, focal_prior, refine_focal,

@@ -6,7 +6,8 @@ End to end: a window of a wide-angle walk past a street's facades, whose far pai
 texture on different boxes, keeps one consistent orientation with its intrinsics given or hidden
 (the truth: the camera never turns);
 grown on the far pairs as verified, its views split into groups whose rotations differ by degrees.
-A window whose far pairs agree with its near pairs is left exactly as grown.
+A window whose far pairs agree with its near pairs is left exactly as grown, and one whose regrowth
+fails keeps the near structure.
 """
 
 from __future__ import annotations
@@ -166,3 +167,26 @@ def test_window_whose_far_pairs_agree_is_left_as_grown(facade_window):
     unchecked = DefaultWindowModel(DefaultModelConfig(check_far_pairs=False)).predict(frames)
     np.testing.assert_array_equal(checked.c2w, unchecked.c2w)
     assert _rotation_errors_deg(checked, truth[9:]).max() < 0.2
+
+
+class _RegrowthFails(DefaultWindowModel):
+    """The default model whose regrowth on the admitted far pairs (a window's third growth) places
+    nothing: a failure injected, as no window at hand makes the real regrowth fail."""
+
+    growths = 0
+
+    def _grown(self, *args, **kwargs):
+        self.growths += 1
+        tracks, window_sfm, sfm = super()._grown(*args, **kwargs)
+        return tracks, window_sfm, None if self.growths == 3 else sfm
+
+
+def test_failed_regrowth_keeps_the_near_structure(facade_window):
+    frames, truth = facade_window
+    model = _RegrowthFails(DefaultModelConfig())
+    pred = model.predict(frames)
+    report = pred.info["pairs"]["far_check"]
+    assert report["split_deg"] > 2.0 and report["kept_near"]
+    assert pred.info["pairs"]["far"] == 0  # the near pairs' structure, not the one the far pairs turned
+    assert pred.rotation_only is None  # a structure still: its views posed, not rotations only
+    assert _rotation_errors_deg(pred, truth).max() < 0.2
