@@ -59,8 +59,11 @@ class FarPairCheck:
 
 def rotation_split_deg(a: SfmResult, b: SfmResult) -> float:
     """The largest angle (deg) by which a view's rotation relative to the first view both structures
-    placed differs between ``a`` and ``b`` (0 with fewer than two common views)."""
-    common = sorted(set(a.w2c) & set(b.w2c))
+    placed differs between ``a`` and ``b`` (0 with fewer than two common views). Views either one
+    placed at a rotation only (``info["rotation_only_views"]``: from a pair's rotation, no point holds
+    them) are left out: they say nothing of how the structures' views turned."""
+    loose = set(a.info.get("rotation_only_views") or []) | set(b.info.get("rotation_only_views") or [])
+    common = sorted((set(a.w2c) & set(b.w2c)) - loose)
     if len(common) < 2:
         return 0.0
     ra, rb = a.w2c[common[0]][:3, :3], b.w2c[common[0]][:3, :3]

@@ -132,6 +132,9 @@ def test_rotation_split_between_structures():
     b.w2c[4] = turned @ a.w2c[4]
     assert rotation_split_deg(a, b) == pytest.approx(3.0)
     assert rotation_split_deg(a, SfmResult({0: a.w2c[0]}, K, a.points, a.point_track)) == 0.0
+    # a view one structure placed at a rotation only is held by no point: it does not count
+    b.info["rotation_only_views"] = [4]
+    assert rotation_split_deg(a, b) == 0.0
 
 
 def test_window_past_repeated_facades_keeps_one_orientation(facade_window):
