@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -96,6 +97,51 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
             return
         time.sleep(0.1)
     raise RuntimeError(f"the rerun web viewer did not listen on {LOOPBACK}:{port} within {timeout:.0f} s")
+
+
+VIEWER_START_S = 15.0  # how long a native viewer may take to listen on its port
+VIEWER_SETTLE_S = 2.0  # how long it must then stay up: without a usable display it exits after listening
+
+
+def start_native_viewer(port: int) -> str | None:
+    """Start the native rerun viewer on 127.0.0.1:``port`` (or reuse one already there, as
+    rerun's own ``spawn()`` does); returns why it cannot run, or None when it is up.
+
+    The viewer opens its gRPC server before its window, so a viewer that cannot open a
+    window (no X server behind ``DISPLAY``, no GL) listens briefly and then exits: it counts
+    as up only once it has listened and then stayed up for ``VIEWER_SETTLE_S`` seconds. It is
+    detached (its own session), so the window outlives the run that opened it.
+    """
+    if _listening(port, timeout=0.5):
+        return None
+    log = tempfile.TemporaryFile()
+    try:
+        proc = subprocess.Popen(
+            [str(rerun_binary()), "--port", str(port), "--memory-limit", "75%", "--expect-data-soon"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            env={**os.environ, "RERUN_APP_ONLY": "true"})
+    except OSError as exc:
+        log.close()
+        return f"starting it failed ({exc})"
+    deadline = time.monotonic() + VIEWER_START_S
+    settled_at = None
+    while proc.poll() is None:
+        now = time.monotonic()
+        if settled_at is None and _listening(port, timeout=0.2):
+            settled_at = now + VIEWER_SETTLE_S
+        if settled_at is not None and now >= settled_at:
+            log.close()  # the viewer keeps writing to its own (now unlinked) file
+            return None
+        if settled_at is None and now > deadline:
+            proc.terminate()
+            log.close()
+            return f"the viewer did not start listening on {LOOPBACK}:{port} within {VIEWER_START_S:.0f} s"
+        time.sleep(0.05)
+    log.seek(0)
+    errors = [line for line in log.read().decode(errors="replace").splitlines() if "error" in line.lower()]
+    log.close()
+    reason = f": {errors[-1].strip()}" if errors else ""
+    return f"the viewer exited with code {proc.returncode}{reason}"
 
 
 class WebViewerServer:
@@ -216,19 +262,11 @@ class RerunSession:
         problem = native_viewer_problem()
         if problem is None:
             port = self.config.spawn_port
-            try:
-                # Reuses a viewer already listening on the port, like rerun's own spawn().
-                rerun_bindings.spawn(port=port, executable_path=str(rerun_binary()),
-                                     extra_env=[("RERUN_APP_ONLY", "true")])
-            except Exception as exc:
-                problem = f"spawning it failed ({exc})"
-            else:
-                # spawn() only warns when the viewer dies (e.g. no X server): check it listens.
-                if _listening(port):
-                    self.grpc_url = f"rerun+http://{LOOPBACK}:{port}/proxy"
-                    self._say(f"native rerun viewer on {self.grpc_url}")
-                    return [rr.GrpcSink(self.grpc_url)]
-                problem = f"the viewer did not start listening on {LOOPBACK}:{port}"
+            problem = start_native_viewer(port)
+            if problem is None:
+                self.grpc_url = f"rerun+http://{LOOPBACK}:{port}/proxy"
+                self._say(f"native rerun viewer on {self.grpc_url}")
+                return [rr.GrpcSink(self.grpc_url)]
         self._say(f"cannot open a native rerun viewer: {problem}; serving the web viewer instead")
         self.mode = "serve"
         return []

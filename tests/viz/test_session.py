@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -12,7 +13,7 @@ from viz_fixtures import rrd
 
 from stream4d.contracts import StreamStats
 from viz import RerunObserver, VizConfig, paths, serve_recording
-from viz.session import free_port
+from viz.session import free_port, rerun_binary
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -89,14 +90,38 @@ def test_spawn_without_a_display_falls_back_to_serving_with_a_clear_message(tmp_
 
 
 def test_spawn_whose_viewer_cannot_open_a_window_falls_back_to_serving(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("DISPLAY", ":987")  # no X server there: the real viewer binary exits
+    # No X server there: the real viewer binary listens on its port, then exits.
+    monkeypatch.setenv("DISPLAY", ":987")
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    obs = RerunObserver(VizConfig(mode="spawn", spawn_port=free_port(), rrd_path=tmp_path / "r.rrd"))
+    port = free_port()
+    obs = RerunObserver(VizConfig(mode="spawn", spawn_port=port, rrd_path=tmp_path / "r.rrd"))
     try:
-        assert "did not start listening" in capsys.readouterr().err
-        assert obs.mode == "serve" and obs.viewer_url is not None
+        err = capsys.readouterr().err
+        assert "cannot open a native rerun viewer: the viewer exited with code" in err
+        assert obs.mode == "serve" and obs.viewer_url is not None and obs.viewer_url in err
+        assert listening_addresses(port) == set()
     finally:
         obs.shutdown()
+
+
+def test_spawn_reuses_a_viewer_already_listening_on_its_port(tmp_path, fern_windows, monkeypatch, capsys):
+    monkeypatch.setenv("DISPLAY", ":987")  # a second viewer could not open here: only reuse works
+    port = free_port()
+    proxy = subprocess.Popen([str(rerun_binary()), "--serve-grpc", "--bind", "127.0.0.1", "--port", str(port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while not listening_addresses(port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        obs = RerunObserver(VizConfig(mode="spawn", spawn_port=port, rrd_path=tmp_path / "r.rrd"))
+        obs.on_window(fern_windows[0])
+        obs.close()
+        assert obs.mode == "spawn" and obs.viewer_url is None
+        assert f"native rerun viewer on rerun+http://127.0.0.1:{port}/proxy" in capsys.readouterr().err
+        assert rrd(tmp_path / "r.rrd").frames(f"/{paths.CAMERA}") == [0, 1, 2, 3, 4]
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
 
 
 def test_observer_survives_close_twice_and_ignores_late_calls(tmp_path, fern_windows):
