@@ -72,7 +72,7 @@ class StreamFocalConfig:
     def plausible(self, log_rel: float) -> bool:
         """Whether a rectilinear lens can have the focal length log(f / longest side) = ``log_rel``
         (``min_focal_rel``)."""
-        return bool(log_rel >= np.log(self.min_focal_rel))
+        return self.min_focal_rel <= 0 or bool(log_rel >= np.log(self.min_focal_rel))
 
 
 @dataclass

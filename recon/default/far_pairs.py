@@ -14,7 +14,9 @@ then: the near structure is less exact than the full one, and checking every win
 moved the shared sets both ways (docs/benchmarks.md, "Far pairs that turn a window"). The near
 structure starts from the initial pair the full one started from, when that is a near pair, and
 holds the camera the full one calibrated (``DefaultWindowModel._checked_far``): it only answers
-whether the far pairs turned the views, for less than half of a growth's time. Should the growth on
+whether the far pairs turned the views, for less than half of a growth's time, and is not grown at
+all when the near pairs' own two-view rotations, chained, already agree with the full structure
+within the gate (``chained_split_deg``). Should the growth on
 the admitted far pairs fail, or place fewer views than the near structure, the near structure is the
 window's (``FarPairCheck.kept_near``): the turned one is known wrong.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from recon.default.sfm import SfmResult, ray_angle_deg
@@ -49,26 +52,69 @@ class FarPairCheck:
     matches_dropped: int = 0  # disagreeing matches left out of the far pairs that were kept
     unchecked: int = 0  # far pairs with a view the near structure did not place (kept as verified)
     split_deg: float | None = None  # rotation_split_deg between the structures with and without far pairs
+    chained_deg: float | None = None  # chained_split_deg: under the gate, the near structure is not grown
     kept_near: bool = False  # the regrowth on the admitted far pairs failed or placed fewer views: near one kept
 
     def as_info(self) -> dict:
-        return {"split_deg": None if self.split_deg is None else round(self.split_deg, 3), "checked": self.checked,
+        return {"split_deg": None if self.split_deg is None else round(self.split_deg, 3),
+                "chained_deg": None if self.chained_deg is None else round(self.chained_deg, 3), "checked": self.checked,
                 "dropped": self.dropped, "matches_dropped": self.matches_dropped, "unchecked": self.unchecked,
                 "kept_near": self.kept_near}
 
 
 def rotation_split_deg(a: SfmResult, b: SfmResult) -> float:
     """The largest angle (deg) by which a view's rotation relative to the first view both structures
-    placed differs between ``a`` and ``b`` (0 with fewer than two common views). Views either one
-    placed at a rotation only (``info["rotation_only_views"]``: from a pair's rotation, no point holds
-    them) are left out: they say nothing of how the structures' views turned."""
-    loose = set(a.info.get("rotation_only_views") or []) | set(b.info.get("rotation_only_views") or [])
-    common = sorted((set(a.w2c) & set(b.w2c)) - loose)
+    placed differs between ``a`` and ``b`` (0 with fewer than two common views). Only views both hold
+    with points count (``SfmResult.held_views``): a rotation-only view says nothing of how the
+    structures' views turned."""
+    common = sorted(a.held_views & b.held_views)
     if len(common) < 2:
         return 0.0
     ra, rb = a.w2c[common[0]][:3, :3], b.w2c[common[0]][:3, :3]
     return max(float(rotation_angle_deg((a.w2c[v][:3, :3] @ ra.T) @ (b.w2c[v][:3, :3] @ rb.T).T))
                for v in common[1:])
+
+
+def _pair_rotation(m: PairMatches, feats: list[Features], K: np.ndarray, k1: float) -> np.ndarray | None:
+    """The rotation [3, 3] from view ``m.i`` to view ``m.j`` (world-to-camera: R_j R_i^T) that the pair's
+    fundamental matrix gives through ``K`` and the lens ``k1``, or None when it does not decompose."""
+    if m.F is None:
+        return None
+    a = radial_undistorted(feats[m.i].keypoints[m.idx_i], K, k1)
+    b = radial_undistorted(feats[m.j].keypoints[m.idx_j], K, k1)
+    try:
+        _, R, _, _ = cv2.recoverPose(K.T @ m.F @ K, a, b, K)
+    except cv2.error:
+        return None
+    return R
+
+
+def chained_split_deg(feats: list[Features], near_pairs: list[PairMatches], sfm: SfmResult) -> float:
+    """How far (deg) ``sfm`` turns a view from where the near pairs' own two-view rotations, chained view
+    to view from the first view it holds, put it: the largest such angle over the views it holds with
+    points, or infinity when the chain does not reach every one of them.
+
+    A cheap stand-in for growing the near structure (``rotation_split_deg``): each pair's rotation comes
+    from its fundamental matrix, so the chain carries every pair's error and tends to overstate the
+    split (docs/default_backend.md). Under the split gate, growing the near structure is skipped."""
+    held = sorted(sfm.held_views)
+    if len(held) < 2:
+        return 0.0
+    step = {(m.i, m.j): m for m in near_pairs}
+    chain = {held[0]: np.eye(3)}
+    for v in range(held[0] + 1, held[-1] + 1):
+        for i in range(v - 1, held[0] - 1, -1):  # the shortest step from a chained view
+            m = step.get((i, v))
+            if m is None or i not in chain:
+                continue
+            R = _pair_rotation(m, feats, sfm.K, sfm.radial_k1)
+            if R is not None:
+                chain[v] = R @ chain[i]
+                break
+    if not set(held) <= set(chain):
+        return float("inf")
+    r0 = sfm.w2c[held[0]][:3, :3]
+    return max(float(rotation_angle_deg((sfm.w2c[v][:3, :3] @ r0.T) @ chain[v].T)) for v in held[1:])
 
 
 class _TrackPoints:

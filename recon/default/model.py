@@ -14,7 +14,7 @@ import numpy as np
 
 from recon.default.calibration import StreamFocal, StreamFocalConfig
 from recon.default.dense import DenseConfig, FlowCache, choose_neighbours, dense_depth, dense_inputs, upsample_depth
-from recon.default.far_pairs import FarPairCheck, checked_far_pairs, rotation_split_deg
+from recon.default.far_pairs import FarPairCheck, chained_split_deg, checked_far_pairs, rotation_split_deg
 from recon.default.sfm import SfmConfig, SfmResult, WindowSfm
 from recon.default.sparse_depth import SparseDepthConfig, fill_sparse_depth
 from recon.default.tracks import Tracks, build_tracks
@@ -248,7 +248,7 @@ class DefaultWindowModel:
             t2 = time.perf_counter()
             grown = self._grown(frames, feats, matches + stragglers, K, known_K, focal_prior, refine_focal)
             timings["sfm"] = timings.get("sfm", 0.0) + time.perf_counter() - t2
-            if grown[2] is not None and len(grown[2].w2c) > len(sfm.w2c):
+            if grown[2] is not None and len(grown[2].held_views) > len(sfm.held_views):
                 matches = matches + stragglers
                 tracks, window_sfm, sfm = grown
                 sfm.info["far_pairs_for_stragglers"] = len(stragglers)
@@ -266,12 +266,17 @@ class DefaultWindowModel:
         """Whether the structure ``sfm`` grown with the far pairs ``far`` turns its views apart from the one
         ``near_pairs`` grow alone, and if so the window grown again on the far matches that structure
         agrees with (recon/default/far_pairs.py): ``(report or None, None or (matches, _grown's result))``;
-        the near structure itself when that regrowth fails or places fewer views than it does.
-        The near pairs only have to say whether the far pairs turned the views, so they start from the
-        initial pair ``sfm`` started from when that is a near pair (ranking the candidates again is most
-        of a growth's time, and a common start compares the two structures from the same two views), and
-        without known intrinsics they are grown with the camera ``sfm`` calibrated (focal length and lens
+        the near structure itself when that regrowth fails or holds fewer views with points than it does.
+        The near structure is grown only when the near pairs' own two-view rotations, chained, do not
+        already agree with ``sfm`` within the gate (``chained_split_deg``: a chain overstates the split).
+        It only has to say whether the far pairs turned the views, so it starts from the initial pair
+        ``sfm`` started from when that is a near pair (ranking the candidates again is most of a
+        growth's time, and a common start compares the two structures from the same two views), and
+        without known intrinsics it is grown with the camera ``sfm`` calibrated (focal length and lens
         held; calibrating again costs more than the growth itself)."""
+        chained = chained_split_deg(feats, near_pairs, sfm)
+        if chained <= self.cfg.far_split_deg:
+            return FarPairCheck(chained_deg=chained), None
         start = tuple(sfm.info.get("init_pair", (0, len(frames))))
         start = start if start[1] - start[0] <= self.cfg.match_neighbours else None
         if known_K:
@@ -284,12 +289,12 @@ class DefaultWindowModel:
             return None, None
         split = rotation_split_deg(sfm, near_sfm)
         if split <= self.cfg.far_split_deg:
-            return FarPairCheck(split_deg=split), None
+            return FarPairCheck(split_deg=split, chained_deg=chained), None
         kept, report = checked_far_pairs(far, feats, near_tracks, near_sfm, self.cfg.far_agree_px)
-        report.split_deg = split
+        report.split_deg, report.chained_deg = split, chained
         matches = near_pairs + kept
         regrown = self._grown(frames, feats, matches, K, known_K, focal_prior, refine_focal)
-        if regrown[2] is None or len(regrown[2].w2c) < len(near_sfm.w2c):
+        if regrown[2] is None or len(regrown[2].held_views) < len(near_sfm.held_views):
             # the structure the far pairs turned is known wrong: the near one, consistent, stands in
             report.kept_near = True
             return report, (near_pairs, near)

@@ -115,6 +115,12 @@ class SfmResult:
     info: dict = field(default_factory=dict)
     radial_k1: float = 0.0  # the lens the poses and points were adjusted through (0: a pinhole)
 
+    @property
+    def held_views(self) -> set[int]:
+        """The views placed with their points: ``w2c``'s views but those placed at a rotation only
+        (``info["rotation_only_views"]``: from a pair's rotation, no point holds them)."""
+        return set(self.w2c) - set(self.info.get("rotation_only_views") or [])
+
 
 # Views placed by rotation from a registered view would not follow an adjustment through a lens.
 ROTATION_ONLY_WHY = "the window has rotation-only views"

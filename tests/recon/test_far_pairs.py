@@ -6,8 +6,8 @@ End to end: a window of a wide-angle walk past a street's facades, whose far pai
 texture on different boxes, keeps one consistent orientation with its intrinsics given or hidden
 (the truth: the camera never turns);
 grown on the far pairs as verified, its views split into groups whose rotations differ by degrees.
-A window whose far pairs agree with its near pairs is left exactly as grown, and one whose regrowth
-fails keeps the near structure.
+A window whose far pairs agree with its near pairs is left exactly as grown (its near pairs' chained
+two-view rotations say so, without growing them), and one whose regrowth fails keeps the near structure.
 """
 
 from __future__ import annotations
@@ -16,10 +16,17 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from recon.default.far_pairs import _TrackPoints, agreeing_matches, checked_far_pairs, rotation_split_deg
+from recon.default.far_pairs import (
+    _TrackPoints,
+    agreeing_matches,
+    chained_split_deg,
+    checked_far_pairs,
+    rotation_split_deg,
+)
 from recon.default.model import DefaultModelConfig, DefaultWindowModel
 from recon.default.sfm import SfmResult
 from recon.default.tracks import Tracks
+from recon.default.two_view import fundamental_of
 from recon.features import Features, PairMatches
 from stream4d.contracts import Frame
 from stream4d.geometry import invert_se3, project_points, rotation_angle_deg
@@ -137,11 +144,37 @@ def test_rotation_split_between_structures():
     assert rotation_split_deg(a, b) == 0.0
 
 
+def test_chained_two_view_rotations_against_a_structure():
+    rng = np.random.default_rng(3)
+    X = np.c_[rng.uniform(-3, 3, 300), rng.uniform(-2, 2, 300), rng.uniform(5, 9, 300)]
+    c2w = np.stack([np.eye(4)] * 3)
+    for v, (yaw, x) in enumerate([(0.0, 0.0), (4.0, 0.5), (9.0, 1.0)]):  # walking and turning
+        c2w[v, :3, :3] = Rotation.from_euler("y", yaw, degrees=True).as_matrix()
+        c2w[v, 0, 3] = x
+    w2c = {v: invert_se3(c2w[v]) for v in range(3)}
+    feats = [Features(project_points(X, K, c2w[v])[0], np.zeros((len(X), 128), np.float32)) for v in range(3)]
+
+    def pair(i, j):
+        rel = w2c[j] @ c2w[i]  # camera i to camera j
+        return PairMatches(i, j, np.arange(len(X)), np.arange(len(X)), fundamental_of(K, rel[:3, :3], rel[:3, 3]))
+
+    sfm = SfmResult(dict(w2c), K, X, np.arange(len(X)))
+    near = [pair(0, 1), pair(1, 2)]
+    assert chained_split_deg(feats, near, sfm) < 1e-3
+    turned = dict(w2c)
+    turned[2] = np.eye(4)
+    turned[2][:3, :3] = Rotation.from_euler("x", 3.0, degrees=True).as_matrix()
+    turned[2] = turned[2] @ w2c[2]
+    assert chained_split_deg(feats, near, SfmResult(turned, K, X, np.arange(len(X)))) == pytest.approx(3.0, abs=1e-3)
+    assert chained_split_deg(feats, near[:1], sfm) == np.inf  # the chain does not reach view 2
+    assert chained_split_deg(feats, near[:1], SfmResult({0: w2c[0], 1: w2c[1]}, K, X, np.arange(len(X)))) < 1e-3
+
+
 def test_window_past_repeated_facades_keeps_one_orientation(facade_window):
     frames, truth = facade_window
     checked = DefaultWindowModel(DefaultModelConfig()).predict(frames)
     report = checked.info["pairs"]["far_check"]
-    assert report["split_deg"] > 2.0
+    assert report["chained_deg"] > 2.0 and report["split_deg"] > 2.0
     assert report["checked"] > 0 and report["matches_dropped"] > 0
     assert _rotation_errors_deg(checked, truth).max() < 0.2
 
@@ -166,7 +199,8 @@ def test_window_whose_far_pairs_agree_is_left_as_grown(facade_window):
               for k, f in enumerate(frames[9:])]
     checked = DefaultWindowModel(DefaultModelConfig()).predict(frames)
     report = checked.info["pairs"]["far_check"]
-    assert report["split_deg"] < 2.0 and report["checked"] == 0
+    # its near pairs' chained rotations already agree: the near structure is not even grown
+    assert report["chained_deg"] < 2.0 and report["split_deg"] is None and report["checked"] == 0
     unchecked = DefaultWindowModel(DefaultModelConfig(check_far_pairs=False)).predict(frames)
     np.testing.assert_array_equal(checked.c2w, unchecked.c2w)
     assert _rotation_errors_deg(checked, truth[9:]).max() < 0.2
