@@ -251,6 +251,8 @@ def _stream(run: _Run, stop: threading.Event, progress: bool,
         reader_stop.set()
         if mapper is not None:
             mapper.shutdown(wait=False)
+        # The alignment worker has drained: the last windows' frames count now, not a window late.
+        bar.set_postfix(posed=stats.frames_posed, windows=stats.windows, gauss=stats.gaussians)
         bar.close()
 
 

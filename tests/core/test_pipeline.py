@@ -61,12 +61,15 @@ def test_config_rejects_an_overlap_as_large_as_the_window():
         ReconstructConfig(align=AlignConfig(window=5, overlap=5))
 
 
-def test_black_and_blank_frames_are_skipped_and_reported(tmp_path):
+def test_black_and_blank_frames_are_skipped_and_reported(tmp_path, capsys):
     images = rendered("sideways", 14)
     images[4] = np.zeros_like(images[4])  # lens cap
     images[9] = np.full_like(images[9], 128)  # blank wall
     folder = write_images(tmp_path / "in", images)
-    summary = reconstruct(folder, tmp_path / "out", light_config(), progress=False)
+    summary = reconstruct(folder, tmp_path / "out", light_config(), progress=True)
+    # the progress bar ends on the run's own counts, the last window's frames included
+    last_bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "14/14" in last_bar and f"posed={summary.stats.frames_posed}," in last_bar, last_bar
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     reasons = {s["source"]: s["reason"] for s in run["skipped_frames"]}
     assert reasons == {"0004.png": "black", "0009.png": "blank"}
