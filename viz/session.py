@@ -87,16 +87,18 @@ def _listening(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
+def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float, name: str = "the rerun web viewer") -> None:
+    """Return once ``proc`` listens on 127.0.0.1:``port``; RuntimeError (naming it ``name``) when it
+    exits first or does not listen within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the rerun web viewer exited with code {proc.returncode} "
+            raise RuntimeError(f"{name} exited with code {proc.returncode} "
                                f"before listening on {LOOPBACK}:{port}")
         if _listening(port, timeout=0.5):
             return
         time.sleep(0.1)
-    raise RuntimeError(f"the rerun web viewer did not listen on {LOOPBACK}:{port} within {timeout:.0f} s")
+    raise RuntimeError(f"{name} did not listen on {LOOPBACK}:{port} within {timeout:.0f} s")
 
 
 VIEWER_START_S = 15.0  # how long a native viewer may take to listen on its port
@@ -114,34 +116,27 @@ def start_native_viewer(port: int) -> str | None:
     """
     if _listening(port, timeout=0.5):
         return None
-    log = tempfile.TemporaryFile()
-    try:
-        proc = subprocess.Popen(
-            [str(rerun_binary()), "--port", str(port), "--memory-limit", "75%", "--expect-data-soon"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            env={**os.environ, "RERUN_APP_ONLY": "true"})
-    except OSError as exc:
-        log.close()
-        return f"starting it failed ({exc})"
-    deadline = time.monotonic() + VIEWER_START_S
-    settled_at = None
-    while proc.poll() is None:
-        now = time.monotonic()
-        if settled_at is None and _listening(port, timeout=0.2):
-            settled_at = now + VIEWER_SETTLE_S
-        if settled_at is not None and now >= settled_at:
-            log.close()  # the viewer keeps writing to its own (now unlinked) file
+    with tempfile.TemporaryFile() as log:  # the viewer keeps its own handle once this one closes
+        try:
+            proc = subprocess.Popen(
+                [str(rerun_binary()), "--port", str(port), "--memory-limit", "75%", "--expect-data-soon"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                env={**os.environ, "RERUN_APP_ONLY": "true"})
+        except OSError as exc:
+            return f"starting it failed ({exc})"
+        try:
+            _wait_for_port(port, proc, VIEWER_START_S, name="the viewer")
+            proc.wait(timeout=VIEWER_SETTLE_S)  # returns only if it exits
+            problem = f"the viewer exited with code {proc.returncode}"
+        except subprocess.TimeoutExpired:
             return None
-        if settled_at is None and now > deadline:
-            proc.terminate()
-            log.close()
-            return f"the viewer did not start listening on {LOOPBACK}:{port} within {VIEWER_START_S:.0f} s"
-        time.sleep(0.05)
-    log.seek(0)
-    errors = [line for line in log.read().decode(errors="replace").splitlines() if "error" in line.lower()]
-    log.close()
-    reason = f": {errors[-1].strip()}" if errors else ""
-    return f"the viewer exited with code {proc.returncode}{reason}"
+        except RuntimeError as exc:
+            problem = str(exc)
+            if proc.poll() is None:
+                proc.terminate()
+        log.seek(0)
+        errors = [line for line in log.read().decode(errors="replace").splitlines() if "error" in line.lower()]
+    return problem + (f": {errors[-1].strip()}" if errors else "")
 
 
 class WebViewerServer:
