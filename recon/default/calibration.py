@@ -94,6 +94,9 @@ class WindowFocal:
     # The lens its last adjustment tried (``recon.default.sfm.WindowSfm._lens_pass``: kept, radial_k1,
     # its sigma, how far it bends the image corner in px); when kept, the focal above is read through it
     lens: dict | None = None
+    # The window was solved through a lens its pinhole solve had read as a wide view
+    # (recon/default/lens_search.py): that pinhole's focal is no evidence
+    misread: bool = False
 
     def plausible(self, config: StreamFocalConfig) -> bool:
         """Whether a rectilinear lens can have this focal length (a stated one is taken as stated)."""
@@ -180,19 +183,20 @@ class StreamFocal:
     # ---- what a window tells ----------------------------------------------------------
     def add(self, window: int, size: tuple[int, int], log_focal_px: float, sigma: float, noise_px2: float,
             principal: tuple[np.ndarray, np.ndarray] | None = None, principal_applied: np.ndarray | None = None,
-            principal_used_px: np.ndarray | None = None, lens: dict | None = None) -> bool:
+            principal_used_px: np.ndarray | None = None, lens: dict | None = None, misread: bool = False) -> bool:
         """Combine window ``window``'s evidence (log focal in px at ``size``, its sigma in log units,
         the reprojection noise it assumed; what its observations say about the principal point, ``[2]``
         px and sigma ``[2]`` px, the axes ``bool [2]`` it moved the principal point on, and where to,
-        ``[2]`` px; ``lens``, the window's lens record); returns whether it is used. Ignored once the focal
-        is fixed."""
+        ``[2]`` px; ``lens``, the window's lens record; ``misread``, ``WindowFocal.misread``); returns whether
+        it is used. Ignored once the focal is fixed."""
         if not self.config.enabled or self.fixed or not np.isfinite(log_focal_px) or not np.isfinite(sigma):
             return False
         self._matches(size)
         W, H = size
         self.aspect, self.portrait = _aspect(size), H > W
         entry = WindowFocal(window, log_focal_px - float(np.log(max(W, H))),
-                            max(sigma, self.config.min_window_sigma), noise_px2, portrait=H > W, lens=lens)
+                            max(sigma, self.config.min_window_sigma), noise_px2, portrait=H > W, lens=lens,
+                            misread=misread)
         centre = np.array([(W - 1) / 2, (H - 1) / 2])
         if principal is not None:
             entry.principal_rel = (np.asarray(principal[0], np.float64) - centre) / max(W, H)
@@ -216,7 +220,7 @@ class StreamFocal:
         cfg = self.config
         x = np.array([w.log_rel for w in self.windows])
         s = np.array([w.sigma for w in self.windows])
-        informative = (s <= cfg.max_prior_sigma) & np.array([w.plausible(cfg) for w in self.windows])
+        informative = (s <= cfg.max_prior_sigma) & np.array([w.plausible(cfg) and not w.misread for w in self.windows])
         if not informative.any():  # windows that say next to nothing do not make an estimate
             for w in self.windows:
                 w.used = False
@@ -300,7 +304,7 @@ class StreamFocal:
             "principal_offset_rel": self.principal_rel.tolist(),
             "principal_sigma_rel": [None if np.isnan(v) else float(v) for v in self.principal_sigma],
             "windows": [{"window": w.window, "focal_rel": float(np.exp(w.log_rel)), "sigma_rel": w.sigma,
-                         "used": w.used, "plausible": w.plausible(self.config),
+                         "used": w.used, "plausible": w.plausible(self.config), "misread": w.misread,
                          # what its observations say about the principal point (offset from the
                          # centre / longest side, sigma), and on which axes (x, y) it was moved there
                          "principal_offset_rel": None if w.principal_rel is None else w.principal_rel.tolist(),

@@ -15,6 +15,7 @@ import numpy as np
 from recon.default.calibration import StreamFocal, StreamFocalConfig
 from recon.default.dense import DenseConfig, FlowCache, choose_neighbours, dense_depth, dense_inputs, upsample_depth
 from recon.default.far_pairs import FarPairCheck, chained_split_deg, checked_far_pairs, rotation_split_deg
+from recon.default.lens_search import LensSearchConfig, LensTrial, bend_of_k1, chosen_trial, k1_of_bend
 from recon.default.sfm import SfmConfig, SfmResult, WindowSfm
 from recon.default.sparse_depth import SparseDepthConfig, fill_sparse_depth
 from recon.default.tracks import Tracks, build_tracks
@@ -57,6 +58,9 @@ class DefaultModelConfig:
     focal_prior: float = 1.0  # unknown intrinsics start at f = focal_prior * max(W, H)
     # the focal length estimated across the windows of a stream (recon/default/calibration.py)
     stream_focal: StreamFocalConfig = field(default_factory=StreamFocalConfig)
+    # A window whose pinhole solve reads a lens as a field of view no rectilinear lens has is solved
+    # with its focal held, through candidate lenses too (recon/default/lens_search.py)
+    lens_search: LensSearchConfig = field(default_factory=LensSearchConfig)
     sfm: SfmConfig = field(default_factory=SfmConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
     # views flow could not follow (wide baselines) take their depth from the triangulated tracks
@@ -124,11 +128,13 @@ class DefaultWindowModel:
         self._focal = StreamFocal(self.cfg.stream_focal)  # the stream's focal length, without intrinsics
         self._windows = 0  # windows predicted in this stream
         self._size: tuple[int, int] | None = None  # (W, H) of the last window
+        self._stream_bend: float | None = None  # the lens a window of this stream took (lens_search.bend_of_k1)
 
     def reset(self) -> None:
         self._scale = self.cfg.feature_scale
         self._scale_votes = []
         self._focal.reset()
+        self._stream_bend = None
         self._windows = 0
         self._size = None
         with self._lock:
@@ -214,8 +220,10 @@ class DefaultWindowModel:
         return self._focal.report(self._size)
 
     def _structure(self, frames: Sequence[Frame], K: np.ndarray, known_K: bool, scale: float,
-                   timings: dict[str, float], focal_prior=None, refine_focal: bool | None = None):
-        """Features, matches, tracks and window SfM with features detected at ``scale``."""
+                   timings: dict[str, float], focal_prior=None, refine_focal: bool | None = None,
+                   grow_k1: float = 0.0):
+        """Features, matches, tracks and window SfM with features detected at ``scale`` (grown through the
+        lens ``grow_k1``, k1 at ``K``, when it is not 0: ``WindowSfm.grow_k1``)."""
         t0 = time.perf_counter()
         near = self.cfg.match_neighbours
         pairs = [(i, j) for i in range(len(frames)) for j in range(i + 1, min(i + 1 + self._reach, len(frames)))]
@@ -235,7 +243,8 @@ class DefaultWindowModel:
         timings["features_matches"] = timings.get("features_matches", 0.0) + t1 - t0
         far_weak = len(found) - len(near_pairs) - len(far)
         matches = near_pairs + far
-        tracks, window_sfm, sfm = self._grown(frames, feats, matches, K, known_K, focal_prior, refine_focal)
+        tracks, window_sfm, sfm = self._grown(frames, feats, matches, K, known_K, focal_prior, refine_focal,
+                                              grow_k1=grow_k1)
         far_check = None
         if far and sfm is not None and self.cfg.check_far_pairs:
             far_check, regrown = self._checked_far(frames, feats, near_pairs, far, sfm, K, known_K, focal_prior,
@@ -246,7 +255,8 @@ class DefaultWindowModel:
         stragglers = self._straggler_pairs(frames, feats, scale, sfm)
         if stragglers:
             t2 = time.perf_counter()
-            grown = self._grown(frames, feats, matches + stragglers, K, known_K, focal_prior, refine_focal)
+            grown = self._grown(frames, feats, matches + stragglers, K, known_K, focal_prior, refine_focal,
+                                grow_k1=grow_k1)
             timings["sfm"] = timings.get("sfm", 0.0) + time.perf_counter() - t2
             if grown[2] is not None and len(grown[2].held_views) > len(sfm.held_views):
                 matches = matches + stragglers
@@ -277,13 +287,15 @@ class DefaultWindowModel:
         chained = chained_split_deg(feats, near_pairs, sfm)
         if chained <= self.cfg.far_split_deg:
             return FarPairCheck(chained_deg=chained), None
+        # a structure grown through a lens was so with its focal held, at K: the others grow through it too
+        grow_k1 = sfm.radial_k1 if (sfm.info.get("lens") or {}).get("grown_through") else 0.0
         start = tuple(sfm.info.get("init_pair", (0, len(frames))))
         start = start if start[1] - start[0] <= self.cfg.match_neighbours else None
         if known_K:
             near = self._grown(frames, feats, near_pairs, K, known_K, focal_prior, refine_focal, start_pair=start)
         else:
             near = self._grown(frames, feats, near_pairs, sfm.K, False, None, False, lens_k1=sfm.radial_k1,
-                               start_pair=start)
+                               start_pair=start, grow_k1=grow_k1)
         near_tracks, _, near_sfm = near
         if near_sfm is None:
             return None, None
@@ -293,7 +305,7 @@ class DefaultWindowModel:
         kept, report = checked_far_pairs(far, feats, near_tracks, near_sfm, self.cfg.far_agree_px)
         report.split_deg, report.chained_deg = split, chained
         matches = near_pairs + kept
-        regrown = self._grown(frames, feats, matches, K, known_K, focal_prior, refine_focal)
+        regrown = self._grown(frames, feats, matches, K, known_K, focal_prior, refine_focal, grow_k1=grow_k1)
         if regrown[2] is None or len(regrown[2].held_views) < len(near_sfm.held_views):
             # the structure the far pairs turned is known wrong: the near one, consistent, stands in
             report.kept_near = True
@@ -302,17 +314,17 @@ class DefaultWindowModel:
 
     def _grown(self, frames: Sequence[Frame], feats: list[Features], matches: list[PairMatches], K: np.ndarray,
                known_K: bool, focal_prior, refine_focal,
-               lens_k1: float | None = None,
-               start_pair: tuple[int, int] | None = None) -> tuple[Tracks, WindowSfm, SfmResult | None]:
+               lens_k1: float | None = None, start_pair: tuple[int, int] | None = None,
+               grow_k1: float = 0.0) -> tuple[Tracks, WindowSfm, SfmResult | None]:
         """Tracks of ``matches`` and the window's structure grown on them; ``lens_k1``: the lens a held
-        focal length is adjusted through (None: the stream's); ``start_pair``: ``WindowSfm``'s."""
+        focal length is adjusted through (None: the stream's); ``start_pair``, ``grow_k1``: ``WindowSfm``'s."""
         tracks = build_tracks(feats, matches)
         if lens_k1 is None:
             lens_k1 = 0.0 if known_K or refine_focal else self._focal.lens_k1()
         window_sfm = WindowSfm(tracks, matches, len(frames), K, known_K, self.cfg.sfm, focal_prior, refine_focal,
                                frames[0].size, near_gap=self.cfg.match_neighbours,
                                focal_sigma_limit=self.cfg.stream_focal.max_prior_sigma,
-                               stream_k1=lens_k1, start_pair=start_pair)
+                               stream_k1=lens_k1, start_pair=start_pair, grow_k1=grow_k1)
         return tracks, window_sfm, window_sfm.run()
 
     def _straggler_pairs(self, frames: Sequence[Frame], feats: list[Features], scale: float,
@@ -370,8 +382,11 @@ class DefaultWindowModel:
         principal, principal_applied = evidence.pop("principal_point", (None, None))
         if sfm is None:
             return self._rotation_only(frames, K, feats, matches, timings, evidence)
-        if refine_focal and not self._focal_determined(focal, (W, H)):
-            held = self._solve_with_focal_held(frames, K, known_K, scale, timings, window, focal)
+        # a stream that took a lens grows its later windows through it too
+        misread = refine_focal and (self._stream_bend is not None or self._lens_misread(focal, sfm, (W, H)))
+        if refine_focal and (misread or not self._focal_determined(focal, (W, H))):
+            held = self._solve_with_focal_held(frames, K, known_K, scale, timings, window, focal, misread,
+                                               (sfm, feats, matches, tracks, evidence))
             if held is not None:
                 sfm, feats, matches, tracks = held
                 focal = None
@@ -447,20 +462,35 @@ class DefaultWindowModel:
         return choose_neighbours(k, centres, med, self.cfg.dense), (lo, hi)
 
     def _solve_with_focal_held(self, frames, K: np.ndarray, known_K: bool, scale: float, timings: dict,
-                               window: int, focal):
+                               window: int, focal, search_lens: bool = False, free_solve: tuple | None = None):
         """A window whose observations leave the focal free (a sideways slide past a flat scene):
         whatever its adjustment ended on is arbitrary and bends its depth, so it is solved again with
         the focal ``K`` it started from (the stream's so far, or the prior's). The free evidence is
         listed (unused) in the stream's report, and the structure's ``info`` says ``focal_held``.
+        With ``search_lens`` it is also grown through candidate lenses (``_lens_trials``), and a lens that
+        fits clearly better than the free solve ``free_solve`` (``_structure``'s result) does is taken
+        without growing the held pinhole at all: the held pinhole fits no better than the free one.
         Returns (sfm, feats, matches, tracks), or None when the held solve finds no structure."""
         W, H = frames[0].size
-        sfm, feats, matches, tracks, evidence = self._structure(frames, K, known_K, scale, timings, None, False)
-        if sfm is None:  # the caller keeps the free solve, and reports its evidence once
-            return None
+        trials = self._lens_trials(frames, K, scale, timings) if search_lens else None
+        chosen = None
+        if trials and free_solve is not None and free_solve[0] is not None:
+            chosen = self._chosen_lens(trials, free_solve, "free", (W, H))
+            chosen = None if chosen is free_solve else chosen
+        if chosen is None:
+            chosen = self._structure(frames, K, known_K, scale, timings, None, False)
+            if chosen[0] is None:  # the caller keeps the free solve, and reports its evidence once
+                return None
+            if trials is not None:
+                chosen = self._chosen_lens(trials, chosen, "held", (W, H))
+        sfm, feats, matches, tracks, evidence = chosen
         free = focal is not None and bool(np.isfinite(focal.log_focal))
         implausible = free and not self._focal_plausible(focal, (W, H))
-        if free:
-            self._focal.add(window, (W, H), focal.log_focal, focal.sigma_log, focal.noise_px2)
+        if free:  # run.json lists the lens the held solve was adjusted or grown through, and the search
+            search = sfm.info.get("lens_search")
+            lens = {**(sfm.info.get("lens") or {}), **({"search": search} if search else {})}
+            self._focal.add(window, (W, H), focal.log_focal, focal.sigma_log, focal.noise_px2, lens=lens or None,
+                            misread=bool(lens.get("grown_through")))
         if self._focal.log_rel is None:
             self._focal.held_rel = float(K[0, 0]) / max(W, H)
         evidence.pop("focal_evidence", None)
@@ -472,6 +502,50 @@ class DefaultWindowModel:
             evidence["focal_held"]["implausible"] = True
         sfm.info.update(evidence)
         return sfm, feats, matches, tracks
+
+    def _lens_misread(self, focal, sfm: SfmResult | None, size: tuple[int, int]) -> bool:
+        """Whether a self-calibrating window's pinhole solve, or the lens pass that started from it, put
+        its focal length where no rectilinear lens has it (``_focal_plausible``): the sign of a strong
+        barrel lens read by a pinhole (recon/default/lens_search.py). False when the search is off."""
+        if not self.cfg.lens_search.bends or sfm is None:
+            return False
+        lens = sfm.info.get("lens") or {}
+        focals = [float(np.exp(focal.log_focal))] if focal is not None and np.isfinite(focal.log_focal) else []
+        if lens.get("focal_px") and not lens.get("kept"):
+            focals.append(float(lens["focal_px"]))
+        return any(not self.cfg.stream_focal.plausible(float(np.log(f / max(size)))) for f in focals)
+
+    def _lens_trials(self, frames, K: np.ndarray, scale: float, timings: dict) -> list[tuple[LensTrial, tuple]]:
+        """The window held at ``K`` and grown through each candidate lens (``LensSearchConfig.bends``, or
+        the bend this stream took before): (trial, ``_structure``'s result) for each that found a structure."""
+        size = frames[0].size
+        bends = (self._stream_bend,) if self._stream_bend is not None else self.cfg.lens_search.bends
+        found = []
+        for bend in bends:
+            grown = self._structure(frames, K, False, scale, timings, None, False, grow_k1=k1_of_bend(bend, K, size))
+            sfm = grown[0]
+            if sfm is not None:
+                trial = LensTrial(bend, sfm.radial_k1, float(sfm.info.get("median_reproj_px", np.nan)),
+                                  len(sfm.held_views))
+                found.append((trial, grown))
+        return found
+
+    def _chosen_lens(self, trials: list[tuple[LensTrial, tuple]], pinhole: tuple, against: str,
+                     size: tuple[int, int]) -> tuple:
+        """Of the lens ``trials`` and the pinhole solve ``pinhole`` (``_structure``'s result; ``against``:
+        "free" or "held", which one it is) of a window of ``size`` (W, H), the one ``lens_search.chosen_trial`` picks; its
+        ``info["lens_search"]`` says what was tried, and a lens taken becomes the stream's bend."""
+        base = pinhole[0]
+        base_median = float(base.info.get("median_reproj_px", np.nan))
+        best = chosen_trial([t for t, _ in trials], base_median, len(base.held_views), self.cfg.lens_search)
+        chosen = pinhole if best is None else next(grown for t, grown in trials if t is best)
+        report = {"against": against, "pinhole_median_reproj_px": round(base_median, 4),
+                  "trials": [t.as_info() for t, _ in trials], "taken": best is not None}
+        if best is not None:
+            self._stream_bend = bend_of_k1(best.radial_k1, chosen[0].K, size)
+            report["stream_bend"] = round(self._stream_bend, 4)
+        chosen[0].info["lens_search"] = chosen[4]["lens_search"] = report
+        return chosen
 
     def _focal_determined(self, focal, size: tuple[int, int]) -> bool:
         """Whether a self-calibrating window's focal evidence (``bundle.FocalEvidence`` or None) pins

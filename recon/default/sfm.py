@@ -32,7 +32,7 @@ from recon.default.parallax import (
     judge_parallax,
     rotation_residual_px,
 )
-from recon.default.tracks import Tracks
+from recon.default.tracks import Tracks, undistorted_tracks
 from recon.default.two_view import TwoViewConfig, essential_matrix
 from recon.features import PairMatches
 from stream4d.adjustment_budget import budgeted_points
@@ -155,7 +155,7 @@ class WindowSfm:
                  focal_prior: tuple[float, float] | None = None, refine_focal: bool | None = None,
                  image_size: tuple[int, int] | None = None, near_gap: int | None = None,
                  focal_sigma_limit: float | None = None, stream_k1: float = 0.0,
-                 start_pair: tuple[int, int] | None = None):
+                 start_pair: tuple[int, int] | None = None, grow_k1: float = 0.0):
         self.tracks = tracks
         self.matches = matches
         # Views at most this many apart make the near pairs, whose own best candidates for the initial
@@ -174,6 +174,11 @@ class WindowSfm:
         # The stream's lens (``recon.default.calibration.StreamFocal.lens_k1``): a window that does not refine
         # its own focal (the stream's, fixed or held) is adjusted through it once its views are in.
         self.stream_k1 = float(stream_k1)
+        # A lens to grow the structure through (k1 at ``K``; 0: a pinhole): the tracks are undistorted
+        # through it while views register and points triangulate, and the window is adjusted through it
+        # on the pixels as seen (``_through_grown_lens``). A pinhole solve of a strongly bending lens
+        # turns its views to explain the bend, and no later adjustment undoes that (recon/default/lens_search.py).
+        self.grow_k1 = float(grow_k1)
         # The initial pair to start from when its essential matrix fits (no other is ranked then): a
         # structure grown to be compared with another starts where that one did.
         self.start_pair = start_pair
@@ -736,6 +741,51 @@ class WindowSfm:
         return evidence.has_parallax
 
     def run(self) -> SfmResult | None:
+        """The window's structure (``_structure``), through the lens ``grow_k1`` when it has one, or None
+        when it has no usable baseline."""
+        if not self.grow_k1:
+            result = self._structure()
+            return None if result is None else self._lens_pass(result)
+        raw, start_K = self.tracks, self.K.copy()
+        self._use_tracks(undistorted_tracks(raw, self.K, self.grow_k1))
+        try:
+            result = self._structure()
+        finally:
+            self._use_tracks(raw)
+        return None if result is None else self._through_grown_lens(result, start_K)
+
+    def _use_tracks(self, tracks: Tracks) -> None:
+        self.tracks = tracks
+        self._obs_of_view = [tracks.in_view(v) for v in range(self.num_views)]
+
+    def _through_grown_lens(self, result: SfmResult, start_K: np.ndarray) -> SfmResult:
+        """``result``, grown on tracks undistorted through ``grow_k1`` at ``start_K``, adjusted on the
+        pixels as seen through the same lens: undistorting through focal f0 and coefficient k then
+        seeing through a pinhole of focal f is exactly a lens of coefficient k (f / f0)^2 at focal f."""
+        self.radial_k1 = self.grow_k1 * (float(self.K[0, 0]) / float(start_K[0, 0])) ** 2
+        grown_median = self.info.get("median_reproj_px")
+        fixed = int(self.info.get("init_pair", [min(self.w2c)])[0])
+        median = self.adjust(refine_focal=self.refine_focal, fixed_view=fixed)
+        # The candidate only has to start the structure in the right basin: the coefficient is then
+        # adjusted freely, and taken where it fits the pixels better.
+        before = self._snapshot()
+        freed = self.adjust(refine_focal=self.refine_focal, fixed_view=fixed, radial=True)
+        if freed < median:
+            median = freed
+        else:
+            self._restore(before)
+        f = float(self.K[0, 0])
+        size = np.asarray(self.image_size if self.image_size is not None else 2.0 * self.K[:2, 2] + 1.0, np.float64)
+        lens = {"kept": bool(np.isfinite(median)), "grown_through": True, "radial_k1": round(self.radial_k1, 6),
+                "corner_px": round(radial_corner_shift_px(self.radial_k1, f, (size - 1.0) / 2.0), 3),
+                "radial_sigma": None, "focal_px": round(f, 3), "median_reproj_px": round(float(median), 4),
+                "grown_median_reproj_px": None if grown_median is None else round(float(grown_median), 4)}
+        self.info.update(lens=lens, median_reproj_px=median)
+        tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
+        self.info["num_points"] = int(len(tri))
+        return SfmResult(dict(self.w2c), self.K, self.X[tri], tri, False, self.info, float(self.radial_k1))
+
+    def _structure(self) -> SfmResult | None:
         """The window's structure, or None when it has no usable baseline (the caller falls back to
         rotation-only poses; ``self.info`` says why). A structure that leaves views unregistered is
         grown again from the next initial pairs (``init_attempts`` in all), and the one that
@@ -765,7 +815,6 @@ class WindowSfm:
                 break
         result, state = best
         self._restore(state)
-        result = self._lens_pass(result)
         result.info["init_attempts"] = self.info["init_attempts"] = attempt + 1
         return result
 

@@ -9,6 +9,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from recon.features import Features, PairMatches
+from stream4d.geometry import radial_distorted, radial_undistorted
 
 
 @dataclass
@@ -51,3 +52,16 @@ def build_tracks(features: list[Features], matches: list[PairMatches]) -> Tracks
     uniq, track = np.unique(lab, return_inverse=True)
     uv = np.concatenate([f.keypoints for f in features])[nodes]
     return Tracks(views.astype(np.int64), track.astype(np.int64), uv, len(uniq))
+
+
+def undistorted_tracks(tracks: Tracks, K: np.ndarray, k1: float, tol_px: float = 0.01) -> Tracks:
+    """``tracks`` as the pinhole camera ``K`` would see them through a lens of radial coefficient ``k1``
+    (``stream4d.geometry.radial_distorted``). Observations the lens cannot have shown are left out: a
+    strong barrel folds back beyond some radius, and pixels past the fold have no undistorted position
+    (the inverse is checked by distorting it again, within ``tol_px``)."""
+    uv = radial_undistorted(tracks.uv, K, k1, iterations=200)
+    f = float(K[0, 0])
+    n2 = (((uv - K[:2, 2]) / f) ** 2).sum(axis=1)
+    ok = (np.isfinite(uv).all(axis=1) & (1.0 + 3.0 * k1 * n2 > 0.0)
+          & (np.linalg.norm(radial_distorted(uv, K, k1) - tracks.uv, axis=1) <= tol_px))
+    return Tracks(tracks.view[ok], tracks.track[ok], uv[ok], tracks.num_tracks)

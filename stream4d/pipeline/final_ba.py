@@ -277,7 +277,9 @@ def _with_lens(scene, adjusted, refine_focal: bool):
 
     K = np.array(scene.views[0].K, np.float64, copy=True)
     K[0, 0] = K[1, 1] = K[0, 0] * adjusted.focal_scale
-    start = replace(scene, views=[replace(v, c2w=adjusted.c2w[k], K=K) for k, v in enumerate(scene.views)],
+    # one camera: windows held at one focal can each have adjusted their own lens (recon/default/lens_search.py)
+    k1 = _shared_lens(scene)
+    start = replace(scene, views=[replace(v, c2w=adjusted.c2w[k], K=K, radial_k1=k1) for k, v in enumerate(scene.views)],
                     points=np.where(np.isfinite(adjusted.points), adjusted.points, scene.points))
     try:
         again = bundle_adjust(start, LOSS_SCALE_PX, refine_focal=refine_focal, refine_radial=True)

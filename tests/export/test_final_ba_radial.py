@@ -31,11 +31,12 @@ def _look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def _lens_run(out: Path, k1: float, noise_px: float = 0.05, refine_focal: bool = True,
               lens: bool = True, views: int = 10, window_k1: float = 0.0,
-              box: tuple[float, float] = (1.5, 1.0)) -> list[np.ndarray]:
+              box: tuple[float, float] = (1.5, 1.0), windows_k1: tuple[float, float] | None = None) -> list[np.ndarray]:
     """One window of ``views`` keyframes on an arc around a box of points, its tracks seen through a lens of
     radial coefficient ``k1`` and written with the pinhole K the window would have solved (the true one)
     and the lens it found (``window_k1``), self-calibrated (``refine_focal``) or given; the box's half
-    width and height are ``box``. Returns the true poses."""
+    width and height are ``box``. With ``windows_k1`` the views are two windows instead, the first six
+    and the last six, each written with its own lens. Returns the true poses."""
     rng = np.random.default_rng(11)
     points = rng.uniform([-box[0], -box[1], 4.0], [box[0], box[1], 6.5], (400, 3))
     truth, obs_point, obs_view, obs_xy = [], [], [], []
@@ -57,12 +58,16 @@ def _lens_run(out: Path, k1: float, noise_px: float = 0.05, refine_focal: bool =
             start[:3, 3] += rng.normal(0.0, 0.01, 3)
             writer.add_frame(PosedFrame(v, 0.1 * v, f"{v}.png", start, K, WIDTH, HEIGHT))
             writer.write_frame_image(v, np.full((HEIGHT, WIDTH, 3), 20 * v, np.uint8), np.eye(3))
-        tracks = SparseTracks(points + rng.normal(0.0, 0.01, points.shape), np.zeros((len(points), 3), np.uint8),
-                              np.concatenate(obs_point), np.concatenate(obs_view), np.concatenate(obs_xy),
-                              np.repeat(K[None], len(truth), axis=0), window_k1)
-        writer.write_sparse(0, 0, np.arange(len(truth)), tracks)
-        record = final_bundle_adjustment(writer, 0, {v: 0 for v in range(len(truth))}, refine_focal=refine_focal,
-                                         lens=lens)
+        spans = [np.arange(len(truth))] if windows_k1 is None else [np.arange(6), np.arange(len(truth) - 6, len(truth))]
+        for w, span in enumerate(spans):
+            tracks = SparseTracks(points + rng.normal(0.0, 0.01, points.shape), np.zeros((len(points), 3), np.uint8),
+                                  np.concatenate([obs_point[v] for v in span]),
+                                  np.concatenate([np.full(len(obs_point[v]), k) for k, v in enumerate(span)]),
+                                  np.concatenate([obs_xy[v] for v in span]),
+                                  np.repeat(K[None], len(span), axis=0), window_k1 if windows_k1 is None else windows_k1[w])
+            writer.write_sparse(w, 0, span, tracks)
+        frame_window = {v: 0 if windows_k1 is None or v < len(truth) // 2 else 1 for v in range(len(truth))}
+        record = final_bundle_adjustment(writer, 0, frame_window, refine_focal=refine_focal, lens=lens)
         writer.write_run({"stats": {"segment": 0}})
     (out / "record.json").write_text(json.dumps(record))
     return truth
@@ -144,6 +149,18 @@ def test_the_adjustment_starts_from_the_lens_the_windows_found(tmp_path):
     pinhole = json.loads((tmp_path / "pinhole_windows" / "record.json").read_text())
     assert "windows_k1" not in pinhole["lens"]
     assert pinhole["observations"] < 0.9 * record["observations"]
+
+
+def test_windows_held_at_one_focal_with_lenses_of_their_own_share_one(tmp_path):
+    """Windows whose focal was held (not refined) and which each adjusted their own lens
+    (recon/default/lens_search.py): the lens is estimated for one camera, from their median."""
+    pytest.importorskip("pycolmap")
+    k1 = -0.25
+    _lens_run(tmp_path / "run", k1, refine_focal=False, box=(3.0, 2.2), windows_k1=(-0.24, -0.26))
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["applied"] and record["lens"]["kept"], record
+    assert record["lens"]["radial_k1"] == pytest.approx(k1, abs=0.01)
+    assert read_radial(tmp_path / "run") == {0: pytest.approx(record["lens"]["radial_k1"], abs=1e-6)}
 
 
 def test_a_given_camera_keeps_its_focal_and_gets_the_lens_its_tracks_show(tmp_path):
