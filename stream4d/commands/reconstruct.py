@@ -276,9 +276,14 @@ def _focal_line(run: dict) -> str | None:
     cal = run.get("intrinsics")
     if cal and "held_focal_px" in cal:
         W, H = cal["model_size"]
-        wide = sum(w.get("plausible") is False for w in cal.get("windows", []))
+        windows = cal.get("windows", [])
+        # a window solved through a lens its pinhole misread (recon/default/lens_search.py) read one too
+        wide = sum(w.get("plausible") is False or bool(w.get("misread")) for w in windows)
+        grown = sum(bool((w.get("lens") or {}).get("grown_through")) for w in windows)
         why = (f"{wide} window(s) read a view wider than a rectilinear lens sees, a lens that bends rather than a "
                "focal length" if wide else "no window's motion constrained it")
+        if grown:
+            why += f"; {grown} window(s) solved through that lens instead"
         return (f"focal length: NOT determined by the input ({why}); "
                 f"held at the starting guess {cal['held_focal_px']:.1f} px at {W}x{H}: depth and points "
                 "are only as right as that guess (give --fov or --intrinsics when you know them)")

@@ -230,7 +230,12 @@ def test_the_console_says_why_a_focal_was_held_and_which_lens_was_found(tmp_path
     focal, lens = _camera_lines(path)
     assert "NOT determined" in focal and "1 window(s) read a view wider than a rectilinear lens sees" in focal
     assert lens.startswith("lens: k1 = -0.4787") and "45.9 px" in lens
+    windows[1].update(misread=True, lens={"kept": True, "grown_through": True, "radial_k1": -0.48})
+    path.write_text(json.dumps(run))
+    focal = _camera_lines(path)[0]
+    assert "2 window(s) read a view wider" in focal and "1 window(s) solved through that lens instead" in focal
     windows[0]["plausible"] = True
+    windows[1].update(misread=False, lens=None)
     run["final_ba"]["lens"] = {"kept": False, "radial_k1": 0.001, "corner_px": 0.2}
     path.write_text(json.dumps(run))
     assert _camera_lines(path) == [_camera_lines(path)[0]] and "no window's motion constrained it" in _camera_lines(path)[0]
