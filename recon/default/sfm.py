@@ -752,14 +752,14 @@ class WindowSfm:
             result = self._structure()
         finally:
             self._use_tracks(raw)
-        return None if result is None else self._through_grown_lens(result, start_K)
+        return None if result is None else self._through_grown_lens(start_K)
 
     def _use_tracks(self, tracks: Tracks) -> None:
         self.tracks = tracks
         self._obs_of_view = [tracks.in_view(v) for v in range(self.num_views)]
 
-    def _through_grown_lens(self, result: SfmResult, start_K: np.ndarray) -> SfmResult:
-        """``result``, grown on tracks undistorted through ``grow_k1`` at ``start_K``, adjusted on the
+    def _through_grown_lens(self, start_K: np.ndarray) -> SfmResult:
+        """The structure grown on tracks undistorted through ``grow_k1`` at ``start_K``, adjusted on the
         pixels as seen through the same lens: undistorting through focal f0 and coefficient k then
         seeing through a pinhole of focal f is exactly a lens of coefficient k (f / f0)^2 at focal f."""
         self.radial_k1 = self.grow_k1 * (float(self.K[0, 0]) / float(start_K[0, 0])) ** 2
@@ -774,16 +774,16 @@ class WindowSfm:
             median = freed
         else:
             self._restore(before)
-        f = float(self.K[0, 0])
-        size = np.asarray(self.image_size if self.image_size is not None else 2.0 * self.K[:2, 2] + 1.0, np.float64)
         lens = {"kept": bool(np.isfinite(median)), "grown_through": True, "radial_k1": round(self.radial_k1, 6),
-                "corner_px": round(radial_corner_shift_px(self.radial_k1, f, (size - 1.0) / 2.0), 3),
-                "radial_sigma": None, "focal_px": round(f, 3), "median_reproj_px": round(float(median), 4),
+                "corner_px": round(self._corner_bend_px(), 3), "radial_sigma": None,
+                "focal_px": round(float(self.K[0, 0]), 3), "median_reproj_px": round(float(median), 4),
                 "grown_median_reproj_px": None if grown_median is None else round(float(grown_median), 4)}
-        self.info.update(lens=lens, median_reproj_px=median)
-        tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
-        self.info["num_points"] = int(len(tri))
-        return SfmResult(dict(self.w2c), self.K, self.X[tri], tri, False, self.info, float(self.radial_k1))
+        return self._through_lens(lens, median)
+
+    def _corner_bend_px(self) -> float:
+        """How far (px) the window's lens (``radial_k1`` at ``K``) moves the image corner."""
+        size = np.asarray(self.image_size if self.image_size is not None else 2.0 * self.K[:2, 2] + 1.0, np.float64)
+        return radial_corner_shift_px(self.radial_k1, float(self.K[0, 0]), (size - 1.0) / 2.0)
 
     def _structure(self) -> SfmResult | None:
         """The window's structure, or None when it has no usable baseline (the caller falls back to
@@ -843,8 +843,7 @@ class WindowSfm:
         pinhole = self.info.get("median_reproj_px")
         median = self.adjust(refine_focal=True, fixed_view=fixed, radial=True)
         f, k1 = float(self.K[0, 0]), float(self.radial_k1)
-        size = np.asarray(self.image_size if self.image_size is not None else 2.0 * self.K[:2, 2] + 1.0, np.float64)
-        bend = radial_corner_shift_px(k1, f, (size - 1.0) / 2.0)
+        bend = self._corner_bend_px()
         ev = self.focal_evidence
         sigma = ev.radial_sigma if ev is not None and ev.radial_sigma is not None else float("inf")
         kept = bool(np.isfinite(median) and bend >= cfg.lens_min_corner_px
@@ -879,6 +878,11 @@ class WindowSfm:
             self._restore(before)
             self.info["lens"] = result.info["lens"] = lens
             return result
+        return self._through_lens(lens, median)
+
+    def _through_lens(self, lens: dict, median: float) -> SfmResult:
+        """The window as adjusted through its lens (``lens``: its record, ``median``: its median
+        reprojection error, px)."""
         self.info.update(lens=lens, median_reproj_px=median)
         tri = np.nonzero(np.isfinite(self.X[:, 0]))[0]
         self.info["num_points"] = int(len(tri))
